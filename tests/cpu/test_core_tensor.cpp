@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <string>
+#include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 #include "memattn/core/status.hpp"
@@ -99,4 +101,10 @@ TEST_CASE("every status has its own message", "[status]") {
   }
   CHECK(ok(Status::kSuccess));
   CHECK_FALSE(ok(Status::kErrorNullPointer));
+}
+
+TEST_CASE("symbols live in the versioned inline namespace", "[config]") {
+  static_assert(std::is_same<memattn::Status, memattn::v0_1::Status>::value, "inline namespace");
+  // The version is part of the mangled name, so two embedded memattn builds cannot collide.
+  CHECK(std::string(typeid(memattn::Status).name()).find("v0_1") != std::string::npos);
 }

@@ -87,7 +87,8 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
     MatrixMap K(sc.k, n, D);
     MatrixMap V(sc.v, n, D);
     Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> S(sc.s, rows, n, Eigen::OuterStride<>(kKeyBlock));
-    S.noalias() = Q * K.transpose();
+    // Coefficient-based product: with only a GQA group of rows, GEMM packing costs more than it saves.
+    S.noalias() = Q.lazyProduct(K.transpose());
     for (std::int64_t r = 0; r < rows; ++r) {
       auto srow = S.row(r).array();
       const std::int64_t vis_lo = std::max<std::int64_t>(sc.lo[r] - j0, 0);
