@@ -1,0 +1,162 @@
+// CPU dense decode attention (memattn::cpu::dense_decode), one query token, GQA Hq=32 / Hkv=8,
+// head_dim 128, over a KV cache of L tokens in fp16 or fp32; reports bytes/s of K+V read.
+//
+// Peer, measured in the same run: an Eigen fp32 GEMV (y = M x, M row-major [n, 128]) that reads
+// exactly as many bytes as the attention case reads of K and V. Decode is bound by reading the
+// cache, so the ratio attention / GEMV says how close it gets to what plain Eigen streams on this
+// machine. The summary printed after the table lists the ratios. Single-threaded, like memattn.
+//
+//   bench_dense_decode [--benchmark_filter=fp16] [--benchmark_repetitions=3] ...
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <memattn/memattn.hpp>
+
+namespace {
+
+constexpr std::int64_t kHq = 32, kHkv = 8, kD = 128;
+const std::int64_t kLengths[] = {1024, 4096, 16384};
+bool g_failed = false;  // a case whose Status was not kSuccess: the process exits 1
+
+template <class T>
+std::vector<T> random_values(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<T> out(n);
+  for (auto& x : out) x = memattn::from_float<T>(normal(rng));
+  return out;
+}
+
+template <class T>
+std::int64_t kv_bytes(std::int64_t L) {
+  return 2 * kHkv * L * kD * static_cast<std::int64_t>(sizeof(T));
+}
+
+template <class T>
+void bm_dense_decode(benchmark::State& state, std::int64_t L) {
+  const auto k = random_values<T>(static_cast<std::size_t>(kHkv * L * kD), 1);
+  const auto v = random_values<T>(k.size(), 2);
+  const auto q = random_values<T>(static_cast<std::size_t>(kHq * kD), 3);
+  std::vector<T> o(q.size());
+  std::vector<float> lse(kHq);
+
+  memattn::attention::DecodeArgs<T> args;
+  args.q = memattn::make_view<4>(q.data(), {1, 1, kHq, kD});
+  args.k_cache = memattn::make_view<4>(k.data(), {1, kHkv, L, kD});
+  args.v_cache = memattn::make_view<4>(v.data(), {1, kHkv, L, kD});
+  args.o = memattn::make_view<4>(o.data(), {1, 1, kHq, kD});
+  args.lse = memattn::make_view<3>(lse.data(), {1, 1, kHq});
+
+  std::size_t ws_bytes = 0;
+  memattn::Status st = memattn::cpu::dense_decode_workspace_size(args, &ws_bytes);
+  std::vector<unsigned char> ws_storage(ws_bytes + memattn::kWorkspaceAlign);
+  void* ws = ws_storage.data();
+  std::size_t space = ws_storage.size();
+  ws = std::align(memattn::kWorkspaceAlign, ws_bytes, ws, space);
+
+  for (auto _ : state) {
+    if (st == memattn::Status::kSuccess) st = memattn::cpu::dense_decode(args, ws, ws_bytes);
+    benchmark::DoNotOptimize(o.data());
+    benchmark::ClobberMemory();
+  }
+  if (st != memattn::Status::kSuccess) {
+    g_failed = true;
+    state.SkipWithError(memattn::status_message(st));
+    return;
+  }
+  state.SetBytesProcessed(state.iterations() * kv_bytes<T>(L));
+  state.counters["kv_MiB"] = static_cast<double>(kv_bytes<T>(L)) / (1 << 20);
+}
+
+// y = M x over `bytes` of fp32 (M row-major [bytes / (4 * 128), 128]): the bandwidth peer.
+void bm_eigen_gemv(benchmark::State& state, std::int64_t bytes) {
+  using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::int64_t rows = bytes / static_cast<std::int64_t>(sizeof(float) * kD);
+  RowMatrix m = RowMatrix::Random(rows, kD);
+  Eigen::VectorXf x = Eigen::VectorXf::Random(kD);
+  Eigen::VectorXf y(rows);
+  for (auto _ : state) {
+    y.noalias() = m * x;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * bytes);
+  state.counters["kv_MiB"] = static_cast<double>(bytes) / (1 << 20);
+}
+
+// Console table as usual, then one line per attention case: its GB/s against the GEMV over the
+// same bytes (mean over repetitions when --benchmark_repetitions is given).
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& r : runs) {
+      if (r.run_type != Run::RT_Iteration) continue;
+      const auto it = r.counters.find("bytes_per_second");
+      if (it == r.counters.end()) continue;
+      Mean& m = rates_[r.benchmark_name()];
+      m.sum += it->second.value;
+      m.n += 1;
+    }
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    bool header = false;
+    for (const auto& [name, mean] : rates_) {
+      if (name.rfind("dense_decode/", 0) != 0) continue;
+      const std::string peer = "eigen_gemv_fp32/same_bytes_as_" + name.substr(std::string("dense_decode/").size());
+      const auto it = rates_.find(peer);
+      if (it == rates_.end()) continue;
+      if (!header) {
+        std::printf("\nKV read rate vs an Eigen fp32 GEMV over the same bytes (same run, same machine):\n");
+        header = true;
+      }
+      const double a = mean.value() / 1e9, g = it->second.value() / 1e9;
+      std::printf("  %-28s %7.2f GB/s   gemv %7.2f GB/s   ratio %.2f\n", name.c_str(), a, g, a / g);
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  struct Mean {
+    double sum = 0;
+    int n = 0;
+    double value() const { return sum / n; }
+  };
+  std::map<std::string, Mean> rates_;
+};
+
+template <class T>
+void register_dtype(const char* dtype) {
+  for (const std::int64_t L : kLengths) {
+    const std::string suffix = std::string(dtype) + "/L:" + std::to_string(L);
+    benchmark::RegisterBenchmark(("dense_decode/" + suffix).c_str(),
+                                 [L](benchmark::State& s) { bm_dense_decode<T>(s, L); })
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("eigen_gemv_fp32/same_bytes_as_" + suffix).c_str(),
+                                 [L](benchmark::State& s) { bm_eigen_gemv(s, kv_bytes<T>(L)); })
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_dtype<memattn::Half>("fp16");
+  register_dtype<float>("fp32");
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return g_failed ? 1 : 0;
+}

@@ -1,0 +1,21 @@
+// memattn: memory-efficient attention primitives (header-only, C++17).
+//
+// Umbrella header: every host-compilable public header (.hpp). The CUDA wrappers (.cuh, under
+// memattn/cuda/) need nvcc and are included on their own. This is an explicit list on purpose;
+// tests/headers checks that it names every .hpp under include/memattn.
+#pragma once
+
+// core: configuration, status, dtypes, tensor views, two-phase workspace
+#include "memattn/core/config.hpp"
+#include "memattn/core/dtype.hpp"
+#include "memattn/core/status.hpp"
+#include "memattn/core/tensor.hpp"
+#include "memattn/core/workspace.hpp"
+
+// attention: dense attention arguments and the math shared by every back-end
+#include "memattn/attention/dense_args.hpp"
+#include "memattn/attention/online_softmax.hpp"
+
+// cpu: Eigen implementations (also the reference for the CUDA path)
+#include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/dense_attention.hpp"
