@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command (README; .ci/run runs exactly this), safe to re-run:
+#   1. build/ (Release; configured here if it is not yet): build, then every ctest test
+#      (CPU, headers, install, examples, benchmark smoke; GPU tests skip without a device);
+#   2. build-asan/ (ASan + UBSan, CUDA off, benchmarks off): build, then the CPU tests (label cpu)
+#      with UBSan errors fatal.
+# Environment: MEMATTN_JOBS (parallel jobs, default: number of CPUs).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+JOBS="${MEMATTN_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+SECONDS=0
+
+echo "== build/ (Release)"
+if [ ! -f build/CMakeCache.txt ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+echo "== build/ done after ${SECONDS}s"
+
+echo "== build-asan/ (AddressSanitizer + UndefinedBehaviorSanitizer, CPU only)"
+SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
+# Debug keeps Eigen's and the library's assertions; -O1 keeps the run time reasonable.
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+  -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" \
+  -DMEMATTN_ENABLE_CUDA=OFF -DMEMATTN_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build build-asan -j "$JOBS"
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=abort_on_error=0:strict_string_checks=1 \
+  ctest --test-dir build-asan -L cpu --output-on-failure -j "$JOBS"
+echo "== all tests passed (${SECONDS}s)"
