@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "memattn/core/dtype.hpp"
+#include "memattn/cpu/convert.hpp"
 
 using namespace memattn;
 
@@ -154,4 +155,27 @@ TEST_CASE("dtype traits", "[dtype]") {
   CHECK(dtype_size(DType::kF16) == 2);
   CHECK(std::string(dtype_name(DType::kBF16)) == "bf16");
   CHECK(to_float(from_float<Half>(1.5f)) == 1.5f);
+}
+
+TEST_CASE("bulk CPU conversions equal the element conversions for every encoding", "[dtype]") {
+#if defined(__F16C__)
+  if (!__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("avx")) {
+    WARN("this CPU lacks F16C/AVX: the F16C build of this test has nothing to check");
+    return;
+  }
+#endif
+  std::vector<Half> h(65536 + 5);
+  std::vector<BFloat16> b(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    h[i].bits = static_cast<std::uint16_t>(i);
+    b[i].bits = static_cast<std::uint16_t>(i);
+  }
+  std::vector<float> out(h.size());
+  cpu::to_float_n(h.data(), static_cast<std::int64_t>(h.size()), out.data());
+  for (std::size_t i = 0; i < h.size(); ++i) REQUIRE(float_to_bits(out[i]) == float_to_bits(half_to_float(h[i])));
+  cpu::to_float_n(b.data(), static_cast<std::int64_t>(b.size()), out.data());
+  for (std::size_t i = 0; i < b.size(); ++i) REQUIRE(float_to_bits(out[i]) == float_to_bits(bfloat16_to_float(b[i])));
+  std::vector<Half> back(h.size());
+  cpu::from_float_n(out.data(), static_cast<std::int64_t>(out.size()), back.data());
+  CHECK(back[0x3c00].bits == float_to_half(out[0x3c00]).bits);
 }

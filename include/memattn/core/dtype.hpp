@@ -1,7 +1,7 @@
 // Storage dtypes: fp32, fp16 (Half), bf16 (BFloat16). Half and BFloat16 are 2-byte PODs that are
 // layout-compatible with __half / __nv_bfloat16, so kernels reinterpret the same buffers. The
 // conversions are written once for host and device: round-to-nearest-even, NaN payload kept
-// (quietened), Inf kept, overflow to Inf, fp16 subnormals exact.
+// (quietened, as F16C and the GPU do), Inf kept, overflow to Inf, fp16 subnormals exact.
 #pragma once
 
 #include <cstddef>
@@ -65,7 +65,8 @@ MEMATTN_HOST_DEVICE Half float_to_half(float f) {
 MEMATTN_HOST_DEVICE float half_to_float(Half h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h.bits & 0x8000u) << 16;
   const std::uint32_t em = h.bits & 0x7fffu;
-  if (em >= 0x7c00u) return bits_to_float(sign | 0x7f800000u | ((em & 0x3ffu) << 13));
+  if (em > 0x7c00u) return bits_to_float(sign | 0x7fc00000u | ((em & 0x3ffu) << 13));  // quiet NaN, payload kept
+  if (em == 0x7c00u) return bits_to_float(sign | 0x7f800000u);
   if (em >= 0x0400u) return bits_to_float(sign | ((em << 13) + 0x38000000u));
   const float mag = static_cast<float>(em) * 5.9604644775390625e-8f;  // em * 2^-24, exact
   return bits_to_float(sign | float_to_bits(mag));

@@ -1,6 +1,6 @@
 // Bulk dtype conversion on the CPU (rows of a strided tensor into dense fp32 scratch and back).
-// The element conversions are the ones in core/dtype.hpp; F16C is used for fp16 when the build
-// enables it (bit-identical: both round to nearest even).
+// Bit-identical to the element conversions in core/dtype.hpp; fp16 uses F16C when the build
+// enables it, else SSE2 (tests/cpu/test_core_dtype.cpp checks every encoding).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,8 @@
 
 #if defined(__F16C__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 MEMATTN_NAMESPACE_BEGIN
@@ -30,6 +32,25 @@ inline void to_float_n(const Half* src, std::int64_t n, float* dst) {
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+#elif defined(__SSE2__)
+  // Baseline x86-64: shift the exponent/mantissa into place and rescale by 2^112 (this also
+  // normalises fp16 subnormals); Inf/NaN get the all-ones exponent. Bit-identical to half_to_float.
+  const __m128i mag_mask = _mm_set1_epi32(0x7fff), sign_mask = _mm_set1_epi32(0x8000);
+  const __m128i inf_bits = _mm_set1_epi32(0x7c00 << 13), special_min = _mm_set1_epi32((0x7c00 << 13) - 1);
+  const __m128i exp_all = _mm_set1_epi32(0x7f800000), quiet = _mm_set1_epi32(0x400000);
+  const __m128 rescale = _mm_set1_ps(0x1p112f);
+  const __m128i zero = _mm_setzero_si128();
+  for (; i + 4 <= n; i += 4) {
+    const __m128i h = _mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i)), zero);
+    const __m128i sign = _mm_slli_epi32(_mm_and_si128(h, sign_mask), 16);
+    const __m128i em = _mm_slli_epi32(_mm_and_si128(h, mag_mask), 13);
+    const __m128i scaled = _mm_castps_si128(_mm_mul_ps(_mm_castsi128_ps(em), rescale));
+    const __m128i special = _mm_cmpgt_epi32(em, special_min);
+    const __m128i nan_quiet = _mm_and_si128(_mm_cmpgt_epi32(em, inf_bits), quiet);
+    const __m128i special_bits = _mm_or_si128(_mm_or_si128(em, exp_all), nan_quiet);
+    const __m128i mag = _mm_or_si128(_mm_and_si128(special, special_bits), _mm_andnot_si128(special, scaled));
+    _mm_storeu_ps(dst + i, _mm_castsi128_ps(_mm_or_si128(mag, sign)));
   }
 #endif
   for (; i < n; ++i) dst[i] = half_to_float(src[i]);
