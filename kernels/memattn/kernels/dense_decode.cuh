@@ -1,0 +1,527 @@
+// Split-KV ("flash-decoding") dense decode attention: the __global__ kernels behind
+// memattn/cuda/dense_decode.cuh. Semantics are those of memattn/attention/dense_args.hpp.
+//
+// Work decomposition
+//  * One CTA (kDecodeThreads = 128 threads) handles one (batch b, kv head h, row tile, split s).
+//    The rows of a KV head are the Tq x G query rows that read it (G = Hq / Hkv), flattened as
+//    f = t * G + g. A row tile holds R of them (R in {1, 2, 4, 8}: the smallest power of two
+//    >= Tq * G, capped at 8); when Tq * G > 8 the rows are split into ceil(Tq * G / 8) tiles and
+//    every tile reads the KV range once, so KV is re-read once per extra tile. Within a tile every
+//    KV element is loaded from memory once and used for all R rows (GQA served from one read).
+//  * Lane groups: D / 8 consecutive lanes share one key; each lane owns 8 contiguous head-dim
+//    elements (one 16-byte load of K and one of V per key). The partial dot products are summed
+//    with xor shuffles inside the lane group (all lanes end with the same, bitwise identical
+//    score). A CTA has 128 / (D / 8) lane groups; each is an independent online-softmax stream
+//    over the keys base + u * groups + group (u < kUnroll: 4, or 2 for R = 8) of every chunk, so
+//    one chunk of groups * kUnroll keys is read as contiguous rows.
+//  * Bytes in flight: a multi-stage cp.async (16-byte, L2-only) pipeline into shared memory
+//    (3 stages, or 5 for R = 8): 8 keys of K and V per thread (256 B) are in flight while one
+//    chunk is computed. Each thread copies exactly the pieces it later reads, so the pipeline
+//    needs only cp.async.wait_group, no barrier (48 KiB, or 40 KiB for R = 8, of static shared
+//    memory per CTA; registers stay free for q, acc and scores).
+//  * Registers (nvcc 13.0, ptxas, sm_90 / sm_80): R = 1: 80 / 78, R = 2: 96, R = 4: 151 / 168,
+//    R = 8: 238 / 235; no spills, no local memory. With 128 threads that is 4, 4, 3 and 2
+//    resident CTAs per SM (shared memory allows 4 on sm_90).
+//  * q is pre-scaled by scale * log2(e) on load and the softmax works in base 2 (ex2.approx);
+//    partial log-sum-exps are kept in base 2 and converted to natural log only when written out.
+//  * At the end of a split the lane groups' (m, l, acc) states are merged through shared memory
+//    (R * 4 KiB, aliasing the drained pipeline), in a fixed order. With one split the CTA writes o / lse directly; otherwise it
+//    writes a normalised fp32 partial and its base-2 lse to the workspace and
+//    dense_decode_merge_kernel combines the splits (LSE merge, fixed order: deterministic).
+//  * Splits cover the key range a tile needs, [lo, hi): hi = L_b - Tq + t_last + 1 and lo = 0
+//    (or max(0, L_b - Tq + t_first - W + 1) with a window). The host picks num_splits from the
+//    upper bound of that range (max_seq_len or Lcap); each sequence divides its own range into
+//    num_splits pieces of ceil(n / num_splits) keys rounded up to a whole chunk, so shorter
+//    sequences still use every split. A split with no key writes lse = -inf and is ignored by
+//    the merge; a row masked over a whole split (window, Tq > 1) likewise.
+//  * A sequence with L_b < Tq, L_b <= 0 or L_b > Lcap (only possible when the caller gave no host
+//    copy of seq_lens, otherwise the host wrapper rejects it) is skipped by both kernels: its
+//    rows of o and lse are left untouched.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "memattn/core/config.hpp"
+#include "memattn/core/dtype.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace kernels {
+
+constexpr int kDecodeThreads = 128;
+constexpr int kMergeThreads = 128;
+constexpr int kDecodeMaxRowTile = 8;
+
+// Compile-time shape of one decode instantiation.
+template <int D, int R>
+struct DenseDecodeConfig {
+  static_assert(D == 64 || D == 128 || D == 256, "head_dim must be 64, 128 or 256");
+  static_assert(R == 1 || R == 2 || R == 4 || R == 8, "row tile must be 1, 2, 4 or 8");
+  static constexpr int kThreads = kDecodeThreads;
+  static constexpr int kLanes = D / 8;                 // lanes per key (8 elements = 16 B each)
+  static constexpr int kGroups = kThreads / kLanes;    // independent softmax streams per CTA
+  // Keys per group per chunk, and cp.async pipeline depth in chunks: 8 keys per thread in flight
+  // beyond the chunk being computed either way (R = 8 unrolls less to stay under 255 registers).
+  static constexpr int kUnroll = R == 8 ? 2 : 4;
+  static constexpr int kChunk = kGroups * kUnroll;     // keys per CTA iteration
+  static constexpr int kStages = R == 8 ? 5 : 3;
+  // Resident CTAs per SM the register budget is capped for (R = 4 needs ~140 registers, R = 8
+  // ~250; the 48 KiB pipeline allows 4 CTAs per SM on sm_90, 3 on sm_80).
+  static constexpr int kMinBlocksPerSm = R <= 2 ? 4 : (R == 4 ? 3 : 2);
+  // Pipeline: per stage, per key slot u, K and V: one 16-byte piece per thread.
+  static constexpr int kPipeBytes = kStages * kUnroll * 2 * kThreads * 16;
+  // Epilogue (aliases the pipeline): every group's acc [R][D] plus its m and l per row.
+  static constexpr int kEpilogueBytes = kGroups * R * (D + 2) * 4;
+  static constexpr int kSmemBytes = kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes;
+  static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
+};
+
+// Everything the kernels need; built and validated by the host wrapper. Strides in elements.
+struct DenseDecodeParams {
+  const void* q = nullptr;   // [B, Tq, Hq, D]
+  const void* k = nullptr;   // [B, Hkv, Lcap, D]
+  const void* v = nullptr;   // [B, Hkv, Lcap, D]
+  void* o = nullptr;         // [B, Tq, Hq, D]
+  float* lse = nullptr;      // [B, Tq, Hq] natural log, optional
+  float* part_o = nullptr;   // [B * Tq * Hq, num_splits, D] normalised partials (num_splits > 1)
+  float* part_lse = nullptr; // [B * Tq * Hq, num_splits] base-2 lse of each partial
+  const std::int32_t* seq_lens = nullptr;  // device, optional
+  std::int64_t q_stride[3] = {};    // b, t, h
+  std::int64_t k_stride[3] = {};    // b, h, l
+  std::int64_t v_stride[3] = {};    // b, h, l
+  std::int64_t o_stride[3] = {};    // b, t, h
+  std::int64_t lse_stride[3] = {};  // b, t, h
+  int batch = 0, q_tokens = 0, q_heads = 0, kv_heads = 0, group = 0, kv_capacity = 0;
+  int row_tiles = 1, num_splits = 1;
+  int window = 0;
+  float scale_log2 = 0.f;  // softmax scale * log2(e)
+};
+
+namespace detail {
+
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLog2e = 1.4426950408889634f;
+
+MEMATTN_DEVICE float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// 16-byte asynchronous copy global -> shared, cached in L2 only (K/V are streamed once per tile).
+MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+MEMATTN_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+MEMATTN_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+MEMATTN_DEVICE uint4 load_ro(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+// 8 packed 16-bit values <-> 8 floats.
+template <class T>
+struct Pack8;
+
+template <>
+struct Pack8<BFloat16> {
+  MEMATTN_DEVICE static void unpack(const uint4& u, float (&f)[8]) {
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+  MEMATTN_DEVICE static uint4 pack(const float (&f)[8]) {
+    std::uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+      w[i] = *reinterpret_cast<const std::uint32_t*>(&h);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+  }
+};
+
+template <>
+struct Pack8<Half> {
+  MEMATTN_DEVICE static void unpack(const uint4& u, float (&f)[8]) {
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+  MEMATTN_DEVICE static uint4 pack(const float (&f)[8]) {
+    std::uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const __half2 h = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
+      w[i] = *reinterpret_cast<const std::uint32_t*>(&h);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+  }
+};
+
+// A sequence the kernels must skip (rows left untouched).
+MEMATTN_DEVICE bool sequence_invalid(int len, int q_tokens, int capacity) {
+  return len <= 0 || len < q_tokens || len > capacity;
+}
+
+// Issues the cp.async copies of chunk [base, base + kChunk) of one lane group into a pipeline
+// stage. Keys at or past s1 are clamped to s1 - 1 (never read past the split; masked later).
+// Each thread copies exactly the 16-byte pieces it will read itself, so the pipeline needs no
+// barrier: cp.async.wait_group of the thread's own groups is enough.
+template <class T, int D, int R>
+MEMATTN_DEVICE void issue_chunk(uint4* stage, const T* kb, const T* vb, std::int64_t ks, std::int64_t vs, int base,
+                                int group, int s1, int tid) {
+  using Cfg = DenseDecodeConfig<D, R>;
+#pragma unroll
+  for (int u = 0; u < Cfg::kUnroll; ++u) {
+    int j = base + u * Cfg::kGroups + group;
+    j = j < s1 ? j : s1 - 1;
+    cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks);
+    cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs);
+  }
+}
+
+// One chunk of kChunk keys for one lane group, from a pipeline stage: scores, online-softmax
+// update, V accumulation. kMasked: some key of the chunk is outside [s0, s1) or outside a row's
+// causal/window range.
+// Which keys the rows of a tile see: row r (flat f = row0 + r, f < rows) sits at position
+// pos0 + f / group and sees keys (pos - window, pos] (window 0: [0, pos]). Recomputed in the
+// (rare) masked chunks instead of holding 2 * R registers.
+struct RowBounds {
+  int pos0;  // L_b - Tq
+  int row0;
+  int rows;  // Tq * G
+  int group;
+  int window;
+  MEMATTN_DEVICE bool visible(int r, int j) const {
+    const int f = row0 + r;
+    if (f >= rows) return false;
+    const int pos = pos0 + f / group;
+    return j <= pos && (window <= 0 || j > pos - window);
+  }
+};
+
+template <class T, int D, int R, bool kMasked>
+MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int group, int s1, const RowBounds& rb,
+                                 const float (&q)[R][8], float (&m)[R], float (&l)[R], float (&acc)[R][8]) {
+  using Cfg = DenseDecodeConfig<D, R>;
+  constexpr int U = Cfg::kUnroll;
+  constexpr int G = Cfg::kGroups;
+
+  uint4 kr[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) kr[u] = stage[(u * 2 + 0) * Cfg::kThreads + tid];
+
+  float sc[U][R];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float kf[8];
+    Pack8<T>::unpack(kr[u], kf);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float d = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) d = fmaf(q[r][i], kf[i], d);
+      sc[u][r] = d;
+    }
+  }
+  // Sum over the D/8 lanes of the group (xor butterfly: every lane gets the identical sum).
+#pragma unroll
+  for (int off = Cfg::kLanes / 2; off > 0; off >>= 1) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) sc[u][r] += __shfl_xor_sync(0xffffffffu, sc[u][r], off);
+    }
+  }
+  if (kMasked) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int j = base + u * G + group;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (j >= s1 || !rb.visible(r, j)) sc[u][r] = -INFINITY;
+      }
+    }
+  }
+  // Online softmax (base 2).
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float mx = sc[0][r];
+#pragma unroll
+    for (int u = 1; u < U; ++u) mx = fmaxf(mx, sc[u][r]);
+    const float m_new = fmaxf(m[r], mx);
+    // All keys so far masked: keep exponents finite (exp2(-inf - 0) = 0 for everything).
+    const float m_use = (kMasked && m_new == -INFINITY) ? 0.f : m_new;
+    const float alpha = fast_exp2(m[r] - m_use);
+    m[r] = m_new;
+    float ls = l[r] * alpha;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[r][i] *= alpha;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      sc[u][r] = fast_exp2(sc[u][r] - m_use);
+      ls += sc[u][r];
+    }
+    l[r] = ls;
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float vf[8];
+    Pack8<T>::unpack(stage[(u * 2 + 1) * Cfg::kThreads + tid], vf);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[r][i] = fmaf(sc[u][r], vf[i], acc[r][i]);
+    }
+  }
+}
+
+}  // namespace detail
+
+// grid.x = B * Hkv * row_tiles * num_splits (split fastest), block = kDecodeThreads.
+template <class T, int D, int R>
+MEMATTN_KERNEL void __launch_bounds__(kDecodeThreads, (DenseDecodeConfig<D, R>::kMinBlocksPerSm))
+dense_decode_split_kernel(const DenseDecodeParams p) {
+  using Cfg = DenseDecodeConfig<D, R>;
+  constexpr int kLanes = Cfg::kLanes;
+  constexpr int kGroups = Cfg::kGroups;
+  constexpr int kChunk = Cfg::kChunk;
+
+  constexpr int kStages = Cfg::kStages;
+  constexpr int kStageVecs = Cfg::kUnroll * 2 * kDecodeThreads;  // uint4 per pipeline stage
+
+  __shared__ __align__(16) unsigned char smem[Cfg::kSmemBytes];
+  uint4* pipe = reinterpret_cast<uint4*>(smem);
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int group = tid / kLanes;
+  const int lane = tid % kLanes;  // owns head-dim elements [lane * 8, lane * 8 + 8)
+
+  unsigned cta = blockIdx.x;  // < 2^31 (checked on the host)
+  const int split = static_cast<int>(cta % static_cast<unsigned>(p.num_splits));
+  cta /= static_cast<unsigned>(p.num_splits);
+  const int tile = static_cast<int>(cta % static_cast<unsigned>(p.row_tiles));
+  cta /= static_cast<unsigned>(p.row_tiles);
+  const int h = static_cast<int>(cta % static_cast<unsigned>(p.kv_heads));
+  const int b = static_cast<int>(cta / static_cast<unsigned>(p.kv_heads));
+
+  const int Tq = p.q_tokens;
+  const int len = p.seq_lens ? p.seq_lens[b] : p.kv_capacity;
+  if (detail::sequence_invalid(len, Tq, p.kv_capacity)) return;  // uniform over the CTA
+
+  const int rows = Tq * p.group;
+  const int row0 = tile * R;
+  const int row_last = min(row0 + R, rows) - 1;
+
+  // Key ranges: rows are ordered by position, so the first row sees the fewest keys on the right
+  // (hi_min) and the last active row starts furthest right (lo_max, window only).
+  const detail::RowBounds rb{len - Tq, row0, rows, p.group, p.window};
+  const int hi_min = len - Tq + row0 / p.group + 1;
+  const int lo_max = p.window > 0 ? max(0, len - Tq + row_last / p.group - p.window + 1) : 0;
+
+  // This split's keys.
+  const int range_hi = len - Tq + row_last / p.group + 1;
+  const int range_lo = p.window > 0 ? max(0, len - Tq + row0 / p.group - p.window + 1) : 0;
+  const int n = range_hi - range_lo;  // >= 1
+  // n <= Lcap < 2^31 - 4096 and num_splits <= 2^16 (host checks): 32-bit division is exact.
+  std::int64_t per = static_cast<std::int64_t>(static_cast<unsigned>(n + p.num_splits - 1) / static_cast<unsigned>(p.num_splits));
+  per = (per + kChunk - 1) / kChunk * kChunk;
+  const std::int64_t s0l = range_lo + per * split;
+  const int s0 = static_cast<int>(s0l < range_hi ? s0l : range_hi);
+  const int s1 = static_cast<int>(s0l + per < range_hi ? s0l + per : range_hi);
+  const int full_hi = min(s1, hi_min);
+
+  // q rows, pre-scaled into the base-2 domain.
+  float q[R][8];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int f = row0 + r;
+    if (f < rows) {
+      const int t = f / p.group;
+      const int hq = h * p.group + f % p.group;
+      const T* qp = static_cast<const T*>(p.q) + b * p.q_stride[0] + t * p.q_stride[1] + hq * p.q_stride[2] + lane * 8;
+      detail::Pack8<T>::unpack(detail::load_ro(qp), q[r]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) q[r][i] *= p.scale_log2;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) q[r][i] = 0.f;
+    }
+  }
+
+  float m[R], l[R], acc[R][8];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[r][i] = 0.f;
+  }
+
+  const T* kb = static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[1] + lane * 8;
+  const T* vb = static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[1] + lane * 8;
+  const std::int64_t ks = p.k_stride[2];
+  const std::int64_t vs = p.v_stride[2];
+  const int nchunks = s0 < s1 ? (s1 - s0 + kChunk - 1) / kChunk : 0;
+
+  // Multi-stage cp.async pipeline: kStages - 1 chunks in flight while one is computed. A group is
+  // committed every step (possibly empty) so wait_group<kStages - 1> always means "chunk c landed".
+#pragma unroll
+  for (int c = 0; c < kStages - 1; ++c) {
+    if (c < nchunks) detail::issue_chunk<T, D, R>(pipe + c * kStageVecs, kb, vb, ks, vs, s0 + c * kChunk, group, s1, tid);
+    detail::cp_async_commit();
+  }
+  for (int c = 0; c < nchunks; ++c) {
+    const int next = c + kStages - 1;
+    // The stage `next` lands in was last read by this same thread in iteration c - 1.
+    if (next < nchunks)
+      detail::issue_chunk<T, D, R>(pipe + (next % kStages) * kStageVecs, kb, vb, ks, vs, s0 + next * kChunk, group,
+                                   s1, tid);
+    detail::cp_async_commit();
+    detail::cp_async_wait<kStages - 1>();
+    const uint4* stage = pipe + (c % kStages) * kStageVecs;
+    const int base = s0 + c * kChunk;
+    // Uniform over the CTA: every key of the chunk is inside [s0, s1) and visible to every row.
+    if (base >= lo_max && base + kChunk <= full_hi) {
+      detail::decode_chunk<T, D, R, false>(stage, tid, base, group, s1, rb, q, m, l, acc);
+    } else {
+      detail::decode_chunk<T, D, R, true>(stage, tid, base, group, s1, rb, q, m, l, acc);
+    }
+  }
+  detail::cp_async_wait<0>();
+  __syncthreads();  // the epilogue reuses the pipeline's shared memory
+
+  // Merge the lane groups' streams (fixed order over groups: deterministic).
+  float(*sm_acc)[R][D] = reinterpret_cast<float(*)[R][D]>(smem);
+  float(*sm_m)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4);
+  float(*sm_l)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4 + kGroups * R * 4);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float4* dst = reinterpret_cast<float4*>(&sm_acc[group][r][lane * 8]);
+    dst[0] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    dst[1] = make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]);
+    if (lane == 0) {
+      sm_m[group][r] = m[r];
+      sm_l[group][r] = l[r];
+    }
+  }
+  __syncthreads();
+
+  const bool direct = p.num_splits == 1;
+  for (int item = tid; item < R * kLanes; item += kDecodeThreads) {
+    const int r = item / kLanes;
+    const int c = item % kLanes;
+    const int f = row0 + r;
+    if (f >= rows) continue;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, sm_m[g][r]);
+    float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    float lsum = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) {
+        const float mg = sm_m[g][r];
+        if (mg == -INFINITY) continue;
+        const float w = detail::fast_exp2(mg - mx);
+        lsum = fmaf(w, sm_l[g][r], lsum);
+        const float4 a0 = *reinterpret_cast<const float4*>(&sm_acc[g][r][c * 8]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&sm_acc[g][r][c * 8 + 4]);
+        o[0] = fmaf(w, a0.x, o[0]);
+        o[1] = fmaf(w, a0.y, o[1]);
+        o[2] = fmaf(w, a0.z, o[2]);
+        o[3] = fmaf(w, a0.w, o[3]);
+        o[4] = fmaf(w, a1.x, o[4]);
+        o[5] = fmaf(w, a1.y, o[5]);
+        o[6] = fmaf(w, a1.z, o[6]);
+        o[7] = fmaf(w, a1.w, o[7]);
+      }
+    }
+    const float inv = lsum > 0.f ? __fdividef(1.f, lsum) : 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] *= inv;
+    const float lse2 = lsum > 0.f ? mx + log2f(lsum) : -INFINITY;
+    const int t = f / p.group;
+    const int hq = h * p.group + f % p.group;
+    if (direct) {
+      T* op = static_cast<T*>(p.o) + b * p.o_stride[0] + t * p.o_stride[1] + hq * p.o_stride[2] + c * 8;
+      *reinterpret_cast<uint4*>(op) = detail::Pack8<T>::pack(o);
+      if (p.lse && c == 0) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 * detail::kLn2;
+    } else {
+      const std::int64_t prow = (static_cast<std::int64_t>(b) * Tq + t) * p.q_heads + hq;
+      float4* dst = reinterpret_cast<float4*>(p.part_o + (prow * p.num_splits + split) * D + c * 8);
+      dst[0] = make_float4(o[0], o[1], o[2], o[3]);
+      dst[1] = make_float4(o[4], o[5], o[6], o[7]);
+      if (c == 0) p.part_lse[prow * p.num_splits + split] = lse2;
+    }
+  }
+}
+
+// Combines the num_splits partials of every output row. grid.x = ceil(B * Tq * Hq / rows per
+// CTA), block = kMergeThreads; D / 8 threads per row, 8 elements each.
+template <class T, int D>
+MEMATTN_KERNEL void __launch_bounds__(kMergeThreads) dense_decode_merge_kernel(const DenseDecodeParams p) {
+  constexpr int kLanes = D / 8;
+  constexpr int kRowsPerCta = kMergeThreads / kLanes;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int c = tid % kLanes;
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerCta + tid / kLanes;
+  const std::int64_t rows = static_cast<std::int64_t>(p.batch) * p.q_tokens * p.q_heads;
+  if (row >= rows) return;
+  const int hq = static_cast<int>(row % p.q_heads);
+  const int t = static_cast<int>((row / p.q_heads) % p.q_tokens);
+  const int b = static_cast<int>(row / (static_cast<std::int64_t>(p.q_heads) * p.q_tokens));
+  const int len = p.seq_lens ? p.seq_lens[b] : p.kv_capacity;
+  if (detail::sequence_invalid(len, p.q_tokens, p.kv_capacity)) return;
+
+  const int S = p.num_splits;
+  const float* pl = p.part_lse + row * S;
+  float mx = -INFINITY;
+  for (int s = 0; s < S; ++s) mx = fmaxf(mx, pl[s]);
+  float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  float wsum = 0.f;
+  if (mx != -INFINITY) {
+    const float* po = p.part_o + row * S * D + c * 8;
+    for (int s = 0; s < S; ++s) {
+      const float ls = pl[s];
+      if (ls == -INFINITY) continue;  // empty split: its partial was never meant to be read
+      const float w = detail::fast_exp2(ls - mx);
+      wsum += w;
+      const float4 a0 = *reinterpret_cast<const float4*>(po + static_cast<std::int64_t>(s) * D);
+      const float4 a1 = *reinterpret_cast<const float4*>(po + static_cast<std::int64_t>(s) * D + 4);
+      o[0] = fmaf(w, a0.x, o[0]);
+      o[1] = fmaf(w, a0.y, o[1]);
+      o[2] = fmaf(w, a0.z, o[2]);
+      o[3] = fmaf(w, a0.w, o[3]);
+      o[4] = fmaf(w, a1.x, o[4]);
+      o[5] = fmaf(w, a1.y, o[5]);
+      o[6] = fmaf(w, a1.z, o[6]);
+      o[7] = fmaf(w, a1.w, o[7]);
+    }
+  }
+  const float inv = wsum > 0.f ? __fdividef(1.f, wsum) : 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) o[i] *= inv;
+  T* op = static_cast<T*>(p.o) + b * p.o_stride[0] + t * p.o_stride[1] + hq * p.o_stride[2] + c * 8;
+  *reinterpret_cast<uint4*>(op) = detail::Pack8<T>::pack(o);
+  if (p.lse && c == 0) {
+    const float lse2 = wsum > 0.f ? mx + log2f(wsum) : -INFINITY;
+    p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 * detail::kLn2;
+  }
+}
+
+}  // namespace kernels
+MEMATTN_NAMESPACE_END
