@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <memattn/memattn.hpp>
 
 namespace {
@@ -92,47 +94,58 @@ void bm_eigen_gemv(benchmark::State& state, std::int64_t bytes) {
   state.counters["kv_MiB"] = static_cast<double>(bytes) / (1 << 20);
 }
 
-// Console table as usual, then one line per attention case: its GB/s against the GEMV over the
-// same bytes (mean over repetitions when --benchmark_repetitions is given).
+// Console table as usual, then one line per attention case: its rate against the GEMV over the
+// same bytes (the median over repetitions when --benchmark_repetitions is given, else the mean).
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  // A custom display reporter does not get --benchmark_color: colour only on a terminal.
+  RatioReporter() : ConsoleReporter(isatty(fileno(stdout)) ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration) continue;
       const auto it = r.counters.find("bytes_per_second");
-      if (it == r.counters.end()) continue;
-      Mean& m = rates_[r.benchmark_name()];
-      m.sum += it->second.value;
-      m.n += 1;
+      if (it == r.counters.end()) continue;  // failed cases set no rate
+      const std::string name = r.run_name.str();
+      if (rates_.find(name) == rates_.end()) order_.push_back(name);
+      Rate& rate = rates_[name];
+      if (r.run_type == Run::RT_Iteration) {
+        rate.sum += it->second.value;
+        rate.n += 1;
+      } else if (r.aggregate_name == "median") {
+        rate.median = it->second.value;
+      }
     }
   }
 
   void Finalize() override {
     ConsoleReporter::Finalize();
+    const std::string kAttn = "dense_decode/";
     bool header = false;
-    for (const auto& [name, mean] : rates_) {
-      if (name.rfind("dense_decode/", 0) != 0) continue;
-      const std::string peer = "eigen_gemv_fp32/same_bytes_as_" + name.substr(std::string("dense_decode/").size());
-      const auto it = rates_.find(peer);
-      if (it == rates_.end()) continue;
+    for (const std::string& name : order_) {
+      if (name.rfind(kAttn, 0) != 0) continue;
+      const Rate& rate = rates_[name];
+      const auto peer = rates_.find("eigen_gemv_fp32/same_bytes_as_" + name.substr(kAttn.size()));
+      if (peer == rates_.end() || rate.value() <= 0 || peer->second.value() <= 0) continue;
       if (!header) {
-        std::printf("\nKV read rate vs an Eigen fp32 GEMV over the same bytes (same run, same machine):\n");
+        std::printf("\nKV read rate (GB/s = 1e9 B/s) vs an Eigen fp32 GEMV over the same bytes, same run:\n");
         header = true;
       }
-      const double a = mean.value() / 1e9, g = it->second.value() / 1e9;
-      std::printf("  %-28s %7.2f GB/s   gemv %7.2f GB/s   ratio %.2f\n", name.c_str(), a, g, a / g);
+      const double a = rate.value() / 1e9, g = peer->second.value() / 1e9;
+      std::printf("  %-26s %7.2f GB/s   gemv %7.2f GB/s   ratio %.2f\n", name.c_str(), a, g, a / g);
     }
     std::fflush(stdout);
   }
 
  private:
-  struct Mean {
+  struct Rate {
     double sum = 0;
     int n = 0;
-    double value() const { return sum / n; }
+    double median = -1;
+    double value() const { return median >= 0 ? median : (n ? sum / n : 0); }
   };
-  std::map<std::string, Mean> rates_;
+  std::map<std::string, Rate> rates_;
+  std::vector<std::string> order_;  // first-seen order = registration order
 };
 
 template <class T>
