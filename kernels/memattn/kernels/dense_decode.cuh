@@ -193,9 +193,6 @@ MEMATTN_DEVICE void issue_chunk(uint4* stage, const T* kb, const T* vb, std::int
   }
 }
 
-// One chunk of kChunk keys for one lane group, from a pipeline stage: scores, online-softmax
-// update, V accumulation. kMasked: some key of the chunk is outside [s0, s1) or outside a row's
-// causal/window range.
 // Which keys the rows of a tile see: row r (flat f = row0 + r, f < rows) sits at position
 // pos0 + f / group and sees keys (pos - window, pos] (window 0: [0, pos]). Recomputed in the
 // (rare) masked chunks instead of holding 2 * R registers.
@@ -213,6 +210,10 @@ struct RowBounds {
   }
 };
 
+// One chunk of kChunk keys for one lane group, from a pipeline stage: scores, online-softmax
+// update, V accumulation. kMasked: some key of the chunk is outside [s0, s1) or outside a row's
+// causal/window range (such scores become -inf; a row with no visible key so far keeps m = -inf
+// and l = acc = 0).
 template <class T, int D, int R, bool kMasked>
 MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int group, int s1, const RowBounds& rb,
                                  const float (&q)[R][8], float (&m)[R], float (&l)[R], float (&acc)[R][8]) {

@@ -1,0 +1,261 @@
+// GPU dense decode benchmark: memattn::cuda::dense_decode on GQA decode shapes (32 query / 8 KV
+// heads, head_dim 128, bf16, one new token), timed with CUDA events around each launch (L2
+// flushed before each, warm-up first, median of --iters). One JSON line per shape on stdout (and
+// in --json PATH): shape, dtype, microseconds, effective TB/s of K+V bytes actually read
+// (B * Hkv * L * D * 2 tensors * 2 bytes / time), num_splits. benchmarks/gpu/sdpa_peer.py times
+// PyTorch SDPA on the same shapes; scripts/device-check.sh prints the ratio.
+//
+//   bench_dense_decode_cuda [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke]
+//     --sweep  also time forced split counts per shape (lines with "variant": "splits=N")
+//     --smoke  tiny shapes, 2 iterations (ctest; checks that everything runs and is finite)
+// Exits 77 when no CUDA device is present.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "memattn/cuda/dense_decode.cuh"
+
+namespace {
+
+using memattn::BFloat16;
+using memattn::Status;
+namespace att = memattn::attention;
+namespace mc = memattn::cuda;
+
+#define BENCH_CUDA(expr)                                                                          \
+  do {                                                                                            \
+    const cudaError_t e_ = (expr);                                                                \
+    if (e_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+__global__ void fill_uniform(BFloat16* p, std::size_t n, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    const float u = static_cast<float>(z >> 40) * (1.f / 16777216.f);  // [0, 1)
+    p[i] = memattn::float_to_bfloat16(2.f * u - 1.f);
+  }
+}
+
+__global__ void count_nonfinite(const BFloat16* p, std::size_t n, unsigned* bad) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    if (!isfinite(memattn::bfloat16_to_float(p[i]))) atomicAdd(bad, 1u);
+  }
+}
+
+struct Shape {
+  int B, L;
+};
+
+struct Options {
+  std::string json_path;
+  int iters = 50;
+  int warmup = 5;
+  bool sweep = false;
+  bool smoke = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Device {
+  cudaDeviceProp prop{};
+  int sms = 0;
+  int l2_bytes = 0;
+};
+
+// Times one configuration; returns false on a memattn error (printed as a JSON line).
+bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::DenseDecodeTuning& tuning,
+             const char* variant, BFloat16* q, BFloat16* k, BFloat16* v, BFloat16* o, unsigned char* flush,
+             std::size_t flush_bytes, FILE* json) {
+  const int Hq = 32, Hkv = 8, D = 128, Tq = 1;
+  att::DecodeArgs<BFloat16> a;
+  a.q = memattn::make_view<4>(static_cast<const BFloat16*>(q), {s.B, Tq, Hq, D});
+  a.k_cache = memattn::make_view<4>(static_cast<const BFloat16*>(k), {s.B, Hkv, s.L, D});
+  a.v_cache = memattn::make_view<4>(static_cast<const BFloat16*>(v), {s.B, Hkv, s.L, D});
+  a.o = memattn::make_view<4>(o, {s.B, Tq, Hq, D});
+
+  char head[512];
+  std::snprintf(head, sizeof(head),
+                "{\"bench\":\"dense_decode\",\"impl\":\"memattn\",\"variant\":\"%s\",\"shape\":{\"B\":%d,\"L\":%d,"
+                "\"Hq\":%d,\"Hkv\":%d,\"D\":%d,\"Tq\":%d},\"dtype\":\"bf16\",\"device\":\"%s\",\"sms\":%d",
+                variant, s.B, s.L, Hq, Hkv, D, Tq, dev.prop.name, dev.sms);
+  auto emit = [&](const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    if (json) {
+      std::fprintf(json, "%s\n", line.c_str());
+      std::fflush(json);
+    }
+  };
+
+  mc::DenseDecodePlan plan;
+  Status st = mc::dense_decode_plan(a, &plan, tuning);
+  std::size_t ws_bytes = 0;
+  if (st == Status::kSuccess) st = mc::dense_decode_workspace_size(a, &ws_bytes, tuning);
+  if (st != Status::kSuccess) {
+    emit(std::string(head) + ",\"error\":\"" + memattn::status_message(st) + "\"}");
+    return false;
+  }
+  void* ws = nullptr;
+  if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+
+  cudaStream_t stream;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (int i = 0; i < opt.warmup; ++i) {
+    st = mc::dense_decode(a, ws, ws_bytes, stream, tuning);
+    if (st != Status::kSuccess) break;
+  }
+  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(opt.iters));
+  for (auto& e : ev) BENCH_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
+    // Cold L2: K/V of the small shapes would otherwise partly stay in the 50-60 MB L2.
+    BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
+    BENCH_CUDA(cudaEventRecord(ev[2 * i], stream));
+    st = mc::dense_decode(a, ws, ws_bytes, stream, tuning);
+    BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+  }
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaGetLastError());
+  std::vector<double> us;
+  if (st == Status::kSuccess) {
+    for (int i = 0; i < opt.iters; ++i) {
+      float ms = 0.f;
+      BENCH_CUDA(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
+      us.push_back(1000.0 * ms);
+    }
+  }
+  for (auto& e : ev) BENCH_CUDA(cudaEventDestroy(e));
+
+  // The output must be finite (random data): guards against timing a broken kernel.
+  unsigned* bad = nullptr;
+  unsigned hbad = 0;
+  BENCH_CUDA(cudaMalloc(&bad, sizeof(unsigned)));
+  BENCH_CUDA(cudaMemsetAsync(bad, 0, sizeof(unsigned), stream));
+  const std::size_t no = static_cast<std::size_t>(s.B) * Tq * Hq * D;
+  count_nonfinite<<<64, 256, 0, stream>>>(o, no, bad);
+  BENCH_CUDA(cudaMemcpyAsync(&hbad, bad, sizeof(unsigned), cudaMemcpyDeviceToHost, stream));
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaFree(bad));
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  if (ws) BENCH_CUDA(cudaFree(ws));
+
+  if (st != Status::kSuccess) {
+    emit(std::string(head) + ",\"error\":\"" + memattn::status_message(st) + "\"}");
+    return false;
+  }
+  const double kv_bytes = static_cast<double>(s.B) * Hkv * s.L * D * 2.0 * sizeof(BFloat16);
+  const double med = median(us);
+  const double best = *std::min_element(us.begin(), us.end());
+  char tail[768];
+  std::snprintf(tail, sizeof(tail),
+                ",\"us\":%.3f,\"us_min\":%.3f,\"tbps\":%.4f,\"kv_bytes\":%.0f,\"num_splits\":%d,\"keys_per_split\":%d,"
+                "\"row_tile\":%d,\"decode_ctas\":%lld,\"workspace_bytes\":%zu,\"iters\":%d,\"nonfinite\":%u}",
+                med, best, kv_bytes / (med * 1e-6) / 1e12, kv_bytes, plan.num_splits, plan.keys_per_split,
+                plan.row_tile, static_cast<long long>(plan.decode_ctas), ws_bytes, opt.iters, hbad);
+  emit(std::string(head) + tail);
+  return hbad == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) {
+      opt.json_path = argv[++i];
+    } else if (a == "--iters" && i + 1 < argc) {
+      opt.iters = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--warmup" && i + 1 < argc) {
+      opt.warmup = std::max(0, std::atoi(argv[++i]));
+    } else if (a == "--sweep") {
+      opt.sweep = true;
+    } else if (a == "--smoke") {
+      opt.smoke = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke]\n", argv[0]);
+      return 2;
+    }
+  }
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::printf("no CUDA device: skipping\n");
+    return 77;
+  }
+  Device dev;
+  BENCH_CUDA(cudaGetDeviceProperties(&dev.prop, 0));
+  dev.sms = dev.prop.multiProcessorCount;
+  dev.l2_bytes = dev.prop.l2CacheSize;
+  if (opt.smoke) {
+    opt.iters = 2;
+    opt.warmup = 1;
+  }
+
+  FILE* json = nullptr;
+  if (!opt.json_path.empty()) {
+    json = std::fopen(opt.json_path.c_str(), "w");
+    if (!json) {
+      std::fprintf(stderr, "cannot open %s\n", opt.json_path.c_str());
+      return 2;
+    }
+  }
+
+  std::vector<Shape> shapes = {{1, 32768}, {1, 131072}, {8, 32768}, {16, 65536}};
+  if (opt.smoke) shapes = {{1, 1000}, {2, 4096}};
+
+  const std::size_t flush_bytes = std::max<std::size_t>(static_cast<std::size_t>(dev.l2_bytes) * 4, 64u << 20);
+  unsigned char* flush = nullptr;
+  BENCH_CUDA(cudaMalloc(&flush, flush_bytes));
+
+  bool ok = true;
+  for (const Shape& s : shapes) {
+    const std::size_t nq = static_cast<std::size_t>(s.B) * 32 * 128;
+    const std::size_t nkv = static_cast<std::size_t>(s.B) * 8 * s.L * 128;
+    BFloat16 *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+    BENCH_CUDA(cudaMalloc(&q, nq * sizeof(BFloat16)));
+    BENCH_CUDA(cudaMalloc(&o, nq * sizeof(BFloat16)));
+    BENCH_CUDA(cudaMalloc(&k, nkv * sizeof(BFloat16)));
+    BENCH_CUDA(cudaMalloc(&v, nkv * sizeof(BFloat16)));
+    fill_uniform<<<1024, 256>>>(q, nq, 1);
+    fill_uniform<<<4096, 256>>>(k, nkv, 2);
+    fill_uniform<<<4096, 256>>>(v, nkv, 3);
+    BENCH_CUDA(cudaGetLastError());
+    BENCH_CUDA(cudaDeviceSynchronize());
+
+    mc::DenseDecodeTuning tuning;
+    ok = run_one(opt, dev, s, tuning, "default", q, k, v, o, flush, flush_bytes, json) && ok;
+    if (opt.sweep) {
+      for (int splits : {1, 8, 16, 32, 48, 64, 96, 128, 192, 256}) {
+        mc::DenseDecodeTuning t;
+        t.num_splits = splits;
+        const std::string name = "splits=" + std::to_string(splits);
+        ok = run_one(opt, dev, s, t, name.c_str(), q, k, v, o, flush, flush_bytes, json) && ok;
+      }
+    }
+    BENCH_CUDA(cudaFree(q));
+    BENCH_CUDA(cudaFree(o));
+    BENCH_CUDA(cudaFree(k));
+    BENCH_CUDA(cudaFree(v));
+  }
+  BENCH_CUDA(cudaFree(flush));
+  if (json) std::fclose(json);
+  return ok ? 0 : 1;
+}
