@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# One command for the lent GPU machine (H100/H200 with CUDA, CMake, PyTorch; no network, no apt).
+# Build here first:  bash scripts/build-gpu.sh   (writes build-gpu/bin, sm_90 SASS, static runtime)
+# Then on the device:  run(command="bash scripts/device-check.sh", carry=["build-gpu/bin"])
+#
+# Steps (each under `timeout`, each step's exit status recorded; a failing step never stops the
+# run; steps are skipped once the time budget is spent, so the whole run stays under 6 minutes):
+#   env        nvidia-smi, driver/toolkit/torch versions                         -> env.log
+#   tests      every gpu test listed in build-gpu/bin/gpu-tests.tsv (binaries run directly:
+#              ctest's files hold the build machine's paths)                     -> tests.log
+#   bench      bench_dense_decode_cuda (4 GQA decode shapes)                     -> bench.jsonl, bench.log
+#   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
+#   memcheck   compute-sanitizer --tool memcheck  on the [sanitize] test cases   -> sanitizer.log
+#   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
+#   initcheck  compute-sanitizer --tool initcheck on the [sanitize] test cases   -> sanitizer.log
+#   sweep      bench_dense_decode_cuda --sweep (forced split counts, for tuning)  -> sweep.jsonl
+# Finally summary.json: every step's rc and seconds, the device, and per shape the ratio
+# ours vs the faster of SDPA flash / cuDNN (speedup = their_us / our_us; target >= 1.0 at every
+# shape and >= 1.2 at B = 1), also printed as a table at the end. At most 8 files in $OUT.
+# Environment: OUT (output folder; default ./device-check-out), MEMATTN_CHECK_BUDGET (seconds,
+# default 330).
+set -u
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+OUT="${OUT:-$PWD/device-check-out}"
+mkdir -p "$OUT"
+export BIN=build-gpu/bin
+BUDGET="${MEMATTN_CHECK_BUDGET:-330}"
+START=$SECONDS
+STEPS_FILE="$(mktemp /tmp/device-check-steps.XXXXXX)"  # folded into summary.json at the end
+
+log() { echo "[device-check $((SECONDS - START))s] $*"; }
+
+# run_step NAME LIMIT LOGFILE CMD...: runs CMD under timeout (capped by the remaining budget),
+# appends its output to LOGFILE (and echoes the tail), records NAME rc seconds.
+run_step() {
+  local name="$1" limit="$2" logfile="$3"
+  shift 3
+  local left=$((BUDGET - (SECONDS - START)))
+  if [ "$left" -lt 15 ]; then
+    log "$name: skipped (time budget spent)"
+    printf '%s\tskipped\t0\n' "$name" >>"$STEPS_FILE"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit="$left"
+  log "$name: start (limit ${limit}s): $*"
+  local t0=$SECONDS rc
+  (
+    echo "===== $name: $* (limit ${limit}s)"
+    timeout -k 10 "$limit" "$@"
+    rc=$?
+    echo "===== $name: rc=$rc after $((SECONDS - t0))s"
+    exit "$rc"
+  ) >>"$logfile" 2>&1
+  rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >>"$STEPS_FILE"
+  log "$name: rc=$rc ($((SECONDS - t0))s)"
+  tail -n 6 "$logfile" | sed 's/^/    /'
+  return 0
+}
+
+# ---- env ---------------------------------------------------------------------------------------
+env_info() {
+  nvidia-smi || true
+  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,clocks.max.sm,driver_version --format=csv || true
+  command -v nvcc >/dev/null && nvcc --version | tail -2
+  command -v compute-sanitizer >/dev/null && compute-sanitizer --version | head -2
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_device_name(0))'
+  echo "build-gpu/bin:"
+  ls -la "$BIN" 2>&1
+  cat "$BIN/gpu-tests.tsv" 2>&1
+  uname -a
+}
+run_step env 30 "$OUT/env.log" bash -c "$(declare -f env_info); env_info"
+
+# ---- GPU tests (binaries directly) -------------------------------------------------------------
+TESTS_TSV="$BIN/gpu-tests.tsv"
+if [ -f "$TESTS_TSV" ]; then
+  while IFS=$'\t' read -r -a fields; do
+    [ "${#fields[@]}" -ge 2 ] || continue
+    name="${fields[0]}"
+    cmd=("${fields[@]:1}")
+    # ctest-style: 77 means skipped (no device) -- on this machine that is itself a failure sign.
+    run_step "test:$name" 150 "$OUT/tests.log" "${cmd[@]}"
+  done <"$TESTS_TSV"
+else
+  log "no $TESTS_TSV (run scripts/build-gpu.sh and carry build-gpu/bin); trying the known binary"
+  run_step "test:test_dense_decode_cuda" 150 "$OUT/tests.log" "$BIN/test_dense_decode_cuda"
+fi
+
+# ---- benchmark and peer ------------------------------------------------------------------------
+run_step bench 120 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --json "$OUT/bench.jsonl"
+export PYTHONUNBUFFERED=1
+run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
+
+# ---- sanitizers on the small [sanitize] cases ----------------------------------------------------
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  for tool in memcheck racecheck initcheck; do
+    extra=()
+    [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+    run_step "$tool" 120 "$OUT/sanitizer.log" compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 99 \
+      --print-limit 20 "$BIN/test_dense_decode_cuda" "[sanitize]"
+  done
+else
+  log "compute-sanitizer not found"
+  printf 'memcheck\tmissing\t0\nracecheck\tmissing\t0\ninitcheck\tmissing\t0\n' >>"$STEPS_FILE"
+fi
+
+# ---- split-count sweep (tuning data) -----------------------------------------------------------
+run_step sweep 90 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --sweep --iters 20 --json "$OUT/sweep.jsonl"
+
+# ---- summary -----------------------------------------------------------------------------------
+python3 - "$OUT" "$STEPS_FILE" "$((SECONDS - START))" <<'PY'
+import json, os, sys
+out, steps_file, elapsed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def read_jsonl(name):
+    recs = []
+    path = os.path.join(out, name)
+    if os.path.exists(path):
+        for line in open(path):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    recs.append(json.loads(line))
+                except ValueError:
+                    pass
+    return recs
+
+steps = []
+for line in open(steps_file):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) == 3:
+        rc = int(parts[1]) if parts[1].lstrip("-").isdigit() else parts[1]
+        steps.append({"step": parts[0], "rc": rc, "seconds": int(parts[2])})
+
+san_log = os.path.join(out, "sanitizer.log")
+san_text = open(san_log, errors="replace").read() if os.path.exists(san_log) else ""
+notes = []
+if "Device not supported" in san_text or "not supported on this platform" in san_text:
+    notes.append("compute-sanitizer could not attach to this device (seen on gVisor machines); sanitizer rcs are not verdicts")
+
+ours = {}
+for r in read_jsonl("bench.jsonl"):
+    if r.get("variant") == "default" and "us" in r:
+        ours[(r["shape"]["B"], r["shape"]["L"])] = r
+peers = {}
+for r in read_jsonl("sdpa.jsonl"):
+    if "us" in r:
+        peers.setdefault((r["shape"]["B"], r["shape"]["L"]), {})[r["backend"]] = r
+sweep_best = {}
+for r in read_jsonl("sweep.jsonl"):
+    if "us" in r:
+        key = (r["shape"]["B"], r["shape"]["L"])
+        if key not in sweep_best or r["us"] < sweep_best[key]["us"]:
+            sweep_best[key] = r
+
+rows = []
+for key in sorted(set(ours) | set(peers)):
+    o = ours.get(key)
+    p = peers.get(key, {})
+    best_name, best = None, None
+    for name in ("flash", "cudnn"):
+        if name in p and (best is None or p[name]["us"] < best["us"]):
+            best_name, best = name, p[name]
+    row = {"B": key[0], "L": key[1]}
+    if o:
+        row.update(ours_us=o["us"], ours_tbps=o["tbps"], num_splits=o.get("num_splits"))
+    for name, r in p.items():
+        row[name + "_us"] = r["us"]
+        row[name + "_tbps"] = r["tbps"]
+        if r.get("gqa_expanded"):
+            row[name + "_gqa_expanded"] = True
+    if o and best:
+        row["peer"] = best_name
+        row["speedup_vs_best_peer"] = round(best["us"] / o["us"], 3)
+        row["target"] = 1.2 if key[0] == 1 else 1.0
+        row["meets_target"] = row["speedup_vs_best_peer"] >= row["target"]
+    if key in sweep_best:
+        row["sweep_best_variant"] = sweep_best[key]["variant"]
+        row["sweep_best_us"] = sweep_best[key]["us"]
+    rows.append(row)
+
+failed = [s["step"] for s in steps if s["rc"] not in (0, "skipped")]
+summary = {
+    "elapsed_s": elapsed,
+    "device": next((r.get("device") for r in read_jsonl("bench.jsonl")), None),
+    "steps": steps,
+    "failed_steps": failed,
+    "ratios": rows,
+    "notes": notes,
+}
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
+
+print("\n==== device-check summary (%ds) on %s" % (elapsed, summary["device"]))
+for s in steps:
+    print("  %-40s rc=%-8s %4ss" % (s["step"], s["rc"], s["seconds"]))
+print("\n  %-4s %-7s %10s %8s %10s %10s %8s %8s  %s" % ("B", "L", "ours_us", "TB/s", "flash_us", "cudnn_us", "speedup", "target", "splits / sweep best"))
+for r in rows:
+    def f(k, fmt="%.1f"):
+        return fmt % r[k] if k in r else "-"
+    print("  %-4s %-7s %10s %8s %10s %10s %8s %8s  %s / %s" % (
+        r["B"], r["L"], f("ours_us"), f("ours_tbps", "%.2f"), f("flash_us"), f("cudnn_us"),
+        f("speedup_vs_best_peer", "%.2fx"), f("target", "%.1fx"), r.get("num_splits", "-"),
+        r.get("sweep_best_variant", "-")))
+for n in notes:
+    print("  note:", n)
+print("  failed steps:", ", ".join(failed) if failed else "none")
+PY
+rm -f "$STEPS_FILE"
+log "done; files in $OUT:"
+ls -la "$OUT"
+exit 0
