@@ -61,6 +61,7 @@ if(MODE STREQUAL "install")
   set(_build "${WORK_DIR}/consumer")
   run_step(configure "${CMAKE_COMMAND}" -S "${_here}/consumer" -B "${_build}" ${_gen_args}
            "-DCMAKE_PREFIX_PATH=${_prefix}" "-DMEMATTN_PREFIX=${_prefix}" "-DMEMATTN_MIN_VERSION=${MEMATTN_VERSION}"
+           "-DMEMATTN_TESTS_DIR=${MEMATTN_SOURCE_DIR}/tests"
            -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON)
   run_step(build "${CMAKE_COMMAND}" --build "${_build}" ${_config_args})
   set(_exe "${_build}/memattn_consumer")
