@@ -19,9 +19,12 @@
 //    chunk is computed. Each thread copies exactly the pieces it later reads, so the pipeline
 //    needs only cp.async.wait_group, no barrier (48 KiB, or 40 KiB for R = 8, of static shared
 //    memory per CTA; registers stay free for q, acc and scores).
-//  * Registers (nvcc 13.0, ptxas, sm_90 / sm_80): R = 1: 80 / 78, R = 2: 96, R = 4: 151 / 168,
-//    R = 8: 238 / 235; no spills, no local memory. With 128 threads that is 4, 4, 3 and 2
-//    resident CTAs per SM (shared memory allows 4 on sm_90).
+//  * Registers (nvcc 13.0 ptxas, sm_80 and sm_90 alike): R = 1: 74, R = 2: 96-100,
+//    R = 4: 144-149, R = 8: 232-237; no spills, no stack, no local memory (tests/compile builds
+//    them with -warn-spills). With 128 threads that is 4, 4, 3 and 2 resident CTAs per SM
+//    (shared memory allows 4 on sm_90, 3 on sm_80).
+//  * Softmax rescaling is lazy (the running max moves only when a score exceeds it by more than
+//    2^8), so most chunks skip the R x 8 multiplies of acc.
 //  * q is pre-scaled by scale * log2(e) on load and the softmax works in base 2 (ex2.approx);
 //    partial log-sum-exps are kept in base 2 and converted to natural log only when written out.
 //  * At the end of a split the lane groups' (m, l, acc) states are merged through shared memory
@@ -68,8 +71,8 @@ struct DenseDecodeConfig {
   static constexpr int kUnroll = R == 8 ? 2 : 4;
   static constexpr int kChunk = kGroups * kUnroll;     // keys per CTA iteration
   static constexpr int kStages = R == 8 ? 5 : 3;
-  // Resident CTAs per SM the register budget is capped for (R = 4 needs ~140 registers, R = 8
-  // ~250; the 48 KiB pipeline allows 4 CTAs per SM on sm_90, 3 on sm_80).
+  // Resident CTAs per SM the register budget is capped for (R = 4 needs ~145 registers, R = 8
+  // ~235; the 48 KiB pipeline allows 4 CTAs per SM on sm_90, 3 on sm_80).
   static constexpr int kMinBlocksPerSm = R <= 2 ? 4 : (R == 4 ? 3 : 2);
   // Pipeline: per stage, per key slot u, K and V: one 16-byte piece per thread.
   static constexpr int kPipeBytes = kStages * kUnroll * 2 * kThreads * 16;
@@ -202,13 +205,26 @@ struct RowBounds {
   int rows;  // Tq * G
   int group;
   int window;
-  MEMATTN_DEVICE bool visible(int r, int j) const {
+  MEMATTN_DEVICE void range(int r, int* lo, int* hi) const {
     const int f = row0 + r;
-    if (f >= rows) return false;
     const int pos = pos0 + f / group;
-    return j <= pos && (window <= 0 || j > pos - window);
+    *hi = f < rows ? pos + 1 : 0;
+    *lo = window > 0 ? pos - window + 1 : 0;
   }
 };
+
+// Same for a chunk entirely inside the split: kp / vp point at this thread's piece of the chunk's
+// first key (key base + group), consecutive u are kstep / vstep elements apart (kGroups rows).
+template <class T, int D, int R>
+MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std::int64_t kstep, std::int64_t vstep,
+                                     int tid) {
+  using Cfg = DenseDecodeConfig<D, R>;
+#pragma unroll
+  for (int u = 0; u < Cfg::kUnroll; ++u) {
+    cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep);
+    cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep);
+  }
+}
 
 // One chunk of kChunk keys for one lane group, from a pipeline stage: scores, online-softmax
 // update, V accumulation. kMasked: some key of the chunk is outside [s0, s1) or outside a row's
@@ -249,28 +265,38 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
   }
   if (kMasked) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int j = base + u * G + group;
+    for (int r = 0; r < R; ++r) {
+      int lo, hi;  // visible keys of row r: [lo, hi); empty for padding rows
+      rb.range(r, &lo, &hi);
+      hi = hi < s1 ? hi : s1;
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (j >= s1 || !rb.visible(r, j)) sc[u][r] = -INFINITY;
+      for (int u = 0; u < U; ++u) {
+        const int j = base + u * G + group;
+        if (j < lo || j >= hi) sc[u][r] = -INFINITY;
       }
     }
   }
-  // Online softmax (base 2).
+  // Online softmax (base 2) with lazy rescaling: the running max m only moves (and acc, l are
+  // rescaled) when a score exceeds it by more than kRescaleSlack, so p = 2^(s - m) <= 2^8 stays
+  // small in fp32 and most chunks skip the rescale. (m, l, acc) stay consistent either way:
+  // acc = sum 2^(s - m) v and l = sum 2^(s - m) for whatever m is held.
+  constexpr float kRescaleSlack = 8.f;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     float mx = sc[0][r];
 #pragma unroll
     for (int u = 1; u < U; ++u) mx = fmaxf(mx, sc[u][r]);
-    const float m_new = fmaxf(m[r], mx);
-    // All keys so far masked: keep exponents finite (exp2(-inf - 0) = 0 for everything).
-    const float m_use = (kMasked && m_new == -INFINITY) ? 0.f : m_new;
-    const float alpha = fast_exp2(m[r] - m_use);
-    m[r] = m_new;
-    float ls = l[r] * alpha;
+    // True when m = -inf and mx is finite; false while every key so far is masked (both -inf).
+    if (mx > m[r] + kRescaleSlack) {
+      const float alpha = fast_exp2(m[r] - mx);  // 0 when m = -inf
+      l[r] *= alpha;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc[r][i] *= alpha;
+      for (int i = 0; i < 8; ++i) acc[r][i] *= alpha;
+      m[r] = mx;
+    }
+    // All keys so far masked: keep exponents finite (exp2(-inf - 0) = 0 for every score).
+    const float m_use = (kMasked && m[r] == -INFINITY) ? 0.f : m[r];
+    float ls = l[r];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       sc[u][r] = fast_exp2(sc[u][r] - m_use);
@@ -345,7 +371,40 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   const int s1 = static_cast<int>(s0l + per < range_hi ? s0l + per : range_hi);
   const int full_hi = min(s1, hi_min);
 
-  // q rows, pre-scaled into the base-2 domain.
+  float m[R], l[R], acc[R][8];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[r][i] = 0.f;
+  }
+
+  const T* kb = static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[1] + lane * 8;
+  const T* vb = static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[1] + lane * 8;
+  const std::int64_t ks = p.k_stride[2];
+  const std::int64_t vs = p.v_stride[2];
+  const int nchunks = s0 < s1 ? (s1 - s0 + kChunk - 1) / kChunk : 0;
+  // Copies chunk c into its stage: full chunks with pointer steps, the tail chunk clamped.
+  auto issue = [&](int c) {
+    uint4* stage = pipe + (c % kStages) * kStageVecs;
+    const int base = s0 + c * kChunk;
+    if (base + kChunk <= s1) {
+      const std::int64_t j = base + group;
+      detail::issue_full_chunk<T, D, R>(stage, kb + j * ks, vb + j * vs, ks * kGroups, vs * kGroups, tid);
+    } else {
+      detail::issue_chunk<T, D, R>(stage, kb, vb, ks, vs, base, group, s1, tid);
+    }
+  };
+
+  // Multi-stage cp.async pipeline: kStages - 1 chunks in flight while one is computed. A group is
+  // committed every step (possibly empty) so wait_group<kStages - 1> always means "chunk c landed".
+#pragma unroll
+  for (int c = 0; c < kStages - 1; ++c) {
+    if (c < nchunks) issue(c);
+    detail::cp_async_commit();
+  }
+  // q rows, pre-scaled into the base-2 domain (loaded while the first chunks are in flight).
   float q[R][8];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -363,34 +422,10 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     }
   }
 
-  float m[R], l[R], acc[R][8];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[r][i] = 0.f;
-  }
-
-  const T* kb = static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[1] + lane * 8;
-  const T* vb = static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[1] + lane * 8;
-  const std::int64_t ks = p.k_stride[2];
-  const std::int64_t vs = p.v_stride[2];
-  const int nchunks = s0 < s1 ? (s1 - s0 + kChunk - 1) / kChunk : 0;
-
-  // Multi-stage cp.async pipeline: kStages - 1 chunks in flight while one is computed. A group is
-  // committed every step (possibly empty) so wait_group<kStages - 1> always means "chunk c landed".
-#pragma unroll
-  for (int c = 0; c < kStages - 1; ++c) {
-    if (c < nchunks) detail::issue_chunk<T, D, R>(pipe + c * kStageVecs, kb, vb, ks, vs, s0 + c * kChunk, group, s1, tid);
-    detail::cp_async_commit();
-  }
   for (int c = 0; c < nchunks; ++c) {
     const int next = c + kStages - 1;
     // The stage `next` lands in was last read by this same thread in iteration c - 1.
-    if (next < nchunks)
-      detail::issue_chunk<T, D, R>(pipe + (next % kStages) * kStageVecs, kb, vb, ks, vs, s0 + next * kChunk, group,
-                                   s1, tid);
+    if (next < nchunks) issue(next);
     detail::cp_async_commit();
     detail::cp_async_wait<kStages - 1>();
     const uint4* stage = pipe + (c % kStages) * kStageVecs;
