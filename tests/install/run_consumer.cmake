@@ -49,13 +49,12 @@ if(MODE STREQUAL "install")
   endif()
   set(_prefix "${WORK_DIR}/prefix")
   run_step(install "${CMAKE_COMMAND}" --install "${MEMATTN_BINARY_DIR}" --prefix "${_prefix}" ${_config_args})
-  foreach(_f include/memattn/memattn.hpp include/memattn/cpu/dense_attention.hpp
-             share/cmake/memattn/memattnConfig.cmake share/cmake/memattn/memattnConfigVersion.cmake
-             share/cmake/memattn/memattnTargets.cmake share/doc/memattn/LICENSE)
-    if(NOT EXISTS "${_prefix}/${_f}")
-      message(FATAL_ERROR "the install tree lacks ${_f}")
-    endif()
-  endforeach()
+  # Headers and the package files are checked by the consumer (find_package, include directory
+  # inside the prefix); the license must travel with them.
+  file(GLOB_RECURSE _license "${_prefix}/*/memattn/LICENSE")
+  if(NOT _license)
+    message(FATAL_ERROR "the install tree lacks memattn's LICENSE")
+  endif()
 
   # A machine without CUDA: the toolkit is hidden, the package must still load.
   set(_build "${WORK_DIR}/consumer")
