@@ -51,7 +51,8 @@ if(MODE STREQUAL "install")
   run_step(install "${CMAKE_COMMAND}" --install "${MEMATTN_BINARY_DIR}" --prefix "${_prefix}" ${_config_args})
   # Headers and the package files are checked by the consumer (find_package, include directory
   # inside the prefix); the license must travel with them.
-  file(GLOB_RECURSE _license "${_prefix}/*/memattn/LICENSE")
+  file(GLOB_RECURSE _license "${_prefix}/LICENSE")
+  list(FILTER _license INCLUDE REGEX "/memattn/LICENSE$")
   if(NOT _license)
     message(FATAL_ERROR "the install tree lacks memattn's LICENSE")
   endif()
