@@ -10,10 +10,10 @@
 #              ctest's files hold the build machine's paths)                     -> tests.log
 #   bench      bench_dense_decode_cuda (4 GQA decode shapes)                     -> bench.jsonl, bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
-#   memcheck   compute-sanitizer --tool memcheck  on the [sanitize] test cases   -> sanitizer.log
+#   memcheck   compute-sanitizer --tool memcheck  on all test cases but [sweep]  -> sanitizer.log
 #   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
-#   initcheck  compute-sanitizer --tool initcheck on the [sanitize] test cases   -> sanitizer.log
 #   sweep      bench_dense_decode_cuda --sweep (forced split counts, for tuning)  -> sweep.jsonl
+#   initcheck  compute-sanitizer --tool initcheck on the [sanitize] test cases   -> sanitizer.log
 # Finally summary.json: every step's rc and seconds, the device, and per shape the ratio
 # ours vs the faster of SDPA flash / cuDNN (speedup = their_us / our_us; target >= 1.0 at every
 # shape and >= 1.2 at B = 1), also printed as a table at the end. At most 8 files in $OUT.
@@ -93,21 +93,24 @@ run_step bench 120 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --json "$OUT/
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 
-# ---- sanitizers on the small [sanitize] cases ----------------------------------------------------
-if command -v compute-sanitizer >/dev/null 2>&1; then
-  for tool in memcheck racecheck initcheck; do
-    extra=()
-    [ "$tool" = racecheck ] && extra=(--racecheck-report all)
-    run_step "$tool" 120 "$OUT/sanitizer.log" compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 99 \
-      --print-limit 20 "$BIN/test_dense_decode_cuda" "[sanitize]"
-  done
-else
-  log "compute-sanitizer not found"
-  printf 'memcheck\tmissing\t0\nracecheck\tmissing\t0\ninitcheck\tmissing\t0\n' >>"$STEPS_FILE"
-fi
-
-# ---- split-count sweep (tuning data) -----------------------------------------------------------
+# ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases
+# (the shared-memory pipeline and the epilogue exchange); split sweep (tuning data); initcheck
+# (reads of never-written device memory, e.g. workspace partials) last.
+sanitize() {  # TOOL LIMIT TEST-SPEC [extra options]
+  local tool="$1" limit="$2" spec="$3"
+  shift 3
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    run_step "$tool" "$limit" "$OUT/sanitizer.log" compute-sanitizer --tool "$tool" "$@" --error-exitcode 99 \
+      --print-limit 20 "$BIN/test_dense_decode_cuda" "$spec"
+  else
+    log "$tool: compute-sanitizer not found"
+    printf '%s\tmissing\t0\n' "$tool" >>"$STEPS_FILE"
+  fi
+}
+sanitize memcheck 150 "~[sweep]"
+sanitize racecheck 120 "[sanitize]" --racecheck-report all
 run_step sweep 90 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --sweep --iters 20 --json "$OUT/sweep.jsonl"
+sanitize initcheck 90 "[sanitize]"
 
 # ---- summary -----------------------------------------------------------------------------------
 python3 - "$OUT" "$STEPS_FILE" "$((SECONDS - START))" <<'PY'

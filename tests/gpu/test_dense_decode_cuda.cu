@@ -3,7 +3,8 @@
 // strided caches and outputs, fp16 and bf16, head_dim 64/128/256, forced split counts (empty
 // splits), LSE; determinism; and every bad input returns its Status and writes nothing.
 //
-// Tags: [sanitize] marks the small cases scripts/device-check.sh runs under compute-sanitizer.
+// Tags: scripts/device-check.sh runs everything but [sweep] under compute-sanitizer memcheck and
+// the small [sanitize] cases under racecheck and initcheck.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
