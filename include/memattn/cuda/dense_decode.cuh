@@ -16,9 +16,10 @@
 //    kErrorInvalidStride (q, k_cache, v_cache or o base pointer or a non-inner stride not a
 //    multiple of 16 bytes: rows are read/written with 16-byte vectors; lse not 4-byte aligned),
 //    kErrorInvalidArgument (seq_lens_host given without the device seq_lens), kErrorInvalidShape
-//    (extents beyond 32-bit indexing or the launch grid), kErrorNoDevice / kErrorCudaRuntime (no
-//    current device, or a launch failed), kErrorWorkspaceTooSmall (workspace smaller than
-//    dense_decode_workspace_size() said, or not 256-byte aligned).
+//    (extents beyond 32-bit indexing or the launch grid), kErrorWorkspaceTooSmall (workspace
+//    smaller than dense_decode_workspace_size() said, or not 256-byte aligned), kErrorNoDevice /
+//    kErrorCudaRuntime (no current device, a CUDA error already pending on this host thread --
+//    nothing is launched then -- or a failed launch).
 //  * seq_lens is read on the device only. Without seq_lens_host the host cannot check it: a
 //    sequence with L_b < Tq, L_b <= 0 or L_b > Lcap then leaves its rows of o and lse untouched.
 //    max_seq_len (0: the largest host length if seq_lens_host is given, else Lcap) only sizes the
@@ -254,6 +255,9 @@ Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims&
   p.window = a.window;
   p.scale_log2 = attention::resolve_scale(a.scale, d.head_dim) * attention::kLog2e;
 
+  // An error already pending on this thread would be reported by the launch check below although
+  // the kernel ran: refuse to launch instead (the pending error stays for its owner to see).
+  if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
   switch (pl.head_dim) {
     case 64: launch_split_rows<T, 64>(p, pl.row_tile, pl.decode_ctas, stream); break;
     case 128: launch_split_rows<T, 128>(p, pl.row_tile, pl.decode_ctas, stream); break;
