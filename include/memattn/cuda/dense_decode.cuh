@@ -183,8 +183,7 @@ Status make_plan(const attention::DecodeArgs<T>& a, const attention::AttentionDi
   pl.decode_ctas = base_ctas * s;
   if (pl.decode_ctas > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
   if (s > 1) {
-    const std::int64_t rows_per_cta = kernels::kMergeThreads / (d.head_dim / 8);
-    pl.merge_ctas = (d.batch * d.q_tokens * d.q_heads + rows_per_cta - 1) / rows_per_cta;
+    pl.merge_ctas = d.batch * d.q_tokens * d.q_heads;  // one CTA per output row
     if (pl.merge_ctas > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
   }
   Workspace sizing;

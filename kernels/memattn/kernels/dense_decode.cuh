@@ -30,7 +30,9 @@
 //  * At the end of a split the lane groups' (m, l, acc) states are merged through shared memory
 //    (R * 4 KiB, aliasing the drained pipeline), in a fixed order. With one split the CTA writes o / lse directly; otherwise it
 //    writes a normalised fp32 partial and its base-2 lse to the workspace and
-//    dense_decode_merge_kernel combines the splits (LSE merge, fixed order: deterministic).
+//    dense_decode_merge_kernel combines the splits (LSE merge, fixed order: deterministic; one
+//    CTA per output row, splits spread over the CTA so the merge is not latency-bound when B is
+//    small and the split count large).
 //  * Splits cover the key range a tile needs, [lo, hi): hi = L_b - Tq + t_last + 1 and lo = 0
 //    (or max(0, L_b - Tq + t_first - W + 1) with a window). The host picks num_splits from the
 //    upper bound of that range (max_seq_len or Lcap); each sequence divides its own range into
@@ -506,54 +508,101 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   }
 }
 
-// Combines the num_splits partials of every output row. grid.x = ceil(B * Tq * Hq / rows per
-// CTA), block = kMergeThreads; D / 8 threads per row, 8 elements each.
+namespace detail {
+
+// Block-wide max / sum over kMergeThreads threads in a fixed order (deterministic).
+template <bool kMax>
+MEMATTN_DEVICE float block_reduce(float x, float* sm_warp) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = kMax ? fmaxf(x, y) : x + y;
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  if ((threadIdx.x & 31) == 0) sm_warp[warp] = x;
+  __syncthreads();
+  float r = sm_warp[0];
+#pragma unroll
+  for (int w = 1; w < kMergeThreads / 32; ++w) r = kMax ? fmaxf(r, sm_warp[w]) : r + sm_warp[w];
+  return r;
+}
+
+}  // namespace detail
+
+// Combines the num_splits partials of each output row: one CTA (kMergeThreads) per row of
+// [B, Tq, Hq]. The split lse's are reduced by the whole CTA (max, then the sum of weights
+// 2^(lse_s - max)); the partial outputs are read by D / 8 lanes x (kMergeThreads / (D / 8))
+// split slices (16-byte loads, several splits in flight per thread) and the slices are summed
+// through shared memory in a fixed order. Empty splits (lse = -inf, o = 0) get weight 0.
 template <class T, int D>
 MEMATTN_KERNEL void __launch_bounds__(kMergeThreads) dense_decode_merge_kernel(const DenseDecodeParams p) {
   constexpr int kLanes = D / 8;
-  constexpr int kRowsPerCta = kMergeThreads / kLanes;
+  constexpr int kSlices = kMergeThreads / kLanes;
+  __shared__ float sm_max[kMergeThreads / 32];
+  __shared__ float sm_sum[kMergeThreads / 32];
+  __shared__ __align__(16) float sm_acc[kSlices][D];
+
   const int tid = static_cast<int>(threadIdx.x);
-  const int c = tid % kLanes;
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerCta + tid / kLanes;
-  const std::int64_t rows = static_cast<std::int64_t>(p.batch) * p.q_tokens * p.q_heads;
-  if (row >= rows) return;
+  const std::int64_t row = blockIdx.x;  // (b * Tq + t) * Hq + hq
   const int hq = static_cast<int>(row % p.q_heads);
   const int t = static_cast<int>((row / p.q_heads) % p.q_tokens);
   const int b = static_cast<int>(row / (static_cast<std::int64_t>(p.q_heads) * p.q_tokens));
   const int len = p.seq_lens ? p.seq_lens[b] : p.kv_capacity;
-  if (detail::sequence_invalid(len, p.q_tokens, p.kv_capacity)) return;
+  if (detail::sequence_invalid(len, p.q_tokens, p.kv_capacity)) return;  // uniform over the CTA
 
   const int S = p.num_splits;
   const float* pl = p.part_lse + row * S;
   float mx = -INFINITY;
-  for (int s = 0; s < S; ++s) mx = fmaxf(mx, pl[s]);
-  float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int s = tid; s < S; s += kMergeThreads) mx = fmaxf(mx, pl[s]);
+  mx = detail::block_reduce<true>(mx, sm_max);
+  // Every row of a valid sequence sees at least one key, so mx is finite; stay safe anyway.
+  const float m_use = mx == -INFINITY ? 0.f : mx;
   float wsum = 0.f;
-  if (mx != -INFINITY) {
-    const float* po = p.part_o + row * S * D + c * 8;
-    for (int s = 0; s < S; ++s) {
-      const float ls = pl[s];
-      if (ls == -INFINITY) continue;  // empty split: its partial was never meant to be read
-      const float w = detail::fast_exp2(ls - mx);
-      wsum += w;
-      const float4 a0 = *reinterpret_cast<const float4*>(po + static_cast<std::int64_t>(s) * D);
-      const float4 a1 = *reinterpret_cast<const float4*>(po + static_cast<std::int64_t>(s) * D + 4);
-      o[0] = fmaf(w, a0.x, o[0]);
-      o[1] = fmaf(w, a0.y, o[1]);
-      o[2] = fmaf(w, a0.z, o[2]);
-      o[3] = fmaf(w, a0.w, o[3]);
-      o[4] = fmaf(w, a1.x, o[4]);
-      o[5] = fmaf(w, a1.y, o[5]);
-      o[6] = fmaf(w, a1.z, o[6]);
-      o[7] = fmaf(w, a1.w, o[7]);
-    }
+  for (int s = tid; s < S; s += kMergeThreads) wsum += detail::fast_exp2(pl[s] - m_use);
+  wsum = detail::block_reduce<false>(wsum, sm_sum);
+
+  const int lane = tid % kLanes;
+  const int slice = tid / kLanes;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  const float* po = p.part_o + row * S * D + lane * 8;
+#pragma unroll 4
+  for (int s = slice; s < S; s += kSlices) {
+    const float w = detail::fast_exp2(pl[s] - m_use);
+    const float4 a0 = *reinterpret_cast<const float4*>(po + static_cast<std::int64_t>(s) * D);
+    const float4 a1 = *reinterpret_cast<const float4*>(po + static_cast<std::int64_t>(s) * D + 4);
+    acc[0] = fmaf(w, a0.x, acc[0]);
+    acc[1] = fmaf(w, a0.y, acc[1]);
+    acc[2] = fmaf(w, a0.z, acc[2]);
+    acc[3] = fmaf(w, a0.w, acc[3]);
+    acc[4] = fmaf(w, a1.x, acc[4]);
+    acc[5] = fmaf(w, a1.y, acc[5]);
+    acc[6] = fmaf(w, a1.z, acc[6]);
+    acc[7] = fmaf(w, a1.w, acc[7]);
+  }
+  float4* dst = reinterpret_cast<float4*>(&sm_acc[slice][lane * 8]);
+  dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+  __syncthreads();
+  if (slice != 0) return;
+#pragma unroll
+  for (int sl = 1; sl < kSlices; ++sl) {
+    const float4 b0 = *reinterpret_cast<const float4*>(&sm_acc[sl][lane * 8]);
+    const float4 b1 = *reinterpret_cast<const float4*>(&sm_acc[sl][lane * 8 + 4]);
+    acc[0] += b0.x;
+    acc[1] += b0.y;
+    acc[2] += b0.z;
+    acc[3] += b0.w;
+    acc[4] += b1.x;
+    acc[5] += b1.y;
+    acc[6] += b1.z;
+    acc[7] += b1.w;
   }
   const float inv = wsum > 0.f ? __fdividef(1.f, wsum) : 0.f;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) o[i] *= inv;
-  T* op = static_cast<T*>(p.o) + b * p.o_stride[0] + t * p.o_stride[1] + hq * p.o_stride[2] + c * 8;
-  *reinterpret_cast<uint4*>(op) = detail::Pack8<T>::pack(o);
-  if (p.lse && c == 0) {
+  for (int i = 0; i < 8; ++i) acc[i] *= inv;
+  T* op = static_cast<T*>(p.o) + b * p.o_stride[0] + t * p.o_stride[1] + hq * p.o_stride[2] + lane * 8;
+  *reinterpret_cast<uint4*>(op) = detail::Pack8<T>::pack(acc);
+  if (p.lse && lane == 0) {
     const float lse2 = wsum > 0.f ? mx + log2f(wsum) : -INFINITY;
     p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 * detail::kLn2;
   }
