@@ -25,6 +25,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT="${OUT:-$PWD/device-check-out}"
 mkdir -p "$OUT"
 export BIN=build-gpu/bin
+# The toolkit's tools (compute-sanitizer, nvcc) may not be on PATH there.
+export PATH="$PATH:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer"
 BUDGET="${MEMATTN_CHECK_BUDGET:-330}"
 START=$SECONDS
 STEPS_FILE="$(mktemp /tmp/device-check-steps.XXXXXX)"  # folded into summary.json at the end
