@@ -24,13 +24,13 @@
 //    them with -warn-spills). With 128 threads that is 4, 4, 3 and 2 resident CTAs per SM
 //    (shared memory allows 4 on sm_90, 3 on sm_80).
 //  * Softmax rescaling is lazy (the running max moves only when a score exceeds it by more than
-//    2^8), so most chunks skip the R x 8 multiplies of acc.
+//    8 in the base-2 domain, a factor 2^8), so most chunks skip the R x 8 multiplies of acc.
 //  * q is pre-scaled by scale * log2(e) on load and the softmax works in base 2 (ex2.approx);
 //    partial log-sum-exps are kept in base 2 and converted to natural log only when written out.
 //  * At the end of a split the lane groups' (m, l, acc) states are merged through shared memory
-//    (R * 4 KiB, aliasing the drained pipeline), in a fixed order. With one split the CTA writes o / lse directly; otherwise it
-//    writes a normalised fp32 partial and its base-2 lse to the workspace and
-//    dense_decode_merge_kernel combines the splits (LSE merge, fixed order: deterministic; one
+//    (R * 4 KiB, aliasing the drained pipeline), in a fixed order. With one split the CTA writes
+//    o / lse directly; otherwise it writes a normalised fp32 partial and its base-2 lse to the
+//    workspace and dense_decode_merge_kernel combines the splits (LSE merge, fixed order: deterministic; one
 //    CTA per output row, splits spread over the CTA so the merge is not latency-bound when B is
 //    small and the split count large).
 //  * Splits cover the key range a tile needs, [lo, hi): hi = L_b - Tq + t_last + 1 and lo = 0
