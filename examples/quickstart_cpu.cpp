@@ -38,11 +38,8 @@ int main() {
   // 1) Size the scratch, 2) allocate it once (aligned to kWorkspaceAlign), 3) run.
   std::size_t ws_bytes = 0;
   memattn::Status st = memattn::cpu::dense_decode_workspace_size(args, &ws_bytes);
-  std::vector<unsigned char> ws_storage(ws_bytes + memattn::kWorkspaceAlign);
-  void* ws = ws_storage.data();
-  std::size_t space = ws_storage.size();
-  ws = std::align(memattn::kWorkspaceAlign, ws_bytes, ws, space);
-  if (memattn::ok(st)) st = memattn::cpu::dense_decode(args, ws, ws_bytes);
+  memattn::HostWorkspace ws(ws_bytes);
+  if (memattn::ok(st)) st = memattn::cpu::dense_decode(args, ws.data(), ws_bytes);
   std::printf("dense_decode: %s (workspace %zu bytes)\n", memattn::status_message(st), ws_bytes);
   if (!memattn::ok(st)) return 1;
 
@@ -63,6 +60,6 @@ int main() {
   const std::int32_t too_long[B] = {5000, 1500};  // more tokens than the cache holds
   memattn::attention::DecodeArgs<Half> bad = args;
   bad.seq_lens = too_long;
-  std::printf("with L=5000 > Lcap=4096: %s\n", memattn::status_message(memattn::cpu::dense_decode(bad, ws, ws_bytes)));
+  std::printf("with L=5000 > Lcap=4096: %s\n", memattn::status_message(memattn::cpu::dense_decode(bad, ws.data(), ws_bytes)));
   return finite ? 0 : 1;
 }

@@ -59,10 +59,8 @@ void bm_dense_decode(benchmark::State& state, std::int64_t L) {
 
   std::size_t ws_bytes = 0;
   memattn::Status st = memattn::cpu::dense_decode_workspace_size(args, &ws_bytes);
-  std::vector<unsigned char> ws_storage(ws_bytes + memattn::kWorkspaceAlign);
+  memattn::HostWorkspace ws_storage(ws_bytes);
   void* ws = ws_storage.data();
-  std::size_t space = ws_storage.size();
-  ws = std::align(memattn::kWorkspaceAlign, ws_bytes, ws, space);
 
   for (auto _ : state) {
     if (st == memattn::Status::kSuccess) st = memattn::cpu::dense_decode(args, ws, ws_bytes);

@@ -8,6 +8,7 @@
 // core: configuration, status, dtypes, tensor views, two-phase workspace
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
+#include "memattn/core/executor.hpp"
 #include "memattn/core/status.hpp"
 #include "memattn/core/tensor.hpp"
 #include "memattn/core/workspace.hpp"
@@ -16,6 +17,12 @@
 #include "memattn/attention/dense_args.hpp"
 #include "memattn/attention/online_softmax.hpp"
 
+// cache (the engine-facing KV-cache interface and the --kv spec language)
+#include "memattn/cache/kv_cache.hpp"
+#include "memattn/cache/kv_spec.hpp"
+
 // cpu: Eigen implementations (also the reference for the CUDA path)
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
+#include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/kv_cache_factory.hpp"

@@ -44,6 +44,11 @@ TEST_CASE("argument checks report the right status", "[tensor]") {
   CHECK(check_tensor(negative, {2, 3, 4}) == Status::kErrorInvalidStride);
   auto zero = make_view<3>(buf.data(), {2, 0, 4});
   CHECK(check_tensor(zero, {2, 0, 4}) == Status::kErrorInvalidShape);
+  CHECK(check_no_self_overlap(v) == Status::kSuccess);
+  CHECK(check_no_self_overlap(make_strided_view<3>(buf.data(), {2, 3, 4}, {0, 4, 1})) == Status::kErrorInvalidStride);
+  CHECK(check_no_self_overlap(make_strided_view<3>(buf.data(), {2, 3, 4}, {12, 2, 1})) == Status::kErrorInvalidStride);
+  CHECK(check_no_self_overlap(make_strided_view<3>(buf.data(), {1, 3, 4}, {0, 4, 1})) == Status::kSuccess);
+  CHECK(check_no_self_overlap(make_strided_view<3>(buf.data(), {2, 3, 4}, {1, 8, 2})) == Status::kSuccess);
   CHECK(is_aligned(v, 16) == (reinterpret_cast<std::uintptr_t>(buf.data()) % 16 == 0));
 }
 
@@ -107,4 +112,17 @@ TEST_CASE("symbols live in the versioned inline namespace", "[config]") {
   static_assert(std::is_same<memattn::Status, memattn::v0_1::Status>::value, "inline namespace");
   // The version is part of the mangled name, so two embedded memattn builds cannot collide.
   CHECK(std::string(typeid(memattn::Status).name()).find("v0_1") != std::string::npos);
+}
+
+TEST_CASE("HostWorkspace is aligned and only grows", "[workspace]") {
+  HostWorkspace ws(100);
+  CHECK(reinterpret_cast<std::uintptr_t>(ws.data()) % kWorkspaceAlign == 0);
+  CHECK(ws.size() == 100);
+  void* before = ws.data();
+  ws.resize(50);
+  CHECK(ws.data() == before);
+  ws.resize(5000);
+  CHECK(ws.size() == 5000);
+  CHECK(reinterpret_cast<std::uintptr_t>(ws.data()) % kWorkspaceAlign == 0);
+  std::memset(ws.data(), 1, 5000);
 }

@@ -154,11 +154,8 @@ TEST_CASE("explicit workspace: size query then run, identical to the convenience
   std::size_t bytes = 0;
   REQUIRE(cpu::dense_decode_workspace_size(a, &bytes) == Status::kSuccess);
   REQUIRE(bytes > 0);
-  std::vector<unsigned char> raw(bytes + kWorkspaceAlign);
-  void* ws = raw.data();
-  std::size_t space = raw.size();
-  ws = std::align(kWorkspaceAlign, bytes, ws, space);
-  REQUIRE(cpu::dense_decode(a, ws, bytes) == Status::kSuccess);
+  HostWorkspace ws(bytes);
+  REQUIRE(cpu::dense_decode(a, ws.data(), bytes) == Status::kSuccess);
   REQUIRE(cpu::dense_decode(p2.args()) == Status::kSuccess);
   for (std::size_t i = 0; i < p.o.size(); ++i) REQUIRE(p.o[i].bits == p2.o[i].bits);
 }

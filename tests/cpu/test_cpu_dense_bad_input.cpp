@@ -54,6 +54,10 @@ TEST_CASE("decode rejects bad arguments and writes nothing", "[bad-input]") {
   SECTION("bad strides") {
     expect_rejected(Status::kErrorInvalidStride, [](A& a, P&) { a.k_cache.stride[3] = 2; });
     expect_rejected(Status::kErrorInvalidStride, [](A& a, P&) { a.q.stride[0] = -1; });
+    // Outputs that alias themselves (zero or overlapping strides).
+    expect_rejected(Status::kErrorInvalidStride, [](A& a, P&) { a.o.stride[2] = 0; });
+    expect_rejected(Status::kErrorInvalidStride, [](A& a, P&) { a.o.stride[2] = 32; });
+    expect_rejected(Status::kErrorInvalidStride, [](A& a, P&) { a.lse.stride[0] = 0; });
   }
   SECTION("GQA ratio not an integer") {
     expect_rejected(Status::kErrorGqaRatio, [](A& a, P&) {
@@ -76,11 +80,8 @@ TEST_CASE("decode rejects bad arguments and writes nothing", "[bad-input]") {
     auto a = p.args();
     std::size_t bytes = 0;
     REQUIRE(cpu::dense_decode_workspace_size(a, &bytes) == Status::kSuccess);
-    std::vector<unsigned char> raw(bytes + kWorkspaceAlign);
-    void* ws = raw.data();
-    std::size_t space = raw.size();
-    ws = std::align(kWorkspaceAlign, bytes, ws, space);
-    CHECK(cpu::dense_decode(a, ws, bytes - 1) == Status::kErrorWorkspaceTooSmall);
+    HostWorkspace ws(bytes);
+    CHECK(cpu::dense_decode(a, ws.data(), bytes - 1) == Status::kErrorWorkspaceTooSmall);
     CHECK(cpu::dense_decode(a, nullptr, bytes) == Status::kErrorWorkspaceTooSmall);
     CHECK(cpu::dense_decode_workspace_size(a, nullptr) == Status::kErrorNullPointer);
     for (const auto& x : p.o) REQUIRE(x.bits == from_float<Half>(-777.f).bits);

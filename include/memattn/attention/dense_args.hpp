@@ -21,9 +21,11 @@
 MEMATTN_NAMESPACE_BEGIN
 namespace attention {
 
-template <class T>
+// T: cache (K/V) dtype. TQ: query/output dtype (defaults to T; the CPU path also takes fp32
+// queries over an fp16/bf16 cache, as an fp32 engine with a compact cache needs).
+template <class T, class TQ = T>
 struct DecodeArgs {
-  TensorView<const T, 4> q;        // [B, Tq, Hq, D]
+  TensorView<const TQ, 4> q;       // [B, Tq, Hq, D]
   TensorView<const T, 4> k_cache;  // [B, Hkv, Lcap, D]
   TensorView<const T, 4> v_cache;  // [B, Hkv, Lcap, D]
   // [B] tokens per sequence, in the memory of the executing back-end (host for CPU, device for
@@ -35,7 +37,7 @@ struct DecodeArgs {
   // CUDA: an upper bound of seq_lens that sizes the split grid without reading device memory;
   // 0 means Lcap. Must not be smaller than any L_b.
   std::int32_t max_seq_len = 0;
-  TensorView<T, 4> o;          // [B, Tq, Hq, D]
+  TensorView<TQ, 4> o;         // [B, Tq, Hq, D]
   TensorView<float, 3> lse;    // [B, Tq, Hq], optional
   float scale = 0.f;           // 0: 1/sqrt(D)
   std::int32_t window = 0;     // 0: no sliding window
@@ -73,8 +75,8 @@ inline Status check_scale_window(float scale, std::int32_t window) {
 }
 
 // Validates decode arguments. `lens` is a host-readable copy of the lengths or nullptr.
-template <class T>
-Status validate_decode(const DecodeArgs<T>& a, const std::int32_t* lens, AttentionDims* dims) {
+template <class T, class TQ>
+Status validate_decode(const DecodeArgs<T, TQ>& a, const std::int32_t* lens, AttentionDims* dims) {
   MEMATTN_RETURN_IF_ERROR(check_present(a.q));
   MEMATTN_RETURN_IF_ERROR(check_present(a.k_cache));
   MEMATTN_RETURN_IF_ERROR(check_present(a.v_cache));
@@ -94,6 +96,8 @@ Status validate_decode(const DecodeArgs<T>& a, const std::int32_t* lens, Attenti
   MEMATTN_RETURN_IF_ERROR(check_shape(a.v_cache, {d.batch, d.kv_heads, d.kv_capacity, d.head_dim}));
   MEMATTN_RETURN_IF_ERROR(check_shape(a.o, {d.batch, d.q_tokens, d.q_heads, d.head_dim}));
   MEMATTN_RETURN_IF_ERROR(check_optional_tensor(a.lse, {d.batch, d.q_tokens, d.q_heads}));
+  MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.o));
+  MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.lse));
   MEMATTN_RETURN_IF_ERROR(check_heads(d.q_heads, d.kv_heads));
   MEMATTN_RETURN_IF_ERROR(check_scale_window(a.scale, a.window));
   if (d.q_tokens > d.kv_capacity) return Status::kErrorInvalidShape;
@@ -130,6 +134,8 @@ Status validate_prefill(const PrefillArgs<T>& a, AttentionDims* dims) {
   MEMATTN_RETURN_IF_ERROR(check_shape(a.v, {d.batch, d.q_tokens, d.kv_heads, d.head_dim}));
   MEMATTN_RETURN_IF_ERROR(check_shape(a.o, {d.batch, d.q_tokens, d.q_heads, d.head_dim}));
   MEMATTN_RETURN_IF_ERROR(check_optional_tensor(a.lse, {d.batch, d.q_tokens, d.q_heads}));
+  MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.o));
+  MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.lse));
   MEMATTN_RETURN_IF_ERROR(check_heads(d.q_heads, d.kv_heads));
   MEMATTN_RETURN_IF_ERROR(check_scale_window(a.scale, a.window));
   *dims = d;

@@ -3,6 +3,7 @@
 // (used for optional outputs such as the log-sum-exp).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 
@@ -130,6 +131,29 @@ Status check_tensor(const TensorView<T, R>& v, std::initializer_list<std::int64_
 template <class T, int R>
 Status check_optional_tensor(const TensorView<T, R>& v, std::initializer_list<std::int64_t> expected) {
   return v.data ? check_tensor(v, expected) : Status::kSuccess;
+}
+
+// Distinct indices address distinct elements (an output must not alias itself, e.g. through a
+// zero stride). Dimensions of extent 1 are ignored.
+template <class T, int R>
+Status check_no_self_overlap(const TensorView<T, R>& v) {
+  int dims[R];
+  int n = 0;
+  for (int i = 0; i < R; ++i)
+    if (v.shape[i] > 1) dims[n++] = i;
+  for (int i = 1; i < n; ++i)  // insertion sort by stride
+    for (int j = i; j > 0 && v.stride[dims[j]] < v.stride[dims[j - 1]]; --j) {
+      const int t = dims[j];
+      dims[j] = dims[j - 1];
+      dims[j - 1] = t;
+    }
+  std::int64_t span = 1;  // elements spanned by the dimensions checked so far
+  for (int i = 0; i < n; ++i) {
+    const std::int64_t st = v.stride[dims[i]];
+    if (st < span) return Status::kErrorInvalidStride;
+    span += st * (v.shape[dims[i]] - 1);
+  }
+  return Status::kSuccess;
 }
 
 // Alignment (in bytes) of a view's base pointer and of every non-inner stride.

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/status.hpp"
@@ -47,6 +48,28 @@ class Workspace {
   std::size_t capacity_ = 0;
   std::size_t used_ = 0;
   bool carving_ = false;
+};
+
+// Host scratch for CPU paths, tests and examples: an owned buffer whose data() is aligned to
+// kWorkspaceAlign. resize() only grows (a hot loop reuses it without reallocating).
+class HostWorkspace {
+ public:
+  HostWorkspace() = default;
+  explicit HostWorkspace(std::size_t bytes) { resize(bytes); }
+  void resize(std::size_t bytes) {
+    if (bytes <= size_ && !storage_.empty()) return;
+    storage_.assign(bytes + kWorkspaceAlign, 0);
+    size_ = bytes;
+  }
+  void* data() {
+    const std::uintptr_t p = reinterpret_cast<std::uintptr_t>(storage_.data());
+    return storage_.data() + ((kWorkspaceAlign - p % kWorkspaceAlign) % kWorkspaceAlign);
+  }
+  std::size_t size() const { return size_; }
+
+ private:
+  std::vector<unsigned char> storage_;
+  std::size_t size_ = 0;
 };
 
 MEMATTN_NAMESPACE_END

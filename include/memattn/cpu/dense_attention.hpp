@@ -27,6 +27,7 @@ namespace detail {
 
 constexpr std::int64_t kKeyBlock = 128;   // keys converted and scored per step
 constexpr std::int64_t kQueryBlock = 64;  // query tokens per block (rows = tokens x group)
+constexpr std::int64_t kLazyRows = 16;    // up to this many rows, Q·Kᵀ skips GEMM packing
 
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MatrixMap = Eigen::Map<RowMatrix, Eigen::Aligned16>;
@@ -87,8 +88,12 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
     MatrixMap K(sc.k, n, D);
     MatrixMap V(sc.v, n, D);
     Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> S(sc.s, rows, n, Eigen::OuterStride<>(kKeyBlock));
-    // Coefficient-based product: with only a GQA group of rows, GEMM packing costs more than it saves.
-    S.noalias() = Q.lazyProduct(K.transpose());
+    // Few rows (one decode token's GQA group): a coefficient-based product beats GEMM packing.
+    if (rows <= kLazyRows) {
+      S.noalias() = Q.lazyProduct(K.transpose());
+    } else {
+      S.noalias() = Q * K.transpose();
+    }
     for (std::int64_t r = 0; r < rows; ++r) {
       auto srow = S.row(r).array();
       const std::int64_t vis_lo = std::max<std::int64_t>(sc.lo[r] - j0, 0);
@@ -117,8 +122,8 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
 // Shared driver: for each (b, kv head, block of query tokens) gather the group's query rows,
 // attend, scatter. `range(b, t, &lo, &hi)` gives query token t's visible keys; `kv(b, kh)`
 // returns {k_base, k_row_stride, v_base, v_row_stride} for that head.
-template <class T, class RangeFn, class KvFn>
-void run_blocks(const TensorView<const T, 4>& q, const TensorView<T, 4>& o, const TensorView<float, 3>& lse,
+template <class T, class TQ, class RangeFn, class KvFn>
+void run_blocks(const TensorView<const TQ, 4>& q, const TensorView<TQ, 4>& o, const TensorView<float, 3>& lse,
                 const attention::AttentionDims& d, float scale, const Scratch& sc, RangeFn range, KvFn kv) {
   const std::int64_t G = d.group(), D = d.head_dim;
   for (std::int64_t b = 0; b < d.batch; ++b) {
@@ -160,8 +165,8 @@ struct KvHead {
   std::int64_t v_stride;
 };
 
-template <class W, class T>
-Status plan_decode(W& ws, const attention::DecodeArgs<T>& a, attention::AttentionDims* d, Scratch* sc) {
+template <class W, class T, class TQ>
+Status plan_decode(W& ws, const attention::DecodeArgs<T, TQ>& a, attention::AttentionDims* d, Scratch* sc) {
   MEMATTN_RETURN_IF_ERROR(attention::validate_decode(a, a.seq_lens, d));
   plan(ws, max_rows(d->q_tokens, d->group()), d->head_dim, sc);
   return Status::kSuccess;
@@ -177,19 +182,16 @@ Status plan_prefill(W& ws, const attention::PrefillArgs<T>& a, attention::Attent
 // Runs `run(ptr, bytes)` over a freshly allocated, aligned scratch of `bytes`.
 template <class RunFn>
 Status with_owned_workspace(std::size_t bytes, RunFn run) {
-  std::vector<unsigned char> buf(bytes + kWorkspaceAlign);
-  void* p = buf.data();
-  std::size_t space = buf.size();
-  p = std::align(kWorkspaceAlign, bytes, p, space);
-  return run(p, bytes);
+  HostWorkspace ws(bytes);
+  return run(ws.data(), bytes);
 }
 
 }  // namespace detail
 
 // ---- decode ---------------------------------------------------------------------------------
 
-template <class T>
-Status dense_decode_workspace_size(const attention::DecodeArgs<T>& a, std::size_t* bytes) {
+template <class T, class TQ>
+Status dense_decode_workspace_size(const attention::DecodeArgs<T, TQ>& a, std::size_t* bytes) {
   if (!bytes) return Status::kErrorNullPointer;
   Workspace ws;
   attention::AttentionDims d;
@@ -199,8 +201,8 @@ Status dense_decode_workspace_size(const attention::DecodeArgs<T>& a, std::size_
   return Status::kSuccess;
 }
 
-template <class T>
-Status dense_decode(const attention::DecodeArgs<T>& a, void* workspace, std::size_t workspace_bytes) {
+template <class T, class TQ>
+Status dense_decode(const attention::DecodeArgs<T, TQ>& a, void* workspace, std::size_t workspace_bytes) {
   Workspace ws(workspace, workspace_bytes);
   attention::AttentionDims d;
   detail::Scratch sc;
@@ -218,13 +220,13 @@ Status dense_decode(const attention::DecodeArgs<T>& a, void* workspace, std::siz
     return detail::KvHead<T>{a.k_cache.ptr(b, kh, 0), a.k_cache.stride[2], a.v_cache.ptr(b, kh, 0),
                              a.v_cache.stride[2]};
   };
-  detail::run_blocks(a.q, a.o, a.lse, d, scale, sc, range, kv);
+  detail::run_blocks<T>(a.q, a.o, a.lse, d, scale, sc, range, kv);
   return Status::kSuccess;
 }
 
 // Convenience: allocates its own scratch.
-template <class T>
-Status dense_decode(const attention::DecodeArgs<T>& a) {
+template <class T, class TQ>
+Status dense_decode(const attention::DecodeArgs<T, TQ>& a) {
   std::size_t bytes = 0;
   MEMATTN_RETURN_IF_ERROR(dense_decode_workspace_size(a, &bytes));
   return detail::with_owned_workspace(bytes, [&](void* p, std::size_t n) { return dense_decode(a, p, n); });
@@ -258,7 +260,7 @@ Status dense_prefill(const attention::PrefillArgs<T>& a, void* workspace, std::s
   auto kv = [&](std::int64_t b, std::int64_t kh) {
     return detail::KvHead<T>{a.k.ptr(b, 0, kh), a.k.stride[1], a.v.ptr(b, 0, kh), a.v.stride[1]};
   };
-  detail::run_blocks(a.q, a.o, a.lse, d, scale, sc, range, kv);
+  detail::run_blocks<T>(a.q, a.o, a.lse, d, scale, sc, range, kv);
   return Status::kSuccess;
 }
 

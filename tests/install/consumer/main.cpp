@@ -47,11 +47,8 @@ int main() {
     std::printf("workspace_size failed: %s\n", memattn::status_message(st));
     return 1;
   }
-  std::vector<unsigned char> ws(ws_bytes + memattn::kWorkspaceAlign);
-  void* ws_ptr = ws.data();
-  std::size_t space = ws.size();
-  ws_ptr = std::align(memattn::kWorkspaceAlign, ws_bytes, ws_ptr, space);
-  st = memattn::cpu::dense_decode(args, ws_ptr, ws_bytes);
+  memattn::HostWorkspace ws(ws_bytes);
+  st = memattn::cpu::dense_decode(args, ws.data(), ws_bytes);
   if (st != memattn::Status::kSuccess) {
     std::printf("dense_decode failed: %s\n", memattn::status_message(st));
     return 1;

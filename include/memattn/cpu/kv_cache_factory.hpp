@@ -1,0 +1,84 @@
+// Registry of the KV policies the CPU back-end implements, and the factory that turns a --kv
+// spec into a cache::KvCache. Later policies add an entry to kv_policies() and a branch to
+// make_kv_cache(); engines only ever see the interface.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memattn/cache/kv_cache.hpp"
+#include "memattn/cache/kv_spec.hpp"
+#include "memattn/core/executor.hpp"
+#include "memattn/cpu/dense_kv_cache.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cpu {
+
+inline const std::vector<cache::PolicyInfo>& kv_policies() {
+  static const std::vector<cache::PolicyInfo> policies = {
+      {"full", "every token kept; K and V in fp16 (fp32=1: fp32, the reference)",
+       {{"fp32", 0, 0, 1, true, "1: store K and V in fp32 instead of fp16"}}},
+  };
+  return policies;
+}
+
+inline const cache::PolicyInfo* find_kv_policy(const std::string& name) {
+  for (const auto& p : kv_policies())
+    if (name == p.name) return &p;
+  return nullptr;
+}
+
+inline std::string kv_policy_names() {
+  std::string s;
+  for (const auto& p : kv_policies()) s += (s.empty() ? "" : ", ") + std::string(p.name);
+  return s;
+}
+
+// Builds the cache a spec describes. On error *error says what is wrong and what exists.
+inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& shape, const Executor& executor,
+                            std::unique_ptr<cache::KvCache>* out, std::string* error) {
+  std::string ignored;
+  if (error == nullptr) error = &ignored;
+  if (out == nullptr) {
+    *error = "no output cache pointer";
+    return Status::kErrorNullPointer;
+  }
+  std::vector<cache::PolicySpec> parts;
+  MEMATTN_RETURN_IF_ERROR(cache::parse_kv_spec(spec, &parts, error));
+  for (const auto& part : parts) {
+    if (find_kv_policy(part.name) == nullptr) {
+      *error = "unknown KV policy '" + part.name + "'; available: " + kv_policy_names();
+      return Status::kErrorInvalidArgument;
+    }
+  }
+  if (parts.size() != 1) {
+    *error = "'" + spec + "': this build composes no policies with '+' yet (each of " + kv_policy_names() +
+             " stands alone)";
+    return Status::kErrorNotSupported;
+  }
+  const cache::PolicyInfo& info = *find_kv_policy(parts[0].name);
+  cache::ResolvedParams params;
+  MEMATTN_RETURN_IF_ERROR(cache::resolve_params(parts[0], info, &params, error));
+  if (cache::validate_shape(shape) != Status::kSuccess) {
+    *error = "invalid cache shape (layers, heads, head_dim, max_tokens must be positive; q_heads a multiple of kv_heads)";
+    return cache::validate_shape(shape);
+  }
+  if (info.name == std::string("full")) {
+    if (params.get_int("fp32") == 1) {
+      std::unique_ptr<DenseKvCache<float>> c;
+      MEMATTN_RETURN_IF_ERROR(DenseKvCache<float>::create(shape, executor, &c));
+      *out = std::move(c);
+    } else {
+      std::unique_ptr<DenseKvCache<Half>> c;
+      MEMATTN_RETURN_IF_ERROR(DenseKvCache<Half>::create(shape, executor, &c));
+      *out = std::move(c);
+    }
+    return Status::kSuccess;
+  }
+  *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
+  return Status::kErrorNotSupported;
+}
+
+}  // namespace cpu
+MEMATTN_NAMESPACE_END

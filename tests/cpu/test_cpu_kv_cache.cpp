@@ -1,0 +1,208 @@
+// The KV-cache interface with the "full" policy: chunked appends against the fp64 reference,
+// chunk-size invariance, worker-count invariance, byte accounting, the spec registry, bad input.
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "common/naive_attention.hpp"
+#include "common/test_data.hpp"
+#include "memattn/cpu/kv_cache_factory.hpp"
+
+using namespace memattn;
+using namespace memattn_test;
+
+namespace {
+
+// A two-thread executor over std::thread: tasks are dealt round-robin, worker = thread index.
+struct TwoThreads {
+  static void parallel_for(void*, std::int64_t n, Executor::TaskFn fn, void* ctx) {
+    std::thread t([&] {
+      for (std::int64_t i = 1; i < n; i += 2) fn(ctx, i, 1);
+    });
+    for (std::int64_t i = 0; i < n; i += 2) fn(ctx, i, 0);
+    t.join();
+  }
+  static Executor executor() {
+    Executor e;
+    e.parallel_for = &parallel_for;
+    e.workers = 2;
+    return e;
+  }
+};
+
+cache::CacheShape small_shape() {
+  cache::CacheShape s;
+  s.layers = 2;
+  s.q_heads = 6;
+  s.kv_heads = 2;
+  s.head_dim = 16;
+  s.max_tokens = 300;
+  s.max_sequences = 2;
+  return s;
+}
+
+// Feeds `total` tokens of random q/k/v per layer into the cache in the given chunk sizes and
+// returns every output (layer-major, then token, head, dim).
+std::vector<float> run_chunks(cache::KvCache& c, int seq, const std::vector<int>& chunks, std::uint32_t seed,
+                              std::vector<float>* k_all, std::vector<float>* v_all, std::vector<float>* q_all) {
+  const auto& s = c.shape();
+  int total = 0;
+  for (int n : chunks) total += n;
+  const std::size_t qrow = static_cast<std::size_t>(s.q_heads) * s.head_dim, krow = static_cast<std::size_t>(s.kv_heads) * s.head_dim;
+  *q_all = random_vector<float>(static_cast<std::size_t>(s.layers) * total * qrow, seed);
+  *k_all = random_vector<float>(static_cast<std::size_t>(s.layers) * total * krow, seed + 1);
+  *v_all = random_vector<float>(static_cast<std::size_t>(s.layers) * total * krow, seed + 2);
+  std::vector<float> out(q_all->size(), -1.f);
+  int t0 = 0;
+  for (int n : chunks) {
+    for (int l = 0; l < s.layers; ++l) {
+      const std::size_t base = static_cast<std::size_t>(l) * total;
+      auto q = make_view<3>(static_cast<const float*>(q_all->data()) + (base + t0) * qrow, {n, s.q_heads, s.head_dim});
+      auto k = make_view<3>(static_cast<const float*>(k_all->data()) + (base + t0) * krow, {n, s.kv_heads, s.head_dim});
+      auto v = make_view<3>(static_cast<const float*>(v_all->data()) + (base + t0) * krow, {n, s.kv_heads, s.head_dim});
+      auto o = make_view<3>(out.data() + (base + t0) * qrow, {n, s.q_heads, s.head_dim});
+      REQUIRE(c.attend(seq, l, q, k, v, o) == Status::kSuccess);
+    }
+    REQUIRE(c.end_chunk(seq, cache::ChunkSignals{}) == Status::kSuccess);
+    t0 += n;
+  }
+  REQUIRE(c.tokens(seq) == total);
+  return out;
+}
+
+std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s, const Executor& ex = Executor{}) {
+  std::unique_ptr<cache::KvCache> c;
+  std::string err;
+  REQUIRE(cpu::make_kv_cache(spec, s, ex, &c, &err) == Status::kSuccess);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("full cache: chunked prefill + decode equals causal attention over the whole history", "[kv-cache]") {
+  for (const char* spec : {"full:fp32=1", "full"}) {
+    const auto s = small_shape();
+    auto c = make(spec, s);
+    std::vector<float> q, k, v;
+    const std::vector<int> chunks = {7, 64, 1, 1, 100, 3, 1};
+    const auto out = run_chunks(*c, 1, chunks, 5, &k, &v, &q);
+    int total = 0;
+    for (int n : chunks) total += n;
+    const bool fp16 = std::string(spec) == "full";
+    for (int l = 0; l < s.layers; ++l) {
+      // Reference: causal prefill over all tokens of the layer, K/V rounded as the cache stores them.
+      std::vector<float> kl(k.begin() + static_cast<std::ptrdiff_t>(l) * total * s.kv_heads * s.head_dim,
+                            k.begin() + static_cast<std::ptrdiff_t>(l + 1) * total * s.kv_heads * s.head_dim);
+      std::vector<float> vl(v.begin() + static_cast<std::ptrdiff_t>(l) * total * s.kv_heads * s.head_dim,
+                            v.begin() + static_cast<std::ptrdiff_t>(l + 1) * total * s.kv_heads * s.head_dim);
+      if (fp16) {
+        for (auto& x : kl) x = to_float(from_float<Half>(x));
+        for (auto& x : vl) x = to_float(from_float<Half>(x));
+      }
+      attention::PrefillArgs<float> a;
+      a.q = make_view<4>(static_cast<const float*>(q.data()) + static_cast<std::size_t>(l) * total * s.q_heads * s.head_dim,
+                         {1, total, s.q_heads, s.head_dim});
+      a.k = make_view<4>(static_cast<const float*>(kl.data()), {1, total, s.kv_heads, s.head_dim});
+      a.v = make_view<4>(static_cast<const float*>(vl.data()), {1, total, s.kv_heads, s.head_dim});
+      const NaiveResult ref = naive_prefill(a);
+      CHECK(max_scaled_error(out.data() + static_cast<std::size_t>(l) * total * s.q_heads * s.head_dim, ref.o, 2e-5,
+                             2e-5) <= 1.0);
+    }
+  }
+}
+
+TEST_CASE("full cache: outputs do not depend on the chunk size or the number of workers", "[kv-cache]") {
+  const auto s = small_shape();
+  std::vector<float> q, k, v;
+  auto one = make("full", s);
+  const auto by_token = run_chunks(*one, 0, std::vector<int>(150, 1), 9, &k, &v, &q);
+  auto chunked = make("full", s);
+  const auto by_chunk = run_chunks(*chunked, 0, {150}, 9, &k, &v, &q);
+  auto mixed = make("full", s, TwoThreads::executor());
+  const auto by_mixed = run_chunks(*mixed, 0, {33, 1, 64, 52}, 9, &k, &v, &q);
+  auto chunked2 = make("full", s, TwoThreads::executor());
+  const auto by_chunk2 = run_chunks(*chunked2, 0, {150}, 9, &k, &v, &q);
+  REQUIRE(by_token.size() == by_chunk.size());
+  for (std::size_t i = 0; i < by_token.size(); ++i) {
+    REQUIRE(by_chunk[i] == Approx(by_token[i]).margin(1e-5));
+    REQUIRE(by_mixed[i] == Approx(by_token[i]).margin(1e-5));
+    REQUIRE(by_chunk2[i] == by_chunk[i]);  // same chunking, 1 vs 2 workers: bitwise
+  }
+}
+
+TEST_CASE("full cache: real bytes, reserve, reset", "[kv-cache]") {
+  const auto s = small_shape();
+  auto c = make("full", s);
+  CHECK(c->bytes() == 0);
+  std::vector<float> q, k, v;
+  run_chunks(*c, 0, {10}, 1, &k, &v, &q);
+  const std::size_t per_token = static_cast<std::size_t>(s.layers) * s.kv_heads * s.head_dim * 2 * sizeof(Half);
+  CHECK(c->bytes() == 64 * per_token);  // one 64-token granule per layer
+  CHECK(c->peak_bytes() == c->bytes());
+  CHECK(cache::full_fp16_bytes(s, 64) == 64 * per_token);
+  REQUIRE(c->reserve(1, 200) == Status::kSuccess);
+  CHECK(c->bytes() == 264 * per_token);
+  REQUIRE(c->reset(0) == Status::kSuccess);
+  CHECK(c->bytes() == 200 * per_token);
+  CHECK(c->peak_bytes() == 264 * per_token);
+  CHECK(c->tokens(0) == 0);
+  CHECK(c->reserve(1, 301) == Status::kErrorCapacityExceeded);
+}
+
+TEST_CASE("full cache: bad calls get a Status and change nothing", "[kv-cache][bad-input]") {
+  auto s = small_shape();
+  s.max_tokens = 20;
+  auto c = make("full", s);
+  std::vector<float> q(30 * 6 * 16, 0.5f), k(30 * 2 * 16, 0.5f), v(30 * 2 * 16, 0.5f), o(30 * 6 * 16, -3.f);
+  auto qv = [&](int n) { return make_view<3>(static_cast<const float*>(q.data()), {n, 6, 16}); };
+  auto kv = [&](int n) { return make_view<3>(static_cast<const float*>(k.data()), {n, 2, 16}); };
+  auto vv = [&](int n) { return make_view<3>(static_cast<const float*>(v.data()), {n, 2, 16}); };
+  auto ov = [&](int n) { return make_view<3>(o.data(), {n, 6, 16}); };
+  CHECK(c->attend(2, 0, qv(1), kv(1), vv(1), ov(1)) == Status::kErrorInvalidArgument);   // bad sequence
+  CHECK(c->attend(0, 2, qv(1), kv(1), vv(1), ov(1)) == Status::kErrorInvalidArgument);   // bad layer
+  CHECK(c->attend(0, 0, qv(2), kv(1), vv(1), ov(2)) == Status::kErrorInvalidShape);      // k tokens != q tokens
+  CHECK(c->attend(0, 0, qv(21), kv(21), vv(21), ov(21)) == Status::kErrorCapacityExceeded);
+  auto bad_heads = make_view<3>(static_cast<const float*>(k.data()), {1, 3, 16});
+  CHECK(c->attend(0, 0, qv(1), bad_heads, vv(1), ov(1)) == Status::kErrorInvalidShape);
+  for (float x : o) REQUIRE(x == -3.f);
+  CHECK(c->bytes() == 0);
+  REQUIRE(c->attend(0, 0, qv(4), kv(4), vv(4), ov(4)) == Status::kSuccess);
+  CHECK(c->attend(0, 0, qv(4), kv(4), vv(4), ov(4)) == Status::kErrorInvalidArgument);  // same layer twice
+  CHECK(c->attend(0, 1, qv(3), kv(3), vv(3), ov(3)) == Status::kErrorInvalidShape);     // chunk size changed
+  CHECK(c->end_chunk(0, {}) == Status::kErrorInvalidArgument);                           // layer 1 skipped
+  REQUIRE(c->attend(0, 1, qv(4), kv(4), vv(4), ov(4)) == Status::kSuccess);
+  REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+  CHECK(c->tokens(0) == 4);
+}
+
+TEST_CASE("kv spec parser and registry", "[kv-spec]") {
+  std::vector<cache::PolicySpec> parts;
+  std::string err;
+  REQUIRE(cache::parse_kv_spec("h2o:budget=512,recent=64+kivi:kbits=4", &parts, &err) == Status::kSuccess);
+  REQUIRE(parts.size() == 2);
+  CHECK(parts[0].name == "h2o");
+  CHECK(parts[0].params[1].first == "recent");
+  CHECK(parts[0].params[1].second == "64");
+  CHECK(parts[1].name == "kivi");
+  for (const char* bad : {"", "Full", "full:", "full:fp32", "full:=1", "a+", "+a", "x:a=1,a=2", "x:a=1,,b=2"}) {
+    INFO(bad);
+    CHECK(cache::parse_kv_spec(bad, &parts, &err) == Status::kErrorParse);
+    CHECK(!err.empty());
+  }
+  const auto s = small_shape();
+  std::unique_ptr<cache::KvCache> c;
+  CHECK(cpu::make_kv_cache("nope", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(err.find("available: full") != std::string::npos);
+  CHECK(cpu::make_kv_cache("full:bits=3", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(err.find("fp32=0") != std::string::npos);
+  CHECK(cpu::make_kv_cache("full:fp32=2", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(cpu::make_kv_cache("full:fp32=0.5", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(cpu::make_kv_cache("full+full", s, Executor{}, &c, &err) == Status::kErrorNotSupported);
+  cache::CacheShape bad = s;
+  bad.kv_heads = 4;
+  CHECK(cpu::make_kv_cache("full", bad, Executor{}, &c, &err) == Status::kErrorGqaRatio);
+  CHECK(c == nullptr);
+  REQUIRE(cpu::make_kv_cache("full:fp32=1", s, Executor{}, &c, &err) == Status::kSuccess);
+  CHECK(std::string(c->spec()) == "full:fp32=1");
+}
