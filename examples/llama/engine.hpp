@@ -1,0 +1,120 @@
+// The example engine's forward pass: a chunk of tokens through every layer, attention through
+// memattn's cache::KvCache interface (so any --kv policy plugs in), logits out.
+//
+//   Engine eng(model, cache);
+//   eng.forward(seq, tokens, n, &logits);   // n = 1: decode step; n = C: one prefill chunk
+//
+// A chunk of n tokens is processed as matrices [n, dim] (one GEMM per weight), each token at
+// position cache.tokens(seq) + i; the cache appends the chunk and attends causally within it.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <memattn/cache/kv_cache.hpp>
+#include <string>
+#include <vector>
+
+#include "model.hpp"
+
+namespace memattn_llama {
+
+class Engine {
+ public:
+  Engine(const Model& model, memattn::cache::KvCache& cache) : m_(model), cache_(cache) {
+    const ModelConfig& c = m_.cfg;
+    inv_freq_.resize(static_cast<std::size_t>(c.head_dim / 2));
+    for (int i = 0; i < c.head_dim / 2; ++i)
+      inv_freq_[static_cast<std::size_t>(i)] = 1.f / std::pow(c.rope_theta, static_cast<float>(2 * i) / c.head_dim);
+  }
+
+  const ModelConfig& config() const { return m_.cfg; }
+  memattn::cache::KvCache& cache() { return cache_; }
+
+  // Runs `n` tokens of sequence `seq`. logits (optional): [n, vocab] of every position, or of the
+  // last only when last_only. Returns false with *error on a cache or argument error.
+  bool forward(int seq, const std::int32_t* tokens, int n, Matrix* logits, bool last_only, std::string* error,
+               const memattn::cache::ChunkSignals& signals = {}) {
+    const ModelConfig& c = m_.cfg;
+    const std::int64_t pos0 = cache_.tokens(seq);
+    if (n <= 0) return fail(error, "empty chunk");
+    if (pos0 + n > c.context) return fail(error, "context exceeded: " + std::to_string(pos0 + n) + " > " + std::to_string(c.context));
+    for (int i = 0; i < n; ++i)
+      if (tokens[i] < 0 || tokens[i] >= c.vocab) return fail(error, "token id out of range: " + std::to_string(tokens[i]));
+    const int D = c.dim, hd = c.head_dim, kvd = c.kv_heads * hd;
+    x_.resize(n, D);
+    for (int i = 0; i < n; ++i) x_.row(i) = m_.embedding.row(tokens[i]);
+    for (int l = 0; l < c.layers; ++l) {
+      const LayerWeights& w = m_.layers[static_cast<std::size_t>(l)];
+      rmsnorm(x_, w.attn_norm, &xb_);
+      q_.noalias() = xb_ * w.wq.transpose();
+      k_.noalias() = xb_ * w.wk.transpose();
+      v_.noalias() = xb_ * w.wv.transpose();
+      rope(&q_, c.heads, pos0);
+      rope(&k_, c.kv_heads, pos0);
+      att_.resize(n, D);
+      const memattn::Status st = cache_.attend(
+          seq, l, memattn::make_view<3>(static_cast<const float*>(q_.data()), {n, c.heads, hd}),
+          memattn::make_view<3>(static_cast<const float*>(k_.data()), {n, c.kv_heads, hd}),
+          memattn::make_view<3>(static_cast<const float*>(v_.data()), {n, c.kv_heads, hd}),
+          memattn::make_view<3>(att_.data(), {n, c.heads, hd}));
+      if (!memattn::ok(st)) return fail(error, std::string("KV cache attend failed: ") + memattn::status_message(st));
+      x_.noalias() += att_ * w.wo.transpose();
+      rmsnorm(x_, w.ffn_norm, &xb_);
+      h1_.noalias() = xb_ * w.w1.transpose();
+      h3_.noalias() = xb_ * w.w3.transpose();
+      h1_ = (h1_.array() / (1.f + (-h1_.array()).exp()) * h3_.array()).matrix();  // SwiGLU
+      x_.noalias() += h1_ * w.w2.transpose();
+      (void)kvd;
+    }
+    const memattn::Status st = cache_.end_chunk(seq, signals);
+    if (!memattn::ok(st)) return fail(error, std::string("KV cache end_chunk failed: ") + memattn::status_message(st));
+    if (logits) {
+      if (last_only) {
+        rmsnorm(x_.bottomRows(1), m_.final_norm, &xb_);
+      } else {
+        rmsnorm(x_, m_.final_norm, &xb_);
+      }
+      logits->noalias() = xb_ * m_.output().transpose();
+    }
+    return true;
+  }
+
+ private:
+  template <class In>
+  void rmsnorm(const In& x, const Vector& weight, Matrix* out) const {
+    out->resize(x.rows(), x.cols());
+    for (Eigen::Index i = 0; i < x.rows(); ++i) {
+      const float ms = x.row(i).squaredNorm() / static_cast<float>(x.cols());
+      const float inv = 1.f / std::sqrt(ms + m_.cfg.norm_eps);
+      out->row(i) = (x.row(i).array() * inv * weight.transpose().array()).matrix();
+    }
+  }
+
+  // Rotates every head of every row; row i is at position pos0 + i.
+  void rope(Matrix* t, int heads, std::int64_t pos0) const {
+    const int hd = m_.cfg.head_dim, half = hd / 2;
+    for (Eigen::Index i = 0; i < t->rows(); ++i) {
+      float* row = t->row(i).data();
+      const float pos = static_cast<float>(pos0 + i);
+      for (int j = 0; j < half; ++j) {
+        const float a = pos * inv_freq_[static_cast<std::size_t>(j)];
+        const float cs = std::cos(a), sn = std::sin(a);
+        for (int h = 0; h < heads; ++h) {
+          float* x = row + h * hd;
+          const int i0 = m_.cfg.rope == RopeStyle::kAdjacentPairs ? 2 * j : j;
+          const int i1 = m_.cfg.rope == RopeStyle::kAdjacentPairs ? 2 * j + 1 : j + half;
+          const float x0 = x[i0], x1 = x[i1];
+          x[i0] = x0 * cs - x1 * sn;
+          x[i1] = x0 * sn + x1 * cs;
+        }
+      }
+    }
+  }
+
+  const Model& m_;
+  memattn::cache::KvCache& cache_;
+  std::vector<float> inv_freq_;
+  Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_;
+};
+
+}  // namespace memattn_llama

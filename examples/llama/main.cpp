@@ -1,0 +1,344 @@
+// memattn-llama: a small Llama engine embedding memattn's KV-cache interface.
+//
+//   memattn-llama generate --model PATH [--tokenizer PATH] --prompt TEXT [--chat] --max-tokens N [--kv SPEC]
+//   memattn-llama ppl --model PATH [--tokenizer PATH] --text PATH --ctx N [--chunk C] [--max-tokens N]
+//                     [--kv SPEC] [--json] [--raw-text]
+//   memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]
+//   memattn-llama policies
+// Common: --threads N (default: all cores). Bad input of any kind: a message and exit code 2.
+#include <Eigen/Core>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memattn/cpu/kv_cache_factory.hpp>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "engine.hpp"
+#include "model.hpp"
+#include "omp_executor.hpp"
+#include "recording_cache.hpp"
+#include "session.hpp"
+#include "tasks.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+using namespace memattn_llama;
+
+namespace {
+
+constexpr int kBadInput = 2;
+
+struct Args {
+  std::string command;
+  std::map<std::string, std::string> opts;
+  std::vector<std::string> flags;
+  bool has(const std::string& f) const {
+    for (const auto& x : flags)
+      if (x == f) return true;
+    return false;
+  }
+  std::string get(const std::string& k, const std::string& def = "") const {
+    auto it = opts.find(k);
+    return it == opts.end() ? def : it->second;
+  }
+};
+
+int usage(const char* msg = nullptr) {
+  if (msg) std::fprintf(stderr, "memattn-llama: %s\n\n", msg);
+  std::fprintf(stderr,
+               "usage:\n"
+               "  memattn-llama generate --model PATH [--tokenizer PATH] --prompt TEXT [--chat] --max-tokens N [--kv SPEC]\n"
+               "  memattn-llama ppl --model PATH [--tokenizer PATH] --text PATH --ctx N [--chunk C] [--max-tokens N]\n"
+               "                    [--kv SPEC] [--json] [--raw-text]\n"
+               "  memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]\n"
+               "  memattn-llama policies\n"
+               "common: --threads N, --chunk C (prefill chunk, default 256)\n");
+  return kBadInput;
+}
+
+bool parse_args(int argc, char** argv, Args* a, std::string* err) {
+  if (argc < 2) return fail(err, "missing command");
+  a->command = argv[1];
+  static const char* kFlags[] = {"--chat", "--json", "--raw-text"};
+  for (int i = 2; i < argc; ++i) {
+    const std::string s = argv[i];
+    bool is_flag = false;
+    for (const char* f : kFlags) is_flag |= s == f;
+    if (is_flag) {
+      a->flags.push_back(s.substr(2));
+    } else if (s.rfind("--", 0) == 0 && i + 1 < argc) {
+      a->opts[s.substr(2)] = argv[++i];
+    } else {
+      return fail(err, "unexpected argument '" + s + "'");
+    }
+  }
+  return true;
+}
+
+bool parse_int(const Args& a, const std::string& key, int def, int lo, int hi, int* out, std::string* err) {
+  const std::string s = a.get(key);
+  if (s.empty()) {
+    *out = def;
+    return true;
+  }
+  char* end = nullptr;
+  const long v = std::strtol(s.c_str(), &end, 10);
+  if (end == s.c_str() || *end != '\0' || v < lo || v > hi)
+    return fail(err, "--" + key + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + s + "'");
+  *out = static_cast<int>(v);
+  return true;
+}
+
+bool read_text_file(const std::string& path, std::string* text, std::string* err) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fail(err, "cannot open text file '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *text = ss.str();
+  if (text->empty()) return fail(err, "text file '" + path + "' is empty");
+  const auto* p = reinterpret_cast<const unsigned char*>(text->data());
+  for (std::size_t i = 0; i < text->size();) {
+    std::uint32_t cp = 0;
+    const int n = tokenizer_detail::utf8_char(p + i, text->size() - i, &cp);
+    if (n == 0) return fail(err, "text file '" + path + "' is not valid UTF-8 (byte offset " + std::to_string(i) + ")");
+    i += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      o += buf;
+    } else {
+      o += c;
+    }
+  }
+  return o;
+}
+
+bool open_session(const Args& a, Session* s, std::string* err) {
+  const std::string model = a.get("model");
+  if (model.empty()) return fail(err, "--model is required");
+  return load_session(model, a.get("tokenizer"), s, err);
+}
+
+// The cache the --kv spec asks for, sized for `max_tokens` tokens of one sequence.
+bool make_cache(const Args& a, const Session& s, int max_tokens, std::unique_ptr<memattn::cache::KvCache>* cache,
+                std::string* err) {
+  memattn::cache::CacheShape shape;
+  shape.layers = s.model.cfg.layers;
+  shape.q_heads = s.model.cfg.heads;
+  shape.kv_heads = s.model.cfg.kv_heads;
+  shape.head_dim = s.model.cfg.head_dim;
+  shape.max_tokens = max_tokens;
+  shape.max_sequences = 1;
+  std::string why;
+  if (!memattn::ok(memattn::cpu::make_kv_cache(a.get("kv", "full"), shape, openmp_executor(), cache, &why)))
+    return fail(err, "--kv: " + why);
+  return true;
+}
+
+int report(const std::string& err, int code = kBadInput) {
+  std::fprintf(stderr, "memattn-llama: %s\n", err.c_str());
+  return code;
+}
+
+int cmd_policies() {
+  for (const auto& p : memattn::cpu::kv_policies()) {
+    std::printf("%-10s %s\n", p.name, p.help);
+    for (const auto& prm : p.params)
+      std::printf("    %-10s default %-8g range [%g, %g]%s  %s\n", prm.key, prm.default_value, prm.min_value, prm.max_value,
+                  prm.integer ? " integer" : "", prm.help);
+  }
+  return 0;
+}
+
+int cmd_generate(const Args& a) {
+  std::string err;
+  int max_new = 0, chunk = 0;
+  if (!parse_int(a, "max-tokens", 128, 1, 1 << 20, &max_new, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &chunk, &err))
+    return usage(err.c_str());
+  if (!a.opts.count("prompt")) return usage("--prompt is required");
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  std::unique_ptr<memattn::cache::KvCache> probe;
+  if (!make_cache(a, s, s.model.cfg.context, &probe, &err)) return report(err);  // bad --kv fails before any work
+  std::string prompt = a.get("prompt");
+  bool special = false;
+  if (a.has("chat")) {
+    if (!s.chat_template) return report("--chat needs a model with a chat template (GGUF instruct models)");
+    prompt = s.chat_template(prompt);
+    special = true;
+  }
+  const std::vector<std::int32_t> ids = s.tokenizer->encode(prompt, s.tokenizer->add_bos_default(), special);
+  if (ids.empty()) return report("the prompt encodes to no tokens");
+  const int context = s.model.cfg.context;
+  if (static_cast<int>(ids.size()) >= context)
+    return report("prompt has " + std::to_string(ids.size()) + " tokens, the model's context is " + std::to_string(context));
+  const int total = std::min<int>(context, static_cast<int>(ids.size()) + max_new);
+  std::unique_ptr<memattn::cache::KvCache> c;
+  if (!make_cache(a, s, total, &c, &err)) return report(err);
+  Engine eng(s.model, *c);
+  StreamDecoder dec(*s.tokenizer);
+  dec.reset(ids.back());
+  if (!a.has("chat")) std::fputs(prompt.c_str(), stdout);
+  std::fflush(stdout);
+  std::vector<std::int32_t> out;
+  std::int32_t stop = s.tokenizer->eos();
+  if (a.has("chat") && s.chat_stop >= 0) stop = s.chat_stop;
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool ok = greedy_generate(eng, 0, ids, max_new, chunk, stop,
+                                  [&](std::int32_t id) {
+                                    std::fputs(dec.push(id).c_str(), stdout);
+                                    std::fflush(stdout);
+                                  },
+                                  &out, &err);
+  std::fputs(dec.flush().c_str(), stdout);
+  std::fputs("\n", stdout);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!ok) {
+    std::fprintf(stderr, "memattn-llama: %s\n", err.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "[%zu prompt + %zu generated tokens, %.1f tok/s, kv %s, kv bytes peak %zu]\n", ids.size(), out.size(),
+               (ids.size() + out.size()) / secs, c->spec(), c->peak_bytes());
+  return 0;
+}
+
+int cmd_ppl(const Args& a) {
+  std::string err;
+  int ctx = 0, chunk = 0, max_tokens = 0;
+  if (!parse_int(a, "ctx", 0, 2, 1 << 24, &ctx, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &chunk, &err) ||
+      !parse_int(a, "max-tokens", 0, 0, 1 << 30, &max_tokens, &err))
+    return usage(err.c_str());
+  if (!a.opts.count("ctx")) return usage("--ctx is required");
+  if (!a.opts.count("text")) return usage("--text is required");
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  if (ctx > s.model.cfg.context)
+    return report("--ctx " + std::to_string(ctx) + " is larger than the model's context " + std::to_string(s.model.cfg.context));
+  std::unique_ptr<memattn::cache::KvCache> cache;
+  if (!make_cache(a, s, ctx, &cache, &err)) return report(err);
+  if (!a.has("raw-text")) text = normalize_text(text);
+  std::vector<std::int32_t> ids = s.tokenizer->encode(text, false);
+  if (max_tokens > 0 && static_cast<int>(ids.size()) > max_tokens) ids.resize(static_cast<std::size_t>(max_tokens));
+  if (ids.empty()) {
+    std::fprintf(stderr, "memattn-llama: the text encodes to no tokens\n");
+    return kBadInput;
+  }
+  Engine eng(s.model, *cache);
+  PerplexityResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  double last_print = 0;
+  const bool tty = isatty(2);
+  auto progress = [&](std::int64_t done, std::int64_t total) {
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (el < 2.0 || el - last_print < 0.5) return;
+    last_print = el;
+    const int width = 30, fill = static_cast<int>(width * done / std::max<std::int64_t>(total, 1));
+    std::fprintf(stderr, "%s[%s%s] %lld/%lld tokens, %.0f tok/s%s", tty ? "\r" : "", std::string(fill, '#').c_str(),
+                 std::string(width - fill, '.').c_str(), static_cast<long long>(done), static_cast<long long>(total), done / el,
+                 tty ? "" : "\n");
+    std::fflush(stderr);
+  };
+  if (!perplexity(eng, ids, s.model.cfg.bos, ctx, chunk, &r, &err, progress)) {
+    std::fprintf(stderr, "\nmemattn-llama: %s\n", err.c_str());
+    return 1;
+  }
+  if (last_print > 0 && tty) std::fprintf(stderr, "\n");
+  const double tps = r.predicted / r.seconds;
+  if (a.has("json")) {
+    std::printf("{\"ppl\": %.6f, \"tokens\": %lld, \"kv_bytes_peak\": %zu, \"kv_bytes_full\": %zu, \"tokens_per_s\": %.2f, "
+                "\"kv\": \"%s\", \"model\": \"%s\", \"ctx\": %d, \"chunk\": %d}\n",
+                r.ppl(), static_cast<long long>(r.predicted), r.kv_bytes_peak, r.kv_bytes_full, tps, json_escape(cache->spec()).c_str(),
+                json_escape(s.model.cfg.name).c_str(), ctx, chunk);
+  } else {
+    std::printf("ppl %.4f over %lld tokens (ctx %d, chunk %d, kv %s): %.1f tok/s, kv bytes peak %zu (full fp16 %zu)\n", r.ppl(),
+                static_cast<long long>(r.predicted), ctx, chunk, cache->spec(), tps, r.kv_bytes_peak, r.kv_bytes_full);
+  }
+  return 0;
+}
+
+// Binary format of dump-kv (little-endian):
+//   char magic[8] = "MAKVDUMP"; uint32 version = 1; uint32 layers, tokens, q_heads, kv_heads, head_dim;
+//   int32 token_ids[tokens];
+//   per layer: float32 Q[tokens][q_heads][head_dim], K[tokens][kv_heads][head_dim] (after RoPE),
+//              V[tokens][kv_heads][head_dim].
+int cmd_dump_kv(const Args& a) {
+  std::string err;
+  int max_tokens = 0;
+  if (!parse_int(a, "max-tokens", 256, 1, 1 << 24, &max_tokens, &err)) return usage(err.c_str());
+  if (!a.opts.count("text") || !a.opts.count("out")) return usage("--text and --out are required");
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  std::vector<std::int32_t> ids = s.tokenizer->encode(normalize_text(text), true);
+  const int n = std::min({static_cast<int>(ids.size()), max_tokens, s.model.cfg.context});
+  ids.resize(static_cast<std::size_t>(n));
+  std::unique_ptr<memattn::cache::KvCache> cache;
+  if (!make_cache(a, s, n, &cache, &err)) return report(err);
+  RecordingCache rec(*cache);
+  Engine eng(s.model, rec);
+  if (!eng.forward(0, ids.data(), n, nullptr, true, &err)) {
+    std::fprintf(stderr, "memattn-llama: %s\n", err.c_str());
+    return 1;
+  }
+  std::ofstream f(a.get("out"), std::ios::binary);
+  if (!f) {
+    std::fprintf(stderr, "memattn-llama: cannot write '%s'\n", a.get("out").c_str());
+    return kBadInput;
+  }
+  const auto& c = s.model.cfg;
+  const std::uint32_t hdr[6] = {1u, static_cast<std::uint32_t>(c.layers), static_cast<std::uint32_t>(n),
+                                static_cast<std::uint32_t>(c.heads), static_cast<std::uint32_t>(c.kv_heads),
+                                static_cast<std::uint32_t>(c.head_dim)};
+  f.write("MAKVDUMP", 8);
+  f.write(reinterpret_cast<const char*>(hdr), sizeof hdr);
+  f.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * 4));
+  for (int l = 0; l < c.layers; ++l)
+    for (const auto* v : {&rec.q(l), &rec.k(l), &rec.v(l)})
+      f.write(reinterpret_cast<const char*>(v->data()), static_cast<std::streamsize>(v->size() * 4));
+  if (!f) {
+    std::fprintf(stderr, "memattn-llama: write to '%s' failed\n", a.get("out").c_str());
+    return 1;
+  }
+  std::printf("wrote %s: %d layers x %d tokens (q %d heads, kv %d heads, head_dim %d)\n", a.get("out").c_str(), c.layers, n,
+              c.heads, c.kv_heads, c.head_dim);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  std::string err;
+  if (!parse_args(argc, argv, &a, &err)) return usage(err.c_str());
+  int threads = 0;
+  if (!parse_int(a, "threads", 0, 0, 1024, &threads, &err)) return usage(err.c_str());
+#if defined(_OPENMP)
+  if (threads > 0) omp_set_num_threads(threads);
+  Eigen::setNbThreads(omp_get_max_threads());
+#endif
+  if (a.command == "generate") return cmd_generate(a);
+  if (a.command == "ppl") return cmd_ppl(a);
+  if (a.command == "dump-kv") return cmd_dump_kv(a);
+  if (a.command == "policies") return cmd_policies();
+  return usage(("unknown command '" + a.command + "'").c_str());
+}
