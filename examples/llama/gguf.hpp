@@ -254,7 +254,7 @@ class GgufFile {
   // width and signedness are accepted for integer outputs (range-checked); floats and
   // integers for float outputs.
   bool get_u32(const std::string& key, uint32_t* out, std::string* error = nullptr) const {
-    uint64_t v;
+    uint64_t v = 0;
     if (!get_u64(key, &v, error)) return false;
     if (v > std::numeric_limits<uint32_t>::max()) return fail_plain(error, "gguf: key '" + key + "' = " + std::to_string(v) + " does not fit uint32");
     *out = static_cast<uint32_t>(v);

@@ -81,6 +81,14 @@ def dequant(t, raw, n_el):
     return gguf.quants.dequantize(a, t).astype(np.float32).reshape(-1)[:n_el]
 
 
+def cfloat(v):
+    """A C++ float literal that round-trips the float32 value."""
+    t = f"{float(np.float32(v)):.9g}"
+    if not any(c in t for c in ".en"):
+        t += ".0"
+    return t + "f"
+
+
 def main():
     bulk = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--bulk" else None
     from importlib.metadata import version
@@ -91,7 +99,7 @@ def main():
         y = dequant(t, raw, n_el).astype(np.float64)
         s = math.fsum(y)
         sw = math.fsum(v * (i % 7 + 1) for i, v in enumerate(y))
-        spots = ", ".join(f"{{{i}, {float(np.float32(y[i])):.9g}f}}" for i in SPOT if i < n_el)
+        spots = ", ".join(f"{{{i}, {cfloat(y[i])}}}" for i in SPOT if i < n_el)
         print(f"    {{{int(t)}, \"{t.name}\", {n_el}, {s:.17g}, {sw:.17g}, {{{spots}}}}},")
         if bulk:
             raw, n_el = make_blocks(t, 4096)
