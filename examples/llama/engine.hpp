@@ -16,6 +16,10 @@
 
 #include "model.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace memattn_llama {
 
 class Engine {
@@ -46,9 +50,9 @@ class Engine {
     for (int l = 0; l < c.layers; ++l) {
       const LayerWeights& w = m_.layers[static_cast<std::size_t>(l)];
       rmsnorm(x_, w.attn_norm, &xb_);
-      q_.noalias() = xb_ * w.wq.transpose();
-      k_.noalias() = xb_ * w.wk.transpose();
-      v_.noalias() = xb_ * w.wv.transpose();
+      matmul(xb_, w.wq, &q_);
+      matmul(xb_, w.wk, &k_);
+      matmul(xb_, w.wv, &v_);
       rope(&q_, c.heads, pos0);
       rope(&k_, c.kv_heads, pos0);
       att_.resize(n, D);
@@ -58,12 +62,14 @@ class Engine {
           memattn::make_view<3>(static_cast<const float*>(v_.data()), {n, c.kv_heads, hd}),
           memattn::make_view<3>(att_.data(), {n, c.heads, hd}));
       if (!memattn::ok(st)) return fail(error, std::string("KV cache attend failed: ") + memattn::status_message(st));
-      x_.noalias() += att_ * w.wo.transpose();
+      matmul(att_, w.wo, &tmp_);
+      x_ += tmp_;
       rmsnorm(x_, w.ffn_norm, &xb_);
-      h1_.noalias() = xb_ * w.w1.transpose();
-      h3_.noalias() = xb_ * w.w3.transpose();
+      matmul(xb_, w.w1, &h1_);
+      matmul(xb_, w.w3, &h3_);
       h1_ = (h1_.array() / (1.f + (-h1_.array()).exp()) * h3_.array()).matrix();  // SwiGLU
-      x_.noalias() += h1_ * w.w2.transpose();
+      matmul(h1_, w.w2, &tmp_);
+      x_ += tmp_;
       (void)kvd;
     }
     const memattn::Status st = cache_.end_chunk(seq, signals);
@@ -74,12 +80,34 @@ class Engine {
       } else {
         rmsnorm(x_, m_.final_norm, &xb_);
       }
-      logits->noalias() = xb_ * m_.output().transpose();
+      matmul(xb_, m_.output(), logits);
     }
     return true;
   }
 
  private:
+  // out = x * wᵀ, the output features split across the OpenMP threads: each thread runs a
+  // single-threaded Eigen GEMM on its slice of w's rows (no synchronisation inside a GEMM,
+  // which is what makes Eigen's own parallel GEMM slow on 2 cores).
+  static void matmul(const Matrix& x, const Matrix& w, Matrix* out) {
+    out->resize(x.rows(), w.rows());
+#if defined(_OPENMP)
+    const int threads = omp_get_max_threads();
+    const Eigen::Index rows = w.rows();
+    const Eigen::Index slice = ((rows + threads - 1) / threads + 15) / 16 * 16;
+    if (threads > 1 && x.rows() * rows * x.cols() > (1 << 16)) {
+#pragma omp parallel for schedule(static)
+      for (int t = 0; t < threads; ++t) {
+        const Eigen::Index r0 = std::min<Eigen::Index>(rows, t * slice);
+        const Eigen::Index n = std::min<Eigen::Index>(rows - r0, slice);
+        if (n > 0) out->middleCols(r0, n).noalias() = x * w.middleRows(r0, n).transpose();
+      }
+      return;
+    }
+#endif
+    out->noalias() = x * w.transpose();
+  }
+
   template <class In>
   void rmsnorm(const In& x, const Vector& weight, Matrix* out) const {
     out->resize(x.rows(), x.cols());
@@ -114,7 +142,7 @@ class Engine {
   const Model& m_;
   memattn::cache::KvCache& cache_;
   std::vector<float> inv_freq_;
-  Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_;
+  Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_, tmp_;
 };
 
 }  // namespace memattn_llama

@@ -334,7 +334,7 @@ int main(int argc, char** argv) {
   if (!parse_int(a, "threads", 0, 0, 1024, &threads, &err)) return usage(err.c_str());
 #if defined(_OPENMP)
   if (threads > 0) omp_set_num_threads(threads);
-  Eigen::setNbThreads(omp_get_max_threads());
+  Eigen::setNbThreads(1);  // the engine splits GEMMs across threads itself (engine.hpp matmul)
 #endif
   if (a.command == "generate") return cmd_generate(a);
   if (a.command == "ppl") return cmd_ppl(a);
