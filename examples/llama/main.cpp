@@ -5,6 +5,8 @@
 //                     [--kv SPEC] [--json] [--raw-text]
 //   memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]
 //   memattn-llama policies
+//   memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]
+//                        (every position's logits, for comparisons with reference implementations)
 // Common: --threads N (default: all cores). Bad input of any kind: a message and exit code 2.
 #include <Eigen/Core>
 #include <cstdio>
@@ -59,6 +61,7 @@ int usage(const char* msg = nullptr) {
                "                    [--kv SPEC] [--json] [--raw-text]\n"
                "  memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]\n"
                "  memattn-llama policies\n"
+               "  memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]\n"
                "common: --threads N, --chunk C (prefill chunk, default 256)\n");
   return kBadInput;
 }
@@ -324,6 +327,43 @@ int cmd_dump_kv(const Args& a) {
   return 0;
 }
 
+// Binary format of `logits` (little-endian): char magic[8] = "MALOGITS"; uint32 version = 1;
+// uint32 tokens, vocab; int32 token_ids[tokens] (BOS first when the model adds one);
+// float32 logits[tokens][vocab] (row i predicts token i + 1).
+int cmd_logits(const Args& a) {
+  std::string err;
+  int max_tokens = 0, chunk = 0;
+  if (!parse_int(a, "max-tokens", 64, 1, 1 << 24, &max_tokens, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &chunk, &err))
+    return usage(err.c_str());
+  if (!a.opts.count("text") || !a.opts.count("out")) return usage("--text and --out are required");
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  if (!a.has("raw-text")) text = normalize_text(text);
+  std::vector<std::int32_t> ids = s.tokenizer->encode(text, true);
+  const int n = std::min({static_cast<int>(ids.size()), max_tokens, s.model.cfg.context});
+  ids.resize(static_cast<std::size_t>(n));
+  std::unique_ptr<memattn::cache::KvCache> cache;
+  if (!make_cache(a, s, n, &cache, &err)) return report(err);
+  Engine eng(s.model, *cache);
+  std::ofstream f(a.get("out"), std::ios::binary);
+  if (!f) return report("cannot write '" + a.get("out") + "'");
+  const std::uint32_t hdr[3] = {1u, static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(s.model.cfg.vocab)};
+  f.write("MALOGITS", 8);
+  f.write(reinterpret_cast<const char*>(hdr), sizeof hdr);
+  f.write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(ids.size() * 4));
+  Matrix logits;
+  for (int i = 0; i < n; i += chunk) {
+    const int m = std::min(chunk, n - i);
+    if (!eng.forward(0, ids.data() + i, m, &logits, false, &err)) return report(err, 1);
+    f.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * 4));
+  }
+  if (!f) return report("write to '" + a.get("out") + "' failed", 1);
+  std::printf("wrote %s: logits of %d tokens x %d vocab\n", a.get("out").c_str(), n, s.model.cfg.vocab);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -340,5 +380,6 @@ int main(int argc, char** argv) {
   if (a.command == "ppl") return cmd_ppl(a);
   if (a.command == "dump-kv") return cmd_dump_kv(a);
   if (a.command == "policies") return cmd_policies();
+  if (a.command == "logits") return cmd_logits(a);
   return usage(("unknown command '" + a.command + "'").c_str());
 }
