@@ -186,9 +186,9 @@ class BpeTokenizer final : public Tokenizer {
     }
     t.pieces_ = v.tokens;
     t.types_ = v.token_types.empty() ? std::vector<std::int32_t>(v.tokens.size(), kNormal) : v.token_types;
-    std::unordered_map<std::string, std::int32_t> lookup;
+    std::unordered_map<std::string, std::int32_t>& lookup = t.lookup_;
     lookup.reserve(v.tokens.size() * 2);
-    for (std::int32_t i = 0; i < n; ++i) lookup.emplace(v.tokens[static_cast<std::size_t>(i)], i);
+    for (std::int32_t i = 0; i < n; ++i) lookup.emplace(v.tokens[static_cast<std::size_t>(i)], i);  // lowest id wins
     // The token of each byte's symbol; -1 where the vocabulary has none (SmolLM2 lacks 21).
     for (unsigned b = 0; b < 256; ++b) {
       std::string s;
@@ -279,12 +279,11 @@ class BpeTokenizer final : public Tokenizer {
     static const std::string kEmpty;
     return id >= 0 && id < vocab_size_ ? pieces_[static_cast<std::size_t>(id)] : kEmpty;
   }
-  // Id of an exact vocabulary string (e.g. "<|im_end|>"), or -1.
+  // Id of an exact vocabulary string (e.g. "<|im_end|>", or "\xc4\xa0the" for " the"), or -1;
+  // the lowest id when several tokens have that string.
   std::int32_t find(const std::string& s) const {
-    for (std::int32_t id : specials_)
-      if (pieces_[static_cast<std::size_t>(id)] == s) return id;
-    const auto it = std::find(pieces_.begin(), pieces_.end(), s);
-    return it == pieces_.end() ? -1 : static_cast<std::int32_t>(it - pieces_.begin());
+    const auto it = lookup_.find(s);
+    return it == lookup_.end() ? -1 : it->second;
   }
 
   // The pre-tokenized pieces of `text` (steps 1-2 without special tokens), for tests.
@@ -433,6 +432,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<std::string> bytes_;  // decoded bytes per token
   std::vector<std::int32_t> types_;
+  std::unordered_map<std::string, std::int32_t> lookup_;
   std::unordered_map<std::uint64_t, Merge> merges_;
   std::int32_t byte_token_[256] = {};
   std::vector<std::int32_t> specials_;  // control + user-defined tokens, longest first

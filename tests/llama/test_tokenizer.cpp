@@ -28,6 +28,7 @@
 #include "tokenizer.hpp"
 #include "tokenizer_test_data.hpp"
 #include "tokenizer_goldens.hpp"
+#include "gguf_builder.hpp"
 #include "tokenizer_synthetic.hpp"
 
 using namespace memattn_llama;
@@ -427,6 +428,91 @@ TEST_CASE("BPE build: bad vocabularies are errors", "[synthetic]") {
   v.bos = v.eos = v.unknown = v.padding = -1;
   REQUIRE(BpeTokenizer::build(v, &t, &err));
   CHECK(t.encode("ab", true) == t.encode("ab", false));  // no BOS to add
+}
+
+namespace {
+// A GGUF image holding the synthetic BPE vocabulary's metadata; `skip` leaves out one key and
+// `replace` swaps in another value for one key.
+gguf_test::Bytes bpe_gguf(const std::string& skip = "", const std::string& replace = "",
+                          std::uint32_t type = 0, const gguf_test::Bytes& payload = {}) {
+  using namespace gguf_test;
+  const BpeVocab v = tokenizer_synthetic::bpe_vocab();
+  std::vector<Bytes> toks, merges, types;
+  for (const auto& t : v.tokens) toks.push_back(enc::str(t));
+  for (const auto& m : v.merges) merges.push_back(enc::str(m));
+  for (std::int32_t t : v.token_types) types.push_back(enc::i32(t));
+  GgufBuilder b;
+  auto kv = [&](const std::string& key, std::uint32_t ty, Bytes p) {
+    if (key == skip) return;
+    if (key == replace) b.kv(key, type, payload);
+    else b.kv(key, ty, std::move(p));
+  };
+  kv("general.architecture", kStr, enc::str("llama"));
+  kv("tokenizer.ggml.model", kStr, enc::str("gpt2"));
+  kv("tokenizer.ggml.pre", kStr, enc::str("smollm"));
+  kv("tokenizer.ggml.tokens", kArr, enc::array(kStr, toks));
+  kv("tokenizer.ggml.token_type", kArr, enc::array(kI32, types));
+  kv("tokenizer.ggml.merges", kArr, enc::array(kStr, merges));
+  kv("tokenizer.ggml.bos_token_id", kU32, enc::u32(1));
+  kv("tokenizer.ggml.eos_token_id", kU32, enc::u32(2));
+  kv("tokenizer.ggml.unknown_token_id", kU32, enc::u32(0));
+  kv("tokenizer.ggml.add_bos_token", kBool, enc::boolean(false));
+  return b.build();
+}
+}  // namespace
+
+TEST_CASE("BPE from GGUF metadata: loads, and missing or wrong keys are errors", "[synthetic]") {
+  using namespace gguf_test;
+  std::string err;
+  {
+    const Bytes img = bpe_gguf();
+    GgufFile f;
+    REQUIRE(GgufFile::parse(img.data(), img.size(), &f, &err));
+    BpeTokenizer t;
+    REQUIRE(load_bpe_tokenizer(f, &t, &err));
+    CHECK(t.vocab_size() == synthetic_bpe().vocab_size());
+    CHECK(t.bos() == 1);
+    CHECK(t.eos() == 2);
+    CHECK(t.unknown() == 0);
+    CHECK(t.padding() == -1);
+    CHECK_FALSE(t.add_bos_default());
+    for (const char* s : {"abc hello", "aaaa 12 it's", "<|im_start|>x<|im_end|>"})
+      CHECK(t.encode(s, true, true) == synthetic_bpe().encode(s, true, true));
+  }
+  {
+    const Bytes img = bpe_gguf("", "tokenizer.ggml.add_bos_token", kBool, enc::boolean(true));
+    GgufFile f;
+    REQUIRE(GgufFile::parse(img.data(), img.size(), &f, &err));
+    BpeTokenizer t;
+    REQUIRE(load_bpe_tokenizer(f, &t, &err));
+    CHECK(t.add_bos_default());
+  }
+  struct Bad {
+    Bytes img;
+    const char* why;
+  } bad[] = {
+      {bpe_gguf("tokenizer.ggml.merges"), "tokenizer.ggml.merges"},
+      {bpe_gguf("tokenizer.ggml.tokens"), "tokenizer.ggml.tokens"},
+      {bpe_gguf("tokenizer.ggml.pre"), "tokenizer.ggml.pre"},
+      {bpe_gguf("tokenizer.ggml.model"), "tokenizer.ggml.model"},
+      {bpe_gguf("", "tokenizer.ggml.model", kStr, enc::str("llama")), "only byte-level BPE"},
+      {bpe_gguf("", "tokenizer.ggml.pre", kStr, enc::str("qwen2")), "unsupported pre-tokenizer tokenizer.ggml.pre = 'qwen2'"},
+      {bpe_gguf("", "tokenizer.ggml.merges", kArr, enc::array(kStr, {})), "no merges"},
+      {bpe_gguf("", "tokenizer.ggml.merges", kArr, enc::array(kU32, {enc::u32(1)})), "tokenizer.ggml.merges"},
+      {bpe_gguf("", "tokenizer.ggml.token_type", kArr, enc::array(kI32, {enc::i32(1)})), "token_type"},
+      {bpe_gguf("", "tokenizer.ggml.bos_token_id", kU32, enc::u32(100000)), "bos_token_id"},
+      {bpe_gguf("", "tokenizer.ggml.eos_token_id", kStr, enc::str("2")), "eos_token_id"},
+  };
+  for (const auto& b : bad) {
+    GgufFile f;
+    REQUIRE(GgufFile::parse(b.img.data(), b.img.size(), &f, &err));
+    BpeTokenizer untouched;
+    err.clear();
+    INFO(b.why);
+    CHECK_FALSE(load_bpe_tokenizer(f, &untouched, &err));
+    CHECK(err.find(b.why) != std::string::npos);
+    CHECK(untouched.vocab_size() == 0);
+  }
 }
 
 TEST_CASE("StreamDecoder holds back split UTF-8 characters only", "[synthetic]") {
