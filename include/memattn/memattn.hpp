@@ -26,3 +26,9 @@
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
+
+// memory: virtual KV buffers (contiguous virtual ranges backed on demand; the CUDA VMM backend is
+// memattn/memory/cuda_vmm_backend.cuh, which needs the CUDA toolkit headers)
+#include "memattn/memory/host_vm_backend.hpp"
+#include "memattn/memory/virtual_buffer.hpp"
+#include "memattn/memory/virtual_kv_cache.hpp"
