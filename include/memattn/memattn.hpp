@@ -17,6 +17,13 @@
 #include "memattn/attention/dense_args.hpp"
 #include "memattn/attention/online_softmax.hpp"
 
+// linear: linear / Lightning attention math (decay schedules, feature maps, arguments)
+#include "memattn/linear/decay.hpp"
+#include "memattn/linear/feature_map.hpp"
+#include "memattn/linear/linear_args.hpp"
+#include "memattn/linear/mom.hpp"
+#include "memattn/linear/window_args.hpp"
+
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
@@ -26,6 +33,9 @@
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
+#include "memattn/cpu/linear_attention.hpp"
+#include "memattn/cpu/mom.hpp"
+#include "memattn/cpu/sliding_window.hpp"
 
 // memory: virtual KV buffers (contiguous virtual ranges backed on demand; the CUDA VMM backend is
 // memattn/memory/cuda_vmm_backend.cuh, which needs the CUDA toolkit headers)
