@@ -361,9 +361,6 @@ class CudaVmmBackend {
     std::size_t unit = 0;
     MEMATTN_RETURN_IF_ERROR(granularity(&unit));
     if (bytes == 0 || bytes % unit != 0) return Status::kErrorInvalidArgument;
-    const std::size_t n = bytes / unit;
-    std::unique_ptr<CUmemGenericAllocationHandle[]> handles(new (std::nothrow) CUmemGenericAllocationHandle[n]());
-    if (handles == nullptr) return Status::kErrorOutOfMemory;
     detail::ScopedDevice guard;
     MEMATTN_RETURN_IF_ERROR(guard.enter(device_));
     CUdeviceptr p = 0;
@@ -372,6 +369,12 @@ class CudaVmmBackend {
       const Status st = status_from_cu(r);
       // A reservation with valid arguments fails only for lack of address space.
       return st == Status::kErrorInvalidArgument || st == Status::kErrorCudaRuntime ? Status::kErrorOutOfMemory : st;
+    }
+    // The per-chunk handle table only once the range exists (an absurd size failed above).
+    std::unique_ptr<CUmemGenericAllocationHandle[]> handles(new (std::nothrow) CUmemGenericAllocationHandle[bytes / unit]());
+    if (handles == nullptr) {
+      (void)drv_.mem_address_free(p, bytes);
+      return Status::kErrorOutOfMemory;
     }
     base_ = p;
     size_ = bytes;

@@ -115,11 +115,15 @@ class VirtualBuffer {
     std::size_t rounded = 0;
     if (!align_up(bytes, unit, &rounded)) return Status::kErrorOutOfMemory;
     const std::size_t n = rounded / unit;
-    std::unique_ptr<std::uint64_t[]> bits(new (std::nothrow) std::uint64_t[(n + 63) / 64]());
-    if (!bits) return Status::kErrorOutOfMemory;
+    // Address space first: a reservation too large for it fails here, before the bitmap is sized.
     void* base = nullptr;
     MEMATTN_RETURN_IF_ERROR(backend_.reserve(rounded, &base));
     if (base == nullptr) return Status::kErrorOutOfMemory;
+    std::unique_ptr<std::uint64_t[]> bits(new (std::nothrow) std::uint64_t[(n + 63) / 64]());
+    if (!bits) {
+      backend_.release();
+      return Status::kErrorOutOfMemory;
+    }
     base_ = static_cast<unsigned char*>(base);
     size_ = rounded;
     granule_ = unit;
