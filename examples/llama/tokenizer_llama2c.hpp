@@ -147,13 +147,13 @@ class Llama2cTokenizer final : public Tokenizer {
     for (int b = 0; b < 256; ++b) {
       char name[8];
       std::snprintf(name, sizeof name, "<0x%02X>", b);
-      if (t.pieces_[kByteBase + b] != name) {
+      if (t.pieces_[static_cast<std::size_t>(kByteBase + b)] != name) {
         set_error(error, "token " + std::to_string(kByteBase + b) + " should be the byte piece " + name);
         return false;
       }
     }
     t.lookup_.reserve(t.pieces_.size() * 2);
-    for (std::int32_t i = 0; i < n; ++i) t.lookup_.emplace(t.pieces_[i], i);  // lowest id wins
+    for (std::int32_t i = 0; i < n; ++i) t.lookup_.emplace(t.pieces_[static_cast<std::size_t>(i)], i);  // lowest id wins
     t.vocab_size_ = n;
     t.bos_ = kBos;
     t.eos_ = kEos;
@@ -183,11 +183,11 @@ class Llama2cTokenizer final : public Tokenizer {
       std::int32_t best_id = -1;
       std::size_t best_idx = SIZE_MAX;
       for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
-        buf = pieces_[tokens[i]];
-        buf += pieces_[tokens[i + 1]];
+        buf = pieces_[static_cast<std::size_t>(tokens[i])];
+        buf += pieces_[static_cast<std::size_t>(tokens[i + 1])];
         const std::int32_t id = find(buf);
-        if (id != -1 && scores_[id] > best_score) {
-          best_score = scores_[id];
+        if (id != -1 && scores_[static_cast<std::size_t>(id)] > best_score) {
+          best_score = scores_[static_cast<std::size_t>(id)];
           best_id = id;
           best_idx = i;
         }
@@ -280,7 +280,7 @@ class Llama2cTokenizer final : public Tokenizer {
       if (id != -1) {
         tokens.push_back(id);
       } else {
-        for (unsigned char b : unit) tokens.push_back(kByteBase + b);
+        for (char c : unit) tokens.push_back(kByteBase + static_cast<unsigned char>(c));
       }
       unit.clear();
     }

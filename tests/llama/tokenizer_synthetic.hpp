@@ -67,7 +67,7 @@ inline memattn_llama::BpeVocab bpe_vocab() {
   v.tokens.push_back("<user>");
   v.token_types.push_back(4);
   const char* merges[] = {"\xc4\xa0 a", "a b", "ab c", "\xc4\xa0 \xc4\xa0", "h e", "he l", "hel l", "hell o",
-                          "\xc4\xa0 hello", "' s", "\xc3\x83 \xc2\xa9", "\xc4\xa0" "a b", "1 2", "\xc4\x8a \xc4\x8a",
+                          "\xc4\xa0 hello", "' s", "\xc3\x83 \xc2\xa9", ("\xc4\xa0" "a b"), "1 2", "\xc4\x8a \xc4\x8a",
                           "a a", "aa a"};
   for (const char* m : merges) {
     const std::string s = m;
