@@ -1,0 +1,625 @@
+// Linear / Lightning attention on the GPU: chunked prefill (single pass or sequence-parallel),
+// decode / extend, sliding-window softmax, the BASED layer, and the mixture-of-memories steps.
+// Semantics and argument contract: memattn/linear/*.hpp (the same structs as the CPU path);
+// kernels: memattn/kernels/linear_{prefill,decode,window}.cuh.
+//
+//   std::size_t bytes = 0;
+//   memattn::cuda::linear_prefill_workspace_size(args, &bytes);     // phase 1 (host only)
+//   memattn::cuda::linear_prefill(args, workspace, bytes, stream);  // phase 2 (async)
+//   memattn::cuda::linear_decode(args, stream);                     // no workspace
+//
+// Supported (else kErrorUnsupportedDtype / kErrorUnsupportedHeadDim): q/k/v/o in bf16 or fp16;
+// identity, elu+1, relu with Dk in {64, 128}; Taylor with Dk = 16 (Kφ = 153); Dv a multiple of
+// 16 up to 256 (window attention: D a multiple of 8 up to 256, Dv a multiple of 16 up to 256).
+// fp32 inputs run on the CPU path only for now.
+//
+// Contract
+//  * Every argument is checked before anything is launched; on error nothing is written.
+//    Device arrays (cu_seqlens, seq_lens, slots, decay) are checked through the host mirrors in
+//    args.host when given; without them the kernels skip a sequence whose length or slot is out
+//    of range (its outputs and slots stay untouched) instead of reading out of bounds.
+//  * Base pointers and row/head strides of q, k, v, o are 16-byte aligned; the pool is 16-byte
+//    aligned with slot_stride a multiple of 4 floats.
+//  * Plans depend on the current device's SM count: call both phases on the same device.
+//  * Never allocates, never synchronises, never reads device memory on the host: capturable in a
+//    CUDA graph. Deterministic for a fixed plan (no atomics).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cub/device/device_radix_sort.cuh>
+#include <limits>
+#include <type_traits>
+
+#include "memattn/core/dtype.hpp"
+#include "memattn/core/status.hpp"
+#include "memattn/core/tensor.hpp"
+#include "memattn/core/workspace.hpp"
+#include "memattn/cuda/runtime.cuh"
+#include "memattn/kernels/linear_decode.cuh"
+#include "memattn/kernels/linear_prefill.cuh"
+#include "memattn/kernels/linear_window.cuh"
+#include "memattn/linear/linear_args.hpp"
+#include "memattn/linear/mom.hpp"
+#include "memattn/linear/window_args.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cuda {
+
+// The launch configuration linear_prefill uses (benchmarks, logs, tests).
+struct LinearPlan {
+  linear::Schedule path = linear::Schedule::kSinglePass;
+  int seg_len = 0;            // sequence-parallel segment length (multiple of 64)
+  int vtiles = 1;             // 64-column V tiles
+  int sm_count = 0;
+  std::int64_t max_segments = 0;
+  std::int64_t ctas = 0;      // CTAs of the main (fused) launch
+  int smem_bytes = 0;
+  std::size_t workspace_bytes = 0;
+};
+
+namespace linear_detail {
+
+using linear::FeatureMap;
+
+template <class T>
+struct IsKernelDtype : std::integral_constant<bool, std::is_same<T, Half>::value || std::is_same<T, BFloat16>::value> {};
+
+template <FeatureMap F, int D>
+struct FmTag {
+  static constexpr FeatureMap kFm = F;
+  static constexpr int kDk = D;
+};
+
+// Calls f(FmTag<fm, dk>{}) for the compiled (feature map, Dk) pairs.
+template <class F>
+Status dispatch_fm(FeatureMap fm, std::int64_t dk, F&& f) {
+  switch (fm) {
+    case FeatureMap::kIdentity:
+      if (dk == 64) return f(FmTag<FeatureMap::kIdentity, 64>{});
+      if (dk == 128) return f(FmTag<FeatureMap::kIdentity, 128>{});
+      break;
+    case FeatureMap::kEluPlusOne:
+      if (dk == 64) return f(FmTag<FeatureMap::kEluPlusOne, 64>{});
+      if (dk == 128) return f(FmTag<FeatureMap::kEluPlusOne, 128>{});
+      break;
+    case FeatureMap::kRelu:
+      if (dk == 64) return f(FmTag<FeatureMap::kRelu, 64>{});
+      if (dk == 128) return f(FmTag<FeatureMap::kRelu, 128>{});
+      break;
+    case FeatureMap::kTaylor2:
+      if (dk == 16) return f(FmTag<FeatureMap::kTaylor2, 16>{});
+      break;
+  }
+  return Status::kErrorUnsupportedHeadDim;
+}
+
+inline bool aligned(const void* p, std::size_t b) { return reinterpret_cast<std::uintptr_t>(p) % b == 0; }
+
+template <class T>
+Status check_linear(const linear::LinearArgs<T>& a, bool decode, linear::LinearDims* d) {
+  MEMATTN_RETURN_IF_ERROR(linear::validate_linear(a, a.host.cu_seqlens, a.host.seq_lens, a.host.slot_in,
+                                                  a.host.slot_out, a.host.step_slots, a.host.decay_rate, decode, d));
+  if constexpr (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
+  MEMATTN_RETURN_IF_ERROR(dispatch_fm(a.feature_map, d->dk, [](auto) { return Status::kSuccess; }));
+  if (d->dv % 16 != 0 || d->dv > 256) return Status::kErrorUnsupportedHeadDim;
+  if (!is_aligned(a.k, 16) || !is_aligned(a.v, 16)) return Status::kErrorInvalidStride;
+  if ((a.q.data || d->has_output) && !is_aligned(a.q, 16)) return Status::kErrorInvalidStride;
+  if (d->has_output && !is_aligned(a.o, 16)) return Status::kErrorInvalidStride;
+  if (d->has_state) {
+    if (!aligned(a.state.pool, 16) || d->slot_stride % 4 != 0) return Status::kErrorInvalidStride;
+    if (a.normalize && !aligned(a.state.z_pool, 4)) return Status::kErrorInvalidStride;
+    if (a.state.num_slots > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
+  }
+  if (d->heads_per_state() > 64) return Status::kErrorGqaRatio;  // decode keeps G query heads in shared memory
+  if (a.seq.cu_seqlens == nullptr && a.host.cu_seqlens != nullptr) return Status::kErrorInvalidArgument;
+  if (d->num_seqs * d->state_heads * ((d->dv + 31) / 32) > std::numeric_limits<std::int32_t>::max())
+    return Status::kErrorInvalidShape;
+  return Status::kSuccess;
+}
+
+constexpr int kAssumedOccupancy = 2;  // resident prefill CTAs per SM (shared memory ~100 KB)
+
+template <class T>
+Status make_plan(const linear::LinearArgs<T>& a, const linear::LinearDims& d, int sms, LinearPlan* plan) {
+  LinearPlan pl;
+  pl.sm_count = sms;
+  pl.vtiles = static_cast<int>((d.dv + 63) / 64);
+  const std::int64_t C = linear::kChunk;
+  const std::int64_t per = d.state_heads * pl.vtiles;
+  const std::int64_t ctas_sp = d.num_seqs * per;
+  const std::int64_t nc = (d.rows + C - 1) / C + d.num_seqs;
+  const std::int64_t occ = kAssumedOccupancy;
+  linear::Schedule path = a.schedule;
+  if (path == linear::Schedule::kAuto) {
+    const std::int64_t chunks_max = (d.max_seqlen + C - 1) / C;
+    const std::int64_t waves = (nc * per + sms * occ - 1) / (sms * occ);
+    path = (ctas_sp >= 2 * sms && chunks_max <= 2 * waves) ? linear::Schedule::kSinglePass
+                                                          : linear::Schedule::kSequenceParallel;
+  }
+  pl.path = path;
+  Workspace ws;
+  if (path == linear::Schedule::kSequenceParallel) {
+    std::int64_t L = a.seg_len;
+    if (L == 0) {
+      const std::int64_t q = (nc * per + 2 * sms * occ - 1) / (2 * sms * occ);
+      L = C * std::max<std::int64_t>(4, q);
+    }
+    if (L > std::numeric_limits<std::int32_t>::max() / 2) L = (std::numeric_limits<std::int32_t>::max() / 2) / C * C;
+    pl.seg_len = static_cast<int>(L);
+    pl.max_segments = (d.rows + L - 1) / L + d.num_seqs;
+    ws.take<std::int32_t>(static_cast<std::size_t>(d.num_seqs + 1));
+    ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi * d.dv));
+    if (a.normalize) ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi));
+    pl.ctas = pl.max_segments * per;
+  } else {
+    pl.ctas = ctas_sp;
+  }
+  if (pl.ctas > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
+  MEMATTN_RETURN_IF_ERROR(dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
+    using Tag = decltype(tag);
+    pl.smem_bytes = kernels::LinearPrefillConfig<Tag::kFm, Tag::kDk>::kSmemBytes;
+    return Status::kSuccess;
+  }));
+  pl.workspace_bytes = ws.required();
+  *plan = pl;
+  return Status::kSuccess;
+}
+
+template <class T>
+Status plan_current(const linear::LinearArgs<T>& a, linear::LinearDims* d, LinearPlan* plan) {
+  MEMATTN_RETURN_IF_ERROR(check_linear(a, false, d));
+  int sms = 0;
+  MEMATTN_RETURN_IF_ERROR(sm_count(&sms));
+  return make_plan(a, *d, sms, plan);
+}
+
+template <class T>
+kernels::LinearPrefillParams prefill_params(const linear::LinearArgs<T>& a, const linear::LinearDims& d) {
+  kernels::LinearPrefillParams p;
+  p.q = a.q.data;
+  p.k = a.k.data;
+  p.v = a.v.data;
+  p.o = a.o.data;
+  if (a.q.data) {
+    p.q_rs = a.q.stride[0];
+    p.q_hs = a.q.stride[1];
+  }
+  p.k_rs = a.k.stride[0];
+  p.k_hs = a.k.stride[1];
+  p.v_rs = a.v.stride[0];
+  p.v_hs = a.v.stride[1];
+  if (a.o.data) {
+    p.o_rs = a.o.stride[0];
+    p.o_hs = a.o.stride[1];
+  }
+  p.cu_seqlens = a.seq.cu_seqlens;
+  p.seq_lens = a.seq.seq_lens;
+  p.t_pad = static_cast<int>(d.t_pad);
+  p.rows = static_cast<int>(d.rows);
+  p.num_seqs = static_cast<int>(d.num_seqs);
+  p.state_heads = static_cast<int>(d.state_heads);
+  p.group = static_cast<int>(d.group);
+  p.qps = static_cast<int>(d.heads_per_state());
+  p.per_kv = d.state_heads == d.kv_heads ? 1 : 0;
+  p.dv = static_cast<int>(d.dv);
+  p.kphi = static_cast<int>(d.kphi);
+  p.pool = a.state.pool;
+  p.slot_stride = d.slot_stride;
+  p.slot_in = a.state.slot_in;
+  p.slot_out = a.state.slot_out;
+  p.has_init = a.state.has_init;
+  p.z_pool = a.state.z_pool;
+  p.z_slot_stride = d.z_slot_stride;
+  p.num_slots = static_cast<int>(a.state.num_slots);
+  p.stateful = d.has_state ? 1 : 0;
+  p.decay = a.decay_rate;
+  p.scale = a.scale;
+  p.alpha = a.feature_map == FeatureMap::kTaylor2 ? a.alpha : 0.f;
+  p.eps = a.normalize ? a.eps : 0.f;
+  p.normalize = a.normalize ? 1 : 0;
+  // The lo half of the update operand is zero when X is exact in 16 bits: identity map, no decay.
+  p.need_lo = (a.feature_map == FeatureMap::kIdentity && a.decay_rate == nullptr) ? 0 : 1;
+  return p;
+}
+
+template <class T, class Tag>
+Status launch_prefill(kernels::LinearPrefillParams p, const LinearPlan& pl, cudaStream_t stream) {
+  auto kernel = kernels::linear_prefill_kernel<T, Tag::kFm, Tag::kDk>;
+  MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, pl.smem_bytes)));
+  p.vtiles = pl.vtiles;
+  if (pl.path == linear::Schedule::kSequenceParallel) {
+    p.seg_len = pl.seg_len;
+    kernels::linear_segments_kernel<<<1, 1024, 0, stream>>>(p);
+    MEMATTN_RETURN_IF_ERROR(launch_status());
+    p.mode = 1;
+    kernel<<<static_cast<unsigned>(pl.ctas), 128, pl.smem_bytes, stream>>>(p);
+    MEMATTN_RETURN_IF_ERROR(launch_status());
+    const int per = p.kphi * p.dv + (p.normalize ? p.kphi : 0);
+    const dim3 grid(static_cast<unsigned>((per + 255) / 256), static_cast<unsigned>(p.num_seqs * p.state_heads));
+    kernels::linear_scan_kernel<<<grid, 256, 0, stream>>>(p);
+    MEMATTN_RETURN_IF_ERROR(launch_status());
+    p.mode = 0;
+  }
+  kernel<<<static_cast<unsigned>(pl.ctas), 128, pl.smem_bytes, stream>>>(p);
+  return launch_status();
+}
+
+}  // namespace linear_detail
+
+// ---- prefill --------------------------------------------------------------------------------
+
+template <class T>
+Status linear_prefill_plan(const linear::LinearArgs<T>& a, LinearPlan* plan) {
+  if (plan == nullptr) return Status::kErrorNullPointer;
+  linear::LinearDims d;
+  return linear_detail::plan_current(a, &d, plan);
+}
+
+template <class T>
+Status linear_prefill_workspace_size(const linear::LinearArgs<T>& a, std::size_t* bytes) {
+  if (bytes == nullptr) return Status::kErrorNullPointer;
+  linear::LinearDims d;
+  LinearPlan pl;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::plan_current(a, &d, &pl));
+  *bytes = pl.workspace_bytes;
+  return Status::kSuccess;
+}
+
+template <class T>
+Status linear_prefill(const linear::LinearArgs<T>& a, void* workspace, std::size_t workspace_bytes,
+                      cudaStream_t stream) {
+  linear::LinearDims d;
+  LinearPlan pl;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::plan_current(a, &d, &pl));
+  if constexpr (!linear_detail::IsKernelDtype<T>::value) {
+    return Status::kErrorUnsupportedDtype;
+  } else {
+    kernels::LinearPrefillParams p = linear_detail::prefill_params(a, d);
+    Workspace ws(workspace, workspace_bytes);
+    if (pl.path == linear::Schedule::kSequenceParallel) {
+      p.seg_prefix = ws.take<std::int32_t>(static_cast<std::size_t>(d.num_seqs + 1));
+      p.ws_S = ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi * d.dv));
+      if (a.normalize) p.ws_z = ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi));
+    }
+    MEMATTN_RETURN_IF_ERROR(ws.status());
+    if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+    return linear_detail::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
+      return linear_detail::launch_prefill<T, decltype(tag)>(p, pl, stream);
+    });
+  }
+}
+
+// ---- decode / extend ------------------------------------------------------------------------
+
+template <class T>
+Status linear_decode(const linear::LinearArgs<T>& a, cudaStream_t stream) {
+  linear::LinearDims d;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::check_linear(a, true, &d));
+  if constexpr (!linear_detail::IsKernelDtype<T>::value) {
+    return Status::kErrorUnsupportedDtype;
+  } else {
+    kernels::LinearDecodeParams p;
+    const kernels::LinearPrefillParams pp = linear_detail::prefill_params(a, d);
+    p.q = pp.q;
+    p.k = pp.k;
+    p.v = pp.v;
+    p.o = pp.o;
+    p.q_rs = pp.q_rs;
+    p.q_hs = pp.q_hs;
+    p.k_rs = pp.k_rs;
+    p.k_hs = pp.k_hs;
+    p.v_rs = pp.v_rs;
+    p.v_hs = pp.v_hs;
+    p.o_rs = pp.o_rs;
+    p.o_hs = pp.o_hs;
+    p.seq_lens = a.seq.seq_lens;
+    p.t_pad = pp.t_pad;
+    p.num_seqs = pp.num_seqs;
+    p.state_heads = pp.state_heads;
+    p.group = pp.group;
+    p.qps = pp.qps;
+    p.per_kv = pp.per_kv;
+    p.dv = pp.dv;
+    p.kphi = pp.kphi;
+    p.vslices = static_cast<int>((d.dv + kernels::kLinearDecodeCols - 1) / kernels::kLinearDecodeCols);
+    p.pool = pp.pool;
+    p.slot_stride = pp.slot_stride;
+    p.slot_in = pp.slot_in;
+    p.slot_out = pp.slot_out;
+    p.has_init = pp.has_init;
+    p.z_pool = pp.z_pool;
+    p.z_slot_stride = pp.z_slot_stride;
+    p.num_slots = pp.num_slots;
+    p.stateful = pp.stateful;
+    p.decay = pp.decay;
+    p.scale = pp.scale;
+    p.alpha = pp.alpha;
+    p.eps = pp.eps;
+    p.normalize = pp.normalize;
+    p.step_slots = a.step_slots;
+    p.write_final = a.write_final ? 1 : 0;
+    const std::int64_t ctas = d.num_seqs * d.state_heads * p.vslices;
+    if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+    return linear_detail::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
+      using Tag = decltype(tag);
+      const int smem = kernels::LinearDecodeConfig<Tag::kFm, Tag::kDk>::smem_bytes(p.qps);
+      auto kernel = kernels::linear_decode_kernel<T, Tag::kFm, Tag::kDk>;
+      MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)));
+      kernel<<<static_cast<unsigned>(ctas), kernels::kLinearDecodeThreads, smem, stream>>>(p);
+      return launch_status();
+    });
+  }
+}
+
+// ---- sliding window -------------------------------------------------------------------------
+
+namespace linear_detail {
+
+template <class T>
+Status check_window(const linear::SlidingWindowArgs<T>& a, linear::WindowDims* d) {
+  MEMATTN_RETURN_IF_ERROR(linear::validate_window(a, a.cu_seqlens_host, a.seq_lens_host, a.ring_slot_host,
+                                                  a.seq_pos_host, d));
+  if constexpr (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
+  if (d->d % 8 != 0 || d->dv % 16 != 0) return Status::kErrorUnsupportedHeadDim;
+  if (!is_aligned(a.q, 16) || !is_aligned(a.k, 16) || !is_aligned(a.v, 16) || !is_aligned(a.o, 16))
+    return Status::kErrorInvalidStride;
+  if (d->has_ring && (!is_aligned(a.ring_k, 16) || !is_aligned(a.ring_v, 16))) return Status::kErrorInvalidStride;
+  if (d->rows * d->q_heads > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
+  return Status::kSuccess;
+}
+
+template <class T>
+Status launch_window(const linear::SlidingWindowArgs<T>& a, const linear::WindowDims& d, cudaStream_t stream) {
+  kernels::SlidingWindowParams p;
+  p.q = a.q.data;
+  p.k = a.k.data;
+  p.v = a.v.data;
+  p.o = a.o.data;
+  p.q_rs = a.q.stride[0];
+  p.q_hs = a.q.stride[1];
+  p.k_rs = a.k.stride[0];
+  p.k_hs = a.k.stride[1];
+  p.v_rs = a.v.stride[0];
+  p.v_hs = a.v.stride[1];
+  p.o_rs = a.o.stride[0];
+  p.o_hs = a.o.stride[1];
+  p.cu_seqlens = a.seq.cu_seqlens;
+  p.seq_lens = a.seq.seq_lens;
+  p.t_pad = static_cast<int>(d.t_pad);
+  p.rows = static_cast<int>(d.rows);
+  p.num_seqs = static_cast<int>(d.num_seqs);
+  p.q_heads = static_cast<int>(d.q_heads);
+  p.kv_heads = static_cast<int>(d.kv_heads);
+  p.group = static_cast<int>(d.group);
+  p.d = static_cast<int>(d.d);
+  p.dv = static_cast<int>(d.dv);
+  p.window = a.window;
+  p.scale = a.scale;
+  p.accumulate = a.accumulate ? 1 : 0;
+  if (d.has_ring) {
+    p.ring_k = a.ring_k.data;
+    p.ring_v = a.ring_v.data;
+    for (int i = 0; i < 3; ++i) {
+      p.rk_s[i] = a.ring_k.stride[i];
+      p.rv_s[i] = a.ring_v.stride[i];
+    }
+    p.ring_len = static_cast<int>(d.ring_len);
+    p.ring_slots = static_cast<int>(d.ring_slots);
+    p.ring_slot = a.ring_slot;
+    p.seq_pos = a.seq_pos;
+  }
+  if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+  const std::int64_t items = d.rows * d.q_heads;
+  kernels::sliding_window_kernel<T><<<static_cast<unsigned>((items + 3) / 4), kernels::kWindowThreads, 0, stream>>>(p);
+  MEMATTN_RETURN_IF_ERROR(launch_status());
+  if (d.has_ring) {
+    const std::int64_t pieces = d.rows * d.kv_heads * (d.d / 8 + d.dv / 8);
+    kernels::ring_store_kernel<T><<<static_cast<unsigned>((pieces + 255) / 256), 256, 0, stream>>>(p);
+    MEMATTN_RETURN_IF_ERROR(launch_status());
+  }
+  return Status::kSuccess;
+}
+
+}  // namespace linear_detail
+
+template <class T>
+Status sliding_window_attention(const linear::SlidingWindowArgs<T>& a, cudaStream_t stream) {
+  linear::WindowDims d;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::check_window(a, &d));
+  if constexpr (!linear_detail::IsKernelDtype<T>::value) {
+    return Status::kErrorUnsupportedDtype;
+  } else {
+    return linear_detail::launch_window(a, d, stream);
+  }
+}
+
+// ---- BASED layer: linear (Taylor) branch into o, then the window branch added to it ----------
+
+template <class T>
+Status based_layer_prefill_workspace_size(const linear::BasedLayerArgs<T>& a, std::size_t* bytes) {
+  return linear_prefill_workspace_size(a.linear, bytes);
+}
+
+template <class T>
+Status based_layer_prefill(const linear::BasedLayerArgs<T>& a, void* workspace, std::size_t bytes,
+                           cudaStream_t stream) {
+  linear::SlidingWindowArgs<T> w;
+  MEMATTN_RETURN_IF_ERROR(linear::based_window_args(a, &w));
+  w.cu_seqlens_host = a.linear.host.cu_seqlens;
+  w.seq_lens_host = a.linear.host.seq_lens;
+  linear::WindowDims wd;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::check_window(w, &wd));
+  linear::LinearDims d;
+  LinearPlan pl;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::plan_current(a.linear, &d, &pl));
+  if (bytes < pl.workspace_bytes) return Status::kErrorWorkspaceTooSmall;
+  MEMATTN_RETURN_IF_ERROR(linear_prefill(a.linear, workspace, bytes, stream));
+  if constexpr (!linear_detail::IsKernelDtype<T>::value) {
+    return Status::kErrorUnsupportedDtype;
+  } else {
+    return linear_detail::launch_window(w, wd, stream);
+  }
+}
+
+template <class T>
+Status based_layer_decode(const linear::BasedLayerArgs<T>& a, cudaStream_t stream) {
+  linear::SlidingWindowArgs<T> w;
+  MEMATTN_RETURN_IF_ERROR(linear::based_window_args(a, &w));
+  w.cu_seqlens_host = a.linear.host.cu_seqlens;
+  w.seq_lens_host = a.linear.host.seq_lens;
+  linear::WindowDims wd;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::check_window(w, &wd));
+  linear::LinearDims d;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::check_linear(a.linear, true, &d));
+  MEMATTN_RETURN_IF_ERROR(linear_decode(a.linear, stream));
+  if constexpr (!linear_detail::IsKernelDtype<T>::value) {
+    return Status::kErrorUnsupportedDtype;
+  } else {
+    return linear_detail::launch_window(w, wd, stream);
+  }
+}
+
+// ---- mixture of memories ----------------------------------------------------------------------
+
+namespace linear_detail {
+
+inline int key_bits(std::int64_t max_key) {
+  int b = 1;
+  while ((std::int64_t{1} << b) <= max_key) ++b;
+  return b;
+}
+
+inline Status mom_carve(Workspace& ws, const linear::MomRouteArgs& a, kernels::MomRouteParams* p, void** temp,
+                        std::size_t* temp_bytes) {
+  const std::size_t n = static_cast<std::size_t>(a.rows * a.topk);
+  p->keys_in = ws.take<std::uint32_t>(n);
+  p->keys_out = ws.take<std::uint32_t>(n);
+  p->vals_in = ws.take<std::int32_t>(n);
+  p->vals_out = ws.take<std::int32_t>(n);
+  std::size_t tb = 0;
+  MEMATTN_RETURN_IF_ERROR(status_from(cub::DeviceRadixSort::SortPairs(
+      nullptr, tb, static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
+      static_cast<const std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr), static_cast<int>(n), 0,
+      key_bits(static_cast<std::int64_t>(a.num_memories) * a.seq.num_seqs))));
+  *temp = ws.take<unsigned char>(tb);
+  *temp_bytes = tb;
+  return Status::kSuccess;
+}
+
+}  // namespace linear_detail
+
+inline Status mom_route_workspace_size(const linear::MomRouteArgs& a, std::size_t* bytes) {
+  if (bytes == nullptr) return Status::kErrorNullPointer;
+  MEMATTN_RETURN_IF_ERROR(linear::validate_mom_route(a, a.cu_seqlens_host, a.seq_lens_host));
+  Workspace ws;
+  kernels::MomRouteParams p;
+  void* temp = nullptr;
+  std::size_t tb = 0;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::mom_carve(ws, a, &p, &temp, &tb));
+  *bytes = ws.required();
+  return Status::kSuccess;
+}
+
+// Routing on the device: top-k per token, then a stable radix sort (CUB) of the memory-major
+// keys m·N + n, so routed rows of a segment stay in token order (deterministic).
+inline Status mom_route(const linear::MomRouteArgs& a, void* workspace, std::size_t bytes, cudaStream_t stream) {
+  MEMATTN_RETURN_IF_ERROR(linear::validate_mom_route(a, a.cu_seqlens_host, a.seq_lens_host));
+  if (!a.seq.cu_seqlens && a.rows % a.seq.num_seqs != 0) return Status::kErrorInvalidShape;
+  Workspace ws(workspace, bytes);
+  kernels::MomRouteParams p;
+  void* temp = nullptr;
+  std::size_t tb = 0;
+  MEMATTN_RETURN_IF_ERROR(linear_detail::mom_carve(ws, a, &p, &temp, &tb));
+  MEMATTN_RETURN_IF_ERROR(ws.status());
+  p.logits = a.router_logits;
+  p.logits_stride = a.logits_stride > 0 ? a.logits_stride : a.num_memories;
+  p.rows = static_cast<int>(a.rows);
+  p.M = a.num_memories;
+  p.K = a.topk;
+  p.num_seqs = static_cast<int>(a.seq.num_seqs);
+  p.t_pad = a.seq.cu_seqlens ? 0 : static_cast<int>(a.rows / a.seq.num_seqs);
+  p.cu_seqlens = a.seq.cu_seqlens;
+  p.seq_lens = a.seq.seq_lens;
+  p.mem_slots = a.mem_slots;
+  p.topk_idx = a.topk_idx;
+  p.topk_w = a.topk_w;
+  p.perm = a.perm;
+  p.pos = a.pos;
+  p.seg_cu = a.seg_cu;
+  p.seg_slot = a.seg_slot;
+  if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+  kernels::mom_topk_kernel<<<static_cast<unsigned>((a.rows + 255) / 256), 256, 0, stream>>>(p);
+  MEMATTN_RETURN_IF_ERROR(launch_status());
+  const int n = static_cast<int>(a.rows * a.topk);
+  MEMATTN_RETURN_IF_ERROR(status_from(cub::DeviceRadixSort::SortPairs(
+      temp, tb, p.keys_in, p.keys_out, p.vals_in, p.vals_out, n, 0,
+      linear_detail::key_bits(static_cast<std::int64_t>(a.num_memories) * a.seq.num_seqs), stream)));
+  const std::int64_t threads = std::max<std::int64_t>(n, static_cast<std::int64_t>(a.num_memories) * a.seq.num_seqs + 1);
+  kernels::mom_scatter_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(p);
+  return launch_status();
+}
+
+template <class T>
+Status gather_rows(const linear::GatherRowsArgs<T>& a, cudaStream_t stream) {
+  MEMATTN_RETURN_IF_ERROR(linear::validate_gather(a));
+  if (!linear_detail::IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
+  if (a.src.shape[2] % 8 != 0 || !is_aligned(a.src, 16) || !is_aligned(a.dst, 16)) return Status::kErrorInvalidStride;
+  kernels::GatherParams p;
+  p.src = a.src.data;
+  p.dst = a.dst.data;
+  p.s_rs = a.src.stride[0];
+  p.s_hs = a.src.stride[1];
+  p.d_rs = a.dst.stride[0];
+  p.d_hs = a.dst.stride[1];
+  p.heads = static_cast<int>(a.src.shape[1]);
+  p.dim = static_cast<int>(a.src.shape[2]);
+  p.cap = static_cast<int>(a.dst.shape[0]);
+  p.src_rows = static_cast<int>(a.src.shape[0]);
+  p.perm = a.perm;
+  p.count = a.count_ptr;
+  if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+  const std::int64_t pieces = a.dst.shape[0] * a.src.shape[1] * (a.src.shape[2] / 8);
+  kernels::gather_rows_kernel<<<static_cast<unsigned>((pieces + 255) / 256), 256, 0, stream>>>(p);
+  return launch_status();
+}
+
+template <class T>
+Status mom_combine(const linear::MomCombineArgs<T>& a, cudaStream_t stream) {
+  std::int64_t rows = 0;
+  MEMATTN_RETURN_IF_ERROR(linear::validate_mom_combine(a, &rows));
+  if constexpr (!linear_detail::IsKernelDtype<T>::value) {
+    return Status::kErrorUnsupportedDtype;
+  } else {
+    if (a.o.shape[2] % 2 != 0) return Status::kErrorUnsupportedHeadDim;
+    kernels::CombineParams p;
+    p.routed = a.o_routed.data;
+    p.shared = a.o_shared.data;
+    p.o = a.o.data;
+    p.r_rs = a.o_routed.stride[0];
+    p.r_hs = a.o_routed.stride[1];
+    if (a.o_shared.data) {
+      p.s_rs = a.o_shared.stride[0];
+      p.s_hs = a.o_shared.stride[1];
+    }
+    p.o_rs = a.o.stride[0];
+    p.o_hs = a.o.stride[1];
+    p.rows = static_cast<int>(rows);
+    p.heads = static_cast<int>(a.o.shape[1]);
+    p.dv = static_cast<int>(a.o.shape[2]);
+    p.K = a.topk;
+    p.routed_rows = static_cast<int>(a.o_routed.shape[0]);
+    p.w = a.topk_w;
+    p.pos = a.pos;
+    if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+    const std::int64_t items = rows * p.heads * (p.dv / 2);
+    kernels::mom_combine_kernel<T><<<static_cast<unsigned>((items + 255) / 256), 256, 0, stream>>>(p);
+    return launch_status();
+  }
+}
+
+}  // namespace cuda
+MEMATTN_NAMESPACE_END
