@@ -15,16 +15,15 @@
 #include <vector>
 
 #include "model.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "thread_pool.hpp"
 
 namespace memattn_llama {
 
 class Engine {
  public:
-  Engine(const Model& model, memattn::cache::KvCache& cache) : m_(model), cache_(cache) {
+  // pool: threads for the GEMMs (nullptr: single-threaded); the cache has its own Executor.
+  Engine(const Model& model, memattn::cache::KvCache& cache, ThreadPool* pool = nullptr)
+      : m_(model), cache_(cache), pool_(pool) {
     const ModelConfig& c = m_.cfg;
     inv_freq_.resize(static_cast<std::size_t>(c.head_dim / 2));
     for (int i = 0; i < c.head_dim / 2; ++i)
@@ -86,25 +85,22 @@ class Engine {
   }
 
  private:
-  // out = x * wᵀ, the output features split across the OpenMP threads: each thread runs a
-  // single-threaded Eigen GEMM on its slice of w's rows (no synchronisation inside a GEMM,
-  // which is what makes Eigen's own parallel GEMM slow on 2 cores).
-  static void matmul(const Matrix& x, const Matrix& w, Matrix* out) {
+  // out = x * wᵀ, the output features split across the pool: each thread runs a single-threaded
+  // Eigen GEMM on its slice of w's rows (no synchronisation inside a GEMM, which is what makes
+  // Eigen's own OpenMP GEMM slow on 2 shared cores). Small GEMVs stay on one thread.
+  void matmul(const Matrix& x, const Matrix& w, Matrix* out) const {
     out->resize(x.rows(), w.rows());
-#if defined(_OPENMP)
-    const int threads = omp_get_max_threads();
     const Eigen::Index rows = w.rows();
-    const Eigen::Index slice = ((rows + threads - 1) / threads + 15) / 16 * 16;
-    if (threads > 1 && x.rows() * rows * x.cols() > (1 << 16)) {
-#pragma omp parallel for schedule(static)
-      for (int t = 0; t < threads; ++t) {
+    const int threads = pool_ ? pool_->size() : 1;
+    if (threads > 1 && x.rows() * rows * x.cols() > (1 << 20)) {
+      const Eigen::Index slice = ((rows + threads - 1) / threads + 15) / 16 * 16;
+      pool_->parallel_for(threads, [&](std::int64_t t) {
         const Eigen::Index r0 = std::min<Eigen::Index>(rows, t * slice);
         const Eigen::Index n = std::min<Eigen::Index>(rows - r0, slice);
         if (n > 0) out->middleCols(r0, n).noalias() = x * w.middleRows(r0, n).transpose();
-      }
+      });
       return;
     }
-#endif
     out->noalias() = x * w.transpose();
   }
 
@@ -141,6 +137,7 @@ class Engine {
 
   const Model& m_;
   memattn::cache::KvCache& cache_;
+  ThreadPool* pool_;
   std::vector<float> inv_freq_;
   Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_, tmp_;
 };

@@ -22,18 +22,17 @@
 
 #include "engine.hpp"
 #include "model.hpp"
-#include "omp_executor.hpp"
+#include "thread_pool.hpp"
 #include "recording_cache.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 using namespace memattn_llama;
 
 namespace {
+
+ThreadPool* g_pool = nullptr;  // the process's threads (--threads), shared by GEMMs and the cache
 
 constexpr int kBadInput = 2;
 
@@ -150,7 +149,7 @@ bool make_cache(const Args& a, const Session& s, int max_tokens, std::unique_ptr
   shape.max_tokens = max_tokens;
   shape.max_sequences = 1;
   std::string why;
-  if (!memattn::ok(memattn::cpu::make_kv_cache(a.get("kv", "full"), shape, openmp_executor(), cache, &why)))
+  if (!memattn::ok(memattn::cpu::make_kv_cache(a.get("kv", "full"), shape, g_pool->executor(), cache, &why)))
     return fail(err, "--kv: " + why);
   return true;
 }
@@ -195,7 +194,7 @@ int cmd_generate(const Args& a) {
   const int total = std::min<int>(context, static_cast<int>(ids.size()) + max_new);
   std::unique_ptr<memattn::cache::KvCache> c;
   if (!make_cache(a, s, total, &c, &err)) return report(err);
-  Engine eng(s.model, *c);
+  Engine eng(s.model, *c, g_pool);
   StreamDecoder dec(*s.tokenizer);
   dec.reset(ids.back());
   if (!a.has("chat")) std::fputs(prompt.c_str(), stdout);
@@ -245,7 +244,7 @@ int cmd_ppl(const Args& a) {
     std::fprintf(stderr, "memattn-llama: the text encodes to no tokens\n");
     return kBadInput;
   }
-  Engine eng(s.model, *cache);
+  Engine eng(s.model, *cache, g_pool);
   PerplexityResult r;
   const auto t0 = std::chrono::steady_clock::now();
   double last_print = 0;
@@ -298,7 +297,7 @@ int cmd_dump_kv(const Args& a) {
   std::unique_ptr<memattn::cache::KvCache> cache;
   if (!make_cache(a, s, n, &cache, &err)) return report(err);
   RecordingCache rec(*cache);
-  Engine eng(s.model, rec);
+  Engine eng(s.model, rec, g_pool);
   if (!eng.forward(0, ids.data(), n, nullptr, true, &err)) {
     std::fprintf(stderr, "memattn-llama: %s\n", err.c_str());
     return 1;
@@ -346,7 +345,7 @@ int cmd_logits(const Args& a) {
   ids.resize(static_cast<std::size_t>(n));
   std::unique_ptr<memattn::cache::KvCache> cache;
   if (!make_cache(a, s, n, &cache, &err)) return report(err);
-  Engine eng(s.model, *cache);
+  Engine eng(s.model, *cache, g_pool);
   std::ofstream f(a.get("out"), std::ios::binary);
   if (!f) return report("cannot write '" + a.get("out") + "'");
   const std::uint32_t hdr[3] = {1u, static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(s.model.cfg.vocab)};
@@ -372,10 +371,9 @@ int main(int argc, char** argv) {
   if (!parse_args(argc, argv, &a, &err)) return usage(err.c_str());
   int threads = 0;
   if (!parse_int(a, "threads", 0, 0, 1024, &threads, &err)) return usage(err.c_str());
-#if defined(_OPENMP)
-  if (threads > 0) omp_set_num_threads(threads);
-  Eigen::setNbThreads(1);  // the engine splits GEMMs across threads itself (engine.hpp matmul)
-#endif
+  Eigen::setNbThreads(1);  // the engine splits GEMMs across its own threads (engine.hpp matmul)
+  ThreadPool pool(threads);
+  g_pool = &pool;
   if (a.command == "generate") return cmd_generate(a);
   if (a.command == "ppl") return cmd_ppl(a);
   if (a.command == "dump-kv") return cmd_dump_kv(a);
