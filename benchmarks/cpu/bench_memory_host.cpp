@@ -2,7 +2,8 @@
 //
 //  BM_HostCommit     one commit() of one granule, for granules of 64 KiB / 2 MiB / 16 MiB:
 //                    lazy (mprotect only), lazy + first touch of every page (what the first
-//                    writes then pay in page faults), populate (MADV_POPULATE_WRITE at commit).
+//                    writes then pay in page faults), populate (MADV_POPULATE_WRITE at commit),
+//                    touch_thp (first touch with huge_pages: transparent huge pages, if enabled).
 //  BM_HostDecommit   one decommit() of one granule whose pages were all touched (mprotect +
 //                    madvise(MADV_DONTNEED): the pages go back to the OS).
 //  BM_ServingStep    a serving step's memory management: 64 slots x 32 layers (Hkv 8, D 128,
@@ -33,8 +34,8 @@ using Clock = std::chrono::steady_clock;
 
 bool g_failed = false;
 
-enum Mode { kLazy = 0, kTouch = 1, kPopulate = 2 };
-const char* const kModeNames[] = {"lazy", "touch", "populate"};
+enum Mode { kLazy = 0, kTouch = 1, kPopulate = 2, kTouchThp = 3 };
+const char* const kModeNames[] = {"lazy", "touch", "populate", "touch_thp"};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -49,6 +50,7 @@ void bm_commit(benchmark::State& state, std::size_t granule, Mode mode) {
   mem::HostVmOptions opt;
   opt.granule_bytes = granule;
   opt.populate = mode == kPopulate;
+  opt.huge_pages = mode == kTouchThp;
   mem::VirtualBuffer<mem::HostVmBackend> buf{mem::HostVmBackend{opt}};
   const std::size_t n = 32;
   if (buf.reserve(n * granule) != Status::kSuccess) {
@@ -60,7 +62,7 @@ void bm_commit(benchmark::State& state, std::size_t granule, Mode mode) {
   for (auto _ : state) {
     const auto t0 = Clock::now();
     const Status st = buf.commit(g * granule, granule);
-    if (mode == kTouch) touch(buf.bytes() + g * granule, granule);
+    if (mode == kTouch || mode == kTouchThp) touch(buf.bytes() + g * granule, granule);
     state.SetIterationTime(seconds_since(t0));
     if (st != Status::kSuccess) {
       g_failed = true;
@@ -183,7 +185,8 @@ int register_all() {
   const std::size_t granules[] = {std::size_t{64} << 10, std::size_t{2} << 20, std::size_t{16} << 20};
   for (std::size_t g : granules) {
     const std::string gname = std::to_string(g >> 10) + "KiB";
-    for (Mode m : {kLazy, kTouch, kPopulate}) {
+    for (Mode m : {kLazy, kTouch, kPopulate, kTouchThp}) {
+      if (m == kTouchThp && g < (std::size_t{2} << 20)) continue;  // THP needs 2 MiB-aligned granules
       benchmark::RegisterBenchmark(("BM_HostCommit/granule:" + gname + "/" + kModeNames[m]).c_str(),
                                    [g, m](benchmark::State& s) { bm_commit(s, g, m); })
           ->UseManualTime()
