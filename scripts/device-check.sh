@@ -19,6 +19,10 @@
 # shape and >= 1.2 at B = 1), also printed as a table at the end. At most 8 files in $OUT.
 # Environment: OUT (output folder; default ./device-check-out), MEMATTN_CHECK_BUDGET (seconds,
 # default 330).
+# Linear attention (issue 8): linear_bench (bench_linear_cuda) and linear_peer (fla
+# chunk_lightning_attn from wheels carried in .whl/, PyTorch SDPA flash) write their JSON lines to
+# /tmp (no extra files in $OUT); summary.json gets them under "linear" with the G1-G4 gate verdicts.
+# MEMATTN_CHECK_ONLY=linear runs only the steps whose name contains "linear" (plus env).
 set -u
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -38,6 +42,10 @@ log() { echo "[device-check $((SECONDS - START))s] $*"; }
 run_step() {
   local name="$1" limit="$2" logfile="$3"
   shift 3
+  if [ -n "${MEMATTN_CHECK_ONLY:-}" ] && [ "$name" != env ] && [[ "$name" != *"$MEMATTN_CHECK_ONLY"* ]]; then
+    log "$name: skipped (MEMATTN_CHECK_ONLY=$MEMATTN_CHECK_ONLY)"
+    return 0
+  fi
   local left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt 15 ]; then
     log "$name: skipped (time budget spent)"
@@ -94,6 +102,24 @@ fi
 run_step bench 120 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --json "$OUT/bench.jsonl"
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
+
+# ---- linear attention (issue 8): benchmark, fla / SDPA peer, memcheck on its [sanitize] cases ----
+LINEAR_JSONL=/tmp/memattn-linear.jsonl
+rm -f "$LINEAR_JSONL" /tmp/memattn-linear-peer.jsonl
+run_step linear_bench 150 "$OUT/bench.log" "$BIN/bench_linear_cuda" --json "$LINEAR_JSONL"
+if ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/memattn-site ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/memattn-site .whl/*.whl \
+    >>"$OUT/bench.log" 2>&1 || log "linear: wheel install failed (see bench.log)"
+fi
+_memattn_pp="${PYTHONPATH:-}"
+export PYTHONPATH="/tmp/memattn-site${_memattn_pp:+:$_memattn_pp}"
+run_step linear_peer 200 "$OUT/bench.log" python3 benchmarks/gpu/linear_peer.py --json /tmp/memattn-linear-peer.jsonl
+export PYTHONPATH="$_memattn_pp"
+cat /tmp/memattn-linear-peer.jsonl >>"$LINEAR_JSONL" 2>/dev/null
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  run_step linear_memcheck 120 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 20 "$BIN/test_linear_cuda" "[sanitize]"
+fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases
 # (the shared-memory pipeline and the epilogue exchange); split sweep (tuning data); initcheck
@@ -195,6 +221,43 @@ summary = {
     "ratios": rows,
     "notes": notes,
 }
+# Linear attention gates (spec §7.1), from /tmp/memattn-linear.jsonl (ours + peers).
+lin_recs = []
+if os.path.exists("/tmp/memattn-linear.jsonl"):
+    for line in open("/tmp/memattn-linear.jsonl"):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                lin_recs.append(json.loads(line))
+            except ValueError:
+                pass
+if lin_recs:
+    ours_p = {r["T"]: r for r in lin_recs if r.get("bench") == "prefill" and r.get("variant") == "default" and "us" in r}
+    stateful = {r["T"]: r for r in lin_recs if r.get("bench") == "prefill" and r.get("variant") == "stateful" and "us" in r}
+    fla = {r["T"]: r for r in lin_recs if r.get("impl") == "fla_chunk_lightning_attn" and "us" in r}
+    fa = {r["T"]: r for r in lin_recs if r.get("impl") == "sdpa_flash" and "us" in r}
+    gates = {}
+    g1 = [(T, round(fla[T]["us"] / ours_p[T]["us"], 3)) for T in (16384, 32768, 65536) if T in fla and T in ours_p]
+    gates["G1_vs_fla_ge_1.3x"] = {"ratios": g1, "pass": len(g1) == 3 and all(x >= 1.3 for _, x in g1)}
+    g2 = [(T, round(fa[T]["us"] / ours_p[T]["us"], 3)) for T in sorted(ours_p) if T >= 2048 and T in fa]
+    gates["G2_faster_than_sdpa_flash"] = {"ratios": g2, "pass": bool(g2) and all(x > 1.0 for _, x in g2)}
+    tps = [ours_p[T]["tokens_per_s"] for T in sorted(ours_p) if 4096 <= T <= 65536]
+    gates["G3_flat_4K_64K"] = {"min_over_max": round(min(tps) / max(tps), 3) if tps else None,
+                               "pass": bool(tps) and min(tps) >= 0.85 * max(tps)}
+    dec = [(r["B"], r["H"], r.get("pct_copy_bw")) for r in lin_recs if r.get("bench") == "decode" and "us" in r]
+    gates["G4_decode_ge_80pct_copy"] = {"pct": dec, "pass": bool(dec) and all((p or 0) >= 80 for _, _, p in dec)}
+    st = [(T, round(stateful[T]["us"] / ours_p[T]["us"], 3)) for T in sorted(stateful) if T in ours_p]
+    gates["stateful_within_3pct"] = {"ratios": st, "pass": bool(st) and all(x <= 1.03 for _, x in st)}
+    summary["linear"] = {"gates": gates, "records": lin_recs}
+    print("\n==== linear attention (issue 8)")
+    print("  %-7s %10s %10s %10s %12s %8s %8s" % ("T", "ours_us", "fla_us", "flash_us", "ours_tok/s", "vs_fla", "vs_fa"))
+    for T in sorted(ours_p):
+        o = ours_p[T]["us"]
+        print("  %-7s %10.1f %10s %10s %12.3g %8s %8s" % (T, o, "%.1f" % fla[T]["us"] if T in fla else "-",
+              "%.1f" % fa[T]["us"] if T in fa else "-", ours_p[T]["tokens_per_s"],
+              "%.2fx" % (fla[T]["us"] / o) if T in fla else "-", "%.2fx" % (fa[T]["us"] / o) if T in fa else "-"))
+    for name, g in gates.items():
+        print("  %-28s %s  %s" % (name, "PASS" if g["pass"] else "FAIL", {k: v for k, v in g.items() if k != "pass"}))
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 
 print("\n==== device-check summary (%ds) on %s" % (elapsed, summary["device"]))
