@@ -74,6 +74,7 @@ PY
 )
 TARGETS+=(bench_dense_decode_cuda)
 TARGETS+=(bench_linear_cuda)  # issue 8
+TARGETS+=(bench_memory_cuda)  # issue 9
 echo "build-gpu: building ${TARGETS[*]} for CUDA arch $ARCH"
 cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}"
 echo "build-gpu: tests for the device ($BUILD/bin/gpu-tests.tsv):"

@@ -23,6 +23,11 @@
 # chunk_lightning_attn from wheels carried in .whl/, PyTorch SDPA flash) write their JSON lines to
 # /tmp (no extra files in $OUT); summary.json gets them under "linear" with the G1-G4 gate verdicts.
 # MEMATTN_CHECK_ONLY=linear runs only the steps whose name contains "linear" (plus env).
+# Virtual KV memory (issue 9): test_memory_cuda and the compile.memory_cuda_host smoke run with the
+# other gpu tests; memory_bench (bench_memory_cuda: VMM driver cost per handle and chunk size,
+# commit/decommit, a serving step vs a paged allocator, decode on virtual vs plain memory) writes
+# /tmp/memattn-memory.jsonl, folded into summary.json under "memory". MEMATTN_CHECK_ONLY=memory
+# runs just these (about a minute).
 set -u
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -100,6 +105,10 @@ fi
 
 # ---- benchmark and peer ------------------------------------------------------------------------
 run_step bench 120 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --json "$OUT/bench.jsonl"
+# Virtual KV memory (issue 9): about 15 s; JSON lines to /tmp (no extra file in $OUT).
+MEMORY_JSONL=/tmp/memattn-memory.jsonl
+rm -f "$MEMORY_JSONL"
+run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 
@@ -258,6 +267,36 @@ if lin_recs:
               "%.2fx" % (fla[T]["us"] / o) if T in fla else "-", "%.2fx" % (fa[T]["us"] / o) if T in fa else "-"))
     for name, g in gates.items():
         print("  %-28s %s  %s" % (name, "PASS" if g["pass"] else "FAIL", {k: v for k, v in g.items() if k != "pass"}))
+# Virtual KV memory (issue 9), from /tmp/memattn-memory.jsonl.
+mem_recs = []
+if os.path.exists("/tmp/memattn-memory.jsonl"):
+    for line in open("/tmp/memattn-memory.jsonl"):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                mem_recs.append(json.loads(line))
+            except ValueError:
+                pass
+if mem_recs:
+    summary["memory"] = mem_recs
+    print("\n==== virtual KV memory (issue 9): VMM driver calls per handle (us)")
+    print("  %-9s %8s %8s %10s %8s %8s %8s %10s" % ("chunk", "create", "map", "setaccess", "unmap", "release", "total", "us/MiB"))
+    for r in mem_recs:
+        if r.get("kind") == "driver_calls":
+            print("  %-9s %8.1f %8.1f %10.1f %8.1f %8.1f %8.1f %10.3f" % ("%d MiB" % r["chunk_mib"], r["create_us"], r["map_us"],
+                  r["set_access_us"], r["unmap_us"], r["release_us"], r["total_us"], r["total_us_per_mib"]))
+    for r in mem_recs:
+        if r.get("kind") == "commit":
+            print("  VirtualBuffer commit %3d MiB%s: commit %.1f us, decommit %.1f us" % (
+                r["chunk_mib"], " (pool)" if r.get("pool") else "", r["commit_us"], r["decommit_us"]))
+    print("  serving step: 64 slots x 32 layers grow by a 16-token block (host time per step)")
+    for r in mem_recs:
+        if r.get("kind") == "serving_step":
+            print("    %-18s mean %9.1f us  p50 %9.1f us  max %10.1f us  handles %6d  trim-all %9.1f us" % (
+                r["variant"], r["mean_us"], r["p50_us"], r["max_us"], r["handles_mapped"], r["trim_all_us"]))
+    for r in mem_recs:
+        if r.get("kind") in ("decode", "decode_ratio", "leak_check"):
+            print("  ", {k: v for k, v in r.items() if k not in ("bench", "device")})
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 
 print("\n==== device-check summary (%ds) on %s" % (elapsed, summary["device"]))
