@@ -209,16 +209,17 @@ MEMATTN_KERNEL void __launch_bounds__(256) mom_topk_kernel(const MomRouteParams 
   if (t >= p.rows) return;
   int tt = 0;
   const int n = lin::seq_of_row(p.cu_seqlens, p.seq_lens, p.t_pad, p.num_seqs, t, &tt);
-  std::int32_t idx[linear::kMomMaxTopk];
-  float w[linear::kMomMaxTopk];
-  if (n >= 0) linear::mom_topk(p.logits + t * p.logits_stride, p.M, p.K, idx, w);
+  // mom_topk writes straight to the outputs (no per-thread arrays: nothing in local memory).
+  if (n >= 0) linear::mom_topk(p.logits + t * p.logits_stride, p.M, p.K, p.topk_idx + t * p.K, p.topk_w + t * p.K);
   const std::uint32_t none = static_cast<std::uint32_t>(p.M) * p.num_seqs;
   for (int r = 0; r < p.K; ++r) {
     const int i = t * p.K + r;
-    p.topk_idx[i] = n >= 0 ? idx[r] : -1;
-    p.topk_w[i] = n >= 0 ? w[r] : 0.f;
+    if (n < 0) {
+      p.topk_idx[i] = -1;
+      p.topk_w[i] = 0.f;
+    }
     p.pos[i] = -1;
-    p.keys_in[i] = n >= 0 ? static_cast<std::uint32_t>(idx[r]) * p.num_seqs + n : none;
+    p.keys_in[i] = n >= 0 ? static_cast<std::uint32_t>(p.topk_idx[i]) * p.num_seqs + n : none;
     p.vals_in[i] = i;
   }
 }
