@@ -327,7 +327,7 @@ int cmd_dump_kv(const Args& a) {
 }
 
 // Binary format of `logits` (little-endian): char magic[8] = "MALOGITS"; uint32 version = 1;
-// uint32 tokens, vocab; int32 token_ids[tokens] (BOS first when the model adds one);
+// uint32 tokens, vocab; int32 token_ids[tokens] (BOS first when the tokenizer adds one by default);
 // float32 logits[tokens][vocab] (row i predicts token i + 1).
 int cmd_logits(const Args& a) {
   std::string err;
@@ -340,7 +340,7 @@ int cmd_logits(const Args& a) {
   Session s;
   if (!open_session(a, &s, &err)) return report(err);
   if (!a.has("raw-text")) text = normalize_text(text);
-  std::vector<std::int32_t> ids = s.tokenizer->encode(text, true);
+  std::vector<std::int32_t> ids = s.tokenizer->encode(text, s.tokenizer->add_bos_default());
   const int n = std::min({static_cast<int>(ids.size()), max_tokens, s.model.cfg.context});
   ids.resize(static_cast<std::size_t>(n));
   std::unique_ptr<memattn::cache::KvCache> cache;
