@@ -26,9 +26,10 @@
 //   magic; version 3 only (1 and 2 are rejected by name; a byte-swapped version says
 //   big-endian); counts bounded by the bytes left; every read bounds-checked; known value
 //   types; bool bytes 0/1; arrays nested at most kMaxArrayDepth deep; unique keys and tensor
-//   names; general.alignment an integer power of two; n_dims <= 4; dims >= 0 with no overflow
-//   of the element or byte counts; known ggml types; row length (ne[0]) a multiple of the
-//   type's block size; offsets aligned; tensor data inside the file and not overlapping.
+//   names; tensor names at most 64 bytes; general.alignment an integer power of two;
+//   n_dims <= 4; dims >= 0 with no overflow of the element or byte counts; known ggml types;
+//   row length (ne[0]) a multiple of the type's block size; offsets aligned; tensor data
+//   inside the file and not overlapping.
 //
 // Threads: a GgufFile is immutable after open()/parse(); its const methods may be called
 // concurrently. It is move-only; open() keeps a read-only POSIX mmap alive until destruction.
@@ -173,6 +174,7 @@ class GgufFile {
   static constexpr uint32_t kDefaultAlignment = 32;
   static constexpr int kMaxDims = 4;
   static constexpr int kMaxArrayDepth = 8;
+  static constexpr size_t kMaxTensorName = 64;  // bytes (GGUF spec)
 
   GgufFile() = default;
   GgufFile(const GgufFile&) = delete;
@@ -612,6 +614,10 @@ class GgufFile {
       const size_t info_at = r.pos();
       GgufTensorInfo t;
       if (!r.str(&t.name, "tensor name")) return false;
+      if (t.name.size() > kMaxTensorName) {
+        return r.fail_at(info_at, "tensor name of " + std::to_string(t.name.size()) + " bytes (at most " +
+                                      std::to_string(kMaxTensorName) + ")");
+      }
       if (tensor_index_.count(t.name)) return r.fail_at(info_at, "duplicate tensor name '" + t.name + "'");
       const std::string who = "tensor '" + t.name + "'";
       const size_t dims_at = r.pos();

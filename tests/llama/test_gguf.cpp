@@ -839,6 +839,16 @@ TEST_CASE("gguf: tensor info errors", "[gguf][corrupt]") {
     CHECK(contains(e, "row length 48"));
     CHECK(contains(e, "Q4_1 (3) block size 32"));
   }
+  SECTION("tensor name length") {
+    GgufBuilder g;
+    g.tensor(std::string(64, 'n'), {1}, kGgmlF32, Bytes(4, 0));
+    GgufFile f;
+    std::string err;
+    CHECK(parse(g.build(), &f, &err));
+    GgufBuilder g2;
+    g2.tensor(std::string(65, 'n'), {1}, kGgmlF32, Bytes(4, 0));
+    CHECK(contains(parse_error(g2.build()), "tensor name of 65 bytes"));
+  }
   SECTION("duplicate names") {
     GgufBuilder g;
     base(g);
