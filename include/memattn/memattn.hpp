@@ -24,6 +24,10 @@
 #include "memattn/linear/mom.hpp"
 #include "memattn/linear/window_args.hpp"
 
+// quant: low-bit KV formats and quantizer math (host and device)
+#include "memattn/quant/kivi.hpp"
+#include "memattn/quant/qmath.hpp"
+
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
