@@ -36,6 +36,7 @@
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/linear_attention.hpp"
 #include "memattn/cpu/mom.hpp"

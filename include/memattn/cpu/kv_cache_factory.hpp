@@ -11,6 +11,7 @@
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/kivi_kv_cache.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -19,6 +20,11 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
   static const std::vector<cache::PolicyInfo> policies = {
       {"full", "every token kept; K and V in fp16 (fp32=1: fp32, the reference)",
        {{"fp32", 0, 0, 1, true, "1: store K and V in fp32 instead of fp16"}}},
+      {"kivi", "KIVI 2/4/8-bit KV: K per channel over groups of `group` tokens, V per token over min(group, head_dim) channels, fp16 scale/zero, the newest `residual` tokens exact in fp16",
+       {{"kbits", 2, 2, 8, true, "bits per key code: 2, 4 or 8"},
+        {"vbits", 2, 2, 8, true, "bits per value code: 2, 4 or 8"},
+        {"group", 32, 32, 128, true, "tokens per key group and block: 32, 64 or 128"},
+        {"residual", 128, 0, 4096, true, "exact recent tokens (a multiple of group)"}}},
   };
   return policies;
 }
@@ -74,6 +80,24 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
       MEMATTN_RETURN_IF_ERROR(DenseKvCache<Half>::create(shape, executor, &c));
       *out = std::move(c);
     }
+    return Status::kSuccess;
+  }
+  if (info.name == std::string("kivi")) {
+    quant::KvQuantConfig cfg;
+    cfg.head_dim = shape.head_dim;
+    cfg.bits_k = params.get_int("kbits");
+    cfg.bits_v = params.get_int("vbits");
+    cfg.group = params.get_int("group");
+    cfg.residual = params.get_int("residual");
+    const Status st = cfg.validate();
+    if (st != Status::kSuccess) {
+      *error = "kivi: kbits and vbits must be 2, 4 or 8, group 32, 64 or 128, residual a multiple of group, head_dim a "
+               "multiple of 8 in [8, 256] (got head_dim " + std::to_string(shape.head_dim) + ")";
+      return st;
+    }
+    std::unique_ptr<KiviKvCache> c;
+    MEMATTN_RETURN_IF_ERROR(KiviKvCache::create(shape, cfg, executor, &c));
+    *out = std::move(c);
     return Status::kSuccess;
   }
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
