@@ -28,6 +28,10 @@
 #include "memattn/quant/kivi.hpp"
 #include "memattn/quant/qmath.hpp"
 
+// evict: token-eviction policy composition, selection keys, reference policies
+#include "memattn/evict/key.hpp"
+#include "memattn/evict/policy.hpp"
+
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
@@ -36,6 +40,8 @@
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/evict_scores.hpp"
+#include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/linear_attention.hpp"

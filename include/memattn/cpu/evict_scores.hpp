@@ -1,0 +1,203 @@
+// Attention-based eviction scores on the CPU without an N x N matrix (spec eviction.md §4):
+//
+//   decode_probs(...)   epilogue of the decode attention (§4.3): given the LSE the attention
+//                       returned for one query token's G heads, p_{g,j} = exp(tau*q_g.k_j - lse_g),
+//                       GQA-reduced p̄_j = R_g p_{g,j}, handed to a callback per slot (H2O
+//                       accumulation, Scissorhands history). Applied to every query of a prefill
+//                       chunk it yields the all-query column sums of §4.2 with pass 1 for free.
+//   query_lse(...)      pass 1 of §4.1: natural-log LSE of G query rows over a key prefix.
+//   window_colsum(...)  §4.1: two passes (LSE, then exp(s - lse) summed per column), the G heads
+//                       reduced (mean|max|sum) after the window sum, fixed loop order (deterministic).
+//   pool_scores(...)    stride-1 pooling (avg|max, odd kernel, padding k/2, count_include_pad).
+// Work is blockwise over keys (kBlock keys converted to fp32 at a time); scratch is caller-owned,
+// sized by the *_scratch_elems helpers.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "memattn/core/status.hpp"
+#include "memattn/cpu/convert.hpp"
+#include "memattn/evict/policy.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cpu {
+namespace evict_detail {
+constexpr std::int64_t kBlock = 128;
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMatrix>;
+using Map = Eigen::Map<RowMatrix>;
+}  // namespace evict_detail
+
+// Scratch floats for decode_probs / query_lse with `rows` query rows of dimension D.
+inline std::size_t probs_scratch_elems(std::int64_t rows, std::int64_t D) {
+  return static_cast<std::size_t>(evict_detail::kBlock * D + rows * evict_detail::kBlock + rows * D);
+}
+
+// q: G rows of D fp32 (row stride q_stride), unscaled; lse[G] natural log of tau*q.k over the
+// visible keys; k: key rows (T, row stride k_stride); visible: keys [0, visible).
+// fn(slot, pbar) is called for every visible slot in increasing order.
+template <class T, class Fn>
+Status decode_probs(const float* q, std::int64_t q_stride, const float* lse, std::int64_t G, std::int64_t D,
+                    float scale, const T* k, std::int64_t k_stride, std::int64_t visible, evict::GroupReduce reduce,
+                    float* scratch, Fn&& fn) {
+  using namespace evict_detail;
+  if (q == nullptr || lse == nullptr || k == nullptr || scratch == nullptr) return Status::kErrorNullPointer;
+  if (G <= 0 || D <= 0 || visible < 0) return Status::kErrorInvalidShape;
+  float* kb = scratch;
+  float* sb = kb + kBlock * D;
+  float* qb = sb + G * kBlock;
+  for (std::int64_t g = 0; g < G; ++g)
+    for (std::int64_t d = 0; d < D; ++d) qb[g * D + d] = q[g * q_stride + d] * scale;
+  ConstMap Q(qb, G, D);
+  for (std::int64_t j0 = 0; j0 < visible; j0 += kBlock) {
+    const std::int64_t nb = std::min(kBlock, visible - j0);
+    load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
+    ConstMap K(kb, nb, D);
+    Map S(sb, G, nb);
+    S.noalias() = Q.lazyProduct(K.transpose());
+    for (std::int64_t c = 0; c < nb; ++c) {
+      float acc = 0.f;
+      for (std::int64_t g = 0; g < G; ++g) acc = evict::group_combine(reduce, acc, std::exp(S(g, c) - lse[g]), static_cast<int>(g));
+      fn(j0 + c, evict::group_finish(reduce, acc, static_cast<int>(G)));
+    }
+  }
+  return Status::kSuccess;
+}
+
+// Pass 1: lse[r] = log sum_{j < visible[r]} exp(scale * q_r . k_j) for `rows` query rows.
+template <class T>
+Status query_lse(const float* q, std::int64_t q_stride, std::int64_t rows, std::int64_t D, float scale, const T* k,
+                 std::int64_t k_stride, const std::int64_t* visible, float* lse, float* scratch) {
+  using namespace evict_detail;
+  if (q == nullptr || k == nullptr || visible == nullptr || lse == nullptr || scratch == nullptr)
+    return Status::kErrorNullPointer;
+  float* kb = scratch;
+  float* sb = kb + kBlock * D;
+  float* qb = sb + rows * kBlock;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (visible[r] <= 0) return Status::kErrorEmptyCache;
+    for (std::int64_t d = 0; d < D; ++d) qb[r * D + d] = q[r * q_stride + d] * scale;
+  }
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  ConstMap Q(qb, rows, D);
+  // Online (max, sum) per row, as the attention kernel does.
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float m = kNegInf, l = 0.f;
+    for (std::int64_t j0 = 0; j0 < visible[r]; j0 += kBlock) {
+      const std::int64_t nb = std::min(kBlock, visible[r] - j0);
+      load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
+      ConstMap K(kb, nb, D);
+      Map S(sb, 1, nb);
+      S.noalias() = Q.row(r).lazyProduct(K.transpose());
+      const float mn = std::max(m, S.maxCoeff());
+      l = l * std::exp(m - mn) + (S.array() - mn).exp().sum();
+      m = mn;
+    }
+    lse[r] = m + std::log(l);
+  }
+  return Status::kSuccess;
+}
+
+// Observation-window column sums (§4.1). q: w window tokens x G heads, row (i, g) at
+// q + i*q_tok_stride + g*q_head_stride (post-RoPE, unscaled); qpos[w]: their positions;
+// k: N key rows, kpos[N] their positions (ascending); query i sees keys with kpos <= qpos[i].
+// col[j] = R_g sum_i p_{g,i,j} (fp32, fixed order). scratch: window_colsum_scratch_elems floats;
+// visible_scratch: w int64.
+template <class T>
+Status window_colsum(const float* q, std::int64_t q_tok_stride, std::int64_t q_head_stride, const std::int32_t* qpos,
+                     std::int64_t w, std::int64_t G, std::int64_t D, float scale, const T* k, std::int64_t k_stride,
+                     const std::int32_t* kpos, std::int64_t N, evict::GroupReduce reduce, float* col, float* scratch,
+                     std::int64_t* visible_scratch) {
+  using namespace evict_detail;
+  if (q == nullptr || qpos == nullptr || k == nullptr || kpos == nullptr || col == nullptr || scratch == nullptr ||
+      visible_scratch == nullptr)
+    return Status::kErrorNullPointer;
+  if (w <= 0 || G <= 0 || D <= 0 || N <= 0) return Status::kErrorInvalidShape;
+  const std::int64_t rows = G * w;
+  // Gather the rows (i, g) contiguously: row r = i*G + g.
+  float* qrows = scratch;  // rows x D, row r = i*G + g
+  float* probs_scratch = qrows + rows * D;
+  float* lse = probs_scratch + probs_scratch_elems(rows, D);
+  float* percol = lse + rows;  // G x N
+  std::int64_t* vis = visible_scratch;
+  for (std::int64_t i = 0; i < w; ++i) {
+    vis[i] = std::upper_bound(kpos, kpos + N, qpos[i]) - kpos;
+    for (std::int64_t g = 0; g < G; ++g)
+      for (std::int64_t d = 0; d < D; ++d) qrows[(i * G + g) * D + d] = q[i * q_tok_stride + g * q_head_stride + d];
+  }
+  // pass 1 (per row, its own visible prefix)
+  for (std::int64_t i = 0; i < w; ++i) {
+    if (vis[i] <= 0) return Status::kErrorEmptyCache;
+    std::int64_t v[1] = {vis[i]};
+    for (std::int64_t g = 0; g < G; ++g)
+      MEMATTN_RETURN_IF_ERROR(query_lse(qrows + (i * G + g) * D, D, 1, D, scale, k, k_stride, v, lse + i * G + g,
+                                        probs_scratch));
+  }
+  // pass 2: columns per head, queries in increasing order
+  std::fill(percol, percol + G * N, 0.f);
+  float* kb = probs_scratch;
+  float* sb = kb + kBlock * D;
+  float* qb = sb + rows * kBlock;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t d = 0; d < D; ++d) qb[r * D + d] = qrows[r * D + d] * scale;
+  ConstMap Q(qb, rows, D);
+  const std::int64_t vmax = *std::max_element(vis, vis + w);
+  for (std::int64_t j0 = 0; j0 < vmax; j0 += kBlock) {
+    const std::int64_t nb = std::min(kBlock, vmax - j0);
+    load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
+    ConstMap K(kb, nb, D);
+    Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> S(sb, rows, nb, Eigen::OuterStride<>(kBlock));
+    S.noalias() = Q * K.transpose();
+    for (std::int64_t i = 0; i < w; ++i) {
+      const std::int64_t hi = std::min(nb, vis[i] - j0);
+      for (std::int64_t g = 0; g < G; ++g) {
+        const std::int64_t r = i * G + g;
+        float* pc = percol + g * N + j0;
+        for (std::int64_t c = 0; c < hi; ++c) pc[c] += std::exp(S(r, c) - lse[r]);
+      }
+    }
+  }
+  for (std::int64_t j = 0; j < N; ++j) {
+    float acc = 0.f;
+    for (std::int64_t g = 0; g < G; ++g) acc = evict::group_combine(reduce, acc, percol[g * N + j], static_cast<int>(g));
+    col[j] = evict::group_finish(reduce, acc, static_cast<int>(G));
+  }
+  return Status::kSuccess;
+}
+
+// Total scratch floats window_colsum needs (its own query copy included).
+inline std::size_t window_colsum_scratch_elems(std::int64_t G, std::int64_t w, std::int64_t D, std::int64_t N) {
+  const std::int64_t rows = G * w;
+  return static_cast<std::size_t>(rows * D) + probs_scratch_elems(rows, D) + static_cast<std::size_t>(rows) +
+         static_cast<std::size_t>(G * N);
+}
+
+// Stride-1 pooling over v[0, n): window [j - k/2, j + k/2] (k odd); avg divides by k when
+// count_include_pad (zero padding counted, reference parity) else by the in-range count; max
+// takes the in-range maximum.
+inline Status pool_scores(const float* v, std::int64_t n, int kernel, evict::PoolKind kind, bool count_include_pad,
+                          float* out) {
+  if ((v == nullptr || out == nullptr) && n > 0) return Status::kErrorNullPointer;
+  if (kernel < 1 || kernel % 2 == 0 || n < 0) return Status::kErrorInvalidArgument;
+  const std::int64_t h = kernel / 2;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const std::int64_t a = std::max<std::int64_t>(0, j - h), b = std::min<std::int64_t>(n - 1, j + h);
+    if (kind == evict::PoolKind::kMax) {
+      float m = v[a];
+      for (std::int64_t x = a + 1; x <= b; ++x) m = std::max(m, v[x]);
+      out[j] = m;
+    } else {
+      float s = 0.f;
+      for (std::int64_t x = a; x <= b; ++x) s += v[x];
+      out[j] = s / static_cast<float>(count_include_pad ? kernel : (b - a + 1));
+    }
+  }
+  return Status::kSuccess;
+}
+
+}  // namespace cpu
+MEMATTN_NAMESPACE_END

@@ -1,0 +1,74 @@
+// Deterministic top-k selection and compaction of one eviction segment on the CPU (spec
+// eviction.md §5.1-5.4, §6). The GPU path must return bit-identical keep lists.
+//
+//   select_keep(...)   scores + budget + protection -> kept slots, ascending (chronological)
+//   compact_rows(...)  in-place ordered gather: row i <- row keep[i] (keep strictly increasing,
+//                      keep[i] >= i, so a forward pass never overwrites a row still to be read)
+//
+// Selection is on the unique 64-bit key (score, position) of evict/key.hpp: O(N) expected with
+// std::nth_element, then one flag pass in slot order. Exact count (§0.3.6):
+//   kept = min(N, max(C, |protected|)).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+#include "memattn/core/status.hpp"
+#include "memattn/evict/key.hpp"
+#include "memattn/evict/policy.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cpu {
+
+// Scratch: one uint64 key per slot.
+inline std::size_t select_workspace_elems(std::int64_t n) { return n > 0 ? static_cast<std::size_t>(n) : 0; }
+
+// scores[n]: fp32, higher = keep (ignored for protected slots); pos[n]: original positions, distinct;
+// t_cur: position of the newest token (recent protection is pos > t_cur - n_recent);
+// keep: room for n slots; *count: kept slots. NaN among candidate scores -> kErrorNonFinite and
+// nothing written.
+inline Status select_keep(const float* scores, const std::int32_t* pos, std::int64_t n, std::int64_t budget,
+                          std::int32_t t_cur, const evict::Protection& protect, evict::TieBreak tie,
+                          std::uint64_t* scratch, std::int32_t* keep, std::int64_t* count) {
+  if (pos == nullptr || keep == nullptr || count == nullptr || (n > 0 && (scores == nullptr || scratch == nullptr)))
+    return Status::kErrorNullPointer;
+  if (n < 0 || budget < 1 || protect.n_sink < 0 || protect.n_recent < 0) return Status::kErrorInvalidArgument;
+  std::int64_t candidates = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (evict::is_protected(pos[j], t_cur, protect)) continue;
+    if (scores[j] != scores[j]) return Status::kErrorNonFinite;
+    scratch[candidates++] = evict::select_key(scores[j], pos[j], tie);
+  }
+  const std::int64_t protected_count = n - candidates;
+  const std::int64_t target = std::min<std::int64_t>(n, std::max<std::int64_t>(budget, protected_count));
+  const std::int64_t k = target - protected_count;  // candidates admitted, 0 <= k <= candidates
+  std::uint64_t theta = 0;                          // admit keys >= theta
+  bool admit_all = k == candidates, admit_none = k == 0;
+  if (!admit_all && !admit_none) {
+    std::nth_element(scratch, scratch + (k - 1), scratch + candidates, std::greater<std::uint64_t>());
+    theta = scratch[k - 1];
+  }
+  std::int64_t out = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    bool f = evict::is_protected(pos[j], t_cur, protect);
+    if (!f) f = admit_all || (!admit_none && evict::select_key(scores[j], pos[j], tie) >= theta);
+    if (f) keep[out++] = static_cast<std::int32_t>(j);
+  }
+  *count = out;
+  return Status::kSuccess;
+}
+
+// In-place ordered gather of `count` rows of `row` elements each.
+template <class T>
+void compact_rows(T* base, std::int64_t row, const std::int32_t* keep, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int64_t src = keep[i];
+    if (src == i) continue;
+    std::memmove(base + i * row, base + src * row, static_cast<std::size_t>(row) * sizeof(T));
+  }
+}
+
+}  // namespace cpu
+MEMATTN_NAMESPACE_END
