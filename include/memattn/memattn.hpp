@@ -40,6 +40,7 @@
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"

@@ -11,6 +11,7 @@
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -25,6 +26,9 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
         {"vbits", 2, 2, 8, true, "bits per value code: 2, 4 or 8"},
         {"group", 32, 32, 128, true, "tokens per key group and block: 32, 64 or 128"},
         {"residual", 128, 0, 4096, true, "exact recent tokens (a multiple of group)"}}},
+      // token eviction (cpu/evict_kv_cache.hpp)
+      evict_policy_info("streaming"), evict_policy_info("h2o"), evict_policy_info("scissorhands"),
+      evict_policy_info("snapkv"), evict_policy_info("pyramidkv"), evict_policy_info("knorm"),
   };
   return policies;
 }
@@ -100,6 +104,7 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     *out = std::move(c);
     return Status::kSuccess;
   }
+  if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }

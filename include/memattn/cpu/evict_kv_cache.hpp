@@ -1,0 +1,544 @@
+// Evicting KV policies on the CPU (spec eviction.md §1-§5, §6): a cache::KvCache that composes an
+// evict::EvictionPolicy over per-(sequence, layer, KV head) segments.
+//
+// Segment = its own fp16 (default) K and V rows [capacity][D], original positions pos[slot]
+// (int32), and the policy's per-token state (H2O acc fp32, Scissorhands hist uint64, KNorm norm
+// fp32). Segments have their own lengths and capacities, so per-layer/per-head budgets (PyramidKV)
+// save real memory. Slots stay in chronological order (append at the tail, compaction keeps order),
+// so the dense decode attention runs on a segment as is (keys post-RoPE, original positions).
+//
+// attend(): append the chunk to every KV head's segment, dense decode attention of the chunk's G
+// query heads per KV head (returns the LSE), then the policy's decode epilogue: for each chunk query
+// p̄_j = R_g exp(tau q_g.k_j - lse_g) over the slots it saw (H2O accumulation, Scissorhands
+// history) -- the column sums of a prefill chunk and the per-step probabilities of decode are the
+// same two-pass scheme with pass 1 taken from the attention. Window scorers (SnapKV, PyramidKV)
+// keep the last w queries (fp16, per layer) as their observation window.
+// end_chunk(): the trigger decides per segment; budgets (allocator, P = tokens seen) -> scores ->
+// deterministic top-k with protected ranges -> in-place ordered compaction of K, V, pos and state
+// (one permutation). Storage shrinks when a segment holds far less than its capacity.
+// Bytes reported: allocated K/V + positions + state + window queries, all segments.
+// Positions: kOriginal only (the engine hands post-RoPE keys; StreamingLLM's cache-relative mode
+// needs pre-RoPE keys and is not available through this interface).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "memattn/cache/kv_cache.hpp"
+#include "memattn/cache/kv_spec.hpp"
+#include "memattn/core/executor.hpp"
+#include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/dense_attention.hpp"
+#include "memattn/cpu/evict_scores.hpp"
+#include "memattn/cpu/evict_select.hpp"
+#include "memattn/evict/policy.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cpu {
+
+template <class Policy, class T = Half>
+class EvictKvCache final : public cache::KvCache {
+ public:
+  using Params = typename Policy::Params;
+  using Scorer = typename Policy::scorer_type;
+  using State = std::conditional_t<Policy::kState == evict::StateKind::kU64, std::uint64_t, float>;
+  static constexpr bool kHasState = Policy::kState != evict::StateKind::kNone;
+  static constexpr bool kWindow = Scorer::kNeedsWindowQueries;
+  static constexpr std::int64_t kGranule = 16;  // capacity granule (tokens)
+
+  const char* spec() const override { return spec_.c_str(); }
+  const cache::CacheShape& shape() const override { return shape_; }
+  const Params& params() const { return params_.policy; }
+
+  Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
+                TensorView<const float, 3> v, TensorView<float, 3> out) override {
+    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
+      return Status::kErrorInvalidArgument;
+    const std::int64_t n = q.shape[0];
+    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
+    const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
+    if (layer_pending_[sl] != 0) return Status::kErrorInvalidArgument;  // this layer already took the chunk
+    if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
+    const std::int64_t len = len_[seq];
+    if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+
+    const std::int64_t Hkv = shape_.kv_heads, D = shape_.head_dim, G = shape_.q_heads / Hkv;
+    for (std::int64_t h = 0; h < Hkv; ++h) grow(segment(seq, layer, h), segment(seq, layer, h).size + n);
+    // Scratch: dense decode workspace + lse + epilogue scratch, per worker.
+    std::size_t need = 0;
+    {
+      std::int32_t probe = 0;
+      const Segment& s0 = segment(seq, layer, 0);
+      MEMATTN_RETURN_IF_ERROR(dense_decode_workspace_size(decode_args(s0, q, out, 0, n, &probe), &need));
+    }
+    for (auto& w : workers_) {
+      w.ws.resize(need);
+      if (w.lse.size() < static_cast<std::size_t>(n * G)) w.lse.resize(static_cast<std::size_t>(n * G));
+      if (w.probs.size() < probs_scratch_elems(G, D)) w.probs.resize(probs_scratch_elems(G, D));
+    }
+    const float scale = 1.f / std::sqrt(static_cast<float>(D));
+    std::vector<Status> status(static_cast<std::size_t>(Hkv), Status::kSuccess);
+    executor_.for_each(Hkv, [&](std::int64_t h, int worker) {
+      Segment& sg = segment(seq, layer, h);
+      Worker& w = workers_[static_cast<std::size_t>(worker)];
+      const std::int64_t base = sg.size;
+      for (std::int64_t t = 0; t < n; ++t) {
+        from_float_n(k.ptr(t, h), D, sg.k.data() + (base + t) * D);
+        from_float_n(v.ptr(t, h), D, sg.v.data() + (base + t) * D);
+        sg.pos[static_cast<std::size_t>(base + t)] = static_cast<std::int32_t>(len + t);
+        if constexpr (kHasState) Policy::init_token(sg.state.data(), base + t, k.ptr(t, h), static_cast<int>(D));
+      }
+      std::int32_t seq_len = 0;
+      auto a = decode_args(sg, q, out, h, n, &seq_len);
+      seq_len = static_cast<std::int32_t>(base + n);
+      a.lse = make_view<3>(w.lse.data(), {1, n, G});
+      Status st = dense_decode(a, w.ws.data(), need);
+      if (st == Status::kSuccess && Scorer::kNeedsDecodeProbs) {
+        for (std::int64_t t = 0; t < n && st == Status::kSuccess; ++t) {
+          const std::int64_t visible = base + t + 1;
+          st = decode_probs(q.ptr(t, h * G), q.stride[1], w.lse.data() + t * G, G, D, scale, sg.k.data(), D, visible,
+                            params_.scorer_reduce(), w.probs.data(), [&](std::int64_t slot, float pbar) {
+                              Policy::on_decode_prob(params_.policy, sg.state.data(), slot, pbar, visible);
+                            });
+        }
+      }
+      sg.size = base + n;
+      status[static_cast<std::size_t>(h)] = st;
+    });
+    for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
+    if constexpr (kWindow) push_window_queries(seq, layer, q, len);
+    layer_pending_[sl] = n;
+    pending_[seq] = n;
+    return Status::kSuccess;
+  }
+
+  Status end_chunk(int seq, const cache::ChunkSignals&) override {
+    if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
+    const std::int64_t n = pending_[seq];
+    for (int l = 0; l < shape_.layers; ++l)
+      if (layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] != n) return Status::kErrorInvalidArgument;
+    len_[seq] += n;
+    pending_[seq] = 0;
+    for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
+    if (len_[seq] == 0) return Status::kSuccess;
+    const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
+    std::vector<Status> status(static_cast<std::size_t>(L * Hkv), Status::kSuccess);
+    executor_.for_each(L * Hkv, [&](std::int64_t task, int worker) {
+      status[static_cast<std::size_t>(task)] =
+          compact(seq, static_cast<int>(task / Hkv), task % Hkv, workers_[static_cast<std::size_t>(worker)]);
+    });
+    for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
+    recount();
+    return Status::kSuccess;
+  }
+
+  Status reset(int seq) override {
+    if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
+    for (int l = 0; l < shape_.layers; ++l) {
+      for (int h = 0; h < shape_.kv_heads; ++h) segment(seq, l, h) = Segment{};
+      layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
+      if constexpr (kWindow) windows_[static_cast<std::size_t>(seq) * shape_.layers + l] = Window{};
+    }
+    len_[seq] = 0;
+    pending_[seq] = 0;
+    recount();
+    return Status::kSuccess;
+  }
+
+  // Reserves min(tokens, budget + one granule) per segment: an evicting cache holds its budget
+  // plus at most one chunk.
+  Status reserve(int seq, int tokens) override {
+    if (seq < 0 || seq >= shape_.max_sequences || tokens < 0) return Status::kErrorInvalidArgument;
+    if (tokens > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+    for (int l = 0; l < shape_.layers; ++l) {
+      const std::int64_t b = Policy::budget(params_.policy, l, shape_.layers, tokens);
+      for (int h = 0; h < shape_.kv_heads; ++h) {
+        Segment& sg = segment(seq, l, h);
+        const std::int64_t want = std::min<std::int64_t>(tokens, b + kGranule);
+        if (want > sg.capacity) set_capacity(sg, want);
+      }
+    }
+    recount();
+    return Status::kSuccess;
+  }
+
+  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? len_[seq] : 0; }
+  std::size_t bytes() const override { return bytes_; }
+  std::size_t peak_bytes() const override { return peak_; }
+
+  // ---- inspection (tests, reports) ----
+  std::int64_t segment_size(int seq, int layer, int head) const { return segment(seq, layer, head).size; }
+  const std::int32_t* segment_positions(int seq, int layer, int head) const {
+    return segment(seq, layer, head).pos.data();
+  }
+  const T* segment_keys(int seq, int layer, int head) const { return segment(seq, layer, head).k.data(); }
+  const T* segment_values(int seq, int layer, int head) const { return segment(seq, layer, head).v.data(); }
+  const State* segment_state(int seq, int layer, int head) const {
+    return kHasState ? segment(seq, layer, head).state.data() : nullptr;
+  }
+  // Budget of (layer) for a sequence that has seen P tokens.
+  std::int64_t budget(int layer, std::int64_t P) const { return Policy::budget(params_.policy, layer, shape_.layers, P); }
+
+  // Runtime parameters: the policy's Params plus the GQA reduction of its probability scorers.
+  struct Config {
+    Params policy;
+    evict::GroupReduce reduce = evict::GroupReduce::kMean;
+    evict::GroupReduce scorer_reduce() const { return reduce; }
+  };
+
+ private:
+  struct Segment {
+    std::vector<T> k, v;             // [capacity][D]
+    std::vector<std::int32_t> pos;   // [capacity]
+    std::vector<State> state;        // [capacity] when the scorer keeps state
+    std::int64_t size = 0;
+    std::int64_t capacity = 0;
+    std::size_t bytes() const {
+      return (k.size() + v.size()) * sizeof(T) + pos.size() * sizeof(std::int32_t) + state.size() * sizeof(State);
+    }
+  };
+  struct Window {  // last w queries of a (seq, layer), oldest first, fp16 as the cache
+    std::vector<T> q;               // [w][Hq][D]
+    std::vector<std::int32_t> pos;  // [w]
+    std::int64_t count = 0;
+    std::size_t bytes() const { return q.size() * sizeof(T) + pos.size() * sizeof(std::int32_t); }
+  };
+  struct Worker {
+    HostWorkspace ws;
+    std::vector<float> lse, probs, scores, colsum, qrows;
+    std::vector<std::uint64_t> keys;
+    std::vector<std::int32_t> keep;
+    std::vector<std::int64_t> visible;
+  };
+
+ public:
+  // The factory builds the cache from a Config (policy params + GQA reduction).
+  static Status create(const cache::CacheShape& shape, const Config& config, const std::string& spec,
+                       const Executor& executor, std::unique_ptr<EvictKvCache>* out) {
+    if (out == nullptr) return Status::kErrorNullPointer;
+    MEMATTN_RETURN_IF_ERROR(cache::validate_shape(shape));
+    MEMATTN_RETURN_IF_ERROR(Policy::check(config.policy, shape.max_tokens));
+    out->reset(new EvictKvCache(shape, config, spec, executor));
+    return Status::kSuccess;
+  }
+
+ private:
+  EvictKvCache(const cache::CacheShape& shape, const Config& config, const std::string& spec, const Executor& executor)
+      : shape_(shape),
+        params_(config),
+        executor_(executor),
+        spec_(spec),
+        segments_(static_cast<std::size_t>(shape.max_sequences) * shape.layers * shape.kv_heads),
+        windows_(kWindow ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0),
+        len_(static_cast<std::size_t>(shape.max_sequences), 0),
+        pending_(static_cast<std::size_t>(shape.max_sequences), 0),
+        layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
+        workers_(static_cast<std::size_t>(executor.concurrency())) {}
+
+  Segment& segment(int seq, int layer, std::int64_t h) {
+    return segments_[(static_cast<std::size_t>(seq) * shape_.layers + layer) * shape_.kv_heads + static_cast<std::size_t>(h)];
+  }
+  const Segment& segment(int seq, int layer, std::int64_t h) const {
+    return segments_[(static_cast<std::size_t>(seq) * shape_.layers + layer) * shape_.kv_heads + static_cast<std::size_t>(h)];
+  }
+
+  void set_capacity(Segment& sg, std::int64_t cap) {
+    const std::size_t rows = static_cast<std::size_t>(cap), D = static_cast<std::size_t>(shape_.head_dim);
+    const std::size_t keep = static_cast<std::size_t>(std::min(sg.size, cap));
+    std::vector<T> k(rows * D), v(rows * D);
+    std::copy(sg.k.begin(), sg.k.begin() + static_cast<std::ptrdiff_t>(keep * D), k.begin());
+    std::copy(sg.v.begin(), sg.v.begin() + static_cast<std::ptrdiff_t>(keep * D), v.begin());
+    std::vector<std::int32_t> pos(rows);
+    std::copy(sg.pos.begin(), sg.pos.begin() + static_cast<std::ptrdiff_t>(keep), pos.begin());
+    sg.k.swap(k);
+    sg.v.swap(v);
+    sg.pos.swap(pos);
+    if constexpr (kHasState) {
+      std::vector<State> st(rows);
+      std::copy(sg.state.begin(), sg.state.begin() + static_cast<std::ptrdiff_t>(keep), st.begin());
+      sg.state.swap(st);
+    }
+    sg.capacity = cap;
+  }
+
+  // Growth while appending (single-threaded part of attend; bytes recounted right after).
+  void grow(Segment& sg, std::int64_t need) {
+    if (need <= sg.capacity) return;
+    // A segment never holds more than its budget plus one chunk: grow to the need, in granules.
+    const std::int64_t cap = (need + kGranule - 1) / kGranule * kGranule;
+    set_capacity(sg, std::min<std::int64_t>(cap, shape_.max_tokens));
+    recount();
+  }
+
+  void recount() {
+    std::size_t b = 0;
+    for (const Segment& s : segments_) b += s.bytes();
+    for (const Window& w : windows_) b += w.bytes();
+    bytes_ = b;
+    peak_ = std::max(peak_, bytes_);
+  }
+
+  attention::DecodeArgs<T, float> decode_args(const Segment& sg, const TensorView<const float, 3>& q,
+                                              const TensorView<float, 3>& out, std::int64_t h, std::int64_t n,
+                                              std::int32_t* seq_len) const {
+    const std::int64_t D = shape_.head_dim, G = shape_.q_heads / shape_.kv_heads;
+    *seq_len = static_cast<std::int32_t>(sg.size + n);
+    attention::DecodeArgs<T, float> a;
+    a.q = make_strided_view<4>(q.ptr(0, h * G), {1, n, G, D}, {0, q.stride[0], q.stride[1], 1});
+    a.o = make_strided_view<4>(out.ptr(0, h * G), {1, n, G, D}, {0, out.stride[0], out.stride[1], 1});
+    a.k_cache = make_strided_view<4>(static_cast<const T*>(sg.k.data()), {1, 1, sg.capacity, D}, {0, 0, D, 1});
+    a.v_cache = make_strided_view<4>(static_cast<const T*>(sg.v.data()), {1, 1, sg.capacity, D}, {0, 0, D, 1});
+    a.seq_lens = seq_len;
+    return a;
+  }
+
+  void push_window_queries(int seq, int layer, const TensorView<const float, 3>& q, std::int64_t len) {
+    Window& w = windows_[static_cast<std::size_t>(seq) * shape_.layers + layer];
+    const std::int64_t W = params_.policy.scorer.window, Hq = shape_.q_heads, D = shape_.head_dim, n = q.shape[0];
+    const std::int64_t row = Hq * D;
+    if (w.q.empty()) {
+      w.q.resize(static_cast<std::size_t>(W * row));
+      w.pos.resize(static_cast<std::size_t>(W));
+    }
+    const std::int64_t take = std::min(n, W);
+    const std::int64_t keep_old = std::min(w.count, W - take);
+    // shift the newest keep_old entries to the front, then append the chunk's last `take` queries
+    const std::int64_t drop = w.count - keep_old;
+    if (drop > 0 && keep_old > 0) {
+      std::memmove(w.q.data(), w.q.data() + drop * row, static_cast<std::size_t>(keep_old * row) * sizeof(T));
+      std::memmove(w.pos.data(), w.pos.data() + drop, static_cast<std::size_t>(keep_old) * sizeof(std::int32_t));
+    }
+    for (std::int64_t i = 0; i < take; ++i) {
+      const std::int64_t t = n - take + i;
+      for (std::int64_t hq = 0; hq < Hq; ++hq) from_float_n(q.ptr(t, hq), D, w.q.data() + (keep_old + i) * row + hq * D);
+      w.pos[static_cast<std::size_t>(keep_old + i)] = static_cast<std::int32_t>(len + t);
+    }
+    w.count = keep_old + take;
+    recount();
+  }
+
+  Status compact(int seq, int layer, std::int64_t h, Worker& wk) {
+    Segment& sg = segment(seq, layer, h);
+    const std::int64_t N = sg.size, P = len_[seq];
+    const std::int64_t C = Policy::budget(params_.policy, layer, shape_.layers, P);
+    if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
+    const std::int32_t t_cur = static_cast<std::int32_t>(P - 1);
+    const evict::Protection pr = Policy::protection(params_.policy);
+    wk.scores.resize(static_cast<std::size_t>(N));
+    wk.keys.resize(static_cast<std::size_t>(N));
+    wk.keep.resize(static_cast<std::size_t>(N));
+    if constexpr (kWindow) {
+      MEMATTN_RETURN_IF_ERROR(window_scores(seq, layer, h, sg, t_cur, pr, wk));
+    } else {
+      for (std::int64_t j = 0; j < N; ++j)
+        wk.scores[static_cast<std::size_t>(j)] = Policy::score(params_.policy, sg.state.data(), sg.pos.data(), j);
+    }
+    std::int64_t count = 0;
+    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), sg.pos.data(), N, C, t_cur, pr, params_.policy.selector.tie,
+                                        wk.keys.data(), wk.keep.data(), &count));
+    const std::int64_t D = shape_.head_dim;
+    compact_rows(sg.k.data(), D, wk.keep.data(), count);
+    compact_rows(sg.v.data(), D, wk.keep.data(), count);
+    compact_rows(sg.pos.data(), 1, wk.keep.data(), count);
+    if constexpr (kHasState) compact_rows(sg.state.data(), 1, wk.keep.data(), count);
+    sg.size = count;
+    // Give memory back when the segment holds far less than its capacity.
+    // (room for one more decode token), so kept bytes track the budget.
+    if (sg.capacity - count > 2 * kGranule) set_capacity(sg, (count + 1 + kGranule - 1) / kGranule * kGranule);
+    return Status::kSuccess;
+  }
+
+  // SnapKV/PyramidKV scores: observation-window column sums (two passes, GQA-reduced), pooled over
+  // the candidate region (slots before the protected tail).
+  Status window_scores(int seq, int layer, std::int64_t h, const Segment& sg, std::int32_t t_cur,
+                       const evict::Protection& pr, Worker& wk) {
+    const Window& w = windows_[static_cast<std::size_t>(seq) * shape_.layers + layer];
+    const std::int64_t N = sg.size, D = shape_.head_dim, Hq = shape_.q_heads, G = Hq / shape_.kv_heads;
+    const std::int64_t Wn = w.count;
+    if (Wn <= 0) return Status::kErrorInvalidArgument;
+    // window queries of this group in fp32: [Wn][G][D]
+    wk.qrows.resize(static_cast<std::size_t>(Wn * G * D));
+    for (std::int64_t i = 0; i < Wn; ++i)
+      to_float_n(w.q.data() + i * Hq * D + h * G * D, G * D, wk.qrows.data() + i * G * D);
+    wk.colsum.resize(window_colsum_scratch_elems(G, Wn, D, N) + static_cast<std::size_t>(N));
+    wk.visible.resize(static_cast<std::size_t>(Wn));
+    float* col = wk.colsum.data();
+    float* scratch = col + N;
+    const float scale = 1.f / std::sqrt(static_cast<float>(D));
+    MEMATTN_RETURN_IF_ERROR(window_colsum(wk.qrows.data(), G * D, D, w.pos.data(), Wn, G, D, scale, sg.k.data(), D,
+                                          sg.pos.data(), N, params_.scorer_reduce(), col, scratch, wk.visible.data()));
+    std::int64_t tail = N;  // first slot of the protected recent tail
+    while (tail > 0 && evict::is_protected(sg.pos[static_cast<std::size_t>(tail - 1)], t_cur, evict::Protection{0, pr.n_recent}))
+      --tail;
+    std::fill(wk.scores.begin(), wk.scores.begin() + N, 0.f);
+    const auto& sp = params_.policy.scorer;
+    return pool_scores(col, tail, sp.kernel, sp.pool, sp.count_include_pad, wk.scores.data());
+  }
+
+  cache::CacheShape shape_;
+  Config params_;
+  Executor executor_;
+  std::string spec_;
+  std::vector<Segment> segments_;          // [seq][layer][kv head]
+  std::vector<Window> windows_;            // [seq][layer] (window scorers)
+  std::vector<std::int64_t> len_;          // closed tokens per sequence
+  std::vector<std::int64_t> pending_;      // tokens of the open chunk per sequence
+  std::vector<std::int64_t> layer_pending_;  // [seq][layer]: tokens appended in the open chunk
+  std::vector<Worker> workers_;
+  std::size_t bytes_ = 0;
+  std::size_t peak_ = 0;
+};
+
+
+// ---- --kv registry entries (cpu/kv_cache_factory.hpp lists them) ---------------------------------
+
+inline const std::vector<cache::PolicyInfo>& evict_policy_infos() {
+  static const std::vector<cache::PolicyInfo> infos = {
+      {"streaming", "StreamingLLM: the first `sink` tokens + the newest `window` (budget sink + window per KV head)",
+       {{"sink", 4, 0, 1 << 20, true, "attention-sink tokens kept"},
+        {"window", 252, 1, 1 << 24, true, "newest tokens kept"}}},
+      {"h2o", "H2O: heavy hitters by accumulated attention (GQA-reduced) + the newest `recent`, `budget` per KV head",
+       {{"budget", 256, 1, 1 << 24, true, "tokens kept per (layer, KV head), recent included"},
+        {"recent", -1, -1, 1 << 24, true, "newest tokens protected; -1: budget/2 (heavy:recent 1:1)"},
+        {"gamma", 1, 0, 1, false, "decay of the accumulated score (1 = H2O, <1 = A2SF)"},
+        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
+      {"scissorhands", "Scissorhands: drop the `drop` tokens most often below uniform attention over the last `history` steps",
+       {{"budget", 256, 1, 1 << 24, true, "tokens kept per (layer, KV head) after a drop"},
+        {"history", 32, 1, 64, true, "history window w_h (steps)"},
+        {"recent", 32, 0, 1 << 24, true, "newest tokens protected"},
+        {"drop", 64, 1, 1 << 20, true, "tokens dropped per compaction (m)"},
+        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
+      {"snapkv", "SnapKV: observation-window attention (last `window` queries), pooled, top budget - window + the window",
+       {{"budget", 2048, 1, 1 << 24, true, "tokens kept per (layer, KV head), window included"},
+        {"window", 32, 1, 4096, true, "observation window w"},
+        {"kernel", 7, 1, 63, true, "pooling kernel (odd)"},
+        {"pool", 1, 0, 1, true, "0 avg, 1 max"},
+        {"pad", 1, 0, 1, true, "avg pooling counts the zero padding (reference parity)"},
+        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
+      {"pyramidkv", "PyramidKV: SnapKV scores with the pyramidal layer budget (average `budget` per layer)",
+       {{"budget", 2048, 1, 1 << 24, true, "average tokens kept per (layer, KV head), window included"},
+        {"window", 32, 1, 4096, true, "observation window w"},
+        {"kernel", 5, 1, 63, true, "pooling kernel (odd)"},
+        {"pool", 0, 0, 1, true, "0 avg, 1 max"},
+        {"pad", 1, 0, 1, true, "avg pooling counts the zero padding (reference parity)"},
+        {"beta", 20, 1, 1000, true, "pyramid ratio beta"},
+        {"exact", 1, 0, 1, true, "1: layer budgets sum exactly to layers x budget; 0: reference (floored step)"},
+        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
+      {"knorm", "KNorm: keep the lowest-norm keys (query-free), `budget` per KV head",
+       {{"budget", 256, 1, 1 << 24, true, "tokens kept per (layer, KV head)"},
+        {"sink", 0, 0, 1 << 20, true, "first tokens protected"},
+        {"recent", 0, 0, 1 << 24, true, "newest tokens protected"}}},
+  };
+  return infos;
+}
+
+inline const cache::PolicyInfo& evict_policy_info(const char* name) {
+  for (const auto& p : evict_policy_infos())
+    if (std::string(name) == p.name) return p;
+  return evict_policy_infos().front();
+}
+
+inline bool is_evict_policy(const std::string& name) {
+  for (const auto& p : evict_policy_infos())
+    if (name == p.name) return true;
+  return false;
+}
+
+namespace evict_registry {
+template <class Policy>
+Status build(const typename EvictKvCache<Policy>::Config& cfg, const cache::PolicyInfo& info,
+             const cache::ResolvedParams& rp, const cache::CacheShape& shape, const Executor& executor,
+             std::unique_ptr<cache::KvCache>* out, std::string* error) {
+  const Status st = Policy::check(cfg.policy, shape.max_tokens);
+  if (st != Status::kSuccess) {
+    *error = std::string(info.name) + ": " +
+             (st == Status::kErrorCapacityExceeded
+                  ? "budget " + std::to_string(cfg.policy.budget) + " is larger than the cache capacity " +
+                        std::to_string(shape.max_tokens)
+                  : std::string("the budget must be >= 1 and cover the protected tokens (sinks + recent/window)"));
+    return st;
+  }
+  std::unique_ptr<EvictKvCache<Policy>> c;
+  MEMATTN_RETURN_IF_ERROR(EvictKvCache<Policy>::create(shape, cfg, cache::canonical_spec(info, rp), executor, &c));
+  *out = std::move(c);
+  return Status::kSuccess;
+}
+inline evict::GroupReduce reduce_of(const cache::ResolvedParams& p) {
+  return static_cast<evict::GroupReduce>(p.get_int("gqa"));
+}
+}  // namespace evict_registry
+
+// Builds the evicting cache `info` names (one of evict_policy_infos()).
+inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::ResolvedParams& p,
+                                  const cache::CacheShape& shape, const Executor& executor,
+                                  std::unique_ptr<cache::KvCache>* out, std::string* error) {
+  using namespace evict_registry;
+  const std::string name = info.name;
+  if (name == "streaming") {
+    EvictKvCache<evict::StreamingLLM>::Config c;
+    c.policy = evict::streaming_llm_params(p.get_int("sink"), p.get_int("window"));
+    return build<evict::StreamingLLM>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "h2o") {
+    EvictKvCache<evict::H2O>::Config c;
+    c.policy = evict::h2o_params(p.get_int("budget"), p.get_int("recent"));
+    c.policy.scorer.gamma = static_cast<float>(p.get("gamma"));
+    c.policy.scorer.reduce = c.reduce = reduce_of(p);
+    return build<evict::H2O>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "scissorhands") {
+    EvictKvCache<evict::Scissorhands>::Config c;
+    c.policy = evict::scissorhands_params(p.get_int("budget"));
+    c.policy.scorer.history = p.get_int("history");
+    c.policy.selector.n_recent = p.get_int("recent");
+    c.policy.trigger.m = p.get_int("drop");
+    c.policy.scorer.reduce = c.reduce = reduce_of(p);
+    return build<evict::Scissorhands>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "snapkv" || name == "pyramidkv") {
+    auto fill = [&](auto& pol) {
+      pol.budget = p.get_int("budget");
+      pol.scorer.window = p.get_int("window");
+      pol.scorer.kernel = p.get_int("kernel");
+      pol.scorer.pool = static_cast<evict::PoolKind>(p.get_int("pool"));
+      pol.scorer.count_include_pad = p.get_int("pad") != 0;
+      pol.scorer.reduce = reduce_of(p);
+    };
+    if (p.get_int("kernel") % 2 == 0) {
+      *error = name + ": kernel must be odd";
+      return Status::kErrorInvalidArgument;
+    }
+    if (name == "snapkv") {
+      EvictKvCache<evict::SnapKV>::Config c;
+      fill(c.policy);
+      c.reduce = reduce_of(p);
+      return build<evict::SnapKV>(c, info, p, shape, executor, out, error);
+    }
+    EvictKvCache<evict::PyramidKV>::Config c;
+    fill(c.policy);
+    c.policy.allocator.beta = p.get_int("beta");
+    c.policy.allocator.exact_total = p.get_int("exact") != 0;
+    c.reduce = reduce_of(p);
+    return build<evict::PyramidKV>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "knorm") {
+    EvictKvCache<evict::KNormPolicy>::Config c;
+    c.policy = evict::knorm_params(p.get_int("budget"));
+    c.policy.selector.n_sink = p.get_int("sink");
+    c.policy.selector.n_recent = p.get_int("recent");
+    return build<evict::KNormPolicy>(c, info, p, shape, executor, out, error);
+  }
+  *error = "'" + name + "' is not an eviction policy";
+  return Status::kErrorInvalidArgument;
+}
+
+}  // namespace cpu
+MEMATTN_NAMESPACE_END
