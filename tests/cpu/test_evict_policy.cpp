@@ -268,7 +268,7 @@ TEST_CASE("window_colsum (two-pass LSE) vs materialised fp64 attention; reduce-t
       const float scale = 1.f / std::sqrt(static_cast<float>(D));
       std::vector<float> col(static_cast<std::size_t>(N));
       std::vector<float> scratch(cpu::window_colsum_scratch_elems(G, w, D, N));
-      std::vector<std::int64_t> vis(static_cast<std::size_t>(w));
+      std::vector<std::int64_t> vis(static_cast<std::size_t>(w * G));
       REQUIRE(cpu::window_colsum(q.data(), G * D, D, qpos.data(), w, G, D, scale, k.data(), D, kpos.data(), N, red,
                                  col.data(), scratch.data(), vis.data()) == Status::kSuccess);
       std::vector<std::vector<double>> perhead(static_cast<std::size_t>(G), std::vector<double>(static_cast<std::size_t>(N), 0.0));

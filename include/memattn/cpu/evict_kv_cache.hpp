@@ -369,7 +369,7 @@ class EvictKvCache final : public cache::KvCache {
     for (std::int64_t i = 0; i < Wn; ++i)
       to_float_n(w.q.data() + i * Hq * D + h * G * D, G * D, wk.qrows.data() + i * G * D);
     wk.colsum.resize(window_colsum_scratch_elems(G, Wn, D, N) + static_cast<std::size_t>(N));
-    wk.visible.resize(static_cast<std::size_t>(Wn));
+    wk.visible.resize(static_cast<std::size_t>(Wn * G));
     float* col = wk.colsum.data();
     float* scratch = col + N;
     const float scale = 1.f / std::sqrt(static_cast<float>(D));

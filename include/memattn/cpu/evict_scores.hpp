@@ -34,7 +34,7 @@ using Map = Eigen::Map<RowMatrix>;
 
 // Scratch floats for decode_probs / query_lse with `rows` query rows of dimension D.
 inline std::size_t probs_scratch_elems(std::int64_t rows, std::int64_t D) {
-  return static_cast<std::size_t>(evict_detail::kBlock * D + rows * evict_detail::kBlock + rows * D);
+  return static_cast<std::size_t>(evict_detail::kBlock * D + rows * evict_detail::kBlock + rows * D + rows);
 }
 
 // q: G rows of D fp32 (row stride q_stride), unscaled; lse[G] natural log of tau*q.k over the
@@ -68,7 +68,8 @@ Status decode_probs(const float* q, std::int64_t q_stride, const float* lse, std
   return Status::kSuccess;
 }
 
-// Pass 1: lse[r] = log sum_{j < visible[r]} exp(scale * q_r . k_j) for `rows` query rows.
+// Pass 1: lse[r] = log sum_{j < visible[r]} exp(scale * q_r . k_j) for `rows` query rows, all
+// rows in one blockwise pass over the keys (each key block converted once), online max/sum.
 template <class T>
 Status query_lse(const float* q, std::int64_t q_stride, std::int64_t rows, std::int64_t D, float scale, const T* k,
                  std::int64_t k_stride, const std::int64_t* visible, float* lse, float* scratch) {
@@ -78,27 +79,32 @@ Status query_lse(const float* q, std::int64_t q_stride, std::int64_t rows, std::
   float* kb = scratch;
   float* sb = kb + kBlock * D;
   float* qb = sb + rows * kBlock;
+  float* l = qb + rows * D;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  std::int64_t vmax = 0;
   for (std::int64_t r = 0; r < rows; ++r) {
     if (visible[r] <= 0) return Status::kErrorEmptyCache;
+    vmax = std::max(vmax, visible[r]);
     for (std::int64_t d = 0; d < D; ++d) qb[r * D + d] = q[r * q_stride + d] * scale;
+    lse[r] = kNegInf;  // running max
+    l[r] = 0.f;
   }
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   ConstMap Q(qb, rows, D);
-  // Online (max, sum) per row, as the attention kernel does.
-  for (std::int64_t r = 0; r < rows; ++r) {
-    float m = kNegInf, l = 0.f;
-    for (std::int64_t j0 = 0; j0 < visible[r]; j0 += kBlock) {
-      const std::int64_t nb = std::min(kBlock, visible[r] - j0);
-      load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
-      ConstMap K(kb, nb, D);
-      Map S(sb, 1, nb);
-      S.noalias() = Q.row(r).lazyProduct(K.transpose());
-      const float mn = std::max(m, S.maxCoeff());
-      l = l * std::exp(m - mn) + (S.array() - mn).exp().sum();
-      m = mn;
+  for (std::int64_t j0 = 0; j0 < vmax; j0 += kBlock) {
+    const std::int64_t nb = std::min(kBlock, vmax - j0);
+    load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
+    ConstMap K(kb, nb, D);
+    Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> S(sb, rows, nb, Eigen::OuterStride<>(kBlock));
+    S.noalias() = Q * K.transpose();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t hi = std::min(nb, visible[r] - j0);
+      if (hi <= 0) continue;
+      const float mn = std::max(lse[r], S.row(r).head(hi).maxCoeff());
+      l[r] = l[r] * std::exp(lse[r] - mn) + (S.row(r).head(hi).array() - mn).exp().sum();
+      lse[r] = mn;
     }
-    lse[r] = m + std::log(l);
   }
+  for (std::int64_t r = 0; r < rows; ++r) lse[r] += std::log(l[r]);
   return Status::kSuccess;
 }
 
@@ -106,7 +112,7 @@ Status query_lse(const float* q, std::int64_t q_stride, std::int64_t rows, std::
 // q + i*q_tok_stride + g*q_head_stride (post-RoPE, unscaled); qpos[w]: their positions;
 // k: N key rows, kpos[N] their positions (ascending); query i sees keys with kpos <= qpos[i].
 // col[j] = R_g sum_i p_{g,i,j} (fp32, fixed order). scratch: window_colsum_scratch_elems floats;
-// visible_scratch: w int64.
+// visible_scratch: w * G int64.
 template <class T>
 Status window_colsum(const float* q, std::int64_t q_tok_stride, std::int64_t q_head_stride, const std::int32_t* qpos,
                      std::int64_t w, std::int64_t G, std::int64_t D, float scale, const T* k, std::int64_t k_stride,
@@ -125,18 +131,15 @@ Status window_colsum(const float* q, std::int64_t q_tok_stride, std::int64_t q_h
   float* percol = lse + rows;  // G x N
   std::int64_t* vis = visible_scratch;
   for (std::int64_t i = 0; i < w; ++i) {
-    vis[i] = std::upper_bound(kpos, kpos + N, qpos[i]) - kpos;
-    for (std::int64_t g = 0; g < G; ++g)
+    const std::int64_t vi = std::upper_bound(kpos, kpos + N, qpos[i]) - kpos;
+    if (vi <= 0) return Status::kErrorEmptyCache;
+    for (std::int64_t g = 0; g < G; ++g) {
+      vis[i * G + g] = vi;
       for (std::int64_t d = 0; d < D; ++d) qrows[(i * G + g) * D + d] = q[i * q_tok_stride + g * q_head_stride + d];
+    }
   }
-  // pass 1 (per row, its own visible prefix)
-  for (std::int64_t i = 0; i < w; ++i) {
-    if (vis[i] <= 0) return Status::kErrorEmptyCache;
-    std::int64_t v[1] = {vis[i]};
-    for (std::int64_t g = 0; g < G; ++g)
-      MEMATTN_RETURN_IF_ERROR(query_lse(qrows + (i * G + g) * D, D, 1, D, scale, k, k_stride, v, lse + i * G + g,
-                                        probs_scratch));
-  }
+  // pass 1: every (i, g) row over its own visible prefix, one pass over the keys
+  MEMATTN_RETURN_IF_ERROR(query_lse(qrows, D, rows, D, scale, k, k_stride, vis, lse, probs_scratch));
   // pass 2: columns per head, queries in increasing order
   std::fill(percol, percol + G * N, 0.f);
   float* kb = probs_scratch;
@@ -145,7 +148,7 @@ Status window_colsum(const float* q, std::int64_t q_tok_stride, std::int64_t q_h
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t d = 0; d < D; ++d) qb[r * D + d] = qrows[r * D + d] * scale;
   ConstMap Q(qb, rows, D);
-  const std::int64_t vmax = *std::max_element(vis, vis + w);
+  const std::int64_t vmax = *std::max_element(vis, vis + rows);
   for (std::int64_t j0 = 0; j0 < vmax; j0 += kBlock) {
     const std::int64_t nb = std::min(kBlock, vmax - j0);
     load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
@@ -153,7 +156,7 @@ Status window_colsum(const float* q, std::int64_t q_tok_stride, std::int64_t q_h
     Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> S(sb, rows, nb, Eigen::OuterStride<>(kBlock));
     S.noalias() = Q * K.transpose();
     for (std::int64_t i = 0; i < w; ++i) {
-      const std::int64_t hi = std::min(nb, vis[i] - j0);
+      const std::int64_t hi = std::min(nb, vis[i * G] - j0);
       for (std::int64_t g = 0; g < G; ++g) {
         const std::int64_t r = i * G + g;
         float* pc = percol + g * N + j0;
