@@ -31,7 +31,7 @@ for p in $POLICIES; do
       scissorhands) run "scissorhands:budget=$C,history=$w,recent=$w,drop=$q" ;;
       snapkv)       run "snapkv:budget=$C,window=$w" ;;
       pyramidkv)    run "pyramidkv:budget=$C,window=$w" ;;
-      knorm)        run "knorm:budget=$C" ;;
+      knorm)        run "knorm:budget=$C"; run "knorm:budget=$C,sink=4,recent=$w" ;;
     esac
   done
 done
