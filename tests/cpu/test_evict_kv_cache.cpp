@@ -273,3 +273,32 @@ TEST_CASE("evicting caches: bytes shrink, reset frees, bad specs give a Status a
   CHECK(cpu::make_kv_cache("streaming:budget=64", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
   CHECK(c == nullptr);
 }
+
+TEST_CASE("batch invariance (P-5, RG-04): a sequence's keep set and outputs do not depend on other sequences",
+          "[evict]") {
+  const auto s = small_shape();
+  for (const char* spec : {"h2o:budget=20,recent=4", "snapkv:budget=20,window=4,kernel=3", "scissorhands:budget=20,history=4,recent=4,drop=3"}) {
+    auto alone = make(spec, s);
+    auto batched = make(spec, s);
+    std::uint32_t seed = 77;
+    for (int step = 0; step < 40; ++step) {
+      const std::int64_t n = step == 0 ? 30 : 1;
+      for (int l = 0; l < s.layers; ++l) {
+        Chunk a = random_chunk(s, n, seed += 3), b = random_chunk(s, n + 1, seed += 3), a2 = a;
+        auto run = [&](cache::KvCache* c, int seq, Chunk& ch, std::int64_t m) {
+          REQUIRE(c->attend(seq, l, make_view<3>(static_cast<const float*>(ch.q.data()), {m, s.q_heads, s.head_dim}),
+                            make_view<3>(static_cast<const float*>(ch.k.data()), {m, s.kv_heads, s.head_dim}),
+                            make_view<3>(static_cast<const float*>(ch.v.data()), {m, s.kv_heads, s.head_dim}),
+                            make_view<3>(ch.out.data(), {m, s.q_heads, s.head_dim})) == Status::kSuccess);
+        };
+        run(alone.get(), 0, a, n);
+        run(batched.get(), 1, b, n + 1);
+        run(batched.get(), 0, a2, n);
+        REQUIRE(a.out == a2.out);
+      }
+      REQUIRE(batched->end_chunk(1, {}) == Status::kSuccess);
+      REQUIRE(batched->end_chunk(0, {}) == Status::kSuccess);
+      REQUIRE(alone->end_chunk(0, {}) == Status::kSuccess);
+    }
+  }
+}
