@@ -1,0 +1,156 @@
+// Token-eviction selection and compaction kernels (spec eviction.md §5.1-§5.4).
+//
+// evict_select_kernel: one CTA per segment. Candidates (non-protected slots) carry the unique
+// 64-bit key of evict/key.hpp; the k'-th largest key is found by an MSD radix select with 8-bit
+// digits (8 passes, 256-bin shared histogram with integer atomics: counts are exact, so the result
+// does not depend on thread timing), then flags (protected, or key >= theta) are compacted in slot
+// order with a block scan: kept slots ascending, bit-identical to cpu::select_keep.
+// evict_gather_kernel: out-of-place gather dst[seg][i] = src[seg][keep[seg][i]] (K, V, positions,
+// policy state), so there is no in-place race.
+#pragma once
+
+#include <cstdint>
+
+#include <cub/block/block_scan.cuh>
+
+#include "memattn/core/config.hpp"
+#include "memattn/evict/key.hpp"
+#include "memattn/evict/policy.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace kernels {
+
+struct EvictSelectParams {
+  const float* scores = nullptr;       // [segments][stride]
+  const std::int32_t* pos = nullptr;   // [segments][stride], distinct within a segment
+  const std::int32_t* len = nullptr;   // [segments] live slots (<= stride)
+  const std::int32_t* budget = nullptr;  // [segments] C >= 1
+  const std::int32_t* t_cur = nullptr;   // [segments] position of the newest token
+  std::int64_t stride = 0;
+  int segments = 0;
+  evict::Protection protect;
+  evict::TieBreak tie = evict::TieBreak::kPreferEarlier;
+  std::int32_t* keep = nullptr;        // [segments][stride] kept slots, ascending
+  std::int32_t* keep_count = nullptr;  // [segments]; -1 when the segment's input was invalid
+  std::int32_t* error = nullptr;       // set to 1 on NaN candidate scores, budget < 1 or len > stride
+};
+
+constexpr int kEvictSelectThreads = 256;
+
+template <int kThreads>
+__global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
+  using BlockScan = cub::BlockScan<int, kThreads>;
+  __shared__ typename BlockScan::TempStorage scan;
+  __shared__ int hist[256];
+  __shared__ unsigned long long s_prefix;
+  __shared__ int s_need, s_cand, s_bad, s_offset;
+  const int seg = blockIdx.x;
+  const int tid = threadIdx.x;
+  const std::int64_t base = static_cast<std::int64_t>(seg) * p.stride;
+  const float* sc = p.scores + base;
+  const std::int32_t* pos = p.pos + base;
+  const int n = p.len[seg];
+  const int budget = p.budget[seg];
+  const std::int32_t t_cur = p.t_cur[seg];
+  if (tid == 0) {
+    s_cand = 0;
+    s_bad = (budget < 1 || n < 0 || n > p.stride) ? 1 : 0;
+    s_offset = 0;
+  }
+  __syncthreads();
+  if (s_bad == 0) {
+    int local = 0, nan = 0;
+    for (int j = tid; j < n; j += kThreads) {
+      if (evict::is_protected(pos[j], t_cur, p.protect)) continue;
+      ++local;
+      if (sc[j] != sc[j]) nan = 1;
+    }
+    atomicAdd(&s_cand, local);
+    if (nan) atomicOr(&s_bad, 1);
+  }
+  __syncthreads();
+  if (s_bad != 0) {
+    if (tid == 0) {
+      p.keep_count[seg] = -1;
+      atomicExch(p.error, 1);
+    }
+    return;
+  }
+  const int cand = s_cand, prot = n - cand;
+  const int target = min(n, max(budget, prot));
+  const int k = target - prot;
+  const bool admit_all = k == cand, admit_none = k == 0;
+  unsigned long long theta = 0;
+  if (!admit_all && !admit_none) {
+    if (tid == 0) {
+      s_prefix = 0;
+      s_need = k;
+    }
+    for (int pass = 0; pass < 8; ++pass) {
+      const int shift = 56 - 8 * pass;
+      const unsigned long long hi_mask = pass == 0 ? 0ull : (~0ull << (shift + 8));
+      for (int b = tid; b < 256; b += kThreads) hist[b] = 0;
+      __syncthreads();
+      const unsigned long long prefix = s_prefix;
+      for (int j = tid; j < n; j += kThreads) {
+        if (evict::is_protected(pos[j], t_cur, p.protect)) continue;
+        const unsigned long long key = evict::select_key(sc[j], pos[j], p.tie);
+        if ((key & hi_mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      if (tid == 0) {
+        int cum = 0;
+        for (int b = 255; b >= 0; --b) {
+          if (cum + hist[b] >= s_need) {
+            s_prefix = prefix | (static_cast<unsigned long long>(b) << shift);
+            s_need -= cum;
+            break;
+          }
+          cum += hist[b];
+        }
+      }
+      __syncthreads();
+    }
+    theta = s_prefix;  // the k-th largest key itself (keys are unique)
+  }
+  for (int b0 = 0; b0 < n; b0 += kThreads) {
+    const int j = b0 + tid;
+    int f = 0;
+    if (j < n) {
+      if (evict::is_protected(pos[j], t_cur, p.protect)) {
+        f = 1;
+      } else {
+        f = admit_all || (!admit_none && evict::select_key(sc[j], pos[j], p.tie) >= theta);
+      }
+    }
+    int excl = 0, total = 0;
+    BlockScan(scan).ExclusiveSum(f, excl, total);
+    if (f) p.keep[base + s_offset + excl] = j;
+    __syncthreads();
+    if (tid == 0) s_offset += total;
+    __syncthreads();
+  }
+  if (tid == 0) p.keep_count[seg] = s_offset;
+}
+
+// dst[seg][i][:] = src[seg][keep[seg][i]][:] for i < keep_count[seg]; rows of row_elems elements,
+// src/dst segment strides in rows; grid = (chunks of rows, segments).
+template <class T>
+__global__ void MEMATTN_HIDDEN evict_gather_kernel(const T* __restrict__ src, std::int64_t src_rows, T* __restrict__ dst,
+                                                   std::int64_t dst_rows, int row_elems,
+                                                   const std::int32_t* __restrict__ keep, std::int64_t keep_stride,
+                                                   const std::int32_t* __restrict__ keep_count) {
+  const int seg = blockIdx.y;
+  const int count = keep_count[seg];
+  if (count <= 0) return;
+  const std::int64_t total = static_cast<std::int64_t>(count) * row_elems;
+  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t r = idx / row_elems, c = idx % row_elems;
+    const std::int64_t s = keep[seg * keep_stride + r];
+    dst[(seg * dst_rows + r) * row_elems + c] = src[(seg * src_rows + s) * row_elems + c];
+  }
+}
+
+}  // namespace kernels
+MEMATTN_NAMESPACE_END

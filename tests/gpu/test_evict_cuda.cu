@@ -1,0 +1,142 @@
+// GPU token-eviction selection and compaction (issue 5) vs the CPU path: keep lists bit-identical
+// to cpu::select_keep on random and adversarial scores (all equal, +-0, -inf, k' = 0, k' = N), and
+// the out-of-place gather equal to cpu::compact_rows. Exits 77 without a device.
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "memattn/cpu/evict_select.hpp"
+#include "memattn/cuda/evict.cuh"
+
+using namespace memattn;
+
+namespace {
+template <class T>
+T* upload(const std::vector<T>& h) {
+  T* d = nullptr;
+  REQUIRE(cudaMalloc(&d, h.size() * sizeof(T)) == cudaSuccess);
+  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  return d;
+}
+template <class T>
+std::vector<T> download(const T* d, std::size_t n) {
+  std::vector<T> h(n);
+  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+  return h;
+}
+}  // namespace
+
+TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversarial), gather == compact_rows",
+          "[evict][gpu]") {
+  std::mt19937 rng(4321);
+  for (int round = 0; round < 20; ++round) {
+    const int S = 1 + static_cast<int>(rng() % 40);
+    const std::int64_t stride = 1 + static_cast<std::int64_t>(rng() % 3000);
+    std::vector<float> scores(static_cast<std::size_t>(S * stride), std::nanf(""));  // padding: NaN
+    std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), len(S), budget(S), tcur(S);
+    evict::Protection pr;
+    pr.n_sink = static_cast<std::int32_t>(rng() % 5);
+    pr.n_recent = static_cast<std::int32_t>(rng() % 40);
+    const evict::TieBreak tie = (rng() & 1) ? evict::TieBreak::kPreferLater : evict::TieBreak::kPreferEarlier;
+    const int mode = round % 4;  // 0 random, 1 all equal, 2 few levels with +-0/-inf, 3 denormals
+    for (int s = 0; s < S; ++s) {
+      const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % stride);
+      len[s] = static_cast<std::int32_t>(n);
+      std::int32_t p = static_cast<std::int32_t>(rng() % 7);
+      for (std::int64_t j = 0; j < n; ++j) {
+        pos[static_cast<std::size_t>(s * stride + j)] = p;
+        p += 1 + static_cast<std::int32_t>(rng() % 3);
+        float x = std::uniform_real_distribution<float>(-5.f, 5.f)(rng);
+        if (mode == 1) x = 0.25f;
+        if (mode == 2) {
+          const int r = static_cast<int>(rng() % 4);
+          x = r == 0 ? 0.f : r == 1 ? -0.f : r == 2 ? -std::numeric_limits<float>::infinity() : 1.f;
+        }
+        if (mode == 3) x = static_cast<float>(rng() % 5) * 1e-45f;
+        scores[static_cast<std::size_t>(s * stride + j)] = x;
+      }
+      tcur[s] = pos[static_cast<std::size_t>(s * stride + n - 1)];
+      const int pick = static_cast<int>(rng() % 4);  // k' = 0, k' = N, random
+      budget[s] = pick == 0 ? 1 : pick == 1 ? static_cast<std::int32_t>(n + 5) : 1 + static_cast<std::int32_t>(rng() % n);
+    }
+    float* d_scores = upload(scores);
+    std::int32_t *d_pos = upload(pos), *d_len = upload(len), *d_budget = upload(budget), *d_tcur = upload(tcur);
+    std::int32_t *d_keep = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S * stride), -1)),
+                 *d_count = upload(std::vector<std::int32_t>(S, -2)), *d_err = upload(std::vector<std::int32_t>(1, 0));
+    kernels::EvictSelectParams p;
+    p.scores = d_scores;
+    p.pos = d_pos;
+    p.len = d_len;
+    p.budget = d_budget;
+    p.t_cur = d_tcur;
+    p.stride = stride;
+    p.segments = S;
+    p.protect = pr;
+    p.tie = tie;
+    p.keep = d_keep;
+    p.keep_count = d_count;
+    p.error = d_err;
+    REQUIRE(memattn::cuda::evict_select(p, nullptr) == Status::kSuccess);
+    // gather positions (stand-in for K/V/state rows) out of place
+    std::int32_t* d_dst = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S * stride), -1));
+    REQUIRE(memattn::cuda::evict_gather(static_cast<const std::int32_t*>(d_pos), stride, d_dst, stride, 1, S, d_keep, stride,
+                               d_count, nullptr) == Status::kSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const auto keep = download(d_keep, static_cast<std::size_t>(S * stride));
+    const auto count = download(d_count, static_cast<std::size_t>(S));
+    const auto gathered = download(d_dst, static_cast<std::size_t>(S * stride));
+    REQUIRE(download(d_err, 1)[0] == 0);
+    for (int s = 0; s < S; ++s) {
+      std::vector<std::uint64_t> scratch(static_cast<std::size_t>(len[s]));
+      std::vector<std::int32_t> want(static_cast<std::size_t>(len[s]));
+      std::int64_t want_count = 0;
+      REQUIRE(cpu::select_keep(scores.data() + s * stride, pos.data() + s * stride, len[s], budget[s], tcur[s], pr, tie,
+                               scratch.data(), want.data(), &want_count) == Status::kSuccess);
+      REQUIRE(count[s] == want_count);
+      std::vector<std::int32_t> cpos(pos.begin() + s * stride, pos.begin() + s * stride + len[s]);
+      cpu::compact_rows(cpos.data(), 1, want.data(), want_count);
+      for (std::int64_t i = 0; i < want_count; ++i) {
+        REQUIRE(keep[static_cast<std::size_t>(s * stride + i)] == want[static_cast<std::size_t>(i)]);
+        REQUIRE(gathered[static_cast<std::size_t>(s * stride + i)] == cpos[static_cast<std::size_t>(i)]);
+      }
+    }
+    for (void* ptr : {static_cast<void*>(d_scores), static_cast<void*>(d_pos), static_cast<void*>(d_len),
+                      static_cast<void*>(d_budget), static_cast<void*>(d_tcur), static_cast<void*>(d_keep),
+                      static_cast<void*>(d_count), static_cast<void*>(d_err), static_cast<void*>(d_dst)})
+      cudaFree(ptr);
+  }
+}
+
+TEST_CASE("evict_select: a NaN candidate score flags the segment, nothing written", "[evict][gpu]") {
+  std::vector<float> scores = {1.f, std::nanf(""), 2.f, 3.f};
+  std::vector<std::int32_t> pos = {0, 1, 2, 3}, len = {4}, budget = {2}, tcur = {3};
+  float* d_scores = upload(scores);
+  std::int32_t *d_pos = upload(pos), *d_len = upload(len), *d_budget = upload(budget), *d_tcur = upload(tcur);
+  std::int32_t *d_keep = upload(std::vector<std::int32_t>(4, -7)), *d_count = upload(std::vector<std::int32_t>(1, 0)),
+               *d_err = upload(std::vector<std::int32_t>(1, 0));
+  kernels::EvictSelectParams p;
+  p.scores = d_scores;
+  p.pos = d_pos;
+  p.len = d_len;
+  p.budget = d_budget;
+  p.t_cur = d_tcur;
+  p.stride = 4;
+  p.segments = 1;
+  p.keep = d_keep;
+  p.keep_count = d_count;
+  p.error = d_err;
+  REQUIRE(memattn::cuda::evict_select(p, nullptr) == Status::kSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  CHECK(download(d_err, 1)[0] == 1);
+  CHECK(download(d_count, 1)[0] == -1);
+  CHECK(download(d_keep, 4) == std::vector<std::int32_t>(4, -7));
+  for (void* ptr : {static_cast<void*>(d_scores), static_cast<void*>(d_pos), static_cast<void*>(d_len),
+                    static_cast<void*>(d_budget), static_cast<void*>(d_tcur), static_cast<void*>(d_keep),
+                    static_cast<void*>(d_count), static_cast<void*>(d_err)})
+    cudaFree(ptr);
+}
