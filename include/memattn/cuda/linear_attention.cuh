@@ -103,8 +103,9 @@ template <class T>
 Status check_linear(const linear::LinearArgs<T>& a, bool decode, linear::LinearDims* d) {
   MEMATTN_RETURN_IF_ERROR(linear::validate_linear(a, a.host.cu_seqlens, a.host.seq_lens, a.host.slot_in,
                                                   a.host.slot_out, a.host.step_slots, a.host.decay_rate, decode, d));
-  if constexpr (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
-  MEMATTN_RETURN_IF_ERROR(dispatch_fm(a.feature_map, d->dk, [](auto) { return Status::kSuccess; }));
+  if (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
+  const Status fm_ok = dispatch_fm(a.feature_map, d->dk, [](auto) { return Status::kSuccess; });
+  if (fm_ok != Status::kSuccess) return fm_ok;
   if (d->dv % 16 != 0 || d->dv > 256) return Status::kErrorUnsupportedHeadDim;
   if (!is_aligned(a.k, 16) || !is_aligned(a.v, 16)) return Status::kErrorInvalidStride;
   if ((a.q.data || d->has_output) && !is_aligned(a.q, 16)) return Status::kErrorInvalidStride;
@@ -239,7 +240,7 @@ Status launch_prefill(kernels::LinearPrefillParams p, const LinearPlan& pl, cuda
     kernel<<<static_cast<unsigned>(pl.ctas), 128, pl.smem_bytes, stream>>>(p);
     MEMATTN_RETURN_IF_ERROR(launch_status());
     const int per = p.kphi * p.dv + (p.normalize ? p.kphi : 0);
-    const dim3 grid(static_cast<unsigned>((per + 255) / 256), static_cast<unsigned>(p.num_seqs * p.state_heads));
+    const dim3 grid(static_cast<unsigned>(p.num_seqs * p.state_heads), static_cast<unsigned>((per + 255) / 256));
     kernels::linear_scan_kernel<<<grid, 256, 0, stream>>>(p);
     MEMATTN_RETURN_IF_ERROR(launch_status());
     p.mode = 0;
@@ -363,7 +364,7 @@ template <class T>
 Status check_window(const linear::SlidingWindowArgs<T>& a, linear::WindowDims* d) {
   MEMATTN_RETURN_IF_ERROR(linear::validate_window(a, a.cu_seqlens_host, a.seq_lens_host, a.ring_slot_host,
                                                   a.seq_pos_host, d));
-  if constexpr (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
+  if (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
   if (d->d % 8 != 0 || d->dv % 16 != 0) return Status::kErrorUnsupportedHeadDim;
   if (!is_aligned(a.q, 16) || !is_aligned(a.k, 16) || !is_aligned(a.v, 16) || !is_aligned(a.o, 16))
     return Status::kErrorInvalidStride;

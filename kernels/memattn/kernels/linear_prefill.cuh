@@ -500,8 +500,8 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_prefill_kernel(const Linear
 // (and z element), sequential over segments.
 MEMATTN_KERNEL void __launch_bounds__(256) linear_scan_kernel(const LinearPrefillParams p) {
   const int per = p.kphi * p.dv;
-  const int e = static_cast<int>(blockIdx.x) * 256 + static_cast<int>(threadIdx.x);
-  const int nh = static_cast<int>(blockIdx.y);
+  const int e = static_cast<int>(blockIdx.y) * 256 + static_cast<int>(threadIdx.x);
+  const int nh = static_cast<int>(blockIdx.x);  // (sequence, state head): x has no 65535 limit
   const int n = nh / p.state_heads, hs = nh % p.state_heads;
   const bool is_z = e >= per;
   if (e >= per + (p.normalize ? p.kphi : 0)) return;
