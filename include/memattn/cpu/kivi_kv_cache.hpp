@@ -326,8 +326,8 @@ class KiviKvCache final : public cache::KvCache {
       // 1. Quantised blocks, scales folded into the float operand.
       for (std::int64_t j = 0; j < nb; ++j) {
         const quant::BlockView bv{record(sg, j, h), cfg_, layout_};
-        Map Kc(k_buf, G, D), Vc(v_buf, G, D), S(s_buf, rows, G);
-        unpack_block(bv, Kc, Vc, sk, zk, sv, zv);
+        Map Kc(k_buf, G, D), VcT(v_buf, D, G), S(s_buf, rows, G);
+        unpack_block(bv, Kc, VcT, sk, zk, sv, zv);
         Qs = Q.array().rowwise() * sk.array();
         beta.noalias() = Q * zk.transpose();
         S.noalias() = Qs * Kc.transpose();
@@ -336,7 +336,7 @@ class KiviKvCache final : public cache::KvCache {
         for (std::int64_t jj = 0; jj < D / GV; ++jj) {
           Pv = S.array().rowwise() * sv.col(jj).transpose().array();
           Z.col(jj).noalias() = S * zv.col(jj);
-          acc.middleCols(jj * GV, GV).noalias() += Pv * Vc.middleCols(jj * GV, GV);
+          acc.middleCols(jj * GV, GV).noalias() += Pv * VcT.middleRows(jj * GV, GV).transpose();
           acc.middleCols(jj * GV, GV).colwise() += Z.col(jj);
         }
       }
@@ -376,34 +376,38 @@ class KiviKvCache final : public cache::KvCache {
     });
   }
 
-  // Codes as exact small-integer floats (token-major G x D for both), K meta per channel, V meta
-  // per (token, channel group).
-  template <class M, class R>
-  void unpack_block(const quant::BlockView& bv, M& Kc, M& Vc, R& sk, R& zk, M& sv, M& zv) const {
-    const std::int64_t G = cfg_.group, D = cfg_.head_dim, GV = cfg_.vg();
-    const int bk = cfg_.bits_k, bvb = cfg_.bits_v;
-    const std::uint32_t mk = (1u << bk) - 1u, mv = (1u << bvb) - 1u;
-    const std::uint32_t* kw = bv.kc();
-    const int per_k = 32 / bk;
-    for (std::int64_t e = 0; e < G * D; ++e)
-      Kc.data()[e] = static_cast<float>((kw[e / per_k] >> ((e % per_k) * bk)) & mk);
-    const std::uint32_t* vw = bv.vc();
-    const int per_v = 32 / bvb;
-    for (std::int64_t c = 0; c < D; ++c)
-      for (std::int64_t t = 0; t < G; ++t) {
-        const std::int64_t e = c * G + t;
-        Vc(t, c) = static_cast<float>((vw[e / per_v] >> ((e % per_v) * bvb)) & mv);
-      }
-    for (std::int64_t c = 0; c < D; ++c) {
-      const quant::GroupMeta m = bv.k_meta(static_cast<int>(c));
-      sk(c) = half_to_float(m.scale);
-      zk(c) = half_to_float(m.zero);
+  // Codes as exact small-integer floats: K token-major (G x D), V channel-major (D x G), both in
+  // the order of their bit streams, one word at a time with compile-time shifts; K meta per
+  // channel, V meta per (token, channel group).
+  template <int kBits>
+  static void unpack_words(const std::uint32_t* w, std::int64_t count, float* dst) {
+    constexpr int kPer = 32 / kBits;
+    constexpr std::uint32_t kMask = (1u << kBits) - 1u;
+    for (std::int64_t i = 0; i < count / kPer; ++i) {
+      const std::uint32_t word = w[i];
+      for (int j = 0; j < kPer; ++j) dst[i * kPer + j] = static_cast<float>((word >> (j * kBits)) & kMask);
     }
-    for (std::int64_t t = 0; t < G; ++t)
-      for (std::int64_t j = 0; j < D / GV; ++j) {
-        const quant::GroupMeta m = bv.v_meta(static_cast<int>(t), static_cast<int>(j));
-        sv(t, j) = half_to_float(m.scale);
-        zv(t, j) = half_to_float(m.zero);
+  }
+  static void unpack_codes(const std::uint32_t* w, std::int64_t count, int bits, float* dst) {
+    if (bits == 2) unpack_words<2>(w, count, dst);
+    else if (bits == 4) unpack_words<4>(w, count, dst);
+    else unpack_words<8>(w, count, dst);
+  }
+  template <class M, class R>
+  void unpack_block(const quant::BlockView& bv, M& Kc, M& VcT, R& sk, R& zk, M& sv, M& zv) const {
+    const std::int64_t G = cfg_.group, D = cfg_.head_dim, GV = cfg_.vg();
+    unpack_codes(bv.kc(), G * D, cfg_.bits_k, Kc.data());
+    unpack_codes(bv.vc(), G * D, cfg_.bits_v, VcT.data());
+    const std::uint16_t* km = reinterpret_cast<const std::uint16_t*>(bv.rec + layout_.km);
+    for (std::int64_t c = 0; c < D; ++c) {
+      sk(c) = half_to_float(Half{km[2 * c]});
+      zk(c) = half_to_float(Half{km[2 * c + 1]});
+    }
+    const std::uint16_t* vm = reinterpret_cast<const std::uint16_t*>(bv.rec + layout_.vm);
+    for (std::int64_t j = 0; j < D / GV; ++j)
+      for (std::int64_t t = 0; t < G; ++t) {
+        sv(t, j) = half_to_float(Half{vm[2 * (j * G + t)]});
+        zv(t, j) = half_to_float(Half{vm[2 * (j * G + t) + 1]});
       }
   }
 
