@@ -13,6 +13,7 @@
 #include "memattn/cpu/linear_attention.hpp"
 #include "memattn/cpu/mom.hpp"
 #include "memattn/cpu/sliding_window.hpp"
+#include "memattn/linear/linear_plan.hpp"
 
 using memattn::BFloat16;
 using memattn::Status;
@@ -440,4 +441,52 @@ TEST_CASE("linear: bad inputs return a Status and write nothing", "[linear][bad]
   REQUIRE(std::memcmp(p.o.data(), o0.data(), sizeof(BFloat16) * o0.size()) == 0);
   memattn::linear::MomRouteArgs ra;
   REQUIRE(memattn::cpu::mom_route(ra) == Status::kErrorNullPointer);
+}
+
+TEST_CASE("linear GPU planner: path, segment length, grid, workspace (T14)", "[linear][T14][plan]") {
+  using memattn::linear::LinearDims;
+  using memattn::linear::LinearPlan;
+  using memattn::linear::Schedule;
+  auto dims = [](std::int64_t N, std::int64_t T, std::int64_t Hs, std::int64_t D) {
+    LinearDims d;
+    d.num_seqs = N;
+    d.rows = N * T;
+    d.t_pad = T;
+    d.max_seqlen = T;
+    d.q_heads = d.kv_heads = d.state_heads = Hs;
+    d.dk = d.dv = d.kphi = D;
+    return d;
+  };
+  LinearPlan p;
+  // B1 H32 D128 T64K on 132 SMs: 64 CTAs would leave most SMs idle -> sequence-parallel.
+  REQUIRE(memattn::linear::make_plan(Schedule::kAuto, 0, false, dims(1, 65536, 32, 128), 132, &p) == Status::kSuccess);
+  REQUIRE(p.path == Schedule::kSequenceParallel);
+  REQUIRE(p.vtiles == 2);
+  REQUIRE(p.seg_len % 64 == 0);
+  REQUIRE(p.seg_len >= 256);
+  REQUIRE(p.seg_len == 64 * 125);  // 64·max(4, ceil(1025·64 / (2·132·2)))
+  REQUIRE(p.max_segments == (65536 + p.seg_len - 1) / p.seg_len + 1);
+  REQUIRE(p.ctas == p.max_segments * 64);
+  REQUIRE(p.workspace_bytes >= static_cast<std::size_t>(p.max_segments * 32 * 128 * 128 * 4));
+  // B64 H32 T4K: 4096 CTAs, no serial tail -> single pass, no workspace.
+  REQUIRE(memattn::linear::make_plan(Schedule::kAuto, 0, false, dims(64, 4096, 32, 128), 132, &p) == Status::kSuccess);
+  REQUIRE(p.path == Schedule::kSinglePass);
+  REQUIRE(p.ctas == 64 * 32 * 2);
+  REQUIRE(p.workspace_bytes == 0);
+  // Many heads but one very long sequence among short ones: the long one would be a serial tail.
+  LinearDims tail = dims(300, 200, 8, 64);
+  tail.max_seqlen = 60000;
+  REQUIRE(memattn::linear::make_plan(Schedule::kAuto, 0, false, tail, 132, &p) == Status::kSuccess);
+  REQUIRE(p.path == Schedule::kSequenceParallel);
+  // Forced schedules and segment lengths are honoured; z doubles into the workspace with normalize.
+  REQUIRE(memattn::linear::make_plan(Schedule::kSinglePass, 0, false, dims(1, 65536, 32, 128), 132, &p) == Status::kSuccess);
+  REQUIRE(p.path == Schedule::kSinglePass);
+  LinearPlan q;
+  REQUIRE(memattn::linear::make_plan(Schedule::kSequenceParallel, 256, false, dims(2, 1000, 4, 64), 132, &p) == Status::kSuccess);
+  REQUIRE(memattn::linear::make_plan(Schedule::kSequenceParallel, 256, true, dims(2, 1000, 4, 64), 132, &q) == Status::kSuccess);
+  REQUIRE(p.seg_len == 256);
+  REQUIRE(p.max_segments == (2000 + 255) / 256 + 2);
+  REQUIRE(q.workspace_bytes > p.workspace_bytes);
+  REQUIRE(memattn::linear::make_plan(Schedule::kSequenceParallel, 100, false, dims(2, 1000, 4, 64), 132, &p) ==
+          Status::kErrorInvalidArgument);
 }

@@ -43,23 +43,16 @@
 #include "memattn/kernels/linear_prefill.cuh"
 #include "memattn/kernels/linear_window.cuh"
 #include "memattn/linear/linear_args.hpp"
+#include "memattn/linear/linear_plan.hpp"
 #include "memattn/linear/mom.hpp"
 #include "memattn/linear/window_args.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
 
-// The launch configuration linear_prefill uses (benchmarks, logs, tests).
-struct LinearPlan {
-  linear::Schedule path = linear::Schedule::kSinglePass;
-  int seg_len = 0;            // sequence-parallel segment length (multiple of 64)
-  int vtiles = 1;             // 64-column V tiles
-  int sm_count = 0;
-  std::int64_t max_segments = 0;
-  std::int64_t ctas = 0;      // CTAs of the main (fused) launch
-  int smem_bytes = 0;
-  std::size_t workspace_bytes = 0;
-};
+// The launch configuration linear_prefill uses (benchmarks, logs, tests); planned on the host by
+// linear::make_plan (memattn/linear/linear_plan.hpp).
+using LinearPlan = linear::LinearPlan;
 
 namespace linear_detail {
 
@@ -122,50 +115,15 @@ Status check_linear(const linear::LinearArgs<T>& a, bool decode, linear::LinearD
   return Status::kSuccess;
 }
 
-constexpr int kAssumedOccupancy = 2;  // resident prefill CTAs per SM (shared memory ~100 KB)
-
 template <class T>
 Status make_plan(const linear::LinearArgs<T>& a, const linear::LinearDims& d, int sms, LinearPlan* plan) {
   LinearPlan pl;
-  pl.sm_count = sms;
-  pl.vtiles = static_cast<int>((d.dv + 63) / 64);
-  const std::int64_t C = linear::kChunk;
-  const std::int64_t per = d.state_heads * pl.vtiles;
-  const std::int64_t ctas_sp = d.num_seqs * per;
-  const std::int64_t nc = (d.rows + C - 1) / C + d.num_seqs;
-  const std::int64_t occ = kAssumedOccupancy;
-  linear::Schedule path = a.schedule;
-  if (path == linear::Schedule::kAuto) {
-    const std::int64_t chunks_max = (d.max_seqlen + C - 1) / C;
-    const std::int64_t waves = (nc * per + sms * occ - 1) / (sms * occ);
-    path = (ctas_sp >= 2 * sms && chunks_max <= 2 * waves) ? linear::Schedule::kSinglePass
-                                                          : linear::Schedule::kSequenceParallel;
-  }
-  pl.path = path;
-  Workspace ws;
-  if (path == linear::Schedule::kSequenceParallel) {
-    std::int64_t L = a.seg_len;
-    if (L == 0) {
-      const std::int64_t q = (nc * per + 2 * sms * occ - 1) / (2 * sms * occ);
-      L = C * std::max<std::int64_t>(4, q);
-    }
-    if (L > std::numeric_limits<std::int32_t>::max() / 2) L = (std::numeric_limits<std::int32_t>::max() / 2) / C * C;
-    pl.seg_len = static_cast<int>(L);
-    pl.max_segments = (d.rows + L - 1) / L + d.num_seqs;
-    ws.take<std::int32_t>(static_cast<std::size_t>(d.num_seqs + 1));
-    ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi * d.dv));
-    if (a.normalize) ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi));
-    pl.ctas = pl.max_segments * per;
-  } else {
-    pl.ctas = ctas_sp;
-  }
-  if (pl.ctas > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
+  MEMATTN_RETURN_IF_ERROR(linear::make_plan(a.schedule, a.seg_len, a.normalize, d, sms, &pl));
   MEMATTN_RETURN_IF_ERROR(dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
     using Tag = decltype(tag);
     pl.smem_bytes = kernels::LinearPrefillConfig<Tag::kFm, Tag::kDk>::kSmemBytes;
     return Status::kSuccess;
   }));
-  pl.workspace_bytes = ws.required();
   *plan = pl;
   return Status::kSuccess;
 }
@@ -281,11 +239,7 @@ Status linear_prefill(const linear::LinearArgs<T>& a, void* workspace, std::size
   } else {
     kernels::LinearPrefillParams p = linear_detail::prefill_params(a, d);
     Workspace ws(workspace, workspace_bytes);
-    if (pl.path == linear::Schedule::kSequenceParallel) {
-      p.seg_prefix = ws.take<std::int32_t>(static_cast<std::size_t>(d.num_seqs + 1));
-      p.ws_S = ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi * d.dv));
-      if (a.normalize) p.ws_z = ws.take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi));
-    }
+    linear::plan_workspace(ws, pl, d, a.normalize, &p.seg_prefix, &p.ws_S, &p.ws_z);
     MEMATTN_RETURN_IF_ERROR(ws.status());
     if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
     return linear_detail::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
