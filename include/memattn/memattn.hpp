@@ -21,6 +21,7 @@
 #include "memattn/linear/decay.hpp"
 #include "memattn/linear/feature_map.hpp"
 #include "memattn/linear/linear_args.hpp"
+#include "memattn/linear/linear_plan.hpp"
 #include "memattn/linear/mom.hpp"
 #include "memattn/linear/window_args.hpp"
 
