@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "memattn/cuda/linear_attention.cuh"
+#include "bench_cuda_check.cuh"
 
 namespace {
 
@@ -28,14 +29,6 @@ using memattn::Status;
 namespace mc = memattn::cuda;
 namespace ml = memattn::linear;
 
-#define BENCH_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    const cudaError_t e_ = (expr);                                                                \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 
 __global__ void fill_normalish(BFloat16* p, std::size_t n, std::uint64_t seed) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;

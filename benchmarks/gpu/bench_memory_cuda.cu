@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "memattn/cuda/dense_decode.cuh"
+#include "bench_cuda_check.cuh"
 #include "memattn/memory/cuda_vmm_backend.cuh"
 #include "memattn/memory/virtual_kv_cache.hpp"
 
@@ -74,14 +75,6 @@ std::string num(double v, int prec = 2) {
     if (st_ != Status::kSuccess) die(#expr, st_); \
   } while (0)
 
-#define BENCH_CUDA(expr)                                                                          \
-  do {                                                                                            \
-    const cudaError_t e_ = (expr);                                                                \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 
 double us_since(Clock::time_point t0) { return std::chrono::duration<double, std::micro>(Clock::now() - t0).count(); }
 
