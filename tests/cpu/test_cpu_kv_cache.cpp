@@ -131,6 +131,63 @@ TEST_CASE("full cache: outputs do not depend on the chunk size or the number of 
   }
 }
 
+TEST_CASE("append without attention restores a prefix: later outputs are bit-identical", "[kv-cache]") {
+  auto s = small_shape();
+  s.head_dim = 32;  // KIVI's value groups need head_dim >= 32 at group 32
+  const std::size_t krow = static_cast<std::size_t>(s.kv_heads) * s.head_dim;
+  const std::size_t qrow = static_cast<std::size_t>(s.q_heads) * s.head_dim;
+  for (const char* spec : {"full", "full:fp32=1", "kivi:kbits=2,vbits=2,group=32,residual=32"}) {
+    // A: attend 100 prompt tokens, then 5 decode steps. B: append the same prompt, then the same steps.
+    auto a = make(spec, s), b = make(spec, s);
+    const int P = 100, steps = 5;
+    const auto k = random_vector<float>(static_cast<std::size_t>(s.layers) * (P + steps) * krow, 11);
+    const auto v = random_vector<float>(k.size(), 12);
+    const auto q = random_vector<float>(static_cast<std::size_t>(s.layers) * (P + steps) * qrow, 13);
+    std::vector<float> oa(static_cast<std::size_t>(P) * qrow), ob(qrow);
+    auto kv = [&](const std::vector<float>& x, int l, int t0, int n) {
+      return make_view<3>(x.data() + (static_cast<std::size_t>(l) * (P + steps) + t0) * krow, {n, s.kv_heads, s.head_dim});
+    };
+    auto qv = [&](int l, int t0, int n) {
+      return make_view<3>(q.data() + (static_cast<std::size_t>(l) * (P + steps) + t0) * qrow, {n, s.q_heads, s.head_dim});
+    };
+    for (int l = 0; l < s.layers; ++l) {
+      REQUIRE(a->attend(0, l, qv(l, 0, P), kv(k, l, 0, P), kv(v, l, 0, P), make_view<3>(oa.data(), {P, s.q_heads, s.head_dim})) ==
+              Status::kSuccess);
+      REQUIRE(b->append(0, l, kv(k, l, 0, P), kv(v, l, 0, P)) == Status::kSuccess);
+    }
+    REQUIRE(a->end_chunk(0, {}) == Status::kSuccess);
+    REQUIRE(b->end_chunk(0, {}) == Status::kSuccess);
+    CHECK(b->tokens(0) == P);
+    CHECK(b->bytes() == a->bytes());
+    for (int t = P; t < P + steps; ++t) {
+      for (int l = 0; l < s.layers; ++l) {
+        std::vector<float> o1(qrow), o2(qrow);
+        REQUIRE(a->attend(0, l, qv(l, t, 1), kv(k, l, t, 1), kv(v, l, t, 1), make_view<3>(o1.data(), {1, s.q_heads, s.head_dim})) ==
+                Status::kSuccess);
+        REQUIRE(b->attend(0, l, qv(l, t, 1), kv(k, l, t, 1), kv(v, l, t, 1), make_view<3>(o2.data(), {1, s.q_heads, s.head_dim})) ==
+                Status::kSuccess);
+        CHECK(std::memcmp(o1.data(), o2.data(), qrow * sizeof(float)) == 0);
+      }
+      REQUIRE(a->end_chunk(0, {}) == Status::kSuccess);
+      REQUIRE(b->end_chunk(0, {}) == Status::kSuccess);
+    }
+    // Bad calls: wrong layer/sequence or a second append of the same layer change nothing.
+    const auto before = b->bytes();
+    CHECK(b->append(0, s.layers, kv(k, 0, 0, 1), kv(v, 0, 0, 1)) == Status::kErrorInvalidArgument);
+    CHECK(b->append(5, 0, kv(k, 0, 0, 1), kv(v, 0, 0, 1)) == Status::kErrorInvalidArgument);
+    REQUIRE(b->append(0, 0, kv(k, 0, 0, 1), kv(v, 0, 0, 1)) == Status::kSuccess);
+    CHECK(b->append(0, 0, kv(k, 0, 0, 1), kv(v, 0, 0, 1)) == Status::kErrorInvalidArgument);
+    CHECK(b->tokens(0) == P + steps);
+    CHECK(b->bytes() >= before);
+  }
+  // A policy that needs every token's attention does not take appended tokens.
+  auto h = make("h2o:budget=64", s);
+  const auto k = random_vector<float>(krow, 3);
+  CHECK(h->append(0, 0, make_view<3>(k.data(), {1, s.kv_heads, s.head_dim}), make_view<3>(k.data(), {1, s.kv_heads, s.head_dim})) ==
+        Status::kErrorNotSupported);
+  CHECK(h->tokens(0) == 0);
+}
+
 TEST_CASE("full cache: real bytes, reserve, reset", "[kv-cache]") {
   const auto s = small_shape();
   auto c = make("full", s);

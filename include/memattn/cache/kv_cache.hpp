@@ -68,6 +68,18 @@ class KvCache {
   virtual Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                         TensorView<const float, 3> v, TensorView<float, 3> out) = 0;
 
+  // Appends n tokens to (seq, layer) without computing attention: restoring a saved or shared
+  // prefix whose outputs are already known. Same chunk rules as attend() (every layer once, then
+  // end_chunk). Policies that need the queries or attention of every token (eviction scorers)
+  // return kErrorNotSupported, as does the default.
+  virtual Status append(int seq, int layer, TensorView<const float, 3> k, TensorView<const float, 3> v) {
+    (void)seq;
+    (void)layer;
+    (void)k;
+    (void)v;
+    return Status::kErrorNotSupported;
+  }
+
   // Closes the chunk of `seq` once every layer has attended it (compaction/flush point).
   virtual Status end_chunk(int seq, const ChunkSignals& signals) = 0;
 

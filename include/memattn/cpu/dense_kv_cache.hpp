@@ -42,13 +42,19 @@ class DenseKvCache final : public cache::KvCache {
 
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
+    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {k.shape[0], shape_.q_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {k.shape[0], shape_.q_heads, shape_.head_dim}));
+    const std::int64_t len = seq >= 0 && seq < shape_.max_sequences ? len_[seq] : 0;
+    MEMATTN_RETURN_IF_ERROR(append(seq, layer, k, v));
+    return attend_stored(segment(seq, layer), len, q, out);
+  }
+
+  Status append(int seq, int layer, TensorView<const float, 3> k, TensorView<const float, 3> v) override {
     if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
       return Status::kErrorInvalidArgument;
-    const std::int64_t n = q.shape[0];
-    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
+    const std::int64_t n = k.shape[0];
+    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {-1, shape_.kv_heads, shape_.head_dim}));
     MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
     Segment& sg = segment(seq, layer);
     const std::int64_t len = len_[seq];
     // Every layer of a chunk appends the same number of tokens, once.
@@ -66,7 +72,7 @@ class DenseKvCache final : public cache::KvCache {
     }
     sg.size = len + n;
     pending_[seq] = n;
-    return attend_stored(sg, len, q, out);
+    return Status::kSuccess;
   }
 
   Status end_chunk(int seq, const cache::ChunkSignals&) override {

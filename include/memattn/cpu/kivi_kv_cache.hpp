@@ -62,41 +62,20 @@ class KiviKvCache final : public cache::KvCache {
 
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
-    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
-      return Status::kErrorInvalidArgument;
-    const std::int64_t n = q.shape[0], D = shape_.head_dim, Hkv = shape_.kv_heads;
-    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
-    if (n <= 0) return Status::kErrorInvalidShape;
+    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {k.shape[0], shape_.q_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {k.shape[0], shape_.q_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(stage(seq, layer, k, v));
     Segment& sg = segment(seq, layer);
-    const std::int64_t len = len_[seq];
-    if (sg.size != len) return Status::kErrorInvalidArgument;  // every layer appends a chunk once
-    if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
-    if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t h = 0; h < Hkv; ++h)
-        for (std::int64_t c = 0; c < D; ++c)
-          if (!(std::fabs(k.ptr(t, h)[c]) <= 65504.f) || !(std::fabs(v.ptr(t, h)[c]) <= 65504.f))
-            return Status::kErrorNonFinite;
+    attend_stored(sg, len_[seq], q, out);
+    append(sg, len_[seq], k.shape[0]);
+    pending_[seq] = k.shape[0];
+    return Status::kSuccess;
+  }
 
-    // The chunk in fp16, [n][Hkv][D]: exactly what the ring and the quantiser see.
-    chunk_k_.resize(static_cast<std::size_t>(n * Hkv * D));
-    chunk_v_.resize(chunk_k_.size());
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t h = 0; h < Hkv; ++h) {
-        from_float_n(k.ptr(t, h), D, chunk_k_.data() + (t * Hkv + h) * D);
-        from_float_n(v.ptr(t, h), D, chunk_v_.data() + (t * Hkv + h) * D);
-      }
-    if (sg.ring_k.empty()) {
-      sg.ring_k.assign(static_cast<std::size_t>(ring_rows() * Hkv * D), Half{0});
-      sg.ring_v = sg.ring_k;
-      add_bytes(2 * sg.ring_k.size() * sizeof(Half));
-    }
-    attend_stored(sg, len, q, out);
-    append(sg, len, n);
-    pending_[seq] = n;
+  Status append(int seq, int layer, TensorView<const float, 3> k, TensorView<const float, 3> v) override {
+    MEMATTN_RETURN_IF_ERROR(stage(seq, layer, k, v));
+    append(segment(seq, layer), len_[seq], k.shape[0]);
+    pending_[seq] = k.shape[0];
     return Status::kSuccess;
   }
 
@@ -186,6 +165,40 @@ class KiviKvCache final : public cache::KvCache {
             ",group=" + std::to_string(cfg.group) + ",residual=" + std::to_string(cfg.residual);
   }
 
+  // Validates a chunk for (seq, layer) and converts it to fp16 into chunk_k_/chunk_v_
+  // ([n][Hkv][D]: exactly what the ring and the quantiser see); writes nothing of the cache.
+  Status stage(int seq, int layer, const TensorView<const float, 3>& k, const TensorView<const float, 3>& v) {
+    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
+      return Status::kErrorInvalidArgument;
+    const std::int64_t n = k.shape[0], D = shape_.head_dim, Hkv = shape_.kv_heads;
+    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {-1, shape_.kv_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
+    if (n <= 0) return Status::kErrorInvalidShape;
+    Segment& sg = segment(seq, layer);
+    const std::int64_t len = len_[seq];
+    if (sg.size != len) return Status::kErrorInvalidArgument;  // every layer appends a chunk once
+    if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
+    if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t h = 0; h < Hkv; ++h)
+        for (std::int64_t c = 0; c < D; ++c)
+          if (!(std::fabs(k.ptr(t, h)[c]) <= 65504.f) || !(std::fabs(v.ptr(t, h)[c]) <= 65504.f))
+            return Status::kErrorNonFinite;
+    chunk_k_.resize(static_cast<std::size_t>(n * Hkv * D));
+    chunk_v_.resize(chunk_k_.size());
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t h = 0; h < Hkv; ++h) {
+        from_float_n(k.ptr(t, h), D, chunk_k_.data() + (t * Hkv + h) * D);
+        from_float_n(v.ptr(t, h), D, chunk_v_.data() + (t * Hkv + h) * D);
+      }
+    if (sg.ring_k.empty()) {
+      sg.ring_k.assign(static_cast<std::size_t>(ring_rows() * Hkv * D), Half{0});
+      sg.ring_v = sg.ring_k;
+      add_bytes(2 * sg.ring_k.size() * sizeof(Half));
+    }
+    return Status::kSuccess;
+  }
+
   std::int64_t ring_rows() const { return cfg_.residual + cfg_.group; }
   std::int64_t ring_offset(std::int64_t pos, std::int64_t h) const {
     return ((pos % ring_rows()) * shape_.kv_heads + h) * shape_.head_dim;
@@ -258,16 +271,21 @@ class KiviKvCache final : public cache::KvCache {
     float* alpha;
     std::int64_t rows;
     // S holds logits (rows x T, -inf = masked); turns them into probabilities and rescales acc.
+    // Vectorised exp (Eigen); a NaN logit poisons its row (max and sum), masked entries are
+    // exactly 0.
     void step(Map& S, Map& acc) const {
+      constexpr float kNegInf = -std::numeric_limits<float>::infinity();
       for (std::int64_t r = 0; r < rows; ++r) {
-        float mx = m[r];
-        for (std::int64_t t = 0; t < S.cols(); ++t) mx = S(r, t) > mx || std::isnan(S(r, t)) ? S(r, t) : mx;
-        const float a = mx == -std::numeric_limits<float>::infinity() ? 1.f : std::exp(m[r] - mx);
-        float sum = 0;
-        for (std::int64_t t = 0; t < S.cols(); ++t) {
-          const float p = S(r, t) == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(S(r, t) - mx);
-          S(r, t) = p;
-          sum += p;
+        auto row = S.row(r).array();
+        const float rmax = row.template maxCoeff<Eigen::PropagateNaN>();
+        const float mx = std::isnan(rmax) || rmax > m[r] ? rmax : m[r];
+        float a = 1.f, sum = 0.f;
+        if (mx == kNegInf) {
+          row.setZero();
+        } else {
+          a = std::exp(m[r] - mx);  // m = -inf: 0
+          row = (row == kNegInf).select(0.f, (row - mx).exp());
+          sum = row.sum();
         }
         l[r] = l[r] * a + sum;
         m[r] = mx;
@@ -289,7 +307,7 @@ class KiviKvCache final : public cache::KvCache {
     // Per-worker scratch: Q, acc (rows x D), S (rows x tile), K/V tiles (tile x D), m, l, alpha,
     // Qs (rows x D), beta (rows), Pv (rows x G), Z (rows x D/GV), V scales/zeros (G x D/GV).
     const std::size_t need = static_cast<std::size_t>(3 * max_rows * D + max_rows * tile + 2 * tile * D + 4 * max_rows +
-                                                      max_rows * G + max_rows * (D / GV) + 2 * G * (D / GV) + 2 * D);
+                                                      max_rows * G + max_rows * (D / GV) + 4 * G * (D / GV) + 4 * D);
     for (auto& s : scratch_)
       if (s.buf.size() < need) s.buf.resize(need);
     const float tau = 1.f / std::sqrt(static_cast<float>(D));
@@ -312,6 +330,7 @@ class KiviKvCache final : public cache::KvCache {
       Map Pv(take(rows * G), rows, G), Z(take(rows * (D / GV)), rows, D / GV);
       Map sv(take(G * (D / GV)), G, D / GV), zv(take(G * (D / GV)), G, D / GV);
       Eigen::Map<Eigen::RowVectorXf> sk(take(D), D), zk(take(D), D);
+      float* meta = take(2 * D + 2 * G * (D / GV));
       for (std::int64_t i = t0; i < t1; ++i)
         for (std::int64_t gi = 0; gi < g; ++gi) {
           const float* src = q.ptr(i, h * g + gi);
@@ -327,16 +346,17 @@ class KiviKvCache final : public cache::KvCache {
       for (std::int64_t j = 0; j < nb; ++j) {
         const quant::BlockView bv{record(sg, j, h), cfg_, layout_};
         Map Kc(k_buf, G, D), VcT(v_buf, D, G), S(s_buf, rows, G);
-        unpack_block(bv, Kc, VcT, sk, zk, sv, zv);
+        unpack_block(bv, Kc, VcT, sk, zk, sv, zv, meta);
         Qs = Q.array().rowwise() * sk.array();
         beta.noalias() = Q * zk.transpose();
-        S.noalias() = Qs * Kc.transpose();
+        // Coefficient-wise (lazy) products: at g x 32 x D, GEMM packing costs more than the math.
+        S.noalias() = Qs.lazyProduct(Kc.transpose());
         S.colwise() += beta;
         sm.step(S, acc);
         for (std::int64_t jj = 0; jj < D / GV; ++jj) {
           Pv = S.array().rowwise() * sv.col(jj).transpose().array();
           Z.col(jj).noalias() = S * zv.col(jj);
-          acc.middleCols(jj * GV, GV).noalias() += Pv * VcT.middleRows(jj * GV, GV).transpose();
+          acc.middleCols(jj * GV, GV).noalias() += Pv.lazyProduct(VcT.middleRows(jj * GV, GV).transpose());
           acc.middleCols(jj * GV, GV).colwise() += Z.col(jj);
         }
       }
@@ -377,38 +397,61 @@ class KiviKvCache final : public cache::KvCache {
   }
 
   // Codes as exact small-integer floats: K token-major (G x D), V channel-major (D x G), both in
-  // the order of their bit streams, one word at a time with compile-time shifts; K meta per
-  // channel, V meta per (token, channel group).
+  // the order of their bit streams (LSB-first in little-endian words, so byte i holds codes
+  // 8i/b .. 8i/b + 8/b - 1). 2- and 4-bit codes go through a byte -> floats table (one 16/8-byte
+  // copy per code byte instead of a shift, mask and convert per code: unpacking was most of the
+  // decode time); 8-bit codes convert directly.
   template <int kBits>
-  static void unpack_words(const std::uint32_t* w, std::int64_t count, float* dst) {
-    constexpr int kPer = 32 / kBits;
-    constexpr std::uint32_t kMask = (1u << kBits) - 1u;
-    for (std::int64_t i = 0; i < count / kPer; ++i) {
-      const std::uint32_t word = w[i];
-      for (int j = 0; j < kPer; ++j) dst[i * kPer + j] = static_cast<float>((word >> (j * kBits)) & kMask);
+  struct ByteTable {
+    static constexpr int kPer = 8 / kBits;
+    float v[256][kPer];
+    ByteTable() {
+      for (int b = 0; b < 256; ++b)
+        for (int j = 0; j < kPer; ++j) v[b][j] = static_cast<float>((b >> (j * kBits)) & ((1 << kBits) - 1));
     }
+  };
+  template <int kBits>
+  static void unpack_bytes(const std::uint8_t* src, std::int64_t count, float* dst) {
+    static const ByteTable<kBits> table;
+    constexpr int kPer = 8 / kBits;
+    for (std::int64_t i = 0; i < count / kPer; ++i) std::memcpy(dst + i * kPer, table.v[src[i]], sizeof(table.v[0]));
+  }
+  static bool little_endian() {
+    const std::uint32_t one = 1;
+    unsigned char first = 0;
+    std::memcpy(&first, &one, 1);
+    return first == 1;
   }
   static void unpack_codes(const std::uint32_t* w, std::int64_t count, int bits, float* dst) {
-    if (bits == 2) unpack_words<2>(w, count, dst);
-    else if (bits == 4) unpack_words<4>(w, count, dst);
-    else unpack_words<8>(w, count, dst);
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(w);
+    if (little_endian()) {
+      if (bits == 2) return unpack_bytes<2>(bytes, count, dst);
+      if (bits == 4) return unpack_bytes<4>(bytes, count, dst);
+      for (std::int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(bytes[i]);
+      return;
+    }
+    const std::uint32_t mask = (1u << bits) - 1u;
+    const int per = 32 / bits;
+    for (std::int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>((w[i / per] >> ((i % per) * bits)) & mask);
   }
   template <class M, class R>
-  void unpack_block(const quant::BlockView& bv, M& Kc, M& VcT, R& sk, R& zk, M& sv, M& zv) const {
+  void unpack_block(const quant::BlockView& bv, M& Kc, M& VcT, R& sk, R& zk, M& sv, M& zv, float* meta) const {
     const std::int64_t G = cfg_.group, D = cfg_.head_dim, GV = cfg_.vg();
     unpack_codes(bv.kc(), G * D, cfg_.bits_k, Kc.data());
     unpack_codes(bv.vc(), G * D, cfg_.bits_v, VcT.data());
-    const std::uint16_t* km = reinterpret_cast<const std::uint16_t*>(bv.rec + layout_.km);
-    for (std::int64_t c = 0; c < D; ++c) {
-      sk(c) = half_to_float(Half{km[2 * c]});
-      zk(c) = half_to_float(Half{km[2 * c + 1]});
+    // Metadata: half2 {scale, zero} per K channel and per (V channel group, token), converted in
+    // bulk (vectorised) and read back through stride-2 maps.
+    const Half* km = reinterpret_cast<const Half*>(bv.rec + layout_.km);
+    const Half* vm = reinterpret_cast<const Half*>(bv.rec + layout_.vm);
+    to_float_n(km, 2 * D, meta);
+    to_float_n(vm, 2 * G * (D / GV), meta + 2 * D);
+    using Strided = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<2>>;
+    sk = Strided(meta, D).transpose();
+    zk = Strided(meta + 1, D).transpose();
+    for (std::int64_t j = 0; j < D / GV; ++j) {
+      sv.col(j) = Strided(meta + 2 * D + 2 * j * G, G);
+      zv.col(j) = Strided(meta + 2 * D + 2 * j * G + 1, G);
     }
-    const std::uint16_t* vm = reinterpret_cast<const std::uint16_t*>(bv.rec + layout_.vm);
-    for (std::int64_t j = 0; j < D / GV; ++j)
-      for (std::int64_t t = 0; t < G; ++t) {
-        sv(t, j) = half_to_float(Half{vm[2 * (j * G + t)]});
-        zv(t, j) = half_to_float(Half{vm[2 * (j * G + t) + 1]});
-      }
   }
 
   cache::CacheShape shape_;

@@ -1,0 +1,179 @@
+// One decode step through the KvCache interface (append one token + attention of one query token,
+// then end_chunk), one layer, GQA Hq 32 / Hkv 8, head_dim 128, over a cache already holding L
+// tokens (filled with KvCache::append, so set-up costs no O(L^2) prefill). Policies: the dense
+// fp32 and fp16 caches (`full:fp32=1`, `full`) and KIVI K2V2 / K4V4 (R = 128, G = 32), each on 1
+// and 2 worker threads (the engine's thread pool as Executor). After the table, one line per case:
+// time per step and speed-up against the dense fp32 cache with the same threads and L (issue 4's
+// CPU gate: K2V2 faster than dense fp32 at L >= 8K).
+//
+//   bench_kv_cache_decode [--benchmark_filter=kivi] [--benchmark_repetitions=3] ...
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <memattn/memattn.hpp>
+
+#include "thread_pool.hpp"
+
+namespace {
+
+constexpr int kHq = 32, kHkv = 8, kD = 128;
+const std::int64_t kLengths[] = {1024, 8192, 16384};
+const char* const kSpecs[] = {"full:fp32=1", "full", "kivi:kbits=2,vbits=2,group=32,residual=128",
+                              "kivi:kbits=4,vbits=4,group=32,residual=128"};
+bool g_failed = false;
+
+std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
+  std::vector<float> out(n);
+  std::uint32_t x = seed * 2654435761u + 1u;
+  for (auto& f : out) {  // xorshift: cheap, deterministic, roughly uniform in [-1, 1)
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    f = static_cast<float>(x) / 2147483648.f - 1.f;
+  }
+  return out;
+}
+
+// One cache per (spec, L, threads), filled once and reused across Google Benchmark's runs (each
+// timed step adds one token, a negligible growth next to L).
+struct Case {
+  std::unique_ptr<memattn_llama::ThreadPool> pool;
+  std::unique_ptr<memattn::cache::KvCache> cache;
+  std::vector<float> q, k, v, o;
+};
+
+memattn::Status make_case(const std::string& spec, std::int64_t L, int threads, Case* c) {
+  c->pool.reset(new memattn_llama::ThreadPool(threads));
+  memattn::cache::CacheShape s;
+  s.layers = 1;
+  s.q_heads = kHq;
+  s.kv_heads = kHkv;
+  s.head_dim = kD;
+  s.max_tokens = static_cast<int>(L + (1 << 20));
+  std::string err;
+  MEMATTN_RETURN_IF_ERROR(memattn::cpu::make_kv_cache(spec, s, c->pool->executor(), &c->cache, &err));
+  MEMATTN_RETURN_IF_ERROR(c->cache->reserve(0, static_cast<int>(L + 4096)));
+  const std::int64_t chunk = 1024;
+  const auto kp = random_floats(static_cast<std::size_t>(chunk * kHkv * kD), 1);
+  const auto vp = random_floats(kp.size(), 2);
+  for (std::int64_t t = 0; t < L; t += chunk) {
+    const std::int64_t n = std::min(chunk, L - t);
+    MEMATTN_RETURN_IF_ERROR(c->cache->append(0, 0, memattn::make_view<3>(kp.data(), {n, kHkv, kD}),
+                                             memattn::make_view<3>(vp.data(), {n, kHkv, kD})));
+    MEMATTN_RETURN_IF_ERROR(c->cache->end_chunk(0, {}));
+  }
+  c->q = random_floats(static_cast<std::size_t>(kHq * kD), 3);
+  c->k = random_floats(static_cast<std::size_t>(kHkv * kD), 4);
+  c->v = random_floats(c->k.size(), 5);
+  c->o.assign(c->q.size(), 0.f);
+  return memattn::Status::kSuccess;
+}
+
+void bm_step(benchmark::State& state, const std::string& spec, std::int64_t L, int threads) {
+  static std::map<std::string, Case> cases;
+  const std::string key = spec + "|" + std::to_string(L) + "|" + std::to_string(threads);
+  auto it = cases.find(key);
+  memattn::Status st = memattn::Status::kSuccess;
+  if (it == cases.end()) {
+    cases.clear();  // one cache alive at a time (the fp32 ones hold up to 130 MB)
+    Case c;
+    st = make_case(spec, L, threads, &c);
+    if (st == memattn::Status::kSuccess) it = cases.emplace(key, std::move(c)).first;
+  }
+  if (st != memattn::Status::kSuccess) {
+    g_failed = true;
+    state.SkipWithError(memattn::status_message(st));
+    return;
+  }
+  Case& c = it->second;
+  const auto q = memattn::make_view<3>(static_cast<const float*>(c.q.data()), {1, kHq, kD});
+  const auto k = memattn::make_view<3>(static_cast<const float*>(c.k.data()), {1, kHkv, kD});
+  const auto v = memattn::make_view<3>(static_cast<const float*>(c.v.data()), {1, kHkv, kD});
+  const auto o = memattn::make_view<3>(c.o.data(), {1, kHq, kD});
+  for (auto _ : state) {
+    if (st == memattn::Status::kSuccess) st = c.cache->attend(0, 0, q, k, v, o);
+    if (st == memattn::Status::kSuccess) st = c.cache->end_chunk(0, {});
+    benchmark::DoNotOptimize(c.o.data());
+    benchmark::ClobberMemory();
+  }
+  if (st != memattn::Status::kSuccess) {
+    g_failed = true;
+    state.SkipWithError(memattn::status_message(st));
+    return;
+  }
+  state.counters["kv_MiB"] = static_cast<double>(c.cache->bytes()) / (1 << 20);
+}
+
+// Console table, then each case's time per step against dense fp32 with the same L and threads.
+class SpeedupReporter : public benchmark::ConsoleReporter {
+ public:
+  SpeedupReporter() : ConsoleReporter(isatty(fileno(stdout)) ? OO_ColorTabular : OO_Tabular) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& r : runs) {
+      if (r.error_occurred) continue;
+      const std::string name = r.run_name.str();
+      if (times_.find(name) == times_.end()) order_.push_back(name);
+      Time& t = times_[name];
+      if (r.run_type == Run::RT_Iteration) {
+        t.sum += r.GetAdjustedRealTime();
+        t.n += 1;
+      } else if (r.aggregate_name == "median") {
+        t.median = r.GetAdjustedRealTime();
+      }
+    }
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::printf("\nTime per decode step (us) and speed-up over the dense fp32 cache (same L, threads, run):\n");
+    for (const std::string& name : order_) {
+      // name: step/<spec>/L:<L>/threads:<n>
+      const auto slash = name.find("/L:");
+      if (slash == std::string::npos) continue;
+      const auto base = times_.find("step/full:fp32=1" + name.substr(slash));
+      const double t = times_[name].value();
+      if (base == times_.end() || t <= 0) continue;
+      std::printf("  %-62s %9.1f us   x%.2f\n", name.c_str(), t, base->second.value() / t);
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  struct Time {
+    double sum = 0;
+    int n = 0;
+    double median = -1;
+    double value() const { return median >= 0 ? median : (n ? sum / n : 0); }
+  };
+  std::map<std::string, Time> times_;
+  std::vector<std::string> order_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (const std::int64_t L : kLengths)
+    for (const int threads : {1, 2})
+      for (const char* spec : kSpecs) {
+        const std::string name = std::string("step/") + spec + "/L:" + std::to_string(L) + "/threads:" + std::to_string(threads);
+        benchmark::RegisterBenchmark(name.c_str(), [spec, L, threads](benchmark::State& s) { bm_step(s, spec, L, threads); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
+      }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  SpeedupReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return g_failed ? 1 : 0;
+}
