@@ -22,6 +22,7 @@
 
 #include "engine.hpp"
 #include "model.hpp"
+#include "needle.hpp"
 #include "thread_pool.hpp"
 #include "recording_cache.hpp"
 #include "session.hpp"
@@ -59,6 +60,8 @@ int usage(const char* msg = nullptr) {
                "  memattn-llama ppl --model PATH [--tokenizer PATH] --text PATH --ctx N [--chunk C] [--max-tokens N]\n"
                "                    [--kv SPEC] [--json] [--raw-text]\n"
                "  memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]\n"
+               "  memattn-llama needle --model PATH [--tokenizer PATH] --text PATH [--haystack N] [--depths D,D,..]\n"
+               "                    [--codes K] [--seed S] [--kv SPEC] [--chunk C] [--json] [--raw-text]\n"
                "  memattn-llama policies\n"
                "  memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]\n"
                "common: --threads N, --chunk C (prefill chunk, default 256)\n");
@@ -277,6 +280,99 @@ int cmd_ppl(const Args& a) {
   return 0;
 }
 
+// Needle in real text (spec eviction.md §7.5 E5): one line per (depth, code), then a summary.
+int cmd_needle(const Args& a) {
+  std::string err;
+  int haystack_len = 0, codes = 0, chunk = 0, seed = 0;
+  if (!parse_int(a, "haystack", 3500, 16, 1 << 20, &haystack_len, &err) || !parse_int(a, "codes", 5, 1, 1000, &codes, &err) ||
+      !parse_int(a, "chunk", 16, 1, 1 << 20, &chunk, &err) || !parse_int(a, "seed", 1, 0, 1 << 30, &seed, &err))
+    return usage(err.c_str());
+  if (!a.opts.count("text")) return usage("--text is required");
+  std::vector<double> depths;
+  {
+    std::stringstream ss(a.get("depths", "0.1,0.3,0.5,0.7,0.9"));
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      char* end = nullptr;
+      const double d = std::strtod(item.c_str(), &end);
+      if (item.empty() || *end != '\0' || !(d >= 0 && d <= 1)) return usage(("--depths: '" + item + "' is not in [0, 1]").c_str());
+      depths.push_back(d);
+    }
+    if (depths.empty()) return usage("--depths is empty");
+  }
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  if (!a.has("raw-text")) text = normalize_text(text);
+  std::vector<std::int32_t> hay = s.tokenizer->encode(text, false);
+  if (static_cast<int>(hay.size()) < haystack_len)
+    return report("the text has " + std::to_string(hay.size()) + " tokens, fewer than --haystack " + std::to_string(haystack_len));
+  hay.resize(static_cast<std::size_t>(haystack_len));
+  const std::int32_t bos = s.model.cfg.bos;
+  // Codes: 5 decimal digits from a fixed LCG (portable, so every policy sees the same codes).
+  std::uint64_t state = 0x9E3779B97F4A7C15ull ^ static_cast<std::uint64_t>(seed);
+  auto next_code = [&] {
+    std::string c;
+    for (int i = 0; i < 5; ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      c += static_cast<char>('0' + static_cast<int>((state >> 33) % 10));
+    }
+    return c;
+  };
+  std::vector<std::vector<std::string>> code_table(depths.size());
+  for (auto& row : code_table)
+    for (int i = 0; i < codes; ++i) row.push_back(next_code());
+  std::size_t max_len = 0;
+  for (std::size_t di = 0; di < depths.size(); ++di)
+    for (const auto& code : code_table[di]) {
+      const NeedleCase c = make_needle_case(*s.tokenizer, bos, hay, depths[di], code);
+      max_len = std::max(max_len, c.prompt.size() + c.answer.size());
+    }
+  if (max_len > static_cast<std::size_t>(s.model.cfg.context))
+    return report("a needle case has " + std::to_string(max_len) + " tokens, more than the model's context " +
+                  std::to_string(s.model.cfg.context) + " (lower --haystack)");
+  std::unique_ptr<memattn::cache::KvCache> cache;
+  if (!make_cache(a, s, static_cast<int>(max_len), &cache, &err)) return report(err);
+  Engine eng(s.model, *cache, g_pool);
+  const auto digits = digit_token_ids(*s.tokenizer);
+  int exact = 0, n = 0;
+  double lp_sum = 0, margin_sum = 0;
+  int margins = 0;
+  const bool json = a.has("json");
+  for (std::size_t di = 0; di < depths.size(); ++di)
+    for (const auto& code : code_table[di]) {
+      const NeedleCase c = make_needle_case(*s.tokenizer, bos, hay, depths[di], code);
+      NeedleResult r;
+      if (!run_needle_case(eng, c, chunk, digits, &r, &err)) return report(err, 1);
+      ++n;
+      exact += r.exact ? 1 : 0;
+      lp_sum += r.logprob;
+      if (!std::isnan(r.margin)) {
+        margin_sum += r.margin;
+        ++margins;
+      }
+      if (json) {
+        std::printf("{\"depth\": %.2f, \"code\": \"%s\", \"logprob\": %.4f, \"margin\": %.4f, \"exact\": %s, \"kv\": \"%s\"}\n",
+                    depths[di], code.c_str(), r.logprob, r.margin, r.exact ? "true" : "false", json_escape(cache->spec()).c_str());
+      } else {
+        std::printf("depth %.2f code %s: logprob %.3f, digit margin %.3f, %s\n", depths[di], code.c_str(), r.logprob, r.margin,
+                    r.exact ? "exact" : "missed");
+      }
+      std::fflush(stdout);
+    }
+  if (json) {
+    std::printf("{\"summary\": true, \"exact\": %d, \"cases\": %d, \"mean_logprob\": %.4f, \"mean_margin\": %.4f, "
+                "\"kv_bytes_peak\": %zu, \"kv\": \"%s\", \"haystack\": %d, \"chunk\": %d}\n",
+                exact, n, lp_sum / n, margins ? margin_sum / margins : std::nan(""), cache->peak_bytes(),
+                json_escape(cache->spec()).c_str(), haystack_len, chunk);
+  } else {
+    std::printf("needle: %d/%d exact, mean logprob %.3f, mean digit margin %.3f nats (kv %s, peak %zu bytes)\n", exact, n,
+                lp_sum / n, margins ? margin_sum / margins : std::nan(""), cache->spec(), cache->peak_bytes());
+  }
+  return 0;
+}
+
 // Binary format of dump-kv (little-endian):
 //   char magic[8] = "MAKVDUMP"; uint32 version = 1; uint32 layers, tokens, q_heads, kv_heads, head_dim;
 //   int32 token_ids[tokens];
@@ -376,6 +472,7 @@ int main(int argc, char** argv) {
   g_pool = &pool;
   if (a.command == "generate") return cmd_generate(a);
   if (a.command == "ppl") return cmd_ppl(a);
+  if (a.command == "needle") return cmd_needle(a);
   if (a.command == "dump-kv") return cmd_dump_kv(a);
   if (a.command == "policies") return cmd_policies();
   if (a.command == "logits") return cmd_logits(a);

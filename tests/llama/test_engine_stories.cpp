@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "llama_test_data.hpp"
+#include "needle.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
 
@@ -187,4 +188,38 @@ int main(int argc, char** argv) {
   memattn_llama_test::require_file(model_path(), "stories260K checkpoint (../shared/data)");
   memattn_llama_test::require_file(tok_path(), "tok512.bin (../shared/data)");
   return Catch::Session().run(argc, argv);
+}
+
+TEST_CASE("needle probe: the case is spliced as described, and a budget >= the prompt changes nothing (A1)", "[llama][needle]") {
+  const Session& s = session();
+  const auto hay = s.tokenizer->encode(normalize_text(read_file(data_dir() + "/text/tinystories-sample.txt")), false);
+  REQUIRE(hay.size() > 200);
+  const std::vector<std::int32_t> h(hay.begin(), hay.begin() + 200);
+  const NeedleCase c = make_needle_case(*s.tokenizer, s.tokenizer->bos(), h, 0.25, "48213");
+  const auto needle = s.tokenizer->encode(" The secret code of the blue vault is 48213.", false);
+  const auto question = s.tokenizer->encode(needle_question(), false);
+  REQUIRE(c.prompt.size() == 1 + h.size() + needle.size() + question.size());
+  CHECK(c.needle_pos == 1 + 50);
+  CHECK(std::equal(needle.begin(), needle.end(), c.prompt.begin() + c.needle_pos));
+  CHECK(std::equal(h.begin(), h.begin() + 50, c.prompt.begin() + 1));
+  CHECK(!c.answer.empty());
+  const auto digits = digit_token_ids(*s.tokenizer);
+  auto run = [&](const std::string& spec) {
+    auto cache = make_cache(s.model.cfg, spec);
+    Engine eng(s.model, *cache);
+    NeedleResult r;
+    std::string err;
+    REQUIRE(run_needle_case(eng, c, 16, digits, &r, &err));
+    REQUIRE(std::isfinite(r.logprob));
+    CHECK(r.logprob < 0);
+    return r;
+  };
+  const NeedleResult full = run("full");
+  // H2O with a budget over the whole case never evicts: bit-identical scores (spec A1).
+  const NeedleResult h2o = run("h2o:budget=512");
+  CHECK(h2o.logprob == full.logprob);
+  CHECK(h2o.exact == full.exact);
+  // A 32-token StreamingLLM window cannot keep the needle: the code gets less likely.
+  const NeedleResult tiny = run("streaming:sink=4,window=28");
+  CHECK(tiny.logprob != full.logprob);
 }
