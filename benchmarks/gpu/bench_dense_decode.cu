@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "memattn/cuda/dense_decode.cuh"
+#include "memattn/cuda/evict_scores.cuh"
 #include "bench_cuda_check.cuh"
 
 namespace {
@@ -75,15 +76,40 @@ struct Device {
 };
 
 // Times one configuration; returns false on a memattn error (printed as a JSON line).
+// h2o: also the fused eviction scores (raw logits + LSE from the decode, then the H2O epilogue
+// over an fp32 accumulator), timed together: issue 5's "<= 10% over plain decode" gate.
 bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::DenseDecodeTuning& tuning,
              const char* variant, BFloat16* q, BFloat16* k, BFloat16* v, BFloat16* o, unsigned char* flush,
-             std::size_t flush_bytes, FILE* json) {
+             std::size_t flush_bytes, FILE* json, bool h2o = false) {
   const int Hq = 32, Hkv = 8, D = 128, Tq = 1;
   att::DecodeArgs<BFloat16> a;
   a.q = memattn::make_view<4>(static_cast<const BFloat16*>(q), {s.B, Tq, Hq, D});
   a.k_cache = memattn::make_view<4>(static_cast<const BFloat16*>(k), {s.B, Hkv, s.L, D});
   a.v_cache = memattn::make_view<4>(static_cast<const BFloat16*>(v), {s.B, Hkv, s.L, D});
   a.o = memattn::make_view<4>(o, {s.B, Tq, Hq, D});
+  float *lse = nullptr, *scores = nullptr, *acc = nullptr;
+  if (h2o) {
+    const int G = Hq / Hkv;
+    BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(s.B) * Tq * Hq * sizeof(float)));
+    BENCH_CUDA(cudaMalloc(&scores, static_cast<std::size_t>(s.B) * Hkv * Tq * G * s.L * sizeof(float)));
+    BENCH_CUDA(cudaMalloc(&acc, static_cast<std::size_t>(s.B) * Hkv * s.L * sizeof(float)));
+    BENCH_CUDA(cudaMemset(acc, 0, static_cast<std::size_t>(s.B) * Hkv * s.L * sizeof(float)));
+    a.lse = memattn::make_view<3>(lse, {s.B, Tq, Hq});
+    a.scores = memattn::make_view<4>(scores, {s.B, Hkv, Tq * G, s.L});
+  }
+  void* ws = nullptr;
+  std::size_t ws_bytes = 0;
+  auto ws_ptr = [&] { return ws; };
+  auto ws_size = [&] { return ws_bytes; };
+  memattn::kernels::EvictScoreParams ep = mc::evict_score_params(a, 1.f, 0);
+  ep.acc = acc;
+  ep.state_stride[0] = static_cast<std::int64_t>(Hkv) * s.L;
+  ep.state_stride[1] = s.L;
+  auto step = [&](cudaStream_t st_) {
+    Status r = mc::dense_decode(a, ws_ptr(), ws_size(), st_, tuning);
+    if (r == Status::kSuccess && h2o) r = mc::evict_accumulate_scores(ep, memattn::kernels::EvictScoreMode::kAccumulate, st_);
+    return r;
+  };
 
   char head[512];
   std::snprintf(head, sizeof(head),
@@ -101,19 +127,17 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
 
   mc::DenseDecodePlan plan;
   Status st = mc::dense_decode_plan(a, &plan, tuning);
-  std::size_t ws_bytes = 0;
   if (st == Status::kSuccess) st = mc::dense_decode_workspace_size(a, &ws_bytes, tuning);
   if (st != Status::kSuccess) {
     emit(std::string(head) + ",\"error\":\"" + memattn::status_message(st) + "\"}");
     return false;
   }
-  void* ws = nullptr;
   if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
 
   cudaStream_t stream;
   BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (int i = 0; i < opt.warmup; ++i) {
-    st = mc::dense_decode(a, ws, ws_bytes, stream, tuning);
+    st = step(stream);
     if (st != Status::kSuccess) break;
   }
   std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(opt.iters));
@@ -122,7 +146,7 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
     // Cold L2: K/V of the small shapes would otherwise partly stay in the 50-60 MB L2.
     BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
     BENCH_CUDA(cudaEventRecord(ev[2 * i], stream));
-    st = mc::dense_decode(a, ws, ws_bytes, stream, tuning);
+    st = step(stream);
     BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
   }
   BENCH_CUDA(cudaStreamSynchronize(stream));
@@ -149,6 +173,11 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
   BENCH_CUDA(cudaFree(bad));
   BENCH_CUDA(cudaStreamDestroy(stream));
   if (ws) BENCH_CUDA(cudaFree(ws));
+  if (h2o) {
+    BENCH_CUDA(cudaFree(lse));
+    BENCH_CUDA(cudaFree(scores));
+    BENCH_CUDA(cudaFree(acc));
+  }
 
   if (st != Status::kSuccess) {
     emit(std::string(head) + ",\"error\":\"" + memattn::status_message(st) + "\"}");
@@ -235,6 +264,7 @@ int main(int argc, char** argv) {
 
     mc::DenseDecodeTuning tuning;
     ok = run_one(opt, dev, s, tuning, "default", q, k, v, o, flush, flush_bytes, json) && ok;
+    ok = run_one(opt, dev, s, tuning, "h2o_scores", q, k, v, o, flush, flush_bytes, json, true) && ok;
     if (opt.sweep) {
       for (int splits : {1, 8, 16, 32, 48, 64, 96, 128, 192, 256}) {
         mc::DenseDecodeTuning t;

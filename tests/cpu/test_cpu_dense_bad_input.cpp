@@ -75,6 +75,16 @@ TEST_CASE("decode rejects bad arguments and writes nothing", "[bad-input]") {
     expect_rejected(Status::kErrorInvalidArgument, [](A& a, P&) { a.scale = -1.f; });
     expect_rejected(Status::kErrorInvalidArgument, [](A& a, P&) { a.window = -2; });
   }
+  SECTION("raw-logit output (CUDA only): shape and lse checked, the CPU back-end declines it") {
+    // [B, Hkv, Tq * G, Lcap] = [2, 2, 4, 50]
+    static float scores[2 * 2 * 4 * 50];
+    expect_rejected(Status::kErrorNotSupported, [](A& a, P&) { a.scores = make_view<4>(scores, {2, 2, 4, 50}); });
+    expect_rejected(Status::kErrorInvalidShape, [](A& a, P&) { a.scores = make_view<4>(scores, {2, 2, 4, 49}); });
+    expect_rejected(Status::kErrorInvalidArgument, [](A& a, P&) {
+      a.scores = make_view<4>(scores, {2, 2, 4, 50});
+      a.lse = {};
+    });
+  }
   SECTION("workspace too small or null") {
     DecodeProblem<Half> p(base_shape(), 3);
     auto a = p.args();

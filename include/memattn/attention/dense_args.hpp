@@ -41,6 +41,11 @@ struct DecodeArgs {
   TensorView<float, 3> lse;    // [B, Tq, Hq], optional
   float scale = 0.f;           // 0: 1/sqrt(D)
   std::int32_t window = 0;     // 0: no sliding window
+  // CUDA only, optional (token-eviction scores, spec eviction.md §4.3): the raw logits
+  // scale * q.k the kernel computes, [B, Hkv, Tq * G, Lcap] fp32 with keys contiguous, row
+  // f = t * G + g; -inf for keys a row does not see; keys outside every row's range are not
+  // written. Needs lse. The CPU back-end rejects it (its eviction caches use cpu::decode_probs).
+  TensorView<float, 4> scores;
 };
 
 template <class T>
@@ -100,6 +105,10 @@ Status validate_decode(const DecodeArgs<T, TQ>& a, const std::int32_t* lens, Att
   MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.lse));
   MEMATTN_RETURN_IF_ERROR(check_heads(d.q_heads, d.kv_heads));
   MEMATTN_RETURN_IF_ERROR(check_scale_window(a.scale, a.window));
+  MEMATTN_RETURN_IF_ERROR(
+      check_optional_tensor(a.scores, {d.batch, d.kv_heads, d.q_tokens * d.group(), d.kv_capacity}));
+  MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.scores));
+  if (a.scores.data != nullptr && a.lse.data == nullptr) return Status::kErrorInvalidArgument;
   if (d.q_tokens > d.kv_capacity) return Status::kErrorInvalidShape;
   if (a.max_seq_len < 0 || a.max_seq_len > d.kv_capacity) return Status::kErrorInvalidArgument;
   if (a.max_seq_len > 0 && a.max_seq_len < d.q_tokens) return Status::kErrorEmptyCache;

@@ -7,7 +7,9 @@
 // Semantics are those of memattn/attention/dense_args.hpp (DecodeArgs); the kernel design is
 // described in memattn/kernels/dense_decode.cuh. Supported: K/V/q/o in fp16 (Half) or bf16
 // (BFloat16), head_dim 64, 128 or 256, any Hq / Hkv ratio, any Tq <= Lcap, sliding window,
-// per-sequence lengths (device array `seq_lens`), optional fp32 LSE output (natural log).
+// per-sequence lengths (device array `seq_lens`), optional fp32 LSE output (natural log), optional
+// raw-logit output for token-eviction scores (DecodeArgs::scores; cuda/evict_scores.cuh turns it
+// into per-token probabilities and accumulates them).
 //
 // Contract
 //  * Every argument is checked before anything is launched; on any error nothing is written.
@@ -126,6 +128,8 @@ Status check_args(const attention::DecodeArgs<T>& a, attention::AttentionDims* d
     return Status::kErrorInvalidStride;
   if (a.lse.data != nullptr && reinterpret_cast<std::uintptr_t>(a.lse.data) % alignof(float) != 0)
     return Status::kErrorInvalidStride;
+  if (a.scores.data != nullptr && reinterpret_cast<std::uintptr_t>(a.scores.data) % alignof(float) != 0)
+    return Status::kErrorInvalidStride;
   if (a.seq_lens_host != nullptr && a.seq_lens == nullptr) return Status::kErrorInvalidArgument;
   // 32-bit indices in the kernels (positions, heads, rows of one sequence).
   constexpr std::int64_t kIntMax = std::numeric_limits<std::int32_t>::max();
@@ -242,7 +246,9 @@ Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims&
     p.v_stride[i] = a.v_cache.stride[i];
     p.o_stride[i] = a.o.stride[i];
     p.lse_stride[i] = a.lse.data != nullptr ? a.lse.stride[i] : 0;
+    p.scores_stride[i] = a.scores.data != nullptr ? a.scores.stride[i] : 0;
   }
+  p.scores = a.scores.data;
   p.batch = static_cast<int>(d.batch);
   p.q_tokens = static_cast<int>(d.q_tokens);
   p.q_heads = static_cast<int>(d.q_heads);

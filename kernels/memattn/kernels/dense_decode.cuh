@@ -19,9 +19,9 @@
 //    chunk is computed. Each thread copies exactly the pieces it later reads, so the pipeline
 //    needs only cp.async.wait_group, no barrier (48 KiB, or 40 KiB for R = 8, of static shared
 //    memory per CTA; registers stay free for q, acc and scores).
-//  * Registers (nvcc 13.0 ptxas, sm_80 and sm_90 alike): R = 1: 74, R = 2: 96-100,
-//    R = 4: 144-149, R = 8: 232-237; no spills, no stack, no local memory (tests/compile builds
-//    them with -warn-spills). With 128 threads that is 4, 4, 3 and 2 resident CTAs per SM
+//  * Registers (nvcc 13.0 ptxas, sm_90, with the optional raw-logit output): R = 1: 80,
+//    R = 2: 104, R = 4: 155-157, R = 8: 234-242; no spills, no stack, no local memory
+//    (tests/compile builds them with -warn-spills). With 128 threads that is 4, 4, 3 and 2 resident CTAs per SM
 //    (shared memory allows 4 on sm_90, 3 on sm_80).
 //  * Softmax rescaling is lazy (the running max moves only when a score exceeds it by more than
 //    8 in the base-2 domain, a factor 2^8), so most chunks skip the R x 8 multiplies of acc.
@@ -94,6 +94,12 @@ struct DenseDecodeParams {
   float* part_o = nullptr;   // [B * Tq * Hq, num_splits, D] normalised partials (num_splits > 1)
   float* part_lse = nullptr; // [B * Tq * Hq, num_splits] base-2 lse of each partial
   const std::int32_t* seq_lens = nullptr;  // device, optional
+  // Optional (token eviction, spec eviction.md §4.3): raw logits scale * q.k of every (row f of a
+  // KV head, key j) the kernel computes, [B, Hkv, Tq * G, Lcap], -inf for keys the row does not
+  // see. Written by one lane per key as the chunk is scored: 4 * Tq * G bytes per key next to the
+  // 4 * D bytes of K and V read, so the eviction epilogue needs no second pass over K.
+  float* scores = nullptr;
+  std::int64_t scores_stride[3] = {};  // b, h, f (keys contiguous)
   std::int64_t q_stride[3] = {};    // b, t, h
   std::int64_t k_stride[3] = {};    // b, h, l
   std::int64_t v_stride[3] = {};    // b, h, l
@@ -234,7 +240,8 @@ MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std
 // and l = acc = 0).
 template <class T, int D, int R, bool kMasked>
 MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int group, int s1, const RowBounds& rb,
-                                 const float (&q)[R][8], float (&m)[R], float (&l)[R], float (&acc)[R][8]) {
+                                 const float (&q)[R][8], float (&m)[R], float (&l)[R], float (&acc)[R][8],
+                                 float* scores, std::int64_t score_row_stride) {
   using Cfg = DenseDecodeConfig<D, R>;
   constexpr int U = Cfg::kUnroll;
   constexpr int G = Cfg::kGroups;
@@ -276,6 +283,17 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
         const int j = base + u * G + group;
         if (j < lo || j >= hi) sc[u][r] = -INFINITY;
       }
+    }
+  }
+  // Raw logits for the eviction epilogue (uniform branch; lane 0 of each group holds the sums).
+  if (scores != nullptr && tid % Cfg::kLanes == 0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int j = base + u * G + group;
+      if (j >= s1) continue;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (rb.row0 + r < rb.rows) scores[r * score_row_stride + j] = sc[u][r] * kLn2;
     }
   }
   // Online softmax (base 2) with lazy rescaling: the running max m only moves (and acc, l are
@@ -424,6 +442,9 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     }
   }
 
+  // Row row0 of this tile in the optional raw-logit output (nullptr: not requested).
+  float* const srow = p.scores ? p.scores + b * p.scores_stride[0] + h * p.scores_stride[1] + row0 * p.scores_stride[2]
+                               : nullptr;
   for (int c = 0; c < nchunks; ++c) {
     const int next = c + kStages - 1;
     // The stage `next` lands in was last read by this same thread in iteration c - 1.
@@ -434,9 +455,9 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     const int base = s0 + c * kChunk;
     // Uniform over the CTA: every key of the chunk is inside [s0, s1) and visible to every row.
     if (base >= lo_max && base + kChunk <= full_hi) {
-      detail::decode_chunk<T, D, R, false>(stage, tid, base, group, s1, rb, q, m, l, acc);
+      detail::decode_chunk<T, D, R, false>(stage, tid, base, group, s1, rb, q, m, l, acc, srow, p.scores_stride[2]);
     } else {
-      detail::decode_chunk<T, D, R, true>(stage, tid, base, group, s1, rb, q, m, l, acc);
+      detail::decode_chunk<T, D, R, true>(stage, tid, base, group, s1, rb, q, m, l, acc, srow, p.scores_stride[2]);
     }
   }
   detail::cp_async_wait<0>();
