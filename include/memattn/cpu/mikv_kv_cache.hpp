@@ -586,6 +586,7 @@ inline const cache::PolicyInfo& mikv_policy_info() {
       {{"budget", 256, 1, 10000000, true, "High (fp16 or INT8) tokens per (layer, KV head), sinks + recent included"},
        {"high", 16, 8, 16, true, "High-tier precision: 16 (fp16) or 8 (INT8 per token)"},
        {"low", 2, 2, 4, true, "Low-tier bits: 2, 3 or 4"},
+       {"groups", 2, 1, 256, true, "quantisation groups per token (head_dim/groups channels each; MiKV: 2)"},
        {"lowbudget", -1, -1, 10000000, true, "Low tokens per (layer, KV head); -1 unlimited (nothing evicted)"},
        {"bytes", 0, 0, 1e12, true, "> 0: bytes per (layer, KV head) for High + Low; the Low budget is solved from it"},
        {"recent", -1, -1, 10000000, true, "newest tokens kept exact; -1: budget/2"},
@@ -605,6 +606,7 @@ inline Status make_mikv_kv_cache(const cache::ResolvedParams& p, const cache::Ca
   c.policy = quant::mikv_params(p.get_int("budget"), p.get_int("recent"));
   c.policy.high_bits = p.get_int("high");
   c.policy.low_bits = p.get_int("low");
+  c.policy.groups = p.get_int("groups");
   c.policy.low_budget = p.get_int("lowbudget");
   c.policy.bytes = static_cast<std::int64_t>(p.get("bytes"));
   c.policy.selector.n_sink = p.get_int("sink");
@@ -625,6 +627,8 @@ inline Status make_mikv_kv_cache(const cache::ResolvedParams& p, const cache::Ca
                std::to_string(shape.max_tokens);
     else if (pol.low_bits != 2 && pol.low_bits != 3 && pol.low_bits != 4)
       *error = "mikv: low must be 2, 3 or 4 bits, got " + std::to_string(pol.low_bits);
+    else if (shape.head_dim % pol.groups != 0)
+      *error = "mikv: groups must divide head_dim " + std::to_string(shape.head_dim);
     else if (pol.bytes > 0 && pol.low_budget != -1)
       *error = "mikv: give either lowbudget or bytes, not both";
     else if (pol.bytes > 0)

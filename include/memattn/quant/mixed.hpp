@@ -61,6 +61,7 @@ struct Mixed {
 
   static MixedRowConfig low_config(const Params& p, int head_dim) { return MixedRowConfig{head_dim, p.low_bits, p.groups}; }
   static MixedRowConfig high_config(const Params& p, int head_dim) { return MixedRowConfig{head_dim, 8, p.groups}; }
+  // (low_config().validate() also checks groups: 1 <= groups, head_dim % groups == 0)
 
   // Bytes of one token of one KV head in a tier, side data included (position int32, the
   // scorer's state, a live bit for quantised rows).
@@ -96,7 +97,6 @@ struct Mixed {
     if (p.high_bits != 16 && p.high_bits != 8) return Status::kErrorInvalidArgument;
     if (p.low_bits != 2 && p.low_bits != 3 && p.low_bits != 4) return Status::kErrorInvalidArgument;
     MEMATTN_RETURN_IF_ERROR(low_config(p, head_dim).validate());
-    if (p.groups != 2 && (p.groups < 1 || head_dim % p.groups != 0)) return Status::kErrorInvalidArgument;
     if (p.budget < 1) return Status::kErrorInvalidArgument;
     if (p.budget > capacity) return Status::kErrorCapacityExceeded;
     if (p.selector.n_sink < 0 || p.selector.n_recent < 0) return Status::kErrorInvalidArgument;
