@@ -232,6 +232,12 @@ class MixedKvCache final : public cache::KvCache {
   std::int64_t exact_rows(int seq, int layer, int h) const { return segment(seq, layer, h).size; }
   std::int64_t high8_rows(int seq, int layer, int h) const { return segment(seq, layer, h).hi8.live(); }
   std::int64_t low_rows(int seq, int layer, int h) const { return segment(seq, layer, h).lo.live(); }
+  // Raw tiers of a segment (device uploads, GPU tests): pools, exact rows [exact_rows][D] and state.
+  const Pool& low_pool(int seq, int layer, int h) const { return segment(seq, layer, h).lo; }
+  const Pool& high8_pool(int seq, int layer, int h) const { return segment(seq, layer, h).hi8; }
+  const Half* exact_keys(int seq, int layer, int h) const { return segment(seq, layer, h).k.data(); }
+  const Half* exact_values(int seq, int layer, int h) const { return segment(seq, layer, h).v.data(); }
+  const State* exact_state(int seq, int layer, int h) const { return segment(seq, layer, h).state.data(); }
 
  private:
   struct Segment {
