@@ -50,7 +50,7 @@ expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 -
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv full:fp32=7)
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv "full:")
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv mikv:high=12)
-expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv mikv:lowbudget=5,bytes=100000)
+expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv mikv:budget=16,lowbudget=5,bytes=100000)
 expect(2 ppl --model "${WORK}/not_gguf.gguf" --text "${text}" --ctx 64)
 expect(2 generate --model "${model}" --tokenizer "${tok}" --max-tokens 5)
 expect(2 generate --model "${model}" --tokenizer "${tok}" --prompt hi --chat --max-tokens 5)
