@@ -27,11 +27,15 @@
 
 // quant: low-bit KV formats and quantizer math (host and device)
 #include "memattn/quant/kivi.hpp"
+#include "memattn/quant/mixed.hpp"
+#include "memattn/quant/mixed_format.hpp"
+#include "memattn/quant/mixed_store.hpp"
 #include "memattn/quant/qmath.hpp"
 
 // evict: token-eviction policy composition, selection keys, reference policies
 #include "memattn/evict/key.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/tiered.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
@@ -44,9 +48,12 @@
 #include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/evict_tiered.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/linear_attention.hpp"
+#include "memattn/cpu/mikv_decode.hpp"
+#include "memattn/cpu/mikv_kv_cache.hpp"
 #include "memattn/cpu/mom.hpp"
 #include "memattn/cpu/sliding_window.hpp"
 

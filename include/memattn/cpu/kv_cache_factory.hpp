@@ -13,6 +13,7 @@
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
+#include "memattn/cpu/mikv_kv_cache.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -29,6 +30,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       // token eviction (cpu/evict_kv_cache.hpp)
       evict_policy_info("streaming"), evict_policy_info("h2o"), evict_policy_info("scissorhands"),
       evict_policy_info("snapkv"), evict_policy_info("pyramidkv"), evict_policy_info("knorm"),
+      // MiKV mixed precision (cpu/mikv_kv_cache.hpp)
+      mikv_policy_info(),
   };
   return policies;
 }
@@ -105,6 +108,7 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     return Status::kSuccess;
   }
   if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
+  if (info.name == std::string("mikv")) return make_mikv_kv_cache(params, shape, executor, out, error);
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }

@@ -1,0 +1,46 @@
+// MiKV mixed-precision cache on the GPU: fused decode attention over the tiers of each
+// (sequence, KV head) segment (kernel in memattn/kernels/mikv_decode.cuh). The records are those
+// of memattn/quant/mixed_format.hpp, written by the same quantiser as the CPU cache
+// (memattn/cpu/mikv_kv_cache.hpp), so device copies of the CPU pools decode to the same values.
+//
+//   kernels::MikvSegment seg[S] = {...};                 // device array, one per (seq, KV head)
+//   kernels::MikvDecodeParams p{seg, S, G, lo_cfg, hi_cfg, q, o, lse, probs, tau};
+//   cuda::mikv_decode(p, stream);                        // probs: stash of G x (lo + hi + exact) per segment
+//
+// Contract: arguments are checked before any launch and nothing is written on error:
+// kErrorNullPointer, kErrorInvalidArgument (row configs: hi_cfg must be 8-bit with lo_cfg's
+// head_dim and groups; groups <= 8), kErrorUnsupportedHeadDim (head_dim), kErrorGqaRatio (group
+// outside [1, 8]), kErrorInvalidShape (num_segments < 1), kErrorNoDevice / kErrorCudaRuntime.
+// Segment contents (pointers, counts, stash offsets) live on the device and are the caller's.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "memattn/core/status.hpp"
+#include "memattn/cuda/runtime.cuh"
+#include "memattn/kernels/mikv_decode.cuh"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cuda {
+
+inline Status mikv_check(const kernels::MikvDecodeParams& p) {
+  MEMATTN_RETURN_IF_ERROR(p.lo_cfg.validate());
+  MEMATTN_RETURN_IF_ERROR(p.hi_cfg.validate());
+  if (p.lo_cfg.bits == 8 || p.hi_cfg.bits != 8 || p.hi_cfg.head_dim != p.lo_cfg.head_dim || p.hi_cfg.groups != p.lo_cfg.groups ||
+      p.lo_cfg.groups > kernels::kMikvMaxGroups)
+    return Status::kErrorInvalidArgument;
+  if (p.segments == nullptr || p.q == nullptr || p.o == nullptr || p.probs == nullptr) return Status::kErrorNullPointer;
+  if (p.num_segments < 1) return Status::kErrorInvalidShape;
+  if (p.group < 1 || p.group > kernels::kMikvMaxGroup) return Status::kErrorGqaRatio;
+  return Status::kSuccess;
+}
+
+inline Status mikv_decode(const kernels::MikvDecodeParams& p, cudaStream_t stream) {
+  MEMATTN_RETURN_IF_ERROR(mikv_check(p));
+  if (!device_available()) return Status::kErrorNoDevice;
+  kernels::mikv_decode_kernel<128><<<static_cast<unsigned>(p.num_segments), 128, 0, stream>>>(p);
+  return launch_status();
+}
+
+}  // namespace cuda
+MEMATTN_NAMESPACE_END

@@ -1,0 +1,185 @@
+// MiKV fused mixed-precision decode attention on the GPU (specs/quantization.md §6.1, §8.2;
+// eviction.md §4.3): one query token per (sequence, KV head) segment over
+//   [Low slots (2/3/4-bit per-token records) | High INT8 slots | exact fp16 rows],
+// ONE online softmax over all three tiers, fp32 accumulation, the same token order as the CPU cache
+// (cpu/mikv_kv_cache.hpp). On the quantised tiers the scales are folded out of the products,
+//   λ_t = Σ_j s^K_{t,j} (q'_{Gj} · code^K_{t,Gj}) + z^K_{t,j} Σ q'_{Gj},   q' = τ q / b (balancer),
+//   o_c += Σ_t (p_t s^V_{t,j(c)}) code^V_{t,c} + Σ_t p_t z^V_{t,j(c)},
+// so codes enter the products as exact small integers. Dead slots (live bit clear) get λ = -inf.
+// The raw logits are stashed (fp32, "precise" mode of §4.3) and rewritten at the end as normalised
+// probabilities p_{g,t} = exp(λ - lse_g), the input of the H2O score epilogue.
+//
+// CUDA-core version: one CTA of kThreads per segment, all G query heads in the CTA (GQA read-once),
+// tiles of up to kMikvTile tokens; no split-KV, no tensor cores. NaN is never laundered.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "memattn/core/config.hpp"
+#include "memattn/core/dtype.hpp"
+#include "memattn/quant/mixed_format.hpp"
+
+MEMATTN_NAMESPACE_BEGIN
+namespace kernels {
+
+constexpr int kMikvMaxGroup = 8;   // query heads per KV head
+constexpr int kMikvMaxDim = 256;
+constexpr int kMikvMaxGroups = 8;  // quantisation groups per token
+constexpr int kMikvTile = 64;      // tokens per tile
+
+// One (sequence, KV head) segment of the mixed cache, device pointers.
+struct MikvSegment {
+  const std::uint8_t* lo_rec;    // [lo_slots] records (quant::mixed_row_layout(lo_cfg).bytes each)
+  const std::uint32_t* lo_live;  // [ceil(lo_slots / 32)] live bits
+  int lo_slots;
+  const std::uint8_t* hi_rec;    // INT8 High records (hi_cfg), may be null when hi_slots = 0
+  const std::uint32_t* hi_live;
+  int hi_slots;
+  const Half* k_exact;           // [n_exact][D] fp16
+  const Half* v_exact;
+  int n_exact;                   // every exact row is visible to the query (decode)
+  const float* balancer;         // [D] b_c
+  long long stash_offset;        // first float of this segment's stash: [G][lo + hi + exact]
+};
+
+struct MikvDecodeParams {
+  const MikvSegment* segments;   // [num_segments]
+  int num_segments;
+  int group;                     // G query heads per KV head
+  quant::MixedRowConfig lo_cfg, hi_cfg;
+  const float* q;                // [num_segments][G][D]
+  float* o;                      // [num_segments][G][D]
+  float* lse;                    // [num_segments][G] natural log, or null
+  float* probs;                  // stash; on exit p_{g,t} (normalised) per segment
+  float scale;                   // τ
+};
+
+MEMATTN_DEVICE float mikv_nan_max(float a, float b) { return (a != a) ? a : ((b != b) ? b : (b > a ? b : a)); }
+
+template <int kThreads = 128>
+MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDecodeParams p) {
+  const MikvSegment sg = p.segments[blockIdx.x];
+  const int D = p.lo_cfg.head_dim, G = p.group;
+  const int n_lo = sg.lo_slots, n_hi = sg.hi_slots, n_ex = sg.n_exact, N = n_lo + n_hi + n_ex;
+  const quant::MixedRowLayout lay_lo = quant::mixed_row_layout(p.lo_cfg), lay_hi = quant::mixed_row_layout(p.hi_cfg);
+  float* stash = p.probs + sg.stash_offset;
+  __shared__ float q_s[kMikvMaxGroup][kMikvMaxDim];   // τ q
+  __shared__ float qb_s[kMikvMaxGroup][kMikvMaxDim];  // τ q / b
+  __shared__ float qsum_s[kMikvMaxGroup][kMikvMaxGroups];
+  __shared__ float acc[kMikvMaxGroup][kMikvMaxDim];
+  __shared__ float pr[kMikvMaxGroup][kMikvTile];
+  __shared__ float m_s[kMikvMaxGroup], l_s[kMikvMaxGroup], alpha[kMikvMaxGroup];
+  for (int i = threadIdx.x; i < G * D; i += kThreads) {
+    const int gi = i / D, ch = i % D;
+    const float x = p.q[(static_cast<std::size_t>(blockIdx.x) * G + gi) * D + ch] * p.scale;
+    q_s[gi][ch] = x;
+    qb_s[gi][ch] = x / sg.balancer[ch];
+    acc[gi][ch] = 0.f;
+  }
+  if (threadIdx.x < G) {
+    m_s[threadIdx.x] = -INFINITY;
+    l_s[threadIdx.x] = 0.f;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * p.lo_cfg.groups; i += kThreads) {
+    const int gi = i / p.lo_cfg.groups, j = i % p.lo_cfg.groups, gs = p.lo_cfg.group_size();
+    float s = 0.f;
+    for (int ch = j * gs; ch < (j + 1) * gs; ++ch) s += qb_s[gi][ch];
+    qsum_s[gi][j] = s;
+  }
+  __syncthreads();
+  for (int t0 = 0; t0 < N; t0 += kMikvTile) {
+    const int T = N - t0 < kMikvTile ? N - t0 : kMikvTile;
+    // 1. logits of the tile (token index u in [0, N): Low slots, INT8 slots, exact rows)
+    for (int i = threadIdx.x; i < G * T; i += kThreads) {
+      const int gi = i / T, t = i % T, u = t0 + t;
+      float s;
+      if (u < n_lo + n_hi) {
+        const bool lo = u < n_lo;
+        const int slot = lo ? u : u - n_lo;
+        const std::uint32_t* live = lo ? sg.lo_live : sg.hi_live;
+        if (!((live[slot >> 5] >> (slot & 31)) & 1u)) {
+          s = -INFINITY;
+        } else {
+          const quant::MixedRowConfig& cfg = lo ? p.lo_cfg : p.hi_cfg;
+          const quant::MixedRowLayout& lay = lo ? lay_lo : lay_hi;
+          const quant::MixedRowView r{(lo ? sg.lo_rec : sg.hi_rec) + static_cast<std::size_t>(slot) * lay.bytes, cfg, lay};
+          const int gs = cfg.group_size();
+          s = 0.f;
+          for (int j = 0; j < cfg.groups; ++j) {
+            float dot = 0.f;
+            for (int ch = j * gs; ch < (j + 1) * gs; ++ch) dot += qb_s[gi][ch] * static_cast<float>(r.k_code(ch));
+            const quant::GroupMeta m = r.k_meta(j);
+            s += half_to_float(m.scale) * dot + half_to_float(m.zero) * qsum_s[gi][j];
+          }
+        }
+      } else {
+        const Half* kr = sg.k_exact + static_cast<std::size_t>(u - n_lo - n_hi) * D;
+        s = 0.f;
+        for (int ch = 0; ch < D; ++ch) s += q_s[gi][ch] * half_to_float(kr[ch]);
+      }
+      pr[gi][t] = s;
+      stash[static_cast<std::size_t>(gi) * N + u] = s;
+    }
+    __syncthreads();
+    // 2. online softmax update, one thread per query head
+    if (threadIdx.x < G) {
+      const int gi = threadIdx.x;
+      float mx = m_s[gi];
+      for (int t = 0; t < T; ++t) mx = mikv_nan_max(mx, pr[gi][t]);
+      const float a = mx == -INFINITY ? 1.f : expf(m_s[gi] - mx);
+      float sum = 0.f;
+      for (int t = 0; t < T; ++t) {
+        const float e = pr[gi][t] == -INFINITY ? 0.f : expf(pr[gi][t] - mx);
+        pr[gi][t] = e;
+        sum += e;
+      }
+      l_s[gi] = l_s[gi] * a + sum;
+      m_s[gi] = mx;
+      alpha[gi] = a;
+    }
+    __syncthreads();
+    // 3. values
+    for (int i = threadIdx.x; i < G * D; i += kThreads) {
+      const int gi = i / D, ch = i % D;
+      float s = 0.f, z = 0.f;
+      for (int t = 0; t < T; ++t) {
+        const float w = pr[gi][t];
+        if (w == 0.f) continue;
+        const int u = t0 + t;
+        if (u < n_lo + n_hi) {
+          const bool lo = u < n_lo;
+          const int slot = lo ? u : u - n_lo;
+          const quant::MixedRowConfig& cfg = lo ? p.lo_cfg : p.hi_cfg;
+          const quant::MixedRowLayout& lay = lo ? lay_lo : lay_hi;
+          const quant::MixedRowView r{(lo ? sg.lo_rec : sg.hi_rec) + static_cast<std::size_t>(slot) * lay.bytes, cfg, lay};
+          const quant::GroupMeta m = r.v_meta(ch / cfg.group_size());
+          s += w * half_to_float(m.scale) * static_cast<float>(r.v_code(ch));
+          z += w * half_to_float(m.zero);
+        } else {
+          s += w * half_to_float(sg.v_exact[static_cast<std::size_t>(u - n_lo - n_hi) * D + ch]);
+        }
+      }
+      acc[gi][ch] = acc[gi][ch] * alpha[gi] + s + z;
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < G * D; i += kThreads) {
+    const int gi = i / D, ch = i % D;
+    p.o[(static_cast<std::size_t>(blockIdx.x) * G + gi) * D + ch] = l_s[gi] > 0.f ? acc[gi][ch] / l_s[gi] : 0.f;
+  }
+  if (p.lse != nullptr && threadIdx.x < G)  // an empty segment: out = 0, lse = -inf
+    p.lse[static_cast<std::size_t>(blockIdx.x) * G + threadIdx.x] =
+        l_s[threadIdx.x] > 0.f ? m_s[threadIdx.x] + logf(l_s[threadIdx.x]) : -INFINITY;
+  // 4. stash -> normalised probabilities (the score epilogue's input)
+  for (int i = threadIdx.x; i < G * N; i += kThreads) {
+    const int gi = i / N;
+    float& x = stash[i];
+    x = x == -INFINITY ? 0.f : expf(x - m_s[gi]) / l_s[gi];
+  }
+}
+
+}  // namespace kernels
+MEMATTN_NAMESPACE_END
