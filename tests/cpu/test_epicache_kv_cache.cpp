@@ -208,11 +208,11 @@ TEST_CASE("EpiCache: outputs and keep sets equal fp64 references (window probe, 
       REQUIRE(c->segment_size(0, layer) == cfg.budget);
       const std::int64_t t_cur = len + n - 1;
       for (std::int64_t h = 0; h < Hkv; ++h) {
-        // naive score: Σ_i max_g p_{g,i,j}, softmax over all N keys
+        // naive score: max_g Σ_i p_{g,i,j} (sum over probe rows, then the group's max), softmax over all N keys
         std::vector<double> score(static_cast<std::size_t>(N), 0.0);
-        for (const auto& row : probe[static_cast<std::size_t>(layer)]) {
-          std::vector<double> best(static_cast<std::size_t>(N), 0.0);
-          for (std::int64_t g = 0; g < G; ++g) {
+        for (std::int64_t g = 0; g < G; ++g) {
+          std::vector<double> col(static_cast<std::size_t>(N), 0.0);
+          for (const auto& row : probe[static_cast<std::size_t>(layer)]) {
             std::vector<double> sc(static_cast<std::size_t>(N));
             double m = -INFINITY, l = 0;
             for (std::int64_t j = 0; j < N; ++j) {
@@ -221,9 +221,9 @@ TEST_CASE("EpiCache: outputs and keep sets equal fp64 references (window probe, 
               m = std::max(m, sc[static_cast<std::size_t>(j)] = a / std::sqrt(static_cast<double>(D)));
             }
             for (double& x : sc) l += (x = std::exp(x - m));
-            for (std::int64_t j = 0; j < N; ++j) best[static_cast<std::size_t>(j)] = std::max(best[static_cast<std::size_t>(j)], sc[static_cast<std::size_t>(j)] / l);
+            for (std::int64_t j = 0; j < N; ++j) col[static_cast<std::size_t>(j)] += sc[static_cast<std::size_t>(j)] / l;
           }
-          for (std::int64_t j = 0; j < N; ++j) score[static_cast<std::size_t>(j)] += best[static_cast<std::size_t>(j)];
+          for (std::int64_t j = 0; j < N; ++j) score[static_cast<std::size_t>(j)] = std::max(score[static_cast<std::size_t>(j)], col[static_cast<std::size_t>(j)]);
         }
         std::set<std::int32_t> want;
         std::vector<std::pair<double, std::int32_t>> cand;
@@ -299,10 +299,11 @@ TEST_CASE("EpiCache: topic-shift synthetic beats H2O at equal budget on attentio
       const int fact = static_cast<int>(rng() % 8);
       for (int g = 0; g < 2; ++g)
         for (int d = 0; d < D; ++d)
-          ch.q.push_back(4.f * topic[static_cast<std::size_t>(t)][static_cast<std::size_t>(d)] + (d == T + fact + 8 * (t % 2) ? 2.f : 0.f) + 0.3f * nd(rng));
+          ch.q.push_back(8.f * topic[static_cast<std::size_t>(t)][static_cast<std::size_t>(d)] + (d == T + fact + 8 * (t % 2) ? 6.f : 0.f) + 0.3f * nd(rng));
       for (int d = 0; d < D; ++d)
-        ch.k.push_back(2.f * topic[static_cast<std::size_t>(t)][static_cast<std::size_t>(d)] + (d == T + fact + 8 * (t % 2) ? 1.5f : 0.f) + 0.3f * nd(rng));
-      for (int d = 0; d < D; ++d) ch.v.push_back(nd(rng));
+        ch.k.push_back(2.f * topic[static_cast<std::size_t>(t)][static_cast<std::size_t>(d)] + (d == T + fact + 8 * (t % 2) ? 2.f : 0.f) + 0.3f * nd(rng));
+      // values: a direction per (topic, fact) + noise, so outputs are well away from 0
+      for (int d = 0; d < D; ++d) ch.v.push_back((d == (t * 8 + fact) % D ? 3.f : 0.f) + 0.3f * nd(rng));
     }
     ch.out.assign(ch.q.size(), 0.f);
     return ch;

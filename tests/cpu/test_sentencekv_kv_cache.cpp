@@ -298,7 +298,10 @@ TEST_CASE("SentenceKV: G-g segments synthetic fetches the sentence the query is 
   std::vector<std::vector<float>> mu(S, std::vector<float>(D));
   for (auto& m : mu) {
     float nrm = 0;
-    for (float& x : m) nrm += (x = nd(rng)) * x;
+    for (float& x : m) {
+      x = nd(rng);
+      nrm += x * x;
+    }
     for (float& x : m) x *= 2.f / std::sqrt(nrm);
   }
   cpu::SentenceKvConfig cfg;

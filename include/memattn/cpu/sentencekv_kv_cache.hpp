@@ -134,7 +134,7 @@ class SentenceKvCache final : public cache::KvCache {
         for (std::int64_t t = 0; t < n; ++t) acc += ly.chunk_q[static_cast<std::size_t>((t * Hkv + h) * D + d)];
         w.qbar[static_cast<std::size_t>(d)] = static_cast<float>(acc / static_cast<double>(sq.qcount + n));
       }
-      sentence_scores(hd.ksum.data(), ly.counts.data(), S, w.qbar.data(), D, w.score.data());
+      evict::sentence_scores(hd.ksum.data(), ly.counts.data(), S, w.qbar.data(), D, w.score.data());
       std::int64_t n_chosen = 0, sel = 0;
       Status s = evict::choose_sentences(w.score.data(), ly.counts.data(), S, room, w.keys.data(), w.chosen.data(),
                                          &n_chosen, &sel);
@@ -335,17 +335,6 @@ class SentenceKvCache final : public cache::KvCache {
       std::int64_t a = 0, b = 0;
       host_range(sq, static_cast<std::int64_t>(s), host_n, &a, &b);
       (*counts)[s] = b - a;
-    }
-  }
-
-  // sim_s = (Σk_s / count_s) · q̄ in fp64 (sentences without host tokens get 0; not chosen anyway).
-  static void sentence_scores(const float* ksum, const std::int64_t* count, std::int64_t S, const float* qbar,
-                              std::int64_t D, float* score) {
-    for (std::int64_t s = 0; s < S; ++s) {
-      double acc = 0;
-      if (count[s] > 0)
-        for (std::int64_t d = 0; d < D; ++d) acc += static_cast<double>(ksum[s * D + d]) * qbar[d];
-      score[s] = count[s] > 0 ? static_cast<float>(acc / static_cast<double>(count[s])) : 0.f;
     }
   }
 

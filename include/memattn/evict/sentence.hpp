@@ -8,15 +8,39 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <vector>
 
+#include "memattn/core/config.hpp"
 #include "memattn/core/status.hpp"
 #include "memattn/evict/key.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace evict {
+
+// sim_s = k̄_s · q̄ = (Σ_d ksum[d]·qbar[d]) / count in fp64 with explicit fma in d order, so the
+// CPU and the CUDA kernel (kernels/sentence_score.cuh) return bit-identical scores; 0 for an empty
+// sentence (never chosen).
+MEMATTN_HOST_DEVICE float sentence_score(const float* ksum, std::int64_t count, const float* qbar, std::int64_t D) {
+  if (count <= 0) return 0.f;
+  double acc = 0.0;
+  for (std::int64_t d = 0; d < D; ++d) {
+#if MEMATTN_DEVICE_COMPILE
+    acc = ::fma(static_cast<double>(ksum[d]), static_cast<double>(qbar[d]), acc);
+#else
+    acc = std::fma(static_cast<double>(ksum[d]), static_cast<double>(qbar[d]), acc);
+#endif
+  }
+  return static_cast<float>(acc / static_cast<double>(count));
+}
+
+// Scores of S sentences of one KV head: ksum [S][D], count [S], qbar [D] -> score [S].
+inline void sentence_scores(const float* ksum, const std::int64_t* count, std::int64_t S, const float* qbar,
+                            std::int64_t D, float* score) {
+  for (std::int64_t s = 0; s < S; ++s) score[s] = sentence_score(ksum + s * D, count[s], qbar, D);
+}
 
 // keys: scratch of n entries; chosen: room for n entries; *n_chosen / *tokens: how many / their tokens.
 inline Status choose_sentences(const float* score, const std::int64_t* count, std::int64_t n, std::int64_t room,
