@@ -48,6 +48,7 @@
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/linear_attention.hpp"
 #include "memattn/cpu/mom.hpp"

@@ -40,6 +40,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/evict/sentence.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -79,14 +80,8 @@ class SentenceKvCache final : public cache::KvCache {
 
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
-    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
-      return Status::kErrorInvalidArgument;
+    MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
     const std::int64_t n = q.shape[0];
-    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
-    if (n <= 0) return Status::kErrorInvalidShape;
     Seq& sq = seqs_[static_cast<std::size_t>(seq)];
     Layer& ly = sq.layers[static_cast<std::size_t>(layer)];
     if (ly.pending != 0) return Status::kErrorInvalidArgument;
@@ -110,7 +105,7 @@ class SentenceKvCache final : public cache::KvCache {
     for (std::int64_t h = 0; h < Hkv; ++h) {
       Head& hd = ly.heads[static_cast<std::size_t>(h)];
       const std::int64_t need = ly.n_sink + std::min(room, ly.host_n) + ly.n_rec + n;
-      if (need > hd.capacity) set_capacity(hd, ly.n_sink + ly.n_rec, (need + kGranule - 1) / kGranule * kGranule, ly.n_sink);
+      if (need > hd.capacity) set_capacity(hd, ly.n_sink + ly.n_rec, (need + kGranule - 1) / kGranule * kGranule);
     }
     recount();
     std::size_t need_ws = 0;
@@ -198,7 +193,7 @@ class SentenceKvCache final : public cache::KvCache {
         move_rows(hd, ly.n_sink + hd.n_sel, ly.n_sink, ly.n_rec + n);  // drop the fetched sentences
         hd.n_sel = 0;
         // spill the oldest recent rows (slots [n_sink, n_sink + spill)) to the host pool
-        if (ly.host_n + spill > hd.host_capacity) grow_host(hd, ly.host_n, ly.host_n + spill);
+        if (ly.host_n + spill > hd.host_capacity) grow_host(hd, ly.host_n + spill);
         hd.ksum.resize(static_cast<std::size_t>(S * D), 0.f);
         for (std::int64_t i = 0; i < spill; ++i) {
           const std::int64_t slot = n_sink + i, hrow = ly.host_n + i;
@@ -214,7 +209,7 @@ class SentenceKvCache final : public cache::KvCache {
           if (ends[static_cast<std::size_t>(t)]) std::fill(hd.qsum.begin(), hd.qsum.end(), 0.0);
         }
         const std::int64_t used = n_sink + rec - spill;
-        if (hd.capacity - used > 2 * kGranule) set_capacity(hd, used, (used + 1 + kGranule - 1) / kGranule * kGranule, used);
+        if (hd.capacity - used > 2 * kGranule) set_capacity(hd, used, (used + 1 + kGranule - 1) / kGranule * kGranule);
       }
       ly.host_n += spill;
       ly.n_sink = n_sink;
@@ -347,26 +342,20 @@ class SentenceKvCache final : public cache::KvCache {
     std::memmove(hd.pos.data() + to, hd.pos.data() + from, static_cast<std::size_t>(rows) * sizeof(std::int32_t));
   }
 
-  // New capacity keeping slots [0, head) in place and slots [head, used) (the rest) right after them.
-  void set_capacity(Head& hd, std::int64_t used, std::int64_t cap, std::int64_t head) const {
-    (void)head;
+  // New capacity keeping the `used` leading slots.
+  void set_capacity(Head& hd, std::int64_t used, std::int64_t cap) const {
     const std::size_t D = static_cast<std::size_t>(shape_.head_dim), keep = static_cast<std::size_t>(std::min(used, cap));
-    std::vector<T> k(static_cast<std::size_t>(cap) * D), v(static_cast<std::size_t>(cap) * D);
-    std::vector<std::int32_t> pos(static_cast<std::size_t>(cap));
-    std::copy(hd.k.begin(), hd.k.begin() + static_cast<std::ptrdiff_t>(keep * D), k.begin());
-    std::copy(hd.v.begin(), hd.v.begin() + static_cast<std::ptrdiff_t>(keep * D), v.begin());
-    std::copy(hd.pos.begin(), hd.pos.begin() + static_cast<std::ptrdiff_t>(keep), pos.begin());
-    hd.k.swap(k);
-    hd.v.swap(v);
-    hd.pos.swap(pos);
+    resize_rows(&hd.k, keep * D, static_cast<std::size_t>(cap) * D);
+    resize_rows(&hd.v, keep * D, static_cast<std::size_t>(cap) * D);
+    resize_rows(&hd.pos, keep, static_cast<std::size_t>(cap));
     hd.capacity = cap;
   }
-  void grow_host(Head& hd, std::int64_t used, std::int64_t need) const {
+  // Host pool growth by 1.5x (resize keeps the rows).
+  void grow_host(Head& hd, std::int64_t need) const {
     const std::int64_t cap = std::max<std::int64_t>(need, hd.host_capacity + hd.host_capacity / 2 + kGranule);
     const std::size_t D = static_cast<std::size_t>(shape_.head_dim);
     hd.hk.resize(static_cast<std::size_t>(cap) * D);
     hd.hv.resize(static_cast<std::size_t>(cap) * D);
-    (void)used;
     hd.host_capacity = cap;
   }
 
@@ -432,19 +421,7 @@ inline Status make_sentencekv_kv_cache(const cache::ResolvedParams& p, const cac
   c.budget = p.get_int("budget");
   c.sink = p.get_int("sink") >= 0 ? p.get_int("sink") : std::min(32, c.budget / 4);
   c.recent = p.get_int("recent") >= 0 ? p.get_int("recent") : std::min(32, c.budget / 4);
-  const Status st = c.validate(shape);
-  if (st != Status::kSuccess) {
-    *error = st == Status::kErrorCapacityExceeded
-                 ? "sentencekv: budget " + std::to_string(c.budget) + " is larger than the cache capacity " +
-                       std::to_string(shape.max_tokens)
-                 : std::string("sentencekv: sink + recent must be smaller than budget");
-    return st;
-  }
-  std::unique_ptr<SentenceKvCache<Half>> cache;
-  MEMATTN_RETURN_IF_ERROR(
-      SentenceKvCache<Half>::create(shape, c, cache::canonical_spec(sentencekv_policy_info(), p), executor, &cache));
-  *out = std::move(cache);
-  return Status::kSuccess;
+  return build_kv_cache<SentenceKvCache<Half>>(c, sentencekv_policy_info(), p, shape, executor, "sink + recent must be smaller than budget", out, error);
 }
 
 }  // namespace cpu
