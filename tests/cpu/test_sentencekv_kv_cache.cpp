@@ -151,6 +151,8 @@ TEST_CASE("SentenceKV: attended sets and outputs equal the fp64 model, chunk by 
   cfg.recent = 4;
   std::unique_ptr<cpu::SentenceKvCache<Half>> c;
   REQUIRE(cpu::SentenceKvCache<Half>::create(s, cfg, "sentencekv", Executor{}, &c) == Status::kSuccess);
+  REQUIRE(c->reserve(0, 300) == Status::kSuccess);  // host pools sized once: 300 - sink - recent rows
+  CHECK(c->reserve(0, 301) == Status::kErrorCapacityExceeded);
   Model m(s, cfg);
   std::mt19937 rng(21);
   const std::int64_t D = s.head_dim, Hkv = s.kv_heads, G = s.q_heads / Hkv;
@@ -241,7 +243,8 @@ TEST_CASE("SentenceKV: attended sets and outputs equal the fp64 model, chunk by 
   CHECK(c->sentence_count(0) == static_cast<std::int64_t>(m.starts.size()));
   // device bytes: the budget-sized buffers + sentence sums; host: the pool
   const std::size_t row = 2 * static_cast<std::size_t>(D) * 2 + 4;
-  CHECK(c->host_bytes() >= static_cast<std::size_t>(s.layers * Hkv * (m.host_end() - m.n_sink())) * 2 * D * 2);
+  CHECK(c->host_bytes() == static_cast<std::size_t>(s.layers * Hkv * (300 - cfg.sink - cfg.recent)) * 2 * D * 2 +
+                              m.starts.size() * sizeof(std::int64_t));
   CHECK(c->bytes() < static_cast<std::size_t>(s.layers * Hkv) * ((cfg.budget + 12 + 32) * row + static_cast<std::size_t>(c->sentence_count(0) + 1) * D * 4) + static_cast<std::size_t>(s.layers * 12 * Hkv * D * 4));
   CHECK(c->peak_bytes() >= c->bytes());
   CHECK(chunks > 40);

@@ -232,6 +232,18 @@ class SentenceKvCache final : public cache::KvCache {
     return Status::kSuccess;
   }
 
+  // Sizes every host pool for a sequence of `tokens` tokens (no regrowth slack in host_bytes()).
+  Status reserve(int seq, int tokens) override {
+    if (seq < 0 || seq >= shape_.max_sequences || tokens < 0) return Status::kErrorInvalidArgument;
+    if (tokens > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+    const std::int64_t rows = static_cast<std::int64_t>(tokens) - cfg_.sink - cfg_.recent;
+    for (Layer& ly : seqs_[static_cast<std::size_t>(seq)].layers)
+      for (Head& hd : ly.heads)
+        if (rows > hd.host_capacity) grow_host(hd, rows, true);
+    recount();
+    return Status::kSuccess;
+  }
+
   std::int64_t tokens(int seq) const override {
     return seq >= 0 && seq < shape_.max_sequences ? seqs_[static_cast<std::size_t>(seq)].len : 0;
   }
@@ -350,9 +362,9 @@ class SentenceKvCache final : public cache::KvCache {
     resize_rows(&hd.pos, keep, static_cast<std::size_t>(cap));
     hd.capacity = cap;
   }
-  // Host pool growth by 1.5x (resize keeps the rows).
-  void grow_host(Head& hd, std::int64_t need) const {
-    const std::int64_t cap = std::max<std::int64_t>(need, hd.host_capacity + hd.host_capacity / 2 + kGranule);
+  // Host pool growth to `need` rows (exact) or by 1.5x (resize keeps the rows).
+  void grow_host(Head& hd, std::int64_t need, bool exact = false) const {
+    const std::int64_t cap = exact ? need : std::max<std::int64_t>(need, hd.host_capacity + hd.host_capacity / 2 + kGranule);
     const std::size_t D = static_cast<std::size_t>(shape_.head_dim);
     hd.hk.resize(static_cast<std::size_t>(cap) * D);
     hd.hv.resize(static_cast<std::size_t>(cap) * D);
