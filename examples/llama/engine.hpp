@@ -32,6 +32,9 @@ class Engine {
 
   const ModelConfig& config() const { return m_.cfg; }
   memattn::cache::KvCache& cache() { return cache_; }
+  // Per-vocabulary-id sentence-end flags (sentence_ends.hpp); forward() turns them into the
+  // kSignalSentenceEnds signal when the cache wants it.
+  void set_sentence_ends(std::vector<std::uint8_t> table) { sentence_end_ = std::move(table); }
 
   // Runs `n` tokens of sequence `seq`. logits (optional): [n, vocab] of every position, or of the
   // last only when last_only. Returns false with *error on a cache or argument error.
@@ -71,7 +74,7 @@ class Engine {
       x_ += tmp_;
       (void)kvd;
     }
-    const memattn::Status st = cache_.end_chunk(seq, signals);
+    const memattn::Status st = cache_.end_chunk(seq, chunk_signals(tokens, n, signals));
     if (!memattn::ok(st)) return fail(error, std::string("KV cache end_chunk failed: ") + memattn::status_message(st));
     if (logits) {
       if (last_only) {
@@ -85,6 +88,22 @@ class Engine {
   }
 
  private:
+  // The signals the cache asked for that the caller did not pass: token ids, sentence ends.
+  memattn::cache::ChunkSignals chunk_signals(const std::int32_t* tokens, int n, memattn::cache::ChunkSignals s) {
+    const std::uint32_t want = cache_.wanted_signals();
+    if ((want & memattn::cache::kSignalTokenIds) && s.token_ids == nullptr) {
+      s.token_ids = tokens;
+      s.count = n;
+    }
+    if ((want & memattn::cache::kSignalSentenceEnds) && s.sentence_ends == nullptr && !sentence_end_.empty()) {
+      flags_.resize(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) flags_[static_cast<std::size_t>(i)] = sentence_end_[static_cast<std::size_t>(tokens[i])];
+      s.sentence_ends = flags_.data();
+      s.count = n;
+    }
+    return s;
+  }
+
   // out = x * wᵀ, the output features split across the pool: each thread runs a single-threaded
   // Eigen GEMM on its slice of w's rows (no synchronisation inside a GEMM, which is what makes
   // Eigen's own OpenMP GEMM slow on 2 shared cores). Small GEMVs stay on one thread.
@@ -140,6 +159,7 @@ class Engine {
   ThreadPool* pool_;
   std::vector<float> inv_freq_;
   Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_, tmp_;
+  std::vector<std::uint8_t> sentence_end_, flags_;
 };
 
 }  // namespace memattn_llama

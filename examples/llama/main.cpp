@@ -25,6 +25,7 @@
 #include "needle.hpp"
 #include "thread_pool.hpp"
 #include "recording_cache.hpp"
+#include "sentence_ends.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
 
@@ -198,6 +199,7 @@ int cmd_generate(const Args& a) {
   std::unique_ptr<memattn::cache::KvCache> c;
   if (!make_cache(a, s, total, &c, &err)) return report(err);
   Engine eng(s.model, *c, g_pool);
+  eng.set_sentence_ends(sentence_end_table(*s.tokenizer));
   StreamDecoder dec(*s.tokenizer);
   dec.reset(ids.back());
   if (!a.has("chat")) std::fputs(prompt.c_str(), stdout);
@@ -248,6 +250,7 @@ int cmd_ppl(const Args& a) {
     return kBadInput;
   }
   Engine eng(s.model, *cache, g_pool);
+  eng.set_sentence_ends(sentence_end_table(*s.tokenizer));
   PerplexityResult r;
   const auto t0 = std::chrono::steady_clock::now();
   double last_print = 0;
@@ -269,13 +272,15 @@ int cmd_ppl(const Args& a) {
   if (last_print > 0 && tty) std::fprintf(stderr, "\n");
   const double tps = r.predicted / r.seconds;
   if (a.has("json")) {
-    std::printf("{\"ppl\": %.6f, \"tokens\": %lld, \"kv_bytes_peak\": %zu, \"kv_bytes_full\": %zu, \"tokens_per_s\": %.2f, "
-                "\"kv\": \"%s\", \"model\": \"%s\", \"ctx\": %d, \"chunk\": %d}\n",
-                r.ppl(), static_cast<long long>(r.predicted), r.kv_bytes_peak, r.kv_bytes_full, tps, json_escape(cache->spec()).c_str(),
+    std::printf("{\"ppl\": %.6f, \"tokens\": %lld, \"kv_bytes_peak\": %zu, \"kv_host_bytes_peak\": %zu, \"kv_bytes_full\": %zu, "
+                "\"tokens_per_s\": %.2f, \"kv\": \"%s\", \"model\": \"%s\", \"ctx\": %d, \"chunk\": %d}\n",
+                r.ppl(), static_cast<long long>(r.predicted), r.kv_bytes_peak, r.kv_host_bytes_peak, r.kv_bytes_full, tps,
+                json_escape(cache->spec()).c_str(),
                 json_escape(s.model.cfg.name).c_str(), ctx, chunk);
   } else {
     std::printf("ppl %.4f over %lld tokens (ctx %d, chunk %d, kv %s): %.1f tok/s, kv bytes peak %zu (full fp16 %zu)\n", r.ppl(),
                 static_cast<long long>(r.predicted), ctx, chunk, cache->spec(), tps, r.kv_bytes_peak, r.kv_bytes_full);
+    if (r.kv_host_bytes_peak > 0) std::printf("kv host bytes peak %zu (offloaded)\n", r.kv_host_bytes_peak);
   }
   return 0;
 }

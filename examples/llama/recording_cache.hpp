@@ -33,6 +33,8 @@ class RecordingCache final : public memattn::cache::KvCache {
   std::int64_t tokens(int seq) const override { return inner_.tokens(seq); }
   std::size_t bytes() const override { return inner_.bytes(); }
   std::size_t peak_bytes() const override { return inner_.peak_bytes(); }
+  std::size_t host_bytes() const override { return inner_.host_bytes(); }
+  std::size_t host_peak_bytes() const override { return inner_.host_peak_bytes(); }
 
   const std::vector<float>& q(int layer) const { return q_[static_cast<std::size_t>(layer)]; }
   const std::vector<float>& k(int layer) const { return k_[static_cast<std::size_t>(layer)]; }

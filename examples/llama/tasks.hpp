@@ -70,6 +70,7 @@ struct PerplexityResult {
   double seconds = 0;
   std::size_t kv_bytes_peak = 0;
   std::size_t kv_bytes_full = 0;
+  std::size_t kv_host_bytes_peak = 0;  // host-offloaded KV (SentenceKV), 0 for device-only caches
   double ppl() const { return predicted ? std::exp(nll_sum / static_cast<double>(predicted)) : 0; }
 };
 
@@ -114,6 +115,7 @@ inline bool perplexity(Engine& eng, const std::vector<std::int32_t>& text, std::
       if (progress) progress(static_cast<std::int64_t>(start + i + n), static_cast<std::int64_t>(text.size()));
     }
     r->kv_bytes_peak = std::max(r->kv_bytes_peak, eng.cache().peak_bytes());
+    r->kv_host_bytes_peak = std::max(r->kv_host_bytes_peak, eng.cache().host_peak_bytes());
   }
   r->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return true;

@@ -33,9 +33,11 @@
 #include "memattn/quant/qmath.hpp"
 
 // evict: token-eviction policy composition, selection keys, reference policies
+#include "memattn/evict/episode.hpp"
 #include "memattn/evict/key.hpp"
 #include "memattn/evict/policy.hpp"
 #include "memattn/evict/tiered.hpp"
+#include "memattn/evict/sentence.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
@@ -45,16 +47,19 @@
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/evict_tiered.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/linear_attention.hpp"
 #include "memattn/cpu/mikv_decode.hpp"
 #include "memattn/cpu/mikv_kv_cache.hpp"
 #include "memattn/cpu/mom.hpp"
+#include "memattn/cpu/sentencekv_kv_cache.hpp"
 #include "memattn/cpu/sliding_window.hpp"
 
 // memory: virtual KV buffers (contiguous virtual ranges backed on demand; the CUDA VMM backend is

@@ -7,10 +7,12 @@
 #include <fstream>
 #include <iterator>
 #include <memattn/cpu/kv_cache_factory.hpp>
+#include <memattn/cpu/sentencekv_kv_cache.hpp>
 #include <vector>
 
 #include "llama_test_data.hpp"
 #include "needle.hpp"
+#include "sentence_ends.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
 
@@ -122,6 +124,27 @@ TEST_CASE("logits do not depend on the prefill chunk size", "[llama][cache]") {
     INFO(spec << ": max |difference| / logit range = " << worst / range);
     CHECK(worst <= bound * range);
   }
+}
+
+TEST_CASE("the engine hands SentenceKV the sentence ends of the tokenizer's pieces", "[llama][cache][sentencekv]") {
+  const Session& s = session();
+  const auto table = sentence_end_table(*s.tokenizer);
+  const std::string text = "Tom saw a dog. The dog was big! Was it happy? Yes.\nThen they played";
+  const auto ids = s.tokenizer->encode(text, true);
+  std::int64_t ends = 0;
+  for (std::int32_t id : ids) ends += table[static_cast<std::size_t>(id)];
+  CHECK(ends >= 5);  // . ! ? . and the line break (pieces may merge them)
+  auto cache = make_cache(s.model.cfg, "sentencekv:budget=16,sink=2,recent=4");
+  auto* skv = dynamic_cast<memattn::cpu::SentenceKvCache<memattn::Half>*>(cache.get());
+  REQUIRE(skv != nullptr);
+  Engine eng(s.model, *cache);
+  eng.set_sentence_ends(table);
+  Matrix logits;
+  std::string err;
+  for (std::size_t i = 0; i < ids.size(); i += 3)
+    REQUIRE(eng.forward(0, ids.data() + i, static_cast<int>(std::min<std::size_t>(3, ids.size() - i)), &logits, false, &err));
+  CHECK(skv->sentence_count(0) == ends + 1);
+  CHECK(cache->host_bytes() > 0);
 }
 
 TEST_CASE("RoPE on adjacent pairs is the llama2.c convention (half-split is much worse)", "[llama][rope]") {

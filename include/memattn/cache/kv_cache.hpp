@@ -44,11 +44,14 @@ enum CacheSignal : std::uint32_t {
   kSignalNone = 0,
   kSignalTokenIds = 1u << 0,       // token ids of the chunk
   kSignalTokenLogProbs = 1u << 1,  // log p(x_j | x_<j) of the chunk's tokens (SirLLM)
+  kSignalSentenceEnds = 1u << 2,   // per token: 1 where it ends a sentence (SentenceKV; the
+                                   // engine's tokenizer knows which pieces end sentences)
 };
 
 struct ChunkSignals {
   const std::int32_t* token_ids = nullptr;  // [count] or nullptr
   const float* token_logprobs = nullptr;    // [count] or nullptr
+  const std::uint8_t* sentence_ends = nullptr;  // [count] or nullptr
   int count = 0;
 };
 
@@ -94,6 +97,10 @@ class KvCache {
   // Real bytes held now / at most so far, all sequences and layers, metadata included.
   virtual std::size_t bytes() const = 0;
   virtual std::size_t peak_bytes() const = 0;
+  // Real bytes held in host memory (KV offloaded off the device, e.g. SentenceKV's sentence pool);
+  // bytes()/peak_bytes() count the device-resident part only. 0 for caches that offload nothing.
+  virtual std::size_t host_bytes() const { return 0; }
+  virtual std::size_t host_peak_bytes() const { return host_bytes(); }
 };
 
 // Bytes of an uncompressed fp16 cache of `tokens` tokens (the "kv_bytes_full" baseline).

@@ -11,9 +11,11 @@
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
+#include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/mikv_kv_cache.hpp"
+#include "memattn/cpu/sentencekv_kv_cache.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -32,6 +34,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       evict_policy_info("snapkv"), evict_policy_info("pyramidkv"), evict_policy_info("knorm"),
       // MiKV mixed precision (cpu/mikv_kv_cache.hpp)
       mikv_policy_info(),
+      // episodic and sentence-level KV (issue 6; cpu/epicache_kv_cache.hpp, cpu/sentencekv_kv_cache.hpp)
+      epicache_policy_info(), sentencekv_policy_info(),
   };
   return policies;
 }
@@ -109,6 +113,8 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
   }
   if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
   if (info.name == std::string("mikv")) return make_mikv_kv_cache(params, shape, executor, out, error);
+  if (info.name == std::string("epicache")) return make_epicache_kv_cache(params, shape, executor, out, error);
+  if (info.name == std::string("sentencekv")) return make_sentencekv_kv_cache(params, shape, executor, out, error);
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }
