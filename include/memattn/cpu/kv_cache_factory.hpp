@@ -10,6 +10,7 @@
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
+#include "memattn/cpu/compresskv_kv_cache.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
@@ -29,6 +30,7 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       // token eviction (cpu/evict_kv_cache.hpp)
       evict_policy_info("streaming"), evict_policy_info("h2o"), evict_policy_info("scissorhands"),
       evict_policy_info("snapkv"), evict_policy_info("pyramidkv"), evict_policy_info("knorm"),
+      compresskv_policy_info(),  // cpu/compresskv_kv_cache.hpp (issue 6)
   };
   return policies;
 }
@@ -104,6 +106,7 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     *out = std::move(c);
     return Status::kSuccess;
   }
+  if (info.name == std::string("compresskv")) return make_compresskv_kv_cache(params, shape, executor, out, error);
   if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
