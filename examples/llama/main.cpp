@@ -392,6 +392,7 @@ int cmd_retrieval_heads(const Args& a) {
   if (!open_session(a, &s, &err)) return report(err);
   if (!a.has("raw-text")) text = normalize_text(text);
   const std::vector<std::int32_t> ids = s.tokenizer->encode(text, false);
+  if (!check_retrieval_options(o, s.model.cfg.context, ids.size(), &err)) return report(err);
   memattn::evict::CompressKvTable table;
   RetrievalHeadsReport rep;
   if (!measure_retrieval_heads(s.model, g_pool, ids, o, &table, &rep, &err)) return report(err, 1);

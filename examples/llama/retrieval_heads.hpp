@@ -132,6 +132,22 @@ inline void attend(const float* q, const std::vector<float>& K, const std::vecto
 
 }  // namespace retrieval_detail
 
+// Options and text length the measurement can work with (bad input: false and a message).
+inline bool check_retrieval_options(const RetrievalHeadsOptions& o, int model_context, std::size_t text_tokens,
+                                    std::string* error) {
+  if (o.ctx < 4 * o.needle || o.ctx > model_context || o.needle < 2 || o.probes < 1 || o.windows < 1 || o.future < 1 ||
+      o.budget < o.window || o.window < 1 || o.ctx - o.future <= o.budget || o.kernel < 1 || o.kernel % 2 == 0 ||
+      o.first_k < 1 || o.chunk < 1)
+    return fail(error, "retrieval-heads: need 2 <= needle <= ctx/4, ctx <= the model's context (" +
+                           std::to_string(model_context) + "), probes, windows, future, heads >= 1, "
+                           "window <= budget < ctx - future, an odd kernel");
+  const std::size_t need = static_cast<std::size_t>(3 * o.ctx);
+  if (text_tokens < need)
+    return fail(error, "retrieval-heads: the text is too short (" + std::to_string(text_tokens) + " tokens, need " +
+                           std::to_string(need) + ")");
+  return true;
+}
+
 // Fills table->head_scores, layer_errors, error_budget, probe and the shape (model name and hash
 // are the caller's). `text`: the real text's tokens (no BOS).
 inline bool measure_retrieval_heads(const Model& model, ThreadPool* pool, const std::vector<std::int32_t>& text,
@@ -140,15 +156,8 @@ inline bool measure_retrieval_heads(const Model& model, ThreadPool* pool, const 
   using namespace retrieval_detail;
   const ModelConfig& c = model.cfg;
   const int L = c.layers, Hq = c.heads, Hkv = c.kv_heads, D = c.head_dim, G = Hq / Hkv;
-  if (o.ctx < 4 * o.needle || o.ctx > c.context || o.needle < 2 || o.probes < 1 || o.windows < 1 || o.future < 1 ||
-      o.budget < o.window || o.window < 1 || o.ctx - o.future <= o.budget || o.kernel < 1 || o.kernel % 2 == 0)
-    return fail(error, "retrieval-heads: need 2 <= needle <= ctx/4, ctx <= model context, probes, windows, future >= 1, "
-                       "window <= budget < ctx - future, odd kernel");
-  const std::size_t span = static_cast<std::size_t>(2 * o.ctx);
-  if (text.size() < span + static_cast<std::size_t>(o.ctx))
-    return fail(error, "retrieval-heads: the text is too short (" + std::to_string(text.size()) + " tokens, need " +
-                           std::to_string(span + static_cast<std::size_t>(o.ctx)) + ")");
-  const std::size_t room = text.size() - span;
+  if (!check_retrieval_options(o, c.context, text.size(), error)) return false;
+  const std::size_t room = text.size() - static_cast<std::size_t>(2 * o.ctx);
   *table = memattn::evict::CompressKvTable{};
   table->layers = L;
   table->q_heads = Hq;
