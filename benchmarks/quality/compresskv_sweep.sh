@@ -6,7 +6,9 @@
 # The head/error tables come from `memattn-llama retrieval-heads` (tables/README.md has the
 # commands). VARIANTS: default = spec defaults (w 8, k 5 avg, 4 heads, min 32, max 3C);
 # allheads = every query head scores (isolates the head selection); min8 = smallest layer budget 8
-# (lets the error table move budgets at C = 32 on stories260K).
+# (lets the error table move budgets at C = 32 on stories260K); uniform = maxf=1 (every layer gets
+# exactly C: isolates the error-aware budgets); snapkv_matched = SnapKV with CompressKV's scoring
+# settings (w 8, k 5, avg), per KV head, uniform budgets.
 set -euo pipefail
 BIN=${BIN:-build-h/bin/memattn-llama}
 MODEL=${MODEL:-stories}
@@ -34,6 +36,8 @@ for v in $VARIANTS; do
       default)  run "compresskv:budget=$C,table=$TABLE" ;;
       allheads) run "compresskv:budget=$C,table=$TABLE,heads=$ALL" ;;
       min8)     run "compresskv:budget=$C,table=$TABLE,min=8" ;;
+      uniform)  run "compresskv:budget=$C,table=$TABLE,maxf=1" ;;
+      snapkv_matched) run "snapkv:budget=$C,window=8,kernel=5,pool=0" ;;
     esac
   done
 done
