@@ -5,6 +5,9 @@
 //                     [--kv SPEC] [--json] [--raw-text]
 //   memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]
 //   memattn-llama policies
+//   memattn-llama retrieval-heads --model PATH [--tokenizer PATH] --text PATH --out FILE [--ctx N] [--probes N]
+//                        [--needle N] [--budget C] [--window W] [--kernel K] [--heads K] [--windows N]
+//                        [--future M] [--raw-text]   (CompressKV's offline head/error table)
 //   memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]
 //                        (every position's logits, for comparisons with reference implementations)
 // Common: --threads N (default: all cores). Bad input of any kind: a message and exit code 2.
@@ -25,6 +28,7 @@
 #include "needle.hpp"
 #include "thread_pool.hpp"
 #include "recording_cache.hpp"
+#include "retrieval_heads.hpp"
 #include "sentence_ends.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
@@ -64,6 +68,8 @@ int usage(const char* msg = nullptr) {
                "  memattn-llama needle --model PATH [--tokenizer PATH] --text PATH [--haystack N] [--depths D,D,..]\n"
                "                    [--codes K] [--seed S] [--kv SPEC] [--chunk C] [--json] [--raw-text]\n"
                "  memattn-llama policies\n"
+               "  memattn-llama retrieval-heads --model PATH [--tokenizer PATH] --text PATH --out FILE [--ctx N] [--probes N]\n"
+               "                    [--needle N] [--budget C] [--window W] [--kernel K] [--heads K] [--windows N] [--future M] [--raw-text]\n"
                "  memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]\n"
                "common: --threads N, --chunk C (prefill chunk, default 256)\n");
   return kBadInput;
@@ -167,7 +173,10 @@ int cmd_policies() {
   for (const auto& p : memattn::cpu::kv_policies()) {
     std::printf("%-10s %s\n", p.name, p.help);
     for (const auto& prm : p.params)
-      std::printf("    %-10s default %-8g range [%g, %g]%s  %s\n", prm.key, prm.default_value, prm.min_value, prm.max_value,
+      if (prm.text)
+        std::printf("    %-10s text (no default)  %s\n", prm.key, prm.help);
+      else
+        std::printf("    %-10s default %-8g range [%g, %g]%s  %s\n", prm.key, prm.default_value, prm.min_value, prm.max_value,
                   prm.integer ? " integer" : "", prm.help);
   }
   return 0;
@@ -464,6 +473,49 @@ int cmd_logits(const Args& a) {
   return 0;
 }
 
+// CompressKV's offline table (retrieval_heads.hpp): head scores from a needle-repeat probe on the
+// text, per-layer attention-output errors at --budget; written to --out (evict/compresskv.hpp format).
+int cmd_retrieval_heads(const Args& a) {
+  std::string err;
+  RetrievalHeadsOptions o;
+  int budget = 0;
+  if (!parse_int(a, "ctx", 512, 16, 1 << 20, &o.ctx, &err) || !parse_int(a, "probes", 8, 1, 1000, &o.probes, &err) ||
+      !parse_int(a, "needle", 32, 2, 1 << 20, &o.needle, &err) || !parse_int(a, "budget", 64, 1, 1 << 20, &budget, &err) ||
+      !parse_int(a, "window", 8, 1, 4096, &o.window, &err) || !parse_int(a, "kernel", 5, 1, 63, &o.kernel, &err) ||
+      !parse_int(a, "heads", 4, 1, 4096, &o.first_k, &err) || !parse_int(a, "windows", 4, 1, 1000, &o.windows, &err) ||
+      !parse_int(a, "future", 64, 1, 1 << 20, &o.future, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &o.chunk, &err))
+    return usage(err.c_str());
+  o.budget = budget;
+  if (!a.opts.count("text") || !a.opts.count("out")) return usage("--text and --out are required");
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  if (!a.has("raw-text")) text = normalize_text(text);
+  const std::vector<std::int32_t> ids = s.tokenizer->encode(text, false);
+  if (!check_retrieval_options(o, s.model.cfg.context, ids.size(), &err)) return report(err);
+  memattn::evict::CompressKvTable table;
+  RetrievalHeadsReport rep;
+  if (!measure_retrieval_heads(s.model, g_pool, ids, o, &table, &rep, &err)) return report(err, 1);
+  std::string name = a.get("model").substr(a.get("model").find_last_of('/') + 1);  // file name, no spaces
+  for (char& ch : name)
+    if (ch == ' ' || ch == '\t') ch = '_';
+  table.model = name.empty() ? "unknown" : name;
+  if (!file_fnv1a64(a.get("model"), &table.model_hash, &err)) return report(err);
+  std::ofstream f(a.get("out"), std::ios::binary);
+  f << memattn::evict::format_compresskv_table(table);
+  if (!f) return report("write to '" + a.get("out") + "' failed", 1);
+  std::printf("wrote %s: %d layers x %d heads; %lld/%lld successful needle steps\n", a.get("out").c_str(), table.layers,
+              table.q_heads, static_cast<long long>(rep.successes), static_cast<long long>(rep.steps));
+  for (int l = 0; l < table.layers; ++l) {
+    std::printf("  layer %2d  error %.4f  heads", l, table.layer_errors[static_cast<std::size_t>(l)]);
+    for (std::int32_t h : memattn::evict::retrieval_heads(table, l, o.first_k))
+      std::printf(" %d(%.3f)", h, table.head_scores[static_cast<std::size_t>(l) * table.q_heads + h]);
+    std::printf("\n");
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -481,5 +533,6 @@ int main(int argc, char** argv) {
   if (a.command == "dump-kv") return cmd_dump_kv(a);
   if (a.command == "policies") return cmd_policies();
   if (a.command == "logits") return cmd_logits(a);
+  if (a.command == "retrieval-heads") return cmd_retrieval_heads(a);
   return usage(("unknown command '" + a.command + "'").c_str());
 }

@@ -38,12 +38,15 @@
 #include "memattn/evict/policy.hpp"
 #include "memattn/evict/tiered.hpp"
 #include "memattn/evict/sentence.hpp"
+#include "memattn/evict/compresskv.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
 
 // cpu: Eigen implementations (also the reference for the CUDA path)
+#include "memattn/cpu/compresskv_kv_cache.hpp"
+#include "memattn/cpu/compresskv_scores.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"

@@ -5,7 +5,9 @@
 //   param  := key '=' value
 //
 // e.g. "full", "kivi:kbits=2,vbits=2,group=32,residual=128", "h2o:budget=512+kivi:kbits=4".
-// Names and keys are [a-z0-9_]; values are numbers (integer parameters accept only integers).
+// Names and keys are [a-z0-9_]; values are numbers (integer parameters accept only integers),
+// except text parameters (ParamInfo::text, e.g. a table path), which take the raw value: any
+// non-empty text without ',' or '+' (the separators), kept verbatim.
 // Every policy publishes a PolicyInfo (its parameters, defaults, ranges); resolve() checks a
 // parsed policy against it, fills defaults and reports unknown keys or bad values with a message
 // that lists what exists. Host-only, allocation is fine here (runs once per cache).
@@ -37,6 +39,7 @@ struct ParamInfo {
   double max_value;
   bool integer;
   const char* help;
+  bool text = false;  // value is a string (file path); default empty, range fields unused
 };
 
 struct PolicyInfo {
@@ -63,9 +66,24 @@ class ResolvedParams {
     values_.emplace_back(key, v);
   }
   const std::vector<std::pair<std::string, double>>& values() const { return values_; }
+  // Text parameters ("" when not given).
+  std::string get_text(const std::string& key) const {
+    for (const auto& kv : texts_)
+      if (kv.first == key) return kv.second;
+    return std::string();
+  }
+  void set_text(const std::string& key, const std::string& v) {
+    for (auto& kv : texts_)
+      if (kv.first == key) {
+        kv.second = v;
+        return;
+      }
+    texts_.emplace_back(key, v);
+  }
 
  private:
   std::vector<std::pair<std::string, double>> values_;
+  std::vector<std::pair<std::string, std::string>> texts_;
 };
 
 namespace detail {
@@ -144,7 +162,7 @@ inline std::string describe_params(const PolicyInfo& info) {
   std::string s;
   for (const ParamInfo& p : info.params) {
     if (!s.empty()) s += ", ";
-    s += std::string(p.key) + "=" + detail::format_number(p.default_value);
+    s += std::string(p.key) + "=" + (p.text ? std::string("PATH") : detail::format_number(p.default_value));
   }
   return s;
 }
@@ -152,7 +170,12 @@ inline std::string describe_params(const PolicyInfo& info) {
 // Checks a parsed policy against its schema and fills defaults.
 inline Status resolve_params(const PolicySpec& spec, const PolicyInfo& info, ResolvedParams* out, std::string* error) {
   ResolvedParams r;
-  for (const ParamInfo& p : info.params) r.set(p.key, p.default_value);
+  for (const ParamInfo& p : info.params)
+    if (p.text) {
+      r.set_text(p.key, "");
+    } else {
+      r.set(p.key, p.default_value);
+    }
   for (const auto& kv : spec.params) {
     const ParamInfo* found = nullptr;
     for (const ParamInfo& p : info.params)
@@ -161,6 +184,10 @@ inline Status resolve_params(const PolicySpec& spec, const PolicyInfo& info, Res
       *error = "policy '" + std::string(info.name) + "' has no parameter '" + kv.first + "'; its parameters: " +
                describe_params(info);
       return Status::kErrorInvalidArgument;
+    }
+    if (found->text) {
+      r.set_text(kv.first, kv.second);  // non-empty and separator-free by construction of the parser
+      continue;
     }
     const char* begin = kv.second.c_str();
     char* end = nullptr;
@@ -189,8 +216,9 @@ inline std::string canonical_spec(const PolicyInfo& info, const ResolvedParams& 
   std::string s = info.name;
   char sep = ':';
   for (const ParamInfo& p : info.params) {
+    if (p.text && r.get_text(p.key).empty()) continue;  // not given: nothing to write back
     s += sep;
-    s += std::string(p.key) + "=" + detail::format_number(r.get(p.key));
+    s += std::string(p.key) + "=" + (p.text ? r.get_text(p.key) : detail::format_number(r.get(p.key)));
     sep = ',';
   }
   return s;

@@ -32,10 +32,12 @@
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
+#include "memattn/cpu/compresskv_scores.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
+#include "memattn/evict/compresskv.hpp"
 #include "memattn/evict/policy.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -49,6 +51,11 @@ class EvictKvCache final : public cache::KvCache {
   using State = std::conditional_t<Policy::kState == evict::StateKind::kU64, std::uint64_t, float>;
   static constexpr bool kHasState = Policy::kState != evict::StateKind::kNone;
   static constexpr bool kWindow = Scorer::kNeedsWindowQueries;
+  // A per-layer selector (CompressKV) picks one keep set per (sequence, layer), scored once and
+  // applied to every KV head of the layer, so the heads of a layer always hold the same positions.
+  static constexpr bool kLayerShared =
+      static_cast<int>(Policy::selector_type::kGranularity) >= static_cast<int>(evict::Granularity::kPerLayer) &&
+      std::is_same<Scorer, evict::HeadSubsetWindow>::value;
   static constexpr std::int64_t kGranule = 16;  // capacity granule (tokens)
 
   const char* spec() const override { return spec_.c_str(); }
@@ -130,10 +137,12 @@ class EvictKvCache final : public cache::KvCache {
     for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
     if (len_[seq] == 0) return Status::kSuccess;
     const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
-    std::vector<Status> status(static_cast<std::size_t>(L * Hkv), Status::kSuccess);
-    executor_.for_each(L * Hkv, [&](std::int64_t task, int worker) {
-      status[static_cast<std::size_t>(task)] =
-          compact(seq, static_cast<int>(task / Hkv), task % Hkv, workers_[static_cast<std::size_t>(worker)]);
+    const std::int64_t tasks = kLayerShared ? L : L * Hkv;
+    std::vector<Status> status(static_cast<std::size_t>(tasks), Status::kSuccess);
+    executor_.for_each(tasks, [&](std::int64_t task, int worker) {
+      Worker& wk = workers_[static_cast<std::size_t>(worker)];
+      status[static_cast<std::size_t>(task)] = kLayerShared ? compact_layer(seq, static_cast<int>(task), wk)
+                                                             : compact(seq, static_cast<int>(task / Hkv), task % Hkv, wk);
     });
     for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
     recount();
@@ -344,16 +353,60 @@ class EvictKvCache final : public cache::KvCache {
     std::int64_t count = 0;
     MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), sg.pos.data(), N, C, t_cur, pr, params_.policy.selector.tie,
                                         wk.keys.data(), wk.keep.data(), &count));
-    const std::int64_t D = shape_.head_dim;
-    compact_rows(sg.k.data(), D, wk.keep.data(), count);
-    compact_rows(sg.v.data(), D, wk.keep.data(), count);
-    compact_rows(sg.pos.data(), 1, wk.keep.data(), count);
-    if constexpr (kHasState) compact_rows(sg.state.data(), 1, wk.keep.data(), count);
-    sg.size = count;
-    // Give memory back when the segment holds far less than its capacity.
-    // (room for one more decode token), so kept bytes track the budget.
-    if (sg.capacity - count > 2 * kGranule) set_capacity(sg, (count + 1 + kGranule - 1) / kGranule * kGranule);
+    apply_keep(sg, wk.keep.data(), count);
     return Status::kSuccess;
+  }
+
+  // One permutation for K, V, positions and state; storage given back when the segment holds far
+  // less than its capacity (room for one more decode token), so kept bytes track the budget.
+  void apply_keep(Segment& sg, const std::int32_t* keep, std::int64_t count) {
+    const std::int64_t D = shape_.head_dim;
+    compact_rows(sg.k.data(), D, keep, count);
+    compact_rows(sg.v.data(), D, keep, count);
+    compact_rows(sg.pos.data(), 1, keep, count);
+    if constexpr (kHasState) compact_rows(sg.state.data(), 1, keep, count);
+    sg.size = count;
+    if (sg.capacity - count > 2 * kGranule) set_capacity(sg, (count + 1 + kGranule - 1) / kGranule * kGranule);
+  }
+
+  // Layer-shared selection (kLayerShared): score the layer once from its selected heads, select on
+  // head 0's positions (every head of the layer holds the same ones), compact every head alike.
+  Status compact_layer(int seq, int layer, Worker& wk) {
+    Segment& s0 = segment(seq, layer, 0);
+    const std::int64_t N = s0.size, P = len_[seq], Hkv = shape_.kv_heads;
+    const std::int64_t C = Policy::budget(params_.policy, layer, shape_.layers, P);
+    if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
+    const std::int32_t t_cur = static_cast<std::int32_t>(P - 1);
+    const evict::Protection pr = Policy::protection(params_.policy);
+    wk.scores.resize(static_cast<std::size_t>(N));
+    wk.keys.resize(static_cast<std::size_t>(N));
+    wk.keep.resize(static_cast<std::size_t>(N));
+    if constexpr (kLayerShared) MEMATTN_RETURN_IF_ERROR(head_subset_scores(seq, layer, s0, t_cur, pr, wk));
+    std::int64_t count = 0;
+    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), s0.pos.data(), N, C, t_cur, pr, params_.policy.selector.tie,
+                                        wk.keys.data(), wk.keep.data(), &count));
+    for (std::int64_t h = 0; h < Hkv; ++h) apply_keep(segment(seq, layer, h), wk.keep.data(), count);
+    return Status::kSuccess;
+  }
+
+  // CompressKV: window attention of the layer's retrieval heads (cpu/compresskv_scores.hpp).
+  Status head_subset_scores(int seq, int layer, const Segment& s0, std::int32_t t_cur, const evict::Protection& pr,
+                            Worker& wk) {
+    const Window& w = windows_[static_cast<std::size_t>(seq) * shape_.layers + layer];
+    const auto& sp = params_.policy.scorer;
+    const std::int64_t N = s0.size, D = shape_.head_dim, Hkv = shape_.kv_heads;
+    if (w.count <= 0 || !sp.plan) return Status::kErrorInvalidArgument;
+    std::int64_t tail = N;  // first slot of the protected recent tail
+    while (tail > 0 && evict::is_protected(s0.pos[static_cast<std::size_t>(tail - 1)], t_cur, evict::Protection{0, pr.n_recent}))
+      --tail;
+    std::vector<const T*> keys(static_cast<std::size_t>(Hkv));
+    for (std::int64_t h = 0; h < Hkv; ++h) keys[static_cast<std::size_t>(h)] = segment(seq, layer, h).k.data();
+    wk.colsum.resize(head_subset_scratch_elems(w.count, D, N));
+    wk.visible.resize(head_subset_visible_elems(w.count));
+    return head_subset_window_scores(w.q.data(), w.pos.data(), w.count, shape_.q_heads, Hkv, D, keys.data(),
+                                     s0.pos.data(), N, tail, sp.plan->layer_heads(layer), sp.plan->first_k, sp.kernel,
+                                     sp.pool, sp.count_include_pad, wk.scores.data(), wk.colsum.data(),
+                                     wk.visible.data());
   }
 
   // SnapKV/PyramidKV scores: observation-window column sums (two passes, GQA-reduced), pooled over

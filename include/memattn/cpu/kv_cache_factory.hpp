@@ -10,6 +10,7 @@
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
+#include "memattn/cpu/compresskv_kv_cache.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
@@ -36,6 +37,7 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       mikv_policy_info(),
       // episodic and sentence-level KV (issue 6; cpu/epicache_kv_cache.hpp, cpu/sentencekv_kv_cache.hpp)
       epicache_policy_info(), sentencekv_policy_info(),
+      compresskv_policy_info(),  // cpu/compresskv_kv_cache.hpp (issue 6)
   };
   return policies;
 }
@@ -111,6 +113,7 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     *out = std::move(c);
     return Status::kSuccess;
   }
+  if (info.name == std::string("compresskv")) return make_compresskv_kv_cache(params, shape, executor, out, error);
   if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
   if (info.name == std::string("mikv")) return make_mikv_kv_cache(params, shape, executor, out, error);
   if (info.name == std::string("epicache")) return make_epicache_kv_cache(params, shape, executor, out, error);
