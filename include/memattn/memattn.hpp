@@ -32,6 +32,9 @@
 // evict: token-eviction policy composition, selection keys, reference policies
 #include "memattn/evict/key.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/merge.hpp"
+#include "memattn/evict/merge_policies.hpp"
+#include "memattn/evict/variance_softmax.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
@@ -42,6 +45,8 @@
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/evict_merge.hpp"
+#include "memattn/cpu/evict_merge_registry.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"

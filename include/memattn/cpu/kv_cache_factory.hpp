@@ -12,6 +12,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/evict_merge_registry.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -29,6 +30,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       // token eviction (cpu/evict_kv_cache.hpp)
       evict_policy_info("streaming"), evict_policy_info("h2o"), evict_policy_info("scissorhands"),
       evict_policy_info("snapkv"), evict_policy_info("pyramidkv"), evict_policy_info("knorm"),
+      // token merging (cpu/evict_merge_registry.hpp)
+      merge_policy_info("d2o"), merge_policy_info("kvmerger"),
   };
   return policies;
 }
@@ -105,6 +108,7 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     return Status::kSuccess;
   }
   if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
+  if (is_merge_policy(info.name)) return make_merge_kv_cache(info, params, shape, executor, out, error);
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }
