@@ -15,6 +15,8 @@
 //   budget(layer, layers, P, C)                allocator: tokens segment (seq, layer, h) keeps
 //   protection(C)                              selector: sinks, recent window, observation window
 //   score(state, pos, slot)                    scorer: fp32 score, higher = keep (state scorers)
+//   Merger (evict/merge.hpp)                   after select, before the gather: evicted rows folded
+//                                              into kept ones (kGroupsBeforeSelect: grouping first)
 // Budgets are exact (§0.3.6): a compacted segment holds min(N, max(C, |protected|)) tokens.
 #pragma once
 
