@@ -495,7 +495,7 @@ TEST_CASE("G-e near-duplicates: KVMerger beats H2O at equal budget on future-que
   double sum_m = 0, sum_h = 0;
   for (int i = 0; i < seeds; ++i) {
     const std::uint32_t seed = 100 + 17 * static_cast<std::uint32_t>(i);
-    const double em = near_duplicate_error("kvmerger:budget=96,theta=0.9,set=4", seed);
+    const double em = near_duplicate_error("kvmerger:budget=96,set=4", seed);
     const double eh = near_duplicate_error("h2o:budget=96", seed);
     sum_m += em, sum_h += eh;
     if (em < eh) ++wins;

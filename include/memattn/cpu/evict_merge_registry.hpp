@@ -29,7 +29,7 @@ inline const std::vector<cache::PolicyInfo>& merge_policy_infos() {
                    "merged into the set's pivot (highest score) with Gaussian-kernel weights",
        {{"budget", 256, 1, 10000000, true, "tokens kept per (layer, KV head), recent included"},
         {"recent", -1, -1, 10000000, true, "newest tokens protected; -1: budget/2"},
-        {"theta", 0.8, -1, 1, false, "cosine similarity of consecutive keys to join a merge set"},
+        {"theta", 0.95, -1, 1, false, "cosine similarity of consecutive keys to join a merge set"},
         {"set", 8, 1, 4096, true, "tokens per merge set at most"}}},
   };
   return infos;

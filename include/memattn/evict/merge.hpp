@@ -74,7 +74,7 @@ struct ConsecutiveGaussian {
   static constexpr std::uint32_t kSignals = kKeys | kValues | kPositions;
   static constexpr bool kGroupsBeforeSelect = true;
   struct Params {
-    float theta = 0.8f;  // cosine similarity of consecutive keys to join a set
+    float theta = 0.95f;  // cosine similarity of consecutive keys to join a set (see merge_policies.hpp)
     int max_set = 8;     // m_max: members per set, pivot included
   };
   struct SegmentState {};

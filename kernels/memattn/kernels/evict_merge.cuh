@@ -59,7 +59,7 @@ struct EvictConsecutiveSetsParams {
   int D = 0;
   int segments = 0;
   evict::Protection protect;
-  float theta = 0.8f;
+  float theta = 0.95f;
   int max_set = 8;
 };
 
