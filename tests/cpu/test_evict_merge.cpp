@@ -64,15 +64,12 @@ std::vector<float> clustered_keys(std::int64_t N, std::int64_t D, std::int64_t r
 
 TEST_CASE("NearestCos (D2O) merge == naive fp64 reference, EMA threshold over two compactions", "[merge]") {
   const std::int64_t N = 40, D = 16;
-  for (std::uint32_t seed : {1u, 2u, 3u, 11u, 12u, 13u}) {
-    const bool use_mass = seed > 10;  // Params::mass: rows weighted by the token mass they carry
-    std::vector<float> mass(static_cast<std::size_t>(N), 1.f);
+  for (std::uint32_t seed : {1u, 2u, 3u}) {
     std::vector<float> k = clustered_keys(N, D, 3, 0.4f, seed);
     std::vector<float> v = memattn_test::random_vector<float>(static_cast<std::size_t>(N * D), seed + 10);
     evict::NearestCos::Params p;
     p.alpha = 0.3f;
     p.beta = 0.7f;
-    p.mass = use_mass;
     evict::NearestCos::SegmentState st;
     cpu::MergeScratch scratch;
     double tau_ref = 0;
@@ -111,7 +108,7 @@ TEST_CASE("NearestCos (D2O) merge == naive fp64 reference, EMA threshold over tw
       std::int64_t merged_ref = 0;
       for (std::size_t i = 0; i < ev.size(); ++i) {
         if (sims[i] < tau_ref) continue;
-        const double w = std::max(sims[i], 0.0) * (use_mass ? mass[static_cast<std::size_t>(ev[i])] : 1.0);
+        const double w = std::max(sims[i], 0.0);
         for (std::int64_t d = 0; d < D; ++d) {
           ak[static_cast<std::size_t>(tgt[i])][static_cast<std::size_t>(d)] += w * K[static_cast<std::size_t>(ev[i])][static_cast<std::size_t>(d)];
           av[static_cast<std::size_t>(tgt[i])][static_cast<std::size_t>(d)] += w * V[static_cast<std::size_t>(ev[i])][static_cast<std::size_t>(d)];
@@ -119,23 +116,16 @@ TEST_CASE("NearestCos (D2O) merge == naive fp64 reference, EMA threshold over tw
         wsum[static_cast<std::size_t>(tgt[i])] += w;
         ++merged_ref;
       }
-      std::vector<double> mass_ref(mass.begin(), mass.end());
       for (auto t : keep)
-        if (wsum[static_cast<std::size_t>(t)] > 0) {
-          const std::size_t tz = static_cast<std::size_t>(t);
-          const double m = use_mass ? mass[tz] : 1.0;
+        if (wsum[static_cast<std::size_t>(t)] > 0)
           for (std::int64_t d = 0; d < D; ++d) {
-            const std::size_t dz = static_cast<std::size_t>(d);
-            Kw[tz][dz] = (m * K[tz][dz] + ak[tz][dz]) / (m + wsum[tz]);
-            Vw[tz][dz] = (m * V[tz][dz] + av[tz][dz]) / (m + wsum[tz]);
+            const std::size_t tz = static_cast<std::size_t>(t), dz = static_cast<std::size_t>(d);
+            Kw[tz][dz] = (K[tz][dz] + ak[tz][dz]) / (1 + wsum[tz]);
+            Vw[tz][dz] = (V[tz][dz] + av[tz][dz]) / (1 + wsum[tz]);
           }
-          mass_ref[tz] = m + wsum[tz];
-        }
       std::int64_t merged = -1;
       REQUIRE(cpu::merge_nearest_cos(p, &st, k.data(), v.data(), D, n, keep.data(), static_cast<std::int64_t>(keep.size()),
-                                     &scratch, &merged, use_mass ? mass.data() : nullptr) == Status::kSuccess);
-      if (use_mass)
-        for (auto t : keep) CHECK(mass[static_cast<std::size_t>(t)] == Approx(mass_ref[static_cast<std::size_t>(t)]).epsilon(1e-6));
+                                     &scratch, &merged) == Status::kSuccess);
       CHECK(merged == merged_ref);
       CHECK(merged > 0);
       CHECK(std::abs(st.tau - tau_ref) <= 1e-6 * (1 + std::abs(tau_ref)));
@@ -144,7 +134,6 @@ TEST_CASE("NearestCos (D2O) merge == naive fp64 reference, EMA threshold over tw
       // next step: compact (gather) and go on with the kept rows plus a few new ones
       cpu::compact_rows(k.data(), D, keep.data(), static_cast<std::int64_t>(keep.size()));
       cpu::compact_rows(v.data(), D, keep.data(), static_cast<std::int64_t>(keep.size()));
-      cpu::compact_rows(mass.data(), 1, keep.data(), static_cast<std::int64_t>(keep.size()));
       n = static_cast<std::int64_t>(keep.size());
     }
   }
@@ -383,7 +372,7 @@ void feed(cache::KvCache& c, const cache::CacheShape& s, std::int64_t n, std::in
 TEST_CASE("d2o / kvmerger caches: exact (planned) budgets, chronological positions, bad params", "[merge]") {
   const cache::CacheShape s = merge_shape();
   SECTION("d2o") {
-    auto c = make(GENERATE(std::string("d2o:budget=40"), std::string("d2o:budget=40,mass=1")), s);
+    auto c = make("d2o:budget=40", s);
     auto* d = dynamic_cast<cpu::EvictKvCache<evict::D2O>*>(c.get());
     REQUIRE(d != nullptr);
     feed(*c, s, 120, 8, 3);

@@ -103,7 +103,6 @@ class EvictKvCache final : public cache::KvCache {
         from_float_n(v.ptr(t, h), D, sg.v.data() + (base + t) * D);
         sg.pos[static_cast<std::size_t>(base + t)] = static_cast<std::int32_t>(len + t);
         if constexpr (kHasState) Policy::init_token(sg.state.data(), base + t, k.ptr(t, h), static_cast<int>(D));
-        if (mass_) sg.mass[static_cast<std::size_t>(base + t)] = 1.f;
       }
       std::int32_t seq_len = 0;
       auto a = decode_args(sg, q, out, h, n, &seq_len);
@@ -222,12 +221,10 @@ class EvictKvCache final : public cache::KvCache {
     std::vector<std::int32_t> pos;   // [capacity]
     std::vector<State> state;        // [capacity] when the scorer keeps state
     typename Merger::SegmentState merge;  // e.g. D2O's similarity threshold
-    std::vector<float> mass;         // [capacity] token mass per row, when the merger keeps it
     std::int64_t size = 0;
     std::int64_t capacity = 0;
     std::size_t bytes() const {
-      return (k.size() + v.size()) * sizeof(T) + pos.size() * sizeof(std::int32_t) + state.size() * sizeof(State) +
-             mass.size() * sizeof(float);
+      return (k.size() + v.size()) * sizeof(T) + pos.size() * sizeof(std::int32_t) + state.size() * sizeof(State);
     }
   };
   struct Window {  // last w queries of a (seq, layer), oldest first, fp16 as the cache
@@ -268,9 +265,7 @@ class EvictKvCache final : public cache::KvCache {
         pending_(static_cast<std::size_t>(shape.max_sequences), 0),
         layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
         plan_(kPlansLayers ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0, -1),
-        workers_(static_cast<std::size_t>(executor.concurrency())) {
-    if constexpr (Policy::kMerges) mass_ = Merger::token_mass(config.policy.merger);
-  }
+        workers_(static_cast<std::size_t>(executor.concurrency())) {}
 
   Segment& segment(int seq, int layer, std::int64_t h) {
     return segments_[(static_cast<std::size_t>(seq) * shape_.layers + layer) * shape_.kv_heads + static_cast<std::size_t>(h)];
@@ -294,11 +289,6 @@ class EvictKvCache final : public cache::KvCache {
       std::vector<State> st(rows);
       std::copy(sg.state.begin(), sg.state.begin() + static_cast<std::ptrdiff_t>(keep), st.begin());
       sg.state.swap(st);
-    }
-    if (mass_) {
-      std::vector<float> m(rows);
-      std::copy(sg.mass.begin(), sg.mass.begin() + static_cast<std::ptrdiff_t>(keep), m.begin());
-      sg.mass.swap(m);
     }
     sg.capacity = cap;
   }
@@ -385,8 +375,7 @@ class EvictKvCache final : public cache::KvCache {
     if constexpr (Policy::kMerges)
       MEMATTN_RETURN_IF_ERROR(CpuMerger<Merger>::merge(params_.policy.merger, &sg.merge, sg.k.data(), sg.v.data(), D, N,
                                                        wk.keep.data(), count, kHasState ? sg.state.data() : nullptr,
-                                                       mass_ ? sg.mass.data() : nullptr, &wk.merge));
-    if (mass_) compact_rows(sg.mass.data(), 1, wk.keep.data(), count);
+                                                       &wk.merge));
     compact_rows(sg.k.data(), D, wk.keep.data(), count);
     compact_rows(sg.v.data(), D, wk.keep.data(), count);
     compact_rows(sg.pos.data(), 1, wk.keep.data(), count);
@@ -458,7 +447,6 @@ class EvictKvCache final : public cache::KvCache {
   std::vector<Worker> workers_;
   std::size_t bytes_ = 0;
   std::size_t peak_ = 0;
-  bool mass_ = false;  // rows carry a token mass (merger option)
 };
 
 

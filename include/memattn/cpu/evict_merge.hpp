@@ -68,12 +68,11 @@ inline void kept_flags(const std::int32_t* keep, std::int64_t count, std::int64_
 }  // namespace merge_detail
 
 // D2O merge on a segment of N rows (k, v: [N][D]); keep[count] ascending. Updates the segment's
-// threshold. mass (optional, [N]): token mass per row (Params::mass), updated for the targets.
-// *merged (optional): evicted entries merged.
+// threshold. *merged (optional): evicted entries merged.
 template <class T>
 Status merge_nearest_cos(const evict::NearestCos::Params& p, evict::NearestCos::SegmentState* st, T* k, T* v,
                          std::int64_t D, std::int64_t N, const std::int32_t* keep, std::int64_t count,
-                         MergeScratch* s, std::int64_t* merged = nullptr, float* mass = nullptr) {
+                         MergeScratch* s, std::int64_t* merged = nullptr) {
   using namespace merge_detail;
   if (st == nullptr || k == nullptr || v == nullptr || keep == nullptr || s == nullptr) return Status::kErrorNullPointer;
   if (merged != nullptr) *merged = 0;
@@ -122,7 +121,7 @@ Status merge_nearest_cos(const evict::NearestCos::Params& p, evict::NearestCos::
     const float sim = s->sim[static_cast<std::size_t>(e)];
     const std::int32_t t = s->target[static_cast<std::size_t>(e++)];
     if (!(sim >= tau)) continue;
-    const double w = std::max(static_cast<double>(sim), 0.0) * (mass != nullptr ? mass[j] : 1.0);
+    const double w = std::max(static_cast<double>(sim), 0.0);
     double* ak = s->acc_k.data() + static_cast<std::size_t>(t) * Dz;
     double* av = s->acc_v.data() + static_cast<std::size_t>(t) * Dz;
     for (std::int64_t d = 0; d < D; ++d) {
@@ -138,12 +137,10 @@ Status merge_nearest_cos(const evict::NearestCos::Params& p, evict::NearestCos::
     const std::int64_t slot = keep[i];
     const double* ak = s->acc_k.data() + static_cast<std::size_t>(i) * Dz;
     const double* av = s->acc_v.data() + static_cast<std::size_t>(i) * Dz;
-    const double m = mass != nullptr ? mass[slot] : 1.0;
     for (std::int64_t d = 0; d < D; ++d) {
-      k[slot * D + d] = from_float<T>(static_cast<float>((m * to_float(k[slot * D + d]) + ak[d]) / (m + w)));
-      v[slot * D + d] = from_float<T>(static_cast<float>((m * to_float(v[slot * D + d]) + av[d]) / (m + w)));
+      k[slot * D + d] = from_float<T>(static_cast<float>((to_float(k[slot * D + d]) + ak[d]) / (1.0 + w)));
+      v[slot * D + d] = from_float<T>(static_cast<float>((to_float(v[slot * D + d]) + av[d]) / (1.0 + w)));
     }
-    if (mass != nullptr) mass[slot] = static_cast<float>(m + w);
   }
   if (merged != nullptr) *merged = m;
   return Status::kSuccess;
@@ -270,8 +267,8 @@ struct CpuMerger<evict::NearestCos> {
   template <class T, class State>
   static Status merge(const evict::NearestCos::Params& p, evict::NearestCos::SegmentState* st, T* k, T* v,
                       std::int64_t D, std::int64_t N, const std::int32_t* keep, std::int64_t count, State*,
-                      float* mass, MergeScratch* s) {
-    return merge_nearest_cos(p, st, k, v, D, N, keep, count, s, nullptr, mass);
+                      MergeScratch* s) {
+    return merge_nearest_cos(p, st, k, v, D, N, keep, count, s);
   }
 };
 
@@ -285,7 +282,7 @@ struct CpuMerger<evict::ConsecutiveGaussian> {
   template <class T, class State>
   static Status merge(const evict::ConsecutiveGaussian::Params&, evict::ConsecutiveGaussian::SegmentState*, T* k, T* v,
                       std::int64_t D, std::int64_t N, const std::int32_t* keep, std::int64_t count, State* state,
-                      float*, MergeScratch* s) {
+                      MergeScratch* s) {
     return merge_consecutive_gaussian(k, v, D, N, keep, count, state, s);
   }
 };

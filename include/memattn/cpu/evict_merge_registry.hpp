@@ -1,5 +1,5 @@
 // --kv registry entries of the merging eviction policies (evict/merge_policies.hpp):
-//   d2o:budget=N,recent=R,sink=S,alpha=A,beta=B,first=F,last=L,mass=0|1
+//   d2o:budget=N,recent=R,sink=S,alpha=A,beta=B,first=F,last=L
 //   kvmerger:budget=N,recent=R,theta=T,set=M
 // cpu/kv_cache_factory.hpp lists them and dispatches here.
 #pragma once
@@ -24,8 +24,7 @@ inline const std::vector<cache::PolicyInfo>& merge_policy_infos() {
         {"alpha", 0.5, 0, 1, false, "EMA weight of the previous similarity threshold"},
         {"beta", 0.5, 0, 1, false, "EMA weight of this step's mean similarity"},
         {"first", 2, 0, 1000, true, "first layers given the largest budget weight"},
-        {"last", 1, 0, 1000, true, "last layers given the largest budget weight"},
-        {"mass", 0, 0, 1, true, "1: rows carry the token mass they merged (mass-weighted means) [lib]"}}},
+        {"last", 1, 0, 1000, true, "last layers given the largest budget weight"}}},
       {"kvmerger", "KVMerger: H2O scores over merge sets of consecutive keys with cosine >= theta; evicted members "
                    "merged into the set's pivot (highest score) with Gaussian-kernel weights",
        {{"budget", 256, 1, 10000000, true, "tokens kept per (layer, KV head), recent included"},
@@ -59,7 +58,6 @@ inline Status make_merge_kv_cache(const cache::PolicyInfo& info, const cache::Re
     c.policy.merger.beta = static_cast<float>(p.get("beta"));
     c.policy.allocator.protect_first = p.get_int("first");
     c.policy.allocator.protect_last = p.get_int("last");
-    c.policy.merger.mass = p.get_int("mass") != 0;
     return evict_registry::build<evict::D2O>(c, info, p, shape, executor, out, error);
   }
   if (name == "kvmerger") {

@@ -18,10 +18,7 @@
 //     row t(e) = argmax_k cos(K_e, K_k) (ties: lowest slot); the segment's threshold tau is the mean
 //     of sim_e at its first eviction, then tau <- alpha*tau + beta*mean_e sim_e; entries with
 //     sim_e >= tau merge with w_e = max(sim_e, 0): K_t <- (K_t + sum w_e K_e) / (1 + sum w_e), same
-//     for V (the KVCache-Factory "weighted" normalisation). Option mass [lib, off by default]: every
-//     row carries the token mass m it stands for (1 when written, fp32 per token, moved with the
-//     rows): K_t <- (m_t K_t + sum w_e m_e K_e) / (m_t + sum w_e m_e), m_t += sum w_e m_e, so a row
-//     that absorbed many tokens is not dragged by w/(1+w) at every later merge. The reference keeps one tau per layer
+//     for V (the KVCache-Factory "weighted" normalisation). The reference keeps one tau per layer
 //     averaged over heads (RG-15: different tokens per head); here tau is per (sequence, layer, KV
 //     head), because segments compact independently and in parallel -- per-head decisions are the
 //     spec's default mode. The target's accumulated score is left as is (the evicted scores go).
@@ -54,9 +51,7 @@ struct NearestCos {
   struct Params {
     float alpha = 0.5f;  // EMA weight of the previous threshold
     float beta = 0.5f;   // EMA weight of this step's mean similarity
-    bool mass = false;   // weight rows by the token mass they carry [lib]
   };
-  static bool token_mass(const Params& p) { return p.mass; }
   struct SegmentState {
     float tau = 0.f;
     bool has_tau = false;
@@ -82,7 +77,6 @@ struct ConsecutiveGaussian {
     float theta = 0.95f;  // cosine similarity of consecutive keys to join a set (see merge_policies.hpp)
     int max_set = 8;     // m_max: members per set, pivot included
   };
-  static bool token_mass(const Params&) { return false; }
   struct SegmentState {};
   static Status check(const Params& p) {
     if (!(p.theta >= -1.f && p.theta <= 1.f) || p.max_set < 1) return Status::kErrorInvalidArgument;
