@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -347,8 +348,10 @@ std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::Cache
   return c;
 }
 
-// Feeds n tokens in chunks of `chunk` to every layer (random q, clustered k, random v).
-void feed(cache::KvCache& c, const cache::CacheShape& s, std::int64_t n, std::int64_t chunk, std::uint32_t seed) {
+// Feeds n tokens in chunks of `chunk` to every layer (random q, clustered k, random v); appends
+// every output to *outs when given.
+void feed(cache::KvCache& c, const cache::CacheShape& s, std::int64_t n, std::int64_t chunk, std::uint32_t seed,
+          std::vector<float>* outs = nullptr) {
   const std::int64_t D = s.head_dim;
   std::vector<float> kall = clustered_keys(n * s.kv_heads, D, 4 * s.kv_heads, 0.2f, seed);
   for (std::int64_t t0 = 0; t0 < n; t0 += chunk) {
@@ -362,6 +365,7 @@ void feed(cache::KvCache& c, const cache::CacheShape& s, std::int64_t n, std::in
                        make_view<3>(static_cast<const float*>(k.data()), {m, s.kv_heads, D}),
                        make_view<3>(static_cast<const float*>(v.data()), {m, s.kv_heads, D}),
                        make_view<3>(o.data(), {m, s.q_heads, D})) == Status::kSuccess);
+      if (outs != nullptr) outs->insert(outs->end(), o.begin(), o.end());
     }
     REQUIRE(c.end_chunk(0, {}) == Status::kSuccess);
   }
@@ -420,6 +424,23 @@ TEST_CASE("d2o / kvmerger caches: exact (planned) budgets, chronological positio
   evict::D2O::Params dp = evict::d2o_params(64);
   dp.allocator.protect_first = -1;
   CHECK(evict::D2O::check(dp, 300) == Status::kErrorInvalidArgument);
+}
+
+TEST_CASE("P-7 no-op: budget >= tokens leaves d2o / kvmerger outputs bit-identical to h2o (nothing evicted)",
+          "[merge]") {
+  const cache::CacheShape s = merge_shape();
+  std::vector<float> ref, got;
+  auto h = make("h2o:budget=100", s);
+  feed(*h, s, 90, 7, 5, &ref);
+  for (const char* spec : {"d2o:budget=100", "kvmerger:budget=100,theta=0"}) {
+    got.clear();
+    auto c = make(spec, s);
+    feed(*c, s, 90, 7, 5, &got);
+    INFO(spec);
+    REQUIRE(got.size() == ref.size());
+    CHECK(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+    CHECK(c->bytes() == h->bytes());
+  }
 }
 
 namespace {
