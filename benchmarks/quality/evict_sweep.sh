@@ -19,7 +19,7 @@ else
         --raw-text --ctx 2048 --max-tokens 4096)
   BUDGETS=${BUDGETS:-"256 512"}
 fi
-POLICIES=${POLICIES:-"full streaming h2o scissorhands snapkv pyramidkv knorm"}
+POLICIES=${POLICIES:-"full streaming h2o scissorhands snapkv pyramidkv knorm"}  # also: d2o kvmerger (issue 6)
 run() { "$BIN" ppl "${ARGS[@]}" --chunk "$CHUNK" --threads "$THREADS" --kv "$1" --json 2>/dev/null | tail -1 >> "$OUT"; }
 for p in $POLICIES; do
   if [ "$p" = full ]; then run full; continue; fi
@@ -32,6 +32,8 @@ for p in $POLICIES; do
       snapkv)       run "snapkv:budget=$C,window=$w" ;;
       pyramidkv)    run "pyramidkv:budget=$C,window=$w" ;;
       knorm)        run "knorm:budget=$C"; run "knorm:budget=$C,sink=4,recent=$w" ;;
+      d2o)          run "d2o:budget=$C" ;;
+      kvmerger)     run "kvmerger:budget=$C" ;;
     esac
   done
 done

@@ -39,6 +39,9 @@
 #include "memattn/evict/tiered.hpp"
 #include "memattn/evict/sentence.hpp"
 #include "memattn/evict/compresskv.hpp"
+#include "memattn/evict/merge.hpp"
+#include "memattn/evict/merge_policies.hpp"
+#include "memattn/evict/variance_softmax.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
@@ -52,6 +55,8 @@
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/evict_merge.hpp"
+#include "memattn/cpu/evict_merge_registry.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/evict_tiered.hpp"

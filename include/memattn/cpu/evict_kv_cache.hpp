@@ -16,6 +16,10 @@
 // end_chunk(): the trigger decides per segment; budgets (allocator, P = tokens seen) -> scores ->
 // deterministic top-k with protected ranges -> in-place ordered compaction of K, V, pos and state
 // (one permutation). Storage shrinks when a segment holds far less than its capacity.
+// Mergers (D2O, KVMerger; evict/merge.hpp, cpu/evict_merge.hpp): group before selection
+// (KVMerger), then fold evicted rows into kept rows in place before the gather; a merged row keeps
+// its target's position. kAllLayers allocators (D2O's VarianceSoftmax) plan each sequence's layer
+// budgets once, from every layer's per-token scores, at the first chunk end that takes it over C.
 // Bytes reported: allocated K/V + positions + state + window queries, all segments.
 // Positions: kOriginal only (the engine hands post-RoPE keys; StreamingLLM's cache-relative mode
 // needs pre-RoPE keys and is not available through this interface).
@@ -35,6 +39,7 @@
 #include "memattn/cpu/compresskv_scores.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
+#include "memattn/cpu/evict_merge.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/evict/compresskv.hpp"
@@ -48,6 +53,9 @@ class EvictKvCache final : public cache::KvCache {
  public:
   using Params = typename Policy::Params;
   using Scorer = typename Policy::scorer_type;
+  using Merger = typename Policy::merger_type;
+  using Allocator = typename Policy::allocator_type;
+  static constexpr bool kPlansLayers = Allocator::kScope == evict::Scope::kAllLayers;
   using State = std::conditional_t<Policy::kState == evict::StateKind::kU64, std::uint64_t, float>;
   static constexpr bool kHasState = Policy::kState != evict::StateKind::kNone;
   static constexpr bool kWindow = Scorer::kNeedsWindowQueries;
@@ -136,6 +144,7 @@ class EvictKvCache final : public cache::KvCache {
     pending_[seq] = 0;
     for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
     if (len_[seq] == 0) return Status::kSuccess;
+    if constexpr (kPlansLayers) MEMATTN_RETURN_IF_ERROR(plan_layer_budgets(seq));
     const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
     const std::int64_t tasks = kLayerShared ? L : L * Hkv;
     std::vector<Status> status(static_cast<std::size_t>(tasks), Status::kSuccess);
@@ -158,6 +167,9 @@ class EvictKvCache final : public cache::KvCache {
     }
     len_[seq] = 0;
     pending_[seq] = 0;
+    if constexpr (kPlansLayers)
+      std::fill(plan_.begin() + static_cast<std::ptrdiff_t>(seq) * shape_.layers,
+                plan_.begin() + static_cast<std::ptrdiff_t>(seq + 1) * shape_.layers, std::int64_t(-1));
     recount();
     return Status::kSuccess;
   }
@@ -195,6 +207,15 @@ class EvictKvCache final : public cache::KvCache {
   }
   // Budget of (layer) for a sequence that has seen P tokens.
   std::int64_t budget(int layer, std::int64_t P) const { return Policy::budget(params_.policy, layer, shape_.layers, P); }
+  // Budget a segment of (seq, layer) compacts to now: the sequence's plan (kAllLayers allocators)
+  // or the allocator's function of P.
+  std::int64_t segment_budget(int seq, int layer) const {
+    if constexpr (kPlansLayers) {
+      const std::int64_t b = plan_[static_cast<std::size_t>(seq) * shape_.layers + layer];
+      if (b >= 0) return b;
+    }
+    return Policy::budget(params_.policy, layer, shape_.layers, len_[seq]);
+  }
 
   // Runtime parameters: the policy's Params plus the GQA reduction of its probability scorers.
   struct Config {
@@ -208,6 +229,7 @@ class EvictKvCache final : public cache::KvCache {
     std::vector<T> k, v;             // [capacity][D]
     std::vector<std::int32_t> pos;   // [capacity]
     std::vector<State> state;        // [capacity] when the scorer keeps state
+    typename Merger::SegmentState merge;  // e.g. D2O's similarity threshold
     std::int64_t size = 0;
     std::int64_t capacity = 0;
     std::size_t bytes() const {
@@ -226,6 +248,7 @@ class EvictKvCache final : public cache::KvCache {
     std::vector<std::uint64_t> keys;
     std::vector<std::int32_t> keep;
     std::vector<std::int64_t> visible;
+    MergeScratch merge;
   };
 
  public:
@@ -250,6 +273,7 @@ class EvictKvCache final : public cache::KvCache {
         len_(static_cast<std::size_t>(shape.max_sequences), 0),
         pending_(static_cast<std::size_t>(shape.max_sequences), 0),
         layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
+        plan_(kPlansLayers ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0, -1),
         workers_(static_cast<std::size_t>(executor.concurrency())) {}
 
   Segment& segment(int seq, int layer, std::int64_t h) {
@@ -337,7 +361,7 @@ class EvictKvCache final : public cache::KvCache {
   Status compact(int seq, int layer, std::int64_t h, Worker& wk) {
     Segment& sg = segment(seq, layer, h);
     const std::int64_t N = sg.size, P = len_[seq];
-    const std::int64_t C = Policy::budget(params_.policy, layer, shape_.layers, P);
+    const std::int64_t C = segment_budget(seq, layer);
     if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
     const std::int32_t t_cur = static_cast<std::int32_t>(P - 1);
     const evict::Protection pr = Policy::protection(params_.policy);
@@ -350,9 +374,17 @@ class EvictKvCache final : public cache::KvCache {
       for (std::int64_t j = 0; j < N; ++j)
         wk.scores[static_cast<std::size_t>(j)] = Policy::score(params_.policy, sg.state.data(), sg.pos.data(), j);
     }
+    const std::int64_t D = shape_.head_dim;
+    if constexpr (Merger::kGroupsBeforeSelect)
+      MEMATTN_RETURN_IF_ERROR(CpuMerger<Merger>::group(params_.policy.merger, sg.k.data(), D, sg.pos.data(), N, t_cur,
+                                                       pr, wk.scores.data(), &wk.merge));
     std::int64_t count = 0;
     MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), sg.pos.data(), N, C, t_cur, pr, params_.policy.selector.tie,
                                         wk.keys.data(), wk.keep.data(), &count));
+    if constexpr (Policy::kMerges)
+      MEMATTN_RETURN_IF_ERROR(CpuMerger<Merger>::merge(params_.policy.merger, &sg.merge, sg.k.data(), sg.v.data(), D, N,
+                                                       wk.keep.data(), count, kHasState ? sg.state.data() : nullptr,
+                                                       &wk.merge));
     apply_keep(sg, wk.keep.data(), count);
     return Status::kSuccess;
   }
@@ -409,6 +441,26 @@ class EvictKvCache final : public cache::KvCache {
                                      wk.visible.data());
   }
 
+  // kAllLayers allocators: once per sequence, when it first exceeds C, from every layer's
+  // per-token scores (D2O: H2O column sums) -> per-layer densities -> exact layer budgets.
+  Status plan_layer_budgets(int seq) {
+    std::int64_t* plan = plan_.data() + static_cast<std::size_t>(seq) * shape_.layers;
+    if (plan[0] >= 0 || len_[seq] <= params_.policy.budget) return Status::kSuccess;
+    static_assert(Policy::kState == evict::StateKind::kF32, "a kAllLayers allocator reads fp32 per-token scores");
+    const int L = shape_.layers, Hkv = shape_.kv_heads;
+    std::vector<double> head_var(static_cast<std::size_t>(Hkv)), density(static_cast<std::size_t>(L));
+    for (int l = 0; l < L; ++l) {
+      for (int h = 0; h < Hkv; ++h) {
+        const Segment& sg = segment(seq, l, h);
+        head_var[static_cast<std::size_t>(h)] = Allocator::head_variance(sg.state.data(), sg.size);
+      }
+      density[static_cast<std::size_t>(l)] = Allocator::layer_density(head_var.data(), Hkv);
+    }
+    const evict::Protection pr = Policy::protection(params_.policy);
+    return Allocator::plan(params_.policy.allocator, density.data(), L, params_.policy.budget,
+                           static_cast<std::int64_t>(pr.n_sink) + pr.n_recent, plan);
+  }
+
   // SnapKV/PyramidKV scores: observation-window column sums (two passes, GQA-reduced), pooled over
   // the candidate region (slots before the protected tail).
   Status window_scores(int seq, int layer, std::int64_t h, const Segment& sg, std::int32_t t_cur,
@@ -445,6 +497,7 @@ class EvictKvCache final : public cache::KvCache {
   std::vector<std::int64_t> len_;          // closed tokens per sequence
   std::vector<std::int64_t> pending_;      // tokens of the open chunk per sequence
   std::vector<std::int64_t> layer_pending_;  // [seq][layer]: tokens appended in the open chunk
+  std::vector<std::int64_t> plan_;           // [seq][layer]: planned budgets, -1 = none (kAllLayers)
   std::vector<Worker> workers_;
   std::size_t bytes_ = 0;
   std::size_t peak_ = 0;

@@ -14,6 +14,7 @@
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/evict_merge_registry.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/mikv_kv_cache.hpp"
 #include "memattn/cpu/sentencekv_kv_cache.hpp"
@@ -38,6 +39,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       // episodic and sentence-level KV (issue 6; cpu/epicache_kv_cache.hpp, cpu/sentencekv_kv_cache.hpp)
       epicache_policy_info(), sentencekv_policy_info(),
       compresskv_policy_info(),  // cpu/compresskv_kv_cache.hpp (issue 6)
+      // token merging (cpu/evict_merge_registry.hpp)
+      merge_policy_info("d2o"), merge_policy_info("kvmerger"),
   };
   return policies;
 }
@@ -118,6 +121,7 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
   if (info.name == std::string("mikv")) return make_mikv_kv_cache(params, shape, executor, out, error);
   if (info.name == std::string("epicache")) return make_epicache_kv_cache(params, shape, executor, out, error);
   if (info.name == std::string("sentencekv")) return make_sentencekv_kv_cache(params, shape, executor, out, error);
+  if (is_merge_policy(info.name)) return make_merge_kv_cache(info, params, shape, executor, out, error);
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }

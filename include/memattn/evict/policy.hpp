@@ -15,6 +15,8 @@
 //   budget(layer, layers, P, C)                allocator: tokens segment (seq, layer, h) keeps
 //   protection(C)                              selector: sinks, recent window, observation window
 //   score(state, pos, slot)                    scorer: fp32 score, higher = keep (state scorers)
+//   Merger (evict/merge.hpp)                   after select, before the gather: evicted rows folded
+//                                              into kept ones (kGroupsBeforeSelect: grouping first)
 // Budgets are exact (§0.3.6): a compacted segment holds min(N, max(C, |protected|)) tokens.
 #pragma once
 
@@ -202,9 +204,13 @@ struct TopK {
   };
 };
 
+// Mergers (evict/merge.hpp): NearestCos (D2O), ConsecutiveGaussian (KVMerger).
 struct NoMerge {
   static constexpr std::uint32_t kSignals = 0;
+  static constexpr bool kGroupsBeforeSelect = false;
   struct Params {};
+  struct SegmentState {};
+  static Status check(const Params&) { return Status::kSuccess; }
 };
 
 // SnapKV's "prefill end": the cache compacts at the end of a chunk that leaves a segment over
@@ -251,7 +257,7 @@ class EvictionPolicy {
   static_assert(!Trigger::kFiresDuringDecode || Scorer::kState == StateKind::kNone || Scorer::kNeedsDecodeProbs ||
                     (Scorer::kSignals & kKeys) != 0,
                 "a decode-time trigger needs a decode update path for every per-token state (§2.2)");
-  static_assert(std::is_same<Merger, NoMerge>::value, "this build ships no merger yet");
+  static constexpr bool kMerges = !std::is_same<Merger, NoMerge>::value;
 
   struct Params {
     std::int64_t budget = 256;  // C: tokens per segment after compaction, protected included
@@ -289,7 +295,8 @@ class EvictionPolicy {
     if constexpr (std::is_same<Allocator, Pyramid>::value) {
       if (p.allocator.beta < 1) return Status::kErrorInvalidArgument;
     }
-    return Status::kSuccess;
+    if constexpr (Allocator::kScope == Scope::kAllLayers) MEMATTN_RETURN_IF_ERROR(Allocator::check(p.allocator));
+    return Merger::check(p.merger);
   }
 
   static bool should_compact(const Params& p, std::int64_t N, std::int64_t C) {
