@@ -31,7 +31,11 @@
 
 // evict: token-eviction policy composition, selection keys, reference policies
 #include "memattn/evict/key.hpp"
+#include "memattn/evict/lazy.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/retention.hpp"
+#include "memattn/evict/sirllm.hpp"
+#include "memattn/evict/windowkv.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
@@ -42,8 +46,10 @@
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/evict_pin.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/token_logprobs.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/linear_attention.hpp"

@@ -12,6 +12,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/evict_pin.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -29,6 +30,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       // token eviction (cpu/evict_kv_cache.hpp)
       evict_policy_info("streaming"), evict_policy_info("h2o"), evict_policy_info("scissorhands"),
       evict_policy_info("snapkv"), evict_policy_info("pyramidkv"), evict_policy_info("knorm"),
+      evict_policy_info("lazy"), evict_policy_info("sirllm"), evict_policy_info("windowkv"),
+      pin_policy_info(),  // composes with the eviction policies: ...+pin:start=A,end=B,ttl=S
   };
   return policies;
 }
@@ -61,6 +64,12 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
       *error = "unknown KV policy '" + part.name + "'; available: " + kv_policy_names();
       return Status::kErrorInvalidArgument;
     }
+  }
+  std::vector<cache::PolicySpec> pins;
+  split_pins(&parts, &pins);
+  if (!pins.empty() && (parts.size() != 1 || !is_evict_policy(parts[0].name))) {
+    *error = "'" + spec + "': pin composes with one eviction policy (e.g. h2o:budget=256+pin:start=0,end=64,ttl=100)";
+    return Status::kErrorNotSupported;
   }
   if (parts.size() != 1) {
     *error = "'" + spec + "': this build composes no policies with '+' yet (each of " + kv_policy_names() +
@@ -104,7 +113,12 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     *out = std::move(c);
     return Status::kSuccess;
   }
-  if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
+  if (is_evict_policy(info.name)) {
+    MEMATTN_RETURN_IF_ERROR(make_evict_kv_cache(info, params, shape, executor, out, error));
+    const Status st = apply_pins(pins, out->get(), error);
+    if (st != Status::kSuccess) out->reset();
+    return st;
+  }
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }
