@@ -48,6 +48,7 @@ TEST_CASE("recurrence_score: mri - idle, never-hit tokens oldest lowest, acc tie
   evict::RecurrenceState a{10, 0, 0.f};  // never hit, pos 10
   evict::RecurrenceState b{20, 0, 0.f};  // never hit, pos 20
   CHECK(evict::recurrence_score(a, 50, false) == -40.f);
+  CHECK(evict::recurrence_score(a, 50, false, true) == -40.f);
   CHECK(evict::recurrence_score(b, 50, false) > evict::recurrence_score(a, 50, false));
   evict::recurrence_update(a, 0.5f, 40, 0.1f);  // hit after 30 steps
   CHECK(a.mri == 30);
@@ -55,10 +56,12 @@ TEST_CASE("recurrence_score: mri - idle, never-hit tokens oldest lowest, acc tie
   evict::recurrence_update(a, 0.05f, 45, 0.1f);  // below alpha: no hit, acc grows
   CHECK(a.last_hit == 40);
   CHECK(a.acc == Approx(0.55f));
-  CHECK(evict::recurrence_score(a, 50, false) == 20.f);
+  CHECK(evict::recurrence_score(a, 50, false, true) == 20.f);  // raw: margin mri - idle
+  CHECK(evict::recurrence_score(a, 50, false) == 0.f);         // default: inside the interval -> 0
   const float with_tie = evict::recurrence_score(a, 50, true);
-  CHECK(with_tie > 20.f);
-  CHECK(with_tie < 21.f);
+  CHECK(with_tie > 0.f);
+  CHECK(with_tie < 1.f);
+  CHECK(evict::recurrence_score(a, 80, true) < 0.f);  // overdue (idle 40 > mri 30)
 }
 
 TEST_CASE("lazy: recurrence state == integer recomputation from fp64 probabilities (no eviction)", "[evict][lazy]") {

@@ -73,13 +73,14 @@ TEST_CASE("recurrence update and score on the GPU == CPU, bit for bit, 200 steps
     p.segments = S;
     p.alpha = alpha;
     p.acc_tie = (step & 1) != 0;
+    p.raw = (step % 3) == 0;
     REQUIRE(cuda::recurrence_update(p, nullptr) == Status::kSuccess);
     REQUIRE(cuda::recurrence_scores(p, nullptr) == Status::kSuccess);
     for (int s = 0; s < S; ++s)
       for (std::int32_t j = 0; j < len[s]; ++j) {
         auto& x = st[static_cast<std::size_t>(s * stride + j)];
         evict::recurrence_update(x, pbar[static_cast<std::size_t>(s * stride + j)], t[s], alpha);
-        scores[static_cast<std::size_t>(s * stride + j)] = evict::recurrence_score(x, t[s], p.acc_tie);
+        scores[static_cast<std::size_t>(s * stride + j)] = evict::recurrence_score(x, t[s], p.acc_tie, p.raw);
       }
     if (step % 40 == 39 || step == 199) {
       REQUIRE(cudaDeviceSynchronize() == cudaSuccess);

@@ -590,6 +590,7 @@ inline const std::vector<cache::PolicyInfo>& evict_policy_infos() {
         {"window", -1, -1, 1000000, true, "observation window W (lag, compaction period); -1: min(175, budget/2)"},
         {"alpha", 1e-4, 0, 1, false, "hit threshold on the GQA-reduced probability"},
         {"acctie", 1, 0, 1, true, "1: ties of the integer score go to the higher accumulated attention"},
+        {"raw", 0, 0, 1, true, "1: score = mri - idle (spec); 0: min(mri - idle, 0) (every token inside its interval ranks equal)"},
         {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
       {"sirllm", "SirLLM: sinks + top token surprisal (-log p from the model's log-probs, decayed per turn) + recent",
        {{"budget", 1024, 1, 10000000, true, "tokens kept (start + entropy + recent), every layer and head"},
@@ -711,6 +712,7 @@ inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::Re
     const int window = p.get_int("window") < 0 ? std::max(1, std::min(175, budget / 2)) : p.get_int("window");
     c.policy = evict::lazy_params(budget, window, static_cast<float>(p.get("alpha")));
     c.policy.scorer.acc_tie = p.get_int("acctie") != 0;
+    c.policy.scorer.raw = p.get_int("raw") != 0;
     c.policy.scorer.reduce = c.reduce = reduce_of(p);
     if (window < 1 || window > budget) {
       *error = "lazy: window must be in [1, budget]";

@@ -1,6 +1,6 @@
 // Host wrappers of LazyEviction's per-step kernels (kernels/evict_recurrence.cuh):
 //   recurrence_update(p, stream)  state[seg][j] <- hit test of p̄[seg][j] at t[seg] (j < len[seg])
-//   recurrence_scores(p, stream)  scores[seg][j] = mri - (t[seg] - last_hit) (+ acc tie)
+//   recurrence_scores(p, stream)  scores[seg][j] = min(mri - (t[seg] - last_hit), 0) (raw: unclamped) (+ acc tie)
 // then cuda::evict_select (optionally with retention priorities) and evict_gather compact.
 // Stream-ordered, no allocation, no synchronisation.
 #pragma once

@@ -24,6 +24,7 @@ struct RecurrenceParams {
   int segments = 0;
   float alpha = 1e-4f;
   bool acc_tie = true;
+  bool raw = false;  // the spec's unclamped margin (evict/lazy.hpp)
 };
 
 constexpr int kRecurrenceThreads = 256;
@@ -46,7 +47,7 @@ __global__ void MEMATTN_HIDDEN __launch_bounds__(kThreads) recurrence_score_kern
   const std::int32_t t = p.t[seg];
   const std::int64_t base = static_cast<std::int64_t>(seg) * p.stride;
   for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x)
-    p.scores[base + j] = evict::recurrence_score(p.state[base + j], t, p.acc_tie);
+    p.scores[base + j] = evict::recurrence_score(p.state[base + j], t, p.acc_tie, p.raw);
 }
 
 }  // namespace kernels
