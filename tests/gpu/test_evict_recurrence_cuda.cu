@@ -74,8 +74,8 @@ TEST_CASE("recurrence update and score on the GPU == CPU, bit for bit, 200 steps
     p.alpha = alpha;
     p.acc_tie = (step & 1) != 0;
     p.raw = (step % 3) == 0;
-    REQUIRE(cuda::recurrence_update(p, nullptr) == Status::kSuccess);
-    REQUIRE(cuda::recurrence_scores(p, nullptr) == Status::kSuccess);
+    REQUIRE(memattn::cuda::recurrence_update(p, nullptr) == Status::kSuccess);
+    REQUIRE(memattn::cuda::recurrence_scores(p, nullptr) == Status::kSuccess);
     for (int s = 0; s < S; ++s)
       for (std::int32_t j = 0; j < len[s]; ++j) {
         auto& x = st[static_cast<std::size_t>(s * stride + j)];
@@ -97,7 +97,7 @@ TEST_CASE("recurrence update and score on the GPU == CPU, bit for bit, 200 steps
     }
   }
   kernels::RecurrenceParams bad;
-  CHECK(cuda::recurrence_update(bad, nullptr) == Status::kErrorNullPointer);
+  CHECK(memattn::cuda::recurrence_update(bad, nullptr) == Status::kErrorNullPointer);
   for (void* ptr : {static_cast<void*>(d_st), static_cast<void*>(d_len), static_cast<void*>(d_pbar),
                     static_cast<void*>(d_scores), static_cast<void*>(d_t)})
     cudaFree(ptr);
@@ -151,7 +151,7 @@ TEST_CASE("evict_select with retention priorities == cpu::select_keep with the s
     p.keep_count = d_count;
     p.error = d_err;
     p.prio = d_prio;
-    REQUIRE(cuda::evict_select(p, nullptr) == Status::kSuccess);
+    REQUIRE(memattn::cuda::evict_select(p, nullptr) == Status::kSuccess);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     const auto keep = download(d_keep, static_cast<std::size_t>(S * stride));
     const auto count = download(d_count, static_cast<std::size_t>(S));
