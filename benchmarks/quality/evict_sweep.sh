@@ -5,6 +5,7 @@
 #   MODEL=smollm2  SmolLM2-135M on WikiText-2 test, ctx 2048, 4096 tokens, budgets 256 512
 # CHUNK (default 1): tokens per forward; eviction runs at every chunk end, so chunk 1 is the
 # decode-time (streaming) protocol: the cache never holds more than budget + 1 tokens.
+# Issue 6 adds lazy, sirllm, windowkv and pin (h2o + pinned sinks): POLICIES="lazy sirllm windowkv pin".
 set -euo pipefail
 BIN=${BIN:-build-evict/bin/memattn-llama}
 MODEL=${MODEL:-stories}
@@ -34,6 +35,11 @@ for p in $POLICIES; do
       knorm)        run "knorm:budget=$C"; run "knorm:budget=$C,sink=4,recent=$w" ;;
       d2o)          run "d2o:budget=$C" ;;
       kvmerger)     run "kvmerger:budget=$C" ;;
+      # issue 6. lazy: peak = budget + window, so budget C - w keeps the peak at C tokens.
+      lazy)         run "lazy:budget=$((C - w)),window=$w"; run "lazy:budget=$((C - w)),window=$w,alpha=0.01" ;;
+      sirllm)       run "sirllm:budget=$C"; run "sirllm:budget=$C,recent=$w" ;;
+      windowkv)     run "windowkv:budget=$C,window=$w" ;;
+      pin)          run "h2o:budget=$C+pin:start=0,end=4" ;;  # H2O with 4 pinned sink tokens
     esac
   done
 done

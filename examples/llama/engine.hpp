@@ -6,11 +6,18 @@
 //
 // A chunk of n tokens is processed as matrices [n, dim] (one GEMM per weight), each token at
 // position cache.tokens(seq) + i; the cache appends the chunk and attends causally within it.
+// The chunk is closed (cache.end_chunk) after the logits, so the signals the cache asks for
+// (wanted_signals()) go with it: token ids always, and with kSignalTokenLogProbs the log-probs
+// log p(x_j | x_<j) of the chunk's tokens (cpu/token_logprobs.hpp) -- token j's from logits row
+// j - 1, the chunk's first token's from the previous chunk's last row, which the engine keeps per
+// sequence; a sequence's first token has no predictor: NaN (SirLLM gives it the chunk's maximum).
 #pragma once
 
 #include <Eigen/Core>
 #include <cmath>
+#include <limits>
 #include <memattn/cache/kv_cache.hpp>
+#include <memattn/cpu/token_logprobs.hpp>
 #include <string>
 #include <vector>
 
@@ -74,24 +81,34 @@ class Engine {
       x_ += tmp_;
       (void)kvd;
     }
-    const memattn::Status st = cache_.end_chunk(seq, chunk_signals(tokens, n, signals));
-    if (!memattn::ok(st)) return fail(error, std::string("KV cache end_chunk failed: ") + memattn::status_message(st));
-    if (logits) {
-      if (last_only) {
+    const bool want_lp = (cache_.wanted_signals() & memattn::cache::kSignalTokenLogProbs) != 0 &&
+                         signals.token_logprobs == nullptr;
+    Matrix* out = logits ? logits : &lp_logits_;
+    if (logits || want_lp) {
+      if (last_only && !want_lp) {
         rmsnorm(x_.bottomRows(1), m_.final_norm, &xb_);
       } else {
         rmsnorm(x_, m_.final_norm, &xb_);
       }
-      matmul(xb_, m_.output(), logits);
+      matmul(xb_, m_.output(), out);
     }
+    memattn::cache::ChunkSignals sig = chunk_signals(tokens, n, signals);
+    if (want_lp) {
+      if (!chunk_logprobs(seq, pos0, tokens, n, *out, error)) return false;
+      sig.token_logprobs = lp_.data();
+      sig.count = n;
+    }
+    const memattn::Status st = cache_.end_chunk(seq, sig);
+    if (!memattn::ok(st)) return fail(error, std::string("KV cache end_chunk failed: ") + memattn::status_message(st));
+    if (logits && last_only && want_lp) *logits = Matrix(logits->bottomRows(1));
     return true;
   }
 
  private:
-  // The signals the cache asked for that the caller did not pass: token ids, sentence ends.
+  // The signals the caller did not pass: token ids (always), sentence ends (when the cache asks).
   memattn::cache::ChunkSignals chunk_signals(const std::int32_t* tokens, int n, memattn::cache::ChunkSignals s) {
     const std::uint32_t want = cache_.wanted_signals();
-    if ((want & memattn::cache::kSignalTokenIds) && s.token_ids == nullptr) {
+    if (s.token_ids == nullptr) {  // always: cheap, and policies may use them unasked
       s.token_ids = tokens;
       s.count = n;
     }
@@ -154,12 +171,31 @@ class Engine {
     }
   }
 
+  // lp_[j] = log p(tokens[j] | earlier tokens) from rows (n x vocab) of this chunk and the kept
+  // last row of the sequence's previous chunk; keeps this chunk's last row for the next one.
+  bool chunk_logprobs(int seq, std::int64_t pos0, const std::int32_t* tokens, int n, const Matrix& rows,
+                      std::string* error) {
+    const int V = m_.cfg.vocab;
+    if (seq < 0) return fail(error, "bad sequence id");
+    if (prev_row_.size() <= static_cast<std::size_t>(seq)) prev_row_.resize(static_cast<std::size_t>(seq) + 1);
+    Vector& prev = prev_row_[static_cast<std::size_t>(seq)];
+    lp_.assign(static_cast<std::size_t>(n), std::numeric_limits<float>::quiet_NaN());
+    memattn::Status st = memattn::Status::kSuccess;
+    if (pos0 > 0 && prev.size() == V) st = memattn::cpu::token_logprobs(prev.data(), 1, V, V, tokens, lp_.data());
+    if (memattn::ok(st) && n > 1) st = memattn::cpu::token_logprobs(rows.data(), n - 1, V, V, tokens + 1, lp_.data() + 1);
+    if (!memattn::ok(st)) return fail(error, std::string("token log-probs: ") + memattn::status_message(st));
+    prev = rows.row(n - 1).transpose();
+    return true;
+  }
+
   const Model& m_;
   memattn::cache::KvCache& cache_;
   ThreadPool* pool_;
   std::vector<float> inv_freq_;
-  Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_, tmp_;
+  Matrix x_, xb_, q_, k_, v_, att_, h1_, h3_, tmp_, lp_logits_;
   std::vector<std::uint8_t> sentence_end_, flags_;
+  std::vector<float> lp_;
+  std::vector<Vector> prev_row_;  // per sequence: logits of its last token (predicts the next)
 };
 
 }  // namespace memattn_llama

@@ -35,6 +35,7 @@
 // evict: token-eviction policy composition, selection keys, reference policies
 #include "memattn/evict/episode.hpp"
 #include "memattn/evict/key.hpp"
+#include "memattn/evict/lazy.hpp"
 #include "memattn/evict/policy.hpp"
 #include "memattn/evict/tiered.hpp"
 #include "memattn/evict/sentence.hpp"
@@ -42,6 +43,9 @@
 #include "memattn/evict/merge.hpp"
 #include "memattn/evict/merge_policies.hpp"
 #include "memattn/evict/variance_softmax.hpp"
+#include "memattn/evict/retention.hpp"
+#include "memattn/evict/sirllm.hpp"
+#include "memattn/evict/windowkv.hpp"
 
 // cache (the engine-facing KV-cache interface and the --kv spec language)
 #include "memattn/cache/kv_cache.hpp"
@@ -60,6 +64,10 @@
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/evict_tiered.hpp"
+#include "memattn/cpu/evict_pin.hpp"
+#include "memattn/cpu/evict_scores.hpp"
+#include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/token_logprobs.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"

@@ -4,6 +4,7 @@
 
 #include "memattn/core/dtype.hpp"
 #include "memattn/cuda/evict.cuh"
+#include "memattn/cuda/evict_recurrence.cuh"  // issue 6: LazyEviction per-step update/score
 
 namespace mk = memattn::kernels;
 template __global__ void mk::evict_select_kernel<mk::kEvictSelectThreads>(const mk::EvictSelectParams);
@@ -15,12 +16,19 @@ template __global__ void mk::evict_gather_kernel<float>(const float*, std::int64
 template __global__ void mk::evict_gather_kernel<std::int32_t>(const std::int32_t*, std::int64_t, std::int32_t*,
                                                                std::int64_t, int, const std::int32_t*, std::int64_t,
                                                                const std::int32_t*);
+template __global__ void mk::recurrence_update_kernel<mk::kRecurrenceThreads>(const mk::RecurrenceParams);
+template __global__ void mk::recurrence_score_kernel<mk::kRecurrenceThreads>(const mk::RecurrenceParams);
 
 int main() {
   // Argument checks run without a device: invalid arguments are rejected before any launch.
   mk::EvictSelectParams p{};
   if (memattn::cuda::evict_select(p, nullptr) != memattn::Status::kErrorNullPointer) {
     std::printf("unexpected status for null pointers\n");
+    return 1;
+  }
+  mk::RecurrenceParams rp{};
+  if (memattn::cuda::recurrence_update(rp, nullptr) != memattn::Status::kErrorNullPointer) {
+    std::printf("unexpected status for null recurrence pointers\n");
     return 1;
   }
   std::printf("evict instantiations: ok\n");

@@ -43,20 +43,34 @@
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/evict/compresskv.hpp"
+#include "memattn/evict/lazy.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/retention.hpp"
+#include "memattn/evict/sirllm.hpp"
+#include "memattn/evict/windowkv.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
 
+// Retention ranges on a cache (spec §2.10): pin(range) for one sequence now (cleared by reset),
+// pin_template(range) re-installed at every sequence start (--kv ...+pin:start=A,end=B,ttl=S), its
+// expires_at read as a TTL in steps from the start. The clock is tokens(seq).
+class RetentionKvCache : public cache::KvCache {
+ public:
+  virtual Status pin(const evict::RetentionRange& r) = 0;
+  virtual Status pin_template(const evict::RetentionRange& r, const std::string& spec_suffix) = 0;
+  virtual const evict::RetentionTable& retention() const = 0;
+};
+
 template <class Policy, class T = Half>
-class EvictKvCache final : public cache::KvCache {
+class EvictKvCache final : public RetentionKvCache {
  public:
   using Params = typename Policy::Params;
   using Scorer = typename Policy::scorer_type;
   using Merger = typename Policy::merger_type;
   using Allocator = typename Policy::allocator_type;
   static constexpr bool kPlansLayers = Allocator::kScope == evict::Scope::kAllLayers;
-  using State = std::conditional_t<Policy::kState == evict::StateKind::kU64, std::uint64_t, float>;
+  using State = typename Policy::State;
   static constexpr bool kHasState = Policy::kState != evict::StateKind::kNone;
   static constexpr bool kWindow = Scorer::kNeedsWindowQueries;
   // A per-layer selector (CompressKV) picks one keep set per (sequence, layer), scored once and
@@ -64,9 +78,34 @@ class EvictKvCache final : public cache::KvCache {
   static constexpr bool kLayerShared =
       static_cast<int>(Policy::selector_type::kGranularity) >= static_cast<int>(evict::Granularity::kPerLayer) &&
       std::is_same<Scorer, evict::HeadSubsetWindow>::value;
+  static constexpr bool kShared = Policy::kSharedAcrossLayers;
   static constexpr std::int64_t kGranule = 16;  // capacity granule (tokens)
 
   const char* spec() const override { return spec_.c_str(); }
+  std::uint32_t wanted_signals() const override {
+    std::uint32_t w = cache::kSignalNone;
+    if (Policy::kSignals & evict::kTokenLogProbs) w |= cache::kSignalTokenLogProbs;
+    if (Policy::kSignals & evict::kTokenIds) w |= cache::kSignalTokenIds;
+    return w;
+  }
+
+  Status pin(const evict::RetentionRange& r) override {
+    if (r.seq < 0 || r.seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
+    MEMATTN_RETURN_IF_ERROR(table_.add(r));
+    recount();
+    return Status::kSuccess;
+  }
+  Status pin_template(const evict::RetentionRange& r, const std::string& spec_suffix) override {
+    evict::RetentionTable probe;
+    MEMATTN_RETURN_IF_ERROR(probe.add(r));
+    templates_.push_back(r);
+    spec_ += spec_suffix;
+    for (int s = 0; s < shape_.max_sequences; ++s)
+      if (len_[s] == 0) install_templates(s);
+    recount();
+    return Status::kSuccess;
+  }
+  const evict::RetentionTable& retention() const override { return table_; }
   const cache::CacheShape& shape() const override { return shape_; }
   const Params& params() const { return params_.policy; }
 
@@ -109,7 +148,8 @@ class EvictKvCache final : public cache::KvCache {
         from_float_n(k.ptr(t, h), D, sg.k.data() + (base + t) * D);
         from_float_n(v.ptr(t, h), D, sg.v.data() + (base + t) * D);
         sg.pos[static_cast<std::size_t>(base + t)] = static_cast<std::int32_t>(len + t);
-        if constexpr (kHasState) Policy::init_token(sg.state.data(), base + t, k.ptr(t, h), static_cast<int>(D));
+        if constexpr (kHasState)
+          Policy::init_token(sg.state.data(), base + t, k.ptr(t, h), static_cast<int>(D), static_cast<std::int32_t>(len + t));
       }
       std::int32_t seq_len = 0;
       auto a = decode_args(sg, q, out, h, n, &seq_len);
@@ -121,7 +161,8 @@ class EvictKvCache final : public cache::KvCache {
           const std::int64_t visible = base + t + 1;
           st = decode_probs(q.ptr(t, h * G), q.stride[1], w.lse.data() + t * G, G, D, scale, sg.k.data(), D, visible,
                             params_.scorer_reduce(), w.probs.data(), [&](std::int64_t slot, float pbar) {
-                              Policy::on_decode_prob(params_.policy, sg.state.data(), slot, pbar, visible);
+                              Policy::on_decode_prob(params_.policy, sg.state.data(), slot, pbar, visible,
+                                                     static_cast<std::int32_t>(len + t));
                             });
         }
       }
@@ -135,25 +176,55 @@ class EvictKvCache final : public cache::KvCache {
     return Status::kSuccess;
   }
 
-  Status end_chunk(int seq, const cache::ChunkSignals&) override {
+  Status end_chunk(int seq, const cache::ChunkSignals& signals) override {
     if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
     const std::int64_t n = pending_[seq];
     for (int l = 0; l < shape_.layers; ++l)
       if (layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] != n) return Status::kErrorInvalidArgument;
+    if constexpr ((Policy::kSignals & evict::kTokenLogProbs) != 0) {
+      // the policy scores from the engine's log-probs: one per chunk token (wanted_signals())
+      if (n > 0 && (signals.token_logprobs == nullptr || signals.count != n)) return Status::kErrorInvalidArgument;
+    }
+    if constexpr (Policy::kOnChunk) {
+      if (n > 0) {
+        evict::TokenSignals ts;
+        ts.logprobs = signals.token_logprobs;
+        ts.ids = signals.token_ids;
+        ts.count = n;
+        ts.first_pos = len_[seq];
+        for (int l = 0; l < shape_.layers; ++l)
+          for (int h = 0; h < shape_.kv_heads; ++h) {
+            Segment& sg = segment(seq, l, h);
+            Scorer::on_chunk(params_.policy.scorer, sg.state.data(), sg.pos.data(), sg.size - n, sg.size, ts);
+          }
+      }
+    }
     len_[seq] += n;
     pending_[seq] = 0;
     for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
     if (len_[seq] == 0) return Status::kSuccess;
     if constexpr (kPlansLayers) MEMATTN_RETURN_IF_ERROR(plan_layer_budgets(seq));
     const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
-    const std::int64_t tasks = kLayerShared ? L : L * Hkv;
-    std::vector<Status> status(static_cast<std::size_t>(tasks), Status::kSuccess);
-    executor_.for_each(tasks, [&](std::int64_t task, int worker) {
-      Worker& wk = workers_[static_cast<std::size_t>(worker)];
-      status[static_cast<std::size_t>(task)] = kLayerShared ? compact_layer(seq, static_cast<int>(task), wk)
-                                                             : compact(seq, static_cast<int>(task / Hkv), task % Hkv, wk);
-    });
-    for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
+    if constexpr (kShared) {
+      const std::int64_t gs = Policy::group_layers(params_.policy, shape_.layers);
+      const std::int64_t groups = (L + gs - 1) / gs;
+      std::vector<Status> status(static_cast<std::size_t>(groups), Status::kSuccess);
+      executor_.for_each(groups, [&](std::int64_t g, int worker) {
+        status[static_cast<std::size_t>(g)] = compact_group(seq, static_cast<int>(g * gs),
+                                                            static_cast<int>(std::min(L, (g + 1) * gs)),
+                                                            workers_[static_cast<std::size_t>(worker)]);
+      });
+      for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
+    } else {
+      const std::int64_t tasks = kLayerShared ? L : L * Hkv;
+      std::vector<Status> status(static_cast<std::size_t>(tasks), Status::kSuccess);
+      executor_.for_each(tasks, [&](std::int64_t task, int worker) {
+        Worker& wk = workers_[static_cast<std::size_t>(worker)];
+        status[static_cast<std::size_t>(task)] = kLayerShared ? compact_layer(seq, static_cast<int>(task), wk)
+                                                               : compact(seq, static_cast<int>(task / Hkv), task % Hkv, wk);
+      });
+      for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
+    }
     recount();
     return Status::kSuccess;
   }
@@ -170,6 +241,8 @@ class EvictKvCache final : public cache::KvCache {
     if constexpr (kPlansLayers)
       std::fill(plan_.begin() + static_cast<std::ptrdiff_t>(seq) * shape_.layers,
                 plan_.begin() + static_cast<std::ptrdiff_t>(seq + 1) * shape_.layers, std::int64_t(-1));
+    table_.clear(seq);
+    install_templates(seq);
     recount();
     return Status::kSuccess;
   }
@@ -244,7 +317,9 @@ class EvictKvCache final : public cache::KvCache {
   };
   struct Worker {
     HostWorkspace ws;
-    std::vector<float> lse, probs, scores, colsum, qrows;
+    std::vector<float> lse, probs, scores, colsum, qrows, headcol, tok, wscore;
+    std::vector<std::int64_t> order;
+    std::vector<std::uint8_t> prio;
     std::vector<std::uint64_t> keys;
     std::vector<std::int32_t> keep;
     std::vector<std::int64_t> visible;
@@ -315,6 +390,7 @@ class EvictKvCache final : public cache::KvCache {
     std::size_t b = 0;
     for (const Segment& s : segments_) b += s.bytes();
     for (const Window& w : windows_) b += w.bytes();
+    b += table_.bytes();
     bytes_ = b;
     peak_ = std::max(peak_, bytes_);
   }
@@ -372,20 +448,76 @@ class EvictKvCache final : public cache::KvCache {
       MEMATTN_RETURN_IF_ERROR(window_scores(seq, layer, h, sg, t_cur, pr, wk));
     } else {
       for (std::int64_t j = 0; j < N; ++j)
-        wk.scores[static_cast<std::size_t>(j)] = Policy::score(params_.policy, sg.state.data(), sg.pos.data(), j);
+        wk.scores[static_cast<std::size_t>(j)] = Policy::score(params_.policy, sg.state.data(), sg.pos.data(), j, t_cur);
     }
     const std::int64_t D = shape_.head_dim;
     if constexpr (Merger::kGroupsBeforeSelect)
       MEMATTN_RETURN_IF_ERROR(CpuMerger<Merger>::group(params_.policy.merger, sg.k.data(), D, sg.pos.data(), N, t_cur,
                                                        pr, wk.scores.data(), &wk.merge));
     std::int64_t count = 0;
-    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), sg.pos.data(), N, C, t_cur, pr, params_.policy.selector.tie,
-                                        wk.keys.data(), wk.keep.data(), &count));
+    const std::uint8_t* prio = priorities(seq, layer, layer + 1, sg, wk);
+    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), sg.pos.data(), prio, N, C, t_cur, pr,
+                                        params_.policy.selector.tie, wk.keys.data(), wk.keep.data(), &count));
     if constexpr (Policy::kMerges)
       MEMATTN_RETURN_IF_ERROR(CpuMerger<Merger>::merge(params_.policy.merger, &sg.merge, sg.k.data(), sg.v.data(), D, N,
                                                        wk.keep.data(), count, kHasState ? sg.state.data() : nullptr,
                                                        &wk.merge));
     apply_keep(sg, wk.keep.data(), count);
+    return Status::kSuccess;
+  }
+
+  // Retention priorities of a segment's slots over layers [l0, l1) (max), or nullptr when no
+  // range of the sequence is active (the plain key, bit-identical to a cache without ranges).
+  const std::uint8_t* priorities(int seq, int l0, int l1, const Segment& sg, Worker& wk) const {
+    const std::int64_t now = len_[seq];
+    bool any = false;
+    for (int l = l0; l < l1 && !any; ++l) any = table_.any_active(seq, l, now);
+    if (!any) return nullptr;
+    wk.prio.assign(static_cast<std::size_t>(sg.size), 0);
+    for (std::int64_t j = 0; j < sg.size; ++j)
+      for (int l = l0; l < l1; ++l)
+        wk.prio[static_cast<std::size_t>(j)] =
+            std::max(wk.prio[static_cast<std::size_t>(j)], table_.priority(seq, l, sg.pos[static_cast<std::size_t>(j)], now));
+    return wk.prio.data();
+  }
+
+  void install_templates(int seq) {
+    for (evict::RetentionRange r : templates_) {
+      r.seq = seq;  // expires_at holds the TTL in steps; the sequence starts at step 0
+      (void)table_.add(r);
+    }
+  }
+
+  // Shared selection (WindowKV, §2.4): one keep set per layer group, computed at its first layer
+  // from every KV head's window column sums, applied to every head of every layer of the group.
+  Status compact_group(int seq, int l0, int l1, Worker& wk) {
+    const Segment& lead = segment(seq, l0, 0);
+    const std::int64_t N = lead.size, P = len_[seq], Hkv = shape_.kv_heads;
+    const std::int64_t C = Policy::budget(params_.policy, l0, shape_.layers, P);
+    if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
+    for (int l = l0; l < l1; ++l)  // the group's segments hold the same positions by construction
+      for (std::int64_t h = 0; h < Hkv; ++h) {
+        const Segment& sg = segment(seq, l, h);
+        if (sg.size != N || !std::equal(sg.pos.begin(), sg.pos.begin() + N, lead.pos.begin()))
+          return Status::kErrorInvalidArgument;
+      }
+    const std::int32_t t_cur = static_cast<std::int32_t>(P - 1);
+    const evict::Protection pr = Policy::protection(params_.policy);
+    wk.scores.assign(static_cast<std::size_t>(N), 0.f);
+    wk.keys.resize(static_cast<std::size_t>(N));
+    wk.keep.resize(static_cast<std::size_t>(N));
+    wk.headcol.resize(static_cast<std::size_t>(Hkv * N));
+    for (std::int64_t h = 0; h < Hkv; ++h)
+      MEMATTN_RETURN_IF_ERROR(window_column_sums(seq, l0, h, lead, wk, wk.headcol.data() + h * N));
+    const std::int64_t tail = review_end(lead, t_cur, pr);
+    Scorer::unit_scores(params_.policy.scorer, wk.headcol.data(), Hkv, N, tail, wk.scores.data(), wk.tok, wk.wscore,
+                        wk.order);
+    std::int64_t count = 0;
+    const std::uint8_t* prio = priorities(seq, l0, l1, lead, wk);
+    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), lead.pos.data(), prio, N, C, t_cur, pr,
+                                        params_.policy.selector.tie, wk.keys.data(), wk.keep.data(), &count));
+    for (int l = l0; l < l1; ++l)
+      for (std::int64_t h = 0; h < Hkv; ++h) apply_keep(segment(seq, l, h), wk.keep.data(), count);
     return Status::kSuccess;
   }
 
@@ -415,8 +547,9 @@ class EvictKvCache final : public cache::KvCache {
     wk.keep.resize(static_cast<std::size_t>(N));
     if constexpr (kLayerShared) MEMATTN_RETURN_IF_ERROR(head_subset_scores(seq, layer, s0, t_cur, pr, wk));
     std::int64_t count = 0;
-    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), s0.pos.data(), N, C, t_cur, pr, params_.policy.selector.tie,
-                                        wk.keys.data(), wk.keep.data(), &count));
+    const std::uint8_t* prio = priorities(seq, layer, layer + 1, s0, wk);
+    MEMATTN_RETURN_IF_ERROR(select_keep(wk.scores.data(), s0.pos.data(), prio, N, C, t_cur, pr,
+                                        params_.policy.selector.tie, wk.keys.data(), wk.keep.data(), &count));
     for (std::int64_t h = 0; h < Hkv; ++h) apply_keep(segment(seq, layer, h), wk.keep.data(), count);
     return Status::kSuccess;
   }
@@ -428,9 +561,7 @@ class EvictKvCache final : public cache::KvCache {
     const auto& sp = params_.policy.scorer;
     const std::int64_t N = s0.size, D = shape_.head_dim, Hkv = shape_.kv_heads;
     if (w.count <= 0 || !sp.plan) return Status::kErrorInvalidArgument;
-    std::int64_t tail = N;  // first slot of the protected recent tail
-    while (tail > 0 && evict::is_protected(s0.pos[static_cast<std::size_t>(tail - 1)], t_cur, evict::Protection{0, pr.n_recent}))
-      --tail;
+    const std::int64_t tail = review_end(s0, t_cur, pr);
     std::vector<const T*> keys(static_cast<std::size_t>(Hkv));
     for (std::int64_t h = 0; h < Hkv; ++h) keys[static_cast<std::size_t>(h)] = segment(seq, layer, h).k.data();
     wk.colsum.resize(head_subset_scratch_elems(w.count, D, N));
@@ -461,31 +592,41 @@ class EvictKvCache final : public cache::KvCache {
                            static_cast<std::int64_t>(pr.n_sink) + pr.n_recent, plan);
   }
 
-  // SnapKV/PyramidKV scores: observation-window column sums (two passes, GQA-reduced), pooled over
-  // the candidate region (slots before the protected tail).
-  Status window_scores(int seq, int layer, std::int64_t h, const Segment& sg, std::int32_t t_cur,
-                       const evict::Protection& pr, Worker& wk) {
+  // First slot of the protected recent tail (the observation window of window scorers).
+  static std::int64_t review_end(const Segment& sg, std::int32_t t_cur, const evict::Protection& pr) {
+    std::int64_t tail = sg.size;
+    while (tail > 0 && evict::is_protected(sg.pos[static_cast<std::size_t>(tail - 1)], t_cur, evict::Protection{0, pr.n_recent}))
+      --tail;
+    return tail;
+  }
+
+  // Observation-window column sums of (seq, layer, h) (two passes, GQA-reduced) into col[N].
+  Status window_column_sums(int seq, int layer, std::int64_t h, const Segment& sg, Worker& wk, float* col) {
     const Window& w = windows_[static_cast<std::size_t>(seq) * shape_.layers + layer];
     const std::int64_t N = sg.size, D = shape_.head_dim, Hq = shape_.q_heads, G = Hq / shape_.kv_heads;
     const std::int64_t Wn = w.count;
     if (Wn <= 0) return Status::kErrorInvalidArgument;
-    // window queries of this group in fp32: [Wn][G][D]
     wk.qrows.resize(static_cast<std::size_t>(Wn * G * D));
     for (std::int64_t i = 0; i < Wn; ++i)
       to_float_n(w.q.data() + i * Hq * D + h * G * D, G * D, wk.qrows.data() + i * G * D);
-    wk.colsum.resize(window_colsum_scratch_elems(G, Wn, D, N) + static_cast<std::size_t>(N));
+    wk.colsum.resize(window_colsum_scratch_elems(G, Wn, D, N));
     wk.visible.resize(static_cast<std::size_t>(Wn * G));
-    float* col = wk.colsum.data();
-    float* scratch = col + N;
     const float scale = 1.f / std::sqrt(static_cast<float>(D));
-    MEMATTN_RETURN_IF_ERROR(window_colsum(wk.qrows.data(), G * D, D, w.pos.data(), Wn, G, D, scale, sg.k.data(), D,
-                                          sg.pos.data(), N, params_.scorer_reduce(), col, scratch, wk.visible.data()));
-    std::int64_t tail = N;  // first slot of the protected recent tail
-    while (tail > 0 && evict::is_protected(sg.pos[static_cast<std::size_t>(tail - 1)], t_cur, evict::Protection{0, pr.n_recent}))
-      --tail;
+    return window_colsum(wk.qrows.data(), G * D, D, w.pos.data(), Wn, G, D, scale, sg.k.data(), D, sg.pos.data(), N,
+                         params_.scorer_reduce(), col, wk.colsum.data(), wk.visible.data());
+  }
+
+  // SnapKV/PyramidKV scores: observation-window column sums (two passes, GQA-reduced), pooled over
+  // the candidate region (slots before the protected tail).
+  Status window_scores(int seq, int layer, std::int64_t h, const Segment& sg, std::int32_t t_cur,
+                       const evict::Protection& pr, Worker& wk) {
+    const std::int64_t N = sg.size;
+    wk.headcol.resize(static_cast<std::size_t>(N));
+    MEMATTN_RETURN_IF_ERROR(window_column_sums(seq, layer, h, sg, wk, wk.headcol.data()));
+    const std::int64_t tail = review_end(sg, t_cur, pr);
     std::fill(wk.scores.begin(), wk.scores.begin() + N, 0.f);
     const auto& sp = params_.policy.scorer;
-    return pool_scores(col, tail, sp.kernel, sp.pool, sp.count_include_pad, wk.scores.data());
+    return pool_scores(wk.headcol.data(), tail, sp.kernel, sp.pool, sp.count_include_pad, wk.scores.data());
   }
 
   cache::CacheShape shape_;
@@ -499,6 +640,8 @@ class EvictKvCache final : public cache::KvCache {
   std::vector<std::int64_t> layer_pending_;  // [seq][layer]: tokens appended in the open chunk
   std::vector<std::int64_t> plan_;           // [seq][layer]: planned budgets, -1 = none (kAllLayers)
   std::vector<Worker> workers_;
+  evict::RetentionTable table_;                  // active pins of every sequence
+  std::vector<evict::RetentionRange> templates_;  // spec pins, installed at every sequence start
   std::size_t bytes_ = 0;
   std::size_t peak_ = 0;
 };
@@ -542,6 +685,28 @@ inline const std::vector<cache::PolicyInfo>& evict_policy_infos() {
        {{"budget", 256, 1, 10000000, true, "tokens kept per (layer, KV head)"},
         {"sink", 0, 0, 1000000, true, "first tokens protected"},
         {"recent", 0, 0, 10000000, true, "newest tokens protected"}}},
+      // issue 6 (evict/lazy.hpp, evict/sirllm.hpp, evict/windowkv.hpp)
+      {"lazy", "LazyEviction: max-recurrence-interval score (mri - idle, hits p >= alpha), compaction every `window` steps to `budget`, the newest `window` protected",
+       {{"budget", 256, 1, 10000000, true, "tokens kept per (layer, KV head) after a compaction (peak budget + window)"},
+        {"window", -1, -1, 1000000, true, "observation window W (lag, compaction period); -1: min(175, budget/2)"},
+        {"alpha", 1e-4, 0, 1, false, "hit threshold on the GQA-reduced probability"},
+        {"acctie", 1, 0, 1, true, "1: ties of the integer score go to the higher accumulated attention"},
+        {"raw", 0, 0, 1, true, "1: score = mri - idle (spec); 0: min(mri - idle, 0) (every token inside its interval ranks equal)"},
+        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
+      {"sirllm", "SirLLM: sinks + top token surprisal (-log p from the model's log-probs, decayed per turn) + recent",
+       {{"budget", 1024, 1, 10000000, true, "tokens kept (start + entropy + recent), every layer and head"},
+        {"start", 4, 0, 1000000, true, "attention-sink tokens kept"},
+        {"recent", 0, 0, 10000000, true, "newest tokens kept"},
+        {"decay", 1, 0, 1, false, "per-turn decay of the kept surprisal scores"},
+        {"turn", 0, 0, 10000000, true, "tokens per turn for the decay; 0: every chunk is a turn"}}},
+      {"windowkv", "WindowKV: suffix-window attention scored per window of `block` tokens, one index set per `shared` layers, arithmetic group budgets",
+       {{"budget", 2048, 1, 10000000, true, "average tokens kept per (layer, KV head), suffix included"},
+        {"window", -1, -1, 4096, true, "suffix (observation) window s; -1: 16 (mode 0) or 32 (mode 1)"},
+        {"block", 8, 1, 4096, true, "window (block) size R"},
+        {"mode", 0, 0, 1, true, "window score: 0 average (non-QA), 1 max of the top R/2 (QA)"},
+        {"shared", 8, 1, 1024, true, "layers per group sharing one index set"},
+        {"beta", 14, 1, 1000, true, "group budget ratio beta"},
+        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
   };
   return infos;
 }
@@ -641,6 +806,38 @@ inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::Re
     c.policy.selector.n_sink = p.get_int("sink");
     c.policy.selector.n_recent = p.get_int("recent");
     return build<evict::KNormPolicy>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "lazy") {
+    EvictKvCache<evict::LazyEviction>::Config c;
+    const int budget = p.get_int("budget");
+    const int window = p.get_int("window") < 0 ? std::max(1, std::min(175, budget / 2)) : p.get_int("window");
+    c.policy = evict::lazy_params(budget, window, static_cast<float>(p.get("alpha")));
+    c.policy.scorer.acc_tie = p.get_int("acctie") != 0;
+    c.policy.scorer.raw = p.get_int("raw") != 0;
+    c.policy.scorer.reduce = c.reduce = reduce_of(p);
+    if (window < 1 || window > budget) {
+      *error = "lazy: window must be in [1, budget]";
+      return Status::kErrorInvalidArgument;
+    }
+    return build<evict::LazyEviction>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "sirllm") {
+    EvictKvCache<evict::SirLLM>::Config c;
+    c.policy = evict::sirllm_params(p.get_int("budget"), p.get_int("start"), p.get_int("recent"),
+                                    static_cast<float>(p.get("decay")));
+    c.policy.scorer.turn = p.get_int("turn");
+    return build<evict::SirLLM>(c, info, p, shape, executor, out, error);
+  }
+  if (name == "windowkv") {
+    EvictKvCache<evict::WindowKV>::Config c;
+    const auto mode = static_cast<evict::WindowMode>(p.get_int("mode"));
+    c.policy = evict::windowkv_params(p.get_int("budget"), mode);
+    if (p.get_int("window") > 0) c.policy.scorer.window = p.get_int("window");
+    c.policy.scorer.block = p.get_int("block");
+    c.policy.allocator.shared = p.get_int("shared");
+    c.policy.allocator.beta = p.get_int("beta");
+    c.policy.scorer.reduce = c.reduce = reduce_of(p);
+    return build<evict::WindowKV>(c, info, p, shape, executor, out, error);
   }
   *error = "'" + name + "' is not an eviction policy";
   return Status::kErrorInvalidArgument;

@@ -18,6 +18,7 @@
 #include "memattn/core/status.hpp"
 #include "memattn/evict/key.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/retention.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -27,19 +28,27 @@ inline std::size_t select_workspace_elems(std::int64_t n) { return n > 0 ? stati
 
 // scores[n]: fp32, higher = keep (ignored for protected slots); pos[n]: original positions, distinct;
 // t_cur: position of the newest token (recent protection is pos > t_cur - n_recent);
+// prio[n] (optional, retention ranges §2.10): 255 = hard pin (protected), 1..254 soft priority
+// (major part of the key), 0 = none; nullptr: no ranges (the plain 64-bit key).
 // keep: room for n slots; *count: kept slots. NaN among candidate scores -> kErrorNonFinite and
 // nothing written.
-inline Status select_keep(const float* scores, const std::int32_t* pos, std::int64_t n, std::int64_t budget,
-                          std::int32_t t_cur, const evict::Protection& protect, evict::TieBreak tie,
-                          std::uint64_t* scratch, std::int32_t* keep, std::int64_t* count) {
+inline Status select_keep(const float* scores, const std::int32_t* pos, const std::uint8_t* prio, std::int64_t n,
+                          std::int64_t budget, std::int32_t t_cur, const evict::Protection& protect,
+                          evict::TieBreak tie, std::uint64_t* scratch, std::int32_t* keep, std::int64_t* count) {
   if (pos == nullptr || keep == nullptr || count == nullptr || (n > 0 && (scores == nullptr || scratch == nullptr)))
     return Status::kErrorNullPointer;
   if (n < 0 || budget < 1 || protect.n_sink < 0 || protect.n_recent < 0) return Status::kErrorInvalidArgument;
+  auto is_prot = [&](std::int64_t j) {
+    return evict::is_protected(pos[j], t_cur, protect) || (prio != nullptr && prio[j] == evict::kHardPin);
+  };
+  auto key = [&](std::int64_t j) {
+    return prio == nullptr ? evict::select_key(scores[j], pos[j], tie) : evict::select_key_prio(scores[j], pos[j], prio[j], tie);
+  };
   std::int64_t candidates = 0;
   for (std::int64_t j = 0; j < n; ++j) {
-    if (evict::is_protected(pos[j], t_cur, protect)) continue;
+    if (is_prot(j)) continue;
     if (scores[j] != scores[j]) return Status::kErrorNonFinite;
-    scratch[candidates++] = evict::select_key(scores[j], pos[j], tie);
+    scratch[candidates++] = key(j);
   }
   const std::int64_t protected_count = n - candidates;
   const std::int64_t target = std::min<std::int64_t>(n, std::max<std::int64_t>(budget, protected_count));
@@ -52,12 +61,18 @@ inline Status select_keep(const float* scores, const std::int32_t* pos, std::int
   }
   std::int64_t out = 0;
   for (std::int64_t j = 0; j < n; ++j) {
-    bool f = evict::is_protected(pos[j], t_cur, protect);
-    if (!f) f = admit_all || (!admit_none && evict::select_key(scores[j], pos[j], tie) >= theta);
+    bool f = is_prot(j);
+    if (!f) f = admit_all || (!admit_none && key(j) >= theta);
     if (f) keep[out++] = static_cast<std::int32_t>(j);
   }
   *count = out;
   return Status::kSuccess;
+}
+
+inline Status select_keep(const float* scores, const std::int32_t* pos, std::int64_t n, std::int64_t budget,
+                          std::int32_t t_cur, const evict::Protection& protect, evict::TieBreak tie,
+                          std::uint64_t* scratch, std::int32_t* keep, std::int64_t* count) {
+  return select_keep(scores, pos, nullptr, n, budget, t_cur, protect, tie, scratch, keep, count);
 }
 
 // In-place ordered gather of `count` rows of `row` elements each.

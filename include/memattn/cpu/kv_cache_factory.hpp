@@ -15,6 +15,7 @@
 #include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
 #include "memattn/cpu/evict_merge_registry.hpp"
+#include "memattn/cpu/evict_pin.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/mikv_kv_cache.hpp"
 #include "memattn/cpu/sentencekv_kv_cache.hpp"
@@ -41,6 +42,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       compresskv_policy_info(),  // cpu/compresskv_kv_cache.hpp (issue 6)
       // token merging (cpu/evict_merge_registry.hpp)
       merge_policy_info("d2o"), merge_policy_info("kvmerger"),
+      evict_policy_info("lazy"), evict_policy_info("sirllm"), evict_policy_info("windowkv"),
+      pin_policy_info(),  // composes with the eviction policies: ...+pin:start=A,end=B,ttl=S
   };
   return policies;
 }
@@ -73,6 +76,12 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
       *error = "unknown KV policy '" + part.name + "'; available: " + kv_policy_names();
       return Status::kErrorInvalidArgument;
     }
+  }
+  std::vector<cache::PolicySpec> pins;
+  split_pins(&parts, &pins);
+  if (!pins.empty() && (parts.size() != 1 || !(is_evict_policy(parts[0].name) || is_merge_policy(parts[0].name)))) {
+    *error = "'" + spec + "': pin composes with one eviction policy (e.g. h2o:budget=256+pin:start=0,end=64,ttl=100)";
+    return Status::kErrorNotSupported;
   }
   if (parts.size() != 1) {
     *error = "'" + spec + "': this build composes no policies with '+' yet (each of " + kv_policy_names() +
@@ -117,11 +126,16 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     return Status::kSuccess;
   }
   if (info.name == std::string("compresskv")) return make_compresskv_kv_cache(params, shape, executor, out, error);
-  if (is_evict_policy(info.name)) return make_evict_kv_cache(info, params, shape, executor, out, error);
   if (info.name == std::string("mikv")) return make_mikv_kv_cache(params, shape, executor, out, error);
   if (info.name == std::string("epicache")) return make_epicache_kv_cache(params, shape, executor, out, error);
   if (info.name == std::string("sentencekv")) return make_sentencekv_kv_cache(params, shape, executor, out, error);
-  if (is_merge_policy(info.name)) return make_merge_kv_cache(info, params, shape, executor, out, error);
+  if (is_evict_policy(info.name) || is_merge_policy(info.name)) {
+    MEMATTN_RETURN_IF_ERROR(is_evict_policy(info.name) ? make_evict_kv_cache(info, params, shape, executor, out, error)
+                                                       : make_merge_kv_cache(info, params, shape, executor, out, error));
+    const Status st = apply_pins(pins, out->get(), error);
+    if (st != Status::kSuccess) out->reset();
+    return st;
+  }
   *error = "KV policy '" + parts[0].name + "' is registered but has no CPU implementation";
   return Status::kErrorNotSupported;
 }

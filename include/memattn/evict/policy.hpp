@@ -55,7 +55,38 @@ enum class GroupReduce : int { kMean = 0, kMax = 1, kSum = 2 };  // over the G q
 enum class PoolKind : int { kAvg = 0, kMax = 1 };
 
 // Per-token state kinds a scorer may declare (§1.2); compaction moves them with K and V.
-enum class StateKind { kNone, kF32, kU64 };
+// kCustom: the scorer brings its own POD `State` and the hooks below (scorer_hooks).
+enum class StateKind { kNone, kF32, kU64, kCustom };
+
+// Generic scorer hooks (a scorer that declares `using State = ...` provides them, so new scorers
+// live in their own headers instead of another is_same branch here):
+//   static State init_state(int32_t pos)                                token written
+//   static void on_prob(const Params&, State&, float pbar, int32_t t_query, int64_t n_visible)
+//   static float score(const Params&, const State&, int32_t pos, int32_t t_cur)
+//   static Status check(const Params&)                                  parameter validation
+// Optional, detected separately:
+//   static void on_chunk(const Params&, State* st, const int32_t* pos, int64_t first_new,
+//                        int64_t size, const TokenSignals&)             chunk closed, before compaction
+template <class S, class = void>
+struct scorer_has_hooks : std::false_type {};
+template <class S>
+struct scorer_has_hooks<S, std::void_t<typename S::State>> : std::true_type {};
+
+// Per-chunk engine signals handed to on_chunk hooks (the cache's ChunkSignals, policy-side view).
+struct TokenSignals {
+  const float* logprobs = nullptr;     // [count]: log p(x_j | x_<j); NaN where undefined (sequence start)
+  const std::int32_t* ids = nullptr;   // [count] or nullptr
+  std::int64_t count = 0;
+  std::int64_t first_pos = 0;          // position of the chunk's first token
+};
+template <class S, class = void>
+struct scorer_has_on_chunk : std::false_type {};
+template <class S>
+struct scorer_has_on_chunk<S, std::void_t<decltype(&S::on_chunk)>> : std::true_type {};
+template <class S, class = void>
+struct scorer_has_check : std::false_type {};
+template <class S>
+struct scorer_has_check<S, std::void_t<decltype(&S::check)>> : std::true_type {};
 
 // Protected ranges (§1.3), by original position so they also hold under slot replacement:
 // sink: pos < n_sink; recent (and observation window): pos > t_cur - n_recent.
@@ -251,11 +282,25 @@ class EvictionPolicy {
   static constexpr std::uint32_t kSignals =
       Scorer::kSignals | Allocator::kSignals | Selector::kSignals | Merger::kSignals;
   static constexpr StateKind kState = Scorer::kState;
+  static constexpr bool kScorerHooks = scorer_has_hooks<Scorer>::value;
+  static constexpr bool kOnChunk = scorer_has_on_chunk<Scorer>::value;
+  // One keep set per group of layers (all KV heads of all its layers): the allocator defines the
+  // groups (group_size), the scorer reduces a group's per-head column sums (unit_scores).
+  static constexpr bool kSharedAcrossLayers = Selector::kGranularity == Granularity::kPerLayerGroup;
+  template <class S, bool Custom = scorer_has_hooks<S>::value>
+  struct state_of {
+    using type = std::conditional_t<S::kState == StateKind::kU64, std::uint64_t, float>;
+  };
+  template <class S>
+  struct state_of<S, true> {
+    using type = typename S::State;
+  };
+  using State = typename state_of<Scorer>::type;  // per-token state element (compaction moves it)
 
   static_assert(static_cast<int>(Selector::kGranularity) >= static_cast<int>(Scorer::kGranularity),
                 "selector granularity must be equal to or coarser than the scorer's (§2.2)");
   static_assert(!Trigger::kFiresDuringDecode || Scorer::kState == StateKind::kNone || Scorer::kNeedsDecodeProbs ||
-                    (Scorer::kSignals & kKeys) != 0,
+                    (Scorer::kSignals & kKeys) != 0 || scorer_has_on_chunk<Scorer>::value,
                 "a decode-time trigger needs a decode update path for every per-token state (§2.2)");
   static constexpr bool kMerges = !std::is_same<Merger, NoMerge>::value;
 
@@ -289,18 +334,32 @@ class EvictionPolicy {
     if constexpr (std::is_same<Scorer, PersistCount>::value) {
       if (p.scorer.history < 1 || p.scorer.history > 64) return Status::kErrorInvalidArgument;
     }
-    if constexpr (Scorer::kNeedsWindowQueries) {
+    if constexpr (std::is_same<Scorer, WindowAttn>::value) {
       if (p.scorer.window < 1 || p.scorer.kernel < 1 || p.scorer.kernel % 2 == 0) return Status::kErrorInvalidArgument;
     }
     if constexpr (std::is_same<Allocator, Pyramid>::value) {
       if (p.allocator.beta < 1) return Status::kErrorInvalidArgument;
     }
     if constexpr (Allocator::kScope == Scope::kAllLayers) MEMATTN_RETURN_IF_ERROR(Allocator::check(p.allocator));
+    if constexpr (scorer_has_check<Scorer>::value) MEMATTN_RETURN_IF_ERROR(Scorer::check(p.scorer));
+    if constexpr (kSharedAcrossLayers) {
+      if (Allocator::group_size(p.allocator, 1) < 1) return Status::kErrorInvalidArgument;
+    }
     return Merger::check(p.merger);
   }
 
   static bool should_compact(const Params& p, std::int64_t N, std::int64_t C) {
     return Trigger::should_compact(p.trigger, N, C);
+  }
+
+  static int group_layers(const Params& p, int layers) {
+    if constexpr (kSharedAcrossLayers) {
+      return Allocator::group_size(p.allocator, layers);
+    } else {
+      (void)p;
+      (void)layers;
+      return 1;
+    }
   }
 
   static std::int64_t budget(const Params& p, int layer, int layers, std::int64_t P) {
@@ -309,26 +368,33 @@ class EvictionPolicy {
     return Allocator::budget(p.allocator, layer, layers, P, p.budget, w);
   }
 
-  // State of a freshly written token (key: its D fp32 channels).
-  template <class State>
-  static void init_token(State* state, std::int64_t slot, const float* key, int D) {
-    if constexpr (std::is_same<Scorer, KNorm>::value) {
+  // State of a freshly written token (key: its D fp32 channels; pos: its position).
+  template <class St>
+  static void init_token(St* state, std::int64_t slot, const float* key, int D, std::int32_t pos = 0) {
+    if constexpr (kScorerHooks) {
+      state[slot] = Scorer::init_state(pos);
+    } else if constexpr (std::is_same<Scorer, KNorm>::value) {
       double s = 0;
       for (int d = 0; d < D; ++d) s += static_cast<double>(key[d]) * key[d];
-      state[slot] = static_cast<State>(std::sqrt(s));
+      state[slot] = static_cast<St>(std::sqrt(s));
     } else if constexpr (Scorer::kState != StateKind::kNone) {
-      state[slot] = State(0);
+      state[slot] = St(0);
     }
+    (void)pos;
     (void)state;
     (void)slot;
     (void)key;
     (void)D;
   }
 
-  // Decode epilogue: p̄ = GQA-reduced probability of one query on `slot`; n_visible = tokens it saw.
-  template <class State>
-  static void on_decode_prob(const Params& p, State* state, std::int64_t slot, float pbar, std::int64_t n_visible) {
-    if constexpr (std::is_same<Scorer, AccumAttn>::value) {
+  // Decode epilogue: p̄ = GQA-reduced probability of one query on `slot`; n_visible = tokens it saw;
+  // t_query = the query's position (the step, for recurrence scorers).
+  template <class St>
+  static void on_decode_prob(const Params& p, St* state, std::int64_t slot, float pbar, std::int64_t n_visible,
+                             std::int32_t t_query = 0) {
+    if constexpr (kScorerHooks) {
+      Scorer::on_prob(p.scorer, state[slot], pbar, t_query, n_visible);
+    } else if constexpr (std::is_same<Scorer, AccumAttn>::value) {
       state[slot] = p.scorer.gamma * state[slot] + pbar;
     } else if constexpr (std::is_same<Scorer, PersistCount>::value) {
       const bool unimportant = pbar < 1.f / static_cast<float>(n_visible);
@@ -339,13 +405,17 @@ class EvictionPolicy {
     (void)slot;
     (void)pbar;
     (void)n_visible;
+    (void)t_query;
   }
 
   // Score of a slot for the state-based and positional scorers (window scorers are computed by
   // the window-score kernel instead).
-  template <class State>
-  static float score(const Params& p, const State* state, const std::int32_t* pos, std::int64_t slot) {
-    if constexpr (std::is_same<Scorer, Positional>::value) {
+  template <class St>
+  static float score(const Params& p, const St* state, const std::int32_t* pos, std::int64_t slot,
+                     std::int32_t t_cur = 0) {
+    if constexpr (kScorerHooks) {
+      return Scorer::score(p.scorer, state[slot], pos[slot], t_cur);
+    } else if constexpr (std::is_same<Scorer, Positional>::value) {
       return static_cast<float>(pos[slot]);
     } else if constexpr (std::is_same<Scorer, AccumAttn>::value) {
       return static_cast<float>(state[slot]);
@@ -363,6 +433,7 @@ class EvictionPolicy {
       (void)state;
       (void)pos;
       (void)slot;
+      (void)t_cur;
       return 0.f;
     }
   }

@@ -16,6 +16,7 @@
 #include "memattn/core/config.hpp"
 #include "memattn/evict/key.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/retention.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace kernels {
@@ -33,7 +34,19 @@ struct EvictSelectParams {
   std::int32_t* keep = nullptr;        // [segments][stride] kept slots, ascending
   std::int32_t* keep_count = nullptr;  // [segments]; -1 when the segment's input was invalid
   std::int32_t* error = nullptr;       // set to 1 on NaN candidate scores, budget < 1 or len > stride
+  // Retention ranges (§2.10), optional: [segments][stride] priorities, 255 = hard pin (protected),
+  // 1..254 soft (major part of the key, evict/retention.hpp select_key_prio), 0 = none.
+  const std::uint8_t* prio = nullptr;
 };
+
+// Protection and selection key of slot j of a segment (base = its first element), as cpu::select_keep.
+MEMATTN_DEVICE bool evict_slot_protected(const EvictSelectParams& p, std::int64_t base, int j, std::int32_t t_cur) {
+  return evict::is_protected(p.pos[base + j], t_cur, p.protect) || (p.prio != nullptr && p.prio[base + j] == evict::kHardPin);
+}
+MEMATTN_DEVICE unsigned long long evict_slot_key(const EvictSelectParams& p, std::int64_t base, int j) {
+  return p.prio == nullptr ? evict::select_key(p.scores[base + j], p.pos[base + j], p.tie)
+                           : evict::select_key_prio(p.scores[base + j], p.pos[base + j], p.prio[base + j], p.tie);
+}
 
 constexpr int kEvictSelectThreads = 256;
 
@@ -48,7 +61,6 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
   const int tid = threadIdx.x;
   const std::int64_t base = static_cast<std::int64_t>(seg) * p.stride;
   const float* sc = p.scores + base;
-  const std::int32_t* pos = p.pos + base;
   const int n = p.len[seg];
   const int budget = p.budget[seg];
   const std::int32_t t_cur = p.t_cur[seg];
@@ -61,7 +73,7 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
   if (s_bad == 0) {
     int local = 0, nan = 0;
     for (int j = tid; j < n; j += kThreads) {
-      if (evict::is_protected(pos[j], t_cur, p.protect)) continue;
+      if (evict_slot_protected(p, base, j, t_cur)) continue;
       ++local;
       if (sc[j] != sc[j]) nan = 1;
     }
@@ -93,8 +105,8 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
       __syncthreads();
       const unsigned long long prefix = s_prefix;
       for (int j = tid; j < n; j += kThreads) {
-        if (evict::is_protected(pos[j], t_cur, p.protect)) continue;
-        const unsigned long long key = evict::select_key(sc[j], pos[j], p.tie);
+        if (evict_slot_protected(p, base, j, t_cur)) continue;
+        const unsigned long long key = evict_slot_key(p, base, j);
         if ((key & hi_mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
       }
       __syncthreads();
@@ -117,10 +129,10 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
     const int j = b0 + tid;
     int f = 0;
     if (j < n) {
-      if (evict::is_protected(pos[j], t_cur, p.protect)) {
+      if (evict_slot_protected(p, base, j, t_cur)) {
         f = 1;
       } else {
-        f = admit_all || (!admit_none && evict::select_key(sc[j], pos[j], p.tie) >= theta);
+        f = admit_all || (!admit_none && evict_slot_key(p, base, j) >= theta);
       }
     }
     int excl = 0, total = 0;
