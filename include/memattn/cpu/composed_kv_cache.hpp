@@ -8,7 +8,7 @@
 //   [nq, nq + n_old)    old segment in fp16, d_keep channels (ThinK's pruned keys; with KIVI also
 //                       the staging rows of the next block)
 //   [.., N)             full-width tail in fp16: the newest r tokens and every token of the open
-//                       chunk (r = ThinK `recent`, else KIVI `residual`)
+//                       chunk (r = ThinK `recent`, KIVI `residual`, the larger of the two when both)
 // Values are full width: per-token KIVI codes for [0, nq), fp16 rows after. Every region is
 // compact (kept channels only + one uint8 channel list per segment), so bytes() shrink for real.
 //
@@ -231,7 +231,7 @@ class ComposedKvCache final : public cache::KvCache {
     std::vector<Half> k_old;         // [n_old][d_keep]
     std::vector<Half> k_tail;        // [n_tail][D]
     std::vector<Half> v;             // [n_old + n_tail][D]
-    std::vector<std::int32_t> pos;   // [N]
+    std::vector<std::int32_t> pos;   // [N] original positions (eviction only)
     std::vector<State> state;        // [N] (eviction scorer state)
     std::vector<std::uint8_t> ch;    // kept channels, ascending (ThinK; empty until chosen)
     std::int64_t nq = 0, n_old = 0, n_tail = 0;
@@ -271,7 +271,9 @@ class ComposedKvCache final : public cache::KvCache {
     d_keep_ = shape.head_dim;
     if constexpr (kPrunes) d_keep_ = prune::keep_count(shape.head_dim, config.prune.prune, config.prune.granularity);
     cfg_.quant.head_dim = shape.head_dim;
-    if constexpr (kPrunes) {
+    if constexpr (kPrunes && kQuant) {  // ThinK_kivi: KIVI's exact residual is the full-width tail too
+      tail_keep_ = std::max<std::int64_t>(config.prune.recent, config.quant.residual);
+    } else if constexpr (kPrunes) {
       tail_keep_ = config.prune.recent;
     } else if constexpr (kQuant) {
       tail_keep_ = config.quant.residual;
@@ -319,12 +321,13 @@ class ComposedKvCache final : public cache::KvCache {
     const std::int64_t D = shape_.head_dim, N = sg.size(), t0 = sg.n_tail, r0 = sg.n_old + sg.n_tail;
     fit(sg.k_tail, t0 + n, D);
     fit(sg.v, r0 + n, D);
-    fit(sg.pos, N + n, 1);
+    if constexpr (kEvicts) fit(sg.pos, N + n, 1);  // positions only serve eviction (protection, ties)
+    (void)len;
     if constexpr (kHasState) fit(sg.state, N + n, 1);
     for (std::int64_t t = 0; t < n; ++t) {
       from_float_n(k.ptr(t, h), D, sg.k_tail.data() + (t0 + t) * D);
       from_float_n(v.ptr(t, h), D, sg.v.data() + (r0 + t) * D);
-      sg.pos[static_cast<std::size_t>(N + t)] = static_cast<std::int32_t>(len + t);
+      if constexpr (kEvicts) sg.pos[static_cast<std::size_t>(N + t)] = static_cast<std::int32_t>(len + t);
       if constexpr (kHasState) {
         // the policy sees the stored (fp16) key, as the attention does
         float kr[prune::kMaxHeadDim];
