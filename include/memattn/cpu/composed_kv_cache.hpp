@@ -461,13 +461,9 @@ class ComposedKvCache final : public cache::KvCache {
         const std::int64_t t = t0 + r / G, hi = N0 + t + 1;  // causal: slots [0, hi)
         auto row = S.row(r);
         const float mx = row.head(hi).maxCoeff();
-        float l = 0.f;
-        for (std::int64_t c = 0; c < vis; ++c) {
-          const float p = c < hi ? std::exp(row(c) - mx) : 0.f;
-          row(c) = p;
-          l += p;
-        }
-        row /= l;
+        row.head(hi) = (row.head(hi).array() - mx).exp().matrix();
+        row.tail(vis - hi).setZero();
+        row /= row.head(hi).sum();
       }
       O.noalias() = S * V.topRows(vis);
       for (std::int64_t t = t0; t < t1; ++t)
