@@ -362,13 +362,22 @@ class ComposedKvCache final : public cache::KvCache {
     const quant::GroupMeta m{Half{b.km[static_cast<std::size_t>(2 * c)]}, Half{b.km[static_cast<std::size_t>(2 * c + 1)]}};
     return quant::decode(quant::unpack_code(b.kc.data(), t * d_keep_ + c, cfg_.quant.bits_k), m);
   }
+  // Codes [0, count) of a packed stream (qmath layout: LSB-first in uint32 words) as floats.
+  static void unpack_run(const std::uint32_t* w, std::int64_t count, int bits, float* dst) {
+    const int per = 32 / bits;
+    const std::uint32_t mask = (1u << bits) - 1u;
+    for (std::int64_t i = 0; i < count;) {
+      const std::uint32_t word = w[i / per];
+      for (int k = 0; k < per && i < count; ++k, ++i) dst[i] = static_cast<float>((word >> (k * bits)) & mask);
+    }
+  }
   void v_row_values(const Segment& sg, std::int64_t j, float* dst) const {
     const std::int64_t D = shape_.head_dim, GV = cfg_.quant.vg();
-    const std::uint32_t* w = sg.vq.data() + j * v_words_;
     const std::uint16_t* m = sg.vqm.data() + j * 2 * v_groups_;
-    for (std::int64_t c = 0; c < D; ++c) {
-      const quant::GroupMeta gm{Half{m[2 * (c / GV)]}, Half{m[2 * (c / GV) + 1]}};
-      dst[c] = quant::decode(quant::unpack_code(w, c, cfg_.quant.bits_v), gm);
+    unpack_run(sg.vq.data() + j * v_words_, D, cfg_.quant.bits_v, dst);
+    for (std::int64_t g = 0; g < v_groups_; ++g) {  // == quant::decode(code, meta) per value
+      const float sc = half_to_float(Half{m[2 * g]}), z = half_to_float(Half{m[2 * g + 1]});
+      for (std::int64_t c = g * GV; c < (g + 1) * GV; ++c) dst[c] = std::fma(dst[c], sc, z);
     }
   }
   // Quantises the first G old rows (keys d_keep wide, values D wide) into one block.
@@ -426,9 +435,15 @@ class ComposedKvCache final : public cache::KvCache {
     w.vv.resize(static_cast<std::size_t>(N * D));
     // fp32 copies of every region once per call (the query blocks below share them)
     std::int64_t j = 0;
-    for (const QBlock& b : sg.blocks) {
-      for (std::int64_t t = 0; t < b.n; ++t, ++j)
-        for (std::int64_t c = 0; c < kw; ++c) w.kq[static_cast<std::size_t>(j * kw + c)] = k_code_value(b, t, c);
+    for (const QBlock& b : sg.blocks) {  // codes streamed word by word, then code * scale + zero per channel
+      float* dst = w.kq.data() + j * kw;
+      unpack_run(b.kc.data(), b.n * kw, cfg_.quant.bits_k, dst);
+      for (std::int64_t c = 0; c < kw; ++c) {
+        const float sc = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c)]});
+        const float z = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c + 1)]});
+        for (std::int64_t t = 0; t < b.n; ++t) dst[t * kw + c] = std::fma(dst[t * kw + c], sc, z);
+      }
+      j += b.n;
     }
     if (sg.n_old > 0) to_float_n(sg.k_old.data(), sg.n_old * kw, w.kq.data() + sg.nq * kw);
     to_float_n(sg.k_tail.data(), sg.n_tail * D, w.kt.data());
