@@ -1,7 +1,8 @@
 // CPU decode step through the KV-cache interface: ThinK two-segment decode ("think:prune=λ") vs the
 // dense fp16 cache ("full") at the same shape (one layer, Hq=32 / Hkv=8, head_dim 128, L cached
 // tokens, one query token). Reports time per step; the summary prints the ratio think / full for
-// every L, measured in the same run. The ThinK cache holds L - 32 keys with d_keep channels and
+// every L, measured in the same run; "think:prune=0" is the same composed code path with nothing pruned (the
+// like-for-like peer: its ratio to "full" is the code-path difference, think:λ / think:0 the byte effect). The ThinK cache holds L - 32 keys with d_keep channels and
 // the newest 32 at full width, so the key bytes it reads shrink by about λ; values are full width.
 // Single-threaded, like memattn.
 //
@@ -22,7 +23,7 @@ namespace {
 
 constexpr std::int64_t kHq = 32, kHkv = 8, kD = 128;
 const std::int64_t kLengths[] = {1024, 4096, 16384};
-const char* kSpecs[] = {"full", "think:prune=0.4", "think:prune=0.5", "kivi:kbits=4,vbits=2", "think:prune=0.4+kivi:kbits=4,vbits=2"};
+const char* kSpecs[] = {"full", "think:prune=0", "think:prune=0.4", "think:prune=0.5", "kivi:kbits=4,vbits=2", "think:prune=0.4+kivi:kbits=4,vbits=2"};
 bool g_failed = false;
 std::map<std::pair<std::string, std::int64_t>, double> g_time;  // seconds per step
 
