@@ -47,13 +47,19 @@
 #include "memattn/evict/sirllm.hpp"
 #include "memattn/evict/windowkv.hpp"
 
+// prune: key-channel pruning (ThinK)
+#include "memattn/prune/think.hpp"
+
 // cache (the engine-facing KV-cache interface and the --kv spec language)
+#include "memattn/cache/compose.hpp"
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
 
 // cpu: Eigen implementations (also the reference for the CUDA path)
 #include "memattn/cpu/compresskv_kv_cache.hpp"
 #include "memattn/cpu/compresskv_scores.hpp"
+#include "memattn/cpu/composed_kv_cache.hpp"
+#include "memattn/cpu/composed_kv_factory.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"

@@ -255,7 +255,8 @@ TEST_CASE("kv spec parser and registry", "[kv-spec]") {
   CHECK(err.find("fp32=0") != std::string::npos);
   CHECK(cpu::make_kv_cache("full:fp32=2", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
   CHECK(cpu::make_kv_cache("full:fp32=0.5", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("full+full", s, Executor{}, &c, &err) == Status::kErrorNotSupported);
+  CHECK(cpu::make_kv_cache("full+full", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);  // issue 7: + composes evict+think+kivi only
+  CHECK(err.find("does not compose") != std::string::npos);
   cache::CacheShape bad = s;
   bad.kv_heads = 4;
   CHECK(cpu::make_kv_cache("full", bad, Executor{}, &c, &err) == Status::kErrorGqaRatio);

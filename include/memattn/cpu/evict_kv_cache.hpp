@@ -747,23 +747,28 @@ inline evict::GroupReduce reduce_of(const cache::ResolvedParams& p) {
 }
 }  // namespace evict_registry
 
-// Builds the evicting cache `info` names (one of evict_policy_infos()).
-inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::ResolvedParams& p,
-                                  const cache::CacheShape& shape, const Executor& executor,
-                                  std::unique_ptr<cache::KvCache>* out, std::string* error) {
+template <class Policy>
+struct PolicyTag {
+  using type = Policy;
+};
+
+// Builds the Config of the evicting policy `info` names (one of evict_policy_infos()) and hands it
+// to fn(PolicyTag<Policy>{}, config) -- shared by the evicting cache and the composed cache.
+template <class Fn>
+Status visit_evict_config(const cache::PolicyInfo& info, const cache::ResolvedParams& p, std::string* error, Fn&& fn) {
   using namespace evict_registry;
   const std::string name = info.name;
   if (name == "streaming") {
     EvictKvCache<evict::StreamingLLM>::Config c;
     c.policy = evict::streaming_llm_params(p.get_int("sink"), p.get_int("window"));
-    return build<evict::StreamingLLM>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::StreamingLLM>{}, c);
   }
   if (name == "h2o") {
     EvictKvCache<evict::H2O>::Config c;
     c.policy = evict::h2o_params(p.get_int("budget"), p.get_int("recent"));
     c.policy.scorer.gamma = static_cast<float>(p.get("gamma"));
     c.policy.scorer.reduce = c.reduce = reduce_of(p);
-    return build<evict::H2O>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::H2O>{}, c);
   }
   if (name == "scissorhands") {
     EvictKvCache<evict::Scissorhands>::Config c;
@@ -772,7 +777,7 @@ inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::Re
     c.policy.selector.n_recent = p.get_int("recent");
     c.policy.trigger.m = p.get_int("drop");
     c.policy.scorer.reduce = c.reduce = reduce_of(p);
-    return build<evict::Scissorhands>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::Scissorhands>{}, c);
   }
   if (name == "snapkv" || name == "pyramidkv") {
     auto fill = [&](auto& pol) {
@@ -791,21 +796,21 @@ inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::Re
       EvictKvCache<evict::SnapKV>::Config c;
       fill(c.policy);
       c.reduce = reduce_of(p);
-      return build<evict::SnapKV>(c, info, p, shape, executor, out, error);
+      return fn(PolicyTag<evict::SnapKV>{}, c);
     }
     EvictKvCache<evict::PyramidKV>::Config c;
     fill(c.policy);
     c.policy.allocator.beta = p.get_int("beta");
     c.policy.allocator.exact_total = p.get_int("exact") != 0;
     c.reduce = reduce_of(p);
-    return build<evict::PyramidKV>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::PyramidKV>{}, c);
   }
   if (name == "knorm") {
     EvictKvCache<evict::KNormPolicy>::Config c;
     c.policy = evict::knorm_params(p.get_int("budget"));
     c.policy.selector.n_sink = p.get_int("sink");
     c.policy.selector.n_recent = p.get_int("recent");
-    return build<evict::KNormPolicy>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::KNormPolicy>{}, c);
   }
   if (name == "lazy") {
     EvictKvCache<evict::LazyEviction>::Config c;
@@ -841,6 +846,16 @@ inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::Re
   }
   *error = "'" + name + "' is not an eviction policy";
   return Status::kErrorInvalidArgument;
+}
+
+// Builds the evicting cache `info` names (one of evict_policy_infos()).
+inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::ResolvedParams& p,
+                                  const cache::CacheShape& shape, const Executor& executor,
+                                  std::unique_ptr<cache::KvCache>* out, std::string* error) {
+  return visit_evict_config(info, p, error, [&](auto tag, const auto& c) {
+    using Policy = typename decltype(tag)::type;
+    return evict_registry::build<Policy>(c, info, p, shape, executor, out, error);
+  });
 }
 
 }  // namespace cpu

@@ -11,6 +11,7 @@
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/compresskv_kv_cache.hpp"
+#include "memattn/cpu/composed_kv_factory.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
@@ -44,6 +45,8 @@ inline const std::vector<cache::PolicyInfo>& kv_policies() {
       merge_policy_info("d2o"), merge_policy_info("kvmerger"),
       evict_policy_info("lazy"), evict_policy_info("sirllm"), evict_policy_info("windowkv"),
       pin_policy_info(),  // composes with the eviction policies: ...+pin:start=A,end=B,ttl=S
+      // key-channel pruning and '+' compositions (cpu/composed_kv_factory.hpp)
+      think_policy_info(),
   };
   return policies;
 }
@@ -87,6 +90,17 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     *error = "'" + spec + "': this build composes no policies with '+' yet (each of " + kv_policy_names() +
              " stands alone)";
     return Status::kErrorNotSupported;
+  if (parts.size() != 1 || parts[0].name == "think") {  // compositions (and ThinK alone): the composed cache
+    std::vector<ResolvedPart> resolved;
+    for (const auto& part : parts) {
+      resolved.emplace_back(find_kv_policy(part.name), cache::ResolvedParams{});
+      MEMATTN_RETURN_IF_ERROR(cache::resolve_params(part, *resolved.back().first, &resolved.back().second, error));
+    }
+    if (cache::validate_shape(shape) != Status::kSuccess) {
+      *error = "invalid cache shape";
+      return cache::validate_shape(shape);
+    }
+    return make_composed_kv_cache(resolved, shape, executor, out, error);
   }
   const cache::PolicyInfo& info = *find_kv_policy(parts[0].name);
   cache::ResolvedParams params;

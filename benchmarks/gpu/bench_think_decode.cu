@@ -1,0 +1,117 @@
+// GPU ThinK two-segment decode benchmark (issue 7): cuda::think_decode with λ = 0.4 / 0.5 against
+// the same kernel with λ = 0 (every key full width: the dense peer of identical code), one new
+// token, GQA 32 / 8 heads, head_dim 128, fp16, B sequences of L tokens (L - 32 pruned, 32 full
+// width). CUDA events around each launch, median of --iters. One JSON line per case: us, ratio to
+// λ = 0 in the same run, bytes of K+V read and effective GB/s. The kernel is the simple one-CTA
+// per (sequence, KV head) version (no split-KV), so the absolute bandwidth is low at small B.
+//
+//   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "memattn/cuda/think.cuh"
+#include "bench_cuda_check.cuh"
+
+namespace {
+
+using memattn::Half;
+
+__global__ void fill(Half* p, std::size_t n, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    p[i] = memattn::float_to_half(static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f);
+  }
+}
+
+double time_case(int B, int L, float lambda, int iters, bool* ok) {
+  const int Hq = 32, Hkv = 8, D = 128, recent = 32;
+  const int dk = D - static_cast<int>(lambda * D), n_old = L - recent, S = B * Hkv;
+  Half *k_old, *k_new, *v;
+  std::uint8_t* ch;
+  int *no, *nn;
+  float *q, *o;
+  BENCH_CUDA(cudaMalloc(&k_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * dk));
+  BENCH_CUDA(cudaMalloc(&k_new, sizeof(Half) * static_cast<std::size_t>(S) * recent * D));
+  BENCH_CUDA(cudaMalloc(&v, sizeof(Half) * static_cast<std::size_t>(S) * L * D));
+  BENCH_CUDA(cudaMalloc(&ch, static_cast<std::size_t>(S) * dk));
+  BENCH_CUDA(cudaMalloc(&no, sizeof(int) * S));
+  BENCH_CUDA(cudaMalloc(&nn, sizeof(int) * S));
+  BENCH_CUDA(cudaMalloc(&q, sizeof(float) * B * Hq * D));
+  BENCH_CUDA(cudaMalloc(&o, sizeof(float) * B * Hq * D));
+  fill<<<1024, 256>>>(k_old, static_cast<std::size_t>(S) * n_old * dk, 1);
+  fill<<<1024, 256>>>(k_new, static_cast<std::size_t>(S) * recent * D, 2);
+  fill<<<1024, 256>>>(v, static_cast<std::size_t>(S) * L * D, 3);
+  std::vector<std::uint8_t> hch(static_cast<std::size_t>(S) * dk);
+  for (std::size_t i = 0; i < hch.size(); ++i) hch[i] = static_cast<std::uint8_t>((i % dk) * D / dk);
+  std::vector<int> hno(S, n_old), hnn(S, recent);
+  std::vector<float> hq(static_cast<std::size_t>(B) * Hq * D, 0.01f);
+  BENCH_CUDA(cudaMemcpy(ch, hch.data(), hch.size(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(no, hno.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(nn, hnn.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
+  memattn::kernels::ThinKDecodeParams p{k_old, static_cast<long long>(n_old) * dk, dk, ch, dk, k_new,
+                                        static_cast<long long>(recent) * D, v, static_cast<long long>(L) * D, no, nn, q, o,
+                                        B, Hq, Hkv, D, memattn::cuda::think_scale(D)};
+  cudaEvent_t a, b;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int i = 0; i < iters + 2; ++i) {
+    BENCH_CUDA(cudaEventRecord(a));
+    if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kSuccess) *ok = false;
+    BENCH_CUDA(cudaEventRecord(b));
+    BENCH_CUDA(cudaEventSynchronize(b));
+    float t = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
+    if (i >= 2) ms.push_back(t);
+  }
+  std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
+  BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
+  for (float x : out) *ok = *ok && x == x;
+  for (void* ptr : {static_cast<void*>(k_old), static_cast<void*>(k_new), static_cast<void*>(v), static_cast<void*>(ch),
+                    static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(q), static_cast<void*>(o)})
+    BENCH_CUDA(cudaFree(ptr));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1e3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device: skipping\n");
+    return 77;
+  }
+  bool smoke = false;
+  int iters = 20;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--smoke")) smoke = true, iters = 2;
+    if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
+  }
+  bool ok = true;
+  const std::vector<std::pair<int, int>> shapes = smoke ? std::vector<std::pair<int, int>>{{2, 256}}
+                                                        : std::vector<std::pair<int, int>>{{16, 4096}, {16, 65536}, {1, 65536}};
+  for (auto [B, L] : shapes) {
+    const double base = time_case(B, L, 0.f, iters, &ok);
+    for (float lambda : {0.f, 0.4f, 0.5f}) {
+      const double us = lambda == 0.f ? base : time_case(B, L, lambda, iters, &ok);
+      const int dk = 128 - static_cast<int>(lambda * 128);
+      const double bytes = 2.0 * B * 8 * ((L - 32.0) * dk + 32.0 * 128 + L * 128.0);
+      std::printf("{\"bench\": \"think_decode\", \"B\": %d, \"L\": %d, \"prune\": %.2f, \"d_keep\": %d, \"us\": %.2f, "
+                  "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
+                  B, L, lambda, dk, us, us / base, bytes, bytes / us * 1e-3);
+    }
+  }
+  return ok ? 0 : 1;
+}

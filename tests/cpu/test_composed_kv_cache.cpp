@@ -1,0 +1,446 @@
+// The composed evict + prune + quant cache (issue 7): ThinK two-segment decode against fp64 dense
+// attention whose old keys have the pruned channels zeroed (P-12), ThinK's channel choice against
+// an independent fp64 computation, real byte savings (RG-08), compositions against fp64 attention
+// over the dequantised/pruned cache contents, exact eviction budgets, the --kv '+' grammar.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/test_data.hpp"
+#include "memattn/cpu/composed_kv_cache.hpp"
+#include "memattn/cpu/kv_cache_factory.hpp"
+
+using namespace memattn;
+
+namespace {
+
+cache::CacheShape shape_of(int D, int max_tokens = 400) {
+  cache::CacheShape s;
+  s.layers = 2;
+  s.q_heads = 4;
+  s.kv_heads = 2;
+  s.head_dim = D;
+  s.max_tokens = max_tokens;
+  s.max_sequences = 2;
+  return s;
+}
+
+struct Chunk {
+  std::vector<float> q, k, v, out;
+};
+
+Chunk random_chunk(const cache::CacheShape& s, std::int64_t n, std::uint32_t seed) {
+  Chunk c;
+  c.q = memattn_test::random_vector<float>(static_cast<std::size_t>(n * s.q_heads * s.head_dim), seed, 1.5f);
+  c.k = memattn_test::random_vector<float>(static_cast<std::size_t>(n * s.kv_heads * s.head_dim), seed + 1, 1.f);
+  // heavy-tailed key channels, so the channel choice matters
+  for (std::int64_t i = 0; i < static_cast<std::int64_t>(c.k.size()); ++i)
+    if (i % s.head_dim < 3) c.k[static_cast<std::size_t>(i)] *= 4.f;
+  c.v = memattn_test::random_vector<float>(static_cast<std::size_t>(n * s.kv_heads * s.head_dim), seed + 2);
+  c.out.assign(c.q.size(), 0.f);
+  return c;
+}
+
+Status attend(cache::KvCache& c, int seq, int layer, const cache::CacheShape& s, Chunk& ch, std::int64_t n) {
+  const std::int64_t Hq = s.q_heads, Hkv = s.kv_heads, D = s.head_dim;
+  return c.attend(seq, layer, make_view<3>(static_cast<const float*>(ch.q.data()), {n, Hq, D}),
+                  make_view<3>(static_cast<const float*>(ch.k.data()), {n, Hkv, D}),
+                  make_view<3>(static_cast<const float*>(ch.v.data()), {n, Hkv, D}), make_view<3>(ch.out.data(), {n, Hq, D}));
+}
+
+double f16(float x) { return to_float(from_float<Half>(x)); }
+
+// fp64 attention of G query rows over keys (any width, dotted with q[chan]) and values.
+struct Key {
+  std::vector<double> k;  // width = chan.size()
+  std::vector<int> chan;
+  std::vector<double> v;
+};
+std::vector<double> attend_ref(const float* q, std::int64_t D, const std::vector<Key>& keys) {
+  const double tau = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> logit(keys.size()), out(static_cast<std::size_t>(D), 0.0);
+  double mx = -INFINITY;
+  for (std::size_t j = 0; j < keys.size(); ++j) {
+    double s = 0;
+    for (std::size_t c = 0; c < keys[j].chan.size(); ++c) s += q[keys[j].chan[c]] * keys[j].k[c];
+    logit[j] = tau * s;
+    mx = std::max(mx, logit[j]);
+  }
+  double l = 0;
+  for (std::size_t j = 0; j < keys.size(); ++j) {
+    const double p = std::exp(logit[j] - mx);
+    l += p;
+    for (std::int64_t c = 0; c < D; ++c) out[static_cast<std::size_t>(c)] += p * keys[j].v[static_cast<std::size_t>(c)];
+  }
+  for (double& o : out) o /= l;
+  return out;
+}
+
+std::vector<int> iota(std::int64_t D) {
+  std::vector<int> v(static_cast<std::size_t>(D));
+  for (std::int64_t i = 0; i < D; ++i) v[static_cast<std::size_t>(i)] = static_cast<int>(i);
+  return v;
+}
+
+template <class Cache>
+std::vector<Key> snapshot(const Cache& c, int seq, int layer, int h, std::int64_t D) {
+  std::vector<Key> keys;
+  const std::vector<int> ch = c.channels(seq, layer, h);
+  std::vector<float> buf(static_cast<std::size_t>(D));
+  for (std::int64_t j = 0; j < c.segment_size(seq, layer, h); ++j) {
+    Key k;
+    const std::int64_t w = c.key(seq, layer, h, j, buf.data());
+    k.k.assign(buf.begin(), buf.begin() + w);
+    k.chan = w == D ? iota(D) : ch;
+    c.value(seq, layer, h, j, buf.data());
+    k.v.assign(buf.begin(), buf.end());
+    keys.push_back(k);
+  }
+  return keys;
+}
+
+// Runs chunks through a composed cache; after every attend compares each query row with fp64
+// attention over the cache's own (dequantised/pruned) contents before the chunk + the chunk.
+template <class Cache>
+void check_against_contents(Cache& c, const cache::CacheShape& s, const std::vector<int>& chunks, std::uint32_t seed,
+                            double tol) {
+  const std::int64_t D = s.head_dim, G = s.q_heads / s.kv_heads;
+  std::uint32_t sd = seed;
+  for (int n : chunks) {
+    std::vector<Chunk> per_layer;
+    for (int layer = 0; layer < s.layers; ++layer) {
+      Chunk ch = random_chunk(s, n, sd += 10);
+      std::vector<std::vector<Key>> before;
+      for (int h = 0; h < s.kv_heads; ++h) before.push_back(snapshot(c, 0, layer, h, D));
+      REQUIRE(attend(c, 0, layer, s, ch, n) == Status::kSuccess);
+      double worst = 0;
+      for (int h = 0; h < s.kv_heads; ++h) {
+        std::vector<Key> keys = before[static_cast<std::size_t>(h)];
+        for (int t = 0; t < n; ++t) {
+          Key k;
+          for (std::int64_t x = 0; x < D; ++x) {
+            k.k.push_back(f16(ch.k[static_cast<std::size_t>((t * s.kv_heads + h) * D + x)]));
+            k.v.push_back(f16(ch.v[static_cast<std::size_t>((t * s.kv_heads + h) * D + x)]));
+          }
+          k.chan = iota(D);
+          keys.push_back(k);
+          for (std::int64_t g = 0; g < G; ++g) {
+            const std::int64_t hq = h * G + g;
+            const auto want = attend_ref(ch.q.data() + (t * s.q_heads + hq) * D, D, keys);
+            double scale = 1e-6, e = 0;  // max-norm relative error of the row
+            for (std::int64_t x = 0; x < D; ++x) {
+              scale = std::max(scale, std::abs(want[static_cast<std::size_t>(x)]));
+              e = std::max(e, std::abs(ch.out[static_cast<std::size_t>((t * s.q_heads + hq) * D + x)] - want[static_cast<std::size_t>(x)]));
+            }
+            worst = std::max(worst, e / scale);
+          }
+        }
+      }
+      CHECK(worst <= tol);
+    }
+    REQUIRE(c.end_chunk(0, {}) == Status::kSuccess);
+  }
+}
+
+std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s, std::string* err = nullptr) {
+  std::unique_ptr<cache::KvCache> c;
+  std::string e;
+  const Status st = cpu::make_kv_cache(spec, s, Executor{}, &c, &e);
+  if (err) *err = e;
+  if (st != Status::kSuccess) c.reset();
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("ThinK two-segment decode = dense attention with the pruned channels zeroed (P-12)", "[think]") {
+  const auto s = shape_of(16);
+  using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::NoQuant>;
+  Cache::Config cfg;
+  cfg.prune.prune = 0.5f;
+  cfg.prune.window = 8;
+  cfg.prune.recent = 8;
+  std::unique_ptr<Cache> c;
+  REQUIRE(Cache::create(s, cfg, "think", Executor{}, &c) == Status::kSuccess);
+  REQUIRE(c->d_keep() == 8);
+  const std::int64_t D = s.head_dim, G = 2;
+  // all tokens of layer 0, fp16-rounded, [pos][h][D]; queries of the first chunk (for the channel check)
+  std::vector<std::vector<double>> K, V;
+  std::vector<int> chunks = {20, 1, 1, 1, 5, 1, 12, 1};
+  std::uint32_t sd = 5;
+  bool checked_channels = false;
+  for (int n : chunks) {
+    Chunk ch = random_chunk(s, n, sd += 10);
+    const std::int64_t N0 = static_cast<std::int64_t>(K.size());
+    // old tokens (pruned) before this chunk, per head
+    REQUIRE(attend(*c, 0, 0, s, ch, n) == Status::kSuccess);
+    Chunk other = random_chunk(s, n, sd + 5);
+    REQUIRE(attend(*c, 0, 1, s, other, n) == Status::kSuccess);
+    for (int t = 0; t < n; ++t) {
+      std::vector<double> kr, vr;
+      for (std::int64_t x = 0; x < 2 * D; ++x) {
+        kr.push_back(f16(ch.k[static_cast<std::size_t>(t * 2 * D + x)]));
+        vr.push_back(f16(ch.v[static_cast<std::size_t>(t * 2 * D + x)]));
+      }
+      K.push_back(kr);
+      V.push_back(vr);
+    }
+    double worst = 0;
+    for (int h = 0; h < 2; ++h) {
+      const std::int64_t old = c->old_tokens(0, 0, h);
+      REQUIRE(old == (N0 > 8 ? N0 - 8 : 0));  // the newest r = 8 stay full width, the chunk is full width
+      std::vector<int> keep = c->channels(0, 0, h);
+      std::vector<bool> kept(static_cast<std::size_t>(D), false);
+      for (int x : keep) kept[static_cast<std::size_t>(x)] = true;
+      std::vector<Key> keys;
+      for (std::int64_t j = 0; j < N0 + n; ++j) {
+        Key k;
+        for (std::int64_t x = 0; x < D; ++x) {
+          const double kv = K[static_cast<std::size_t>(j)][static_cast<std::size_t>(h * D + x)];
+          k.k.push_back(j < old && !kept[static_cast<std::size_t>(x)] ? 0.0 : kv);  // zeroed pruned channels
+          k.v.push_back(V[static_cast<std::size_t>(j)][static_cast<std::size_t>(h * D + x)]);
+        }
+        k.chan = iota(D);
+        keys.push_back(k);
+        if (j >= N0) {
+          for (std::int64_t g = 0; g < G; ++g) {
+            const std::int64_t t = j - N0, hq = h * G + g;
+            const auto want = attend_ref(ch.q.data() + (t * 4 + hq) * D, D, keys);
+            for (std::int64_t x = 0; x < D; ++x)
+              worst = std::max(worst, std::abs(ch.out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
+                                          (1e-5 + std::abs(want[static_cast<std::size_t>(x)])));
+          }
+        }
+      }
+    }
+    CHECK(worst <= 2e-4);
+    REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+    if (!checked_channels) {
+      // the first chunk (20 > r) chose the channels: qn over its last w = 8 queries (GQA mean),
+      // kn over its 20 fp16 keys, keep the 8 largest, ties to the lower index
+      checked_channels = true;
+      for (int h = 0; h < 2; ++h) {
+        std::vector<std::pair<double, int>> score;
+        for (std::int64_t x = 0; x < D; ++x) {
+          double qn = 0, kn = 0;
+          for (int t = 12; t < 20; ++t)
+            for (std::int64_t g = 0; g < G; ++g) {
+              const double qv = ch.q[static_cast<std::size_t>((t * 4 + h * G + g) * D + x)];
+              qn += qv * qv;
+            }
+          for (int j = 0; j < 20; ++j) kn += K[static_cast<std::size_t>(j)][static_cast<std::size_t>(h * D + x)] * K[static_cast<std::size_t>(j)][static_cast<std::size_t>(h * D + x)];
+          score.push_back({-(qn / 16) * (kn / 20), static_cast<int>(x)});
+        }
+        std::sort(score.begin(), score.end());
+        std::vector<int> want;
+        for (int i = 0; i < 8; ++i) want.push_back(score[static_cast<std::size_t>(i)].second);
+        std::sort(want.begin(), want.end());
+        CHECK(c->channels(0, 0, h) == want);
+      }
+    }
+  }
+}
+
+TEST_CASE("ThinK saves real bytes: >= 95% of the nominal key saving (RG-08), reference mode prunes only once",
+          "[think]") {
+  auto s = shape_of(64, 600);
+  auto dense = make("think:prune=0", s);
+  auto half = make("think:prune=0.5", s);
+  auto ref = make("think:prune=0.5,migrate=0", s);
+  REQUIRE(dense);
+  REQUIRE(half);
+  REQUIRE(ref);
+  std::uint32_t sd = 1;
+  for (int step = 0; step < 20; ++step) {
+    const int n = step == 0 ? 64 : 16;
+    for (auto* c : {dense.get(), half.get(), ref.get()}) {
+      for (int l = 0; l < s.layers; ++l) {
+        Chunk ch = random_chunk(s, n, sd + 3 * static_cast<std::uint32_t>(l));
+        REQUIRE(attend(*c, 0, l, s, ch, n) == Status::kSuccess);
+      }
+      REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+    }
+    sd += 11;
+  }
+  const std::int64_t N = half->tokens(0), old = N - 32;
+  const double nominal = static_cast<double>(old) * (64 - 32) * 2 * s.layers * s.kv_heads;
+  const double saved = static_cast<double>(dense->bytes()) - static_cast<double>(half->bytes());
+  INFO("tokens " << N << " dense " << dense->bytes() << " think " << half->bytes());
+  CHECK(saved >= 0.95 * nominal);
+  CHECK(saved <= 1.05 * nominal + 4096);
+  CHECK(half->peak_bytes() >= half->bytes());
+  // reference mode: only the first 64 - 32 tokens are pruned
+  const double saved_ref = static_cast<double>(dense->bytes()) - static_cast<double>(ref->bytes());
+  CHECK(saved_ref < 0.35 * nominal);  // 32 of ~340 tokens pruned, plus capacity granules
+  CHECK(ref->bytes() > half->bytes());
+  CHECK(std::string(half->spec()) == "think:prune=0.5,window=32,recent=32,granularity=1,migrate=1");
+}
+
+TEST_CASE("composed h2o+think+kivi decode = fp64 attention over the dequantised pruned cache", "[compose]") {
+  const auto s = shape_of(32);
+  using Cache = cpu::ComposedKvCache<evict::H2O, prune::ThinK, quant::KiviQuant>;
+  Cache::Config cfg;
+  cfg.evict = evict::h2o_params(96, 24);
+  cfg.prune.prune = 0.4f;
+  cfg.prune.window = 8;
+  cfg.prune.recent = 16;
+  cfg.quant.bits_k = 4;
+  cfg.quant.bits_v = 2;
+  cfg.quant.group = 32;
+  cfg.quant.residual = 0;
+  std::unique_ptr<Cache> c;
+  REQUIRE(Cache::create(s, cfg, "h2o+think+kivi", Executor{}, &c) == Status::kSuccess);
+  std::vector<int> chunks = {70, 1, 1, 40, 1, 1, 1, 33, 1, 1, 20, 1};
+  check_against_contents(*c, s, chunks, 3, 2e-5);
+  for (int l = 0; l < s.layers; ++l)
+    for (int h = 0; h < s.kv_heads; ++h) {
+      CHECK(c->segment_size(0, l, h) == 96);  // exact budget
+      CHECK(c->quantized_tokens(0, l, h) > 0);
+      CHECK(c->tail_tokens(0, l, h) == 16);
+      const std::int32_t* pos = c->segment_positions(0, l, h);
+      for (std::int64_t j = 1; j < 96; ++j) CHECK(pos[j] > pos[j - 1]);  // chronological
+    }
+}
+
+TEST_CASE("composed knorm+kivi, scissorhands+think, think+kivi, streaming+think+kivi decode = fp64 over contents",
+          "[compose]") {
+  const auto s = shape_of(32);
+  {
+    using Cache = cpu::ComposedKvCache<evict::KNormPolicy, prune::NoPrune, quant::KiviQuant>;
+    Cache::Config cfg;
+    cfg.evict = evict::knorm_params(80);
+    cfg.quant.residual = 32;
+    std::unique_ptr<Cache> c;
+    REQUIRE(Cache::create(s, cfg, "knorm+kivi", Executor{}, &c) == Status::kSuccess);
+    check_against_contents(*c, s, {50, 1, 60, 1, 1, 40, 1}, 7, 2e-5);
+    CHECK(c->segment_size(0, 0, 0) == 80);
+  }
+  {
+    using Cache = cpu::ComposedKvCache<evict::Scissorhands, prune::ThinK, quant::NoQuant>;
+    Cache::Config cfg;
+    cfg.evict = evict::scissorhands_params(64);
+    cfg.evict.trigger.m = 8;
+    cfg.evict.selector.n_recent = 8;
+    cfg.prune.recent = 8;
+    cfg.prune.window = 4;
+    std::unique_ptr<Cache> c;
+    REQUIRE(Cache::create(s, cfg, "scissorhands+think", Executor{}, &c) == Status::kSuccess);
+    check_against_contents(*c, s, {40, 1, 1, 30, 1, 1, 1, 9, 1}, 9, 2e-5);
+  }
+  {
+    auto c = make("think:prune=0.5,recent=8+kivi:kbits=2,vbits=2,residual=0", s);
+    REQUIRE(c);
+    using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::KiviQuant>;
+    auto* cc = dynamic_cast<Cache*>(c.get());
+    REQUIRE(cc != nullptr);
+    check_against_contents(*cc, s, {45, 1, 1, 40, 1}, 11, 2e-5);
+    CHECK(cc->quantized_tokens(0, 0, 0) == 64);  // 88 - 8 full-width = 80 old -> 2 blocks + 16 staging
+    CHECK(cc->old_tokens(0, 0, 0) == 16);
+  }
+  {
+    auto c = make("streaming:sink=4,window=60+think+kivi:kbits=4,vbits=4,residual=0", s);
+    REQUIRE(c);
+    using Cache = cpu::ComposedKvCache<evict::StreamingLLM, prune::ThinK, quant::KiviQuant>;
+    auto* cc = dynamic_cast<Cache*>(c.get());
+    REQUIRE(cc != nullptr);
+    check_against_contents(*cc, s, {70, 1, 1, 40, 1}, 13, 2e-5);
+    CHECK(cc->segment_size(0, 1, 1) == 64);
+  }
+}
+
+TEST_CASE("quantised keys and values stay within half a quantisation step of the stored fp16", "[compose]") {
+  const auto s = shape_of(32);
+  using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::NoPrune, quant::KiviQuant>;
+  Cache::Config cfg;
+  cfg.quant.bits_k = 4;
+  cfg.quant.bits_v = 4;
+  cfg.quant.residual = 0;
+  std::unique_ptr<Cache> c;
+  REQUIRE(Cache::create(s, cfg, "kivi", Executor{}, &c) == Status::kSuccess);
+  Chunk ch = random_chunk(s, 64, 21);
+  Chunk ch2 = random_chunk(s, 64, 22);
+  REQUIRE(attend(*c, 0, 0, s, ch, 64) == Status::kSuccess);
+  REQUIRE(attend(*c, 0, 1, s, ch2, 64) == Status::kSuccess);
+  REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+  REQUIRE(c->quantized_tokens(0, 0, 1) == 64);
+  std::vector<float> buf(32);
+  double worst_k = 0, worst_v = 0, kmax = 0, vmax = 0;
+  for (std::int64_t j = 0; j < 64; ++j) {
+    c->key(0, 0, 1, j, buf.data());
+    for (int x = 0; x < 32; ++x) {
+      const double want = f16(ch.k[static_cast<std::size_t>((j * 2 + 1) * 32 + x)]);
+      worst_k = std::max(worst_k, std::abs(buf[static_cast<std::size_t>(x)] - want));
+      kmax = std::max(kmax, std::abs(want));
+    }
+    c->value(0, 0, 1, j, buf.data());
+    for (int x = 0; x < 32; ++x) {
+      const double want = f16(ch.v[static_cast<std::size_t>((j * 2 + 1) * 32 + x)]);
+      worst_v = std::max(worst_v, std::abs(buf[static_cast<std::size_t>(x)] - want));
+      vmax = std::max(vmax, std::abs(want));
+    }
+  }
+  CHECK(worst_k <= 2 * kmax / 15 / 2 * 1.01);
+  CHECK(worst_v <= 2 * vmax / 15 / 2 * 1.01);
+  CHECK(worst_k > 0);
+}
+
+TEST_CASE("--kv compositions: accepted, canonical, and invalid ones rejected with a message", "[compose]") {
+  const auto s = shape_of(64);
+  std::string err;
+  auto c = make("h2o:budget=128+think:prune=0.4+kivi:kbits=4,vbits=2", s, &err);
+  REQUIRE(c);
+  CHECK(std::string(c->spec()) ==
+        "h2o:budget=128,recent=-1,gamma=1,gqa=0+think:prune=0.4,window=32,recent=32,granularity=1,migrate=1+"
+        "kivi:kbits=4,vbits=2,group=32,residual=128");
+  CHECK(make("think:prune=0.4", s));
+  CHECK(make("h2o:budget=64+think", s));
+  CHECK(make("knorm:budget=64+kivi", s));
+  CHECK(make("scissorhands:budget=96+think+kivi", s));
+  CHECK(make("streaming+think", s));
+  struct Bad {
+    const char* spec;
+    const char* says;
+  };
+  for (const Bad& b : {Bad{"h2o+knorm", "two eviction policies"}, Bad{"kivi+kivi", "two quantisers"},
+                       Bad{"think+think", "two channel pruners"}, Bad{"think+h2o", "out of order"},
+                       Bad{"kivi+think", "out of order"}, Bad{"full+think", "does not compose"},
+                       Bad{"snapkv+think", "window eviction scorers"}, Bad{"think:prune=1.5", "must be in"},
+                       Bad{"think:lambda=0.4", "has no parameter"}, Bad{"h2o:budget=1000+think", "capacity"},
+                       Bad{"think+kivi:kbits=3", "kivi bits"}}) {
+    INFO(b.spec);
+    CHECK_FALSE(make(b.spec, s, &err));
+    INFO(err);
+    CHECK(err.find(b.says) != std::string::npos);
+  }
+}
+
+TEST_CASE("composed cache: bad input leaves it unchanged", "[compose]") {
+  const auto s = shape_of(16);
+  auto c = make("h2o:budget=32+think", s);
+  REQUIRE(c);
+  Chunk ch = random_chunk(s, 4, 1);
+  REQUIRE(attend(*c, 0, 0, s, ch, 4) == Status::kSuccess);
+  const std::size_t b = c->bytes();
+  Chunk bad = random_chunk(s, 4, 2);
+  bad.k[5] = NAN;
+  CHECK(attend(*c, 0, 1, s, bad, 4) == Status::kErrorNonFinite);
+  bad = random_chunk(s, 4, 2);
+  bad.q[7] = INFINITY;
+  CHECK(attend(*c, 0, 1, s, bad, 4) == Status::kErrorNonFinite);
+  CHECK(c->bytes() == b);
+  CHECK(attend(*c, 0, 0, s, ch, 4) == Status::kErrorInvalidArgument);  // layer 0 already took the chunk
+  CHECK(c->end_chunk(0, {}) == Status::kErrorInvalidArgument);          // layer 1 missing
+  CHECK(attend(*c, 2, 0, s, ch, 4) == Status::kErrorInvalidArgument);
+  Chunk ok = random_chunk(s, 4, 3);
+  REQUIRE(attend(*c, 0, 1, s, ok, 4) == Status::kSuccess);
+  REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+  CHECK(c->tokens(0) == 4);
+  REQUIRE(c->reset(0) == Status::kSuccess);
+  CHECK(c->tokens(0) == 0);
+}

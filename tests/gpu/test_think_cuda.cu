@@ -1,0 +1,83 @@
+// ThinK two-segment decode on the GPU vs the CPU composed cache (issue 7): the CPU cache runs a
+// ragged batch (prefill + decode), its pruned/full-width segments are copied to the device, and
+// the kernel's output for the last decode step must match the CPU output (fp32 both, rel 1e-4 of
+// the row's max). Exits 77 without a device (gpu_test_main.cpp).
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "memattn/cuda/think.cuh"
+#include "think_cpu_bridge.hpp"
+
+using namespace memattn;
+
+namespace {
+
+template <class T>
+T* upload(const std::vector<T>& h) {
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, std::max<std::size_t>(1, h.size()) * sizeof(T)) == cudaSuccess);
+  if (!h.empty()) REQUIRE(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  return static_cast<T*>(p);
+}
+
+void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps) {
+  INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " prune " << prune << " prefill " << prefill);
+  ThinKCase c;
+  REQUIRE(think_cpu_case(B, Hq, Hkv, D, prune, prefill, steps, 1234u + static_cast<unsigned>(D), &c));
+  kernels::ThinKDecodeParams p{};
+  p.k_old = upload(c.k_old);
+  p.old_seg_stride = static_cast<long long>(c.cap_old) * c.d_keep;
+  p.old_row_stride = c.d_keep;
+  p.channels = upload(c.channels);
+  p.d_keep = c.d_keep;
+  p.k_new = upload(c.k_new);
+  p.new_seg_stride = static_cast<long long>(c.cap_new) * D;
+  p.v = upload(c.v);
+  p.v_seg_stride = static_cast<long long>(c.cap_old + c.cap_new) * D;
+  p.n_old = upload(c.n_old);
+  p.n_new = upload(c.n_new);
+  p.q = upload(c.q);
+  std::vector<float> out(c.q.size(), NAN);
+  float* d_out = upload(out);
+  p.o = d_out;
+  p.batch = B, p.q_heads = Hq, p.kv_heads = Hkv, p.head_dim = D;
+  p.scale = cuda::think_scale(D);
+  REQUIRE(cuda::think_decode(p, nullptr) == Status::kSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  REQUIRE(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+  double worst = 0;
+  for (int r = 0; r < B * Hq; ++r) {
+    double scale = 1e-6, e = 0;
+    for (int x = 0; x < D; ++x) {
+      scale = std::max(scale, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + x)])));
+      e = std::max(e, std::abs(static_cast<double>(out[static_cast<std::size_t>(r * D + x)]) - c.out_cpu[static_cast<std::size_t>(r * D + x)]));
+    }
+    worst = std::max(worst, e / scale);
+  }
+  CHECK(worst <= 1e-4);
+  bool pruned = false;
+  for (int n : c.n_old) pruned = pruned || n > 0;
+  CHECK(pruned);
+  for (const void* ptr : {static_cast<const void*>(p.k_old), static_cast<const void*>(p.channels), static_cast<const void*>(p.k_new),
+                          static_cast<const void*>(p.v), static_cast<const void*>(p.n_old), static_cast<const void*>(p.n_new),
+                          static_cast<const void*>(p.q), static_cast<const void*>(p.o)})
+    cudaFree(const_cast<void*>(ptr));
+}
+
+}  // namespace
+
+TEST_CASE("ThinK two-segment decode: CUDA == CPU composed cache", "[think][gpu]") {
+  run(3, 4, 2, 64, 0.4f, 100, 5);   // ragged batch (RG-13), d_keep = 39
+  run(2, 9, 3, 64, 0.5f, 300, 3);   // SmolLM2 heads
+  run(1, 8, 4, 8, 0.25f, 40, 2);    // stories260K head_dim
+  run(2, 32, 4, 128, 0.4f, 200, 4); // d = 128, d_keep = 77
+}
+
+TEST_CASE("ThinK decode wrapper rejects bad arguments without launching", "[think][gpu]") {
+  kernels::ThinKDecodeParams p{};
+  CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNullPointer);
+}

@@ -1,0 +1,22 @@
+// Host-compiled bridge for the ThinK GPU test: runs the CPU composed cache (think alone) and
+// exports its segments in the layout of kernels::ThinKDecodeParams (Eigen stays out of nvcc).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "memattn/core/dtype.hpp"
+
+struct ThinKCase {
+  int B = 0, Hq = 0, Hkv = 0, D = 0, d_keep = 0, cap_old = 0, cap_new = 0;
+  std::vector<memattn::Half> k_old;      // [B*Hkv][cap_old][d_keep]
+  std::vector<memattn::Half> k_new;      // [B*Hkv][cap_new][D]
+  std::vector<memattn::Half> v;          // [B*Hkv][cap_old + cap_new][D]
+  std::vector<std::uint8_t> channels;    // [B*Hkv][d_keep]
+  std::vector<int> n_old, n_new;         // [B*Hkv]
+  std::vector<float> q, out_cpu;         // [B][Hq][D]: the last decode step's query and CPU output
+};
+
+// Sequence b gets prefill + 5*b prompt tokens (ragged, RG-13), then `steps` decode steps; the last
+// step's attention output is out_cpu and the exported state includes its token.
+bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, unsigned seed, ThinKCase* out);
