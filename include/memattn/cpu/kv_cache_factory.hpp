@@ -86,10 +86,6 @@ inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& sh
     *error = "'" + spec + "': pin composes with one eviction policy (e.g. h2o:budget=256+pin:start=0,end=64,ttl=100)";
     return Status::kErrorNotSupported;
   }
-  if (parts.size() != 1) {
-    *error = "'" + spec + "': this build composes no policies with '+' yet (each of " + kv_policy_names() +
-             " stands alone)";
-    return Status::kErrorNotSupported;
   if (parts.size() != 1 || parts[0].name == "think") {  // compositions (and ThinK alone): the composed cache
     std::vector<ResolvedPart> resolved;
     for (const auto& part : parts) {
