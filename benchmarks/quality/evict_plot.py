@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Perplexity vs real KV bytes, one line per KV policy (eviction, merging, pruning, quantization and
 their '+' compositions), from the JSON lines of `memattn-llama ppl --json` (evict_sweep.sh and the
-other sweeps in this folder). One panel per (model, ctx, chunk); the full cache is the dashed line;
+other sweeps in this folder). One panel (row) per (model, ctx, chunk); the full cache is the dashed line;
 points above CLIP x the full-cache perplexity are drawn at the top edge (hollow).
 Needs matplotlib (pip install -r benchmarks/quality/requirements.txt). The format follows OUT's
 extension (.png, .svg, .pdf).
@@ -26,9 +26,23 @@ def policy_name(kv):
         name, _, args = p.partition(":")
         if name == "knorm" and "sink=0" in args and "recent=0" in args:
             name = "knorm (no protection)"
+        m = dict(re.findall(r"(\w+)=([\w./-]+)", args))
         if name == "kivi":
-            m = dict(re.findall(r"(\w+)=([\w.]+)", args))
             name = f"kivi K{m.get('kbits', '?')}V{m.get('vbits', '?')}"
+        elif name == "mikv":
+            name = f"mikv low={m.get('low', '2')}" + (" track" if m.get("track") == "1" else "")
+        elif name == "kvmerger" and m.get("theta", "0.95") != "0.95":
+            name = f"kvmerger θ={m['theta']}"
+        elif name == "lazy" and (m.get("raw") == "1" or m.get("alpha", "0.0001") != "0.0001"):
+            name = "lazy (raw score)" if m.get("raw") == "1" else f"lazy α={m['alpha']}"
+        elif name == "compresskv" and m.get("maxf") == "1":
+            name = "compresskv (uniform layers)"
+        elif name == "epicache" and m.get("episodes", "4") != "1":
+            name = f"epicache E={m.get('episodes', '4')}"
+        elif name == "sirllm" and m.get("recent", "0") == "0":
+            name = "sirllm (no recent)"
+        elif name == "think":
+            name = f"think λ={m.get('prune', '0.4')}" if len(kv.split("+")) == 1 else "think"
         parts.append(name)
     return "+".join(parts)
 
@@ -54,11 +68,11 @@ def main():
                 panel["series"].setdefault(name, {})[d["kv_bytes_peak"]] = d["ppl"]
     if not panels:
         sys.exit("no perplexity lines in " + ", ".join(paths))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.2), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 5.6 * len(panels)), squeeze=False)
     cmap = plt.get_cmap("tab20")
     names = sorted({n for p in panels.values() for n in p["series"]})
     style = {n: (cmap(i % 20), "osD^v<>ph*"[i % 10]) for i, n in enumerate(names)}
-    for ax, ((model, ctx, chunk), panel) in zip(axes[0], sorted(panels.items(), key=str)):
+    for ax, ((model, ctx, chunk), panel) in zip(axes[:, 0], sorted(panels.items(), key=str)):
         full = panel["full"]
         top = CLIP * full["ppl"] if full else None
         for name, pts in sorted(panel["series"].items()):
@@ -77,7 +91,7 @@ def main():
         ax.set_ylabel("perplexity")
         ax.set_title(f"{model}, ctx {ctx}, chunk {chunk}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
