@@ -90,7 +90,7 @@ class KvCache {
   virtual Status reset(int seq) = 0;
 
   // Capacity hint: the sequence will hold about `tokens` tokens (avoids regrowth).
-  virtual Status reserve(int seq, int tokens) { return Status::kSuccess; }
+  virtual Status reserve(int /*seq*/, int /*tokens*/) { return Status::kSuccess; }
 
   // Logical tokens appended to `seq` so far (closed chunks), compressed or not.
   virtual std::int64_t tokens(int seq) const = 0;

@@ -161,6 +161,10 @@ inline Status make_composed_kv_cache(const std::vector<ResolvedPart>& parts, con
       *error = "'" + spec + "': window eviction scorers (snapkv, pyramidkv) do not compose with think/kivi in this "
                "build; use h2o, scissorhands, streaming or knorm";
       return Status::kErrorNotSupported;
+    } else if constexpr (Policy::kState == evict::StateKind::kCustom || Policy::kSharedAcrossLayers) {
+      *error = "'" + spec + "': lazy, sirllm and windowkv keep their own per-token state or share selections across "
+               "layers and do not compose with think/kivi in this build; use h2o, scissorhands, streaming or knorm";
+      return Status::kErrorNotSupported;
     } else {
       return compose_detail::with_prune<Policy>(c.policy, c.reduce, tp, qp, spec, shape, executor, out, error);
     }

@@ -824,14 +824,14 @@ Status visit_evict_config(const cache::PolicyInfo& info, const cache::ResolvedPa
       *error = "lazy: window must be in [1, budget]";
       return Status::kErrorInvalidArgument;
     }
-    return build<evict::LazyEviction>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::LazyEviction>{}, c);
   }
   if (name == "sirllm") {
     EvictKvCache<evict::SirLLM>::Config c;
     c.policy = evict::sirllm_params(p.get_int("budget"), p.get_int("start"), p.get_int("recent"),
                                     static_cast<float>(p.get("decay")));
     c.policy.scorer.turn = p.get_int("turn");
-    return build<evict::SirLLM>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::SirLLM>{}, c);
   }
   if (name == "windowkv") {
     EvictKvCache<evict::WindowKV>::Config c;
@@ -842,7 +842,7 @@ Status visit_evict_config(const cache::PolicyInfo& info, const cache::ResolvedPa
     c.policy.allocator.shared = p.get_int("shared");
     c.policy.allocator.beta = p.get_int("beta");
     c.policy.scorer.reduce = c.reduce = reduce_of(p);
-    return build<evict::WindowKV>(c, info, p, shape, executor, out, error);
+    return fn(PolicyTag<evict::WindowKV>{}, c);
   }
   *error = "'" + name + "' is not an eviction policy";
   return Status::kErrorInvalidArgument;
