@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # First-time setup (the README's first command), safe to re-run:
 #   1. installs the build dependencies with apt-get when any is missing (Debian/Ubuntu; sudo only
-#      when not root): cmake, g++, make, Eigen 3.4, Catch2 2.x, Google Benchmark;
+#      when not root): cmake, g++, make, Eigen 3.4, Catch2 2.x, Google Benchmark; optionally clang
+#      (the sanitizer build of the test command);
 #   2. configures build/ (Release) unless it is configured already, and builds it;
 #   3. fetches the real model (scripts/get-models.sh: SmolLM2-135M GGUF into ~/.cache/memattn/models)
 #      and the Python packages of the reference tests (tests/llama/requirements.txt, pip --user);
@@ -16,20 +17,28 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 JOBS="${MEMATTN_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 DEPS=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev)
+# Optional: Clang and its sanitizer runtimes for the test command's ASan/UBSan build (it falls back
+# to g++ without them); a distribution that names them differently only skips them.
+OPTIONAL_DEPS=(clang libclang-rt-dev)
 
 install_deps() {
   if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
     echo "setup: not a Debian/Ubuntu system; install ${DEPS[*]} (or equivalents) yourself" >&2
     return 0
   fi
-  local missing=() pkg
+  local missing=() optional=() pkg
   for pkg in "${DEPS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$pkg")
     fi
   done
-  if [ "${#missing[@]}" -eq 0 ]; then
-    echo "setup: dependencies present (${DEPS[*]})"
+  for pkg in "${OPTIONAL_DEPS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      optional+=("$pkg")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ] && [ "${#optional[@]}" -eq 0 ]; then
+    echo "setup: dependencies present (${DEPS[*]} ${OPTIONAL_DEPS[*]})"
     return 0
   fi
   local sudo=()
@@ -40,9 +49,16 @@ install_deps() {
     fi
     sudo=(sudo)
   fi
-  echo "setup: installing ${missing[*]}"
   ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+  if [ "${#optional[@]}" -gt 0 ]; then
+    echo "setup: installing (optional) ${optional[*]}"
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${optional[@]}" ||
+      echo "setup: WARNING: could not install ${optional[*]}; the sanitizer build uses g++" >&2
+  fi
 }
 
 # The real model and the reference tests' Python packages. Failures here only skip the tests that

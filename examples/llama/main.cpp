@@ -16,7 +16,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
-#include <memattn/cpu/kv_cache_factory.hpp>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "kv_factory.hpp"
 #include "model.hpp"
 #include "needle.hpp"
 #include "thread_pool.hpp"
@@ -159,7 +159,7 @@ bool make_cache(const Args& a, const Session& s, int max_tokens, std::unique_ptr
   shape.max_tokens = max_tokens;
   shape.max_sequences = 1;
   std::string why;
-  if (!memattn::ok(memattn::cpu::make_kv_cache(a.get("kv", "full"), shape, g_pool->executor(), cache, &why)))
+  if (!memattn::ok(make_kv_cache(a.get("kv", "full"), shape, g_pool->executor(), cache, &why)))
     return fail(err, "--kv: " + why);
   return true;
 }
@@ -170,7 +170,7 @@ int report(const std::string& err, int code = kBadInput) {
 }
 
 int cmd_policies() {
-  for (const auto& p : memattn::cpu::kv_policies()) {
+  for (const auto& p : kv_policies()) {
     std::printf("%-10s %s\n", p.name, p.help);
     for (const auto& prm : p.params)
       if (prm.text)

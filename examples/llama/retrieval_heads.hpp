@@ -29,13 +29,13 @@
 #include <memattn/cpu/compresskv_scores.hpp>
 #include <memattn/cpu/evict_scores.hpp>
 #include <memattn/cpu/evict_select.hpp>
-#include <memattn/cpu/kv_cache_factory.hpp>
 #include <memattn/evict/compresskv.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "engine.hpp"
+#include "kv_factory.hpp"
 #include "recording_cache.hpp"
 #include "thread_pool.hpp"
 
@@ -89,7 +89,7 @@ inline bool record(const Model& model, ThreadPool* pool, const std::vector<std::
   shape.max_tokens = static_cast<int>(tokens.size());
   std::string why;
   memattn::Executor ex = pool ? pool->executor() : memattn::Executor{};
-  if (!memattn::ok(memattn::cpu::make_kv_cache("full:fp32=1", shape, ex, inner, &why))) return fail(error, why);
+  if (!memattn::ok(make_kv_cache("full:fp32=1", shape, ex, inner, &why))) return fail(error, why);
   rec->reset(new RecordingCache(**inner));
   Engine eng(model, **rec, pool);
   Matrix logits;

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/test_data.hpp"
 #include "memattn/cpu/composed_kv_cache.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 
 using namespace memattn;
 
@@ -151,7 +151,7 @@ void check_against_contents(Cache& c, const cache::CacheShape& s, const std::vec
 std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s, std::string* err = nullptr) {
   std::unique_ptr<cache::KvCache> c;
   std::string e;
-  const Status st = cpu::make_kv_cache(spec, s, Executor{}, &c, &e);
+  const Status st = memattn_test::make_kv_cache(spec, s, Executor{}, &c, &e);
   if (err) *err = e;
   if (st != Status::kSuccess) c.reset();
   return c;

@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/test_data.hpp"
 #include "memattn/cpu/compresskv_kv_cache.hpp"
 #include "memattn/cpu/compresskv_scores.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/evict/compresskv.hpp"
 
 using namespace memattn;
@@ -364,7 +364,7 @@ TEST_CASE("compresskv cache: one keep set per layer from its retrieval heads, er
   std::unique_ptr<cache::KvCache> base;
   std::string err;
   const std::string spec = "compresskv:budget=40,table=" + path + ",window=6,heads=2,min=10";
-  REQUIRE(cpu::make_kv_cache(spec, s, Executor{}, &base, &err) == Status::kSuccess);
+  REQUIRE(memattn_test::make_kv_cache(spec, s, Executor{}, &base, &err) == Status::kSuccess);
   auto* c = dynamic_cast<cpu::EvictKvCache<evict::CompressKV>*>(base.get());
   REQUIRE(c != nullptr);
   CHECK(std::string(c->spec()) == "compresskv:budget=40,table=" + path + ",window=6,kernel=5,pool=0,pad=1,heads=2,min=10,maxf=3");
@@ -441,25 +441,25 @@ TEST_CASE("compresskv cache: missing, unreadable, corrupt or mismatched table ->
   s.max_tokens = 400;
   std::unique_ptr<cache::KvCache> c;
   std::string err;
-  CHECK(cpu::make_kv_cache("compresskv:budget=40", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=40", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
   CHECK(err.find("table=PATH is required") != std::string::npos);
-  CHECK(cpu::make_kv_cache("compresskv:budget=40,table=/nonexistent/x.table", s, Executor{}, &c, &err) ==
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=40,table=/nonexistent/x.table", s, Executor{}, &c, &err) ==
         Status::kErrorInvalidArgument);
   CHECK(err.find("cannot open") != std::string::npos);
   const std::string path = temp_path("bad.table");
   const std::string good = evict::format_compresskv_table(sample_table(3, 6, 2, 16, 8));
   write_file(path, good.substr(0, good.size() / 2));
-  CHECK(cpu::make_kv_cache("compresskv:budget=40,table=" + path, s, Executor{}, &c, &err) == Status::kErrorParse);
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=40,table=" + path, s, Executor{}, &c, &err) == Status::kErrorParse);
   CHECK(err.find(path) != std::string::npos);
   CHECK(err.find("CompressKV table line") != std::string::npos);
   write_file(path, evict::format_compresskv_table(sample_table(4, 6, 2, 16, 8)));
-  CHECK(cpu::make_kv_cache("compresskv:budget=40,table=" + path, s, Executor{}, &c, &err) == Status::kErrorInvalidShape);
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=40,table=" + path, s, Executor{}, &c, &err) == Status::kErrorInvalidShape);
   CHECK(err.find("shape") != std::string::npos);
   write_file(path, good);
-  CHECK(cpu::make_kv_cache("compresskv:budget=4,table=" + path, s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("compresskv:budget=40,kernel=4,table=" + path, s, Executor{}, &c, &err) ==
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=4,table=" + path, s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=40,kernel=4,table=" + path, s, Executor{}, &c, &err) ==
         Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("compresskv:budget=500,table=" + path, s, Executor{}, &c, &err) == Status::kErrorCapacityExceeded);
+  CHECK(memattn_test::make_kv_cache("compresskv:budget=500,table=" + path, s, Executor{}, &c, &err) == Status::kErrorCapacityExceeded);
   CHECK(c == nullptr);
   std::remove(path.c_str());
 }
@@ -539,7 +539,7 @@ TEST_CASE("needle vs hubs: retrieval-head selection keeps the needle, beats H2O 
     std::unique_ptr<cache::KvCache> c;
     std::string err;
     INFO(spec << ": " << err);
-    REQUIRE(cpu::make_kv_cache(spec, s, Executor{}, &c, &err) == Status::kSuccess);
+    REQUIRE(memattn_test::make_kv_cache(spec, s, Executor{}, &c, &err) == Status::kSuccess);
     std::vector<float> out(q.size());
     REQUIRE(c->attend(0, 0, make_view<3>(static_cast<const float*>(q.data()), {n, Hq, D}),
                       make_view<3>(static_cast<const float*>(k.data()), {n, Hkv, D}),

@@ -11,6 +11,18 @@
 #include "memattn/core/dtype.hpp"
 #include "memattn/cpu/convert.hpp"
 
+#if defined(__F16C__)
+#include <cpuid.h>
+// CPUID leaf 1, ECX: AVX (bit 28), F16C (bit 29), and OSXSAVE (bit 27: the OS saves the YMM
+// state). __builtin_cpu_supports("f16c") is GCC-only.
+static bool cpu_has_f16c_avx() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) return false;
+  const unsigned need = (1u << 27) | (1u << 28) | (1u << 29);
+  return (c & need) == need;
+}
+#endif
+
 using namespace memattn;
 
 namespace {
@@ -159,7 +171,7 @@ TEST_CASE("dtype traits", "[dtype]") {
 
 TEST_CASE("bulk CPU conversions equal the element conversions for every encoding", "[dtype]") {
 #if defined(__F16C__)
-  if (!__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("avx")) {
+  if (!cpu_has_f16c_avx()) {
     WARN("this CPU lacks F16C/AVX: the F16C build of this test has nothing to check");
     return;
   }

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 
 using namespace memattn;
 
@@ -369,15 +369,15 @@ TEST_CASE("kivi cache: bad input gives a Status and writes nothing", "[kivi]") {
   s.max_tokens = 256;
   std::unique_ptr<cache::KvCache> kc;
   std::string err;
-  CHECK(cpu::make_kv_cache("kivi", s, Executor{}, &kc, &err) == Status::kSuccess);
+  CHECK(memattn_test::make_kv_cache("kivi", s, Executor{}, &kc, &err) == Status::kSuccess);
   CHECK(std::string(kc->spec()) == "kivi:kbits=2,vbits=2,group=32,residual=128");
-  CHECK(cpu::make_kv_cache("kivi:kbits=4,vbits=2,residual=32", s, Executor{}, &kc, &err) == Status::kSuccess);
-  CHECK(cpu::make_kv_cache("kivi:kbits=3", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("kivi:vbits=5", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("kivi:group=48", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("kivi:residual=48", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("kivi:kbits=4,vbits=2,residual=32", s, Executor{}, &kc, &err) == Status::kSuccess);
+  CHECK(memattn_test::make_kv_cache("kivi:kbits=3", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("kivi:vbits=5", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("kivi:group=48", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("kivi:residual=48", s, Executor{}, &kc, &err) == Status::kErrorInvalidArgument);
   s.head_dim = 12;
-  CHECK(cpu::make_kv_cache("kivi", s, Executor{}, &kc, &err) == Status::kErrorUnsupportedHeadDim);
+  CHECK(memattn_test::make_kv_cache("kivi", s, Executor{}, &kc, &err) == Status::kErrorUnsupportedHeadDim);
   s.head_dim = 8;  // stories260K: G_V = 8
-  CHECK(cpu::make_kv_cache("kivi:kbits=2,vbits=2", s, Executor{}, &kc, &err) == Status::kSuccess);
+  CHECK(memattn_test::make_kv_cache("kivi:kbits=2,vbits=2", s, Executor{}, &kc, &err) == Status::kSuccess);
 }

@@ -1,13 +1,14 @@
 // The KV-cache interface with the "full" policy: chunked appends against the fp64 reference,
 // chunk-size invariance, worker-count invariance, byte accounting, the spec registry, bad input.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/naive_attention.hpp"
 #include "common/test_data.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 
 using namespace memattn;
 using namespace memattn_test;
@@ -74,7 +75,7 @@ std::vector<float> run_chunks(cache::KvCache& c, int seq, const std::vector<int>
 std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s, const Executor& ex = Executor{}) {
   std::unique_ptr<cache::KvCache> c;
   std::string err;
-  REQUIRE(cpu::make_kv_cache(spec, s, ex, &c, &err) == Status::kSuccess);
+  REQUIRE(memattn_test::make_kv_cache(spec, s, ex, &c, &err) == Status::kSuccess);
   return c;
 }
 
@@ -249,18 +250,87 @@ TEST_CASE("kv spec parser and registry", "[kv-spec]") {
   }
   const auto s = small_shape();
   std::unique_ptr<cache::KvCache> c;
-  CHECK(cpu::make_kv_cache("nope", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("nope", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
   CHECK(err.find("available: full") != std::string::npos);
-  CHECK(cpu::make_kv_cache("full:bits=3", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("full:bits=3", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
   CHECK(err.find("fp32=0") != std::string::npos);
-  CHECK(cpu::make_kv_cache("full:fp32=2", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("full:fp32=0.5", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("full+full", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);  // issue 7: + composes evict+think+kivi only
+  CHECK(memattn_test::make_kv_cache("full:fp32=2", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("full:fp32=0.5", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("full+full", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);  // issue 7: + composes evict+think+kivi only
   CHECK(err.find("does not compose") != std::string::npos);
   cache::CacheShape bad = s;
   bad.kv_heads = 4;
-  CHECK(cpu::make_kv_cache("full", bad, Executor{}, &c, &err) == Status::kErrorGqaRatio);
+  CHECK(memattn_test::make_kv_cache("full", bad, Executor{}, &c, &err) == Status::kErrorGqaRatio);
   CHECK(c == nullptr);
-  REQUIRE(cpu::make_kv_cache("full:fp32=1", s, Executor{}, &c, &err) == Status::kSuccess);
+  REQUIRE(memattn_test::make_kv_cache("full:fp32=1", s, Executor{}, &c, &err) == Status::kSuccess);
   CHECK(std::string(c->spec()) == "full:fp32=1");
+}
+
+// Every policy of the registry: a chunk whose K or V the cache cannot store (NaN, inf, or beyond
+// fp16's range) or whose query is NaN is rejected with kErrorNonFinite on whichever layer it
+// arrives, and the cache is exactly as before: after the good retry, every later output, byte
+// count and token count equals that of a twin cache that never saw the bad call.
+TEST_CASE("every policy: a non-storable chunk is rejected and changes nothing", "[kv-cache][bad-input]") {
+  const auto s = small_shape();
+  const std::vector<std::string> specs = {
+      "full", "full:fp32=1", "kivi:kbits=4,vbits=2,residual=32", "streaming:sink=4,window=28",
+      "h2o:budget=32,recent=8", "scissorhands:budget=32", "snapkv:budget=32,window=8", "pyramidkv:budget=32,window=8",
+      "knorm:budget=32", "mikv:budget=16", "epicache:budget=32,segment=16,probe=8", "sentencekv:budget=32",
+      "d2o:budget=32", "kvmerger:budget=32", "lazy:budget=32", "sirllm:budget=32", "windowkv:budget=32,shared=2",
+      "h2o:budget=32+pin:start=0,end=8,ttl=100", "think:prune=0.5,window=8,recent=8", "h2o:budget=32+think:prune=0.5,window=8,recent=8+kivi:kbits=4,residual=32"};
+  const int Hq = s.q_heads, Hkv = s.kv_heads, D = s.head_dim, n = 5, before = 7, after = 5;
+  std::vector<float> lp(n, -2.f);
+  std::vector<std::int32_t> ids(n, 7);
+  std::vector<std::uint8_t> ends(n, 0);
+  ends[n - 1] = 1;
+  cache::ChunkSignals sig;
+  sig.token_ids = ids.data();
+  sig.token_logprobs = lp.data();
+  sig.sentence_ends = ends.data();
+  sig.count = n;
+  const float poison[4] = {std::nanf(""), INFINITY, 70000.f, std::nanf("")};  // k, v, k, q
+  for (const auto& spec : specs)
+    for (int what = 0; what < 4; ++what)
+      for (int bad_layer = 0; bad_layer < s.layers; ++bad_layer) {
+        INFO(spec << ", poison " << what << ", layer " << bad_layer);
+        if (what == 2 && spec == "full:fp32=1") continue;  // 70000 is a valid fp32 value
+        auto a = make(spec, s), b = make(spec, s);
+        for (int c = 0; c < before + 1 + after; ++c) {
+          const auto q = random_vector<float>(static_cast<std::size_t>(s.layers) * n * Hq * D, 100 + c);
+          const auto k = random_vector<float>(static_cast<std::size_t>(s.layers) * n * Hkv * D, 200 + c);
+          const auto v = random_vector<float>(static_cast<std::size_t>(s.layers) * n * Hkv * D, 300 + c);
+          std::vector<float> oa(q.size(), 0.f), ob(q.size(), 0.f);
+          auto qv = [&](const std::vector<float>& x, int l) { return make_view<3>(x.data() + l * n * Hq * D, {n, Hq, D}); };
+          auto kv = [&](const std::vector<float>& x, int l) { return make_view<3>(x.data() + l * n * Hkv * D, {n, Hkv, D}); };
+          auto ov = [&](std::vector<float>& x, int l) { return make_view<3>(x.data() + l * n * Hq * D, {n, Hq, D}); };
+          for (int l = 0; l < s.layers; ++l) {
+            if (c == before && l == bad_layer) {
+              std::vector<float> bq = q, bk = k, bv = v;
+              if (what == 3)
+                bq[static_cast<std::size_t>((l * n + 3) * Hq * D + 5)] = poison[what];
+              else
+                (what == 1 ? bv : bk)[static_cast<std::size_t>((l * n + 2) * Hkv * D + 17)] = poison[what];
+              const std::size_t bytes = a->bytes();
+              const std::int64_t tokens = a->tokens(0);
+              const Status st = a->attend(0, l, qv(bq, l), kv(bk, l), kv(bv, l), ov(oa, l));
+              // full and kivi do not score with the query: a NaN query only makes its own output NaN.
+              if (what == 3 && st == Status::kSuccess && (spec.rfind("full", 0) == 0 || spec.rfind("kivi", 0) == 0)) {
+                a = nullptr;
+                break;
+              }
+              REQUIRE(st == Status::kErrorNonFinite);
+              CHECK(a->bytes() == bytes);
+              CHECK(a->tokens(0) == tokens);
+            }
+            REQUIRE(a->attend(0, l, qv(q, l), kv(k, l), kv(v, l), ov(oa, l)) == Status::kSuccess);
+            REQUIRE(b->attend(0, l, qv(q, l), kv(k, l), kv(v, l), ov(ob, l)) == Status::kSuccess);
+          }
+          if (a == nullptr) break;
+          REQUIRE(a->end_chunk(0, sig) == Status::kSuccess);
+          REQUIRE(b->end_chunk(0, sig) == Status::kSuccess);
+          REQUIRE(a->tokens(0) == b->tokens(0));
+          REQUIRE(a->bytes() == b->bytes());
+          REQUIRE(std::memcmp(oa.data(), ob.data(), oa.size() * sizeof(float)) == 0);
+        }
+      }
 }

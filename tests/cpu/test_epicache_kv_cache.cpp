@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/test_data.hpp"
+#include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/epicache_kv_cache.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 
 using namespace memattn;
 
@@ -333,7 +334,7 @@ TEST_CASE("EpiCache: topic-shift synthetic beats H2O at equal budget on attentio
   };
   std::unique_ptr<cache::KvCache> h2o;
   std::string why;
-  REQUIRE(cpu::make_kv_cache("h2o:budget=" + std::to_string(C), s, Executor{}, &h2o, &why) == Status::kSuccess);
+  REQUIRE(memattn_test::make_kv_cache("h2o:budget=" + std::to_string(C), s, Executor{}, &h2o, &why) == Status::kSuccess);
   const double e_h2o = err(run(*h2o));
   cpu::EpiCacheConfig cfg;
   cfg.budget = C;
@@ -362,11 +363,11 @@ TEST_CASE("EpiCache: bad parameters and bad calls return a Status, nothing chang
   const auto s = shape(2, 4, 2, 8, 100);
   std::unique_ptr<cache::KvCache> c;
   std::string why;
-  CHECK(cpu::make_kv_cache("epicache:budget=0", s, Executor{}, &c, &why) != Status::kSuccess);
-  CHECK(cpu::make_kv_cache("epicache:budget=200", s, Executor{}, &c, &why) == Status::kErrorCapacityExceeded);
-  CHECK(cpu::make_kv_cache("epicache:budget=16,probe=64,segment=32", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("epicache:budget=16,sink=8,recent=8", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("epicache:budget=16,open=2", s, Executor{}, &c, &why) != Status::kSuccess);
+  CHECK(memattn_test::make_kv_cache("epicache:budget=0", s, Executor{}, &c, &why) != Status::kSuccess);
+  CHECK(memattn_test::make_kv_cache("epicache:budget=200", s, Executor{}, &c, &why) == Status::kErrorCapacityExceeded);
+  CHECK(memattn_test::make_kv_cache("epicache:budget=16,probe=64,segment=32", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("epicache:budget=16,sink=8,recent=8", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("epicache:budget=16,open=2", s, Executor{}, &c, &why) != Status::kSuccess);
   CHECK(c == nullptr);
   cpu::EpiCacheConfig cfg;
   cfg.budget = 16;
@@ -383,6 +384,6 @@ TEST_CASE("EpiCache: bad parameters and bad calls return a Status, nothing chang
   CHECK(attend(*e, s, 0, ch) == Status::kErrorNonFinite);
   CHECK(e->end_chunk(0, {}) == Status::kSuccess);
   CHECK(e->tokens(0) == 0);
-  REQUIRE(cpu::make_kv_cache("epicache:budget=16,block=8", s, Executor{}, &c, &why) == Status::kSuccess);
+  REQUIRE(memattn_test::make_kv_cache("epicache:budget=16,block=8", s, Executor{}, &c, &why) == Status::kSuccess);
   CHECK(std::string(c->spec()).find("epicache") == 0);
 }

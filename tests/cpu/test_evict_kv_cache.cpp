@@ -1,20 +1,23 @@
 // Evicting KV caches through the engine-facing interface (issue 5): exact budgets, protected tokens,
-// chronological slots, bytes shrink, outputs equal fp64 attention over the kept tokens, H2O state
-// equal to fp64 accumulated probabilities of the positions it sits with (state moved with K/V),
-// PyramidKV per-layer budgets, bad specs.
+// distinct positions (chronological slots where the policy compacts in order; hole filling
+// otherwise, checked against ordered compaction), bytes shrink, outputs equal fp64 attention over
+// the kept tokens, H2O state equal to fp64 accumulated probabilities of the positions it sits with
+// (state moved with K/V), PyramidKV per-layer budgets, bad specs.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/test_data.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 
 using namespace memattn;
 
@@ -111,7 +114,7 @@ Reference reference(const Cache& c, const cache::CacheShape& s, int seq, int lay
 std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s) {
   std::unique_ptr<cache::KvCache> c;
   std::string err;
-  const Status st = cpu::make_kv_cache(spec, s, Executor{}, &c, &err);
+  const Status st = memattn_test::make_kv_cache(spec, s, Executor{}, &c, &err);
   INFO(spec << ": " << err);
   REQUIRE(st == Status::kSuccess);
   return c;
@@ -129,6 +132,7 @@ void drive(const std::string& spec, std::int64_t prefill, std::int64_t steps, bo
   std::map<std::int32_t, double> acc[3][2];  // fp64 H2O accumulation per (layer, head) by position
   std::int64_t len = 0;
   std::uint32_t seed = 1000;
+  bool unordered = false;  // hole filling ran: some segment is not chronological
   for (std::int64_t step = 0; step <= steps; ++step) {
     const std::int64_t n = step == 0 ? prefill : 1 + (step % 7 == 0 ? 2 : 0);  // a few multi-token chunks
     for (int layer = 0; layer < s.layers; ++layer) {
@@ -167,13 +171,18 @@ void drive(const std::string& spec, std::int64_t prefill, std::int64_t steps, bo
         REQUIRE(N <= len);
         REQUIRE(!Policy::should_compact(c->params(), N, C));
         if (len >= C && !std::is_same<typename Policy::trigger_type, evict::EveryN>::value) REQUIRE(N == C);
-        for (std::int64_t j = 1; j < N; ++j) REQUIRE(pos[j] > pos[j - 1]);
+        std::vector<std::int32_t> sorted(pos, pos + N);
+        std::sort(sorted.begin(), sorted.end());
+        for (std::int64_t j = 1; j < N; ++j) REQUIRE(sorted[static_cast<std::size_t>(j)] > sorted[static_cast<std::size_t>(j - 1)]);
+        const bool chronological = std::equal(sorted.begin(), sorted.end(), pos);
+        if (!cpu::EvictKvCache<Policy>::kCanFillHoles) REQUIRE(chronological);
+        unordered = unordered || !chronological;
         // protected positions are present
         std::int64_t found = 0, want = 0;
         for (std::int32_t p = 0; p < len; ++p) {
           if (!evict::is_protected(p, static_cast<std::int32_t>(len - 1), pr)) continue;
           ++want;
-          found += std::binary_search(pos, pos + N, p) ? 1 : 0;
+          found += std::binary_search(sorted.begin(), sorted.end(), p) ? 1 : 0;
         }
         REQUIRE(found == want);
         if (h2o_state_check) {
@@ -187,9 +196,62 @@ void drive(const std::string& spec, std::int64_t prefill, std::int64_t steps, bo
     }
   }
   REQUIRE(c->bytes() < cache::full_fp16_bytes(s, len));
+  CHECK(unordered == cpu::EvictKvCache<Policy>::kCanFillHoles);  // the hole-filling path ran
 }
 
 }  // namespace
+
+TEST_CASE("hole filling (slot replacement, spec 5.5) keeps the same tokens as ordered compaction", "[evict]") {
+  // Two H2O caches, one compacting in order, one filling evicted slots from the tail, fed the same
+  // chunks (decode steps and multi-token chunks): the same positions per segment after every chunk
+  // end, outputs equal up to the summation order of the attention, the same bytes.
+  const auto s = small_shape();
+  using Cache = cpu::EvictKvCache<evict::H2O>;
+  STATIC_REQUIRE(Cache::kCanFillHoles);
+  std::unique_ptr<Cache> ordered, filled;
+  Cache::Config cfg;
+  cfg.policy = evict::h2o_params(24, 6);
+  cfg.ordered = true;
+  REQUIRE(Cache::create(s, cfg, "h2o", Executor{}, &ordered) == Status::kSuccess);
+  cfg.ordered = false;
+  REQUIRE(Cache::create(s, cfg, "h2o", Executor{}, &filled) == Status::kSuccess);
+  const std::int64_t D = s.head_dim;
+  std::uint32_t seed = 77;
+  std::int64_t moved_order = 0;
+  for (int step = 0; step < 80; ++step) {
+    const std::int64_t n = step == 0 ? 30 : (step % 9 == 0 ? 4 : 1);
+    for (int layer = 0; layer < s.layers; ++layer) {
+      Chunk a = random_chunk(s, n, seed += 3), b = a;
+      auto q = make_view<3>(static_cast<const float*>(a.q.data()), {n, s.q_heads, D});
+      auto k = make_view<3>(static_cast<const float*>(a.k.data()), {n, s.kv_heads, D});
+      auto v = make_view<3>(static_cast<const float*>(a.v.data()), {n, s.kv_heads, D});
+      REQUIRE(ordered->attend(0, layer, q, k, v, make_view<3>(a.out.data(), {n, s.q_heads, D})) == Status::kSuccess);
+      REQUIRE(filled->attend(0, layer, q, k, v, make_view<3>(b.out.data(), {n, s.q_heads, D})) == Status::kSuccess);
+      for (std::size_t i = 0; i < a.out.size(); ++i) REQUIRE(std::abs(a.out[i] - b.out[i]) <= 1e-5f + 1e-5f * std::abs(a.out[i]));
+    }
+    REQUIRE(ordered->end_chunk(0, {}) == Status::kSuccess);
+    REQUIRE(filled->end_chunk(0, {}) == Status::kSuccess);
+    CHECK(ordered->bytes() == filled->bytes());
+    for (int layer = 0; layer < s.layers; ++layer)
+      for (int h = 0; h < s.kv_heads; ++h) {
+        const std::int64_t N = ordered->segment_size(0, layer, h);
+        REQUIRE(filled->segment_size(0, layer, h) == N);
+        const std::int32_t* po = ordered->segment_positions(0, layer, h);
+        const std::int32_t* pf = filled->segment_positions(0, layer, h);
+        std::vector<std::int32_t> f(pf, pf + N);
+        std::sort(f.begin(), f.end());
+        REQUIRE(std::equal(f.begin(), f.end(), po));  // the same kept set (po is chronological)
+        // rows travel with their positions: K of position p is the same in both caches
+        for (std::int64_t j = 0; j < N; ++j) {
+          const std::int64_t i = std::lower_bound(po, po + N, pf[j]) - po;
+          REQUIRE(std::memcmp(filled->segment_keys(0, layer, h) + j * D, ordered->segment_keys(0, layer, h) + i * D,
+                              static_cast<std::size_t>(D) * sizeof(Half)) == 0);
+          moved_order += i != j;
+        }
+      }
+  }
+  CHECK(moved_order > 0);  // the slot orders did diverge
+}
 
 TEST_CASE("h2o: exact budget, outputs over kept tokens, acc == fp64 accumulated probabilities", "[evict]") {
   drive<evict::H2O>("h2o:budget=24,recent=6", 40, 60, true);
@@ -264,13 +326,13 @@ TEST_CASE("evicting caches: bytes shrink, reset frees, bad specs give a Status a
 
   std::unique_ptr<cache::KvCache> c;
   std::string err;
-  CHECK(cpu::make_kv_cache("h2o:budget=1000", s, Executor{}, &c, &err) == Status::kErrorCapacityExceeded);
+  CHECK(memattn_test::make_kv_cache("h2o:budget=1000", s, Executor{}, &c, &err) == Status::kErrorCapacityExceeded);
   CHECK(err.find("larger than the cache capacity") != std::string::npos);
-  CHECK(cpu::make_kv_cache("h2o:budget=10,recent=11", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("snapkv:budget=16,window=32", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("h2o:budget=0", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("snapkv:budget=64,kernel=4", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
-  CHECK(cpu::make_kv_cache("streaming:budget=64", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("h2o:budget=10,recent=11", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("snapkv:budget=16,window=32", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("h2o:budget=0", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("snapkv:budget=64,kernel=4", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("streaming:budget=64", s, Executor{}, &c, &err) == Status::kErrorInvalidArgument);
   CHECK(c == nullptr);
 }
 

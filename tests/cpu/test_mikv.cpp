@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/naive_attention.hpp"
 #include "common/test_data.hpp"
 #include "memattn/cpu/evict_tiered.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/mikv_kv_cache.hpp"
 #include "memattn/quant/mixed.hpp"
 
@@ -324,7 +324,7 @@ double run_chunk_checked(Cache& c, const cache::CacheShape& s, int seq, const Ch
 std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s, std::string* err = nullptr) {
   std::unique_ptr<cache::KvCache> c;
   std::string e;
-  const Status st = cpu::make_kv_cache(spec, s, Executor{}, &c, &e);
+  const Status st = memattn_test::make_kv_cache(spec, s, Executor{}, &c, &e);
   if (err) *err = e;
   if (st != Status::kSuccess) return nullptr;
   return c;

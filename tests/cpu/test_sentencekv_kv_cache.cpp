@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_factory.hpp"
 #include "common/test_data.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
 #include "memattn/cpu/sentencekv_kv_cache.hpp"
 
 using namespace memattn;
@@ -356,11 +356,11 @@ TEST_CASE("SentenceKV: bad parameters and bad calls return a Status") {
   const auto s = shape(1, 2, 1, 8, 100);
   std::unique_ptr<cache::KvCache> c;
   std::string why;
-  CHECK(cpu::make_kv_cache("sentencekv:budget=1", s, Executor{}, &c, &why) != Status::kSuccess);
-  CHECK(cpu::make_kv_cache("sentencekv:budget=200", s, Executor{}, &c, &why) == Status::kErrorCapacityExceeded);
-  CHECK(cpu::make_kv_cache("sentencekv:budget=16,sink=8,recent=8", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
+  CHECK(memattn_test::make_kv_cache("sentencekv:budget=1", s, Executor{}, &c, &why) != Status::kSuccess);
+  CHECK(memattn_test::make_kv_cache("sentencekv:budget=200", s, Executor{}, &c, &why) == Status::kErrorCapacityExceeded);
+  CHECK(memattn_test::make_kv_cache("sentencekv:budget=16,sink=8,recent=8", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
   CHECK(c == nullptr);
-  REQUIRE(cpu::make_kv_cache("sentencekv:budget=16", s, Executor{}, &c, &why) == Status::kSuccess);
+  REQUIRE(memattn_test::make_kv_cache("sentencekv:budget=16", s, Executor{}, &c, &why) == Status::kSuccess);
   CHECK(std::string(c->spec()) .find("sentencekv") == 0);
   CHECK((c->wanted_signals() & cache::kSignalSentenceEnds) != 0);
   std::vector<float> q(2 * 8, 0.5f), k(8, 0.5f), v(8, 0.5f), o(16);

@@ -6,8 +6,8 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <iterator>
-#include <memattn/cpu/kv_cache_factory.hpp>
 
+#include "kv_factory.hpp"
 #include "llama_test_data.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
@@ -34,7 +34,7 @@ std::unique_ptr<memattn::cache::KvCache> make_cache(const ModelConfig& c, int to
   memattn::cache::CacheShape shape{c.layers, c.heads, c.kv_heads, c.head_dim, tokens, 1};
   std::unique_ptr<memattn::cache::KvCache> cache;
   std::string err;
-  REQUIRE(memattn::cpu::make_kv_cache("full", shape, memattn::Executor{}, &cache, &err) == memattn::Status::kSuccess);
+  REQUIRE(memattn_llama::make_kv_cache("full", shape, memattn::Executor{}, &cache, &err) == memattn::Status::kSuccess);
   return cache;
 }
 

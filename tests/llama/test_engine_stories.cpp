@@ -7,10 +7,10 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <memattn/cpu/kv_cache_factory.hpp>
 #include <memattn/cpu/sentencekv_kv_cache.hpp>
 #include <vector>
 
+#include "kv_factory.hpp"
 #include "llama_test_data.hpp"
 #include "needle.hpp"
 #include "sentence_ends.hpp"
@@ -40,7 +40,7 @@ std::unique_ptr<memattn::cache::KvCache> make_cache(const ModelConfig& c, const 
   memattn::cache::CacheShape shape{c.layers, c.heads, c.kv_heads, c.head_dim, c.context, 1};
   std::unique_ptr<memattn::cache::KvCache> cache;
   std::string err;
-  REQUIRE(memattn::cpu::make_kv_cache(spec, shape, memattn::Executor{}, &cache, &err) == memattn::Status::kSuccess);
+  REQUIRE(memattn_llama::make_kv_cache(spec, shape, memattn::Executor{}, &cache, &err) == memattn::Status::kSuccess);
   return cache;
 }
 

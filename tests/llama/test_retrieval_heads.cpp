@@ -8,10 +8,10 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <memattn/cpu/kv_cache_factory.hpp>
 #include <memattn/evict/compresskv.hpp>
 #include <vector>
 
+#include "kv_factory.hpp"
 #include "llama_test_data.hpp"
 #include "retrieval_heads.hpp"
 #include "session.hpp"
@@ -148,7 +148,7 @@ TEST_CASE("the table is deterministic, round-trips, drives a compresskv cache; e
   const ModelConfig& c = s.model.cfg;
   memattn::cache::CacheShape shape{c.layers, c.heads, c.kv_heads, c.head_dim, c.context, 1};
   std::unique_ptr<memattn::cache::KvCache> cache;
-  REQUIRE(memattn::cpu::make_kv_cache("compresskv:budget=32,table=" + path, shape, memattn::Executor{}, &cache, &err) ==
+  REQUIRE(memattn_llama::make_kv_cache("compresskv:budget=32,table=" + path, shape, memattn::Executor{}, &cache, &err) ==
           memattn::Status::kSuccess);
   Engine eng(s.model, *cache);
   PerplexityResult r;

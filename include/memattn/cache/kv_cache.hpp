@@ -67,7 +67,9 @@ class KvCache {
   // Appends n tokens to (seq, layer) and writes the chunk's attention output.
   //   q: [n, Hq, D], k, v: [n, Hkv, D] (keys after RoPE), out: [n, Hq, D]; fp32, inner dim contiguous.
   // Query i sits at logical position tokens(seq) + i (tokens() advances at end_chunk) and sees every
-  // token the cache holds for the sequence plus chunk tokens 0..i. Errors leave the cache unchanged.
+  // token the cache holds for the sequence plus chunk tokens 0..i. Errors leave the cache unchanged;
+  // K/V that the cache's storage cannot hold (NaN, inf, beyond fp16's range for fp16 caches) are
+  // kErrorNonFinite, as is a non-finite query for caches that score tokens with it.
   virtual Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                         TensorView<const float, 3> v, TensorView<float, 3> out) = 0;
 

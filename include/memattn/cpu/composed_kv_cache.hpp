@@ -45,6 +45,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/prune/think.hpp"
 #include "memattn/quant/qmath.hpp"
 
@@ -93,30 +94,13 @@ class ComposedKvCache final : public cache::KvCache {
 
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
-    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
-      return Status::kErrorInvalidArgument;
-    const std::int64_t n = q.shape[0], D = shape_.head_dim, Hkv = shape_.kv_heads;
-    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
-    if (n <= 0) return Status::kErrorInvalidShape;
+    MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
+    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, len = len_[seq];
     const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
-    if (layer_pending_[sl] != 0) return Status::kErrorInvalidArgument;  // this layer already took the chunk
-    if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
-    const std::int64_t len = len_[seq];
-    if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t h = 0; h < Hkv; ++h)
-        for (std::int64_t c = 0; c < D; ++c)
-          if (!(std::fabs(k.ptr(t, h)[c]) <= 65504.f) || !(std::fabs(v.ptr(t, h)[c]) <= 65504.f))
-            return Status::kErrorNonFinite;
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t hq = 0; hq < shape_.q_heads; ++hq)
-        for (std::int64_t c = 0; c < D; ++c)
-          if (!std::isfinite(q.ptr(t, hq)[c])) return Status::kErrorNonFinite;
+    MEMATTN_RETURN_IF_ERROR(check_chunk_step(layer_pending_[sl], pending_[seq], len, n, shape_.max_tokens));
+    if (!all_finite(q) || !storable<Half>(k) || !storable<Half>(v)) return Status::kErrorNonFinite;
 
-    for (std::int64_t h = 0; h < Hkv; ++h) append(segment(seq, layer, h), k, v, h, len, n);
+    for (std::int64_t h = 0; h < Hkv; ++h) append_rows(segment(seq, layer, h), k, v, h, len, n);
     if constexpr (kPrunes) push_window(seq, layer, q);
     std::vector<Status> status(static_cast<std::size_t>(Hkv), Status::kSuccess);
     executor_.for_each(Hkv, [&](std::int64_t h, int worker) {
@@ -316,8 +300,8 @@ class ComposedKvCache final : public cache::KvCache {
     peak_ = std::max(peak_, bytes_);
   }
 
-  void append(Segment& sg, const TensorView<const float, 3>& k, const TensorView<const float, 3>& v, std::int64_t h,
-              std::int64_t len, std::int64_t n) {
+  void append_rows(Segment& sg, const TensorView<const float, 3>& k, const TensorView<const float, 3>& v, std::int64_t h,
+                   std::int64_t len, std::int64_t n) {
     const std::int64_t D = shape_.head_dim, N = sg.size(), t0 = sg.n_tail, r0 = sg.n_old + sg.n_tail;
     fit(sg.k_tail, t0 + n, D);
     fit(sg.v, r0 + n, D);

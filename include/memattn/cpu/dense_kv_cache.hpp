@@ -21,6 +21,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -61,6 +62,7 @@ class DenseKvCache final : public cache::KvCache {
     if (sg.size != len) return Status::kErrorInvalidArgument;
     if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
     if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+    if (!storable<T>(k) || !storable<T>(v)) return Status::kErrorNonFinite;  // fp16 would store inf
 
     grow(sg, len + n);
     const std::int64_t row = static_cast<std::int64_t>(shape_.kv_heads) * shape_.head_dim;

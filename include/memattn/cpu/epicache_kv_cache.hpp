@@ -107,11 +107,10 @@ class EpiCacheKvCache final : public cache::KvCache {
     MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
     const std::int64_t n = q.shape[0];
     Seq& sq = seqs_[static_cast<std::size_t>(seq)];
-    if (sq.layer_pending[static_cast<std::size_t>(layer)] != 0) return Status::kErrorInvalidArgument;
-    if (sq.pending != 0 && sq.pending != n) return Status::kErrorInvalidShape;
+    MEMATTN_RETURN_IF_ERROR(check_chunk_step(sq.layer_pending[static_cast<std::size_t>(layer)], sq.pending, sq.len, n,
+                                             shape_.max_tokens));
     if (layer != 0 && sq.layer_pending[0] == 0) return Status::kErrorInvalidArgument;  // layer 0 routes
-    if (sq.len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
-    if (!all_finite(q) || !all_finite(k) || !all_finite(v)) return Status::kErrorNonFinite;
+    if (!all_finite(q) || !storable<T>(k) || !storable<T>(v)) return Status::kErrorNonFinite;
 
     if (layer == 0) route(sq, q);
     const std::int64_t cap = budgets_[static_cast<std::size_t>(layer)] + cfg_.block;
@@ -257,16 +256,6 @@ class EpiCacheKvCache final : public cache::KvCache {
   }
   const Segment& seg(const Seq& s, int e, int layer, std::int64_t h) const {
     return s.episodes[static_cast<std::size_t>(e)].segs[static_cast<std::size_t>(layer) * shape_.kv_heads + static_cast<std::size_t>(h)];
-  }
-
-  static bool all_finite(const TensorView<const float, 3>& t) {
-    for (std::int64_t i = 0; i < t.shape[0]; ++i)
-      for (std::int64_t h = 0; h < t.shape[1]; ++h) {
-        const float* p = t.ptr(i, h);
-        for (std::int64_t d = 0; d < t.shape[2]; ++d)
-          if (!std::isfinite(p[d])) return false;
-      }
-    return true;
   }
 
   // Routing embedding: layer-0 query sum of the newest `segment` tokens, this chunk included.

@@ -42,6 +42,7 @@
 #include "memattn/cpu/evict_merge.hpp"
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/evict/compresskv.hpp"
 #include "memattn/evict/lazy.hpp"
 #include "memattn/evict/policy.hpp"
@@ -79,6 +80,12 @@ class EvictKvCache final : public RetentionKvCache {
       static_cast<int>(Policy::selector_type::kGranularity) >= static_cast<int>(evict::Granularity::kPerLayer) &&
       std::is_same<Scorer, evict::HeadSubsetWindow>::value;
   static constexpr bool kShared = Policy::kSharedAcrossLayers;
+  // Hole filling (spec §5.5 slot replacement, for any chunk size): kept rows from beyond the budget
+  // move into the evicted slots below it, so a compaction moves at most one row per token over
+  // budget (decode: one) instead of every row after the first victim. Slots then stop being
+  // chronological, which only window scorers (their protected tail is found by slot), shared
+  // selections and consecutive-set mergers (KVMerger) rely on: those compact in order.
+  static constexpr bool kCanFillHoles = !kWindow && !kLayerShared && !kShared && !Merger::kGroupsBeforeSelect;
   static constexpr std::int64_t kGranule = 16;  // capacity granule (tokens)
 
   const char* spec() const override { return spec_.c_str(); }
@@ -111,18 +118,12 @@ class EvictKvCache final : public RetentionKvCache {
 
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
-    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
-      return Status::kErrorInvalidArgument;
-    const std::int64_t n = q.shape[0];
-    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
+    MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
+    const std::int64_t n = q.shape[0], len = len_[seq];
     const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
-    if (layer_pending_[sl] != 0) return Status::kErrorInvalidArgument;  // this layer already took the chunk
-    if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
-    const std::int64_t len = len_[seq];
-    if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+    MEMATTN_RETURN_IF_ERROR(check_chunk_step(layer_pending_[sl], pending_[seq], len, n, shape_.max_tokens));
+    // NaN keys would poison the scores; values beyond fp16 would be stored as inf.
+    if (!all_finite(q) || !storable<T>(k) || !storable<T>(v)) return Status::kErrorNonFinite;
 
     const std::int64_t Hkv = shape_.kv_heads, D = shape_.head_dim, G = shape_.q_heads / Hkv;
     for (std::int64_t h = 0; h < Hkv; ++h) grow(segment(seq, layer, h), segment(seq, layer, h).size + n);
@@ -294,6 +295,7 @@ class EvictKvCache final : public RetentionKvCache {
   struct Config {
     Params policy;
     evict::GroupReduce reduce = evict::GroupReduce::kMean;
+    bool ordered = false;  // true: ordered compaction even where hole filling applies (kCanFillHoles)
     evict::GroupReduce scorer_reduce() const { return reduce; }
   };
 
@@ -525,10 +527,17 @@ class EvictKvCache final : public RetentionKvCache {
   // less than its capacity (room for one more decode token), so kept bytes track the budget.
   void apply_keep(Segment& sg, const std::int32_t* keep, std::int64_t count) {
     const std::int64_t D = shape_.head_dim;
-    compact_rows(sg.k.data(), D, keep, count);
-    compact_rows(sg.v.data(), D, keep, count);
-    compact_rows(sg.pos.data(), 1, keep, count);
-    if constexpr (kHasState) compact_rows(sg.state.data(), 1, keep, count);
+    if (kCanFillHoles && !params_.ordered) {
+      fill_holes(sg.k.data(), D, keep, count);
+      fill_holes(sg.v.data(), D, keep, count);
+      fill_holes(sg.pos.data(), 1, keep, count);
+      if constexpr (kHasState) fill_holes(sg.state.data(), 1, keep, count);
+    } else {
+      compact_rows(sg.k.data(), D, keep, count);
+      compact_rows(sg.v.data(), D, keep, count);
+      compact_rows(sg.pos.data(), 1, keep, count);
+      if constexpr (kHasState) compact_rows(sg.state.data(), 1, keep, count);
+    }
     sg.size = count;
     if (sg.capacity - count > 2 * kGranule) set_capacity(sg, (count + 1 + kGranule - 1) / kGranule * kGranule);
   }

@@ -4,6 +4,8 @@
 //   select_keep(...)   scores + budget + protection -> kept slots, ascending (chronological)
 //   compact_rows(...)  in-place ordered gather: row i <- row keep[i] (keep strictly increasing,
 //                      keep[i] >= i, so a forward pass never overwrites a row still to be read)
+//   fill_holes(...)    in-place unordered compaction: only kept rows beyond `count` move, into
+//                      the evicted slots below it (slot replacement, §5.5)
 //
 // Selection is on the unique 64-bit key (score, position) of evict/key.hpp: O(N) expected with
 // std::nth_element, then one flag pass in slot order. Exact count (§0.3.6):
@@ -83,6 +85,24 @@ void compact_rows(T* base, std::int64_t row, const std::int32_t* keep, std::int6
     if (src == i) continue;
     std::memmove(base + i * row, base + src * row, static_cast<std::size_t>(row) * sizeof(T));
   }
+}
+
+// Hole filling (spec §5.5): the same kept set in slots [0, count), moving only the kept rows at
+// slots >= count, in order, into the evicted slots below count (as many holes as such rows). Kept
+// rows below count do not move; slot order is no longer chronological. keep: ascending.
+template <class T>
+std::int64_t fill_holes(T* base, std::int64_t row, const std::int32_t* keep, std::int64_t count) {
+  const std::int64_t stay = std::lower_bound(keep, keep + count, static_cast<std::int32_t>(count)) - keep;
+  std::int64_t next = stay, k = 0, moved = 0;
+  for (std::int64_t slot = 0; slot < count && next < count; ++slot) {
+    if (k < stay && keep[k] == slot) {
+      ++k;
+      continue;
+    }
+    std::memcpy(base + slot * row, base + keep[next++] * row, static_cast<std::size_t>(row) * sizeof(T));
+    ++moved;
+  }
+  return moved;
 }
 
 }  // namespace cpu

@@ -37,6 +37,7 @@
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/quant/kivi.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -179,11 +180,7 @@ class KiviKvCache final : public cache::KvCache {
     if (sg.size != len) return Status::kErrorInvalidArgument;  // every layer appends a chunk once
     if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
     if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t h = 0; h < Hkv; ++h)
-        for (std::int64_t c = 0; c < D; ++c)
-          if (!(std::fabs(k.ptr(t, h)[c]) <= 65504.f) || !(std::fabs(v.ptr(t, h)[c]) <= 65504.f))
-            return Status::kErrorNonFinite;
+    if (!storable<Half>(k) || !storable<Half>(v)) return Status::kErrorNonFinite;
     chunk_k_.resize(static_cast<std::size_t>(n * Hkv * D));
     chunk_v_.resize(chunk_k_.size());
     for (std::int64_t t = 0; t < n; ++t)

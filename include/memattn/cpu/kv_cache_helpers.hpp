@@ -1,5 +1,7 @@
-// Small pieces shared by the CPU KV caches that own their storage (EpiCache, SentenceKV):
+// Small pieces shared by the CPU KV caches that own their storage:
 //   check_attend_args(...)   the engine-facing attend() argument checks of cache/kv_cache.hpp
+//   check_chunk_step(...)    the chunk protocol (each layer once per chunk, same n, capacity)
+//   all_finite / storable<T> K/V/q checks done before a cache writes anything
 //   resize_rows(...)         exact reallocation of a row array keeping a prefix (so the bytes a
 //                            cache reports are the bytes it holds)
 //   build_kv_cache<Cache>()  --kv registry tail: validate the config, say why it is rejected,
@@ -7,13 +9,18 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
+#include "memattn/core/dtype.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/core/status.hpp"
 #include "memattn/core/tensor.hpp"
@@ -31,6 +38,34 @@ inline Status check_attend_args(const cache::CacheShape& s, int seq, int layer, 
   MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, s.kv_heads, s.head_dim}));
   MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, s.q_heads, s.head_dim}));
   return n > 0 ? Status::kSuccess : Status::kErrorInvalidShape;
+}
+
+// The chunk protocol of cache/kv_cache.hpp: a layer takes a chunk once (its pending count is 0),
+// every layer of a chunk takes the same n tokens, and the sequence stays within capacity.
+inline Status check_chunk_step(std::int64_t layer_pending, std::int64_t seq_pending, std::int64_t len,
+                               std::int64_t n, std::int64_t max_tokens) {
+  if (layer_pending != 0) return Status::kErrorInvalidArgument;  // this layer already took the chunk
+  if (seq_pending != 0 && seq_pending != n) return Status::kErrorInvalidShape;
+  return len + n > max_tokens ? Status::kErrorCapacityExceeded : Status::kSuccess;
+}
+
+// Every element finite and, with fp16_range, representable in fp16 (|x| <= 65504).
+inline bool all_finite(const TensorView<const float, 3>& t, bool fp16_range = false) {
+  const float lim = fp16_range ? 65504.f : std::numeric_limits<float>::max();
+  for (std::int64_t i = 0; i < t.shape[0]; ++i)
+    for (std::int64_t j = 0; j < t.shape[1]; ++j) {
+      const float* p = t.ptr(i, j);
+      for (std::int64_t d = 0; d < t.shape[2]; ++d)
+        if (!(std::fabs(p[d]) <= lim)) return false;
+    }
+  return true;
+}
+
+// K/V rows a cache storing T can hold: finite, and within fp16's range when T is Half. Caches
+// check a chunk before they write any of it, so bad input leaves them untouched.
+template <class T>
+bool storable(const TensorView<const float, 3>& t) {
+  return all_finite(t, std::is_same<T, Half>::value);
 }
 
 template <class T>

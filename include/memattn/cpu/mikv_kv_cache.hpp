@@ -39,6 +39,7 @@
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/evict_tiered.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/mikv_decode.hpp"
 #include "memattn/quant/mixed.hpp"
 #include "memattn/quant/mixed_store.hpp"
@@ -80,24 +81,11 @@ class MixedKvCache final : public cache::KvCache {
 
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
-    if (seq < 0 || seq >= shape_.max_sequences || layer < 0 || layer >= shape_.layers)
-      return Status::kErrorInvalidArgument;
-    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, D = shape_.head_dim;
-    MEMATTN_RETURN_IF_ERROR(check_tensor(q, {-1, shape_.q_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(k, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(v, {n, shape_.kv_heads, shape_.head_dim}));
-    MEMATTN_RETURN_IF_ERROR(check_tensor(out, {n, shape_.q_heads, shape_.head_dim}));
-    if (n <= 0) return Status::kErrorInvalidShape;
+    MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
+    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, D = shape_.head_dim, len = len_[seq];
     const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
-    if (layer_pending_[sl] != 0) return Status::kErrorInvalidArgument;
-    if (pending_[seq] != 0 && pending_[seq] != n) return Status::kErrorInvalidShape;
-    const std::int64_t len = len_[seq];
-    if (len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t h = 0; h < Hkv; ++h)
-        for (std::int64_t c = 0; c < D; ++c)
-          if (!(std::fabs(k.ptr(t, h)[c]) <= 65504.f) || !(std::fabs(v.ptr(t, h)[c]) <= 65504.f))
-            return Status::kErrorNonFinite;
+    MEMATTN_RETURN_IF_ERROR(check_chunk_step(layer_pending_[sl], pending_[seq], len, n, shape_.max_tokens));
+    if (!all_finite(q) || !storable<Half>(k) || !storable<Half>(v)) return Status::kErrorNonFinite;
 
     for (std::int64_t h = 0; h < Hkv; ++h) grow(segment(seq, layer, h), segment(seq, layer, h).size + n);
     std::vector<Status> status(static_cast<std::size_t>(Hkv), Status::kSuccess);

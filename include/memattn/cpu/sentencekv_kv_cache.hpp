@@ -84,9 +84,8 @@ class SentenceKvCache final : public cache::KvCache {
     const std::int64_t n = q.shape[0];
     Seq& sq = seqs_[static_cast<std::size_t>(seq)];
     Layer& ly = sq.layers[static_cast<std::size_t>(layer)];
-    if (ly.pending != 0) return Status::kErrorInvalidArgument;
-    if (sq.pending != 0 && sq.pending != n) return Status::kErrorInvalidShape;
-    if (sq.len + n > shape_.max_tokens) return Status::kErrorCapacityExceeded;
+    MEMATTN_RETURN_IF_ERROR(check_chunk_step(ly.pending, sq.pending, sq.len, n, shape_.max_tokens));
+    if (!all_finite(q) || !storable<T>(k) || !storable<T>(v)) return Status::kErrorNonFinite;
 
     const std::int64_t Hkv = shape_.kv_heads, D = shape_.head_dim, G = shape_.q_heads / Hkv;
     const std::int64_t S = static_cast<std::int64_t>(sq.starts.size());

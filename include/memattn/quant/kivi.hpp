@@ -114,7 +114,7 @@ MEMATTN_HOST_DEVICE std::uint32_t quantize_block(const KvQuantConfig& cfg, const
   std::uint16_t* vm = reinterpret_cast<std::uint16_t*>(rec + lay.vm);
   for (std::size_t i = 0; i < (lay.km - lay.kc) / 4; ++i) kc[i] = 0;
   for (std::size_t i = 0; i < (lay.vm - lay.vc) / 4; ++i) vc[i] = 0;
-  Half col[128];  // one K channel over the G tokens (G <= 128)
+  Half col[128] = {};  // one K channel over the G tokens (G <= 128)
   for (int c = 0; c < D; ++c) {
     for (int t = 0; t < G; ++t) col[t] = k_rows[t][c];
     GroupMeta m;
