@@ -21,34 +21,18 @@
 #include <memattn/cpu/dense_kv_cache.hpp>
 #include <memattn/cpu/evict_kv_cache.hpp>
 
+#include "kv_step_bench.hpp"
 #include "thread_pool.hpp"
 
 namespace {
 
 constexpr int kHq = 32, kHkv = 8, kD = 128;
 const std::int64_t kBudgets[] = {512, 2048};
-bool g_failed = false;
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::vector<float> out(n);
-  std::uint32_t x = seed * 2654435761u + 1u;
-  for (auto& f : out) {  // xorshift: cheap, deterministic, roughly uniform in [-1, 1)
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    f = static_cast<float>(x) / 2147483648.f - 1.f;
-  }
-  return out;
-}
+using kv_step_bench::Case;
+using kv_step_bench::random_floats;
 
 enum class Kind { kDense, kOrdered, kHoles };
 const char* kind_name(Kind k) { return k == Kind::kDense ? "dense_fp16" : k == Kind::kOrdered ? "h2o_ordered" : "h2o_holes"; }
-
-struct Case {
-  std::unique_ptr<memattn_llama::ThreadPool> pool;
-  std::unique_ptr<memattn::cache::KvCache> cache;
-  std::vector<float> q, k, v, o;
-};
 
 memattn::cache::CacheShape shape(std::int64_t C) {
   memattn::cache::CacheShape s;
@@ -100,52 +84,21 @@ memattn::Status make_case(Kind kind, std::int64_t C, Case* c) {
     c->cache = std::move(e);
   }
   MEMATTN_RETURN_IF_ERROR(fill(kind, C, c));
-  c->q = random_floats(static_cast<std::size_t>(kHq * kD), 4);
-  c->k = random_floats(static_cast<std::size_t>(kHkv * kD), 5);
-  c->v = random_floats(c->k.size(), 6);
-  c->o.assign(c->q.size(), 0.f);
+  c->set_token(kHq, kHkv, kD, 4);
   return memattn::Status::kSuccess;
 }
 
 void bm_step(benchmark::State& state, Kind kind, std::int64_t C) {
-  static std::map<std::string, Case> cases;
-  const std::string key = std::string(kind_name(kind)) + "|" + std::to_string(C);
-  auto it = cases.find(key);
-  memattn::Status st = memattn::Status::kSuccess;
-  if (it == cases.end()) {
-    cases.clear();
-    Case c;
-    st = make_case(kind, C, &c);
-    if (st == memattn::Status::kSuccess) it = cases.emplace(key, std::move(c)).first;
-  }
-  if (st != memattn::Status::kSuccess) {
-    g_failed = true;
-    state.SkipWithError(memattn::status_message(st));
-    return;
-  }
-  Case& c = it->second;
-  const auto q = memattn::make_view<3>(static_cast<const float*>(c.q.data()), {1, kHq, kD});
-  const auto k = memattn::make_view<3>(static_cast<const float*>(c.k.data()), {1, kHkv, kD});
-  const auto v = memattn::make_view<3>(static_cast<const float*>(c.v.data()), {1, kHkv, kD});
-  const auto o = memattn::make_view<3>(c.o.data(), {1, kHq, kD});
-  for (auto _ : state) {
-    if (st == memattn::Status::kSuccess) st = c.cache->attend(0, 0, q, k, v, o);
-    if (st == memattn::Status::kSuccess) st = c.cache->end_chunk(0, {});
-    // The dense cache grows by one token per step: refilled so it stays within C + 16.
-    if (kind == Kind::kDense && st == memattn::Status::kSuccess && c.cache->tokens(0) >= C + 16) {
-      state.PauseTiming();
-      st = fill(kind, C, &c);
-      state.ResumeTiming();
-    }
-    benchmark::DoNotOptimize(c.o.data());
-    benchmark::ClobberMemory();
-  }
-  if (st != memattn::Status::kSuccess) {
-    g_failed = true;
-    state.SkipWithError(memattn::status_message(st));
-    return;
-  }
-  state.counters["kv_MiB"] = static_cast<double>(c.cache->bytes()) / (1 << 20);
+  kv_step_bench::time_steps(
+      state, std::string(kind_name(kind)) + "|" + std::to_string(C), [&](Case* c) { return make_case(kind, C, c); },
+      [&](Case& c) {
+        // The dense cache grows by one token per step: refilled so it stays within C + 16.
+        if (kind != Kind::kDense || c.cache->tokens(0) < C + 16) return memattn::Status::kSuccess;
+        state.PauseTiming();
+        const memattn::Status st = fill(kind, C, &c);
+        state.ResumeTiming();
+        return st;
+      });
 }
 
 // Console table, then each H2O case against the dense step at the same C.
@@ -170,13 +123,13 @@ class OverheadReporter : public benchmark::ConsoleReporter {
     for (const std::string& name : order_) {  // name: step/<kind>/C:<C>
       const std::size_t a = name.find('/') + 1, b = name.find("/C:");
       const std::string kind = name.substr(a, b - a), tail = name.substr(b);
-      const double t = sum_[name] / n_[name] / 1e3;
+      const double t = sum_[name] / n_[name];  // GetAdjustedRealTime: in the benchmark unit (us)
       const auto dense = sum_.find("step/dense_fp16" + tail);
       if (kind == "dense_fp16" || dense == sum_.end()) {
         std::printf("  %-34s %9.1f us\n", name.c_str(), t);
         continue;
       }
-      const double td = dense->second / n_["step/dense_fp16" + tail] / 1e3;
+      const double td = dense->second / n_["step/dense_fp16" + tail];
       std::printf("  %-34s %9.1f us   overhead %8.1f us (%5.1f%% of the dense step)\n", name.c_str(), t, t - td,
                   100.0 * (t - td) / td);
     }
@@ -202,5 +155,5 @@ int main(int argc, char** argv) {
   OverheadReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
-  return g_failed ? 1 : 0;
+  return kv_step_bench::failed() ? 1 : 0;
 }

@@ -20,6 +20,7 @@
 
 #include <memattn/memattn.hpp>
 
+#include "kv_step_bench.hpp"
 #include "thread_pool.hpp"
 
 namespace {
@@ -28,28 +29,11 @@ constexpr int kHq = 32, kHkv = 8, kD = 128;
 const std::int64_t kLengths[] = {1024, 8192, 16384};
 const char* const kSpecs[] = {"full:fp32=1", "full", "kivi:kbits=2,vbits=2,group=32,residual=128",
                               "kivi:kbits=4,vbits=4,group=32,residual=128"};
-bool g_failed = false;
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::vector<float> out(n);
-  std::uint32_t x = seed * 2654435761u + 1u;
-  for (auto& f : out) {  // xorshift: cheap, deterministic, roughly uniform in [-1, 1)
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    f = static_cast<float>(x) / 2147483648.f - 1.f;
-  }
-  return out;
-}
+using kv_step_bench::Case;
+using kv_step_bench::random_floats;
 
 // One cache per (spec, L, threads), filled once and reused across Google Benchmark's runs (each
 // timed step adds one token, a negligible growth next to L).
-struct Case {
-  std::unique_ptr<memattn_llama::ThreadPool> pool;
-  std::unique_ptr<memattn::cache::KvCache> cache;
-  std::vector<float> q, k, v, o;
-};
-
 memattn::Status make_case(const std::string& spec, std::int64_t L, int threads, Case* c) {
   c->pool.reset(new memattn_llama::ThreadPool(threads));
   memattn::cache::CacheShape s;
@@ -70,46 +54,14 @@ memattn::Status make_case(const std::string& spec, std::int64_t L, int threads, 
                                              memattn::make_view<3>(vp.data(), {n, kHkv, kD})));
     MEMATTN_RETURN_IF_ERROR(c->cache->end_chunk(0, {}));
   }
-  c->q = random_floats(static_cast<std::size_t>(kHq * kD), 3);
-  c->k = random_floats(static_cast<std::size_t>(kHkv * kD), 4);
-  c->v = random_floats(c->k.size(), 5);
-  c->o.assign(c->q.size(), 0.f);
+  c->set_token(kHq, kHkv, kD, 3);
   return memattn::Status::kSuccess;
 }
 
 void bm_step(benchmark::State& state, const std::string& spec, std::int64_t L, int threads) {
-  static std::map<std::string, Case> cases;
-  const std::string key = spec + "|" + std::to_string(L) + "|" + std::to_string(threads);
-  auto it = cases.find(key);
-  memattn::Status st = memattn::Status::kSuccess;
-  if (it == cases.end()) {
-    cases.clear();  // one cache alive at a time (the fp32 ones hold up to 130 MB)
-    Case c;
-    st = make_case(spec, L, threads, &c);
-    if (st == memattn::Status::kSuccess) it = cases.emplace(key, std::move(c)).first;
-  }
-  if (st != memattn::Status::kSuccess) {
-    g_failed = true;
-    state.SkipWithError(memattn::status_message(st));
-    return;
-  }
-  Case& c = it->second;
-  const auto q = memattn::make_view<3>(static_cast<const float*>(c.q.data()), {1, kHq, kD});
-  const auto k = memattn::make_view<3>(static_cast<const float*>(c.k.data()), {1, kHkv, kD});
-  const auto v = memattn::make_view<3>(static_cast<const float*>(c.v.data()), {1, kHkv, kD});
-  const auto o = memattn::make_view<3>(c.o.data(), {1, kHq, kD});
-  for (auto _ : state) {
-    if (st == memattn::Status::kSuccess) st = c.cache->attend(0, 0, q, k, v, o);
-    if (st == memattn::Status::kSuccess) st = c.cache->end_chunk(0, {});
-    benchmark::DoNotOptimize(c.o.data());
-    benchmark::ClobberMemory();
-  }
-  if (st != memattn::Status::kSuccess) {
-    g_failed = true;
-    state.SkipWithError(memattn::status_message(st));
-    return;
-  }
-  state.counters["kv_MiB"] = static_cast<double>(c.cache->bytes()) / (1 << 20);
+  // one cache alive at a time (the fp32 ones hold up to 130 MB)
+  kv_step_bench::time_steps(state, spec + "|" + std::to_string(L) + "|" + std::to_string(threads),
+                            [&](Case* c) { return make_case(spec, L, threads, c); });
 }
 
 // Console table, then each case's time per step against dense fp32 with the same L and threads.
@@ -175,5 +127,5 @@ int main(int argc, char** argv) {
   SpeedupReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
-  return g_failed ? 1 : 0;
+  return kv_step_bench::failed() ? 1 : 0;
 }

@@ -66,7 +66,8 @@ inline bool greedy_generate(Engine& eng, int seq, const std::vector<std::int32_t
 
 struct PerplexityResult {
   double nll_sum = 0;
-  std::int64_t predicted = 0;
+  std::int64_t predicted = 0;  // tokens whose NLL counts
+  std::int64_t fed = 0;        // tokens run through the model (BOS included)
   double seconds = 0;
   std::size_t kv_bytes_peak = 0;
   std::size_t kv_bytes_full = 0;
@@ -76,11 +77,16 @@ struct PerplexityResult {
 
 // Perplexity over consecutive windows: each window is BOS + the next ctx-1 text tokens, fed in
 // chunks of `chunk` tokens through the cache; every text token is predicted once from the tokens
-// before it in its window. The cache is reset between windows.
+// before it in its window. The cache is reset between windows. score_from > 0 counts only the
+// tokens at window positions >= score_from (BOS is position 0): the spec's E2 streaming protocol
+// (NLL over positions >= C, so the first C positions, which see an uncompressed cache, do not
+// dilute the difference).
 inline bool perplexity(Engine& eng, const std::vector<std::int32_t>& text, std::int32_t bos, int ctx, int chunk,
                        PerplexityResult* r, std::string* error,
-                       const std::function<void(std::int64_t done, std::int64_t total)>& progress = {}) {
+                       const std::function<void(std::int64_t done, std::int64_t total)>& progress = {},
+                       int score_from = 0) {
   if (ctx < 2) return fail(error, "ctx must be at least 2");
+  if (score_from < 0 || score_from >= ctx) return fail(error, "score_from must be in [0, ctx)");
   if (ctx > eng.config().context)
     return fail(error, "ctx " + std::to_string(ctx) + " is larger than the model's context " + std::to_string(eng.config().context));
   if (text.empty()) return fail(error, "no text tokens");
@@ -100,10 +106,12 @@ inline bool perplexity(Engine& eng, const std::vector<std::int32_t>& text, std::
     for (std::size_t i = 0; i < window.size(); i += static_cast<std::size_t>(chunk)) {
       const int n = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(chunk), window.size() - i));
       if (!eng.forward(0, window.data() + i, n, &logits, false, error)) return false;
+      r->fed += n;
       // Row j predicts window[i + j + 1].
       for (int j = 0; j < n; ++j) {
         const std::size_t target = i + static_cast<std::size_t>(j) + 1;
         if (target >= window.size()) break;
+        if (target < static_cast<std::size_t>(score_from)) continue;
         const float* row = logits.row(j).data();
         float mx = row[0];
         for (int v = 1; v < vocab; ++v) mx = std::max(mx, row[v]);

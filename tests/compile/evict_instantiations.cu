@@ -1,4 +1,4 @@
-// Compile check: the eviction selection and gather kernels and their host wrappers, built to real
+// Compile check: the eviction selection, gather and hole-filling kernels and their host wrappers, built to real
 // SASS for each architecture in CMAKE_CUDA_ARCHITECTURES. compile.evict_cubins checks the cubins.
 #include <cstdio>
 
@@ -16,6 +16,12 @@ template __global__ void mk::evict_gather_kernel<float>(const float*, std::int64
 template __global__ void mk::evict_gather_kernel<std::int32_t>(const std::int32_t*, std::int64_t, std::int32_t*,
                                                                std::int64_t, int, const std::int32_t*, std::int64_t,
                                                                const std::int32_t*);
+template __global__ void mk::evict_fill_holes_kernel<memattn::Half>(memattn::Half*, std::int64_t, int,
+                                                                    const std::int32_t*, std::int64_t, const std::int32_t*);
+template __global__ void mk::evict_fill_holes_kernel<float>(float*, std::int64_t, int, const std::int32_t*, std::int64_t,
+                                                            const std::int32_t*);
+template __global__ void mk::evict_fill_holes_kernel<std::int32_t>(std::int32_t*, std::int64_t, int, const std::int32_t*,
+                                                                   std::int64_t, const std::int32_t*);
 template __global__ void mk::recurrence_update_kernel<mk::kRecurrenceThreads>(const mk::RecurrenceParams);
 template __global__ void mk::recurrence_score_kernel<mk::kRecurrenceThreads>(const mk::RecurrenceParams);
 

@@ -86,7 +86,20 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
     std::int32_t* d_dst = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S * stride), -1));
     REQUIRE(memattn::cuda::evict_gather(static_cast<const std::int32_t*>(d_pos), stride, d_dst, stride, 1, S, d_keep, stride,
                                d_count, nullptr) == Status::kSuccess);
+    // hole filling (slot replacement) in place on a copy of the positions: rows of 3 elements
+    // (position, -position, 7) so that a row moves as a whole
+    std::vector<std::int32_t> rows3(static_cast<std::size_t>(S * stride * 3));
+    for (std::size_t r = 0; r < pos.size(); ++r) {
+      rows3[3 * r] = pos[r];
+      rows3[3 * r + 1] = -pos[r];
+      rows3[3 * r + 2] = 7;
+    }
+    std::int32_t* d_rows3 = upload(rows3);
+    REQUIRE(memattn::cuda::evict_fill_holes(d_rows3, stride, 3, S, static_cast<const std::int32_t*>(d_keep), stride,
+                                            static_cast<const std::int32_t*>(d_count), nullptr) == Status::kSuccess);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const auto filled = download(d_rows3, rows3.size());
+    cudaFree(d_rows3);
     const auto keep = download(d_keep, static_cast<std::size_t>(S * stride));
     const auto count = download(d_count, static_cast<std::size_t>(S));
     const auto gathered = download(d_dst, static_cast<std::size_t>(S * stride));
@@ -100,9 +113,13 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
       REQUIRE(count[s] == want_count);
       std::vector<std::int32_t> cpos(pos.begin() + s * stride, pos.begin() + s * stride + len[s]);
       cpu::compact_rows(cpos.data(), 1, want.data(), want_count);
+      std::vector<std::int32_t> hrows(rows3.begin() + s * stride * 3, rows3.begin() + (s * stride + len[s]) * 3);
+      cpu::fill_holes(hrows.data(), 3, want.data(), want_count);
       for (std::int64_t i = 0; i < want_count; ++i) {
         REQUIRE(keep[static_cast<std::size_t>(s * stride + i)] == want[static_cast<std::size_t>(i)]);
         REQUIRE(gathered[static_cast<std::size_t>(s * stride + i)] == cpos[static_cast<std::size_t>(i)]);
+        for (int e = 0; e < 3; ++e)  // the CPU's hole filling, bit for bit
+          REQUIRE(filled[static_cast<std::size_t>((s * stride + i) * 3 + e)] == hrows[static_cast<std::size_t>(i * 3 + e)]);
       }
     }
     for (void* ptr : {static_cast<void*>(d_scores), static_cast<void*>(d_pos), static_cast<void*>(d_len),

@@ -46,6 +46,8 @@ expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${WORK}/empty.txt" 
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${WORK}/latin1.txt" --ctx 64)
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 100000)
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx abc)
+expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --score-from 64)
+expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --score-from -1)
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv nosuch)
 # CompressKV: no table, a missing table, a corrupt table; retrieval-heads with impossible options
 expect(2 ppl --model "${model}" --tokenizer "${tok}" --text "${text}" --ctx 64 --kv compresskv:budget=32)

@@ -93,6 +93,38 @@ TEST_CASE("perplexity on tinystories-sample under the data README protocol", "[l
   CHECK(ppl_of(s, sample, 257, 64, "full:fp32=1") == Approx(ppl).margin(2e-3));
 }
 
+TEST_CASE("perplexity scored from a window position (E2) counts exactly those tokens", "[llama][golden]") {
+  // score_from = F keeps the NLL of targets at window positions >= F; the forward passes (and so
+  // the cache's evictions) are those of the default run.
+  const Session& s = session();
+  const auto ids = s.tokenizer->encode(normalize_text(read_file(data_dir() + "/text/tinystories-sample.txt")), false);
+  const int ctx = 129, chunk = 16, F = 40;
+  auto nll_from = [&](int from, PerplexityResult* r) {
+    auto cache = make_cache(s.model.cfg, "h2o:budget=32");
+    Engine eng(s.model, *cache);
+    std::string err;
+    REQUIRE(perplexity(eng, ids, s.tokenizer->bos(), ctx, chunk, r, &err, {}, from));
+  };
+  PerplexityResult all, late;
+  nll_from(0, &all);
+  nll_from(F, &late);
+  std::int64_t want = 0;  // windows of ctx - 1 text tokens; targets at positions 1..n_text
+  for (std::size_t start = 0; start < ids.size(); start += ctx - 1) {
+    const std::int64_t n_text = std::min<std::int64_t>(ctx - 1, static_cast<std::int64_t>(ids.size() - start));
+    want += std::max<std::int64_t>(0, n_text - (F - 1));
+  }
+  CHECK(late.predicted == want);
+  CHECK(late.fed == all.fed);
+  CHECK(late.predicted < all.predicted);
+  CHECK(late.nll_sum < all.nll_sum);
+  PerplexityResult bad;
+  auto cache = make_cache(s.model.cfg);
+  Engine eng(s.model, *cache);
+  std::string err;
+  CHECK_FALSE(perplexity(eng, ids, s.tokenizer->bos(), ctx, chunk, &bad, &err, {}, ctx));
+  CHECK(err.find("score_from") != std::string::npos);
+}
+
 TEST_CASE("logits do not depend on the prefill chunk size", "[llama][cache]") {
   const Session& s = session();
   const auto ids = s.tokenizer->encode(normalize_text(read_file(data_dir() + "/text/tinystories-sample.txt")), true);

@@ -4,8 +4,9 @@
 // Segment = its own fp16 (default) K and V rows [capacity][D], original positions pos[slot]
 // (int32), and the policy's per-token state (H2O acc fp32, Scissorhands hist uint64, KNorm norm
 // fp32). Segments have their own lengths and capacities, so per-layer/per-head budgets (PyramidKV)
-// save real memory. Slots stay in chronological order (append at the tail, compaction keeps order),
-// so the dense decode attention runs on a segment as is (keys post-RoPE, original positions).
+// save real memory. A chunk is appended at the tail, so every held token precedes it and the dense
+// decode attention runs on a segment as is (keys post-RoPE, original positions). Compaction either
+// keeps slots chronological or fills the evicted slots from the tail (kCanFillHoles, §5.5).
 //
 // attend(): append the chunk to every KV head's segment, dense decode attention of the chunk's G
 // query heads per KV head (returns the LSE), then the policy's decode epilogue: for each chunk query

@@ -5,6 +5,9 @@
 //                                  *params.error = 1 and keep_count = -1 for that segment; nothing
 //                                  is written to its keep row.
 //   evict_gather(...)              out-of-place compaction of one per-slot array (K, V, pos, state).
+//   evict_fill_holes(...)          in-place hole filling of one per-slot array (§5.5 slot
+//                                  replacement; cpu::fill_holes): moves count - (kept slots below
+//                                  count) rows per segment, one per token over budget at decode.
 // Stream-ordered, no allocation, no synchronisation (CUDA-graph capturable).
 #pragma once
 
@@ -48,6 +51,20 @@ Status evict_gather(const T* src, std::int64_t src_rows, T* dst, std::int64_t ds
   const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((work + 255) / 256, 1024));
   kernels::evict_gather_kernel<T><<<dim3(blocks, static_cast<unsigned>(segments)), 256, 0, stream>>>(
       src, src_rows, dst, dst_rows, row_elems, keep, keep_stride, keep_count);
+  return launch_status();
+}
+
+template <class T>
+Status evict_fill_holes(T* data, std::int64_t rows, int row_elems, int segments, const std::int32_t* keep,
+                        std::int64_t keep_stride, const std::int32_t* keep_count, cudaStream_t stream) {
+  if (data == nullptr || keep == nullptr || keep_count == nullptr) return Status::kErrorNullPointer;
+  if (segments <= 0 || row_elems <= 0 || rows <= 0 || keep_stride <= 0 || rows > (std::int64_t{1} << 31) - 1)
+    return Status::kErrorInvalidShape;
+  // Work per segment is (holes x row_elems); decode has one hole, so size the grid by one row's
+  // elements and let the grid-stride loop cover larger chunks.
+  const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((row_elems + 255) / 256 * 4, 1024));
+  kernels::evict_fill_holes_kernel<T><<<dim3(blocks, static_cast<unsigned>(segments)), 256, 0, stream>>>(
+      data, rows, row_elems, keep, keep_stride, keep_count);
   return launch_status();
 }
 

@@ -7,6 +7,9 @@
 // order with a block scan: kept slots ascending, bit-identical to cpu::select_keep.
 // evict_gather_kernel: out-of-place gather dst[seg][i] = src[seg][keep[seg][i]] (K, V, positions,
 // policy state), so there is no in-place race.
+// evict_fill_holes_kernel: in-place hole filling (§5.5 slot replacement, cpu::fill_holes): only
+// the kept rows at slots >= count move, into the evicted slots below count. Sources (>= count) and
+// destinations (< count) are disjoint, so every copy runs in parallel without a race.
 #pragma once
 
 #include <cstdint>
@@ -161,6 +164,49 @@ __global__ void MEMATTN_HIDDEN evict_gather_kernel(const T* __restrict__ src, st
     const std::int64_t r = idx / row_elems, c = idx % row_elems;
     const std::int64_t s = keep[seg * keep_stride + r];
     dst[(seg * dst_rows + r) * row_elems + c] = src[(seg * src_rows + s) * row_elems + c];
+  }
+}
+
+// Hole i of a segment (the i-th slot below count missing from keep[0, stay)): the largest j with
+// keep[j] - j <= i (slots missing before keep[j]) gives i + j + 1; none gives i.
+MEMATTN_DEVICE int evict_hole_slot(const std::int32_t* keep, int stay, int i) {
+  int lo = 0, hi = stay;  // first j with keep[j] - j > i
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (keep[mid] - mid <= i)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return i + lo;
+}
+
+// data[seg][hole_i][:] = data[seg][keep[stay + i]][:] for the count - stay holes of each segment
+// (stay = kept slots below count); grid = (chunks of rows, segments).
+template <class T>
+__global__ void MEMATTN_HIDDEN evict_fill_holes_kernel(T* __restrict__ data, std::int64_t rows, int row_elems,
+                                                       const std::int32_t* __restrict__ keep, std::int64_t keep_stride,
+                                                       const std::int32_t* __restrict__ keep_count) {
+  const int seg = blockIdx.y;
+  const int count = keep_count[seg];
+  if (count <= 0) return;
+  const std::int32_t* k = keep + seg * keep_stride;
+  int lo = 0, hi = count;  // stay = lower_bound(keep, count)
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (k[mid] < count)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  const int stay = lo;
+  const std::int64_t total = static_cast<std::int64_t>(count - stay) * row_elems;
+  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const int i = static_cast<int>(idx / row_elems);
+    const std::int64_t c = idx % row_elems;
+    const std::int64_t dst = evict_hole_slot(k, stay, i), src = k[stay + i];
+    data[(seg * rows + dst) * row_elems + c] = data[(seg * rows + src) * row_elems + c];
   }
 }
 
