@@ -37,6 +37,10 @@ def policy_name(kv):
             name = "lazy (raw score)" if m.get("raw") == "1" else f"lazy α={m['alpha']}"
         elif name == "compresskv" and m.get("maxf") == "1":
             name = "compresskv (uniform layers)"
+        elif name == "compresskv" and m.get("heads", "4") != "4":
+            name = f"compresskv ({m['heads']} heads)"
+        elif name == "compresskv" and m.get("min", "32") != "32":
+            name = f"compresskv min={m['min']}"
         elif name == "epicache" and m.get("episodes", "4") != "1":
             name = f"epicache E={m.get('episodes', '4')}"
         elif name == "sirllm" and m.get("recent", "0") == "0":
