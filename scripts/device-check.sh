@@ -8,7 +8,9 @@
 #   env        nvidia-smi, driver/toolkit/torch versions                         -> env.log
 #   tests      every gpu test listed in build-gpu/bin/gpu-tests.tsv (binaries run directly:
 #              ctest's files hold the build machine's paths)                     -> tests.log
-#   bench      bench_dense_decode_cuda (4 GQA decode shapes)                     -> bench.jsonl, bench.log
+#   bench      bench_dense_decode_cuda (4 GQA decode shapes; + fused H2O scores and
+#              compaction to a 25% budget, issue 5)                              -> bench.jsonl, bench.log
+#   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys)     -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   memcheck   compute-sanitizer --tool memcheck  on all test cases but [sweep]  -> sanitizer.log
 #   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
@@ -96,7 +98,7 @@ if [ -f "$TESTS_TSV" ]; then
     name="${fields[0]}"
     cmd=("${fields[@]:1}")
     # ctest-style: 77 means skipped (no device) -- on this machine that is itself a failure sign.
-    run_step "test:$name" 150 "$OUT/tests.log" "${cmd[@]}"
+    run_step "test:$name" 90 "$OUT/tests.log" "${cmd[@]}"
   done <"$TESTS_TSV"
 else
   log "no $TESTS_TSV (run scripts/build-gpu.sh and carry build-gpu/bin); trying the known binary"
@@ -109,6 +111,8 @@ run_step bench 120 "$OUT/bench.log" "$BIN/bench_dense_decode_cuda" --json "$OUT/
 MEMORY_JSONL=/tmp/memattn-memory.jsonl
 rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
+# ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
+run_step think_bench 60 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 
@@ -221,6 +225,23 @@ for key in sorted(set(ours) | set(peers)):
         row["sweep_best_us"] = sweep_best[key]["us"]
     rows.append(row)
 
+# Eviction gates (issue 5): fused H2O scores <= 10% over plain decode; compaction of the whole
+# cache to 25% < one decode step (same shape, same run).
+evict_rows = []
+h2o = {(r["shape"]["B"], r["shape"]["L"]): r for r in read_jsonl("bench.jsonl") if r.get("variant") == "h2o_scores" and "us" in r}
+compact = {(r["shape"]["B"], r["shape"]["L"]): r for r in read_jsonl("bench.jsonl") if r.get("bench") == "evict_compact" and "us" in r}
+for key in sorted(ours):
+    row = {"B": key[0], "L": key[1], "decode_us": ours[key]["us"]}
+    if key in h2o:
+        row["h2o_scores_us"] = h2o[key]["us"]
+        row["score_overhead"] = round(h2o[key]["us"] / ours[key]["us"] - 1.0, 4)
+        row["score_gate_le_10pct"] = row["score_overhead"] <= 0.10
+    if key in compact:
+        row["compact_us"] = compact[key]["us"]
+        row["compact_over_decode"] = round(compact[key]["us"] / ours[key]["us"], 3)
+        row["compact_gate_lt_1"] = row["compact_over_decode"] < 1.0 and compact[key].get("wrong_segments") == 0
+    evict_rows.append(row)
+
 failed = [s["step"] for s in steps if s["rc"] not in (0, "skipped")]
 summary = {
     "elapsed_s": elapsed,
@@ -229,6 +250,7 @@ summary = {
     "failed_steps": failed,
     "ratios": rows,
     "notes": notes,
+    "evict": evict_rows,
 }
 # Linear attention gates (spec §7.1), from /tmp/memattn-linear.jsonl (ours + peers).
 lin_recs = []
@@ -310,6 +332,12 @@ for r in rows:
         r["B"], r["L"], f("ours_us"), f("ours_tbps", "%.2f"), f("flash_us"), f("cudnn_us"),
         f("speedup_vs_best_peer", "%.2fx"), f("target", "%.1fx"), r.get("num_splits", "-"),
         r.get("sweep_best_variant", "-")))
+print("\n==== eviction (issue 5): fused H2O scores and compaction to 25% vs plain decode")
+for r in evict_rows:
+    print("  B=%-3s L=%-7s decode %9.1f us  +scores %9s us (%s)  compact %9s us (%s x decode)" % (
+        r["B"], r["L"], r["decode_us"], "%.1f" % r["h2o_scores_us"] if "h2o_scores_us" in r else "-",
+        "%+.1f%%" % (100 * r["score_overhead"]) if "score_overhead" in r else "-",
+        "%.1f" % r["compact_us"] if "compact_us" in r else "-", r.get("compact_over_decode", "-")))
 for n in notes:
     print("  note:", n)
 print("  failed steps:", ", ".join(failed) if failed else "none")

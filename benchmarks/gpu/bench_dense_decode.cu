@@ -8,6 +8,8 @@
 //   bench_dense_decode_cuda [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke]
 //     --sweep  also time forced split counts per shape (lines with "variant": "splits=N")
 //     --smoke  tiny shapes, 2 iterations (ctest; checks that everything runs and is finite)
+// Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate) and
+// the compaction of the whole cache to a 25% budget ("bench": "evict_compact", < one decode step).
 // Exits 77 when no CUDA device is present.
 #include <cuda_runtime.h>
 
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "memattn/cuda/dense_decode.cuh"
+#include "memattn/cuda/evict.cuh"
 #include "memattn/cuda/evict_scores.cuh"
 #include "bench_cuda_check.cuh"
 
@@ -196,6 +199,126 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
   return hbad == 0;
 }
 
+__global__ void fill_compact_inputs(float* scores, std::int32_t* pos, std::int64_t n, int L, std::uint64_t seed) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t z = static_cast<std::uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    scores[i] = static_cast<float>(z >> 40) * (1.f / 16777216.f);
+    pos[i] = static_cast<std::int32_t>(i % L);
+  }
+}
+
+__global__ void fill_i32(std::int32_t* p, int n, std::int32_t v) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = v;
+}
+
+// Compaction of the whole cache to a 25% budget (issue 5's "< one decode step" gate): the
+// per-(sequence, KV head) top-k over fp32 scores (sinks 4, recent 32 protected), then the
+// out-of-place gather of K, V, positions and the fp32 score state. Median of --iters, cold L2.
+// Returns false on an error or when a segment does not keep exactly the budget.
+bool run_compact(const Options& opt, const Device& dev, const Shape& s, const BFloat16* k, const BFloat16* v,
+                 unsigned char* flush, std::size_t flush_bytes, FILE* json) {
+  const int Hkv = 8, D = 128, segs = s.B * Hkv, C = s.L / 4;
+  const std::int64_t n = static_cast<std::int64_t>(segs) * s.L, nc = static_cast<std::int64_t>(segs) * C;
+  float *scores, *scores_out;
+  std::int32_t *pos, *pos_out, *len, *budget, *t_cur, *keep, *keep_count, *err;
+  BFloat16 *k_out, *v_out;
+  BENCH_CUDA(cudaMalloc(&scores, n * sizeof(float)));
+  BENCH_CUDA(cudaMalloc(&scores_out, nc * sizeof(float)));
+  BENCH_CUDA(cudaMalloc(&pos, n * sizeof(std::int32_t)));
+  BENCH_CUDA(cudaMalloc(&pos_out, nc * sizeof(std::int32_t)));
+  BENCH_CUDA(cudaMalloc(&keep, n * sizeof(std::int32_t)));
+  BENCH_CUDA(cudaMalloc(&len, 5 * segs * sizeof(std::int32_t)));
+  budget = len + segs;
+  t_cur = len + 2 * segs;
+  keep_count = len + 3 * segs;
+  err = len + 4 * segs;
+  BENCH_CUDA(cudaMalloc(&k_out, nc * D * sizeof(BFloat16)));
+  BENCH_CUDA(cudaMalloc(&v_out, nc * D * sizeof(BFloat16)));
+  fill_compact_inputs<<<1024, 256>>>(scores, pos, n, s.L, 7);
+  fill_i32<<<1, 256>>>(len, segs, s.L);
+  fill_i32<<<1, 256>>>(budget, segs, C);
+  fill_i32<<<1, 256>>>(t_cur, segs, s.L - 1);
+  BENCH_CUDA(cudaMemset(err, 0, segs * sizeof(std::int32_t)));
+  BENCH_CUDA(cudaGetLastError());
+
+  memattn::kernels::EvictSelectParams p;
+  p.scores = scores;
+  p.pos = pos;
+  p.len = len;
+  p.budget = budget;
+  p.t_cur = t_cur;
+  p.stride = s.L;
+  p.segments = segs;
+  p.protect.n_sink = 4;
+  p.protect.n_recent = 32;
+  p.keep = keep;
+  p.keep_count = keep_count;
+  p.error = err;
+  auto step = [&](cudaStream_t st_) {
+    Status r = mc::evict_select(p, st_);
+    if (r == Status::kSuccess) r = mc::evict_gather(k, s.L, k_out, C, D, segs, keep, s.L, keep_count, st_);
+    if (r == Status::kSuccess) r = mc::evict_gather(v, s.L, v_out, C, D, segs, keep, s.L, keep_count, st_);
+    if (r == Status::kSuccess) r = mc::evict_gather<std::int32_t>(pos, s.L, pos_out, C, 1, segs, keep, s.L, keep_count, st_);
+    if (r == Status::kSuccess) r = mc::evict_gather<float>(scores, s.L, scores_out, C, 1, segs, keep, s.L, keep_count, st_);
+    return r;
+  };
+  cudaStream_t stream;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  Status st = Status::kSuccess;
+  for (int i = 0; i < opt.warmup && st == Status::kSuccess; ++i) st = step(stream);
+  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(opt.iters));
+  for (auto& e : ev) BENCH_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
+    BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
+    BENCH_CUDA(cudaEventRecord(ev[2 * i], stream));
+    st = step(stream);
+    BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+  }
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaGetLastError());
+  std::vector<double> us;
+  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
+    float ms = 0.f;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
+    us.push_back(1000.0 * ms);
+  }
+  for (auto& e : ev) BENCH_CUDA(cudaEventDestroy(e));
+  std::vector<std::int32_t> counts(2 * static_cast<std::size_t>(segs));
+  BENCH_CUDA(cudaMemcpy(counts.data(), keep_count, 2 * segs * sizeof(std::int32_t), cudaMemcpyDeviceToHost));
+  int wrong = 0;  // keep_count must equal the budget and no segment may flag an error
+  for (int i = 0; i < segs; ++i) wrong += counts[i] != C || counts[segs + i] != 0;
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  for (void* ptr : {static_cast<void*>(scores), static_cast<void*>(scores_out), static_cast<void*>(pos),
+                    static_cast<void*>(pos_out), static_cast<void*>(keep), static_cast<void*>(len),
+                    static_cast<void*>(k_out), static_cast<void*>(v_out)})
+    BENCH_CUDA(cudaFree(ptr));
+
+  char line[768];
+  if (st != Status::kSuccess) {
+    std::snprintf(line, sizeof(line), "{\"bench\":\"evict_compact\",\"shape\":{\"B\":%d,\"L\":%d},\"error\":\"%s\"}",
+                  s.B, s.L, memattn::status_message(st));
+  } else {
+    const double moved = static_cast<double>(nc) * D * 2.0 * sizeof(BFloat16);  // K+V rows written (and read)
+    std::snprintf(line, sizeof(line),
+                  "{\"bench\":\"evict_compact\",\"impl\":\"memattn\",\"variant\":\"select+gather\",\"shape\":{\"B\":%d,"
+                  "\"L\":%d,\"Hkv\":%d,\"D\":%d},\"budget\":%d,\"device\":\"%s\",\"us\":%.3f,\"us_min\":%.3f,"
+                  "\"kv_bytes_moved\":%.0f,\"wrong_segments\":%d,\"iters\":%d}",
+                  s.B, s.L, Hkv, D, C, dev.prop.name, median(us), *std::min_element(us.begin(), us.end()), moved,
+                  wrong, opt.iters);
+  }
+  std::printf("%s\n", line);
+  std::fflush(stdout);
+  if (json) {
+    std::fprintf(json, "%s\n", line);
+    std::fflush(json);
+  }
+  return st == Status::kSuccess && wrong == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,6 +388,7 @@ int main(int argc, char** argv) {
     mc::DenseDecodeTuning tuning;
     ok = run_one(opt, dev, s, tuning, "default", q, k, v, o, flush, flush_bytes, json) && ok;
     ok = run_one(opt, dev, s, tuning, "h2o_scores", q, k, v, o, flush, flush_bytes, json, true) && ok;
+    ok = run_compact(opt, dev, s, k, v, flush, flush_bytes, json) && ok;
     if (opt.sweep) {
       for (int splits : {1, 8, 16, 32, 48, 64, 96, 128, 192, 256}) {
         mc::DenseDecodeTuning t;
