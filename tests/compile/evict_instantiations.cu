@@ -8,20 +8,24 @@
 
 namespace mk = memattn::kernels;
 template __global__ void mk::evict_select_kernel<mk::kEvictSelectThreads>(const mk::EvictSelectParams);
-template __global__ void mk::evict_gather_kernel<memattn::Half>(const memattn::Half*, std::int64_t, memattn::Half*,
-                                                                std::int64_t, int, const std::int32_t*, std::int64_t,
-                                                                const std::int32_t*);
-template __global__ void mk::evict_gather_kernel<float>(const float*, std::int64_t, float*, std::int64_t, int,
+// Gather and hole filling copy rows in words of 16/8/4/2/1 bytes (cuda/evict.cuh picks one).
+template __global__ void mk::evict_gather_kernel<uint4>(const uint4*, std::int64_t, uint4*, std::int64_t, int, int,
                                                         const std::int32_t*, std::int64_t, const std::int32_t*);
-template __global__ void mk::evict_gather_kernel<std::int32_t>(const std::int32_t*, std::int64_t, std::int32_t*,
-                                                               std::int64_t, int, const std::int32_t*, std::int64_t,
-                                                               const std::int32_t*);
-template __global__ void mk::evict_fill_holes_kernel<memattn::Half>(memattn::Half*, std::int64_t, int,
-                                                                    const std::int32_t*, std::int64_t, const std::int32_t*);
-template __global__ void mk::evict_fill_holes_kernel<float>(float*, std::int64_t, int, const std::int32_t*, std::int64_t,
-                                                            const std::int32_t*);
-template __global__ void mk::evict_fill_holes_kernel<std::int32_t>(std::int32_t*, std::int64_t, int, const std::int32_t*,
-                                                                   std::int64_t, const std::int32_t*);
+template __global__ void mk::evict_gather_kernel<std::uint32_t>(const std::uint32_t*, std::int64_t, std::uint32_t*,
+                                                                std::int64_t, int, int, const std::int32_t*,
+                                                                std::int64_t, const std::int32_t*);
+template __global__ void mk::evict_fill_holes_kernel<uint4>(uint4*, std::int64_t, int, int, const std::int32_t*,
+                                                            std::int64_t, const std::int32_t*);
+template __global__ void mk::evict_fill_holes_kernel<std::uint16_t>(std::uint16_t*, std::int64_t, int, int,
+                                                                    const std::int32_t*, std::int64_t,
+                                                                    const std::int32_t*);
+// Host wrappers for the element types the caches use (every word width gets instantiated).
+template memattn::Status memattn::cuda::evict_gather<memattn::Half>(const memattn::Half*, std::int64_t, memattn::Half*,
+                                                                    std::int64_t, int, int, const std::int32_t*,
+                                                                    std::int64_t, const std::int32_t*, cudaStream_t);
+template memattn::Status memattn::cuda::evict_fill_holes<float>(float*, std::int64_t, int, int, const std::int32_t*,
+                                                                std::int64_t, const std::int32_t*, cudaStream_t,
+                                                                std::int64_t);
 template __global__ void mk::recurrence_update_kernel<mk::kRecurrenceThreads>(const mk::RecurrenceParams);
 template __global__ void mk::recurrence_score_kernel<mk::kRecurrenceThreads>(const mk::RecurrenceParams);
 

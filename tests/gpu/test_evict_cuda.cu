@@ -34,9 +34,12 @@ std::vector<T> download(const T* d, std::size_t n) {
 TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversarial), gather == compact_rows",
           "[evict][gpu]") {
   std::mt19937 rng(4321);
-  for (int round = 0; round < 20; ++round) {
-    const int S = 1 + static_cast<int>(rng() % 40);
-    const std::int64_t stride = 1 + static_cast<std::int64_t>(rng() % 3000);
+  for (int round = 0; round < 24; ++round) {
+    // The last rounds: long segments (many radix passes per thread, 32-byte rows in 16-byte words).
+    const bool longseg = round >= 20;
+    const int S = longseg ? 1 + static_cast<int>(rng() % 3) : 1 + static_cast<int>(rng() % 40);
+    const std::int64_t stride = longseg ? 20000 + static_cast<std::int64_t>(rng() % 50000)
+                                        : 1 + static_cast<std::int64_t>(rng() % 3000);
     std::vector<float> scores(static_cast<std::size_t>(S * stride), std::nanf(""));  // padding: NaN
     std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), len(S), budget(S), tcur(S);
     evict::Protection pr;
@@ -97,9 +100,22 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
     std::int32_t* d_rows3 = upload(rows3);
     REQUIRE(memattn::cuda::evict_fill_holes(d_rows3, stride, 3, S, static_cast<const std::int32_t*>(d_keep), stride,
                                             static_cast<const std::int32_t*>(d_count), nullptr) == Status::kSuccess);
+    // 32-byte rows (copied as two 16-byte words): gather, and hole filling with a grid-size hint
+    // of one hole (the kernel still moves every hole)
+    std::vector<std::int32_t> rows8(static_cast<std::size_t>(S * stride * 8));
+    for (std::size_t r = 0; r < pos.size(); ++r)
+      for (int e = 0; e < 8; ++e) rows8[8 * r + static_cast<std::size_t>(e)] = pos[r] * 8 + e;
+    std::int32_t *d_rows8 = upload(rows8), *d_rows8_out = upload(std::vector<std::int32_t>(rows8.size(), -1));
+    REQUIRE(memattn::cuda::evict_gather(static_cast<const std::int32_t*>(d_rows8), stride, d_rows8_out, stride, 8, S,
+                                        d_keep, stride, d_count, nullptr) == Status::kSuccess);
+    REQUIRE(memattn::cuda::evict_fill_holes(d_rows8, stride, 8, S, static_cast<const std::int32_t*>(d_keep), stride,
+                                            static_cast<const std::int32_t*>(d_count), nullptr, 1) == Status::kSuccess);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     const auto filled = download(d_rows3, rows3.size());
+    const auto filled8 = download(d_rows8, rows8.size()), gathered8 = download(d_rows8_out, rows8.size());
     cudaFree(d_rows3);
+    cudaFree(d_rows8);
+    cudaFree(d_rows8_out);
     const auto keep = download(d_keep, static_cast<std::size_t>(S * stride));
     const auto count = download(d_count, static_cast<std::size_t>(S));
     const auto gathered = download(d_dst, static_cast<std::size_t>(S * stride));
@@ -115,11 +131,18 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
       cpu::compact_rows(cpos.data(), 1, want.data(), want_count);
       std::vector<std::int32_t> hrows(rows3.begin() + s * stride * 3, rows3.begin() + (s * stride + len[s]) * 3);
       cpu::fill_holes(hrows.data(), 3, want.data(), want_count);
+      std::vector<std::int32_t> hrows8(rows8.begin() + s * stride * 8, rows8.begin() + (s * stride + len[s]) * 8);
+      cpu::fill_holes(hrows8.data(), 8, want.data(), want_count);
       for (std::int64_t i = 0; i < want_count; ++i) {
         REQUIRE(keep[static_cast<std::size_t>(s * stride + i)] == want[static_cast<std::size_t>(i)]);
         REQUIRE(gathered[static_cast<std::size_t>(s * stride + i)] == cpos[static_cast<std::size_t>(i)]);
         for (int e = 0; e < 3; ++e)  // the CPU's hole filling, bit for bit
           REQUIRE(filled[static_cast<std::size_t>((s * stride + i) * 3 + e)] == hrows[static_cast<std::size_t>(i * 3 + e)]);
+        for (int e = 0; e < 8; ++e) {
+          const std::size_t at = static_cast<std::size_t>((s * stride + i) * 8 + e);
+          REQUIRE(filled8[at] == hrows8[static_cast<std::size_t>(i * 8 + e)]);
+          REQUIRE(gathered8[at] == cpos[static_cast<std::size_t>(i)] * 8 + e);
+        }
       }
     }
     for (void* ptr : {static_cast<void*>(d_scores), static_cast<void*>(d_pos), static_cast<void*>(d_len),

@@ -285,15 +285,31 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
       }
     }
   }
-  // Raw logits for the eviction epilogue (uniform branch; lane 0 of each group holds the sums).
-  if (scores != nullptr && tid % Cfg::kLanes == 0) {
+  // Raw logits for the eviction epilogue (uniform branch). Every lane of a group holds all U x R
+  // sums, so lane l stores value (u, r) with u * R + r = round * kLanes + l: one store instruction
+  // per round instead of U * R single-lane stores.
+  if (scores != nullptr) {
+    constexpr int kRounds = (U * R + Cfg::kLanes - 1) / Cfg::kLanes;
+    const int lane = tid % Cfg::kLanes;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int j = base + u * G + group;
-      if (j >= s1) continue;
+    for (int round = 0; round < kRounds; ++round) {
+      float val = 0.f;
+      int su = 0, sr = 0;
+      bool mine = false;
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (rb.row0 + r < rb.rows) scores[r * score_row_stride + j] = sc[u][r] * kLn2;
+      for (int u = 0; u < U; ++u) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if (u * R + r == round * Cfg::kLanes + lane) {
+            val = sc[u][r];
+            su = u;
+            sr = r;
+            mine = true;
+          }
+        }
+      }
+      const int j = base + su * G + group;
+      if (mine && j < s1 && rb.row0 + sr < rb.rows) scores[sr * score_row_stride + j] = val * kLn2;
     }
   }
   // Online softmax (base 2) with lazy rescaling: the running max m only moves (and acc, l are

@@ -1,12 +1,17 @@
 // Token-eviction selection and compaction kernels (spec eviction.md §5.1-§5.4).
 //
 // evict_select_kernel: one CTA per segment. Candidates (non-protected slots) carry the unique
-// 64-bit key of evict/key.hpp; the k'-th largest key is found by an MSD radix select with 8-bit
-// digits (8 passes, 256-bin shared histogram with integer atomics: counts are exact, so the result
-// does not depend on thread timing), then flags (protected, or key >= theta) are compacted in slot
-// order with a block scan: kept slots ascending, bit-identical to cpu::select_keep.
+// 64-bit key of evict/key.hpp; the threshold theta is found by an MSD radix select with 8-bit
+// digits (at most 8 passes, 256-bin shared histogram with integer atomics: counts are exact, so
+// the result does not depend on thread timing; the digit is picked by a block scan over the bins).
+// A pass whose chosen bin is taken whole ends the search early: theta is then that bin's prefix
+// with zero low bits, which admits exactly the same keys (keys are unique), so distinct scores
+// typically need 3-4 passes instead of 8. Then flags (protected, or key >= theta) are compacted in
+// slot order with a block scan: kept slots ascending, bit-identical to cpu::select_keep.
 // evict_gather_kernel: out-of-place gather dst[seg][i] = src[seg][keep[seg][i]] (K, V, positions,
-// policy state), so there is no in-place race.
+// policy state), so there is no in-place race. Rows are copied as 2^lanes_log2 lanes per row of
+// V-sized words (the host wrapper picks the widest V the row bytes and pointers allow: 16 B for
+// K/V rows), no division per element.
 // evict_fill_holes_kernel: in-place hole filling (§5.5 slot replacement, cpu::fill_holes): only
 // the kept rows at slots >= count move, into the evicted slots below count. Sources (>= count) and
 // destinations (< count) are disjoint, so every copy runs in parallel without a race.
@@ -51,15 +56,18 @@ MEMATTN_DEVICE unsigned long long evict_slot_key(const EvictSelectParams& p, std
                            : evict::select_key_prio(p.scores[base + j], p.pos[base + j], p.prio[base + j], p.tie);
 }
 
-constexpr int kEvictSelectThreads = 256;
+// One CTA per segment streams over the segment 4-6 times: 1024 threads keep enough loads in
+// flight for a 64K-token segment on one SM.
+constexpr int kEvictSelectThreads = 1024;
 
 template <int kThreads>
-__global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
+__global__ void __launch_bounds__(kThreads) MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
+  static_assert(kThreads >= 256, "one thread per histogram bin");
   using BlockScan = cub::BlockScan<int, kThreads>;
   __shared__ typename BlockScan::TempStorage scan;
   __shared__ int hist[256];
   __shared__ unsigned long long s_prefix;
-  __shared__ int s_need, s_cand, s_bad, s_offset;
+  __shared__ int s_need, s_cand, s_bad, s_offset, s_done;
   const int seg = blockIdx.x;
   const int tid = threadIdx.x;
   const std::int64_t base = static_cast<std::int64_t>(seg) * p.stride;
@@ -100,6 +108,7 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
     if (tid == 0) {
       s_prefix = 0;
       s_need = k;
+      s_done = 0;
     }
     for (int pass = 0; pass < 8; ++pass) {
       const int shift = 56 - 8 * pass;
@@ -107,26 +116,28 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
       for (int b = tid; b < 256; b += kThreads) hist[b] = 0;
       __syncthreads();
       const unsigned long long prefix = s_prefix;
+      const int need = s_need;
       for (int j = tid; j < n; j += kThreads) {
         if (evict_slot_protected(p, base, j, t_cur)) continue;
         const unsigned long long key = evict_slot_key(p, base, j);
         if ((key & hi_mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
       }
       __syncthreads();
-      if (tid == 0) {
-        int cum = 0;
-        for (int b = 255; b >= 0; --b) {
-          if (cum + hist[b] >= s_need) {
-            s_prefix = prefix | (static_cast<unsigned long long>(b) << shift);
-            s_need -= cum;
-            break;
-          }
-          cum += hist[b];
-        }
+      // Bins from the top: thread t holds bin 255 - t; the chosen bin b has
+      // (keys in bins above b) < need <= (keys in bins >= b).
+      const int bin = 255 - tid;
+      const int cnt = tid < 256 ? hist[bin] : 0;
+      int above = 0;
+      BlockScan(scan).ExclusiveSum(cnt, above);
+      if (tid < 256 && above < need && above + cnt >= need) {
+        s_prefix = prefix | (static_cast<unsigned long long>(bin) << shift);
+        s_need = need - above;
+        s_done = above + cnt == need;  // the whole bin is kept: no lower digit matters
       }
       __syncthreads();
+      if (s_done) break;
     }
-    theta = s_prefix;  // the k-th largest key itself (keys are unique)
+    theta = s_prefix;  // the k-th largest key itself, or a bin prefix that admits the same keys
   }
   for (int b0 = 0; b0 < n; b0 += kThreads) {
     const int j = b0 + tid;
@@ -148,22 +159,25 @@ __global__ void MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
   if (tid == 0) p.keep_count[seg] = s_offset;
 }
 
-// dst[seg][i][:] = src[seg][keep[seg][i]][:] for i < keep_count[seg]; rows of row_elems elements,
-// src/dst segment strides in rows; grid = (chunks of rows, segments).
-template <class T>
-__global__ void MEMATTN_HIDDEN evict_gather_kernel(const T* __restrict__ src, std::int64_t src_rows, T* __restrict__ dst,
-                                                   std::int64_t dst_rows, int row_elems,
+// dst[seg][i][:] = src[seg][keep[seg][i]][:] for i < keep_count[seg]; rows of row_words words
+// (V: the copy word), src/dst segment strides in rows; 2^lanes_log2 threads per row;
+// grid = (chunks of rows, segments).
+template <class V>
+__global__ void MEMATTN_HIDDEN evict_gather_kernel(const V* __restrict__ src, std::int64_t src_rows, V* __restrict__ dst,
+                                                   std::int64_t dst_rows, int row_words, int lanes_log2,
                                                    const std::int32_t* __restrict__ keep, std::int64_t keep_stride,
                                                    const std::int32_t* __restrict__ keep_count) {
   const int seg = blockIdx.y;
   const int count = keep_count[seg];
   if (count <= 0) return;
-  const std::int64_t total = static_cast<std::int64_t>(count) * row_elems;
-  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t r = idx / row_elems, c = idx % row_elems;
+  const int lanes = 1 << lanes_log2, lane = static_cast<int>(threadIdx.x) & (lanes - 1);
+  const int rows_per_block = static_cast<int>(blockDim.x) >> lanes_log2;
+  for (int r = static_cast<int>(blockIdx.x) * rows_per_block + (static_cast<int>(threadIdx.x) >> lanes_log2); r < count;
+       r += static_cast<int>(gridDim.x) * rows_per_block) {
     const std::int64_t s = keep[seg * keep_stride + r];
-    dst[(seg * dst_rows + r) * row_elems + c] = src[(seg * src_rows + s) * row_elems + c];
+    const V* from = src + (seg * src_rows + s) * row_words;
+    V* to = dst + (seg * dst_rows + r) * row_words;
+    for (int c = lane; c < row_words; c += lanes) to[c] = from[c];
   }
 }
 
@@ -182,10 +196,11 @@ MEMATTN_DEVICE int evict_hole_slot(const std::int32_t* keep, int stay, int i) {
 }
 
 // data[seg][hole_i][:] = data[seg][keep[stay + i]][:] for the count - stay holes of each segment
-// (stay = kept slots below count); grid = (chunks of rows, segments).
-template <class T>
-__global__ void MEMATTN_HIDDEN evict_fill_holes_kernel(T* __restrict__ data, std::int64_t rows, int row_elems,
-                                                       const std::int32_t* __restrict__ keep, std::int64_t keep_stride,
+// (stay = kept slots below count); rows as in evict_gather_kernel; grid = (chunks of rows, segments).
+template <class V>
+__global__ void MEMATTN_HIDDEN evict_fill_holes_kernel(V* __restrict__ data, std::int64_t rows, int row_words,
+                                                       int lanes_log2, const std::int32_t* __restrict__ keep,
+                                                       std::int64_t keep_stride,
                                                        const std::int32_t* __restrict__ keep_count) {
   const int seg = blockIdx.y;
   const int count = keep_count[seg];
@@ -200,13 +215,14 @@ __global__ void MEMATTN_HIDDEN evict_fill_holes_kernel(T* __restrict__ data, std
       hi = mid;
   }
   const int stay = lo;
-  const std::int64_t total = static_cast<std::int64_t>(count - stay) * row_elems;
-  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const int i = static_cast<int>(idx / row_elems);
-    const std::int64_t c = idx % row_elems;
-    const std::int64_t dst = evict_hole_slot(k, stay, i), src = k[stay + i];
-    data[(seg * rows + dst) * row_elems + c] = data[(seg * rows + src) * row_elems + c];
+  const int lanes = 1 << lanes_log2, lane = static_cast<int>(threadIdx.x) & (lanes - 1);
+  const int rows_per_block = static_cast<int>(blockDim.x) >> lanes_log2;
+  for (int i = static_cast<int>(blockIdx.x) * rows_per_block + (static_cast<int>(threadIdx.x) >> lanes_log2);
+       i < count - stay; i += static_cast<int>(gridDim.x) * rows_per_block) {
+    const std::int64_t to = evict_hole_slot(k, stay, i), from = k[stay + i];
+    V* d = data + (seg * rows + to) * row_words;
+    const V* f = data + (seg * rows + from) * row_words;
+    for (int c = lane; c < row_words; c += lanes) d[c] = f[c];
   }
 }
 

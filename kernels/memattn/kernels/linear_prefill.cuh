@@ -193,7 +193,8 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_prefill_kernel(const Linear
   const float* z_src = nullptr;
   if (p.mode == 0 && seg > 0) {
     S_src = p.ws_S + static_cast<std::int64_t>(gi) * p.state_heads * kphi * dv + st_off;
-    z_src = p.ws_z + static_cast<std::int64_t>(gi) * p.state_heads * kphi + hs * kphi;
+    // ws_z exists only with normalisation (plan_workspace allocates no z summaries otherwise).
+    z_src = p.normalize ? p.ws_z + static_cast<std::int64_t>(gi) * p.state_heads * kphi + hs * kphi : nullptr;
   } else if (p.mode == 0 && p.stateful && init) {
     S_src = p.pool + s_in * p.slot_stride + st_off;
     z_src = p.normalize ? p.z_pool + s_in * p.z_slot_stride + hs * kphi : nullptr;
@@ -471,7 +472,7 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_prefill_kernel(const Linear
   float* z_dst = nullptr;
   if (p.mode == 1) {
     S_dst = p.ws_S + static_cast<std::int64_t>(gi + 1) * p.state_heads * kphi * dv + st_off;
-    z_dst = p.ws_z + static_cast<std::int64_t>(gi + 1) * p.state_heads * kphi + hs * kphi;
+    z_dst = p.normalize ? p.ws_z + static_cast<std::int64_t>(gi + 1) * p.state_heads * kphi + hs * kphi : nullptr;
   } else if (last && p.stateful) {
     S_dst = p.pool + s_out * p.slot_stride + st_off;
     z_dst = p.normalize ? p.z_pool + s_out * p.z_slot_stride + hs * kphi : nullptr;
