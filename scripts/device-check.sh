@@ -235,6 +235,10 @@ for r in read_jsonl("bench.jsonl"):
         compact.setdefault((r["shape"]["B"], r["shape"]["L"]), {})[r["variant"]] = r
 for key in sorted(ours):
     row = {"B": key[0], "L": key[1], "decode_us": ours[key]["us"]}
+    so = next((r for r in read_jsonl("bench.jsonl") if r.get("variant") == "scores_only" and "us" in r
+               and (r["shape"]["B"], r["shape"]["L"]) == key), None)
+    if so:
+        row["scores_only_us"] = so["us"]
     if key in h2o:
         row["h2o_scores_us"] = h2o[key]["us"]
         row["score_overhead"] = round(h2o[key]["us"] / ours[key]["us"] - 1.0, 4)
@@ -346,7 +350,29 @@ for r in evict_rows:
         r["B"], r["L"], r["decode_us"], "%.1f" % r["h2o_scores_us"] if "h2o_scores_us" in r else "-",
         "%+.1f%%" % (100 * r["score_overhead"]) if "score_overhead" in r else "-",
         "%.1f" % r["compact_us"] if "compact_us" in r else "-", r.get("compact_over_decode", "-")) +
-        "  [gather %s us, fill_holes %s us]" % (r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-")))
+        "  [gather %s us, fill_holes %s us; decode writing logits only %s us]" % (
+            r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-"), r.get("scores_only_us", "-")))
+think = []
+bl = os.path.join(out, "bench.log")
+if os.path.exists(bl):
+    for line in open(bl, errors="replace"):
+        line = line.strip()
+        if line.startswith("{") and '"think_decode"' in line:
+            try:
+                think.append(json.loads(line))
+            except ValueError:
+                pass
+if think:
+    summary["think"] = think
+    print("\n==== ThinK two-segment decode (issue 7), ratio to the dense bf16 decode of the same shape")
+    for r in think:
+        d = ours.get((r["B"], r["L"]))
+        print("  B=%-3s L=%-6s prune %.2f  %9.1f us  x%.3f vs prune 0  %s" % (
+            r["B"], r["L"], r["prune"], r["us"], r["ratio_vs_prune0"],
+            "x%.3f vs dense decode" % (r["us"] / d["us"]) if d else ""))
+        if d:
+            r["ratio_vs_dense"] = round(r["us"] / d["us"], 3)
+    json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 for n in notes:
     print("  note:", n)
 print("  failed steps:", ", ".join(failed) if failed else "none")

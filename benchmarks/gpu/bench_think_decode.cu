@@ -2,8 +2,8 @@
 // the same kernel with λ = 0 (every key full width: the dense peer of identical code), one new
 // token, GQA 32 / 8 heads, head_dim 128, fp16, B sequences of L tokens (L - 32 pruned, 32 full
 // width). CUDA events around each launch, median of --iters. One JSON line per case: us, ratio to
-// λ = 0 in the same run, bytes of K+V read and effective GB/s. The kernel is the simple one-CTA
-// per (sequence, KV head) version (no split-KV), so the absolute bandwidth is low at small B.
+// λ = 0 in the same run, bytes of K+V read and effective GB/s. Split-KV entry (think_decode with
+// max_tokens = L and a workspace).
 //
 //   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
 #include <cuda_runtime.h>
@@ -62,19 +62,24 @@ double time_case(int B, int L, float lambda, int iters, bool* ok) {
   memattn::kernels::ThinKDecodeParams p{k_old, static_cast<long long>(n_old) * dk, dk, ch, dk, k_new,
                                         static_cast<long long>(recent) * D, v, static_cast<long long>(L) * D, no, nn, q, o,
                                         B, Hq, Hkv, D, memattn::cuda::think_scale(D)};
+  std::size_t ws_bytes = 0;
+  void* ws = nullptr;
+  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
+  if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
   cudaEvent_t a, b;
   BENCH_CUDA(cudaEventCreate(&a));
   BENCH_CUDA(cudaEventCreate(&b));
   std::vector<float> ms;
   for (int i = 0; i < iters + 2; ++i) {
     BENCH_CUDA(cudaEventRecord(a));
-    if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kSuccess) *ok = false;
+    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
     BENCH_CUDA(cudaEventRecord(b));
     BENCH_CUDA(cudaEventSynchronize(b));
     float t = 0;
     BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
     if (i >= 2) ms.push_back(t);
   }
+  if (ws) BENCH_CUDA(cudaFree(ws));
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;

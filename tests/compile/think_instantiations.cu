@@ -5,7 +5,7 @@
 #include "memattn/cuda/think.cuh"
 
 namespace mk = memattn::kernels;
-template __global__ void mk::think_decode_kernel<128>(const mk::ThinKDecodeParams);
+// The decode and combine kernels are plain __global__ functions: the wrappers below instantiate them.
 
 int main() {
   // Argument checks run without a device: bad arguments are rejected before any launch.
@@ -32,6 +32,10 @@ int main() {
   p.d_keep = 1;
   p.q_heads = 9;  // 9 query heads on 1 KV head > 8
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorGqaRatio) return 1;
+  // The split-KV entry checks its bound and workspace the same way.
+  p.q_heads = 1;
+  if (memattn::cuda::think_decode_workspace_size(p, 4096, nullptr) != memattn::Status::kErrorNullPointer) return 1;
+  if (memattn::cuda::think_decode(p, 4096, nullptr, 0, nullptr) == memattn::Status::kSuccess) return 1;
   std::printf("think instantiations: ok\n");
   return 0;
 }

@@ -24,6 +24,19 @@ T* upload(const std::vector<T>& h) {
   return static_cast<T*>(p);
 }
 
+void check_output(const ThinKCase& c, const std::vector<float>& out, int B, int Hq, int D) {
+  double worst = 0;
+  for (int r = 0; r < B * Hq; ++r) {
+    double scale = 1e-6, e = 0;
+    for (int x = 0; x < D; ++x) {
+      scale = std::max(scale, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + x)])));
+      e = std::max(e, std::abs(static_cast<double>(out[static_cast<std::size_t>(r * D + x)]) - c.out_cpu[static_cast<std::size_t>(r * D + x)]));
+    }
+    worst = std::max(worst, e / scale);
+  }
+  CHECK(worst <= 1e-4);
+}
+
 void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps) {
   INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " prune " << prune << " prefill " << prefill);
   ThinKCase c;
@@ -46,19 +59,31 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps) {
   p.o = d_out;
   p.batch = B, p.q_heads = Hq, p.kv_heads = Hkv, p.head_dim = D;
   p.scale = cuda::think_scale(D);
-  REQUIRE(cuda::think_decode(p, nullptr) == Status::kSuccess);
-  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-  REQUIRE(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
-  double worst = 0;
-  for (int r = 0; r < B * Hq; ++r) {
-    double scale = 1e-6, e = 0;
-    for (int x = 0; x < D; ++x) {
-      scale = std::max(scale, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + x)])));
-      e = std::max(e, std::abs(static_cast<double>(out[static_cast<std::size_t>(r * D + x)]) - c.out_cpu[static_cast<std::size_t>(r * D + x)]));
+  int max_tokens = 1;
+  for (std::size_t i = 0; i < c.n_old.size(); ++i) max_tokens = std::max(max_tokens, c.n_old[i] + c.n_new[i]);
+  // mode 0: one CTA per segment; 1: split-KV with 32-token splits (many partials, empty splits for
+  // shorter segments); 2: split-KV sized by the wrapper
+  for (int mode = 0; mode < 3; ++mode) {
+    INFO("mode " << mode);
+    std::fill(out.begin(), out.end(), NAN);
+    REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+    void* ws = nullptr;
+    if (mode == 0) {
+      REQUIRE(cuda::think_decode(p, nullptr) == Status::kSuccess);
+    } else {
+      const int split_keys = mode == 1 ? 32 : 0;
+      std::size_t bytes = 0;
+      REQUIRE(cuda::think_decode_workspace_size(p, max_tokens, &bytes, split_keys) == Status::kSuccess);
+      if (mode == 1) REQUIRE(bytes > 0);
+      if (bytes) REQUIRE(cudaMalloc(&ws, bytes) == cudaSuccess);
+      if (bytes) REQUIRE(cuda::think_decode(p, max_tokens, ws, bytes - 4, nullptr, split_keys) == Status::kErrorWorkspaceTooSmall);
+      REQUIRE(cuda::think_decode(p, max_tokens, ws, bytes, nullptr, split_keys) == Status::kSuccess);
     }
-    worst = std::max(worst, e / scale);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    cudaFree(ws);
+    REQUIRE(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    check_output(c, out, B, Hq, D);
   }
-  CHECK(worst <= 1e-4);
   bool pruned = false;
   for (int n : c.n_old) pruned = pruned || n > 0;
   CHECK(pruned);
@@ -75,6 +100,7 @@ TEST_CASE("ThinK two-segment decode: CUDA == CPU composed cache", "[think][gpu]"
   run(2, 9, 3, 64, 0.5f, 300, 3);   // SmolLM2 heads
   run(1, 8, 4, 8, 0.25f, 40, 2);    // stories260K head_dim
   run(2, 32, 4, 128, 0.4f, 200, 4); // d = 128, d_keep = 77
+  run(1, 8, 1, 256, 0.5f, 150, 2);  // d = 256 (two value channels per thread), group 8
 }
 
 TEST_CASE("ThinK decode wrapper rejects bad arguments without launching", "[think][gpu]") {

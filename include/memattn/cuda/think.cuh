@@ -4,7 +4,12 @@
 // per (sequence, KV head) old rows, then new rows, values old then new.
 //
 //   kernels::ThinKDecodeParams p{...};          // pointers, strides, per-segment lengths on device
-//   cuda::think_decode(p, stream);
+//   cuda::think_decode(p, stream);              // one CTA per (sequence, KV head)
+// Split-KV (long contexts, small batches): give the longest segment as a host-side bound and a
+// workspace:
+//   std::size_t bytes; cuda::think_decode_workspace_size(p, max_tokens, &bytes);
+//   cuda::think_decode(p, max_tokens, ws, bytes, stream);   // + one small combine kernel
+// Splits fill about 4 CTAs per SM (at least 256 tokens each); split_keys > 0 forces the split size.
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
@@ -15,7 +20,10 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 
 #include "memattn/core/status.hpp"
 #include "memattn/cuda/runtime.cuh"
@@ -38,11 +46,92 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
   return Status::kSuccess;
 }
 
+namespace think_detail {
+
+inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  const int smem = kernels::think_smem_bytes(p.q_heads / p.kv_heads, p.head_dim, p.d_keep);
+  if (smem > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernels::think_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return Status::kErrorCudaRuntime;
+    }
+  }
+  const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
+  kernels::think_decode_kernel<<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kThinKThreads, smem, stream>>>(p, sp);
+  MEMATTN_RETURN_IF_ERROR(launch_status());
+  if (sp.splits > 1) {
+    kernels::think_combine_kernel<<<segments, kernels::kThinKThreads, 0, stream>>>(p, sp);
+    MEMATTN_RETURN_IF_ERROR(launch_status());
+  }
+  return Status::kSuccess;
+}
+
+// Splits for segments of at most max_tokens tokens: about 4 CTAs per SM, >= 256 tokens each.
+inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int split_keys, kernels::ThinKSplit* sp) {
+  if (max_tokens < 1 || split_keys < 0) return Status::kErrorInvalidArgument;
+  const long long segments = static_cast<long long>(p.batch) * p.kv_heads;
+  int keys = split_keys;
+  if (keys == 0) {
+    int sms = 0;
+    MEMATTN_RETURN_IF_ERROR(sm_count(&sms));
+    const long long want = std::max<long long>(1, (4LL * sms + segments - 1) / segments);
+    keys = static_cast<int>(std::max<long long>(256, (max_tokens + want - 1) / want));
+  }
+  keys = (keys + kernels::kThinKTile - 1) / kernels::kThinKTile * kernels::kThinKTile;
+  sp->split_keys = keys;
+  sp->splits = (max_tokens + keys - 1) / keys;
+  if (sp->splits > 65535) return Status::kErrorInvalidArgument;
+  return Status::kSuccess;
+}
+
+inline std::size_t workspace_bytes(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp) {
+  if (sp.splits <= 1) return 0;
+  const std::size_t rows = static_cast<std::size_t>(sp.splits) * static_cast<std::size_t>(p.batch) *
+                           static_cast<std::size_t>(p.q_heads);
+  return rows * (static_cast<std::size_t>(p.head_dim) + 2) * sizeof(float);
+}
+
+}  // namespace think_detail
+
 inline Status think_decode(const kernels::ThinKDecodeParams& p, cudaStream_t stream) {
   MEMATTN_RETURN_IF_ERROR(think_decode_check(p));
   if (!device_available()) return Status::kErrorNoDevice;
-  kernels::think_decode_kernel<128><<<dim3(static_cast<unsigned>(p.batch), static_cast<unsigned>(p.kv_heads)), 128, 0, stream>>>(p);
-  return launch_status();
+  return think_detail::launch(p, kernels::ThinKSplit{}, stream);
+}
+
+// Workspace of the split-KV call for segments of at most max_tokens tokens (0 bytes: one split).
+inline Status think_decode_workspace_size(const kernels::ThinKDecodeParams& p, int max_tokens, std::size_t* bytes,
+                                          int split_keys = 0) {
+  if (bytes == nullptr) return Status::kErrorNullPointer;
+  MEMATTN_RETURN_IF_ERROR(think_decode_check(p));
+  if (!device_available()) return Status::kErrorNoDevice;
+  kernels::ThinKSplit sp;
+  MEMATTN_RETURN_IF_ERROR(think_detail::plan(p, max_tokens, split_keys, &sp));
+  *bytes = think_detail::workspace_bytes(p, sp);
+  return Status::kSuccess;
+}
+
+// Split-KV decode: max_tokens bounds n_old + n_new of every segment (tokens beyond it are not
+// read: the caller's bound must hold); workspace of think_decode_workspace_size bytes (16-byte
+// aligned), kErrorWorkspaceTooSmall otherwise.
+inline Status think_decode(const kernels::ThinKDecodeParams& p, int max_tokens, void* workspace,
+                           std::size_t workspace_bytes, cudaStream_t stream, int split_keys = 0) {
+  MEMATTN_RETURN_IF_ERROR(think_decode_check(p));
+  if (!device_available()) return Status::kErrorNoDevice;
+  kernels::ThinKSplit sp;
+  MEMATTN_RETURN_IF_ERROR(think_detail::plan(p, max_tokens, split_keys, &sp));
+  const std::size_t need = think_detail::workspace_bytes(p, sp);
+  if (need > 0) {
+    if (workspace == nullptr) return Status::kErrorNullPointer;
+    if (workspace_bytes < need || reinterpret_cast<std::uintptr_t>(workspace) % 16 != 0)
+      return Status::kErrorWorkspaceTooSmall;
+    const std::size_t rows = need / ((static_cast<std::size_t>(p.head_dim) + 2) * sizeof(float));
+    sp.acc = static_cast<float*>(workspace);
+    sp.ml = sp.acc + rows * static_cast<std::size_t>(p.head_dim);
+  }
+  return think_detail::launch(p, sp, stream);
 }
 
 // tau of the full head_dim (§3.6), for callers filling ThinKDecodeParams::scale.

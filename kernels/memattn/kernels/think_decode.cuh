@@ -4,8 +4,16 @@
 // into shared memory once; old-segment logits use d_keep channels, new-segment logits all d.
 // Same token order and math as the CPU composed cache (cpu/composed_kv_cache.hpp).
 //
-// Straightforward CUDA-core version: one CTA (128 threads) per (sequence, KV head), GQA read-once
-// (all g query heads of the KV head share each key row), tiles of 64 tokens, no split-KV.
+// Split-KV CUDA-core kernel: grid (segments = B * Hkv, splits), 128 threads; a split walks its
+// token range in tiles of 32 tokens:
+//   * K rows of the tile -> shared memory as fp32 (one warp per row, lanes over channels: coalesced
+//     whatever d_keep is; odd row stride, so the score pass is bank-conflict free);
+//   * V: thread c loads column c of the tile's 32 rows into registers at the start of the tile
+//     (coalesced, each element read once per CTA), overlapping the K staging and the scores;
+//   * scores: one (head, token) per thread (warp = one head: q[ch] is a broadcast), online softmax
+//     per head by one warp (shuffle max/sum), then acc[g][c] += p[g][t] * v[t][c] in registers.
+// GQA read-once: all g query heads of a KV head share each K/V row. With one split the kernel
+// writes o; with several it writes (m, l, acc) partials and think_combine_kernel merges them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -39,80 +47,178 @@ struct ThinKDecodeParams {
 
 constexpr int kThinKMaxGroup = 8;
 constexpr int kThinKMaxDim = 256;
-constexpr int kThinKTile = 64;
+constexpr int kThinKTile = 32;     // tokens per tile (= warp size: lane r holds token r's score)
+constexpr int kThinKThreads = 128;
+
+// Split-KV partials, [splits][segments][group][head_dim] and [splits][segments][group][2] (m, l).
+struct ThinKSplit {
+  int splits = 1;
+  int split_keys = 0;  // tokens per split (a multiple of kThinKTile); 0: all
+  float* acc = nullptr;
+  float* ml = nullptr;
+};
 
 MEMATTN_DEVICE float think_nan_max(float a, float b) { return (a != a) ? a : ((b != b) ? b : (b > a ? b : a)); }
 
-template <int kThreads = 128>
-MEMATTN_KERNEL void __launch_bounds__(kThreads) think_decode_kernel(const ThinKDecodeParams p) {
-  const int b = blockIdx.x, h = blockIdx.y;
-  const long long s = static_cast<long long>(b) * p.kv_heads + h;
-  const int D = p.head_dim, dk = p.d_keep, g = p.q_heads / p.kv_heads;
-  const int n_old = p.n_old[s], n_new = p.n_new[s];
-  __shared__ float q_s[kThinKMaxGroup][kThinKMaxDim];
-  __shared__ float qc_s[kThinKMaxGroup][kThinKMaxDim];
-  __shared__ float acc[kThinKMaxGroup][kThinKMaxDim];
-  __shared__ float pr[kThinKMaxGroup][kThinKTile];
-  __shared__ float m_s[kThinKMaxGroup], l_s[kThinKMaxGroup], alpha[kThinKMaxGroup];
+// Dynamic shared memory: q [G][D], q[ch] [G][dk], K tile [T][D | 1], p [G][T] (fp32).
+MEMATTN_HOST_DEVICE int think_smem_bytes(int group, int head_dim, int d_keep) {
+  return 4 * (group * head_dim + group * d_keep + kThinKTile * (head_dim | 1) + group * kThinKTile);
+}
+
+MEMATTN_KERNEL void __launch_bounds__(kThinKThreads) think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
+  extern __shared__ float think_smem[];
+  __shared__ float m_s[kThinKMaxGroup], l_s[kThinKMaxGroup], alpha_s[kThinKMaxGroup];
+  const long long s = blockIdx.x;
+  const int split = blockIdx.y;
+  const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);
+  const int D = p.head_dim, dk = p.d_keep, G = p.q_heads / p.kv_heads, kpad = D | 1;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  float* q_s = think_smem;             // [G][D], scaled by tau
+  float* qc_s = q_s + G * D;           // [G][dk]
+  float* kt = qc_s + G * dk;           // [T][kpad]
+  float* p_s = kt + kThinKTile * kpad;  // [G][T]
+  const int n_old = p.n_old[s], total = n_old + p.n_new[s];
+  const int t_lo = sp.split_keys > 0 ? split * sp.split_keys : 0;
+  const int t_hi = sp.split_keys > 0 ? min(total, t_lo + sp.split_keys) : total;
   const std::uint8_t* ch = p.channels + s * dk;
-  for (int i = threadIdx.x; i < g * D; i += kThreads) {
-    const int gi = i / D, c = i % D;
-    q_s[gi][c] = p.q[(static_cast<long long>(b) * p.q_heads + h * g + gi) * D + c] * p.scale;
-    acc[gi][c] = 0.f;
-  }
-  if (threadIdx.x < g) {
-    m_s[threadIdx.x] = -INFINITY;
-    l_s[threadIdx.x] = 0.f;
+  for (int i = tid; i < G * D; i += kThinKThreads)
+    q_s[i] = p.q[(static_cast<long long>(b) * p.q_heads + h * G) * D + i] * p.scale;
+  if (tid < G) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.f;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < g * dk; i += kThreads) qc_s[i / dk][i % dk] = q_s[i / dk][ch[i % dk]];
-  __syncthreads();
+  for (int i = tid; i < G * dk; i += kThinKThreads) qc_s[i] = q_s[(i / dk) * D + ch[i % dk]];
   const Half* k_old = p.k_old + s * p.old_seg_stride;
   const Half* k_new = p.k_new + s * p.new_seg_stride;
   const Half* v = p.v + s * p.v_seg_stride;
-  const int total = n_old + n_new;
-  for (int t0 = 0; t0 < total; t0 += kThinKTile) {
-    const int T = total - t0 < kThinKTile ? total - t0 : kThinKTile;
-    for (int i = threadIdx.x; i < g * T; i += kThreads) {
-      const int gi = i / T, t = t0 + i % T;
-      float acc_s = 0.f;
+  constexpr int kCh = kThinKMaxDim / kThinKThreads;  // value channels per thread
+  float acc[kThinKMaxGroup][kCh];
+#pragma unroll
+  for (int g = 0; g < kThinKMaxGroup; ++g)
+#pragma unroll
+    for (int u = 0; u < kCh; ++u) acc[g][u] = 0.f;
+
+  for (int t0 = t_lo; t0 < t_hi; t0 += kThinKTile) {
+    const int nt = min(kThinKTile, t_hi - t0);
+    // V column(s) of this thread for the tile, in flight while K is staged and scored.
+    Half vv[kCh][kThinKTile];
+#pragma unroll
+    for (int u = 0; u < kCh; ++u) {
+      const int c = tid + u * kThinKThreads;
+#pragma unroll
+      for (int r = 0; r < kThinKTile; ++r)
+        vv[u][r] = (c < D && r < nt) ? v[static_cast<long long>(t0 + r) * D + c] : Half{};
+    }
+    // K rows -> shared fp32 (old rows: d_keep channels, new rows: D).
+#pragma unroll
+    for (int rr = 0; rr < kThinKTile / 4; ++rr) {
+      const int r = warp + 4 * rr, t = t0 + r;
+      if (r >= nt) continue;
       if (t < n_old) {
         const Half* kr = k_old + static_cast<long long>(t) * p.old_row_stride;
-        for (int c = 0; c < dk; ++c) acc_s += qc_s[gi][c] * half_to_float(kr[c]);
+        for (int c = lane; c < dk; c += 32) kt[r * kpad + c] = half_to_float(kr[c]);
       } else {
         const Half* kr = k_new + static_cast<long long>(t - n_old) * D;
-        for (int c = 0; c < D; ++c) acc_s += q_s[gi][c] * half_to_float(kr[c]);
+        for (int c = lane; c < D; c += 32) kt[r * kpad + c] = half_to_float(kr[c]);
       }
-      pr[gi][i % T] = acc_s;
     }
     __syncthreads();
-    if (threadIdx.x < g) {
-      const int gi = threadIdx.x;
-      float mx = m_s[gi];
-      for (int t = 0; t < T; ++t) mx = think_nan_max(mx, pr[gi][t]);
-      const float a = mx == -INFINITY ? 1.f : expf(m_s[gi] - mx);
-      float sum = 0.f;
-      for (int t = 0; t < T; ++t) {
-        const float e = expf(pr[gi][t] - mx);
-        pr[gi][t] = e;
-        sum += e;
+    // Scores: warp w takes heads w, w + 4; lane = token of the tile.
+    for (int g = warp; g < G; g += 4) {
+      float sc = -INFINITY;
+      const int t = t0 + lane;
+      if (lane < nt) {
+        const float* kr = kt + lane * kpad;
+        float d = 0.f;
+        if (t < n_old) {
+          const float* qc = qc_s + g * dk;
+          for (int c = 0; c < dk; ++c) d = fmaf(qc[c], kr[c], d);
+        } else {
+          const float* qf = q_s + g * D;
+          for (int c = 0; c < D; ++c) d = fmaf(qf[c], kr[c], d);
+        }
+        sc = d;
       }
-      l_s[gi] = l_s[gi] * a + sum;
-      m_s[gi] = mx;
-      alpha[gi] = a;
+      float mx = sc;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx = think_nan_max(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float m_old = m_s[g];
+      const float m_new = think_nan_max(m_old, mx);
+      const float e = lane < nt ? expf(sc - m_new) : 0.f;
+      float sum = e;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+      p_s[g * kThinKTile + lane] = e;
+      __syncwarp();
+      if (lane == 0) {
+        const float a = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
+        l_s[g] = l_s[g] * a + sum;
+        m_s[g] = m_new;
+        alpha_s[g] = a;
+      }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < g * D; i += kThreads) {
-      const int gi = i / D, c = i % D;
-      float sv = 0.f;
-      for (int t = 0; t < T; ++t) sv += pr[gi][t] * half_to_float(v[static_cast<long long>(t0 + t) * D + c]);
-      acc[gi][c] = acc[gi][c] * alpha[gi] + sv;
+#pragma unroll
+    for (int u = 0; u < kCh; ++u) {
+      if (tid + u * kThinKThreads >= D) continue;
+#pragma unroll
+      for (int g = 0; g < kThinKMaxGroup; ++g) {
+        if (g >= G) break;
+        float a = acc[g][u] * alpha_s[g];
+        const float* pg = p_s + g * kThinKTile;
+#pragma unroll
+        for (int r = 0; r < kThinKTile; ++r) a = fmaf(pg[r], half_to_float(vv[u][r]), a);
+        acc[g][u] = a;
+      }
     }
     __syncthreads();
   }
-  for (int i = threadIdx.x; i < g * D; i += kThreads) {
-    const int gi = i / D, c = i % D;
-    p.o[(static_cast<long long>(b) * p.q_heads + h * g + gi) * D + c] = acc[gi][c] / l_s[gi];
+  if (sp.splits == 1) {
+#pragma unroll
+    for (int u = 0; u < kCh; ++u) {
+      const int c = tid + u * kThinKThreads;
+      if (c >= D) continue;
+#pragma unroll
+      for (int g = 0; g < kThinKMaxGroup; ++g)  // constant indices: acc stays in registers
+        if (g < G) p.o[(static_cast<long long>(b) * p.q_heads + h * G + g) * D + c] = acc[g][u] / l_s[g];
+    }
+    return;
+  }
+  const long long slot = static_cast<long long>(split) * gridDim.x + s;
+#pragma unroll
+  for (int u = 0; u < kCh; ++u) {
+    const int c = tid + u * kThinKThreads;
+    if (c >= D) continue;
+#pragma unroll
+    for (int g = 0; g < kThinKMaxGroup; ++g)
+      if (g < G) sp.acc[(slot * G + g) * D + c] = acc[g][u];
+  }
+  if (tid < G) {
+    sp.ml[(slot * G + tid) * 2] = m_s[tid];
+    sp.ml[(slot * G + tid) * 2 + 1] = l_s[tid];
+  }
+}
+
+// o[g][c] = sum_i acc_i[g][c] w_i / sum_i l_i w_i, w_i = exp(m_i - max m) (empty splits: w = 0).
+// grid = segments, block = kThinKThreads.
+MEMATTN_KERNEL void __launch_bounds__(kThinKThreads) think_combine_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
+  const long long s = blockIdx.x, S = gridDim.x;
+  const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);
+  const int D = p.head_dim, G = p.q_heads / p.kv_heads;
+  for (int i = threadIdx.x; i < G * D; i += kThinKThreads) {
+    const int g = i / D, c = i % D;
+    float m = -INFINITY;
+    for (int k = 0; k < sp.splits; ++k) m = think_nan_max(m, sp.ml[((k * S + s) * G + g) * 2]);
+    float num = 0.f, den = 0.f;
+    for (int k = 0; k < sp.splits; ++k) {
+      const float mk = sp.ml[((k * S + s) * G + g) * 2];
+      if (mk == -INFINITY) continue;
+      const float w = expf(mk - m);
+      num = fmaf(sp.acc[((k * S + s) * G + g) * D + c], w, num);
+      den = fmaf(sp.ml[((k * S + s) * G + g) * 2 + 1], w, den);
+    }
+    p.o[(static_cast<long long>(b) * p.q_heads + h * G + g) * D + c] = num / den;
   }
 }
 
