@@ -132,6 +132,12 @@ cat /tmp/memattn-linear-peer.jsonl >>"$LINEAR_JSONL" 2>/dev/null
 if command -v compute-sanitizer >/dev/null 2>&1; then
   run_step linear_memcheck 120 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
     --print-limit 20 "$BIN/test_linear_cuda" "[sanitize]"
+  # The Taylor (BASED) cases: sequence-parallel with per-KV-head state failed on the H100
+  # (2026-11-26); memcheck and racecheck give the evidence.
+  run_step linear_taylor_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 10 "$BIN/test_linear_cuda" "[taylor]"
+  run_step linear_taylor_racecheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool racecheck --racecheck-report all \
+    --error-exitcode 99 --print-limit 10 "$BIN/test_linear_cuda" "[taylor]"
 fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases

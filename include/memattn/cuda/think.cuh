@@ -9,7 +9,7 @@
 // workspace:
 //   std::size_t bytes; cuda::think_decode_workspace_size(p, max_tokens, &bytes);
 //   cuda::think_decode(p, max_tokens, ws, bytes, stream);   // + one small combine kernel
-// Splits fill about 4 CTAs per SM (at least 256 tokens each); split_keys > 0 forces the split size.
+// Splits fill about 8 CTAs per SM (at least 256 tokens each); split_keys > 0 forces the split size.
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
@@ -48,18 +48,20 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
 
 namespace think_detail {
 
-inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
-  const int smem = kernels::think_smem_bytes(p.q_heads / p.kv_heads, p.head_dim, p.d_keep);
+template <int kCh>
+Status launch_ch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  const int smem = kernels::ThinKSmem(p.head_dim, p.d_keep).bytes(p.q_heads / p.kv_heads);
   if (smem > 48 * 1024) {
     const cudaError_t e =
-        cudaFuncSetAttribute(kernels::think_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        cudaFuncSetAttribute(kernels::think_decode_kernel<kCh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
       return Status::kErrorCudaRuntime;
     }
   }
   const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
-  kernels::think_decode_kernel<<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kThinKThreads, smem, stream>>>(p, sp);
+  kernels::think_decode_kernel<kCh>
+      <<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kThinKThreads, smem, stream>>>(p, sp);
   MEMATTN_RETURN_IF_ERROR(launch_status());
   if (sp.splits > 1) {
     kernels::think_combine_kernel<<<segments, kernels::kThinKThreads, 0, stream>>>(p, sp);
@@ -68,7 +70,11 @@ inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSp
   return Status::kSuccess;
 }
 
-// Splits for segments of at most max_tokens tokens: about 4 CTAs per SM, >= 256 tokens each.
+inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  return p.head_dim <= kernels::kThinKThreads ? launch_ch<1>(p, sp, stream) : launch_ch<2>(p, sp, stream);
+}
+
+// Splits for segments of at most max_tokens tokens: about 8 CTAs per SM, >= 256 tokens each.
 inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int split_keys, kernels::ThinKSplit* sp) {
   if (max_tokens < 1 || split_keys < 0) return Status::kErrorInvalidArgument;
   const long long segments = static_cast<long long>(p.batch) * p.kv_heads;
@@ -76,7 +82,7 @@ inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int spli
   if (keys == 0) {
     int sms = 0;
     MEMATTN_RETURN_IF_ERROR(sm_count(&sms));
-    const long long want = std::max<long long>(1, (4LL * sms + segments - 1) / segments);
+    const long long want = std::max<long long>(1, (8LL * sms + segments - 1) / segments);
     keys = static_cast<int>(std::max<long long>(256, (max_tokens + want - 1) / want));
   }
   keys = (keys + kernels::kThinKTile - 1) / kernels::kThinKTile * kernels::kThinKTile;

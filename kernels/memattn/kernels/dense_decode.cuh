@@ -12,8 +12,9 @@
 //    elements (one 16-byte load of K and one of V per key). The partial dot products are summed
 //    with xor shuffles inside the lane group (all lanes end with the same, bitwise identical
 //    score). A CTA has 128 / (D / 8) lane groups; each is an independent online-softmax stream
-//    over the keys base + u * groups + group (u < kUnroll: 4, or 2 for R = 8) of every chunk, so
-//    one chunk of groups * kUnroll keys is read as contiguous rows.
+//    over the keys base + group * kUnroll + u (u < kUnroll: 4, or 2 for R = 8) of every chunk, so
+//    one chunk of groups * kUnroll keys is read as contiguous rows, and the lane groups of a warp
+//    hold consecutive keys (the optional raw-logit output is written in whole 32-byte sectors).
 //  * Bytes in flight: a multi-stage cp.async (16-byte, L2-only) pipeline into shared memory
 //    (3 stages, or 5 for R = 8): 8 keys of K and V per thread (256 B) are in flight while one
 //    chunk is computed. Each thread copies exactly the pieces it later reads, so the pipeline
@@ -96,7 +97,7 @@ struct DenseDecodeParams {
   const std::int32_t* seq_lens = nullptr;  // device, optional
   // Optional (token eviction, spec eviction.md §4.3): raw logits scale * q.k of every (row f of a
   // KV head, key j) the kernel computes, [B, Hkv, Tq * G, Lcap], -inf for keys the row does not
-  // see. Written by one lane per key as the chunk is scored: 4 * Tq * G bytes per key next to the
+  // see. Written as the chunk is scored (whole sectors per warp): 4 * Tq * G bytes per key next to the
   // 4 * D bytes of K and V read, so the eviction epilogue needs no second pass over K.
   float* scores = nullptr;
   std::int64_t scores_stride[3] = {};  // b, h, f (keys contiguous)
@@ -197,7 +198,7 @@ MEMATTN_DEVICE void issue_chunk(uint4* stage, const T* kb, const T* vb, std::int
   using Cfg = DenseDecodeConfig<D, R>;
 #pragma unroll
   for (int u = 0; u < Cfg::kUnroll; ++u) {
-    int j = base + u * Cfg::kGroups + group;
+    int j = base + group * Cfg::kUnroll + u;
     j = j < s1 ? j : s1 - 1;
     cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks);
     cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs);
@@ -221,8 +222,8 @@ struct RowBounds {
   }
 };
 
-// Same for a chunk entirely inside the split: kp / vp point at this thread's piece of the chunk's
-// first key (key base + group), consecutive u are kstep / vstep elements apart (kGroups rows).
+// Same for a chunk entirely inside the split: kp / vp point at this thread's piece of the group's
+// first key (key base + group * kUnroll), consecutive u are kstep / vstep elements apart (one row).
 template <class T, int D, int R>
 MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std::int64_t kstep, std::int64_t vstep,
                                      int tid) {
@@ -244,7 +245,6 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
                                  float* scores, std::int64_t score_row_stride) {
   using Cfg = DenseDecodeConfig<D, R>;
   constexpr int U = Cfg::kUnroll;
-  constexpr int G = Cfg::kGroups;
 
   uint4 kr[U];
 #pragma unroll
@@ -280,14 +280,14 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
       hi = hi < s1 ? hi : s1;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int j = base + u * G + group;
+        const int j = base + group * U + u;
         if (j < lo || j >= hi) sc[u][r] = -INFINITY;
       }
     }
   }
   // Raw logits for the eviction epilogue (uniform branch). Every lane of a group holds all U x R
-  // sums, so lane l stores value (u, r) with u * R + r = round * kLanes + l: one store instruction
-  // per round instead of U * R single-lane stores.
+  // sums, so lane l stores value (u, r) with r * U + u = round * kLanes + l: one store instruction
+  // per round, and the warp's lane groups (consecutive keys) fill whole sectors of each row.
   if (scores != nullptr) {
     constexpr int kRounds = (U * R + Cfg::kLanes - 1) / Cfg::kLanes;
     const int lane = tid % Cfg::kLanes;
@@ -300,7 +300,7 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
       for (int u = 0; u < U; ++u) {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          if (u * R + r == round * Cfg::kLanes + lane) {
+          if (r * U + u == round * Cfg::kLanes + lane) {
             val = sc[u][r];
             su = u;
             sr = r;
@@ -308,7 +308,7 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
           }
         }
       }
-      const int j = base + su * G + group;
+      const int j = base + group * U + su;
       if (mine && j < s1 && rb.row0 + sr < rb.rows) scores[sr * score_row_stride + j] = val * kLn2;
     }
   }
@@ -426,8 +426,8 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     uint4* stage = pipe + (c % kStages) * kStageVecs;
     const int base = s0 + c * kChunk;
     if (base + kChunk <= s1) {
-      const std::int64_t j = base + group;
-      detail::issue_full_chunk<T, D, R>(stage, kb + j * ks, vb + j * vs, ks * kGroups, vs * kGroups, tid);
+      const std::int64_t j = base + group * Cfg::kUnroll;
+      detail::issue_full_chunk<T, D, R>(stage, kb + j * ks, vb + j * vs, ks, vs, tid);
     } else {
       detail::issue_chunk<T, D, R>(stage, kb, vb, ks, vs, base, group, s1, tid);
     }

@@ -7,11 +7,13 @@
 // Split-KV CUDA-core kernel: grid (segments = B * Hkv, splits), 128 threads; a split walks its
 // token range in tiles of 32 tokens:
 //   * K rows of the tile -> shared memory as fp32 (one warp per row, lanes over channels: coalesced
-//     whatever d_keep is; odd row stride, so the score pass is bank-conflict free);
+//     whatever d_keep is), zero-padded to a multiple of 4 channels: float4 dot products with four
+//     independent accumulators; the row stride is an odd number of float4 (no bank conflicts);
 //   * V: thread c loads column c of the tile's 32 rows into registers at the start of the tile
 //     (coalesced, each element read once per CTA), overlapping the K staging and the scores;
 //   * scores: one (head, token) per thread (warp = one head: q[ch] is a broadcast), online softmax
-//     per head by one warp (shuffle max/sum), then acc[g][c] += p[g][t] * v[t][c] in registers.
+//     per head by one warp (shuffle max/sum), then acc[g][c] += p[g][t] * v[t][c] in registers
+//     (p read as float4 broadcasts).
 // GQA read-once: all g query heads of a KV head share each K/V row. With one split the kernel
 // writes o; with several it writes (m, l, acc) partials and think_combine_kernel merges them.
 #pragma once
@@ -60,39 +62,56 @@ struct ThinKSplit {
 
 MEMATTN_DEVICE float think_nan_max(float a, float b) { return (a != a) ? a : ((b != b) ? b : (b > a ? b : a)); }
 
-// Dynamic shared memory: q [G][D], q[ch] [G][dk], K tile [T][D | 1], p [G][T] (fp32).
-MEMATTN_HOST_DEVICE int think_smem_bytes(int group, int head_dim, int d_keep) {
-  return 4 * (group * head_dim + group * d_keep + kThinKTile * (head_dim | 1) + group * kThinKTile);
-}
+// Shared-memory geometry (fp32): q [G][Dp], q[ch] [G][dk4], K tile [T][kstride], p [G][T], with
+// Dp = D and dk4 = d_keep rounded up to 4 (zero padding, so float4 dot products need no tail) and
+// an odd number of float4 per K row (16-byte reads of 8 consecutive rows hit distinct banks).
+struct ThinKSmem {
+  int dp, dk4, kstride;
+  MEMATTN_HOST_DEVICE ThinKSmem(int head_dim, int d_keep)
+      : dp((head_dim + 3) / 4 * 4), dk4((d_keep + 3) / 4 * 4), kstride(((dp / 4) % 2 == 0 ? dp / 4 + 1 : dp / 4 + 2) * 4) {}
+  MEMATTN_HOST_DEVICE int bytes(int group) const {
+    return 4 * (group * dp + group * dk4 + kThinKTile * kstride + group * kThinKTile);
+  }
+};
 
-MEMATTN_KERNEL void __launch_bounds__(kThinKThreads) think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
-  extern __shared__ float think_smem[];
+// kCh: value channels per thread (1 for head_dim <= 128, 2 up to 256).
+template <int kCh>
+MEMATTN_KERNEL void __launch_bounds__(kThinKThreads, kCh == 1 ? 4 : 3)
+think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
+  extern __shared__ float4 think_smem4[];
   __shared__ float m_s[kThinKMaxGroup], l_s[kThinKMaxGroup], alpha_s[kThinKMaxGroup];
   const long long s = blockIdx.x;
   const int split = blockIdx.y;
   const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);
-  const int D = p.head_dim, dk = p.d_keep, G = p.q_heads / p.kv_heads, kpad = D | 1;
+  const int D = p.head_dim, dk = p.d_keep, G = p.q_heads / p.kv_heads;
+  const ThinKSmem geo(D, dk);
+  const int Dp = geo.dp, dk4 = geo.dk4, ks = geo.kstride;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  float* q_s = think_smem;             // [G][D], scaled by tau
-  float* qc_s = q_s + G * D;           // [G][dk]
-  float* kt = qc_s + G * dk;           // [T][kpad]
-  float* p_s = kt + kThinKTile * kpad;  // [G][T]
+  float* q_s = reinterpret_cast<float*>(think_smem4);  // [G][Dp], scaled by tau
+  float* qc_s = q_s + G * Dp;                           // [G][dk4]
+  float* kt = qc_s + G * dk4;                           // [T][ks]
+  float* p_s = kt + kThinKTile * ks;                    // [G][T]
   const int n_old = p.n_old[s], total = n_old + p.n_new[s];
   const int t_lo = sp.split_keys > 0 ? split * sp.split_keys : 0;
   const int t_hi = sp.split_keys > 0 ? min(total, t_lo + sp.split_keys) : total;
   const std::uint8_t* ch = p.channels + s * dk;
-  for (int i = tid; i < G * D; i += kThinKThreads)
-    q_s[i] = p.q[(static_cast<long long>(b) * p.q_heads + h * G) * D + i] * p.scale;
+  const float* qg = p.q + (static_cast<long long>(b) * p.q_heads + h * G) * D;
+  for (int i = tid; i < G * Dp; i += kThinKThreads) {
+    const int g = i / Dp, c = i % Dp;
+    q_s[i] = c < D ? qg[g * D + c] * p.scale : 0.f;
+  }
   if (tid < G) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.f;
   }
   __syncthreads();
-  for (int i = tid; i < G * dk; i += kThinKThreads) qc_s[i] = q_s[(i / dk) * D + ch[i % dk]];
+  for (int i = tid; i < G * dk4; i += kThinKThreads) {
+    const int g = i / dk4, c = i % dk4;
+    qc_s[i] = c < dk ? q_s[g * Dp + ch[c]] : 0.f;
+  }
   const Half* k_old = p.k_old + s * p.old_seg_stride;
   const Half* k_new = p.k_new + s * p.new_seg_stride;
   const Half* v = p.v + s * p.v_seg_stride;
-  constexpr int kCh = kThinKMaxDim / kThinKThreads;  // value channels per thread
   float acc[kThinKMaxGroup][kCh];
 #pragma unroll
   for (int g = 0; g < kThinKMaxGroup; ++g)
@@ -110,35 +129,38 @@ MEMATTN_KERNEL void __launch_bounds__(kThinKThreads) think_decode_kernel(const T
       for (int r = 0; r < kThinKTile; ++r)
         vv[u][r] = (c < D && r < nt) ? v[static_cast<long long>(t0 + r) * D + c] : Half{};
     }
-    // K rows -> shared fp32 (old rows: d_keep channels, new rows: D).
+    // K rows -> shared fp32, zero-padded (old rows: d_keep channels, new rows: D).
 #pragma unroll
     for (int rr = 0; rr < kThinKTile / 4; ++rr) {
       const int r = warp + 4 * rr, t = t0 + r;
       if (r >= nt) continue;
+      float* row = kt + r * ks;
       if (t < n_old) {
         const Half* kr = k_old + static_cast<long long>(t) * p.old_row_stride;
-        for (int c = lane; c < dk; c += 32) kt[r * kpad + c] = half_to_float(kr[c]);
+        for (int c = lane; c < dk4; c += 32) row[c] = c < dk ? half_to_float(kr[c]) : 0.f;
       } else {
         const Half* kr = k_new + static_cast<long long>(t - n_old) * D;
-        for (int c = lane; c < D; c += 32) kt[r * kpad + c] = half_to_float(kr[c]);
+        for (int c = lane; c < Dp; c += 32) row[c] = c < D ? half_to_float(kr[c]) : 0.f;
       }
     }
     __syncthreads();
     // Scores: warp w takes heads w, w + 4; lane = token of the tile.
     for (int g = warp; g < G; g += 4) {
       float sc = -INFINITY;
-      const int t = t0 + lane;
       if (lane < nt) {
-        const float* kr = kt + lane * kpad;
-        float d = 0.f;
-        if (t < n_old) {
-          const float* qc = qc_s + g * dk;
-          for (int c = 0; c < dk; ++c) d = fmaf(qc[c], kr[c], d);
-        } else {
-          const float* qf = q_s + g * D;
-          for (int c = 0; c < D; ++c) d = fmaf(qf[c], kr[c], d);
+        const bool old = t0 + lane < n_old;
+        const float4* kr = reinterpret_cast<const float4*>(kt + lane * ks);
+        const float4* qv = reinterpret_cast<const float4*>(old ? qc_s + g * dk4 : q_s + g * Dp);
+        const int n4 = (old ? dk4 : Dp) / 4;
+        float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+        for (int i = 0; i < n4; ++i) {
+          const float4 x = qv[i], y = kr[i];
+          a0 = fmaf(x.x, y.x, a0);
+          a1 = fmaf(x.y, y.y, a1);
+          a2 = fmaf(x.z, y.z, a2);
+          a3 = fmaf(x.w, y.w, a3);
         }
-        sc = d;
+        sc = (a0 + a1) + (a2 + a3);
       }
       float mx = sc;
 #pragma unroll
@@ -160,16 +182,30 @@ MEMATTN_KERNEL void __launch_bounds__(kThinKThreads) think_decode_kernel(const T
     }
     __syncthreads();
 #pragma unroll
-    for (int u = 0; u < kCh; ++u) {
-      if (tid + u * kThinKThreads >= D) continue;
+    for (int g = 0; g < kThinKMaxGroup; ++g)
+#pragma unroll
+      for (int u = 0; u < kCh; ++u)
+        if (g < G) acc[g][u] *= alpha_s[g];
+#pragma unroll
+    for (int r4 = 0; r4 < kThinKTile / 4; ++r4) {
+      float vf[kCh][4];
+#pragma unroll
+      for (int u = 0; u < kCh; ++u)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) vf[u][i] = half_to_float(vv[u][r4 * 4 + i]);
 #pragma unroll
       for (int g = 0; g < kThinKMaxGroup; ++g) {
         if (g >= G) break;
-        float a = acc[g][u] * alpha_s[g];
-        const float* pg = p_s + g * kThinKTile;
+        const float4 pp = reinterpret_cast<const float4*>(p_s + g * kThinKTile)[r4];
 #pragma unroll
-        for (int r = 0; r < kThinKTile; ++r) a = fmaf(pg[r], half_to_float(vv[u][r]), a);
-        acc[g][u] = a;
+        for (int u = 0; u < kCh; ++u) {
+          float a = acc[g][u];
+          a = fmaf(pp.x, vf[u][0], a);
+          a = fmaf(pp.y, vf[u][1], a);
+          a = fmaf(pp.z, vf[u][2], a);
+          a = fmaf(pp.w, vf[u][3], a);
+          acc[g][u] = a;
+        }
       }
     }
     __syncthreads();
