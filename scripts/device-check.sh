@@ -24,7 +24,8 @@
 # Linear attention (issue 8): linear_bench (bench_linear_cuda) and linear_peer (fla
 # chunk_lightning_attn from wheels carried in .whl/, PyTorch SDPA flash) write their JSON lines to
 # /tmp (no extra files in $OUT); summary.json gets them under "linear" with the G1-G4 gate verdicts.
-# MEMATTN_CHECK_ONLY=linear runs only the steps whose name contains "linear" (plus env).
+# MEMATTN_CHECK_ONLY=linear runs only the steps whose name contains "linear" (plus env);
+# MEMATTN_CHECK_SKIP="linear_peer sdpa" leaves the named steps out (peers already measured).
 # Virtual KV memory (issue 9): test_memory_cuda and the compile.memory_cuda_host smoke run with the
 # other gpu tests; memory_bench (bench_memory_cuda: VMM driver cost per handle and chunk size,
 # commit/decommit, a serving step vs a paged allocator, decode on virtual vs plain memory) writes
@@ -53,6 +54,13 @@ run_step() {
     log "$name: skipped (MEMATTN_CHECK_ONLY=$MEMATTN_CHECK_ONLY)"
     return 0
   fi
+  local skip
+  for skip in ${MEMATTN_CHECK_SKIP:-}; do  # space-separated step names to leave out (e.g. linear_peer)
+    if [ "$name" = "$skip" ]; then
+      log "$name: skipped (MEMATTN_CHECK_SKIP)"
+      return 0
+    fi
+  done
   local left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt 15 ]; then
     log "$name: skipped (time budget spent)"
