@@ -58,7 +58,7 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_k
     const int lo = p.window > 0 ? pos - p.window + 1 : 0;
     if (j > pos || j < lo) continue;
     float pbar = 0.f;
-#pragma unroll 4  // independent loads of the G heads in flight together (same combine order)
+#pragma unroll 1
     for (int g = 0; g < p.group; ++g) {
       const int f = t * p.group + g;
       const float s = srow[f * p.scores_stride[2]];
