@@ -56,9 +56,9 @@ MEMATTN_DEVICE unsigned long long evict_slot_key(const EvictSelectParams& p, std
                            : evict::select_key_prio(p.scores[base + j], p.pos[base + j], p.prio[base + j], p.tie);
 }
 
-// One CTA per segment streams over the segment 4-6 times: 768 threads keep enough loads in
+// One CTA per segment streams over the segment 4-6 times: 512 threads keep enough loads in
 // flight for a 64K-token segment on one SM.
-constexpr int kEvictSelectThreads = 768;
+constexpr int kEvictSelectThreads = 512;
 
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) MEMATTN_HIDDEN evict_select_kernel(const EvictSelectParams p) {
