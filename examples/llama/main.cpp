@@ -2,6 +2,7 @@
 //
 //   memattn-llama generate --model PATH [--tokenizer PATH] --prompt TEXT [--chat] --max-tokens N [--kv SPEC]
 //   memattn-llama ppl --model PATH [--tokenizer PATH] --text PATH --ctx N [--chunk C] [--max-tokens N] [--score-from N]
+//                     [--prefix P] [--stride S] [--windows W]
 //                     [--kv SPEC] [--json] [--raw-text]
 //   memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]
 //   memattn-llama policies
@@ -64,6 +65,9 @@ int usage(const char* msg = nullptr) {
                "  memattn-llama generate --model PATH [--tokenizer PATH] --prompt TEXT [--chat] --max-tokens N [--kv SPEC]\n"
                "  memattn-llama ppl --model PATH [--tokenizer PATH] --text PATH --ctx N [--chunk C] [--max-tokens N]\n"
                "                    [--score-from N]   (NLL only of window positions >= N: the E2 streaming protocol)\n"
+               "                    [--prefix P]       (E1: positions < P are the prompt, closed with prompt_end, where a\n"
+               "                                        once=1 eviction spec compresses; NLL only of positions >= P)\n"
+               "                    [--stride S] [--windows W]  (window starts S tokens apart; at most W windows)\n"
                "                    [--kv SPEC] [--json] [--raw-text]\n"
                "  memattn-llama dump-kv --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N]\n"
                "  memattn-llama needle --model PATH [--tokenizer PATH] --text PATH [--haystack N] [--depths D,D,..]\n"
@@ -238,13 +242,16 @@ int cmd_generate(const Args& a) {
 
 int cmd_ppl(const Args& a) {
   std::string err;
-  int ctx = 0, chunk = 0, max_tokens = 0, score_from = 0;
+  int ctx = 0, chunk = 0, max_tokens = 0, score_from = 0, prefix = 0, stride = 0, windows = 0;
   if (!parse_int(a, "ctx", 0, 2, 1 << 24, &ctx, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &chunk, &err) ||
       !parse_int(a, "max-tokens", 0, 0, 1 << 30, &max_tokens, &err) ||
-      !parse_int(a, "score-from", 0, 0, 1 << 24, &score_from, &err))
+      !parse_int(a, "score-from", 0, 0, 1 << 24, &score_from, &err) ||
+      !parse_int(a, "prefix", 0, 0, 1 << 24, &prefix, &err) || !parse_int(a, "stride", 0, 0, 1 << 24, &stride, &err) ||
+      !parse_int(a, "windows", 0, 0, 1 << 24, &windows, &err))
     return usage(err.c_str());
   if (!a.opts.count("ctx")) return usage("--ctx is required");
   if (score_from >= ctx) return usage("--score-from must be smaller than --ctx");
+  if (prefix >= ctx) return usage("--prefix must be smaller than --ctx");
   if (!a.opts.count("text")) return usage("--text is required");
   std::string text;
   if (!read_text_file(a.get("text"), &text, &err)) return report(err);
@@ -277,18 +284,26 @@ int cmd_ppl(const Args& a) {
                  tty ? "" : "\n");
     std::fflush(stderr);
   };
-  if (!perplexity(eng, ids, s.model.cfg.bos, ctx, chunk, &r, &err, progress, score_from)) {
+  PerplexityOptions po;
+  po.ctx = ctx;
+  po.chunk = chunk;
+  po.score_from = score_from;
+  po.prefix = prefix;
+  po.stride = stride;
+  po.max_windows = windows;
+  if (!perplexity(eng, ids, s.model.cfg.bos, po, &r, &err, progress)) {
     std::fprintf(stderr, "\nmemattn-llama: %s\n", err.c_str());
     return 1;
   }
   if (last_print > 0 && tty) std::fprintf(stderr, "\n");
   const double tps = static_cast<double>(r.fed) / r.seconds;
   if (a.has("json")) {
-    std::printf("{\"ppl\": %.6f, \"tokens\": %lld, \"kv_bytes_peak\": %zu, \"kv_host_bytes_peak\": %zu, \"kv_bytes_full\": %zu, "
-                "\"tokens_per_s\": %.2f, \"kv\": \"%s\", \"model\": \"%s\", \"ctx\": %d, \"chunk\": %d, \"score_from\": %d}\n",
-                r.ppl(), static_cast<long long>(r.predicted), r.kv_bytes_peak, r.kv_host_bytes_peak, r.kv_bytes_full, tps,
-                json_escape(cache->spec()).c_str(),
-                json_escape(s.model.cfg.name).c_str(), ctx, chunk, score_from);
+    std::printf("{\"ppl\": %.6f, \"tokens\": %lld, \"kv_bytes_peak\": %zu, \"kv_bytes_end\": %zu, \"kv_host_bytes_peak\": %zu, "
+                "\"kv_bytes_full\": %zu, \"tokens_per_s\": %.2f, \"kv\": \"%s\", \"model\": \"%s\", \"ctx\": %d, \"chunk\": %d, "
+                "\"score_from\": %d, \"prefix\": %d, \"stride\": %d, \"windows\": %lld}\n",
+                r.ppl(), static_cast<long long>(r.predicted), r.kv_bytes_peak, r.kv_bytes_end, r.kv_host_bytes_peak,
+                r.kv_bytes_full, tps, json_escape(cache->spec()).c_str(), json_escape(s.model.cfg.name).c_str(), ctx, chunk,
+                score_from, prefix, stride, static_cast<long long>(r.windows));
   } else {
     std::printf("ppl %.4f over %lld tokens (ctx %d, chunk %d, kv %s): %.1f tok/s, kv bytes peak %zu (full fp16 %zu)\n", r.ppl(),
                 static_cast<long long>(r.predicted), ctx, chunk, cache->spec(), tps, r.kv_bytes_peak, r.kv_bytes_full);

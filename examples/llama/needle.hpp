@@ -80,7 +80,9 @@ inline bool run_needle_case(Engine& eng, const NeedleCase& c, int chunk, const s
   Matrix logits;
   for (std::size_t i = 0; i < c.prompt.size(); i += static_cast<std::size_t>(chunk)) {
     const int n = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(chunk), c.prompt.size() - i));
-    if (!eng.forward(0, c.prompt.data() + i, n, &logits, true, error)) return false;
+    memattn::cache::ChunkSignals sig;  // once=1 specs compress after the question (query-aware)
+    sig.prompt_end = i + static_cast<std::size_t>(n) == c.prompt.size();
+    if (!eng.forward(0, c.prompt.data() + i, n, &logits, true, error, sig)) return false;
   }
   const int vocab = eng.config().vocab;
   *r = NeedleResult{};

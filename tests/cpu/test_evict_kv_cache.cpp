@@ -364,3 +364,65 @@ TEST_CASE("batch invariance (P-5, RG-04): a sequence's keep set and outputs do n
     }
   }
 }
+
+TEST_CASE("once=1 (prefill-only, E1): compaction only at the prompt_end chunk, then append without eviction",
+          "[evict]") {
+  const auto s = small_shape();
+  auto attend_all = [&](cache::KvCache* c, int seq, std::int64_t n, std::uint32_t seed) {
+    Chunk ch = random_chunk(s, n, seed);
+    for (int l = 0; l < s.layers; ++l)
+      REQUIRE(c->attend(seq, l, make_view<3>(static_cast<const float*>(ch.q.data()), {n, s.q_heads, s.head_dim}),
+                        make_view<3>(static_cast<const float*>(ch.k.data()), {n, s.kv_heads, s.head_dim}),
+                        make_view<3>(static_cast<const float*>(ch.v.data()), {n, s.kv_heads, s.head_dim}),
+                        make_view<3>(ch.out.data(), {n, s.q_heads, s.head_dim})) == Status::kSuccess);
+    return ch;
+  };
+  for (const char* spec : {"snapkv:budget=16,window=4,kernel=3,once=1", "h2o:budget=16,once=1"}) {
+    INFO(spec);
+    auto base = make(spec, s);
+    CHECK(std::string(base->spec()).find(",once=1") != std::string::npos);
+    CHECK((base->wanted_signals() & cache::kSignalPromptEnd) != 0);
+    cache::ChunkSignals plain, end;
+    end.prompt_end = true;
+    // a 40-token prompt in 5 chunks: nothing is evicted before its last chunk
+    for (int c = 0; c < 4; ++c) {
+      attend_all(base.get(), 0, 8, 100u + static_cast<std::uint32_t>(c));
+      REQUIRE(base->end_chunk(0, plain) == Status::kSuccess);
+    }
+    auto held = [&](int l, int h) -> std::int64_t {
+      if (auto* e = dynamic_cast<cpu::EvictKvCache<evict::SnapKV>*>(base.get())) return e->segment_size(0, l, h);
+      if (auto* e = dynamic_cast<cpu::EvictKvCache<evict::H2O>*>(base.get())) return e->segment_size(0, l, h);
+      return -1;
+    };
+    for (int l = 0; l < s.layers; ++l) CHECK(held(l, 1) == 32);
+    attend_all(base.get(), 0, 8, 200u);
+    REQUIRE(base->end_chunk(0, end) == Status::kSuccess);
+    for (int l = 0; l < s.layers; ++l) CHECK(held(l, 1) == 16);  // compressed to the budget at the prompt's end
+    // 12 decode steps (one marked prompt_end again: a sequence compresses once) grow the cache
+    for (int t = 0; t < 12; ++t) {
+      attend_all(base.get(), 0, 1, 300u + static_cast<std::uint32_t>(t));
+      REQUIRE(base->end_chunk(0, t == 5 ? end : plain) == Status::kSuccess);
+    }
+    CHECK(base->tokens(0) == 52);
+    for (int l = 0; l < s.layers; ++l)
+      for (int h = 0; h < s.kv_heads; ++h) CHECK(held(l, h) == 16 + 12);
+    // reset: the next prompt compresses again; without prompt_end nothing is ever evicted
+    REQUIRE(base->reset(0) == Status::kSuccess);
+    attend_all(base.get(), 0, 40, 400u);
+    REQUIRE(base->end_chunk(0, plain) == Status::kSuccess);
+    for (int l = 0; l < s.layers; ++l) CHECK(held(l, 0) == 40);
+    attend_all(base.get(), 0, 1, 401u);
+    REQUIRE(base->end_chunk(0, end) == Status::kSuccess);
+    for (int l = 0; l < s.layers; ++l) CHECK(held(l, 0) == 16);
+  }
+  // without once, prompt_end changes nothing; compositions reject once=1
+  auto h2o = make("h2o:budget=16", s);
+  CHECK(std::string(h2o->spec()).find("once") == std::string::npos);
+  CHECK((h2o->wanted_signals() & cache::kSignalPromptEnd) == 0);
+  std::unique_ptr<cache::KvCache> c;
+  std::string err;
+  CHECK(memattn_test::make_kv_cache("h2o:budget=16,once=1+kivi:kbits=4,vbits=4", s, Executor{}, &c, &err) ==
+        Status::kErrorNotSupported);
+  CHECK(err.find("once=1") != std::string::npos);
+  CHECK(memattn_test::make_kv_cache("h2o:budget=16,once=2", s, Executor{}, &c, &err) != Status::kSuccess);
+}

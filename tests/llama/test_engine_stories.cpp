@@ -125,6 +125,53 @@ TEST_CASE("perplexity scored from a window position (E2) counts exactly those to
   CHECK(err.find("score_from") != std::string::npos);
 }
 
+TEST_CASE("E1 prefix-compress-continue: windows, scored tokens, A1 identity, compressed bytes", "[llama][golden]") {
+  // Spec §7.5 E1 on stories260K: 320-token prefix + 128-token continuation, stride 128. A once=1
+  // cache compresses at the prompt_end chunk; with C >= the prefix (A1) nothing is evicted and the
+  // result is bit-identical to the full cache.
+  const Session& s = session();
+  const auto ids = s.tokenizer->encode(normalize_text(read_file(data_dir() + "/text/tinystories-sample.txt")), false);
+  PerplexityOptions o;
+  o.ctx = 449;  // BOS + 448 text tokens = 320 + 128 positions
+  o.chunk = 64;
+  o.prefix = 320;
+  o.stride = 128;
+  o.max_windows = 4;
+  auto run = [&](const char* spec, PerplexityResult* r) {
+    auto cache = make_cache(s.model.cfg, spec);
+    Engine eng(s.model, *cache);
+    std::string err;
+    REQUIRE(perplexity(eng, ids, s.tokenizer->bos(), o, r, &err));
+  };
+  PerplexityResult full, big, small, every;
+  run("full", &full);
+  run("snapkv:budget=320,window=8,kernel=5,once=1", &big);
+  run("snapkv:budget=64,window=8,kernel=5,once=1", &small);
+  run("snapkv:budget=64,window=8,kernel=5", &every);  // compacts at every chunk end instead
+  REQUIRE(ids.size() >= 3 * 128 + 448);
+  CHECK(full.windows == 4);
+  CHECK(full.predicted == 4 * (449 - 320));
+  CHECK(full.fed == 4 * 449);
+  CHECK(big.nll_sum == full.nll_sum);  // A1
+  CHECK(small.predicted == full.predicted);
+  CHECK(small.ppl() > full.ppl());
+  // after compression the cache holds the budget + the continuation, far below the full cache
+  CHECK(small.kv_bytes_end * 10 < full.kv_bytes_end * 6);  // 64 + 128 of 448 tokens (+ positions, window)
+  CHECK(small.kv_bytes_end > every.kv_bytes_end);  // the continuation is appended, not evicted
+  CHECK(small.nll_sum != every.nll_sum);
+  // bad options
+  auto cache = make_cache(s.model.cfg);
+  Engine eng(s.model, *cache);
+  std::string err;
+  PerplexityResult bad;
+  o.prefix = 449;
+  CHECK_FALSE(perplexity(eng, ids, s.tokenizer->bos(), o, &bad, &err));
+  CHECK(err.find("prefix") != std::string::npos);
+  o.prefix = 320;
+  o.ctx = 100000;
+  CHECK_FALSE(perplexity(eng, ids, s.tokenizer->bos(), o, &bad, &err));
+}
+
 TEST_CASE("logits do not depend on the prefill chunk size", "[llama][cache]") {
   const Session& s = session();
   const auto ids = s.tokenizer->encode(normalize_text(read_file(data_dir() + "/text/tinystories-sample.txt")), true);

@@ -46,6 +46,8 @@ enum CacheSignal : std::uint32_t {
   kSignalTokenLogProbs = 1u << 1,  // log p(x_j | x_<j) of the chunk's tokens (SirLLM)
   kSignalSentenceEnds = 1u << 2,   // per token: 1 where it ends a sentence (SentenceKV; the
                                    // engine's tokenizer knows which pieces end sentences)
+  kSignalPromptEnd = 1u << 3,      // ChunkSignals::prompt_end on the chunk that completes the prompt
+                                   // (prefill-only compression: evicting specs with once=1)
 };
 
 struct ChunkSignals {
@@ -53,6 +55,7 @@ struct ChunkSignals {
   const float* token_logprobs = nullptr;    // [count] or nullptr
   const std::uint8_t* sentence_ends = nullptr;  // [count] or nullptr
   int count = 0;
+  bool prompt_end = false;  // this chunk completes the prompt (the engine's caller knows; kSignalPromptEnd)
 };
 
 class KvCache {

@@ -40,6 +40,7 @@ struct ParamInfo {
   bool integer;
   const char* help;
   bool text = false;  // value is a string (file path); default empty, range fields unused
+  bool quiet = false;  // written back by canonical_spec only when it differs from the default
 };
 
 struct PolicyInfo {
@@ -217,6 +218,7 @@ inline std::string canonical_spec(const PolicyInfo& info, const ResolvedParams& 
   char sep = ':';
   for (const ParamInfo& p : info.params) {
     if (p.text && r.get_text(p.key).empty()) continue;  // not given: nothing to write back
+    if (p.quiet && !p.text && r.get(p.key) == p.default_value) continue;
     s += sep;
     s += std::string(p.key) + "=" + (p.text ? r.get_text(p.key) : detail::format_number(r.get(p.key)));
     sep = ',';

@@ -94,6 +94,7 @@ class EvictKvCache final : public RetentionKvCache {
     std::uint32_t w = cache::kSignalNone;
     if (Policy::kSignals & evict::kTokenLogProbs) w |= cache::kSignalTokenLogProbs;
     if (Policy::kSignals & evict::kTokenIds) w |= cache::kSignalTokenIds;
+    if (params_.once) w |= cache::kSignalPromptEnd;
     return w;
   }
 
@@ -205,6 +206,13 @@ class EvictKvCache final : public RetentionKvCache {
     pending_[seq] = 0;
     for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
     if (len_[seq] == 0) return Status::kSuccess;
+    if (params_.once) {  // compress at the prompt's end only, once per sequence
+      if (!signals.prompt_end || compressed_[seq]) {
+        recount();
+        return Status::kSuccess;
+      }
+      compressed_[seq] = 1;
+    }
     if constexpr (kPlansLayers) MEMATTN_RETURN_IF_ERROR(plan_layer_budgets(seq));
     const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
     if constexpr (kShared) {
@@ -240,6 +248,7 @@ class EvictKvCache final : public RetentionKvCache {
     }
     len_[seq] = 0;
     pending_[seq] = 0;
+    compressed_[seq] = 0;
     if constexpr (kPlansLayers)
       std::fill(plan_.begin() + static_cast<std::ptrdiff_t>(seq) * shape_.layers,
                 plan_.begin() + static_cast<std::ptrdiff_t>(seq + 1) * shape_.layers, std::int64_t(-1));
@@ -297,6 +306,9 @@ class EvictKvCache final : public RetentionKvCache {
     Params policy;
     evict::GroupReduce reduce = evict::GroupReduce::kMean;
     bool ordered = false;  // true: ordered compaction even where hole filling applies (kCanFillHoles)
+    // Prefill-only compression (spec §7.5 E1, kvpress's setting): compact once, at the end of the
+    // chunk the engine marks prompt_end, then append without eviction (segments grow).
+    bool once = false;
     evict::GroupReduce scorer_reduce() const { return reduce; }
   };
 
@@ -350,6 +362,7 @@ class EvictKvCache final : public RetentionKvCache {
         windows_(kWindow ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0),
         len_(static_cast<std::size_t>(shape.max_sequences), 0),
         pending_(static_cast<std::size_t>(shape.max_sequences), 0),
+        compressed_(static_cast<std::size_t>(shape.max_sequences), 0),
         layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
         plan_(kPlansLayers ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0, -1),
         workers_(static_cast<std::size_t>(executor.concurrency())) {}
@@ -647,6 +660,7 @@ class EvictKvCache final : public RetentionKvCache {
   std::vector<Window> windows_;            // [seq][layer] (window scorers)
   std::vector<std::int64_t> len_;          // closed tokens per sequence
   std::vector<std::int64_t> pending_;      // tokens of the open chunk per sequence
+  std::vector<std::uint8_t> compressed_;   // Config::once: the prompt was compressed
   std::vector<std::int64_t> layer_pending_;  // [seq][layer]: tokens appended in the open chunk
   std::vector<std::int64_t> plan_;           // [seq][layer]: planned budgets, -1 = none (kAllLayers)
   std::vector<Worker> workers_;
@@ -660,7 +674,8 @@ class EvictKvCache final : public RetentionKvCache {
 // ---- --kv registry entries (cpu/kv_cache_factory.hpp lists them) ---------------------------------
 
 inline const std::vector<cache::PolicyInfo>& evict_policy_infos() {
-  static const std::vector<cache::PolicyInfo> infos = {
+  static const std::vector<cache::PolicyInfo> infos = [] {
+    std::vector<cache::PolicyInfo> v = {
       {"streaming", "StreamingLLM: the first `sink` tokens + the newest `window` (budget sink + window per KV head)",
        {{"sink", 4, 0, 1000000, true, "attention-sink tokens kept"},
         {"window", 252, 1, 10000000, true, "newest tokens kept"}}},
@@ -717,7 +732,15 @@ inline const std::vector<cache::PolicyInfo>& evict_policy_infos() {
         {"shared", 8, 1, 1024, true, "layers per group sharing one index set"},
         {"beta", 14, 1, 1000, true, "group budget ratio beta"},
         {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}},
-  };
+    };
+    // every evicting policy: prefill-only compression (E1), written back only when set
+    for (auto& info : v)
+      info.params.push_back({"once", 0, 0, 1, true,
+                             "1: compress once, at the end of the prompt (the engine's prompt_end), then append "
+                             "without eviction (kvpress-style prefill compression, spec E1)",
+                             false, true});
+    return v;
+  }();
   return infos;
 }
 
@@ -747,8 +770,11 @@ Status build(const typename EvictKvCache<Policy>::Config& cfg, const cache::Poli
                   : std::string("the budget must be >= 1 and cover the protected tokens (sinks + recent/window)"));
     return st;
   }
+  typename EvictKvCache<Policy>::Config c_once = cfg;
+  const double once = rp.get("once");  // NaN for policies without the parameter
+  c_once.once = once == once && once != 0;
   std::unique_ptr<EvictKvCache<Policy>> c;
-  MEMATTN_RETURN_IF_ERROR(EvictKvCache<Policy>::create(shape, cfg, cache::canonical_spec(info, rp), executor, &c));
+  MEMATTN_RETURN_IF_ERROR(EvictKvCache<Policy>::create(shape, c_once, cache::canonical_spec(info, rp), executor, &c));
   *out = std::move(c);
   return Status::kSuccess;
 }
