@@ -172,18 +172,22 @@ python3 - "$OUT" "$STEPS_FILE" "$((SECONDS - START))" <<'PY'
 import json, os, sys
 out, steps_file, elapsed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-def read_jsonl(name):
+def read_json_lines(path, must_contain=""):
+    """The JSON objects of the lines of `path` (missing file: none) that contain must_contain."""
     recs = []
-    path = os.path.join(out, name)
     if os.path.exists(path):
-        for line in open(path):
+        for line in open(path, errors="replace"):
             line = line.strip()
-            if line.startswith("{"):
+            if line.startswith("{") and must_contain in line:
                 try:
                     recs.append(json.loads(line))
                 except ValueError:
                     pass
     return recs
+
+
+def read_jsonl(name):
+    return read_json_lines(os.path.join(out, name))
 
 steps = []
 for line in open(steps_file):
@@ -208,7 +212,7 @@ for r in read_jsonl("sdpa.jsonl"):
         peers.setdefault((r["shape"]["B"], r["shape"]["L"]), {})[r["backend"]] = r
 sweep_best = {}
 for r in read_jsonl("sweep.jsonl"):
-    if "us" in r:
+    if "us" in r and r.get("bench") == "dense_decode":
         key = (r["shape"]["B"], r["shape"]["L"])
         if key not in sweep_best or r["us"] < sweep_best[key]["us"]:
             sweep_best[key] = r
@@ -279,15 +283,7 @@ summary = {
     "evict": evict_rows,
 }
 # Linear attention gates (spec §7.1), from /tmp/memattn-linear.jsonl (ours + peers).
-lin_recs = []
-if os.path.exists("/tmp/memattn-linear.jsonl"):
-    for line in open("/tmp/memattn-linear.jsonl"):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                lin_recs.append(json.loads(line))
-            except ValueError:
-                pass
+lin_recs = read_json_lines("/tmp/memattn-linear.jsonl")
 if lin_recs:
     ours_p = {r["T"]: r for r in lin_recs if r.get("bench") == "prefill" and r.get("variant") == "default" and "us" in r}
     stateful = {r["T"]: r for r in lin_recs if r.get("bench") == "prefill" and r.get("variant") == "stateful" and "us" in r}
@@ -316,15 +312,7 @@ if lin_recs:
     for name, g in gates.items():
         print("  %-28s %s  %s" % (name, "PASS" if g["pass"] else "FAIL", {k: v for k, v in g.items() if k != "pass"}))
 # Virtual KV memory (issue 9), from /tmp/memattn-memory.jsonl.
-mem_recs = []
-if os.path.exists("/tmp/memattn-memory.jsonl"):
-    for line in open("/tmp/memattn-memory.jsonl"):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                mem_recs.append(json.loads(line))
-            except ValueError:
-                pass
+mem_recs = read_json_lines("/tmp/memattn-memory.jsonl")
 if mem_recs:
     summary["memory"] = mem_recs
     print("\n==== virtual KV memory (issue 9): VMM driver calls per handle (us)")
@@ -366,16 +354,7 @@ for r in evict_rows:
         "%.1f" % r["compact_us"] if "compact_us" in r else "-", r.get("compact_over_decode", "-")) +
         "  [gather %s us, fill_holes %s us; decode writing logits only %s us]" % (
             r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-"), r.get("scores_only_us", "-")))
-think = []
-bl = os.path.join(out, "bench.log")
-if os.path.exists(bl):
-    for line in open(bl, errors="replace"):
-        line = line.strip()
-        if line.startswith("{") and '"think_decode"' in line:
-            try:
-                think.append(json.loads(line))
-            except ValueError:
-                pass
+think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
 if think:
     summary["think"] = think
     print("\n==== ThinK two-segment decode (issue 7), ratio to the dense bf16 decode of the same shape")

@@ -78,6 +78,38 @@ struct Device {
   int l2_bytes = 0;
 };
 
+// Warm-up, then --iters timed calls of step(stream), each after before(stream) (untimed set-up) and
+// an L2 flush (cold L2: K/V of the small shapes would otherwise partly stay in the 50-60 MB L2).
+// Fills *us with per-call microseconds unless a call fails; returns the first failing Status.
+template <class Step, class Before>
+Status time_steps(const Options& opt, cudaStream_t stream, unsigned char* flush, std::size_t flush_bytes, Step&& step,
+                  Before&& before, std::vector<double>* us) {
+  Status st = Status::kSuccess;
+  for (int i = 0; i < opt.warmup && st == Status::kSuccess; ++i) {
+    before(stream);
+    st = step(stream);
+  }
+  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(opt.iters));
+  for (auto& e : ev) BENCH_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
+    before(stream);
+    BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
+    BENCH_CUDA(cudaEventRecord(ev[2 * i], stream));
+    st = step(stream);
+    BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+  }
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaGetLastError());
+  us->clear();
+  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
+    float ms = 0.f;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
+    us->push_back(1000.0 * ms);
+  }
+  for (auto& e : ev) BENCH_CUDA(cudaEventDestroy(e));
+  return st;
+}
+
 // Times one configuration; returns false on a memattn error (printed as a JSON line).
 // h2o: also the fused eviction scores (raw logits + LSE from the decode, then the H2O epilogue
 // over an fp32 accumulator), timed together: issue 5's "<= 10% over plain decode" gate;
@@ -140,30 +172,8 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
 
   cudaStream_t stream;
   BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (int i = 0; i < opt.warmup; ++i) {
-    st = step(stream);
-    if (st != Status::kSuccess) break;
-  }
-  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(opt.iters));
-  for (auto& e : ev) BENCH_CUDA(cudaEventCreate(&e));
-  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
-    // Cold L2: K/V of the small shapes would otherwise partly stay in the 50-60 MB L2.
-    BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
-    BENCH_CUDA(cudaEventRecord(ev[2 * i], stream));
-    st = step(stream);
-    BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
-  }
-  BENCH_CUDA(cudaStreamSynchronize(stream));
-  BENCH_CUDA(cudaGetLastError());
   std::vector<double> us;
-  if (st == Status::kSuccess) {
-    for (int i = 0; i < opt.iters; ++i) {
-      float ms = 0.f;
-      BENCH_CUDA(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
-      us.push_back(1000.0 * ms);
-    }
-  }
-  for (auto& e : ev) BENCH_CUDA(cudaEventDestroy(e));
+  st = time_steps(opt, stream, flush, flush_bytes, step, [](cudaStream_t) {}, &us);
 
   // The output must be finite (random data): guards against timing a broken kernel.
   unsigned* bad = nullptr;
@@ -276,37 +286,17 @@ bool run_compact(const Options& opt, const Device& dev, const Shape& s, BFloat16
       if (r == Status::kSuccess) r = mc::evict_fill_holes(scores, s.L, 1, segs, keep, s.L, keep_count, st_);
       return r;
     }
-    if (r == Status::kSuccess) r = mc::evict_gather(static_cast<const BFloat16*>(k), s.L, k_out, C, D, segs, keep, s.L, keep_count, st_);
-    if (r == Status::kSuccess) r = mc::evict_gather(static_cast<const BFloat16*>(v), s.L, v_out, C, D, segs, keep, s.L, keep_count, st_);
+    const BFloat16 *kc = k, *vc = v;
+    if (r == Status::kSuccess) r = mc::evict_gather(kc, s.L, k_out, C, D, segs, keep, s.L, keep_count, st_);
+    if (r == Status::kSuccess) r = mc::evict_gather(vc, s.L, v_out, C, D, segs, keep, s.L, keep_count, st_);
     if (r == Status::kSuccess) r = mc::evict_gather<std::int32_t>(pos, s.L, pos_out, C, 1, segs, keep, s.L, keep_count, st_);
     if (r == Status::kSuccess) r = mc::evict_gather<float>(scores, s.L, scores_out, C, 1, segs, keep, s.L, keep_count, st_);
     return r;
   };
   cudaStream_t stream;
   BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  Status st = Status::kSuccess;
-  for (int i = 0; i < opt.warmup && st == Status::kSuccess; ++i) {
-    restore(stream);
-    st = step(stream);
-  }
-  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(opt.iters));
-  for (auto& e : ev) BENCH_CUDA(cudaEventCreate(&e));
-  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
-    restore(stream);
-    BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes, stream));
-    BENCH_CUDA(cudaEventRecord(ev[2 * i], stream));
-    st = step(stream);
-    BENCH_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
-  }
-  BENCH_CUDA(cudaStreamSynchronize(stream));
-  BENCH_CUDA(cudaGetLastError());
   std::vector<double> us;
-  for (int i = 0; i < opt.iters && st == Status::kSuccess; ++i) {
-    float ms = 0.f;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
-    us.push_back(1000.0 * ms);
-  }
-  for (auto& e : ev) BENCH_CUDA(cudaEventDestroy(e));
+  const Status st = time_steps(opt, stream, flush, flush_bytes, step, restore, &us);
   std::vector<std::int32_t> counts(2 * static_cast<std::size_t>(segs));
   BENCH_CUDA(cudaMemcpy(counts.data(), keep_count, 2 * segs * sizeof(std::int32_t), cudaMemcpyDeviceToHost));
   int wrong = 0;  // keep_count must equal the budget and no segment may flag an error
@@ -328,8 +318,8 @@ bool run_compact(const Options& opt, const Device& dev, const Shape& s, BFloat16
                   "{\"bench\":\"evict_compact\",\"impl\":\"memattn\",\"variant\":\"%s\",\"shape\":{\"B\":%d,"
                   "\"L\":%d,\"Hkv\":%d,\"D\":%d},\"budget\":%d,\"device\":\"%s\",\"us\":%.3f,\"us_min\":%.3f,"
                   "\"kv_bytes_moved\":%.0f,\"wrong_segments\":%d,\"iters\":%d}",
-                  holes ? "select+fill_holes" : "select+gather", s.B, s.L, Hkv, D, C, dev.prop.name, median(us), *std::min_element(us.begin(), us.end()), holes ? 0.0 : moved,
-                  wrong, opt.iters);
+                  holes ? "select+fill_holes" : "select+gather", s.B, s.L, Hkv, D, C, dev.prop.name, median(us),
+                  *std::min_element(us.begin(), us.end()), holes ? 0.0 : moved, wrong, opt.iters);
   }
   std::printf("%s\n", line);
   std::fflush(stdout);
