@@ -242,13 +242,15 @@ int cmd_generate(const Args& a) {
 
 int cmd_ppl(const Args& a) {
   std::string err;
-  int ctx = 0, chunk = 0, max_tokens = 0, score_from = 0, prefix = 0, stride = 0, windows = 0;
-  if (!parse_int(a, "ctx", 0, 2, 1 << 24, &ctx, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &chunk, &err) ||
+  int max_tokens = 0;
+  PerplexityOptions po;
+  if (!parse_int(a, "ctx", 0, 2, 1 << 24, &po.ctx, &err) || !parse_int(a, "chunk", 256, 1, 1 << 20, &po.chunk, &err) ||
       !parse_int(a, "max-tokens", 0, 0, 1 << 30, &max_tokens, &err) ||
-      !parse_int(a, "score-from", 0, 0, 1 << 24, &score_from, &err) ||
-      !parse_int(a, "prefix", 0, 0, 1 << 24, &prefix, &err) || !parse_int(a, "stride", 0, 0, 1 << 24, &stride, &err) ||
-      !parse_int(a, "windows", 0, 0, 1 << 24, &windows, &err))
+      !parse_int(a, "score-from", 0, 0, 1 << 24, &po.score_from, &err) ||
+      !parse_int(a, "prefix", 0, 0, 1 << 24, &po.prefix, &err) || !parse_int(a, "stride", 0, 0, 1 << 24, &po.stride, &err) ||
+      !parse_int(a, "windows", 0, 0, 1 << 24, &po.max_windows, &err))
     return usage(err.c_str());
+  const int ctx = po.ctx, chunk = po.chunk, score_from = po.score_from, prefix = po.prefix, stride = po.stride;
   if (!a.opts.count("ctx")) return usage("--ctx is required");
   if (score_from >= ctx) return usage("--score-from must be smaller than --ctx");
   if (prefix >= ctx) return usage("--prefix must be smaller than --ctx");
@@ -284,13 +286,6 @@ int cmd_ppl(const Args& a) {
                  tty ? "" : "\n");
     std::fflush(stderr);
   };
-  PerplexityOptions po;
-  po.ctx = ctx;
-  po.chunk = chunk;
-  po.score_from = score_from;
-  po.prefix = prefix;
-  po.stride = stride;
-  po.max_windows = windows;
   if (!perplexity(eng, ids, s.model.cfg.bos, po, &r, &err, progress)) {
     std::fprintf(stderr, "\nmemattn-llama: %s\n", err.c_str());
     return 1;

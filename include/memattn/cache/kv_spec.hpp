@@ -58,6 +58,11 @@ class ResolvedParams {
     return NAN;
   }
   int get_int(const std::string& key) const { return static_cast<int>(get(key)); }
+  // A switch parameter: present and non-zero (false where the policy has no such parameter).
+  bool is_set(const std::string& key) const {
+    const double v = get(key);
+    return v == v && v != 0;
+  }
   void set(const std::string& key, double v) {
     for (auto& kv : values_)
       if (kv.first == key) {

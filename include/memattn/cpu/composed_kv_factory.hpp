@@ -155,8 +155,7 @@ inline Status make_composed_kv_cache(const std::vector<ResolvedPart>& parts, con
     return compose_detail::with_prune<evict::NoEvict>(evict::NoEvict::Params{}, evict::GroupReduce::kMean, tp, qp, spec,
                                                        shape, executor, out, error);
   }
-  const double once = evp->get("once");  // NaN where the policy has no such parameter
-  if (once == once && once != 0) {
+  if (evp->is_set("once")) {
     *error = "'" + spec + "': once=1 (prefill-only compression) is not available in compositions in this build";
     return Status::kErrorNotSupported;
   }

@@ -771,8 +771,7 @@ Status build(const typename EvictKvCache<Policy>::Config& cfg, const cache::Poli
     return st;
   }
   typename EvictKvCache<Policy>::Config c_once = cfg;
-  const double once = rp.get("once");  // NaN for policies without the parameter
-  c_once.once = once == once && once != 0;
+  c_once.once = rp.is_set("once");
   std::unique_ptr<EvictKvCache<Policy>> c;
   MEMATTN_RETURN_IF_ERROR(EvictKvCache<Policy>::create(shape, c_once, cache::canonical_spec(info, rp), executor, &c));
   *out = std::move(c);
