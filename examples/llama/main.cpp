@@ -9,6 +9,8 @@
 //   memattn-llama retrieval-heads --model PATH [--tokenizer PATH] --text PATH --out FILE [--ctx N] [--probes N]
 //                        [--needle N] [--budget C] [--window W] [--kernel K] [--heads K] [--windows N]
 //                        [--future M] [--raw-text]   (CompressKV's offline head/error table)
+//   memattn-llama layer-sensitivity --model PATH [--tokenizer PATH] --text PATH --out FILE [--ctx N] [--samples N]
+//                        [--block B] [--sink S] [--overlap PCT] [--simwin N] [--raw-text]  (EpiCache's layer scores)
 //   memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]
 //                        (every position's logits, for comparisons with reference implementations)
 // Common: --threads N (default: all cores). Bad input of any kind: a message and exit code 2.
@@ -29,6 +31,7 @@
 #include "needle.hpp"
 #include "thread_pool.hpp"
 #include "recording_cache.hpp"
+#include "layer_sensitivity.hpp"
 #include "retrieval_heads.hpp"
 #include "sentence_ends.hpp"
 #include "session.hpp"
@@ -75,6 +78,8 @@ int usage(const char* msg = nullptr) {
                "  memattn-llama policies\n"
                "  memattn-llama retrieval-heads --model PATH [--tokenizer PATH] --text PATH --out FILE [--ctx N] [--probes N]\n"
                "                    [--needle N] [--budget C] [--window W] [--kernel K] [--heads K] [--windows N] [--future M] [--raw-text]\n"
+               "  memattn-llama layer-sensitivity --model PATH [--tokenizer PATH] --text PATH --out FILE [--ctx N] [--samples N]\n"
+               "                    [--block B] [--sink S] [--overlap PCT] [--simwin N] [--raw-text]\n"
                "  memattn-llama logits --model PATH [--tokenizer PATH] --text PATH --out FILE [--max-tokens N] [--raw-text]\n"
                "common: --threads N, --chunk C (prefill chunk, default 256)\n");
   return kBadInput;
@@ -486,6 +491,15 @@ int cmd_logits(const Args& a) {
   return 0;
 }
 
+// An offline table's model name (the file name, no spaces) and hash (FNV-1a 64 of the file).
+bool identify_model(const std::string& path, std::string* name, std::uint64_t* hash, std::string* err) {
+  *name = path.substr(path.find_last_of('/') + 1);
+  for (char& ch : *name)
+    if (ch == ' ' || ch == '\t') ch = '_';
+  if (name->empty()) *name = "unknown";
+  return file_fnv1a64(path, hash, err);
+}
+
 // CompressKV's offline table (retrieval_heads.hpp): head scores from a needle-repeat probe on the
 // text, per-layer attention-output errors at --budget; written to --out (evict/compresskv.hpp format).
 int cmd_retrieval_heads(const Args& a) {
@@ -510,11 +524,7 @@ int cmd_retrieval_heads(const Args& a) {
   memattn::evict::CompressKvTable table;
   RetrievalHeadsReport rep;
   if (!measure_retrieval_heads(s.model, g_pool, ids, o, &table, &rep, &err)) return report(err, 1);
-  std::string name = a.get("model").substr(a.get("model").find_last_of('/') + 1);  // file name, no spaces
-  for (char& ch : name)
-    if (ch == ' ' || ch == '\t') ch = '_';
-  table.model = name.empty() ? "unknown" : name;
-  if (!file_fnv1a64(a.get("model"), &table.model_hash, &err)) return report(err);
+  if (!identify_model(a.get("model"), &table.model, &table.model_hash, &err)) return report(err);
   std::ofstream f(a.get("out"), std::ios::binary);
   f << memattn::evict::format_compresskv_table(table);
   if (!f) return report("write to '" + a.get("out") + "' failed", 1);
@@ -529,6 +539,37 @@ int cmd_retrieval_heads(const Args& a) {
   return 0;
 }
 
+
+// EpiCache's offline layer-sensitivity table (layer_sensitivity.hpp): windowed key cosine under
+// full causal vs block-masked attention per layer; written to --out (evict/layer_scores.hpp format).
+int cmd_layer_sensitivity(const Args& a) {
+  std::string err;
+  SensitivityOptions o;
+  int overlap_pct = 50;
+  if (!parse_int(a, "ctx", 1024, 2, 1 << 20, &o.ctx, &err) || !parse_int(a, "samples", 4, 1, 1000, &o.samples, &err) ||
+      !parse_int(a, "block", 256, 1, 1 << 20, &o.block, &err) || !parse_int(a, "sink", 32, 0, 1 << 20, &o.sink, &err) ||
+      !parse_int(a, "overlap", 50, 0, 100, &overlap_pct, &err) || !parse_int(a, "simwin", 100, 1, 1 << 20, &o.simwin, &err) ||
+      !parse_int(a, "chunk", 256, 1, 1 << 20, &o.chunk, &err))
+    return usage(err.c_str());
+  o.overlap = overlap_pct / 100.0;
+  if (!a.opts.count("text") || !a.opts.count("out")) return usage("--text and --out are required");
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
+  Session s;
+  if (!open_session(a, &s, &err)) return report(err);
+  if (!a.has("raw-text")) text = normalize_text(text);
+  const std::vector<std::int32_t> ids = s.tokenizer->encode(text, false);
+  if (!check_sensitivity_options(o, s.model.cfg.context, ids.size(), &err)) return report(err);
+  memattn::evict::LayerScoreTable table;
+  if (!measure_layer_sensitivity(s.model, g_pool, ids, o, &table, &err)) return report(err, 1);
+  if (!identify_model(a.get("model"), &table.model, &table.model_hash, &err)) return report(err);
+  std::ofstream f(a.get("out"), std::ios::binary);
+  f << memattn::evict::format_layer_score_table(table);
+  if (!f) return report("write to '" + a.get("out") + "' failed", 1);
+  std::printf("wrote %s: %s\n", a.get("out").c_str(), table.profile.c_str());
+  for (std::size_t l = 0; l < table.scores.size(); ++l) std::printf("  layer %2zu  key cosine %.6f\n", l, table.scores[l]);
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -547,5 +588,6 @@ int main(int argc, char** argv) {
   if (a.command == "policies") return cmd_policies();
   if (a.command == "logits") return cmd_logits(a);
   if (a.command == "retrieval-heads") return cmd_retrieval_heads(a);
+  if (a.command == "layer-sensitivity") return cmd_layer_sensitivity(a);
   return usage(("unknown command '" + a.command + "'").c_str());
 }

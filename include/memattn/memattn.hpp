@@ -40,6 +40,8 @@
 #include "memattn/evict/tiered.hpp"
 #include "memattn/evict/sentence.hpp"
 #include "memattn/evict/compresskv.hpp"
+#include "memattn/evict/layer_scores.hpp"
+#include "memattn/evict/table_text.hpp"
 #include "memattn/evict/merge.hpp"
 #include "memattn/evict/merge_policies.hpp"
 #include "memattn/evict/variance_softmax.hpp"

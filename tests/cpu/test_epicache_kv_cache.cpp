@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <set>
@@ -386,4 +387,107 @@ TEST_CASE("EpiCache: bad parameters and bad calls return a Status, nothing chang
   CHECK(e->tokens(0) == 0);
   REQUIRE(memattn_test::make_kv_cache("epicache:budget=16,block=8", s, Executor{}, &c, &why) == Status::kSuccess);
   CHECK(std::string(c->spec()).find("epicache") == 0);
+}
+
+TEST_CASE("EpiCache layer-score table: round trip, and every corruption rejected with its line") {
+  evict::LayerScoreTable t;
+  t.model = "m.bin";
+  t.model_hash = 0x0123456789abcdefull;
+  t.profile = "block 64\nsink 8";
+  t.scores = {1.0, 0.75, -0.25};
+  const std::string text = evict::format_layer_score_table(t);
+  evict::LayerScoreTable back;
+  std::string why;
+  REQUIRE(evict::parse_layer_score_table("# made by hand\n\n" + text, &back, &why) == Status::kSuccess);
+  CHECK(back.model == t.model);
+  CHECK(back.model_hash == t.model_hash);
+  CHECK(back.profile == "block 64 sink 8");
+  CHECK(back.scores == t.scores);
+  auto rejects = [&](const std::string& bad, const char* says) {
+    evict::LayerScoreTable out;
+    out.model = "untouched";
+    std::string msg;
+    CHECK(evict::parse_layer_score_table(bad, &out, &msg) == Status::kErrorParse);
+    CHECK(out.model == "untouched");
+    INFO(msg);
+    CHECK(msg.find(says) != std::string::npos);
+  };
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string s = text;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  rejects("", "not a layer-score table");
+  rejects(replace("memattn-layer-scores 1", "memattn-layer-scores 2"), "version");
+  rejects(replace("0123456789abcdef", "0123456789ABCDEF"), "model_hash");
+  rejects(replace("layers 3", "layers 0"), "layers");
+  rejects(replace("layers 3", "layers 4"), "score row of layer 3");
+  rejects(replace("layers 3", "layers 2"), "expected 'end'");
+  rejects(replace("1 0.75", "1 nan"), "not a finite number in [-1, 1]");
+  rejects(replace("1 0.75", "1 1.5"), "not a finite number in [-1, 1]");
+  rejects(replace("1 0.75", "2 0.75"), "score row of layer 1");
+  rejects(replace("1 0.75", "1 0.75 3"), "score row of layer 1");
+  rejects(text.substr(0, text.size() - 4), "truncated: expected 'end'");
+  rejects(text + "0 1\n", "after 'end'");
+  rejects(text.substr(0, text.find("\nscores\n") + 1), "expected 'scores'");
+  // The error names the file's own line (comments and blank lines count).
+  evict::LayerScoreTable out;
+  CHECK(evict::parse_layer_score_table("# c\n\n" + replace("1 0.75", "1 x"), &out, &why) == Status::kErrorParse);
+  CHECK(why.find("line 10:") != std::string::npos);
+}
+
+TEST_CASE("EpiCache scores=PATH: layer budgets from a layer-score table; bad files rejected with the path") {
+  const auto s = shape(3, 4, 2, 8, 200);
+  evict::LayerScoreTable t;
+  t.scores = {1.0, 0.6, 0.5};  // layer 2 is the most sensitive
+  const std::string path = "/tmp/memattn_test_epicache_scores.txt";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs(evict::format_layer_score_table(t).c_str(), f);
+    std::fclose(f);
+  }
+  std::unique_ptr<cache::KvCache> c;
+  std::string why;
+  REQUIRE(memattn_test::make_kv_cache("epicache:budget=32,scores=" + path + ",power=2", s, Executor{}, &c, &why) ==
+          Status::kSuccess);
+  const std::string spec = c->spec();
+  CHECK(spec.find("scores=" + path) != std::string::npos);
+  CHECK(spec.find("power=2") != std::string::npos);
+  auto* e = dynamic_cast<cpu::EpiCacheKvCache<Half>*>(c.get());
+  REQUIRE(e != nullptr);
+  std::vector<std::int64_t> want;
+  REQUIRE(evict::power_sensitivity_budgets(t.scores, 32, 2.0, true, &want) == Status::kSuccess);
+  for (int l = 0; l < 3; ++l) CHECK(e->layer_budget(l) == want[static_cast<std::size_t>(l)]);
+  CHECK(e->layer_budget(2) > e->layer_budget(1));
+  CHECK(e->layer_budget(1) > e->layer_budget(0));
+  // Without scores= (and power at its default) the canonical spec is unchanged: uniform budgets.
+  REQUIRE(memattn_test::make_kv_cache("epicache:budget=32", s, Executor{}, &c, &why) == Status::kSuccess);
+  CHECK(std::string(c->spec()).find("scores") == std::string::npos);
+  CHECK(std::string(c->spec()).find("power") == std::string::npos);
+  c.reset();
+  CHECK(memattn_test::make_kv_cache("epicache:budget=32,scores=/nonexistent/x", s, Executor{}, &c, &why) ==
+        Status::kErrorInvalidArgument);
+  CHECK(why.find("/nonexistent/x") != std::string::npos);
+  t.scores = {1.0, 0.9};  // a table for another model: wrong layer count
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs(evict::format_layer_score_table(t).c_str(), f);
+    std::fclose(f);
+  }
+  CHECK(memattn_test::make_kv_cache("epicache:budget=32,scores=" + path, s, Executor{}, &c, &why) ==
+        Status::kErrorInvalidShape);
+  CHECK(why.find("2 layers") != std::string::npos);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs("memattn-layer-scores 1\nmodel x\n", f);  // truncated
+    std::fclose(f);
+  }
+  CHECK(memattn_test::make_kv_cache("epicache:budget=32,scores=" + path, s, Executor{}, &c, &why) == Status::kErrorParse);
+  CHECK(why.find(path) != std::string::npos);
+  CHECK(c == nullptr);
+  CHECK(memattn_test::make_kv_cache("epicache:budget=32,power=0", s, Executor{}, &c, &why) != Status::kSuccess);
+  std::remove(path.c_str());
 }

@@ -9,15 +9,14 @@
 // A table whose shape differs from the model's is refused (§4.5).
 #pragma once
 
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"
+#include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/evict/compresskv.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -41,17 +40,7 @@ inline const cache::PolicyInfo& compresskv_policy_info() {
 }
 
 inline Status read_compresskv_table_file(const std::string& path, evict::CompressKvTable* out, std::string* error) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    if (error) *error = "cannot open CompressKV table '" + path + "'";
-    return Status::kErrorInvalidArgument;
-  }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string why;
-  const Status st = evict::parse_compresskv_table(ss.str(), out, &why);
-  if (st != Status::kSuccess && error) *error = "'" + path + "': " + why;
-  return st;
+  return read_table_file(path, "CompressKV table", evict::parse_compresskv_table, out, error);
 }
 
 inline Status make_compresskv_kv_cache(const cache::ResolvedParams& p, const cache::CacheShape& shape,

@@ -29,7 +29,9 @@
 //    to every episode instead of being shared, which costs (E-1)·block rows and keeps each
 //    episode cache one contiguous segment for the dense decode).
 //  * layer budgets: Config::layer_scores (offline sensitivity per layer, higher = less
-//    sensitive) -> evict::power_sensitivity_budgets(p, exact total); empty: uniform C.
+//    sensitive) -> evict::power_sensitivity_budgets(p, exact total); empty: uniform C. The --kv
+//    entry reads them from `scores=PATH`, a table (evict/layer_scores.hpp) that
+//    `memattn-llama layer-sensitivity` measures on the model with the reference's block mask.
 // Attention of the chunk's queries runs over the routed episode's cache (cpu/dense_attention.hpp).
 // Bytes: every episode cache + probes + pending samples + centroids + the open-segment sum.
 #pragma once
@@ -52,6 +54,7 @@
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/evict/episode.hpp"
+#include "memattn/evict/layer_scores.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -497,7 +500,9 @@ inline const cache::PolicyInfo& epicache_policy_info() {
        {"sink", 4, 0, 1000000, true, "first positions protected"},
        {"recent", 0, 0, 10000000, true, "newest positions protected"},
        {"open", 0.8, -1, 1, false, "cosine similarity under which a segment opens a new episode"},
-       {"gqa", 1, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}};
+       {"gqa", 1, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"},
+       {"scores", 0, 0, 0, false, "layer-sensitivity table (memattn-llama layer-sensitivity): layer budgets", true, true},
+       {"power", 1.1, 0.01, 16, false, "p of the sensitivity budgets C_l ~ (1 - minmax(score_l))^p", false, true}}};
   return info;
 }
 
@@ -513,6 +518,18 @@ inline Status make_epicache_kv_cache(const cache::ResolvedParams& p, const cache
   c.recent = p.get_int("recent");
   c.open_below = p.get("open");
   c.reduce = static_cast<evict::GroupReduce>(p.get_int("gqa"));
+  c.power = p.get("power");
+  const std::string path = p.get_text("scores");
+  if (!path.empty()) {
+    evict::LayerScoreTable table;
+    MEMATTN_RETURN_IF_ERROR(read_table_file(path, "layer-score table", evict::parse_layer_score_table, &table, error));
+    if (static_cast<int>(table.scores.size()) != shape.layers) {
+      *error = "epicache: '" + path + "' has " + std::to_string(table.scores.size()) + " layers, the model " +
+               std::to_string(shape.layers);
+      return Status::kErrorInvalidShape;
+    }
+    c.layer_scores = table.scores;
+  }
   return build_kv_cache<EpiCacheKvCache<Half>>(c, epicache_policy_info(), p, shape, executor, "probe must be <= segment and sink + recent < budget", out, error);
 }
 

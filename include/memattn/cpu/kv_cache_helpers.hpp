@@ -12,8 +12,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <fstream>
 #include <limits>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -76,6 +78,23 @@ void resize_rows(std::vector<T>* v, std::size_t keep, std::size_t size) {
 }
 
 // Cache::create(shape, config, spec, executor, &unique_ptr<Cache>); config.validate(shape).
+// Reads an offline table file named by a spec's text parameter and parses it with
+// parse(text, out, why); messages name the file ("cannot open <what> '<path>'", "'<path>': why").
+template <class Table, class Parse>
+Status read_table_file(const std::string& path, const char* what, Parse parse, Table* out, std::string* error) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    if (error) *error = std::string("cannot open ") + what + " '" + path + "'";
+    return Status::kErrorInvalidArgument;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string why;
+  const Status st = parse(ss.str(), out, &why);
+  if (st != Status::kSuccess && error) *error = "'" + path + "': " + why;
+  return st;
+}
+
 template <class Cache, class Config>
 Status build_kv_cache(const Config& c, const cache::PolicyInfo& info, const cache::ResolvedParams& p,
                       const cache::CacheShape& shape, const Executor& executor, const char* invalid_why,

@@ -48,6 +48,7 @@
 #include "memattn/core/config.hpp"
 #include "memattn/core/status.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/table_text.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace evict {
@@ -66,24 +67,9 @@ struct CompressKvTable {
 };
 
 namespace compresskv_detail {
-inline bool parse_double(const std::string& s, double* v) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  *v = std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size() && std::isfinite(*v);
-}
-inline bool parse_int(const std::string& s, long long lo, long long hi, long long* v) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  *v = std::strtoll(s.c_str(), &end, 10);
-  return end == s.c_str() + s.size() && *v >= lo && *v <= hi;
-}
-inline std::vector<std::string> words(const std::string& line) {
-  std::istringstream is(line);
-  std::vector<std::string> w;
-  for (std::string x; is >> x;) w.push_back(x);
-  return w;
-}
+using table_text::parse_double;
+using table_text::parse_int;
+using table_text::words;
 inline Status bad(std::string* error, int line, const std::string& msg) {
   if (error) *error = "CompressKV table line " + std::to_string(line) + ": " + msg;
   return Status::kErrorParse;
@@ -137,18 +123,7 @@ inline Status parse_compresskv_table(const std::string& text, CompressKvTable* o
   if (out == nullptr) return Status::kErrorNullPointer;
   std::vector<std::string> lines;  // significant lines only; numbers refer to them
   std::vector<int> line_no;
-  {
-    std::istringstream is(text);
-    int n = 0;
-    for (std::string line; std::getline(is, line);) {
-      ++n;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      const std::vector<std::string> w = words(line);
-      if (w.empty() || w[0][0] == '#') continue;
-      lines.push_back(line);
-      line_no.push_back(n);
-    }
-  }
+  table_text::significant_lines(text, &lines, &line_no);
   auto at = [&](std::size_t i) { return i < line_no.size() ? line_no[i] : static_cast<int>(line_no.empty() ? 1 : line_no.back() + 1); };
   CompressKvTable t;
   std::size_t i = 0;
@@ -166,8 +141,7 @@ inline Status parse_compresskv_table(const std::string& text, CompressKvTable* o
   if (!expect("model", &w) || w.size() != 2) return bad(error, at(i), "expected 'model <name>'");
   t.model = w[1];
   ++i;
-  if (!expect("model_hash", &w) || w.size() != 2 || w[1].size() != 16 ||
-      w[1].find_first_not_of("0123456789abcdef") != std::string::npos)
+  if (!expect("model_hash", &w) || w.size() != 2 || !table_text::is_hash16(w[1]))
     return bad(error, at(i), "expected 'model_hash <16 lower-case hex digits>'");
   t.model_hash = std::strtoull(w[1].c_str(), nullptr, 16);
   ++i;
