@@ -247,6 +247,8 @@ TEST_CASE("ThinK two-segment decode = dense attention with the pruned channels z
   }
 }
 
+using ThinKCache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::NoQuant>;
+
 TEST_CASE("ThinK saves real bytes: >= 95% of the nominal key saving (RG-08), reference mode prunes only once",
           "[think]") {
   auto s = shape_of(64, 600);
@@ -277,7 +279,9 @@ TEST_CASE("ThinK saves real bytes: >= 95% of the nominal key saving (RG-08), ref
   CHECK(half->peak_bytes() >= half->bytes());
   // reference mode: only the first 64 - 32 tokens are pruned
   const double saved_ref = static_cast<double>(dense->bytes()) - static_cast<double>(ref->bytes());
-  CHECK(saved_ref < 0.35 * nominal);  // 32 of ~340 tokens pruned, plus capacity granules
+  for (int l = 0; l < s.layers; ++l)
+    for (int h = 0; h < s.kv_heads; ++h) CHECK(static_cast<ThinKCache*>(ref.get())->old_tokens(0, l, h) == 32);
+  CHECK(saved_ref < 0.6 * nominal);  // 32 of ~340 tokens pruned (~0.1), plus capacity granules of 4 regions
   CHECK(ref->bytes() > half->bytes());
   CHECK(std::string(half->spec()) == "think:prune=0.5,window=32,recent=32,granularity=1,migrate=1");
 }
@@ -443,4 +447,136 @@ TEST_CASE("composed cache: bad input leaves it unchanged", "[compose]") {
   CHECK(c->tokens(0) == 4);
   REQUIRE(c->reset(0) == Status::kSuccess);
   CHECK(c->tokens(0) == 0);
+}
+
+TEST_CASE("ThinK value extension (vprune): old values keep the channels with the largest window-output energy",
+          "[think]") {
+  const auto s = shape_of(16);
+  using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::NoQuant>;
+  Cache::Config cfg;
+  cfg.prune.prune = 0.25f;
+  cfg.prune.vprune = 0.5f;
+  cfg.prune.window = 8;
+  cfg.prune.recent = 8;
+  std::unique_ptr<Cache> c;
+  REQUIRE(Cache::create(s, cfg, "think", Executor{}, &c) == Status::kSuccess);
+  REQUIRE(c->d_keep() == 12);
+  REQUIRE(c->dv_keep() == 8);
+  const std::int64_t D = s.head_dim, G = 2;
+  std::vector<std::vector<double>> K, V;
+  std::uint32_t sd = 7;
+  bool checked = false;
+  for (int n : {20, 1, 3, 1, 9, 1}) {
+    Chunk ch = random_chunk(s, n, sd += 10);
+    const std::int64_t N0 = static_cast<std::int64_t>(K.size());
+    REQUIRE(attend(*c, 0, 0, s, ch, n) == Status::kSuccess);
+    Chunk other = random_chunk(s, n, sd + 5);
+    REQUIRE(attend(*c, 0, 1, s, other, n) == Status::kSuccess);
+    for (int t = 0; t < n; ++t) {
+      std::vector<double> kr, vr;
+      for (std::int64_t x = 0; x < 2 * D; ++x) {
+        kr.push_back(f16(ch.k[static_cast<std::size_t>(t * 2 * D + x)]));
+        vr.push_back(f16(ch.v[static_cast<std::size_t>(t * 2 * D + x)]));
+      }
+      K.push_back(kr);
+      V.push_back(vr);
+    }
+    double worst = 0;
+    for (int h = 0; h < 2; ++h) {
+      const std::int64_t old = c->old_tokens(0, 0, h);
+      std::vector<bool> kk(static_cast<std::size_t>(D), false), vk(static_cast<std::size_t>(D), false);
+      for (int x : c->channels(0, 0, h)) kk[static_cast<std::size_t>(x)] = true;
+      const std::vector<int> vkeep = c->value_channels(0, 0, h);
+      if (old > 0) REQUIRE(vkeep.size() == 8u);
+      for (int x : vkeep) vk[static_cast<std::size_t>(x)] = true;
+      std::vector<Key> keys;
+      for (std::int64_t j = 0; j < N0 + n; ++j) {
+        Key k;
+        for (std::int64_t x = 0; x < D; ++x) {
+          const std::size_t at = static_cast<std::size_t>(h * D + x);
+          k.k.push_back(j < old && !kk[static_cast<std::size_t>(x)] ? 0.0 : K[static_cast<std::size_t>(j)][at]);
+          k.v.push_back(j < old && !vk[static_cast<std::size_t>(x)] ? 0.0 : V[static_cast<std::size_t>(j)][at]);
+        }
+        k.chan = iota(D);
+        keys.push_back(k);
+        float got[16];
+        c->value(0, 0, h, j, got);  // inspection reads what the attention uses
+        for (std::int64_t x = 0; x < D; ++x) CHECK(got[x] == static_cast<float>(k.v[static_cast<std::size_t>(x)]));
+        if (j >= N0)
+          for (std::int64_t g = 0; g < G; ++g) {
+            const std::int64_t t = j - N0, hq = h * G + g;
+            const auto want = attend_ref(ch.q.data() + (t * 4 + hq) * D, D, keys);
+            for (std::int64_t x = 0; x < D; ++x)
+              worst = std::max(worst, std::abs(ch.out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
+                                          (1e-3 + std::abs(want[static_cast<std::size_t>(x)])));
+          }
+      }
+    }
+    CHECK(worst <= 2e-4);
+    REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+    if (!checked) {
+      // chosen at the end of the first chunk: vscore[c] = sum over its last w = 8 tokens and the
+      // group of out[c]^2 (the attention outputs the cache wrote), keep the 8 largest
+      checked = true;
+      for (int h = 0; h < 2; ++h) {
+        std::vector<std::pair<double, int>> score;
+        for (std::int64_t x = 0; x < D; ++x) {
+          double e = 0;
+          for (int t = 12; t < 20; ++t)
+            for (std::int64_t g = 0; g < G; ++g) {
+              const double o = ch.out[static_cast<std::size_t>((t * 4 + h * G + g) * D + x)];
+              e += o * o;
+            }
+          score.push_back({-e, static_cast<int>(x)});
+        }
+        std::sort(score.begin(), score.end());
+        std::vector<int> want;
+        for (int i = 0; i < 8; ++i) want.push_back(score[static_cast<std::size_t>(i)].second);
+        std::sort(want.begin(), want.end());
+        CHECK(c->value_channels(0, 0, h) == want);
+      }
+    }
+  }
+}
+
+TEST_CASE("ThinK vprune saves real value bytes; spec grammar and rejections", "[think]") {
+  auto s = shape_of(64, 600);
+  auto keys_only = make("think:prune=0.5", s);
+  auto both = make("think:prune=0.5,vprune=0.5", s);
+  REQUIRE(keys_only);
+  REQUIRE(both);
+  std::uint32_t sd = 3;
+  for (int step = 0; step < 12; ++step) {
+    const int n = step == 0 ? 64 : 16;
+    for (auto* c : {keys_only.get(), both.get()}) {
+      for (int l = 0; l < s.layers; ++l) {
+        Chunk ch = random_chunk(s, n, sd + 3 * static_cast<std::uint32_t>(l));
+        REQUIRE(attend(*c, 0, l, s, ch, n) == Status::kSuccess);
+      }
+      REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+    }
+    sd += 11;
+  }
+  const std::int64_t old = keys_only->tokens(0) - 32;
+  const double nominal = static_cast<double>(old) * 32 * 2 * s.layers * s.kv_heads;  // 32 value channels x fp16
+  const double saved = static_cast<double>(keys_only->bytes()) - static_cast<double>(both->bytes());
+  INFO("keys only " << keys_only->bytes() << " keys+values " << both->bytes());
+  CHECK(saved >= 0.95 * nominal);
+  CHECK(saved <= 1.05 * nominal + 4096);
+  CHECK(std::string(both->spec()) == "think:prune=0.5,window=32,recent=32,granularity=1,migrate=1,vprune=0.5");
+  CHECK(std::string(keys_only->spec()).find("vprune") == std::string::npos);  // unchanged canonical spec
+  std::unique_ptr<cache::KvCache> c;
+  std::string why;
+  CHECK(memattn_test::make_kv_cache("think:vprune=0.5+kivi:kbits=4,vbits=2", s, Executor{}, &c, &why) ==
+        Status::kErrorNotSupported);
+  CHECK(why.find("vprune") != std::string::npos);
+  CHECK(memattn_test::make_kv_cache("think:vprune=1", s, Executor{}, &c, &why) == Status::kErrorInvalidArgument);
+  CHECK(c == nullptr);
+  REQUIRE(memattn_test::make_kv_cache("h2o:budget=64+think:prune=0.4,vprune=0.25", s, Executor{}, &c, &why) ==
+          Status::kSuccess);
+  using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::KiviQuant>;
+  Cache::Config cfg;
+  cfg.prune.vprune = 0.5f;
+  std::unique_ptr<Cache> direct;
+  CHECK(Cache::create(s, cfg, "think+kivi", Executor{}, &direct) == Status::kErrorNotSupported);
 }

@@ -9,8 +9,10 @@
 //                       the staging rows of the next block)
 //   [.., N)             full-width tail in fp16: the newest r tokens and every token of the open
 //                       chunk (r = ThinK `recent`, KIVI `residual`, the larger of the two when both)
-// Values are full width: per-token KIVI codes for [0, nq), fp16 rows after. Every region is
-// compact (kept channels only + one uint8 channel list per segment), so bytes() shrink for real.
+// Values: per-token KIVI codes for [0, nq), fp16 rows after -- full width, except that ThinK's
+// value extension (vprune > 0, prune/think.hpp; not with KIVI) keeps dv_keep channels of the old
+// segment's values (a pruned channel contributes 0). Every region is compact (kept channels only
+// + one uint8 channel list per segment and side), so bytes() shrink for real.
 //
 // attend(): the chunk is appended to the tail (K, V, pos, eviction state), then one softmax over
 // all regions per query row: logits tau*[q[ch].K_qᵀ | q[ch].K_oldᵀ | q.K_tailᵀ] with tau = 1/sqrt(d)
@@ -22,7 +24,8 @@
 //      codes move losslessly inside their block, a block never is requantised)
 //   2. ThinK channel choice, once per segment, when the segment first holds more than r tokens:
 //      qn from the last w queries (GQA mean, kept as squared sums while needed), kn over the
-//      retained keys; the window ring is freed afterwards
+//      retained keys (vprune: value channels from the last w attention outputs' squares); the
+//      window rings are freed afterwards
 //   3. tail tokens older than the newest r move to the old segment (ThinK: kept channels only;
 //      `migrate` = 0 does this only at the channel choice, as the reference prunes only the prompt)
 //   4. KIVI: every G old rows become one quantised block (never requantised later)
@@ -80,6 +83,9 @@ class ComposedKvCache final : public cache::KvCache {
     if (shape.head_dim > prune::kMaxHeadDim) return Status::kErrorUnsupportedHeadDim;
     if constexpr (kEvicts) MEMATTN_RETURN_IF_ERROR(Evict::check(config.evict, shape.max_tokens));
     if constexpr (kPrunes) MEMATTN_RETURN_IF_ERROR(prune::check(config.prune, shape.head_dim));
+    if constexpr (kPrunes && kQuant) {
+      if (config.prune.vprune > 0.f) return Status::kErrorNotSupported;  // KIVI value groups span every channel
+    }
     if constexpr (kQuant) {
       quant::KvQuantConfig q = config.quant;
       q.head_dim = shape.head_dim;  // V is full width; K uses the same group with d_keep channels
@@ -107,6 +113,9 @@ class ComposedKvCache final : public cache::KvCache {
       status[static_cast<std::size_t>(h)] =
           attend_head(segment(seq, layer, h), q, out, h, n, workers_[static_cast<std::size_t>(worker)]);
     });
+    if constexpr (kPrunes) {
+      if (dv_keep_ < shape_.head_dim) push_out_window(seq, layer, out);
+    }
     recount();
     for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
     layer_pending_[sl] = n;
@@ -164,13 +173,19 @@ class ComposedKvCache final : public cache::KvCache {
   std::int64_t old_tokens(int seq, int layer, int h) const { return segment(seq, layer, h).n_old; }
   std::int64_t tail_tokens(int seq, int layer, int h) const { return segment(seq, layer, h).n_tail; }
   const std::int32_t* segment_positions(int seq, int layer, int h) const { return segment(seq, layer, h).pos.data(); }
-  // Kept channels (empty until chosen; identity 0..D-1 without pruning).
+  std::int64_t dv_keep() const { return dv_keep_; }
+  // Kept key channels (empty until chosen; identity 0..D-1 without pruning).
   std::vector<int> channels(int seq, int layer, int h) const {
     const Segment& sg = segment(seq, layer, h);
     std::vector<int> c;
     if (kPrunes && sg.ch.empty()) return c;
     for (std::int64_t i = 0; i < (kPrunes ? d_keep_ : shape_.head_dim); ++i) c.push_back(kPrunes ? sg.ch[i] : static_cast<int>(i));
     return c;
+  }
+  // Kept value channels of the old segment (empty: every channel, or not chosen yet).
+  std::vector<int> value_channels(int seq, int layer, int h) const {
+    const Segment& sg = segment(seq, layer, h);
+    return std::vector<int>(sg.vch.begin(), sg.vch.end());
   }
   const State* segment_state(int seq, int layer, int h) const { return segment(seq, layer, h).state.data(); }
   // fp32 key / value of slot j as the attention sees it (dequantised; pruned keys: the kept
@@ -192,10 +207,13 @@ class ComposedKvCache final : public cache::KvCache {
     for (std::int64_t c = 0; c < d_keep_; ++c) dst[c] = k_code_value(blk, j - first, c);
     return d_keep_;
   }
+  // Pruned value channels of old tokens read 0 (what the attention uses).
   void value(int seq, int layer, int h, std::int64_t j, float* dst) const {
     const Segment& sg = segment(seq, layer, h);
-    if (j >= sg.nq) {
-      to_float_n(sg.v.data() + (j - sg.nq) * shape_.head_dim, shape_.head_dim, dst);
+    if (j >= sg.nq + sg.n_old) {
+      to_float_n(sg.v_tail.data() + (j - sg.nq - sg.n_old) * shape_.head_dim, shape_.head_dim, dst);
+    } else if (j >= sg.nq) {
+      old_value_row(sg, j - sg.nq, dst);
     } else {
       v_row_values(sg, j, dst);
     }
@@ -214,24 +232,31 @@ class ComposedKvCache final : public cache::KvCache {
     std::vector<std::uint16_t> vqm;  // [nq][2 * D/G_V] per-token V meta
     std::vector<Half> k_old;         // [n_old][d_keep]
     std::vector<Half> k_tail;        // [n_tail][D]
-    std::vector<Half> v;             // [n_old + n_tail][D]
+    std::vector<Half> v_old;         // [n_old][dv_keep]
+    std::vector<Half> v_tail;        // [n_tail][D]
     std::vector<std::int32_t> pos;   // [N] original positions (eviction only)
     std::vector<State> state;        // [N] (eviction scorer state)
-    std::vector<std::uint8_t> ch;    // kept channels, ascending (ThinK; empty until chosen)
+    std::vector<std::uint8_t> ch;    // kept key channels, ascending (ThinK; empty until chosen)
+    std::vector<std::uint8_t> vch;   // kept value channels, ascending (vprune > 0; empty until chosen)
     std::int64_t nq = 0, n_old = 0, n_tail = 0;
     bool pruned_once = false;
     std::int64_t size() const { return nq + n_old + n_tail; }
     std::size_t bytes() const {
-      std::size_t b = vq.capacity() * 4 + vqm.capacity() * 2 + (k_old.capacity() + k_tail.capacity() + v.capacity()) * 2 +
-                      pos.capacity() * 4 + state.capacity() * sizeof(State) + ch.capacity() + blocks.capacity() * sizeof(QBlock);
+      std::size_t b = vq.capacity() * 4 + vqm.capacity() * 2 +
+                      (k_old.capacity() + k_tail.capacity() + v_old.capacity() + v_tail.capacity()) * 2 +
+                      pos.capacity() * 4 + state.capacity() * sizeof(State) + ch.capacity() + vch.capacity() +
+                      blocks.capacity() * sizeof(QBlock);
       for (const QBlock& q : blocks) b += q.bytes();
       return b;
     }
   };
-  struct Window {  // ThinK: squared query channels of the last w tokens, GQA-summed: [w][Hkv][D] fp32
-    std::vector<float> qsq;
-    std::int64_t count = 0, head = 0;  // ring
-    std::size_t bytes() const { return qsq.capacity() * sizeof(float); }
+  struct Ring {  // squared channels of the last w tokens, GQA-summed: [w][Hkv][D] fp32
+    std::vector<float> sq;
+    std::int64_t count = 0, head = 0;
+  };
+  struct Window {  // ThinK: the window queries (keys' scores) and, with vprune, their attention outputs
+    Ring q, o;
+    std::size_t bytes() const { return (q.sq.capacity() + o.sq.capacity()) * sizeof(float); }
   };
   struct Worker {
     std::vector<float> kq, kt, vv, s, qr, qc, tmp;
@@ -253,7 +278,12 @@ class ComposedKvCache final : public cache::KvCache {
         layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
         workers_(static_cast<std::size_t>(executor.concurrency())) {
     d_keep_ = shape.head_dim;
-    if constexpr (kPrunes) d_keep_ = prune::keep_count(shape.head_dim, config.prune.prune, config.prune.granularity);
+    dv_keep_ = shape.head_dim;
+    if constexpr (kPrunes) {
+      d_keep_ = prune::keep_count(shape.head_dim, config.prune.prune, config.prune.granularity);
+      if (config.prune.vprune > 0.f)
+        dv_keep_ = prune::keep_count(shape.head_dim, config.prune.vprune, config.prune.granularity);
+    }
     cfg_.quant.head_dim = shape.head_dim;
     if constexpr (kPrunes && kQuant) {  // ThinK_kivi: KIVI's exact residual is the full-width tail too
       tail_keep_ = std::max<std::int64_t>(config.prune.recent, config.quant.residual);
@@ -302,15 +332,15 @@ class ComposedKvCache final : public cache::KvCache {
 
   void append_rows(Segment& sg, const TensorView<const float, 3>& k, const TensorView<const float, 3>& v, std::int64_t h,
                    std::int64_t len, std::int64_t n) {
-    const std::int64_t D = shape_.head_dim, N = sg.size(), t0 = sg.n_tail, r0 = sg.n_old + sg.n_tail;
+    const std::int64_t D = shape_.head_dim, N = sg.size(), t0 = sg.n_tail;
     fit(sg.k_tail, t0 + n, D);
-    fit(sg.v, r0 + n, D);
+    fit(sg.v_tail, t0 + n, D);
     if constexpr (kEvicts) fit(sg.pos, N + n, 1);  // positions only serve eviction (protection, ties)
     (void)len;
     if constexpr (kHasState) fit(sg.state, N + n, 1);
     for (std::int64_t t = 0; t < n; ++t) {
       from_float_n(k.ptr(t, h), D, sg.k_tail.data() + (t0 + t) * D);
-      from_float_n(v.ptr(t, h), D, sg.v.data() + (r0 + t) * D);
+      from_float_n(v.ptr(t, h), D, sg.v_tail.data() + (t0 + t) * D);
       if constexpr (kEvicts) sg.pos[static_cast<std::size_t>(N + t)] = static_cast<std::int32_t>(len + t);
       if constexpr (kHasState) {
         // the policy sees the stored (fp16) key, as the attention does
@@ -322,23 +352,39 @@ class ComposedKvCache final : public cache::KvCache {
     sg.n_tail += n;
   }
 
-  void push_window(int seq, int layer, const TensorView<const float, 3>& q) {
-    Window& w = window(seq, layer);
+  // Squares of the last w rows of q (queries) or out (attention outputs) into a window ring, while
+  // some head of the layer has not chosen its channels yet.
+  template <class T>
+  void push_ring(int seq, int layer, Ring& ring, const TensorView<T, 3>& x) {
     bool need = false;
     for (int h = 0; h < shape_.kv_heads; ++h) need = need || segment(seq, layer, h).ch.empty();
     if (!need) return;
     const std::int64_t W = cfg_.prune.window, Hkv = shape_.kv_heads, D = shape_.head_dim, G = shape_.q_heads / Hkv;
-    if (w.qsq.empty()) w.qsq.assign(static_cast<std::size_t>(W * Hkv * D), 0.f);
-    for (std::int64_t t = std::max<std::int64_t>(0, q.shape[0] - W); t < q.shape[0]; ++t) {
-      float* row = w.qsq.data() + w.head * Hkv * D;
+    if (ring.sq.empty()) ring.sq.assign(static_cast<std::size_t>(W * Hkv * D), 0.f);
+    for (std::int64_t t = std::max<std::int64_t>(0, x.shape[0] - W); t < x.shape[0]; ++t) {
+      float* row = ring.sq.data() + ring.head * Hkv * D;
       for (std::int64_t h = 0; h < Hkv; ++h) {
         double acc[prune::kMaxHeadDim] = {};
-        prune::accumulate_sq(q.ptr(t, h * G), q.stride[1], static_cast<int>(G), static_cast<int>(D), acc);
+        prune::accumulate_sq(x.ptr(t, h * G), x.stride[1], static_cast<int>(G), static_cast<int>(D), acc);
         for (std::int64_t c = 0; c < D; ++c) row[h * D + c] = static_cast<float>(acc[c]);
       }
-      w.head = (w.head + 1) % W;
-      w.count = std::min(w.count + 1, W);
+      ring.head = (ring.head + 1) % W;
+      ring.count = std::min(ring.count + 1, W);
     }
+  }
+  void push_window(int seq, int layer, const TensorView<const float, 3>& q) { push_ring(seq, layer, window(seq, layer).q, q); }
+  void push_out_window(int seq, int layer, const TensorView<float, 3>& out) { push_ring(seq, layer, window(seq, layer).o, out); }
+
+  // fp32 value row i of the old segment, D wide (pruned value channels 0).
+  void old_value_row(const Segment& sg, std::int64_t i, float* dst) const {
+    const std::int64_t D = shape_.head_dim;
+    if (sg.vch.empty()) {
+      to_float_n(sg.v_old.data() + i * D, D, dst);
+      return;
+    }
+    std::fill(dst, dst + D, 0.f);
+    const Half* src = sg.v_old.data() + i * dv_keep_;
+    for (std::int64_t c = 0; c < dv_keep_; ++c) dst[sg.vch[static_cast<std::size_t>(c)]] = half_to_float(src[c]);
   }
 
   // ---- quantised region helpers (qmath packing; codes are never requantised) ----
@@ -388,7 +434,7 @@ class ComposedKvCache final : public cache::KvCache {
       std::uint32_t* w = sg.vq.data() + (sg.nq + t) * v_words_;
       std::fill(w, w + v_words_, 0u);
       std::uint16_t* mm = sg.vqm.data() + (sg.nq + t) * 2 * v_groups_;
-      const Half* row = sg.v.data() + t * D;
+      const Half* row = sg.v_old.data() + t * D;  // full width: vprune does not compose with KIVI
       for (std::int64_t j = 0; j < v_groups_; ++j) {
         quant::GroupMeta m;
         quant::group_params(row + j * GV, static_cast<int>(GV), 1, Lv, &m);
@@ -400,11 +446,11 @@ class ComposedKvCache final : public cache::KvCache {
     sg.blocks.push_back(std::move(b));
     // drop the G rows from the fp16 old keys and values
     std::memmove(sg.k_old.data(), sg.k_old.data() + G * dk, static_cast<std::size_t>((sg.n_old - G) * dk) * sizeof(Half));
-    std::memmove(sg.v.data(), sg.v.data() + G * D, static_cast<std::size_t>((sg.n_old + sg.n_tail - G) * D) * sizeof(Half));
+    std::memmove(sg.v_old.data(), sg.v_old.data() + G * D, static_cast<std::size_t>((sg.n_old - G) * D) * sizeof(Half));
     sg.nq += G;
     sg.n_old -= G;
     fit(sg.k_old, sg.n_old, dk);
-    fit(sg.v, sg.n_old + sg.n_tail, D);
+    fit(sg.v_old, sg.n_old, D);
   }
 
   // ---- attention over all regions: one softmax per query row ----
@@ -432,7 +478,8 @@ class ComposedKvCache final : public cache::KvCache {
     if (sg.n_old > 0) to_float_n(sg.k_old.data(), sg.n_old * kw, w.kq.data() + sg.nq * kw);
     to_float_n(sg.k_tail.data(), sg.n_tail * D, w.kt.data());
     for (std::int64_t i = 0; i < sg.nq; ++i) v_row_values(sg, i, w.vv.data() + i * D);
-    to_float_n(sg.v.data(), (N - sg.nq) * D, w.vv.data() + sg.nq * D);
+    for (std::int64_t i = 0; i < sg.n_old; ++i) old_value_row(sg, i, w.vv.data() + (sg.nq + i) * D);
+    to_float_n(sg.v_tail.data(), sg.n_tail * D, w.vv.data() + (sg.nq + sg.n_old) * D);
 
     using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Map = Eigen::Map<RowMatrix>;
@@ -503,8 +550,8 @@ class ComposedKvCache final : public cache::KvCache {
     const std::int64_t D = shape_.head_dim;
     const Window& win = window(seq, layer);
     double qsq[prune::kMaxHeadDim] = {}, ksq[prune::kMaxHeadDim] = {};
-    for (std::int64_t i = 0; i < win.count; ++i)
-      for (std::int64_t c = 0; c < D; ++c) qsq[c] += win.qsq[static_cast<std::size_t>((i * shape_.kv_heads + h) * D + c)];
+    for (std::int64_t i = 0; i < win.q.count; ++i)
+      for (std::int64_t c = 0; c < D; ++c) qsq[c] += win.q.sq[static_cast<std::size_t>((i * shape_.kv_heads + h) * D + c)];
     // retained keys: all full width at this point (channels are chosen before anything is pruned)
     for (std::int64_t j = 0; j < sg.n_tail; ++j)
       for (std::int64_t c = 0; c < D; ++c) {
@@ -513,26 +560,44 @@ class ComposedKvCache final : public cache::KvCache {
       }
     float score[prune::kMaxHeadDim];
     const std::int64_t G = shape_.q_heads / shape_.kv_heads;
-    prune::channel_scores(qsq, win.count * G, ksq, sg.n_tail, static_cast<int>(D), score);
+    prune::channel_scores(qsq, win.q.count * G, ksq, sg.n_tail, static_cast<int>(D), score);
     w.keys.resize(static_cast<std::size_t>(D));
+    if (dv_keep_ < D) {  // value extension: vscore[c] = mean over the window outputs of O[c]^2
+      float vscore[prune::kMaxHeadDim];
+      for (std::int64_t c = 0; c < D; ++c) {
+        double acc = 0;
+        for (std::int64_t i = 0; i < win.o.count; ++i) acc += win.o.sq[static_cast<std::size_t>((i * shape_.kv_heads + h) * D + c)];
+        vscore[c] = static_cast<float>(win.o.count > 0 ? acc / static_cast<double>(win.o.count * G) : 0.0);
+      }
+      sg.vch.resize(static_cast<std::size_t>(dv_keep_));
+      sg.vch.shrink_to_fit();
+      MEMATTN_RETURN_IF_ERROR(
+          prune::select_channels(vscore, static_cast<int>(D), static_cast<int>(dv_keep_), w.keys.data(), sg.vch.data()));
+    }
     sg.ch.resize(static_cast<std::size_t>(d_keep_));
     sg.ch.shrink_to_fit();
     return prune::select_channels(score, static_cast<int>(D), static_cast<int>(d_keep_), w.keys.data(), sg.ch.data());
   }
 
-  // Moves the oldest m tail rows to the old segment (kept channels only).
+  // Moves the oldest m tail rows to the old segment (kept key / value channels only).
   void migrate(Segment& sg, std::int64_t m) {
-    const std::int64_t D = shape_.head_dim, dk = d_keep_;
+    const std::int64_t D = shape_.head_dim, dk = d_keep_, dvk = dv_keep_;
     fit(sg.k_old, sg.n_old + m, dk);
+    fit(sg.v_old, sg.n_old + m, dvk);
     for (std::int64_t t = 0; t < m; ++t) {
       const Half* src = sg.k_tail.data() + t * D;
       Half* dst = sg.k_old.data() + (sg.n_old + t) * dk;
       for (std::int64_t c = 0; c < dk; ++c) dst[c] = kPrunes ? src[sg.ch[static_cast<std::size_t>(c)]] : src[c];
+      const Half* vsrc = sg.v_tail.data() + t * D;
+      Half* vdst = sg.v_old.data() + (sg.n_old + t) * dvk;
+      for (std::int64_t c = 0; c < dvk; ++c) vdst[c] = sg.vch.empty() ? vsrc[c] : vsrc[sg.vch[static_cast<std::size_t>(c)]];
     }
     std::memmove(sg.k_tail.data(), sg.k_tail.data() + m * D, static_cast<std::size_t>((sg.n_tail - m) * D) * sizeof(Half));
+    std::memmove(sg.v_tail.data(), sg.v_tail.data() + m * D, static_cast<std::size_t>((sg.n_tail - m) * D) * sizeof(Half));
     sg.n_old += m;
     sg.n_tail -= m;
     fit(sg.k_tail, sg.n_tail, D);
+    fit(sg.v_tail, sg.n_tail, D);
   }
 
   Status evict_segment(Segment& sg, int layer, std::int64_t P, Worker& w) {
@@ -602,10 +667,10 @@ class ComposedKvCache final : public cache::KvCache {
     }
     const std::int64_t mo = region(sg.nq, sg.nq + sg.n_old, &f);
     compact_rows(sg.k_old.data(), dk, local.data(), mo);
+    compact_rows(sg.v_old.data(), dv_keep_, local.data(), mo);
     const std::int64_t mt = region(sg.nq + sg.n_old, sg.size(), &f);
     compact_rows(sg.k_tail.data(), D, local.data(), mt);
-    const std::int64_t mvf = region(sg.nq, sg.size(), &f);
-    compact_rows(sg.v.data(), D, local.data(), mvf);
+    compact_rows(sg.v_tail.data(), D, local.data(), mt);
     compact_rows(sg.pos.data(), 1, keep, count);
     if constexpr (kHasState) compact_rows(sg.state.data(), 1, keep, count);
     sg.nq = nq;
@@ -613,7 +678,8 @@ class ComposedKvCache final : public cache::KvCache {
     sg.n_tail = mt;
     fit(sg.k_old, mo, dk);
     fit(sg.k_tail, mt, D);
-    fit(sg.v, mo + mt, D);
+    fit(sg.v_old, mo, dv_keep_);
+    fit(sg.v_tail, mt, D);
     fit(sg.pos, count, 1);
     if constexpr (kHasState) fit(sg.state, count, 1);
   }
@@ -628,7 +694,7 @@ class ComposedKvCache final : public cache::KvCache {
   std::vector<std::int64_t> pending_;        // tokens of the open chunk per sequence
   std::vector<std::int64_t> layer_pending_;  // [seq][layer]
   std::vector<Worker> workers_;
-  std::int64_t d_keep_ = 0, tail_keep_ = 0, v_words_ = 0, v_groups_ = 0;
+  std::int64_t d_keep_ = 0, dv_keep_ = 0, tail_keep_ = 0, v_words_ = 0, v_groups_ = 0;
   std::size_t bytes_ = 0, peak_ = 0;
 };
 

@@ -26,7 +26,9 @@ inline const cache::PolicyInfo& think_policy_info() {
        {"window", 32, 1, 4096, true, "observation-window queries scoring the channels"},
        {"recent", 32, 0, 10000000, true, "newest tokens kept full width"},
        {"granularity", 1, 1, 64, true, "d_keep rounded up to a multiple of this (1 = reference)"},
-       {"migrate", 1, 0, 1, true, "1: tokens leaving the full-width tail are pruned too; 0: only the first prune (reference)"}}};
+       {"migrate", 1, 0, 1, true, "1: tokens leaving the full-width tail are pruned too; 0: only the first prune (reference)"},
+       {"vprune", 0, 0, 0.95, false, "[lib] extension: pruned fraction of the value channels, scored by ||(A_w V)[:,c]||^2",
+        false, true}}};
   return info;
 }
 
@@ -37,6 +39,7 @@ inline prune::ThinKParams think_params(const cache::ResolvedParams& p) {
   t.recent = p.get_int("recent");
   t.granularity = p.get_int("granularity");
   t.migrate = p.get_int("migrate") != 0;
+  t.vprune = static_cast<float>(p.get("vprune"));
   return t;
 }
 
@@ -150,6 +153,11 @@ inline Status make_composed_kv_cache(const std::vector<ResolvedPart>& parts, con
       qp = &kivi;
     }
     spec += (spec.empty() ? "" : "+") + cache::canonical_spec(*part.first, part.second);
+  }
+  if (tp != nullptr && tp->vprune > 0.f && qp != nullptr) {
+    *error = "'" + spec + "': think vprune (value-channel pruning) does not compose with kivi in this build (KIVI's "
+             "per-token value groups span every channel)";
+    return Status::kErrorNotSupported;
   }
   if (ev == nullptr) {
     return compose_detail::with_prune<evict::NoEvict>(evict::NoEvict::Params{}, evict::GroupReduce::kMean, tp, qp, spec,

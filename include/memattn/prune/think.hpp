@@ -14,6 +14,13 @@
 // Ties: the higher channel index is pruned first [lib] -- the selection key is evict::select_key
 // (score, channel) with kPreferEarlier, so selection is deterministic and NaN scores rank lowest.
 //
+// Value channels ([lib] extension; spec §3.6 "Value channels": the released code prunes keys only):
+// with vprune = lambda_v > 0, old tokens also keep only dv_keep = keep_count(d, lambda_v) value
+// channels, the highest of vscore[c] = 1/(G*w) sum_{g, i < w} O_w[g,i,c]^2 where O_w = A_w V is the
+// attention output of the observation-window queries (so ||(A_w V)[:,c]||^2, GQA mean), chosen
+// together with the key channels. A pruned value channel of an old token contributes 0 to the
+// output; the full-width tail keeps every channel. Ties and order as for keys.
+//
 // NoPrune is the identity component of the composed cache (cache/compose.hpp).
 #pragma once
 
@@ -38,10 +45,13 @@ struct ThinKParams {
   int granularity = 1;   // d_keep rounded up to a multiple of this (1 = reference parity)
   bool migrate = true;   // [lib] streaming: tokens leaving the full-width tail are pruned with the
                          // frozen channel list (false = reference: only the prompt is pruned)
+  float vprune = 0.f;    // [lib] extension: pruned fraction of the value channels (0 = keys only)
 };
 
 inline Status check(const ThinKParams& p, int head_dim) {
-  if (!(p.prune >= 0.f && p.prune < 1.f) || p.window < 1 || p.recent < 0 || p.granularity < 1) return Status::kErrorInvalidArgument;
+  if (!(p.prune >= 0.f && p.prune < 1.f) || !(p.vprune >= 0.f && p.vprune < 1.f) || p.window < 1 || p.recent < 0 ||
+      p.granularity < 1)
+    return Status::kErrorInvalidArgument;
   if (head_dim < 1 || head_dim > kMaxHeadDim) return Status::kErrorUnsupportedHeadDim;
   return Status::kSuccess;
 }
