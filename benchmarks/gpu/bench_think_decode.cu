@@ -3,7 +3,8 @@
 // token, GQA 32 / 8 heads, head_dim 128, fp16, B sequences of L tokens (L - 32 pruned, 32 full
 // width). CUDA events around each launch, median of --iters. One JSON line per case: us, ratio to
 // λ = 0 in the same run, bytes of K+V read and effective GB/s. Split-KV entry (think_decode with
-// max_tokens = L and a workspace).
+// max_tokens = L and a workspace). Value extension rows (vprune = 0.4 with λ = 0.4): old values
+// compact too.
 //
 //   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
 #include <cuda_runtime.h>
@@ -33,16 +34,17 @@ __global__ void fill(Half* p, std::size_t n, std::uint64_t seed) {
   }
 }
 
-double time_case(int B, int L, float lambda, int iters, bool* ok) {
+double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f) {
   const int Hq = 32, Hkv = 8, D = 128, recent = 32;
   const int dk = D - static_cast<int>(lambda * D), n_old = L - recent, S = B * Hkv;
-  Half *k_old, *k_new, *v;
-  std::uint8_t* ch;
+  const int dvk = D - static_cast<int>(vlambda * D), v_rows = vlambda > 0.f ? recent : L;
+  Half *k_old, *k_new, *v, *v_old = nullptr;
+  std::uint8_t *ch, *vch = nullptr;
   int *no, *nn;
   float *q, *o;
   BENCH_CUDA(cudaMalloc(&k_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * dk));
   BENCH_CUDA(cudaMalloc(&k_new, sizeof(Half) * static_cast<std::size_t>(S) * recent * D));
-  BENCH_CUDA(cudaMalloc(&v, sizeof(Half) * static_cast<std::size_t>(S) * L * D));
+  BENCH_CUDA(cudaMalloc(&v, sizeof(Half) * static_cast<std::size_t>(S) * v_rows * D));
   BENCH_CUDA(cudaMalloc(&ch, static_cast<std::size_t>(S) * dk));
   BENCH_CUDA(cudaMalloc(&no, sizeof(int) * S));
   BENCH_CUDA(cudaMalloc(&nn, sizeof(int) * S));
@@ -50,7 +52,7 @@ double time_case(int B, int L, float lambda, int iters, bool* ok) {
   BENCH_CUDA(cudaMalloc(&o, sizeof(float) * B * Hq * D));
   fill<<<1024, 256>>>(k_old, static_cast<std::size_t>(S) * n_old * dk, 1);
   fill<<<1024, 256>>>(k_new, static_cast<std::size_t>(S) * recent * D, 2);
-  fill<<<1024, 256>>>(v, static_cast<std::size_t>(S) * L * D, 3);
+  fill<<<1024, 256>>>(v, static_cast<std::size_t>(S) * v_rows * D, 3);
   std::vector<std::uint8_t> hch(static_cast<std::size_t>(S) * dk);
   for (std::size_t i = 0; i < hch.size(); ++i) hch[i] = static_cast<std::uint8_t>((i % dk) * D / dk);
   std::vector<int> hno(S, n_old), hnn(S, recent);
@@ -62,6 +64,20 @@ double time_case(int B, int L, float lambda, int iters, bool* ok) {
   memattn::kernels::ThinKDecodeParams p{k_old, static_cast<long long>(n_old) * dk, dk, ch, dk, k_new,
                                         static_cast<long long>(recent) * D, v, static_cast<long long>(L) * D, no, nn, q, o,
                                         B, Hq, Hkv, D, memattn::cuda::think_scale(D)};
+  if (vlambda > 0.f) {
+    BENCH_CUDA(cudaMalloc(&v_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * dvk));
+    BENCH_CUDA(cudaMalloc(&vch, static_cast<std::size_t>(S) * dvk));
+    fill<<<1024, 256>>>(v_old, static_cast<std::size_t>(S) * n_old * dvk, 4);
+    std::vector<std::uint8_t> hv(static_cast<std::size_t>(S) * dvk);
+    for (std::size_t i = 0; i < hv.size(); ++i) hv[i] = static_cast<std::uint8_t>((i % dvk) * D / dvk);
+    BENCH_CUDA(cudaMemcpy(vch, hv.data(), hv.size(), cudaMemcpyHostToDevice));
+    p.v_old = v_old;
+    p.v_old_seg_stride = static_cast<long long>(n_old) * dvk;
+    p.old_v_row_stride = dvk;
+    p.v_channels = vch;
+    p.dv_keep = dvk;
+    p.v_seg_stride = static_cast<long long>(recent) * D;
+  }
   std::size_t ws_bytes = 0;
   void* ws = nullptr;
   if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
@@ -84,8 +100,9 @@ double time_case(int B, int L, float lambda, int iters, bool* ok) {
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
   for (void* ptr : {static_cast<void*>(k_old), static_cast<void*>(k_new), static_cast<void*>(v), static_cast<void*>(ch),
-                    static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(q), static_cast<void*>(o)})
-    BENCH_CUDA(cudaFree(ptr));
+                    static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(q), static_cast<void*>(o),
+                    static_cast<void*>(v_old), static_cast<void*>(vch)})
+    if (ptr) BENCH_CUDA(cudaFree(ptr));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2] * 1e3;
 }
@@ -117,6 +134,12 @@ int main(int argc, char** argv) {
                   "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   B, L, lambda, dk, us, us / base, bytes, bytes / us * 1e-3);
     }
+    const double us = time_case(B, L, 0.4f, iters, &ok, 0.4f);
+    const int dk = 128 - static_cast<int>(0.4f * 128);
+    const double bytes = 2.0 * B * 8 * ((L - 32.0) * 2 * dk + 32.0 * 256);
+    std::printf("{\"bench\": \"think_decode\", \"B\": %d, \"L\": %d, \"prune\": 0.40, \"vprune\": 0.40, \"d_keep\": %d, "
+                "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
+                B, L, dk, us, us / base, bytes, bytes / us * 1e-3);
   }
   return ok ? 0 : 1;
 }

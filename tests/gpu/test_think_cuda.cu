@@ -37,10 +37,11 @@ void check_output(const ThinKCase& c, const std::vector<float>& out, int B, int 
   CHECK(worst <= 1e-4);
 }
 
-void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps) {
-  INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " prune " << prune << " prefill " << prefill);
+void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, float vprune = 0.f) {
+  INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " prune " << prune << " prefill " << prefill
+            << " vprune " << vprune);
   ThinKCase c;
-  REQUIRE(think_cpu_case(B, Hq, Hkv, D, prune, prefill, steps, 1234u + static_cast<unsigned>(D), &c));
+  REQUIRE(think_cpu_case(B, Hq, Hkv, D, prune, prefill, steps, 1234u + static_cast<unsigned>(D), &c, vprune));
   kernels::ThinKDecodeParams p{};
   p.k_old = upload(c.k_old);
   p.old_seg_stride = static_cast<long long>(c.cap_old) * c.d_keep;
@@ -50,7 +51,15 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps) {
   p.k_new = upload(c.k_new);
   p.new_seg_stride = static_cast<long long>(c.cap_new) * D;
   p.v = upload(c.v);
-  p.v_seg_stride = static_cast<long long>(c.cap_old + c.cap_new) * D;
+  p.v_seg_stride = static_cast<long long>(vprune > 0.f ? c.cap_new : c.cap_old + c.cap_new) * D;
+  if (vprune > 0.f) {
+    REQUIRE(c.dv_keep < D);
+    p.v_old = upload(c.v_old);
+    p.v_old_seg_stride = static_cast<long long>(c.cap_old) * c.dv_keep;
+    p.old_v_row_stride = c.dv_keep;
+    p.v_channels = upload(c.v_channels);
+    p.dv_keep = c.dv_keep;
+  }
   p.n_old = upload(c.n_old);
   p.n_new = upload(c.n_new);
   p.q = upload(c.q);
@@ -89,8 +98,9 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps) {
   CHECK(pruned);
   for (const void* ptr : {static_cast<const void*>(p.k_old), static_cast<const void*>(p.channels), static_cast<const void*>(p.k_new),
                           static_cast<const void*>(p.v), static_cast<const void*>(p.n_old), static_cast<const void*>(p.n_new),
-                          static_cast<const void*>(p.q), static_cast<const void*>(p.o)})
-    cudaFree(const_cast<void*>(ptr));
+                          static_cast<const void*>(p.q), static_cast<const void*>(p.o), static_cast<const void*>(p.v_old),
+                          static_cast<const void*>(p.v_channels)})
+    if (ptr != nullptr) cudaFree(const_cast<void*>(ptr));
 }
 
 }  // namespace
@@ -103,7 +113,50 @@ TEST_CASE("ThinK two-segment decode: CUDA == CPU composed cache", "[think][gpu]"
   run(1, 8, 1, 256, 0.5f, 150, 2);  // d = 256 (two value channels per thread), group 8
 }
 
+TEST_CASE("ThinK value extension: compact old values (v_old + channel list) == CPU", "[think][gpu]") {
+  run(3, 4, 2, 64, 0.4f, 100, 5, 0.5f);    // dv_keep = 32
+  run(2, 32, 4, 128, 0.4f, 200, 4, 0.25f); // dv_keep = 96
+  run(1, 8, 1, 256, 0.5f, 150, 2, 0.4f);   // two value channels per thread
+}
+
 TEST_CASE("ThinK decode wrapper rejects bad arguments without launching", "[think][gpu]") {
   kernels::ThinKDecodeParams p{};
   CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNullPointer);
+  ThinKCase c;
+  REQUIRE(think_cpu_case(1, 4, 2, 64, 0.4f, 60, 1, 7u, &c, 0.5f));
+  p.k_old = upload(c.k_old);
+  p.old_seg_stride = static_cast<long long>(c.cap_old) * c.d_keep;
+  p.old_row_stride = c.d_keep;
+  p.channels = upload(c.channels);
+  p.d_keep = c.d_keep;
+  p.k_new = upload(c.k_new);
+  p.new_seg_stride = static_cast<long long>(c.cap_new) * 64;
+  p.v = upload(c.v);
+  p.v_seg_stride = static_cast<long long>(c.cap_new) * 64;
+  p.n_old = upload(c.n_old);
+  p.n_new = upload(c.n_new);
+  p.q = upload(c.q);
+  std::vector<float> sentinel(c.q.size(), 7.f);
+  float* d_out = upload(sentinel);
+  p.o = d_out;
+  p.batch = 1, p.q_heads = 4, p.kv_heads = 2, p.head_dim = 64;
+  p.scale = cuda::think_scale(64);
+  p.v_channels = upload(c.v_channels);  // value extension without v_old
+  CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNullPointer);
+  p.v_old = upload(c.v_old);
+  p.dv_keep = 65;
+  p.old_v_row_stride = 65;
+  CHECK(cuda::think_decode(p, nullptr) == Status::kErrorInvalidArgument);
+  p.dv_keep = c.dv_keep;
+  p.old_v_row_stride = c.dv_keep - 1;  // row stride below the width
+  CHECK(cuda::think_decode(p, nullptr) == Status::kErrorInvalidArgument);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  std::vector<float> back(sentinel.size());
+  REQUIRE(cudaMemcpy(back.data(), d_out, back.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(back == sentinel);  // nothing launched
+  for (const void* ptr : {static_cast<const void*>(p.k_old), static_cast<const void*>(p.channels), static_cast<const void*>(p.k_new),
+                          static_cast<const void*>(p.v), static_cast<const void*>(p.n_old), static_cast<const void*>(p.n_new),
+                          static_cast<const void*>(p.q), static_cast<const void*>(p.o), static_cast<const void*>(p.v_old),
+                          static_cast<const void*>(p.v_channels)})
+    cudaFree(const_cast<void*>(ptr));
 }

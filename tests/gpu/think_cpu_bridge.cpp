@@ -8,7 +8,8 @@
 
 using namespace memattn;
 
-bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, unsigned seed, ThinKCase* out) {
+bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, unsigned seed, ThinKCase* out,
+                    float vprune) {
   using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::NoQuant>;
   cache::CacheShape s;
   s.layers = 1;
@@ -19,6 +20,7 @@ bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int
   s.max_sequences = B;
   Cache::Config cfg;
   cfg.prune.prune = prune;
+  cfg.prune.vprune = vprune;
   std::unique_ptr<Cache> c;
   if (Cache::create(s, cfg, "think", Executor{}, &c) != Status::kSuccess) return false;
   std::mt19937 rng(seed);
@@ -26,6 +28,8 @@ bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int
   ThinKCase& r = *out;
   r = ThinKCase{};
   r.B = B, r.Hq = Hq, r.Hkv = Hkv, r.D = D, r.d_keep = static_cast<int>(c->d_keep());
+  const bool compact_v = vprune > 0.f;
+  r.dv_keep = compact_v ? static_cast<int>(c->dv_keep()) : 0;
   r.q.resize(static_cast<std::size_t>(B) * Hq * D);
   r.out_cpu.resize(r.q.size());
   for (int b = 0; b < B; ++b) {
@@ -59,8 +63,11 @@ bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int
   const int S = B * Hkv, dk = r.d_keep;
   r.k_old.assign(static_cast<std::size_t>(S) * r.cap_old * dk, Half{0});
   r.k_new.assign(static_cast<std::size_t>(S) * r.cap_new * D, Half{0});
-  r.v.assign(static_cast<std::size_t>(S) * (r.cap_old + r.cap_new) * D, Half{0});
+  const int v_rows = compact_v ? r.cap_new : r.cap_old + r.cap_new;
+  r.v.assign(static_cast<std::size_t>(S) * v_rows * D, Half{0});
   r.channels.assign(static_cast<std::size_t>(S) * dk, 0);
+  r.v_old.assign(static_cast<std::size_t>(S) * r.cap_old * std::max(1, r.dv_keep), Half{0});
+  r.v_channels.assign(static_cast<std::size_t>(S) * std::max(1, r.dv_keep), 0);
   std::vector<float> buf(static_cast<std::size_t>(D));
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < Hkv; ++h) {
@@ -73,9 +80,22 @@ bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int
         Half* dst = j < no ? &r.k_old[(static_cast<std::size_t>(sg) * r.cap_old + j) * dk]
                            : &r.k_new[(static_cast<std::size_t>(sg) * r.cap_new + (j - no)) * D];
         for (std::int64_t x = 0; x < w; ++x) dst[x] = from_float<Half>(buf[static_cast<std::size_t>(x)]);
-        c->value(b, 0, h, j, buf.data());
+        c->value(b, 0, h, j, buf.data());  // pruned value channels of old tokens read 0
+        if (compact_v && j < no) {
+          const std::vector<int> vch = c->value_channels(b, 0, h);
+          if (static_cast<int>(vch.size()) != r.dv_keep) return false;
+          for (int i = 0; i < r.dv_keep; ++i)
+            r.v_old[(static_cast<std::size_t>(sg) * r.cap_old + j) * r.dv_keep + i] = from_float<Half>(buf[static_cast<std::size_t>(vch[static_cast<std::size_t>(i)])]);
+          continue;
+        }
+        const int row = compact_v ? j - no : j;
         for (int x = 0; x < D; ++x)
-          r.v[(static_cast<std::size_t>(sg) * (r.cap_old + r.cap_new) + j) * D + x] = from_float<Half>(buf[static_cast<std::size_t>(x)]);
+          r.v[(static_cast<std::size_t>(sg) * v_rows + row) * D + x] = from_float<Half>(buf[static_cast<std::size_t>(x)]);
+      }
+      if (compact_v) {
+        const std::vector<int> vch = c->value_channels(b, 0, h);
+        for (int i = 0; i < static_cast<int>(vch.size()) && i < r.dv_keep; ++i)
+          r.v_channels[static_cast<std::size_t>(sg * r.dv_keep + i)] = static_cast<std::uint8_t>(vch[static_cast<std::size_t>(i)]);
       }
     }
   return true;

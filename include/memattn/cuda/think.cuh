@@ -1,7 +1,9 @@
 // ThinK two-segment decode on the GPU (kernel: memattn/kernels/think_decode.cuh): one query token
 // per sequence over [pruned keys with d_keep channels + channel list | full-width keys], values full
 // width, one softmax. The segment layout is the CPU composed cache's (cpu/composed_kv_cache.hpp):
-// per (sequence, KV head) old rows, then new rows, values old then new.
+// per (sequence, KV head) old rows, then new rows, values old then new. With the value extension
+// (vprune) set v_old / v_channels / dv_keep: old values are compact (kept channels only) and v holds
+// the new tokens' values.
 //
 //   kernels::ThinKDecodeParams p{...};          // pointers, strides, per-segment lengths on device
 //   cuda::think_decode(p, stream);              // one CTA per (sequence, KV head)
@@ -43,6 +45,11 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
     return Status::kErrorInvalidArgument;
   if (p.kv_heads < 1 || p.q_heads < p.kv_heads || p.q_heads % p.kv_heads != 0 || p.q_heads / p.kv_heads > kernels::kThinKMaxGroup)
     return Status::kErrorGqaRatio;
+  if (p.v_channels != nullptr) {  // value extension
+    if (p.v_old == nullptr) return Status::kErrorNullPointer;
+    if (p.dv_keep < 1 || p.dv_keep > p.head_dim || p.old_v_row_stride < p.dv_keep || p.v_old_seg_stride < 0)
+      return Status::kErrorInvalidArgument;
+  }
   return Status::kSuccess;
 }
 

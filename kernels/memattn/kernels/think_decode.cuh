@@ -16,6 +16,9 @@
 //     (p read as float4 broadcasts).
 // GQA read-once: all g query heads of a KV head share each K/V row. With one split the kernel
 // writes o; with several it writes (m, l, acc) partials and think_combine_kernel merges them.
+// Value extension (v_channels set, prune/think.hpp vprune): old tokens' values are dv_keep kept
+// channels in v_old, `v` then holds the new tokens only; thread c reads channel c's slot in the
+// kept list (found once per CTA), a pruned channel of an old token is 0.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,14 +40,20 @@ struct ThinKDecodeParams {
   int d_keep;
   const Half* k_new;              // rows of head_dim halves, at k_new + s * new_seg_stride
   long long new_seg_stride;
-  const Half* v;                  // rows of head_dim halves (old tokens, then new), at v + s * v_seg_stride
-  long long v_seg_stride;
+  const Half* v;                  // rows of head_dim halves (old tokens, then new; only new with v_channels),
+  long long v_seg_stride;         // at v + s * v_seg_stride
   const int* n_old;               // [segments]
   const int* n_new;               // [segments]
   const float* q;                 // [B][Hq][D]
   float* o;                       // [B][Hq][D]
   int batch, q_heads, kv_heads, head_dim;
   float scale;                    // tau (of the full head_dim)
+  // value extension (optional, nullptr = values full width in v):
+  const Half* v_old;              // old tokens' values, rows of old_v_row_stride (>= dv_keep), at v_old + s * v_old_seg_stride
+  long long v_old_seg_stride;
+  int old_v_row_stride;
+  const std::uint8_t* v_channels; // [segments][dv_keep] kept value channels
+  int dv_keep;
 };
 
 constexpr int kThinKMaxGroup = 8;
@@ -80,6 +89,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThinKThreads, kCh == 1 ? 4 : 3)
 think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   extern __shared__ float4 think_smem4[];
   __shared__ float m_s[kThinKMaxGroup], l_s[kThinKMaxGroup], alpha_s[kThinKMaxGroup];
+  __shared__ short vslot_s[kThinKMaxDim];  // value extension: channel c's slot in the kept list (-1: pruned)
   const long long s = blockIdx.x;
   const int split = blockIdx.y;
   const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);
@@ -112,22 +122,36 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   const Half* k_old = p.k_old + s * p.old_seg_stride;
   const Half* k_new = p.k_new + s * p.new_seg_stride;
   const Half* v = p.v + s * p.v_seg_stride;
+  const Half* v_old = p.v_channels != nullptr ? p.v_old + s * p.v_old_seg_stride : nullptr;
+  const int v_new0 = v_old != nullptr ? n_old : 0;  // token index of v's first row
+  if (v_old != nullptr) {  // block-uniform
+    for (int c = tid; c < D; c += kThinKThreads) vslot_s[c] = -1;
+    __syncthreads();
+    for (int i = tid; i < p.dv_keep; i += kThinKThreads) vslot_s[p.v_channels[s * p.dv_keep + i]] = static_cast<short>(i);
+    __syncthreads();
+  }
   float acc[kThinKMaxGroup][kCh];
 #pragma unroll
   for (int g = 0; g < kThinKMaxGroup; ++g)
 #pragma unroll
     for (int u = 0; u < kCh; ++u) acc[g][u] = 0.f;
 
-  for (int t0 = t_lo; t0 < t_hi; t0 += kThinKTile) {
-    const int nt = min(kThinKTile, t_hi - t0);
+  for (int t0 = t_lo; t0 < t_hi;) {
+    // value extension: a tile is all old or all new (v_new0 = 0 without it)
+    const int nt = min(kThinKTile, (t0 < v_new0 ? min(t_hi, v_new0) : t_hi) - t0);
     // V column(s) of this thread for the tile, in flight while K is staged and scored.
     Half vv[kCh][kThinKTile];
 #pragma unroll
     for (int u = 0; u < kCh; ++u) {
       const int c = tid + u * kThinKThreads;
+      const bool old_tile = t0 < v_new0;
+      const int slot = old_tile && c < D ? vslot_s[c] : -1;
+      const Half* vb = old_tile ? v_old + static_cast<long long>(t0) * p.old_v_row_stride + slot
+                                : v + static_cast<long long>(t0 - v_new0) * D + c;
+      const int vs = old_tile ? p.old_v_row_stride : D;
+      const bool ok = old_tile ? slot >= 0 : c < D;
 #pragma unroll
-      for (int r = 0; r < kThinKTile; ++r)
-        vv[u][r] = (c < D && r < nt) ? v[static_cast<long long>(t0 + r) * D + c] : Half{};
+      for (int r = 0; r < kThinKTile; ++r) vv[u][r] = (ok && r < nt) ? vb[static_cast<long long>(r) * vs] : Half{};
     }
     // K rows -> shared fp32, zero-padded (old rows: d_keep channels, new rows: D).
 #pragma unroll
@@ -209,6 +233,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
       }
     }
     __syncthreads();
+    t0 += nt;
   }
   if (sp.splits == 1) {
 #pragma unroll

@@ -1,0 +1,835 @@
+// SirLLM and EpiCache per-step work on the GPU vs the CPU path (spec eviction.md §3.9, §3.12,
+// §4.5):
+//  * token_logprobs / reference_alignment vs cpu::token_logprobs / cpu::reference_alignment
+//    (fp64 accumulation): vocab 512 .. 151936, strided and misaligned rows (scalar path), logit
+//    gaps of 1e4 where a plain softmax under/overflows; non-finite logits and bad ids -> NaN rows
+//    and the device flag bits.
+//  * sirllm_update + evict_select + evict_gather over many turns vs Surprisal::on_chunk +
+//    cpu::select_keep + cpu::compact_rows: state bit-identical, keep lists identical.
+//  * episode_score (Half / BFloat16 keys, probe in the key type or fp32) vs the CPU cache's
+//    cpu::window_colsum call (host-compiled bridge) and an fp64 naive oracle: several head dims
+//    (incl. non-multiples of 4 and 8), group sizes, probe counts around the 64-row chunk, lengths
+//    around the 64-key tile, every group reduction, probe-less segments, huge logits.
+//  * episode_route (fp64 and fp32 embeddings) vs evict::OnlineKMeans::nearest (bridge): random
+//    embeddings, duplicate and zero centroids (tie rule), zero query, variable centroid counts.
+//  * bad arguments: a Status, nothing launched (outputs keep their sentinels); bad device-side
+//    values: *error set and the segment / sequence untouched.
+// Exits 77 without a device.
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "evict_signals_cpu_bridge.hpp"
+#include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/token_logprobs.hpp"
+#include "memattn/cuda/evict.cuh"
+#include "memattn/cuda/evict_episode.cuh"
+#include "memattn/cuda/evict_sirllm.cuh"
+#include "memattn/evict/sirllm.hpp"
+
+using namespace memattn;
+
+namespace {
+
+template <class T>
+T* upload(const std::vector<T>& h) {
+  T* d = nullptr;
+  REQUIRE(cudaMalloc(&d, std::max<std::size_t>(1, h.size()) * sizeof(T)) == cudaSuccess);
+  if (!h.empty()) REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  return d;
+}
+template <class T>
+std::vector<T> download(const T* d, std::size_t n) {
+  std::vector<T> h(n);
+  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+  return h;
+}
+template <class T>
+void put(T* d, const std::vector<T>& h) {
+  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+}
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// ---- token log-probs ------------------------------------------------------------------------
+
+constexpr float kSentinel = 123.25f;
+
+bool logprob_close(float gpu, float cpu) {
+  return std::fabs(static_cast<double>(gpu) - cpu) <= 2e-5 + 1e-6 * std::fabs(static_cast<double>(cpu));
+}
+
+// rows x vocab logits (stride, first element at `offset` floats into the buffer) with the gap
+// rows of the header: row 0 one logit at +1e4, row 1 everything at -1e4 but one 0, row 2 the id
+// at the +1e4 logit.
+struct LogitCase {
+  std::int64_t rows, vocab, stride, offset;
+  std::vector<float> buf;
+  std::vector<std::int32_t> ids;
+  const float* host() const { return buf.data() + offset; }
+};
+LogitCase make_logits(std::int64_t rows, std::int64_t vocab, std::int64_t stride, std::int64_t offset, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  LogitCase c{rows, vocab, stride, offset, {}, {}};
+  c.buf.assign(static_cast<std::size_t>(offset + rows * stride), -7.f);  // padding must not be read
+  c.ids.resize(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = c.buf.data() + offset + r * stride;
+    for (std::int64_t v = 0; v < vocab; ++v) row[v] = nd(rng);
+    c.ids[static_cast<std::size_t>(r)] = static_cast<std::int32_t>(rng() % vocab);
+    const std::int64_t hot = static_cast<std::int64_t>(rng() % vocab);
+    if (r % 4 == 0) row[hot] = 1e4f;
+    if (r % 4 == 1) {
+      for (std::int64_t v = 0; v < vocab; ++v) row[v] = -1e4f;
+      row[hot] = 0.f;
+      if (vocab > 1 && c.ids[static_cast<std::size_t>(r)] == hot) c.ids[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((hot + 1) % vocab);
+    }
+    if (r % 4 == 2) {
+      row[hot] = 1e4f;
+      c.ids[static_cast<std::size_t>(r)] = static_cast<std::int32_t>(hot);
+    }
+    for (std::int64_t v = vocab; v < stride; ++v) row[v] = std::numeric_limits<float>::quiet_NaN();
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("token_logprobs on the GPU == cpu::token_logprobs (fp64) within 2e-5 + 1e-6 |x|", "[sirllm][gpu]") {
+  struct Shape {
+    std::int64_t rows, vocab, stride, offset;
+  };
+  const Shape shapes[] = {{9, 512, 512, 0},         {6, 49152, 49152, 0},   {5, 49152, 49160, 0},
+                          {7, 1000, 1003, 0},       {5, 50257, 50257, 1},   {3, 151936, 151936, 0},
+                          {4, 1, 1, 0},             {5, 3, 4, 0},           {600, 512, 516, 0}};
+  unsigned seed = 1;
+  for (const Shape& s : shapes) {
+    CAPTURE(s.rows, s.vocab, s.stride, s.offset);
+    const LogitCase c = make_logits(s.rows, s.vocab, s.stride, s.offset, seed++);
+    std::vector<float> ref(static_cast<std::size_t>(s.rows));
+    REQUIRE(cpu::token_logprobs(c.host(), s.rows, s.vocab, s.stride, c.ids.data(), ref.data()) == Status::kSuccess);
+    float* d_buf = upload(c.buf);
+    std::int32_t* d_ids = upload(c.ids);
+    float* d_out = upload(std::vector<float>(static_cast<std::size_t>(s.rows), kSentinel));
+    std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
+    REQUIRE(memattn::cuda::token_logprobs(d_buf + s.offset, s.rows, s.vocab, s.stride, d_ids, d_out, d_err, nullptr) ==
+            Status::kSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const auto out = download(d_out, ref.size());
+    CHECK(download(d_err, 1)[0] == 0);
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      CAPTURE(i, out[i], ref[i]);
+      REQUIRE(std::isfinite(out[i]));
+      REQUIRE(logprob_close(out[i], ref[i]));
+    }
+    if (s.vocab > 1) CHECK(ref[1] < -9000.f);  // the -1e4 row: finite, about -1e4
+    // Reference alignment over the same logits (rows = n tokens).
+    std::vector<float> ref_a(static_cast<std::size_t>(s.rows));
+    REQUIRE(cpu::reference_alignment(c.host(), s.rows, s.vocab, s.stride, c.ids.data(), ref_a.data()) ==
+            Status::kSuccess);
+    put(d_out, std::vector<float>(ref_a.size(), kSentinel));
+    REQUIRE(memattn::cuda::reference_alignment(d_buf + s.offset, s.rows, s.vocab, s.stride, d_ids, d_out, d_err, nullptr) ==
+            Status::kSuccess);
+    const auto out_a = download(d_out, ref_a.size());
+    CHECK(std::isnan(out_a[0]));
+    for (std::size_t i = 1; i < ref_a.size(); ++i) {
+      CAPTURE(i, out_a[i], ref_a[i]);
+      REQUIRE(logprob_close(out_a[i], ref_a[i]));
+    }
+    CHECK(download(d_err, 1)[0] == 0);
+    cudaFree(d_buf);
+    cudaFree(d_ids);
+    cudaFree(d_out);
+    cudaFree(d_err);
+  }
+}
+
+TEST_CASE("token_logprobs: non-finite logits and bad ids give NaN rows and device flag bits", "[sirllm][gpu]") {
+  LogitCase c = make_logits(8, 512, 512, 0, 77);
+  c.buf[1 * 512 + 17] = std::numeric_limits<float>::quiet_NaN();
+  c.buf[3 * 512 + 511] = std::numeric_limits<float>::infinity();
+  c.buf[6 * 512 + 0] = -std::numeric_limits<float>::infinity();
+  c.ids[4] = -1;
+  c.ids[5] = 512;
+  std::vector<float> cpu_out(8, kSentinel);
+  // The CPU contract: the whole call fails and writes nothing.
+  CHECK(cpu::token_logprobs(c.host(), 8, 512, 512, c.ids.data(), cpu_out.data()) != Status::kSuccess);
+  CHECK(cpu_out[0] == kSentinel);
+  float* d_buf = upload(c.buf);
+  std::int32_t* d_ids = upload(c.ids);
+  float* d_out = upload(std::vector<float>(8, kSentinel));
+  std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
+  REQUIRE(memattn::cuda::token_logprobs(d_buf, 8, 512, 512, d_ids, d_out, d_err, nullptr) == Status::kSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const auto out = download(d_out, 8);
+  CHECK(download(d_err, 1)[0] == (kernels::kLogprobNonFinite | kernels::kLogprobBadId));
+  for (int r : {1, 3, 4, 5, 6}) CHECK(std::isnan(out[static_cast<std::size_t>(r)]));
+  for (int r : {0, 2, 7}) {
+    float ref = 0.f;
+    REQUIRE(cpu::token_logprobs(c.host() + r * 512, 1, 512, 512, c.ids.data() + r, &ref) == Status::kSuccess);
+    CHECK(logprob_close(out[static_cast<std::size_t>(r)], ref));
+  }
+  // Only the id flag when only the ids are bad.
+  put(d_err, std::vector<std::int32_t>(1, 0));
+  REQUIRE(memattn::cuda::token_logprobs(d_buf + 4 * 512, 2, 512, 512, d_ids + 4, d_out, d_err, nullptr) == Status::kSuccess);
+  CHECK(download(d_err, 1)[0] == kernels::kLogprobBadId);
+  cudaFree(d_buf);
+  cudaFree(d_ids);
+  cudaFree(d_out);
+  cudaFree(d_err);
+}
+
+TEST_CASE("token_logprobs / reference_alignment / sirllm_update: bad arguments launch nothing", "[sirllm][gpu]") {
+  const LogitCase c = make_logits(4, 512, 512, 0, 5);
+  float* d_buf = upload(c.buf);
+  std::int32_t* d_ids = upload(c.ids);
+  float* d_out = upload(std::vector<float>(4, kSentinel));
+  std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
+  CHECK(memattn::cuda::token_logprobs(d_buf, 0, 512, 512, d_ids, nullptr, nullptr, nullptr) == Status::kSuccess);  // rows 0
+  CHECK(memattn::cuda::token_logprobs(nullptr, 4, 512, 512, d_ids, d_out, d_err, nullptr) == Status::kErrorNullPointer);
+  CHECK(memattn::cuda::token_logprobs(d_buf, 4, 512, 512, nullptr, d_out, d_err, nullptr) == Status::kErrorNullPointer);
+  CHECK(memattn::cuda::token_logprobs(d_buf, 4, 512, 512, d_ids, d_out, nullptr, nullptr) == Status::kErrorNullPointer);
+  CHECK(memattn::cuda::token_logprobs(d_buf, 4, 512, 511, d_ids, d_out, d_err, nullptr) == Status::kErrorInvalidShape);
+  CHECK(memattn::cuda::token_logprobs(d_buf, -1, 512, 512, d_ids, d_out, d_err, nullptr) == Status::kErrorInvalidShape);
+  CHECK(memattn::cuda::token_logprobs(d_buf, 4, 0, 512, d_ids, d_out, d_err, nullptr) == Status::kErrorInvalidShape);
+  CHECK(memattn::cuda::reference_alignment(d_buf, 0, 512, 512, d_ids, nullptr, nullptr, nullptr) == Status::kSuccess);
+  CHECK(memattn::cuda::reference_alignment(d_buf, 4, 512, 512, nullptr, d_out, d_err, nullptr) == Status::kErrorNullPointer);
+  CHECK(memattn::cuda::reference_alignment(d_buf, 4, 512, 100, d_ids, d_out, d_err, nullptr) == Status::kErrorInvalidShape);
+  CHECK(memattn::cuda::reference_alignment(d_buf, -2, 512, 512, d_ids, d_out, d_err, nullptr) == Status::kErrorInvalidShape);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  for (float x : download(d_out, 4)) CHECK(x == kSentinel);
+  // n == 1 reads no logits (as the CPU): out[0] = NaN only.
+  REQUIRE(memattn::cuda::reference_alignment(nullptr, 1, 0, 0, nullptr, d_out, d_err, nullptr) == Status::kSuccess);
+  const auto one = download(d_out, 4);
+  CHECK(std::isnan(one[0]));
+  CHECK(one[1] == kSentinel);
+  CHECK(download(d_err, 1)[0] == 0);
+
+  kernels::SirllmUpdateParams u;
+  std::vector<float> st(8, kSentinel);
+  float* d_st = upload(st);
+  std::int32_t* d_i = upload(std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  u.state = d_st;
+  u.pos = u.size = u.count = u.first_pos = d_i;
+  u.logprobs = d_buf;
+  u.error = d_err;
+  u.stride = 4;
+  u.logprob_stride = 4;
+  u.segments = 2;
+  u.segments_per_sequence = 1;
+  u.decay = -0.1f;
+  CHECK(memattn::cuda::sirllm_update(u, nullptr) == Status::kErrorInvalidArgument);
+  u.decay = std::numeric_limits<float>::quiet_NaN();
+  CHECK(memattn::cuda::sirllm_update(u, nullptr) == Status::kErrorInvalidArgument);
+  u.decay = 0.5f;
+  u.turn = -1;
+  CHECK(memattn::cuda::sirllm_update(u, nullptr) == Status::kErrorInvalidArgument);
+  u.turn = 0;
+  u.segments_per_sequence = 3;  // 2 segments are not whole sequences of 3
+  CHECK(memattn::cuda::sirllm_update(u, nullptr) == Status::kErrorInvalidShape);
+  u.segments_per_sequence = 1;
+  u.stride = 0;
+  CHECK(memattn::cuda::sirllm_update(u, nullptr) == Status::kErrorInvalidShape);
+  u.stride = 4;
+  u.error = nullptr;
+  CHECK(memattn::cuda::sirllm_update(u, nullptr) == Status::kErrorNullPointer);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  for (float x : download(d_st, 8)) CHECK(x == kSentinel);
+  for (void* p : {static_cast<void*>(d_buf), static_cast<void*>(d_ids), static_cast<void*>(d_out),
+                  static_cast<void*>(d_err), static_cast<void*>(d_st), static_cast<void*>(d_i)})
+    cudaFree(p);
+}
+
+// ---- SirLLM turns ---------------------------------------------------------------------------
+
+TEST_CASE("SirLLM turns on the GPU (update + evict_select + gather) == CPU, bit for bit", "[sirllm][gpu]") {
+  std::mt19937 rng(2405);
+  struct Config {
+    float decay;
+    std::int64_t turn;
+    int budget, sink, recent, spq;
+    evict::TieBreak tie;
+  };
+  const Config configs[] = {{1.f, 0, 60, 4, 0, 1, evict::TieBreak::kPreferEarlier},
+                            {0.7f, 0, 100, 4, 8, 2, evict::TieBreak::kPreferEarlier},
+                            {0.9f, 7, 37, 0, 3, 3, evict::TieBreak::kPreferLater},
+                            {0.f, 3, 20, 2, 0, 1, evict::TieBreak::kPreferEarlier},
+                            {0.5f, 0, 300, 4, 0, 2, evict::TieBreak::kPreferEarlier}};
+  for (const Config& cfg : configs) {
+    CAPTURE(cfg.decay, cfg.turn, cfg.budget, cfg.sink, cfg.recent, cfg.spq);
+    const int B = 3, S = B * cfg.spq, max_chunk = 90;
+    const std::int64_t stride = cfg.budget + max_chunk + 8;
+    evict::Surprisal::Params sp;
+    sp.decay = cfg.decay;
+    sp.turn = cfg.turn;
+    evict::Protection pr;
+    pr.n_sink = cfg.sink;
+    pr.n_recent = cfg.recent;
+    // CPU mirror: per segment state/pos/size; sequences share lengths.
+    std::vector<float> st(static_cast<std::size_t>(S * stride), 0.f);
+    std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), size(static_cast<std::size_t>(S), 0);
+    std::vector<std::int64_t> len(B, 0);
+    float *d_st = upload(st), *d_st2 = upload(st);
+    std::int32_t *d_pos = upload(pos), *d_pos2 = upload(pos), *d_size = upload(size);
+    std::int32_t* d_keep = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S * stride), 0));
+    std::int32_t* d_count = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S), 0));
+    std::int32_t* d_err = upload(std::vector<std::int32_t>(2, 0));
+    float* d_lp = upload(std::vector<float>(static_cast<std::size_t>(B * max_chunk), 0.f));
+    std::int32_t *d_cnt = upload(std::vector<std::int32_t>(B, 0)), *d_first = upload(std::vector<std::int32_t>(B, 0));
+    std::int32_t *d_budget = upload(std::vector<std::int32_t>(S, cfg.budget)), *d_tcur = upload(std::vector<std::int32_t>(S, 0));
+    for (int step = 0; step < 14; ++step) {
+      CAPTURE(step);
+      std::vector<std::int32_t> cnt(B), first(B), tcur(S);
+      std::vector<float> lp(static_cast<std::size_t>(B * max_chunk), std::numeric_limits<float>::quiet_NaN());
+      for (int b = 0; b < B; ++b) {
+        cnt[b] = step == 0 ? 40 + static_cast<std::int32_t>(rng() % 50) : static_cast<std::int32_t>(rng() % 40);
+        if (b == 1 && step == 3) cnt[b] = 0;  // an empty chunk: nothing happens (the CPU skips on_chunk)
+        first[b] = static_cast<std::int32_t>(len[b]);
+        for (int i = 0; i < cnt[b]; ++i) {
+          const int r = static_cast<int>(rng() % 20);
+          float x = -std::uniform_real_distribution<float>(0.f, 12.f)(rng);
+          if (r == 0) x = -std::numeric_limits<float>::infinity();
+          if (r == 1) x = std::numeric_limits<float>::quiet_NaN();
+          if (r == 2) x = 0.f;
+          if (b == 2 && step == 5) x = std::numeric_limits<float>::quiet_NaN();  // no finite value: max = 0
+          lp[static_cast<std::size_t>(b * max_chunk + i)] = x;
+        }
+        if (len[b] == 0 && cnt[b] > 0) lp[static_cast<std::size_t>(b * max_chunk)] = std::numeric_limits<float>::quiet_NaN();
+      }
+      // Append the chunk: the GPU's new slots get garbage state (the update must overwrite it).
+      auto gst = download(d_st, st.size());
+      auto gpos = download(d_pos, pos.size());
+      for (int s = 0; s < S; ++s) {
+        const int b = s / cfg.spq;
+        for (int i = 0; i < cnt[b]; ++i) {
+          const std::size_t at = static_cast<std::size_t>(s * stride + size[static_cast<std::size_t>(s)] + i);
+          pos[at] = gpos[at] = first[b] + i;
+          st[at] = 0.f;
+          gst[at] = -555.f;
+        }
+        size[static_cast<std::size_t>(s)] += cnt[b];
+        tcur[static_cast<std::size_t>(s)] = first[b] + cnt[b] - 1;
+      }
+      put(d_st, gst);
+      put(d_pos, gpos);
+      put(d_size, size);
+      put(d_lp, lp);
+      put(d_cnt, cnt);
+      put(d_first, first);
+      put(d_tcur, tcur);
+      kernels::SirllmUpdateParams u;
+      u.state = d_st;
+      u.pos = d_pos;
+      u.size = d_size;
+      u.stride = stride;
+      u.segments = S;
+      u.segments_per_sequence = cfg.spq;
+      u.logprobs = d_lp;
+      u.logprob_stride = max_chunk;
+      u.count = d_cnt;
+      u.first_pos = d_first;
+      u.decay = cfg.decay;
+      u.turn = cfg.turn;
+      u.error = d_err;
+      REQUIRE(memattn::cuda::sirllm_update(u, nullptr) == Status::kSuccess);
+      // CPU: on_chunk per segment (as EvictKvCache::end_chunk), then select + compact.
+      for (int s = 0; s < S; ++s) {
+        const int b = s / cfg.spq;
+        if (cnt[b] == 0) continue;
+        evict::TokenSignals ts;
+        ts.logprobs = lp.data() + b * max_chunk;
+        ts.count = cnt[b];
+        ts.first_pos = first[b];
+        const std::int64_t sz = size[static_cast<std::size_t>(s)];
+        evict::Surprisal::on_chunk(sp, st.data() + s * stride, pos.data() + s * stride, sz - cnt[b], sz, ts);
+      }
+      const auto upd = download(d_st, st.size());
+      for (int s = 0; s < S; ++s)
+        for (std::int32_t j = 0; j < size[static_cast<std::size_t>(s)]; ++j) {
+          const std::size_t at = static_cast<std::size_t>(s * stride + j);
+          CAPTURE(s, j, upd[at], st[at]);
+          REQUIRE(same_bits(upd[at], st[at]));
+        }
+      kernels::EvictSelectParams sel;
+      sel.scores = d_st;
+      sel.pos = d_pos;
+      sel.len = d_size;
+      sel.budget = d_budget;
+      sel.t_cur = d_tcur;
+      sel.stride = stride;
+      sel.segments = S;
+      sel.protect = pr;
+      sel.tie = cfg.tie;
+      sel.keep = d_keep;
+      sel.keep_count = d_count;
+      sel.error = d_err + 1;
+      REQUIRE(memattn::cuda::evict_select(sel, nullptr) == Status::kSuccess);
+      REQUIRE(memattn::cuda::evict_gather(d_st, stride, d_st2, stride, 1, S, d_keep, stride, d_count, nullptr) == Status::kSuccess);
+      REQUIRE(memattn::cuda::evict_gather(d_pos, stride, d_pos2, stride, 1, S, d_keep, stride, d_count, nullptr) == Status::kSuccess);
+      std::swap(d_st, d_st2);
+      std::swap(d_pos, d_pos2);
+      const auto gkeep = download(d_keep, static_cast<std::size_t>(S * stride));
+      const auto gcount = download(d_count, static_cast<std::size_t>(S));
+      std::vector<std::uint64_t> scratch(static_cast<std::size_t>(stride));
+      std::vector<std::int32_t> keep(static_cast<std::size_t>(stride));
+      for (int s = 0; s < S; ++s) {
+        std::int64_t count = 0;
+        const std::int64_t sz = size[static_cast<std::size_t>(s)];
+        REQUIRE(cpu::select_keep(st.data() + s * stride, pos.data() + s * stride, sz, cfg.budget,
+                                 tcur[static_cast<std::size_t>(s)], pr, cfg.tie, scratch.data(), keep.data(), &count) ==
+                Status::kSuccess);
+        REQUIRE(gcount[static_cast<std::size_t>(s)] == count);
+        for (std::int64_t i = 0; i < count; ++i) REQUIRE(gkeep[static_cast<std::size_t>(s * stride + i)] == keep[static_cast<std::size_t>(i)]);
+        CHECK(count == std::min<std::int64_t>(sz, cfg.budget));  // sinks + recent fit in every budget here
+        cpu::compact_rows(st.data() + s * stride, 1, keep.data(), count);
+        cpu::compact_rows(pos.data() + s * stride, 1, keep.data(), count);
+        size[static_cast<std::size_t>(s)] = static_cast<std::int32_t>(count);
+      }
+      put(d_size, size);
+      for (int b = 0; b < B; ++b) len[b] += cnt[b];
+    }
+    const auto gst = download(d_st, st.size());
+    const auto gpos = download(d_pos, pos.size());
+    for (int s = 0; s < S; ++s)
+      for (std::int32_t j = 0; j < size[static_cast<std::size_t>(s)]; ++j) {
+        const std::size_t at = static_cast<std::size_t>(s * stride + j);
+        REQUIRE(same_bits(gst[at], st[at]));
+        REQUIRE(gpos[at] == pos[at]);
+      }
+    CHECK(download(d_err, 2) == std::vector<std::int32_t>{0, 0});
+    for (void* p : {static_cast<void*>(d_st), static_cast<void*>(d_st2), static_cast<void*>(d_pos),
+                    static_cast<void*>(d_pos2), static_cast<void*>(d_size), static_cast<void*>(d_keep),
+                    static_cast<void*>(d_count), static_cast<void*>(d_err), static_cast<void*>(d_lp),
+                    static_cast<void*>(d_cnt), static_cast<void*>(d_first), static_cast<void*>(d_budget),
+                    static_cast<void*>(d_tcur)})
+      cudaFree(p);
+  }
+}
+
+TEST_CASE("sirllm_update: an inconsistent segment sets the flag and stays untouched", "[sirllm][gpu]") {
+  // 3 segments of one sequence each; segment 1: size < count; segment 2: a position outside the chunk.
+  const std::int64_t stride = 8;
+  std::vector<float> st(24, 2.f);
+  std::vector<std::int32_t> pos = {0, 1, 2, 3, 4, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 9, 4, 0, 0, 0};
+  std::vector<std::int32_t> size = {6, 2, 5}, cnt = {2, 3, 2}, first = {4, 0, 3};
+  std::vector<float> lp = {-1.f, -2.f, -3.f, -4.f, -5.f, -6.f, -7.f, -8.f, -9.f};
+  float* d_st = upload(st);
+  std::int32_t *d_pos = upload(pos), *d_size = upload(size), *d_cnt = upload(cnt), *d_first = upload(first);
+  float* d_lp = upload(lp);
+  std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
+  kernels::SirllmUpdateParams u;
+  u.state = d_st;
+  u.pos = d_pos;
+  u.size = d_size;
+  u.stride = stride;
+  u.segments = 3;
+  u.logprobs = d_lp;
+  u.logprob_stride = 3;
+  u.count = d_cnt;
+  u.first_pos = d_first;
+  u.decay = 0.5f;
+  u.error = d_err;
+  REQUIRE(memattn::cuda::sirllm_update(u, nullptr) == Status::kSuccess);
+  const auto out = download(d_st, 24);
+  CHECK(download(d_err, 1)[0] == 1);
+  for (int j = 0; j < 4; ++j) CHECK(out[static_cast<std::size_t>(j)] == 1.f);  // decayed
+  CHECK(out[4] == 1.f);                                                      // -lp of position 4
+  CHECK(out[5] == 2.f);
+  for (int j = 8; j < 24; ++j) CHECK(out[static_cast<std::size_t>(j)] == 2.f);  // untouched
+  for (void* p : {static_cast<void*>(d_st), static_cast<void*>(d_pos), static_cast<void*>(d_size),
+                  static_cast<void*>(d_cnt), static_cast<void*>(d_first), static_cast<void*>(d_lp),
+                  static_cast<void*>(d_err)})
+    cudaFree(p);
+}
+
+// ---- EpiCache probe scores ------------------------------------------------------------------
+
+namespace {
+
+// fp64 oracle of the same scores: s_j = R_g sum_i softmax_j(scale q_{i,g} . k_j) over all N keys.
+std::vector<double> oracle_scores(const std::vector<float>& q /*[P][G][D]*/, int P, int G, int D,
+                                  const std::vector<float>& k /*[N][D]*/, int N, float scale, int reduce) {
+  std::vector<double> col(static_cast<std::size_t>(G) * N, 0.0), s(static_cast<std::size_t>(N));
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < P; ++i) {
+      double m = -INFINITY;
+      for (int j = 0; j < N; ++j) {
+        double acc = 0.0;
+        for (int d = 0; d < D; ++d)
+          acc += static_cast<double>(q[static_cast<std::size_t>((i * G + g) * D + d)]) * k[static_cast<std::size_t>(j * D + d)];
+        s[static_cast<std::size_t>(j)] = acc * scale;
+        m = std::max(m, s[static_cast<std::size_t>(j)]);
+      }
+      double l = 0.0;
+      for (int j = 0; j < N; ++j) l += std::exp(s[static_cast<std::size_t>(j)] - m);
+      for (int j = 0; j < N; ++j) col[static_cast<std::size_t>(g * N + j)] += std::exp(s[static_cast<std::size_t>(j)] - m) / l;
+    }
+  std::vector<double> out(static_cast<std::size_t>(N), 0.0);
+  if (P == 0) return out;
+  for (int j = 0; j < N; ++j) {
+    double acc = col[static_cast<std::size_t>(j)];
+    for (int g = 1; g < G; ++g)
+      acc = reduce == 1 ? std::max(acc, col[static_cast<std::size_t>(g * N + j)]) : acc + col[static_cast<std::size_t>(g * N + j)];
+    out[static_cast<std::size_t>(j)] = reduce == 0 ? acc / G : acc;
+  }
+  return out;
+}
+
+bool score_close(double gpu, double ref) { return std::fabs(gpu - ref) <= 2e-4 * std::fabs(ref) + 1e-6; }
+
+struct ScoreShape {
+  int E, Hkv, G, D, max_tokens, max_probe, reduce;
+  bool huge;  // probe rows = 1000 x a key: logit gaps of thousands
+};
+
+template <class TK, class TQ>
+void run_score_case(const ScoreShape& sh, unsigned seed) {
+  CAPTURE(sh.E, sh.Hkv, sh.G, sh.D, sh.max_tokens, sh.max_probe, sh.reduce, sh.huge);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int S = sh.E * sh.Hkv, Hq = sh.Hkv * sh.G, D = sh.D;
+  const std::int64_t row_stride = D + 8, seg_stride = static_cast<std::int64_t>(sh.max_tokens) * row_stride + 3;
+  const std::int64_t q_tok = static_cast<std::int64_t>(Hq) * D, q_seg = sh.max_probe * q_tok + 5;
+  std::vector<TK> k(static_cast<std::size_t>(S * seg_stride));
+  for (auto& x : k) x = from_float<TK>(nd(rng));
+  std::vector<std::int32_t> len(static_cast<std::size_t>(S)), pc(static_cast<std::size_t>(sh.E));
+  const int lens[] = {sh.max_tokens, 1, 64, 65, 127, 63};
+  for (int s = 0; s < S; ++s)
+    len[static_cast<std::size_t>(s)] = s < 6 ? std::min(sh.max_tokens, lens[s]) : 1 + static_cast<int>(rng() % sh.max_tokens);
+  for (int o = 0; o < sh.E; ++o)
+    pc[static_cast<std::size_t>(o)] = o == 0 ? sh.max_probe : o == 1 ? 0 : 1 + static_cast<int>(rng() % sh.max_probe);
+  std::vector<TQ> q(static_cast<std::size_t>(sh.E * q_seg));
+  for (auto& x : q) x = from_float<TQ>(nd(rng));
+  if (sh.huge) {  // probe row (i, head) = 1000 x a key of the head's segment
+    for (int o = 0; o < sh.E; ++o)
+      for (int i = 0; i < sh.max_probe; ++i)
+        for (int hq = 0; hq < Hq; ++hq) {
+          const int s = o * sh.Hkv + hq / sh.G;
+          const int j = static_cast<int>(rng() % len[static_cast<std::size_t>(s)]);
+          for (int d = 0; d < D; ++d)
+            q[static_cast<std::size_t>(o * q_seg + i * q_tok + hq * D + d)] =
+                from_float<TQ>(1000.f * to_float(k[static_cast<std::size_t>(s * seg_stride + j * row_stride + d)]));
+        }
+  }
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  const std::int64_t score_stride = sh.max_tokens + 2;
+  TK* d_k = upload(k);
+  TQ* d_q = upload(q);
+  std::int32_t *d_len = upload(len), *d_pc = upload(pc), *d_err = upload(std::vector<std::int32_t>(1, 0));
+  float* d_scores = upload(std::vector<float>(static_cast<std::size_t>(S * score_stride), kSentinel));
+  kernels::EpisodeScoreParams<TK, TQ> p;
+  p.k = d_k;
+  p.k_seg_stride = seg_stride;
+  p.k_row_stride = row_stride;
+  p.len = d_len;
+  p.q = d_q;
+  p.q_seg_stride = q_seg;
+  p.q_tok_stride = q_tok;
+  p.q_head_stride = D;
+  p.probe_count = d_pc;
+  p.scores = d_scores;
+  p.score_stride = score_stride;
+  p.segments = S;
+  p.kv_heads = sh.Hkv;
+  p.group = sh.G;
+  p.head_dim = D;
+  p.max_probe = sh.max_probe;
+  p.max_tokens = sh.max_tokens;
+  p.scale = scale;
+  p.reduce = sh.reduce;
+  p.error = d_err;
+  std::size_t bytes = 0;
+  REQUIRE(memattn::cuda::episode_score_workspace_size(p, &bytes) == Status::kSuccess);
+  void* ws = nullptr;
+  REQUIRE(cudaMalloc(&ws, bytes) == cudaSuccess);
+  REQUIRE(memattn::cuda::episode_score(p, ws, bytes, nullptr) == Status::kSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const auto out = download(d_scores, static_cast<std::size_t>(S * score_stride));
+  CHECK(download(d_err, 1)[0] == 0);
+  for (int s = 0; s < S; ++s) {
+    const int o = s / sh.Hkv, h = s % sh.Hkv, N = len[static_cast<std::size_t>(s)], P = pc[static_cast<std::size_t>(o)];
+    CAPTURE(s, N, P);
+    std::vector<TK> kc(static_cast<std::size_t>(N * D));
+    std::vector<float> kf(kc.size());
+    for (int j = 0; j < N; ++j)
+      for (int d = 0; d < D; ++d) {
+        kc[static_cast<std::size_t>(j * D + d)] = k[static_cast<std::size_t>(s * seg_stride + j * row_stride + d)];
+        kf[static_cast<std::size_t>(j * D + d)] = to_float(kc[static_cast<std::size_t>(j * D + d)]);
+      }
+    std::vector<TQ> probe(static_cast<std::size_t>(std::max(P, 1)) * Hq * D);
+    std::vector<float> qg(static_cast<std::size_t>(std::max(P, 1)) * sh.G * D);
+    for (int i = 0; i < P; ++i)
+      for (int x = 0; x < Hq * D; ++x) {
+        probe[static_cast<std::size_t>(i * Hq * D + x)] = q[static_cast<std::size_t>(o * q_seg + i * q_tok + x)];
+        if (x >= h * sh.G * D && x < (h + 1) * sh.G * D)
+          qg[static_cast<std::size_t>(i * sh.G * D + x - h * sh.G * D)] = to_float(probe[static_cast<std::size_t>(i * Hq * D + x)]);
+      }
+    std::vector<float> ref(static_cast<std::size_t>(N));
+    REQUIRE(memattn_test::cpu_episode_scores(probe.data(), P, Hq, h, sh.G, D, scale, kc.data(), N, sh.reduce,
+                                             ref.data()) == Status::kSuccess);
+    const std::vector<double> ora = oracle_scores(qg, P, sh.G, D, kf, N, scale, sh.reduce);
+    double total = 0.0;
+    for (int j = 0; j < N; ++j) {
+      const float g = out[static_cast<std::size_t>(s * score_stride + j)];
+      CAPTURE(j, g, ref[static_cast<std::size_t>(j)], ora[static_cast<std::size_t>(j)]);
+      REQUIRE(std::isfinite(g));
+      REQUIRE(score_close(g, ref[static_cast<std::size_t>(j)]));
+      REQUIRE(score_close(g, ora[static_cast<std::size_t>(j)]));
+      total += g;
+    }
+    if (sh.reduce == 2) CHECK(std::fabs(total - static_cast<double>(sh.G) * P) <= 1e-4 * std::max(1, sh.G * P));
+    for (std::int64_t j = N; j < score_stride; ++j) REQUIRE(out[static_cast<std::size_t>(s * score_stride + j)] == kSentinel);
+  }
+  cudaFree(ws);
+  for (void* ptr : {static_cast<void*>(d_k), static_cast<void*>(d_q), static_cast<void*>(d_len),
+                    static_cast<void*>(d_pc), static_cast<void*>(d_err), static_cast<void*>(d_scores)})
+    cudaFree(ptr);
+}
+
+}  // namespace
+
+TEST_CASE("EpiCache probe scores on the GPU == the CPU cache's window_colsum and an fp64 oracle", "[epicache][gpu]") {
+  const ScoreShape shapes[] = {
+      {3, 2, 3, 64, 272, 16, 1, false},   // SmolLM2-like: C + block, 16 probe rows, max over the group
+      {2, 3, 1, 128, 200, 5, 2, false},   // MHA, sum
+      {3, 1, 4, 80, 130, 70, 0, false},   // head_dim 80, probe rows over two chunks, mean
+      {2, 2, 2, 36, 65, 3, 1, false},     // head_dim not a multiple of 8
+      {2, 1, 2, 7, 64, 64, 2, false},     // head_dim 7, exactly one tile and one row chunk
+      {3, 2, 8, 256, 300, 9, 1, false},   // head_dim 256 (opt-in shared memory), G = 8
+      {3, 2, 3, 64, 150, 6, 2, true},     // huge logits: one-hot softmax, sums stay G * P
+  };
+  unsigned seed = 11;
+  for (const ScoreShape& sh : shapes) {
+    run_score_case<Half, Half>(sh, seed++);
+    run_score_case<BFloat16, BFloat16>(sh, seed++);
+    run_score_case<Half, float>(sh, seed++);
+    run_score_case<BFloat16, float>(sh, seed++);
+  }
+}
+
+TEST_CASE("episode_score: bad arguments launch nothing; a bad segment sets the flag and stays untouched",
+          "[epicache][gpu]") {
+  const int N = 70, D = 64;
+  std::vector<Half> k(static_cast<std::size_t>(2 * N * D), from_float<Half>(0.5f));
+  std::vector<Half> q(static_cast<std::size_t>(4 * D), from_float<Half>(0.25f));
+  Half* d_k = upload(k);
+  Half* d_q = upload(q);
+  std::int32_t *d_len = upload(std::vector<std::int32_t>{N, N + 1}), *d_pc = upload(std::vector<std::int32_t>{2});
+  std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
+  float* d_scores = upload(std::vector<float>(static_cast<std::size_t>(2 * N), kSentinel));
+  kernels::EpisodeScoreParams<Half, Half> p;
+  p.k = d_k;
+  p.k_seg_stride = static_cast<std::int64_t>(N) * D;
+  p.k_row_stride = D;
+  p.len = d_len;
+  p.q = d_q;
+  p.q_tok_stride = 2 * D;
+  p.q_head_stride = D;
+  p.probe_count = d_pc;
+  p.scores = d_scores;
+  p.score_stride = N;
+  p.segments = 2;
+  p.kv_heads = 2;
+  p.group = 1;
+  p.head_dim = D;
+  p.max_probe = 2;
+  p.max_tokens = N;
+  p.scale = 0.125f;
+  p.error = d_err;
+  std::size_t bytes = 0;
+  REQUIRE(memattn::cuda::episode_score_workspace_size(p, &bytes) == Status::kSuccess);
+  void* ws = nullptr;
+  REQUIRE(cudaMalloc(&ws, bytes + 16) == cudaSuccess);
+  CHECK(memattn::cuda::episode_score(p, ws, bytes - 1, nullptr) == Status::kErrorWorkspaceTooSmall);
+  CHECK(memattn::cuda::episode_score(p, static_cast<char*>(ws) + 4, bytes, nullptr) == Status::kErrorWorkspaceTooSmall);
+  CHECK(memattn::cuda::episode_score(p, nullptr, bytes, nullptr) == Status::kErrorNullPointer);
+  auto bad = p;
+  bad.head_dim = 257;
+  bad.k_row_stride = 257;
+  CHECK(memattn::cuda::episode_score(bad, ws, bytes, nullptr) == Status::kErrorUnsupportedHeadDim);
+  bad = p;
+  bad.k_row_stride = D - 1;
+  CHECK(memattn::cuda::episode_score(bad, ws, bytes, nullptr) == Status::kErrorInvalidShape);
+  bad = p;
+  bad.score_stride = N - 1;
+  CHECK(memattn::cuda::episode_score(bad, ws, bytes, nullptr) == Status::kErrorInvalidShape);
+  bad = p;
+  bad.scale = 0.f;
+  CHECK(memattn::cuda::episode_score(bad, ws, bytes, nullptr) == Status::kErrorInvalidArgument);
+  bad = p;
+  bad.reduce = -1;
+  CHECK(memattn::cuda::episode_score(bad, ws, bytes, nullptr) == Status::kErrorInvalidArgument);
+  bad = p;
+  bad.q = nullptr;
+  CHECK(memattn::cuda::episode_score(bad, ws, bytes, nullptr) == Status::kErrorNullPointer);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  for (float x : download(d_scores, static_cast<std::size_t>(2 * N))) CHECK(x == kSentinel);
+  CHECK(download(d_err, 1)[0] == 0);
+  // Segment 1 claims N + 1 > max_tokens keys: flagged, untouched; segment 0 scored (all keys
+  // equal: every probe row spreads 1/N over the keys, two rows -> 2/N).
+  REQUIRE(memattn::cuda::episode_score(p, ws, bytes, nullptr) == Status::kSuccess);
+  const auto out = download(d_scores, static_cast<std::size_t>(2 * N));
+  CHECK(download(d_err, 1)[0] == 1);
+  for (int j = 0; j < N; ++j) CHECK(std::fabs(out[static_cast<std::size_t>(j)] - 2.f / N) <= 1e-6f);
+  for (int j = N; j < 2 * N; ++j) CHECK(out[static_cast<std::size_t>(j)] == kSentinel);
+  cudaFree(ws);
+  for (void* ptr : {static_cast<void*>(d_k), static_cast<void*>(d_q), static_cast<void*>(d_len),
+                    static_cast<void*>(d_pc), static_cast<void*>(d_err), static_cast<void*>(d_scores)})
+    cudaFree(ptr);
+}
+
+// ---- EpiCache routing -----------------------------------------------------------------------
+
+namespace {
+
+// The CPU rule on the first `count` centroids, fp64 over the given values (for fp32 inputs).
+int naive_route(const std::vector<double>& c, int count, int dim, const double* x, double* sim) {
+  double nx = 0;
+  for (int d = 0; d < dim; ++d) nx += x[d] * x[d];
+  nx = std::sqrt(nx);
+  int best = -1;
+  double bs = -2.0;
+  for (int i = 0; i < count; ++i) {
+    double dot = 0, cc = 0;
+    for (int d = 0; d < dim; ++d) {
+      dot += x[d] * c[static_cast<std::size_t>(i * dim + d)];
+      cc += c[static_cast<std::size_t>(i * dim + d)] * c[static_cast<std::size_t>(i * dim + d)];
+    }
+    const double nc = std::sqrt(cc);
+    const double s = nx > 0 && nc > 0 ? dot / (nx * nc) : 0.0;
+    if (s > bs) {
+      bs = s;
+      best = i;
+    }
+  }
+  *sim = bs;
+  return best;
+}
+
+template <class T>
+void run_route(const std::vector<double>& centroids, int max_c, const std::vector<std::int32_t>& counts,
+               const std::vector<double>& queries, int dim, std::vector<std::int32_t>* route, std::vector<double>* sim,
+               std::int32_t* err) {
+  const int B = static_cast<int>(counts.size());
+  std::vector<T> c(centroids.begin(), centroids.end()), q(queries.begin(), queries.end());
+  if (c.empty()) c.push_back(T(0));
+  T* d_c = upload(c);
+  T* d_q = upload(q);
+  std::int32_t *d_cnt = upload(counts), *d_route = upload(std::vector<std::int32_t>(static_cast<std::size_t>(B), -9)),
+               *d_err = upload(std::vector<std::int32_t>(1, 0));
+  double* d_sim = upload(std::vector<double>(static_cast<std::size_t>(B), 9.0));
+  kernels::EpisodeRouteParams<T> p;
+  p.query = d_q;
+  p.query_stride = dim;
+  p.centroids = d_c;
+  p.centroid_stride = dim;
+  p.seq_stride = 0;  // every sequence routes against the same centroids (its own count)
+  p.count = d_cnt;
+  p.batch = B;
+  p.dim = dim;
+  p.max_centroids = max_c;
+  p.route = d_route;
+  p.sim = d_sim;
+  p.error = d_err;
+  REQUIRE(memattn::cuda::episode_route(p, nullptr) == Status::kSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  *route = download(d_route, static_cast<std::size_t>(B));
+  *sim = download(d_sim, static_cast<std::size_t>(B));
+  *err = download(d_err, 1)[0];
+  for (void* ptr : {static_cast<void*>(d_c), static_cast<void*>(d_q), static_cast<void*>(d_cnt),
+                    static_cast<void*>(d_route), static_cast<void*>(d_err), static_cast<void*>(d_sim)})
+    cudaFree(ptr);
+}
+
+}  // namespace
+
+TEST_CASE("episode_route on the GPU == OnlineKMeans::nearest (ties: lower index; zero norms: 0)", "[epicache][gpu]") {
+  std::mt19937 rng(1729);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  for (int dim : {576, 3, 1000}) {
+    CAPTURE(dim);
+    // Case A: clustered stream (k_max 6); case B: open_below 1.5 opens a centroid per add, with a
+    // duplicate direction (tie) and a zero vector (zero centroid).
+    for (int variant = 0; variant < 2; ++variant) {
+      CAPTURE(variant);
+      std::vector<double> adds, queries;
+      int n_adds = 0, k_max = 6;
+      double open = 0.3;
+      std::vector<double> v(static_cast<std::size_t>(dim)), w(static_cast<std::size_t>(dim));
+      for (auto& x : v) x = nd(rng);
+      for (auto& x : w) x = nd(rng);
+      if (variant == 0) {
+        n_adds = 40;
+        for (int a = 0; a < n_adds; ++a)
+          for (int d = 0; d < dim; ++d) adds.push_back(nd(rng) + (a % 3 == 0 ? 2.0 * v[static_cast<std::size_t>(d)] : 0.0));
+      } else {
+        open = 1.5;
+        k_max = 5;
+        n_adds = 5;
+        for (double x : v) adds.push_back(x);
+        for (double x : v) adds.push_back(2.0 * x);  // same direction: a duplicate centroid
+        for (int d = 0; d < dim; ++d) adds.push_back(0.0);
+        for (double x : w) adds.push_back(x);
+        for (int d = 0; d < dim; ++d) adds.push_back(nd(rng));
+      }
+      const int n_random = 30;
+      for (int i = 0; i < n_random * dim; ++i) queries.push_back(nd(rng));
+      for (double x : v) queries.push_back(3.0 * x);  // ties between duplicates
+      for (double x : v) queries.push_back(-x);
+      for (int d = 0; d < dim; ++d) queries.push_back(0.0);  // zero query: every similarity 0 -> index 0
+      const int nq = n_random + 3;
+      memattn_test::RouteReference ref;
+      REQUIRE(memattn_test::cpu_route(adds, n_adds, dim, k_max, open, queries, nq, &ref));
+      REQUIRE(ref.count > 1);
+      if (variant == 1) {
+        CHECK(ref.count == 5);
+        CHECK(ref.route[static_cast<std::size_t>(n_random)] == 0);
+        CHECK(ref.route[static_cast<std::size_t>(n_random + 2)] == 0);
+      }
+      std::vector<std::int32_t> route;
+      std::vector<double> sim;
+      std::int32_t err = -1;
+      run_route<double>(ref.centroids, ref.count, std::vector<std::int32_t>(static_cast<std::size_t>(nq), ref.count),
+                        queries, dim, &route, &sim, &err);
+      CHECK(err == 0);
+      for (int i = 0; i < nq; ++i) {
+        CAPTURE(i, route[static_cast<std::size_t>(i)], ref.route[static_cast<std::size_t>(i)], sim[static_cast<std::size_t>(i)],
+                ref.sim[static_cast<std::size_t>(i)]);
+        REQUIRE(route[static_cast<std::size_t>(i)] == ref.route[static_cast<std::size_t>(i)]);
+        REQUIRE(std::fabs(sim[static_cast<std::size_t>(i)] - ref.sim[static_cast<std::size_t>(i)]) <= 1e-12);
+      }
+      // fp32 embeddings with per-sequence centroid counts (0 .. count): the rule on the fp32 values.
+      std::vector<std::int32_t> counts(static_cast<std::size_t>(nq));
+      for (int i = 0; i < nq; ++i) counts[static_cast<std::size_t>(i)] = i % (ref.count + 1);
+      run_route<float>(ref.centroids, ref.count, counts, queries, dim, &route, &sim, &err);
+      CHECK(err == 0);
+      std::vector<double> cf(ref.centroids.size()), qf(queries.size());
+      for (std::size_t i = 0; i < cf.size(); ++i) cf[i] = static_cast<float>(ref.centroids[i]);
+      for (std::size_t i = 0; i < qf.size(); ++i) qf[i] = static_cast<float>(queries[i]);
+      for (int i = 0; i < nq; ++i) {
+        double s = 0;
+        const int r = naive_route(cf, counts[static_cast<std::size_t>(i)], dim, qf.data() + static_cast<std::size_t>(i) * dim, &s);
+        CAPTURE(i, counts[static_cast<std::size_t>(i)], route[static_cast<std::size_t>(i)], r);
+        REQUIRE(route[static_cast<std::size_t>(i)] == r);
+        REQUIRE(std::fabs(sim[static_cast<std::size_t>(i)] - s) <= 1e-12);
+        if (counts[static_cast<std::size_t>(i)] == 0) CHECK(sim[static_cast<std::size_t>(i)] == -2.0);
+      }
+    }
+  }
+  // A count above max_centroids: flagged, that sequence untouched; bad arguments: nothing launched.
+  std::vector<std::int32_t> route;
+  std::vector<double> sim;
+  std::int32_t err = 0;
+  run_route<double>(std::vector<double>(8, 1.0), 2, {1, 3}, std::vector<double>(8, 1.0), 4, &route, &sim, &err);
+  CHECK(err == 1);
+  CHECK(route == std::vector<std::int32_t>{0, -9});
+  kernels::EpisodeRouteParams<float> p;
+  CHECK(memattn::cuda::episode_route(p, nullptr) == Status::kErrorNullPointer);
+}

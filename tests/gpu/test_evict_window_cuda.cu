@@ -1,0 +1,702 @@
+// Observation-window eviction scores on the GPU (spec eviction.md §4.1, §3.4, §3.10, §3.11) vs the
+// CPU (host-compiled bridge) and an fp64 oracle:
+//  * window_colsum: ragged segments (per-head subsets of each sequence's tokens, positions with
+//    gaps, lengths 1 .. a few thousand, not multiples of the 64-key tile), G in {1, 3, 4, 8},
+//    D in {64, 128, 256}, w in {1 .. 64}, fp32 / Half / BFloat16 queries and keys, all three GQA
+//    reductions, pass 1 with automatic, 64-key and single splits, and with an external LSE.
+//    Column sums: |gpu - ref| <= 2e-4 |ref| + 1e-6 max|ref| (fp32 logits summed in another order
+//    than Eigen's: ~1e-6 relative per term); slots beyond a segment's length are never written and
+//    keys / positions there (NaN, position -5) are never read.
+//  * window_pool: bit-identical to cpu::pool_scores on the CPU's column sums (avg/max, both pad
+//    modes, kernels 1..7, zero fill), within the tolerance end to end.
+//  * windowkv_scores: bit-identical to WindowBlock::unit_scores (both modes, R in {1, 3, 8}, ties).
+//  * compresskv_scores: vs cpu::head_subset_window_scores (tolerance), its pool-and-mean stage
+//    bit-identical.
+//  * bad arguments: the documented Status, nothing written.
+// Exits 77 without a device (gpu_test_main.cpp).
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+#include "evict_window_cpu_bridge.hpp"
+#include "memattn/core/dtype.hpp"
+#include "memattn/cuda/evict_window.cuh"
+
+using namespace memattn;
+namespace mk = memattn::kernels;
+
+namespace {
+
+template <class T>
+struct DevBuf {
+  T* p = nullptr;
+  std::size_t n = 0;
+  DevBuf() = default;
+  explicit DevBuf(std::size_t count) : n(count) { REQUIRE(cudaMalloc(&p, std::max<std::size_t>(1, n) * sizeof(T)) == cudaSuccess); }
+  explicit DevBuf(const std::vector<T>& h) : DevBuf(h.size()) { upload(h); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  void upload(const std::vector<T>& h) {
+    REQUIRE(h.size() == n);
+    if (n) REQUIRE(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    if (n) REQUIRE(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return h;
+  }
+};
+
+template <class T> int dtype_id();
+template <> int dtype_id<float>() { return 0; }
+template <> int dtype_id<Half>() { return 1; }
+template <> int dtype_id<BFloat16>() { return 2; }
+
+template <class T>
+T nan_of() {
+  if constexpr (std::is_same<T, float>::value) return std::numeric_limits<float>::quiet_NaN();
+  else if constexpr (std::is_same<T, Half>::value) return Half{0x7e00};
+  else return BFloat16{0x7fc0};
+}
+
+constexpr float kSentinel = 12345.f;
+
+// |a - b| <= 2e-4 |b| + 1e-6 max|b| elementwise over [0, n).
+void check_close(const float* gpu, const float* ref, int n, const char* what) {
+  float mx = 0.f;
+  for (int j = 0; j < n; ++j) mx = std::max(mx, std::abs(ref[j]));
+  int bad = 0, first = -1;
+  for (int j = 0; j < n; ++j) {
+    const float tol = 2e-4f * std::abs(ref[j]) + 1e-6f * mx;
+    if (!(std::abs(gpu[j] - ref[j]) <= tol)) {
+      if (first < 0) first = j;
+      ++bad;
+    }
+  }
+  INFO(what << ": " << bad << " of " << n << " outside the tolerance, first at " << first << " gpu "
+            << (first >= 0 ? gpu[first] : 0.f) << " ref " << (first >= 0 ? ref[first] : 0.f));
+  CHECK(bad == 0);
+}
+
+void check_equal(const float* gpu, const float* ref, int n, const char* what) {
+  int bad = 0, first = -1;
+  for (int j = 0; j < n; ++j)
+    if (std::memcmp(gpu + j, ref + j, sizeof(float)) != 0) {
+      if (first < 0) first = j;
+      ++bad;
+    }
+  INFO(what << ": " << bad << " of " << n << " not bit-identical, first at " << first << " gpu "
+            << (first >= 0 ? gpu[first] : 0.f) << " ref " << (first >= 0 ? ref[first] : 0.f));
+  CHECK(bad == 0);
+}
+
+// A batch of segments as an engine holds them: sequence b has P_b tokens at increasing positions
+// with gaps; KV head h holds token 0, then each later token with probability keep[h] (per-head
+// budgets; keep 0 leaves one key), all heads alike when `shared`. The window is the last w tokens
+// of the sequence (queries at their positions; the CPU and the GPU get the same rounded values).
+template <class TQ, class TK>
+struct Case {
+  int B, Hq, Hkv, D, w, Nmax;
+  std::vector<float> qf;                 // [B][w][Hq][D] rounded through TQ
+  std::vector<TQ> q;
+  std::vector<std::int32_t> qpos;        // [B][w]
+  std::vector<float> kf;                 // [B][Hkv][Nmax][D] rounded through TK (0 beyond len)
+  std::vector<TK> k;                     // NaN beyond len
+  std::vector<std::int32_t> kpos;        // [B][Hkv][Nmax], -5 beyond len
+  std::vector<std::int32_t> lens;        // [B * Hkv]
+
+  Case(int B_, int Hq_, int Hkv_, int D_, int w_, int Nmax_, bool shared, unsigned seed)
+      : B(B_), Hq(Hq_), Hkv(Hkv_), D(D_), w(w_), Nmax(Nmax_) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    qf.resize(static_cast<std::size_t>(B) * w * Hq * D);
+    for (std::size_t x = 0; x < qf.size(); ++x) {
+      const float v = nd(rng) * (x % static_cast<std::size_t>(D) < 4 ? 3.f : 1.f);  // outlier channels: peaked attention
+      q.push_back(from_float<TQ>(v));
+      qf[x] = to_float(q.back());
+    }
+    qpos.resize(static_cast<std::size_t>(B) * w);
+    const std::size_t seg_elems = static_cast<std::size_t>(Nmax) * D;
+    kf.assign(static_cast<std::size_t>(B) * Hkv * seg_elems, 0.f);
+    k.assign(kf.size(), nan_of<TK>());
+    kpos.assign(static_cast<std::size_t>(B) * Hkv * Nmax, -5);
+    lens.resize(static_cast<std::size_t>(B) * Hkv);
+    for (int b = 0; b < B; ++b) {
+      const int P = std::max(1, Nmax - 53 * b);
+      std::vector<std::int32_t> pos(static_cast<std::size_t>(P));
+      pos[0] = static_cast<std::int32_t>(rng() % 4);
+      for (int t = 1; t < P; ++t) pos[t] = pos[t - 1] + 1 + (rng() % 4 == 0 ? static_cast<int>(rng() % 3) : 0);
+      for (int i = 0; i < w; ++i) qpos[static_cast<std::size_t>(b) * w + i] = pos[std::max(0, P - w + i)] + (P - w + i < 0 ? i : 0);
+      std::vector<int> keep_tokens;
+      for (int h = 0; h < Hkv; ++h) {
+        const float keep = shared || h == 0 ? 1.f : (h == Hkv - 1 && b == B - 1 ? 0.f : 0.4f + 0.5f * ud(rng));
+        if (!shared || h == 0) {
+          keep_tokens.assign(1, 0);
+          for (int t = 1; t < P; ++t)
+            if (ud(rng) < keep) keep_tokens.push_back(t);
+        }
+        const int n = static_cast<int>(keep_tokens.size());
+        lens[static_cast<std::size_t>(b) * Hkv + h] = n;
+        const std::size_t seg = static_cast<std::size_t>(b) * Hkv + h;
+        for (int j = 0; j < n; ++j) {
+          kpos[seg * Nmax + j] = pos[static_cast<std::size_t>(keep_tokens[static_cast<std::size_t>(j)])];
+          for (int d = 0; d < D; ++d) {
+            const float v = nd(rng) * (d < 4 ? 2.f : 1.f);
+            const std::size_t at = seg * seg_elems + static_cast<std::size_t>(j) * D + d;
+            k[at] = from_float<TK>(v);
+            kf[at] = to_float(k[at]);
+          }
+        }
+      }
+    }
+  }
+  const float* qrow(int b, int i, int hq) const { return qf.data() + ((static_cast<std::size_t>(b) * w + i) * Hq + hq) * D; }
+  const float* keys(int b, int h) const { return kf.data() + (static_cast<std::size_t>(b) * Hkv + h) * Nmax * D; }
+  const std::int32_t* kp(int b, int h) const { return kpos.data() + (static_cast<std::size_t>(b) * Hkv + h) * Nmax; }
+  int len(int b, int h) const { return lens[static_cast<std::size_t>(b) * Hkv + h]; }
+  // Window queries [w][G][D] of KV head h (its G query heads).
+  std::vector<float> group_q(int b, int h) const {
+    const int G = Hq / Hkv;
+    std::vector<float> out(static_cast<std::size_t>(w) * G * D);
+    for (int i = 0; i < w; ++i)
+      for (int g = 0; g < G; ++g) std::copy_n(qrow(b, i, h * G + g), D, out.data() + (static_cast<std::size_t>(i) * G + g) * D);
+    return out;
+  }
+};
+
+// fp64 oracle of one segment: LSE of every (i, g) row (natural log of tau q.k over the visible
+// keys) and the per-head window sums per[g][j] (reduced by oracle_reduce).
+template <class TQ, class TK>
+void oracle(const Case<TQ, TK>& c, int b, int h, float scale, std::vector<double>* lse, std::vector<double>* per_out) {
+  const int G = c.Hq / c.Hkv, n = c.len(b, h), D = c.D;
+  const float* K = c.keys(b, h);
+  const std::int32_t* kp = c.kp(b, h);
+  lse->assign(static_cast<std::size_t>(c.w) * G, 0.0);
+  std::vector<double> per(static_cast<std::size_t>(G) * n, 0.0), s(static_cast<std::size_t>(n));
+  for (int i = 0; i < c.w; ++i)
+    for (int g = 0; g < G; ++g) {
+      const float* q = c.qrow(b, i, h * G + g);
+      double m = -INFINITY;
+      for (int j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int d = 0; d < D; ++d) acc += static_cast<double>(q[d]) * scale * K[static_cast<std::size_t>(j) * D + d];
+        s[static_cast<std::size_t>(j)] = acc;
+        if (kp[j] <= c.qpos[static_cast<std::size_t>(b) * c.w + i]) m = std::max(m, acc);
+      }
+      double l = 0;
+      for (int j = 0; j < n; ++j)
+        if (kp[j] <= c.qpos[static_cast<std::size_t>(b) * c.w + i]) l += std::exp(s[static_cast<std::size_t>(j)] - m);
+      const double ls = m + std::log(l);
+      (*lse)[static_cast<std::size_t>(i) * G + g] = ls;
+      for (int j = 0; j < n; ++j)
+        if (kp[j] <= c.qpos[static_cast<std::size_t>(b) * c.w + i]) per[static_cast<std::size_t>(g) * n + j] += std::exp(s[static_cast<std::size_t>(j)] - ls);
+    }
+  *per_out = std::move(per);
+}
+
+std::vector<float> oracle_reduce(const std::vector<double>& per, int G, int reduce) {
+  const std::size_t n = per.size() / static_cast<std::size_t>(G);
+  std::vector<float> col(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    double a = 0;
+    for (int g = 0; g < G; ++g) {
+      const double x = per[static_cast<std::size_t>(g) * n + j];
+      a = g == 0 ? x : (reduce == 1 ? std::max(a, x) : a + x);
+    }
+    col[j] = static_cast<float>(reduce == 0 ? a / G : a);
+  }
+  return col;
+}
+
+template <class TQ, class TK>
+mk::WindowColsumParams<TQ, TK> make_params(const Case<TQ, TK>& c, const DevBuf<TQ>& q, const DevBuf<std::int32_t>& qpos,
+                                           const DevBuf<TK>& k, const DevBuf<std::int32_t>& kpos,
+                                           const DevBuf<std::int32_t>& lens, float* col, float scale, int reduce) {
+  mk::WindowColsumParams<TQ, TK> p;
+  p.q = q.p;
+  p.q_stride[0] = static_cast<std::int64_t>(c.w) * c.Hq * c.D;
+  p.q_stride[1] = static_cast<std::int64_t>(c.Hq) * c.D;
+  p.q_stride[2] = c.D;
+  p.qpos = qpos.p;
+  p.qpos_stride = c.w;
+  p.k = k.p;
+  p.k_stride[0] = static_cast<std::int64_t>(c.Hkv) * c.Nmax * c.D;
+  p.k_stride[1] = static_cast<std::int64_t>(c.Nmax) * c.D;
+  p.k_stride[2] = c.D;
+  p.kpos = kpos.p;
+  p.kpos_stride[0] = static_cast<std::int64_t>(c.Hkv) * c.Nmax;
+  p.kpos_stride[1] = c.Nmax;
+  p.lens = lens.p;
+  p.col = col;
+  p.col_stride[0] = static_cast<std::int64_t>(c.Hkv) * c.Nmax;
+  p.col_stride[1] = c.Nmax;
+  p.batch = c.B, p.q_heads = c.Hq, p.kv_heads = c.Hkv, p.head_dim = c.D, p.window = c.w, p.max_keys = c.Nmax;
+  p.scale = scale;
+  p.reduce = reduce;
+  return p;
+}
+
+// Pooling of every segment's column sums over [0, n_cand) with zero fill up to len: GPU on the
+// CPU's sums (bit-identical) and on its own (tolerance).
+void check_pool(int B, int Hkv, int Nmax, const std::vector<std::int32_t>& lens, const std::vector<float>& cpu_col,
+                const std::vector<float>& gpu_col, unsigned seed) {
+  std::mt19937 rng(seed);
+  const int S = B * Hkv;
+  std::vector<std::int32_t> cand(static_cast<std::size_t>(S));
+  for (int s = 0; s < S; ++s) {
+    const int n = lens[static_cast<std::size_t>(s)];
+    const int pick = static_cast<int>(rng() % 4);
+    cand[static_cast<std::size_t>(s)] = pick == 0 ? n : pick == 1 ? 0 : static_cast<int>(rng() % static_cast<unsigned>(n + 1));
+  }
+  DevBuf<std::int32_t> d_cand(cand), d_lens(lens);
+  DevBuf<float> d_in(cpu_col), d_in_gpu(gpu_col);
+  DevBuf<float> d_out(static_cast<std::size_t>(S) * Nmax);
+  for (int kernel : {1, 3, 5, 7})
+    for (int pool = 0; pool < 2; ++pool)
+      for (int pad = 0; pad < 2; ++pad)
+        for (int src = 0; src < 2; ++src) {
+          INFO("kernel " << kernel << " pool " << pool << " pad " << pad << " src " << (src ? "gpu" : "cpu"));
+          std::vector<float> out(static_cast<std::size_t>(S) * Nmax, kSentinel);
+          d_out.upload(out);
+          mk::WindowPoolParams pp;
+          pp.in = src ? d_in_gpu.p : d_in.p;
+          pp.in_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
+          pp.in_stride[1] = Nmax;
+          pp.out = d_out.p;
+          pp.out_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
+          pp.out_stride[1] = Nmax;
+          pp.count = d_cand.p;
+          pp.lens = d_lens.p;
+          pp.batch = B, pp.units = Hkv, pp.max_len = Nmax;
+          pp.kernel = kernel, pp.pool = pool, pp.count_include_pad = pad != 0;
+          REQUIRE(cuda::window_pool(pp, nullptr) == Status::kSuccess);
+          out = d_out.download();
+          for (int s = 0; s < S; ++s) {
+            const int n = cand[static_cast<std::size_t>(s)], L = lens[static_cast<std::size_t>(s)];
+            std::vector<float> ref(static_cast<std::size_t>(L), 0.f);
+            REQUIRE(cpu_pool_scores(cpu_col.data() + static_cast<std::size_t>(s) * Nmax, n, kernel, pool, pad != 0, ref.data()));
+            const float* o = out.data() + static_cast<std::size_t>(s) * Nmax;
+            if (src == 0) check_equal(o, ref.data(), L, "pool of the CPU column sums");
+            else check_close(o, ref.data(), L, "pool of the GPU column sums");
+            int touched = 0;
+            for (int j = L; j < Nmax; ++j) touched += o[j] != kSentinel;
+            CHECK(touched == 0);
+          }
+        }
+}
+
+template <class TQ, class TK>
+void run_colsum(int B, int Hq, int Hkv, int D, int w, int Nmax, unsigned seed) {
+  INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " w " << w << " Nmax " << Nmax << " TQ "
+            << dtype_id<TQ>() << " TK " << dtype_id<TK>());
+  const Case<TQ, TK> c(B, Hq, Hkv, D, w, Nmax, false, seed);
+  const int G = Hq / Hkv, S = B * Hkv;
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  DevBuf<TQ> d_q(c.q);
+  DevBuf<std::int32_t> d_qpos(c.qpos), d_kpos(c.kpos), d_lens(c.lens);
+  DevBuf<TK> d_k(c.k);
+  DevBuf<float> d_col(static_cast<std::size_t>(S) * Nmax);
+  // fp64 oracle per segment (independent of the reduction) and its LSE as an external input
+  std::vector<float> lse(static_cast<std::size_t>(B) * w * Hq, 0.f);
+  std::vector<std::vector<double>> per(static_cast<std::size_t>(S));
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < Hkv; ++h) {
+      std::vector<double> ol;
+      oracle(c, b, h, scale, &ol, &per[static_cast<std::size_t>(b) * Hkv + h]);
+      for (int i = 0; i < w; ++i)
+        for (int g = 0; g < G; ++g)
+          lse[(static_cast<std::size_t>(b) * w + i) * Hq + h * G + g] = static_cast<float>(ol[static_cast<std::size_t>(i) * G + g]);
+    }
+  DevBuf<float> d_lse(lse);
+  for (int reduce = 0; reduce < 3; ++reduce) {
+    INFO("reduce " << reduce);
+    std::vector<float> ref(static_cast<std::size_t>(S) * Nmax, 0.f);
+    std::vector<std::vector<float>> orc(static_cast<std::size_t>(S));
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < Hkv; ++h) {
+        const std::size_t s = static_cast<std::size_t>(b) * Hkv + h;
+        const std::vector<float> qg = c.group_q(b, h);
+        REQUIRE(cpu_window_colsum(qg.data(), c.qpos.data() + static_cast<std::size_t>(b) * w, w, G, D, scale, c.keys(b, h),
+                                  dtype_id<TK>(), c.kp(b, h), c.len(b, h), reduce, ref.data() + s * Nmax));
+        orc[s] = oracle_reduce(per[s], G, reduce);
+      }
+    std::vector<float> gpu_col;
+    // mode 0: automatic splits; 1: 64-key splits (many partials); 2: one split; 3: external LSE
+    for (int mode = 0; mode < 4; ++mode) {
+      INFO("mode " << mode);
+      std::vector<float> col(ref.size(), kSentinel);
+      d_col.upload(col);
+      auto p = make_params(c, d_q, d_qpos, d_k, d_kpos, d_lens, d_col.p, scale, reduce);
+      if (mode == 3) {
+        p.lse = d_lse.p;
+        p.lse_stride[0] = static_cast<std::int64_t>(w) * Hq;
+        p.lse_stride[1] = Hq;
+        p.lse_stride[2] = 1;
+      }
+      const int split_keys = mode == 1 ? 64 : mode == 2 ? Nmax : 0;
+      std::size_t bytes = 0;
+      REQUIRE(cuda::window_colsum_workspace_size(p, &bytes, split_keys) == Status::kSuccess);
+      if (mode == 3) CHECK(bytes == 0);
+      DevBuf<unsigned char> ws(bytes);
+      if (bytes > 0) REQUIRE(cuda::window_colsum(p, ws.p, bytes - 1, nullptr, split_keys) == Status::kErrorWorkspaceTooSmall);
+      REQUIRE(cuda::window_colsum(p, bytes ? ws.p : nullptr, bytes, nullptr, split_keys) == Status::kSuccess);
+      col = d_col.download();
+      for (int b = 0; b < B; ++b)
+        for (int h = 0; h < Hkv; ++h) {
+          INFO("segment b " << b << " h " << h << " len " << c.len(b, h));
+          const std::size_t s = static_cast<std::size_t>(b) * Hkv + h;
+          const int n = c.len(b, h);
+          check_close(col.data() + s * Nmax, ref.data() + s * Nmax, n, "GPU vs CPU column sums");
+          check_close(col.data() + s * Nmax, orc[s].data(), n, "GPU vs fp64 oracle column sums");
+          int touched = 0;
+          for (int j = n; j < Nmax; ++j) touched += col[s * Nmax + j] != kSentinel;
+          CHECK(touched == 0);
+        }
+      if (mode == 1) gpu_col = col;
+    }
+    // the CPU reference itself against the oracle (the same bound: the tolerance is honest)
+    for (int s = 0; s < S; ++s) {
+      const std::vector<float>& o = orc[static_cast<std::size_t>(s)];
+      check_close(ref.data() + static_cast<std::size_t>(s) * Nmax, o.data(), static_cast<int>(o.size()), "CPU vs fp64 oracle");
+    }
+    if (reduce == 0) {
+      for (std::size_t x = 0; x < gpu_col.size(); ++x)
+        if (gpu_col[x] == kSentinel) gpu_col[x] = 0.f;
+      check_pool(B, Hkv, Nmax, c.lens, ref, gpu_col, seed + 7u);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("window_colsum matches cpu::window_colsum and an fp64 oracle; pooling matches cpu::pool_scores", "[evict][window]") {
+  run_colsum<float, Half>(2, 8, 2, 128, 32, 1000, 11u);        // G 4, two query chunks
+  run_colsum<Half, Half>(3, 8, 1, 64, 64, 2500, 12u);          // G 8, w 64: 512 rows, eight chunks
+  run_colsum<BFloat16, BFloat16>(2, 4, 4, 128, 8, 3000, 13u);  // G 1
+  run_colsum<float, BFloat16>(1, 6, 2, 64, 21, 777, 14u);      // G 3: chunks of 21 tokens (63 rows)
+  run_colsum<float, float>(2, 8, 1, 256, 16, 300, 15u);        // D 256 (> 48 KiB of shared memory)
+  run_colsum<Half, BFloat16>(2, 2, 2, 64, 1, 65, 16u);         // w 1, one key past a tile
+  run_colsum<BFloat16, Half>(1, 16, 2, 128, 40, 129, 17u);     // G 8, w 40: 320 rows, last chunk partial
+  run_colsum<Half, Half>(2, 4, 1, 64, 48, 40, 18u);            // w > segment lengths
+}
+
+TEST_CASE("windowkv_scores are bit-identical to WindowBlock::unit_scores", "[evict][window][windowkv]") {
+  std::mt19937 rng(21u);
+  std::uniform_int_distribution<int> level(0, 5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (int heads : {1, 3, 8})
+    for (int block : {1, 3, 8})
+      for (int mode = 0; mode < 2; ++mode) {
+        INFO("heads " << heads << " R " << block << " mode " << mode);
+        const int B = 3, N = 301;
+        const std::vector<int> n_rev = {N, 0, 250};
+        std::vector<float> col(static_cast<std::size_t>(B) * heads * N);
+        // coarse levels in half the sequences: many ties (tie-breaking by index must match)
+        for (std::size_t x = 0; x < col.size(); ++x)
+          col[x] = (x / (static_cast<std::size_t>(heads) * N)) % 2 == 0 ? 0.25f * static_cast<float>(level(rng)) : std::exp(nd(rng));
+        DevBuf<float> d_col(col);
+        DevBuf<std::int32_t> d_rev(std::vector<std::int32_t>(n_rev.begin(), n_rev.end()));
+        DevBuf<float> d_out(static_cast<std::size_t>(B) * N);
+        d_out.upload(std::vector<float>(static_cast<std::size_t>(B) * N, kSentinel));
+        mk::WindowKvParams p;
+        p.col = d_col.p;
+        p.col_stride[0] = static_cast<std::int64_t>(heads) * N;
+        p.col_stride[1] = N;
+        p.heads = heads;
+        p.n_rev = d_rev.p;
+        p.out = d_out.p;
+        p.out_stride = N;
+        p.batch = B, p.max_rev = N, p.block = block, p.mode = mode;
+        std::size_t bytes = 0;
+        REQUIRE(cuda::windowkv_scores_workspace_size(p, &bytes) == Status::kSuccess);
+        DevBuf<unsigned char> ws(bytes);
+        REQUIRE(cuda::windowkv_scores(p, ws.p, bytes, nullptr) == Status::kSuccess);
+        const std::vector<float> out = d_out.download();
+        for (int b = 0; b < B; ++b) {
+          INFO("sequence " << b << " n_rev " << n_rev[static_cast<std::size_t>(b)]);
+          std::vector<float> ref(static_cast<std::size_t>(N), kSentinel);
+          cpu_windowkv_scores(col.data() + static_cast<std::size_t>(b) * heads * N, heads, N, n_rev[static_cast<std::size_t>(b)],
+                              block, mode, ref.data());
+          check_equal(out.data() + static_cast<std::size_t>(b) * N, ref.data(), N, "WindowKV scores (sentinel beyond n_rev)");
+        }
+      }
+}
+
+TEST_CASE("windowkv_scores on GPU column sums: the WindowKV pipeline end to end", "[evict][window][windowkv]") {
+  // Every KV head of a sequence holds the same slots (a layer group's shared selection).
+  const int B = 2, Hq = 8, Hkv = 4, D = 128, w = 16, Nmax = 700;
+  const Case<Half, Half> c(B, Hq, Hkv, D, w, Nmax, true, 31u);
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  DevBuf<Half> d_q(c.q), d_k(c.k);
+  DevBuf<std::int32_t> d_qpos(c.qpos), d_kpos(c.kpos), d_lens(c.lens);
+  DevBuf<float> d_col(static_cast<std::size_t>(B) * Hkv * Nmax);
+  auto p = make_params(c, d_q, d_qpos, d_k, d_kpos, d_lens, d_col.p, scale, 0);
+  std::size_t bytes = 0;
+  REQUIRE(cuda::window_colsum_workspace_size(p, &bytes) == Status::kSuccess);
+  DevBuf<unsigned char> ws(bytes);
+  REQUIRE(cuda::window_colsum(p, ws.p, bytes, nullptr) == Status::kSuccess);
+  std::vector<std::int32_t> n_rev(static_cast<std::size_t>(B));
+  for (int b = 0; b < B; ++b) n_rev[static_cast<std::size_t>(b)] = std::max(0, c.len(b, 0) - w);
+  DevBuf<std::int32_t> d_rev(n_rev);
+  DevBuf<float> d_out(static_cast<std::size_t>(B) * Nmax);
+  for (int mode = 0; mode < 2; ++mode) {
+    INFO("mode " << mode);
+    d_out.upload(std::vector<float>(static_cast<std::size_t>(B) * Nmax, kSentinel));
+    mk::WindowKvParams kp;
+    kp.col = d_col.p;
+    kp.col_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
+    kp.col_stride[1] = Nmax;
+    kp.heads = Hkv;
+    kp.n_rev = d_rev.p;
+    kp.out = d_out.p;
+    kp.out_stride = Nmax;
+    kp.batch = B, kp.max_rev = Nmax, kp.block = 8, kp.mode = mode;
+    std::size_t kb = 0;
+    REQUIRE(cuda::windowkv_scores_workspace_size(kp, &kb) == Status::kSuccess);
+    DevBuf<unsigned char> kws(kb);
+    REQUIRE(cuda::windowkv_scores(kp, kws.p, kb, nullptr) == Status::kSuccess);
+    const std::vector<float> col = d_col.download(), out = d_out.download();
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> ref(static_cast<std::size_t>(Nmax), kSentinel);
+      cpu_windowkv_scores(col.data() + static_cast<std::size_t>(b) * Hkv * Nmax, Hkv, Nmax, n_rev[static_cast<std::size_t>(b)], 8,
+                          mode, ref.data());
+      check_equal(out.data() + static_cast<std::size_t>(b) * Nmax, ref.data(), Nmax, "WindowKV scores of the GPU sums");
+    }
+  }
+}
+
+namespace {
+
+template <class TQ, class TK>
+void run_compresskv(int B, int Hq, int Hkv, int D, int w, int Nmax, const std::vector<std::int32_t>& heads, int kernel,
+                    int pool, bool pad, unsigned seed) {
+  INFO("Hq " << Hq << " Hkv " << Hkv << " D " << D << " w " << w << " heads " << heads.size() << " kernel " << kernel
+             << " pool " << pool << " pad " << pad);
+  const Case<TQ, TK> c(B, Hq, Hkv, D, w, Nmax, true, seed);
+  const int G = Hq / Hkv, n_heads = static_cast<int>(heads.size());
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  std::vector<std::int32_t> n_cand(static_cast<std::size_t>(B)), lens_b(static_cast<std::size_t>(B));
+  for (int b = 0; b < B; ++b) {
+    lens_b[static_cast<std::size_t>(b)] = c.len(b, 0);
+    n_cand[static_cast<std::size_t>(b)] = std::max(0, c.len(b, 0) - w);
+  }
+  DevBuf<TQ> d_q(c.q);
+  DevBuf<TK> d_k(c.k);
+  DevBuf<std::int32_t> d_qpos(c.qpos), d_kpos(c.kpos), d_lens(c.lens), d_cand(n_cand), d_lens_b(lens_b);
+  DevBuf<float> d_out(static_cast<std::size_t>(B) * Nmax);
+  d_out.upload(std::vector<float>(static_cast<std::size_t>(B) * Nmax, kSentinel));
+  auto p = make_params(c, d_q, d_qpos, d_k, d_kpos, d_lens, nullptr, scale, 0);
+  cuda::CompressKvScoreArgs a;
+  a.heads = heads.data();
+  a.n_heads = n_heads;
+  a.kernel = kernel, a.pool = pool, a.count_include_pad = pad;
+  a.n_cand = d_cand.p;
+  a.lens = d_lens_b.p;
+  a.out = d_out.p;
+  a.out_stride = Nmax;
+  std::size_t bytes = 0;
+  REQUIRE(cuda::compresskv_scores_workspace_size(p, a, &bytes) == Status::kSuccess);
+  DevBuf<unsigned char> ws(bytes);
+  REQUIRE(cuda::compresskv_scores(p, a, ws.p, bytes - 4, nullptr) == Status::kErrorWorkspaceTooSmall);
+  REQUIRE(cuda::compresskv_scores(p, a, ws.p, bytes, nullptr) == Status::kSuccess);
+  const std::vector<float> out = d_out.download();
+  for (int b = 0; b < B; ++b) {
+    INFO("sequence " << b);
+    const int N = c.len(b, 0);
+    // the layer's keys [Hkv][N][D] with the shared positions, as the CPU cache holds them
+    std::vector<float> keys(static_cast<std::size_t>(Hkv) * N * D);
+    for (int h = 0; h < Hkv; ++h) std::copy_n(c.keys(b, h), static_cast<std::size_t>(N) * D, keys.data() + static_cast<std::size_t>(h) * N * D);
+    std::vector<float> wq(static_cast<std::size_t>(w) * Hq * D);
+    std::copy_n(c.qrow(b, 0, 0), wq.size(), wq.data());
+    const std::int32_t* wpos = c.qpos.data() + static_cast<std::size_t>(b) * w;
+    std::vector<float> ref(static_cast<std::size_t>(N));
+    REQUIRE(cpu_compresskv_scores(wq.data(), wpos, w, Hq, Hkv, D, keys.data(), dtype_id<TK>(), c.kp(b, 0), N,
+                                  n_cand[static_cast<std::size_t>(b)], heads.data(), n_heads, kernel, pool, pad, ref.data()));
+    check_close(out.data() + static_cast<std::size_t>(b) * Nmax, ref.data(), N, "CompressKV scores");
+    int touched = 0;
+    for (int j = N; j < Nmax; ++j) touched += out[static_cast<std::size_t>(b) * Nmax + j] != kSentinel;
+    CHECK(touched == 0);
+    // The pool-and-mean stage on the CPU's per-head sums is bit-identical to the CPU's scores.
+    std::vector<float> percol(static_cast<std::size_t>(n_heads) * N);
+    for (int s = 0; s < n_heads; ++s) {
+      std::vector<float> q1(static_cast<std::size_t>(w) * D);
+      for (int i = 0; i < w; ++i) std::copy_n(c.qrow(b, i, heads[static_cast<std::size_t>(s)]), D, q1.data() + static_cast<std::size_t>(i) * D);
+      REQUIRE(cpu_window_colsum(q1.data(), wpos, w, 1, D, scale, c.keys(b, heads[static_cast<std::size_t>(s)] / G), dtype_id<TK>(),
+                                c.kp(b, 0), N, 2, percol.data() + static_cast<std::size_t>(s) * N));
+    }
+    DevBuf<float> d_in(percol), d_pool(static_cast<std::size_t>(N));
+    std::vector<std::int32_t> one_cand = {n_cand[static_cast<std::size_t>(b)]}, one_len = {N};
+    DevBuf<std::int32_t> d_c1(one_cand), d_l1(one_len);
+    mk::WindowPoolParams pp;
+    pp.in = d_in.p;
+    pp.in_stride[0] = static_cast<std::int64_t>(n_heads) * N;
+    pp.in_stride[1] = N;
+    pp.rows_per_unit = n_heads;
+    pp.out = d_pool.p;
+    pp.count = d_c1.p;
+    pp.lens = d_l1.p;
+    pp.batch = 1, pp.units = 1, pp.max_len = N;
+    pp.kernel = kernel, pp.pool = pool, pp.count_include_pad = pad;
+    REQUIRE(cuda::window_pool(pp, nullptr) == Status::kSuccess);
+    const std::vector<float> pooled = d_pool.download();
+    check_equal(pooled.data(), ref.data(), N, "CompressKV pool-and-mean stage");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("compresskv_scores match cpu::head_subset_window_scores", "[evict][window][compresskv]") {
+  run_compresskv<Half, Half>(2, 8, 2, 128, 8, 900, {1, 2, 5, 6}, 5, 0, true, 41u);      // RG-18: heads 1, 2 -> KV 0
+  run_compresskv<float, BFloat16>(1, 8, 8, 64, 8, 300, {3}, 5, 0, false, 42u);         // MHA, one head
+  run_compresskv<BFloat16, BFloat16>(2, 32, 4, 128, 16, 1500, {31, 0, 9, 8, 17}, 7, 1, true, 43u);  // any order, maxpool
+  run_compresskv<Half, Half>(1, 16, 1, 64, 8, 64, {0, 15}, 1, 0, true, 44u);            // MQA (G 16), kernel 1
+}
+
+TEST_CASE("window scores: bad arguments get a Status and nothing is written", "[evict][window]") {
+  const int B = 1, Hq = 4, Hkv = 2, D = 64, w = 4, Nmax = 100;
+  const Case<float, Half> c(B, Hq, Hkv, D, w, Nmax, true, 51u);
+  DevBuf<float> d_q(c.q);
+  DevBuf<Half> d_k(c.k);
+  DevBuf<std::int32_t> d_qpos(c.qpos), d_kpos(c.kpos), d_lens(c.lens);
+  const std::vector<float> sentinel(static_cast<std::size_t>(B) * Hkv * Nmax, kSentinel);
+  DevBuf<float> d_col(sentinel);
+  const auto good = make_params(c, d_q, d_qpos, d_k, d_kpos, d_lens, d_col.p, 0.125f, 0);
+  std::size_t bytes = 0;
+  REQUIRE(cuda::window_colsum_workspace_size(good, &bytes, 64) == Status::kSuccess);
+  REQUIRE(bytes > 0);
+  DevBuf<unsigned char> ws(bytes + 512);
+  auto expect = [&](const mk::WindowColsumParams<float, Half>& p, Status want, const char* what, void* wsp = nullptr,
+                    std::size_t wsb = 0, int split_keys = 64) {
+    INFO(what);
+    CHECK(cuda::window_colsum(p, wsp ? wsp : ws.p, wsp ? wsb : bytes, nullptr, split_keys) == want);
+  };
+  auto p = good;
+  p.q = nullptr;
+  expect(p, Status::kErrorNullPointer, "null q");
+  p = good, p.kpos = nullptr;
+  expect(p, Status::kErrorNullPointer, "null kpos");
+  p = good, p.col = nullptr;
+  expect(p, Status::kErrorNullPointer, "null col");
+  p = good, p.head_dim = 60;
+  expect(p, Status::kErrorUnsupportedHeadDim, "head_dim 60");
+  p = good, p.head_dim = 264;
+  expect(p, Status::kErrorUnsupportedHeadDim, "head_dim 264");
+  p = good, p.q_heads = 5;
+  expect(p, Status::kErrorGqaRatio, "5 query heads on 2 KV heads");
+  p = good, p.q_heads = 18;
+  expect(p, Status::kErrorGqaRatio, "G 9 > 8");
+  p = good, p.window = 0;
+  expect(p, Status::kErrorInvalidShape, "w 0");
+  p = good, p.window = 513;
+  expect(p, Status::kErrorInvalidShape, "w * G > 1024");
+  p = good, p.batch = 0;
+  expect(p, Status::kErrorInvalidShape, "batch 0");
+  p = good, p.max_keys = 0;
+  expect(p, Status::kErrorInvalidShape, "max_keys 0");
+  p = good, p.q = d_q.p + 1;
+  expect(p, Status::kErrorInvalidStride, "misaligned q");
+  p = good, p.k_stride[2] = D + 1;
+  expect(p, Status::kErrorInvalidStride, "key rows not 16-byte aligned");
+  p = good, p.k_stride[2] = D / 2;
+  expect(p, Status::kErrorInvalidStride, "key rows shorter than head_dim");
+  p = good, p.kpos_stride[0] = -1;
+  expect(p, Status::kErrorInvalidStride, "negative stride");
+  p = good, p.scale = std::numeric_limits<float>::quiet_NaN();
+  expect(p, Status::kErrorInvalidArgument, "NaN scale");
+  p = good, p.reduce = 3;
+  expect(p, Status::kErrorInvalidArgument, "reduce 3");
+  expect(good, Status::kErrorWorkspaceTooSmall, "workspace too small", ws.p, bytes - 1);
+  expect(good, Status::kErrorWorkspaceTooSmall, "misaligned workspace", ws.p + 4, bytes + 256);
+  expect(good, Status::kErrorInvalidArgument, "negative split_keys", ws.p, bytes, -1);
+  CHECK(cuda::window_colsum_workspace_size(good, nullptr) == Status::kErrorNullPointer);
+  CHECK(d_col.download() == sentinel);
+
+  // pooling
+  DevBuf<float> d_out(sentinel);
+  mk::WindowPoolParams pp;
+  pp.in = d_col.p, pp.in_stride[0] = Hkv * Nmax, pp.in_stride[1] = Nmax;
+  pp.out = d_out.p, pp.out_stride[0] = Hkv * Nmax, pp.out_stride[1] = Nmax;
+  pp.count = d_lens.p, pp.batch = B, pp.units = Hkv, pp.max_len = Nmax, pp.kernel = 5;
+  auto bad_pool = [&](mk::WindowPoolParams x, Status want, const char* what) {
+    INFO(what);
+    CHECK(cuda::window_pool(x, nullptr) == want);
+  };
+  auto x = pp;
+  x.kernel = 4;
+  bad_pool(x, Status::kErrorInvalidArgument, "even kernel");
+  x = pp, x.kernel = 0;
+  bad_pool(x, Status::kErrorInvalidArgument, "kernel 0");
+  x = pp, x.pool = 2;
+  bad_pool(x, Status::kErrorInvalidArgument, "pool 2");
+  x = pp, x.out = d_col.p;
+  bad_pool(x, Status::kErrorInvalidArgument, "in place");
+  x = pp, x.count = nullptr;
+  bad_pool(x, Status::kErrorNullPointer, "null count");
+  x = pp, x.rows_per_unit = 0;
+  bad_pool(x, Status::kErrorInvalidShape, "rows_per_unit 0");
+  CHECK(d_out.download() == sentinel);
+
+  // WindowKV
+  mk::WindowKvParams kp;
+  kp.col = d_col.p, kp.col_stride[0] = Hkv * Nmax, kp.col_stride[1] = Nmax, kp.heads = Hkv;
+  kp.n_rev = d_lens.p, kp.out = d_out.p, kp.out_stride = Nmax, kp.batch = B, kp.max_rev = Nmax;
+  auto bad_kv = [&](mk::WindowKvParams y, Status want, const char* what) {
+    INFO(what);
+    CHECK(cuda::windowkv_scores(y, ws.p, bytes + 512, nullptr) == want);
+  };
+  auto y = kp;
+  y.block = 0;
+  bad_kv(y, Status::kErrorInvalidArgument, "R 0");
+  y = kp, y.mode = 2;
+  bad_kv(y, Status::kErrorInvalidArgument, "mode 2");
+  y = kp, y.heads = 0;
+  bad_kv(y, Status::kErrorInvalidShape, "heads 0");
+  y = kp, y.n_rev = nullptr;
+  bad_kv(y, Status::kErrorNullPointer, "null n_rev");
+  std::size_t kvb = 0;
+  REQUIRE(cuda::windowkv_scores_workspace_size(kp, &kvb) == Status::kSuccess);
+  CHECK(cuda::windowkv_scores(kp, ws.p, kvb - 1, nullptr) == Status::kErrorWorkspaceTooSmall);
+  CHECK(d_out.download() == sentinel);
+
+  // CompressKV
+  const std::vector<std::int32_t> heads = {0, 3};
+  cuda::CompressKvScoreArgs a;
+  a.heads = heads.data(), a.n_heads = 2, a.n_cand = d_lens.p, a.out = d_out.p, a.out_stride = Nmax;
+  auto bad_ckv = [&](const cuda::CompressKvScoreArgs& z, Status want, const char* what) {
+    INFO(what);
+    CHECK(cuda::compresskv_scores(good, z, ws.p, bytes + 512, nullptr, 64) == want);
+  };
+  const std::vector<std::int32_t> out_of_range = {0, 4}, repeated = {3, 3};
+  auto z = a;
+  z.heads = out_of_range.data();
+  bad_ckv(z, Status::kErrorInvalidArgument, "head 4 of 4");
+  z = a, z.heads = repeated.data();
+  bad_ckv(z, Status::kErrorInvalidArgument, "repeated head");
+  z = a, z.n_heads = 0;
+  bad_ckv(z, Status::kErrorInvalidArgument, "no heads");
+  z = a, z.n_heads = mk::kWindowMaxSelHeads + 1;
+  bad_ckv(z, Status::kErrorInvalidArgument, "too many heads");
+  z = a, z.heads = nullptr;
+  bad_ckv(z, Status::kErrorNullPointer, "null heads");
+  z = a, z.n_cand = nullptr;
+  bad_ckv(z, Status::kErrorNullPointer, "null n_cand");
+  z = a, z.kernel = 6;
+  bad_ckv(z, Status::kErrorInvalidArgument, "even kernel");
+  std::size_t cb = 0;
+  REQUIRE(cuda::compresskv_scores_workspace_size(good, a, &cb, 64) == Status::kSuccess);
+  CHECK(cuda::compresskv_scores(good, a, ws.p, cb - 1, nullptr, 64) == Status::kErrorWorkspaceTooSmall);
+  CHECK(d_out.download() == sentinel);
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
