@@ -10,7 +10,7 @@
 #              ctest's files hold the build machine's paths)                     -> tests.log
 #   bench      bench_dense_decode_cuda (4 GQA decode shapes; + fused H2O scores and
 #              compaction to a 25% budget, issue 5)                              -> bench.jsonl, bench.log
-#   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys)     -> bench.log
+#   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI) -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   memcheck   compute-sanitizer --tool memcheck  on all test cases but [sweep]  -> sanitizer.log
 #   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
@@ -120,7 +120,7 @@ MEMORY_JSONL=/tmp/memattn-memory.jsonl
 rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 # ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
-run_step think_bench 60 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
+run_step think_bench 90 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 
@@ -355,16 +355,25 @@ for r in evict_rows:
         "  [gather %s us, fill_holes %s us; decode writing logits only %s us]" % (
             r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-"), r.get("scores_only_us", "-")))
 think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
-if think:
+kivi = read_json_lines(os.path.join(out, "bench.log"), '"kivi_decode"')
+if think or kivi:
     summary["think"] = think
-    print("\n==== ThinK two-segment decode (issue 7), ratio to the dense bf16 decode of the same shape")
-    for r in think:
+    summary["kivi_decode"] = kivi
+    kivi42 = {(r["B"], r["L"]): r for r in kivi if r["kbits"] == 4 and r["vbits"] == 2}
+    print("\n==== ThinK two-segment decode and KIVI decode (issue 7), ratios to the dense bf16 decode and KIVI 4/2")
+    for r in think + kivi:
         d = ours.get((r["B"], r["L"]))
-        print("  B=%-3s L=%-6s prune %.2f  %9.1f us  x%.3f vs prune 0  %s" % (
-            r["B"], r["L"], r["prune"], r["us"], r["ratio_vs_prune0"],
-            "x%.3f vs dense decode" % (r["us"] / d["us"]) if d else ""))
+        k = kivi42.get((r["B"], r["L"]))
+        what = ("prune %.2f%s" % (r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
+                if r["bench"] == "think_decode" else "kivi %d/%d" % (r["kbits"], r["vbits"]))
+        print("  B=%-3s L=%-6s %-24s %9.1f us  x%.3f vs prune 0  %s  %s" % (
+            r["B"], r["L"], what, r["us"], r["ratio_vs_prune0"],
+            "x%.3f vs dense decode" % (r["us"] / d["us"]) if d else "",
+            "x%.3f vs kivi 4/2" % (r["us"] / k["us"]) if k else ""))
         if d:
             r["ratio_vs_dense"] = round(r["us"] / d["us"], 3)
+        if k:
+            r["ratio_vs_kivi42"] = round(r["us"] / k["us"], 3)
     json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 for n in notes:
     print("  note:", n)

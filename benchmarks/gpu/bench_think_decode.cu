@@ -4,7 +4,9 @@
 // width). CUDA events around each launch, median of --iters. One JSON line per case: us, ratio to
 // λ = 0 in the same run, bytes of K+V read and effective GB/s. Split-KV entry (think_decode with
 // max_tokens = L and a workspace). Value extension rows (vprune = 0.4 with λ = 0.4): old values
-// compact too.
+// compact too. KIVI rows (issue 7's "ratio against KIVI alone"): cuda::kivi_decode over a cache of
+// the same shape (group 32, residual 128, 4/2 and 2/2 bits), records of random codes with finite
+// meta, timed the same way; ratio to the λ = 0 ThinK time of the same run.
 //
 //   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
 #include <cuda_runtime.h>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "memattn/cuda/kivi.cuh"
 #include "memattn/cuda/think.cuh"
 #include "bench_cuda_check.cuh"
 
@@ -107,6 +110,73 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
   return ms[ms.size() / 2] * 1e3;
 }
 
+// Random codes; every 16-bit meta word (scale, zero) set to 2^-4: finite, no NaN/Inf in the decode.
+__global__ void fill_records(std::uint8_t* blocks, std::size_t records, memattn::quant::BlockLayout l, std::uint64_t seed) {
+  const std::size_t n = records * l.bytes;
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    const std::size_t off = i % l.bytes;
+    const bool meta = (off >= l.km && off < l.vc) || off >= l.vm;
+    std::uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    z ^= z >> 29;
+    blocks[i] = meta ? static_cast<std::uint8_t>(off % 2 ? 0x2C : 0x00) : static_cast<std::uint8_t>(z >> 17);
+  }
+}
+
+double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, double* bytes_read) {
+  const int Hq = 32, Hkv = 8, D = 128;
+  memattn::quant::KvQuantConfig cfg;
+  cfg.head_dim = D;
+  cfg.bits_k = bits_k;
+  cfg.bits_v = bits_v;
+  cfg.group = 32;
+  cfg.residual = 128;
+  const memattn::quant::BlockLayout lay = memattn::quant::block_layout(cfg);
+  const int nq = (L - cfg.residual) / cfg.group * cfg.group, max_blocks = nq / cfg.group + 1;
+  const std::size_t records = static_cast<std::size_t>(B) * max_blocks * Hkv;
+  const std::size_t ring = static_cast<std::size_t>(B) * (cfg.residual + cfg.group) * Hkv * D;
+  std::uint8_t* blocks;
+  Half *rk, *rv;
+  int* n;
+  float *q, *o;
+  BENCH_CUDA(cudaMalloc(&blocks, records * lay.bytes));
+  BENCH_CUDA(cudaMalloc(&rk, sizeof(Half) * ring));
+  BENCH_CUDA(cudaMalloc(&rv, sizeof(Half) * ring));
+  BENCH_CUDA(cudaMalloc(&n, sizeof(int) * B));
+  BENCH_CUDA(cudaMalloc(&q, sizeof(float) * B * Hq * D));
+  BENCH_CUDA(cudaMalloc(&o, sizeof(float) * B * Hq * D));
+  fill_records<<<1024, 256>>>(blocks, records, lay, 5);
+  fill<<<1024, 256>>>(rk, ring, 6);
+  fill<<<1024, 256>>>(rv, ring, 7);
+  std::vector<int> hn(B, L);
+  std::vector<float> hq(static_cast<std::size_t>(B) * Hq * D, 0.01f);
+  BENCH_CUDA(cudaMemcpy(n, hn.data(), sizeof(int) * B, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
+  const memattn::kernels::KiviCacheView view{cfg, lay, blocks, rk, rv, Hkv, max_blocks};
+  cudaEvent_t a, b;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int i = 0; i < iters + 2; ++i) {
+    BENCH_CUDA(cudaEventRecord(a));
+    if (memattn::cuda::kivi_decode(view, q, o, n, B, Hq, nullptr) != memattn::Status::kSuccess) *ok = false;
+    BENCH_CUDA(cudaEventRecord(b));
+    BENCH_CUDA(cudaEventSynchronize(b));
+    float t = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
+    if (i >= 2) ms.push_back(t);
+  }
+  std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
+  BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
+  for (float x : out) *ok = *ok && x == x;
+  for (void* ptr : {static_cast<void*>(blocks), static_cast<void*>(rk), static_cast<void*>(rv), static_cast<void*>(n),
+                    static_cast<void*>(q), static_cast<void*>(o)})
+    BENCH_CUDA(cudaFree(ptr));
+  *bytes_read = static_cast<double>(B) * Hkv * (static_cast<double>(nq / cfg.group) * lay.bytes + (L - nq) * 2.0 * D * 2);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1e3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,6 +210,13 @@ int main(int argc, char** argv) {
     std::printf("{\"bench\": \"think_decode\", \"B\": %d, \"L\": %d, \"prune\": 0.40, \"vprune\": 0.40, \"d_keep\": %d, "
                 "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                 B, L, dk, us, us / base, bytes, bytes / us * 1e-3);
+    for (auto [bk, bv] : {std::pair<int, int>{4, 2}, std::pair<int, int>{2, 2}}) {
+      double kb = 0;
+      const double kus = time_kivi(B, L, bk, bv, iters, &ok, &kb);
+      std::printf("{\"bench\": \"kivi_decode\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, \"us\": %.2f, "
+                  "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
+                  B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3);
+    }
   }
   return ok ? 0 : 1;
 }
