@@ -8,7 +8,10 @@
 //    cut into segments of seg_len tokens (a multiple of 64, aligned to the sequence start);
 //    phase 1 (mode 1) folds every non-last segment into a local summary U_p from a zero state,
 //    linear_scan_kernel chains them (S_init[p+1] = fma(-μ_L, S_init[p], S_init[p]) + U_p, in
-//    place in the workspace), phase 3 (mode 0) runs each segment from its S_init.
+//    place in the workspace) and copies S_init[0] (the slot's initial state) into segment 0's
+//    workspace entry, phase 3 (mode 0) runs each segment from its S_init -- segment 0 too: with
+//    in-place slots the last segment's CTA writes the final state into the very slot segment 0
+//    would otherwise read, in the same launch (an inter-CTA race racecheck cannot see).
 //  * Per chunk of C = 64 tokens (n_c valid; rows >= n_c are zeroed in shared memory by
 //    selection, never multiplied by a mask, so NaN padding cannot leak):
 //      A  = φ(Q)φ(K)ᵀ       mma.sync m16n8k16, T operands (Taylor: q·k on 16 dims + 1+αs+(αs)²/2)
@@ -191,7 +194,7 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_prefill_kernel(const Linear
   // ---- initial state: registers (fragment layout) + bf16 transposed copy + z ----
   const float* S_src = nullptr;
   const float* z_src = nullptr;
-  if (p.mode == 0 && seg > 0) {
+  if (p.mode == 0 && (seg > 0 || (nsegs > 1 && p.stateful && init))) {
     S_src = p.ws_S + static_cast<std::int64_t>(gi) * p.state_heads * kphi * dv + st_off;
     // ws_z exists only with normalisation (plan_workspace allocates no z summaries otherwise).
     z_src = p.normalize ? p.ws_z + static_cast<std::int64_t>(gi) * p.state_heads * kphi + hs * kphi : nullptr;
@@ -520,6 +523,11 @@ MEMATTN_KERNEL void __launch_bounds__(256) linear_scan_kernel(const LinearPrefil
   float prev = 0.f;
   if (init) prev = is_z ? p.z_pool[s_in * p.z_slot_stride + hs * p.kphi + (e - per)]
                         : p.pool[s_in * p.slot_stride + static_cast<std::int64_t>(hs) * per + e];
+  {  // segment 0 starts from this copy, not from the slot the last segment overwrites
+    const std::int64_t g = p.seg_prefix[n];
+    *(is_z ? p.ws_z + (g * p.state_heads + hs) * p.kphi + (e - per)
+           : p.ws_S + (g * p.state_heads + hs) * static_cast<std::int64_t>(per) + e) = prev;
+  }
   for (int sg = 1; sg < nsegs; ++sg) {
     const std::int64_t g = p.seg_prefix[n] + sg;
     float* x = is_z ? p.ws_z + (g * p.state_heads + hs) * p.kphi + (e - per)
