@@ -28,6 +28,7 @@
 // quant: low-bit KV formats and quantizer math (host and device)
 #include "memattn/quant/kivi.hpp"
 #include "memattn/quant/mixed.hpp"
+#include "memattn/quant/mixed_block_store.hpp"
 #include "memattn/quant/mixed_format.hpp"
 #include "memattn/quant/mixed_store.hpp"
 #include "memattn/quant/qmath.hpp"

@@ -267,14 +267,16 @@ Chunk random_chunk(const cache::CacheShape& s, std::int64_t n, std::uint32_t see
 }
 
 using Cache = cpu::MixedKvCache<>;
+using BlockCache = cpu::MixedKvCache<evict::AccumAttn, true>;  // lowk=1: per-channel key blocks
 
 // One chunk through the cache, checked against fp64 attention over the dequantised mixed cache as
 // it was before the chunk plus the chunk's fp16 rows (causal). Returns the worst scaled error.
-double run_chunk_checked(Cache& c, const cache::CacheShape& s, int seq, const Chunk& ch, std::int64_t n) {
+template <class C>
+double run_chunk_checked(C& c, const cache::CacheShape& s, int seq, const Chunk& ch, std::int64_t n) {
   const std::int64_t D = s.head_dim, G = s.q_heads / s.kv_heads, len = c.tokens(seq);
   double worst = 0;
   for (int layer = 0; layer < s.layers; ++layer) {
-    std::vector<std::vector<Cache::TokenView>> before;
+    std::vector<std::vector<typename C::TokenView>> before;
     for (int h = 0; h < s.kv_heads; ++h) before.push_back(c.tokens_of(seq, layer, h));
     std::vector<float> out(ch.out.size(), 0.f);
     auto q = make_view<3>(ch.q.data(), {n, s.q_heads, D});
@@ -332,21 +334,16 @@ std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::Cache
 
 }  // namespace
 
-TEST_CASE("mikv decode == fp64 attention over the dequantised mixed cache; tier invariants", "[mikv]") {
+// Decode == fp64 over the dequantised cache at every chunk, plus the tier invariants.
+template <class C>
+void check_decode_and_tiers(const std::vector<std::string>& specs) {
   const cache::CacheShape s = small_shape();
-  const char* specs[] = {
-      "mikv:budget=24,high=16,low=2",                  // nothing evicted
-      "mikv:budget=24,high=16,low=3,lowbudget=40",     // Low budget: eviction from the Low tier
-      "mikv:budget=24,high=8,low=4,lowbudget=30,recent=8",
-      "mikv:budget=20,high=16,low=2,lowbudget=0,sink=2",  // degenerates to H2O + sinks
-      "mikv:budget=24,high=8,low=2,track=1,balance=0",
-      "mikv:budget=24,low=2,exact=1,gqa=1",
-  };
-  for (const char* spec : specs) {
+  for (const std::string& spec : specs) {
     INFO(spec);
     auto base = make(spec, s);
     REQUIRE(base != nullptr);
-    auto& c = static_cast<Cache&>(*base);
+    REQUIRE(dynamic_cast<C*>(base.get()) != nullptr);
+    auto& c = static_cast<C&>(*base);
     const evict::TierBudget b = c.tier_budget();
     const auto pr = quant::MiKV::protection(c.params());
     std::map<std::int32_t, int> last_tier[2][2];  // per (layer, head): pos -> 0 exact/high, 1 low
@@ -390,6 +387,83 @@ TEST_CASE("mikv decode == fp64 attention over the dequantised mixed cache; tier 
     CHECK(c.bytes() > 0);
     CHECK(c.peak_bytes() >= c.bytes());
   }
+}
+
+TEST_CASE("mikv decode == fp64 attention over the dequantised mixed cache; tier invariants", "[mikv]") {
+  check_decode_and_tiers<Cache>({
+      "mikv:budget=24,high=16,low=2",                  // nothing evicted
+      "mikv:budget=24,high=16,low=3,lowbudget=40",     // Low budget: eviction from the Low tier
+      "mikv:budget=24,high=8,low=4,lowbudget=30,recent=8",
+      "mikv:budget=20,high=16,low=2,lowbudget=0,sink=2",  // degenerates to H2O + sinks
+      "mikv:budget=24,high=8,low=2,track=1,balance=0",
+      "mikv:budget=24,low=2,exact=1,gqa=1",
+  });
+}
+
+TEST_CASE("mikv lowk=1: per-channel key blocks, same decode and tier invariants", "[mikv]") {
+  check_decode_and_tiers<BlockCache>({
+      "mikv:budget=24,high=16,low=2,lowk=1",                  // nothing evicted: blocks fill
+      "mikv:budget=24,high=16,low=3,lowbudget=40,lowk=1",     // Low eviction: live bits, whole dead blocks
+      "mikv:budget=24,high=8,low=4,lowbudget=30,recent=8,lowk=1",  // INT8 -> Low requantised into blocks
+      "mikv:budget=24,high=8,low=2,track=1,balance=0,lowk=1",
+  });
+}
+
+TEST_CASE("mikv lowk=1 block pool: per-channel error <= s/2, staging exact, reclaim drops dead blocks", "[mikv]") {
+  quant::MixedRowConfig cfg{16, 2, 2};
+  quant::MixedBlockPool<float> pool(cfg);
+  std::vector<std::vector<Half>> K, V;
+  std::uint32_t flags = 0;
+  for (int t = 0; t < 70; ++t) {  // two full blocks + 6 staged rows
+    const auto k = memattn_test::random_vector<float>(16, 1000u + static_cast<std::uint32_t>(t), 2.f);
+    const auto v = memattn_test::random_vector<float>(16, 2000u + static_cast<std::uint32_t>(t), 1.f);
+    std::vector<Half> kh, vh;
+    for (int c = 0; c < 16; ++c) {
+      kh.push_back(float_to_half(k[static_cast<std::size_t>(c)] + (c == 5 ? 30.f : 0.f)));  // outlier channel
+      vh.push_back(float_to_half(v[static_cast<std::size_t>(c)]));
+    }
+    CHECK(pool.insert(kh.data(), vh.data(), t, static_cast<float>(t), &flags) == t);
+    K.push_back(kh);
+    V.push_back(vh);
+  }
+  CHECK(flags == quant::kQuantOk);
+  CHECK(pool.blocks() == 2);
+  CHECK(pool.staged() == 6);
+  std::vector<float> k(16), v(16);
+  for (int s = 0; s < 70; ++s) {
+    pool.dequant(s, k.data(), v.data());
+    for (int c = 0; c < 16; ++c) {
+      const double x = half_to_float(K[static_cast<std::size_t>(s)][static_cast<std::size_t>(c)]);
+      if (s >= 64) {
+        CHECK(k[static_cast<std::size_t>(c)] == x);  // staging rows are exact
+      } else {
+        const quant::GroupMeta m = pool.key_meta(s / 32, c);
+        CHECK(std::fabs(k[static_cast<std::size_t>(c)] - x) <= 0.5 * half_to_float(m.scale) * (1 + 1e-6));
+      }
+    }
+  }
+  // per-channel scales: the +30 outlier channel costs nothing (its range is its own), where a
+  // per-token group holding it would have a range of ~32 instead of ~4
+  float widest = 0;
+  for (int c = 0; c < 16; ++c)
+    if (c != 5) widest = std::max(widest, half_to_float(pool.key_meta(0, c).scale));
+  CHECK(half_to_float(pool.key_meta(0, 5).scale) <= 1.5f * widest);
+  const std::size_t before = pool.bytes();
+  for (int s = 0; s < 32; ++s) pool.kill(s);  // block 0 dies whole
+  pool.kill(40);                              // one row of block 1
+  pool.kill(65);                              // one staged row
+  pool.reclaim();
+  CHECK(pool.blocks() == 1);
+  CHECK(pool.staged() == 5);
+  CHECK(pool.live() == 70 - 32 - 1 - 1);
+  CHECK(pool.slots() == 32 + 5);
+  CHECK(pool.bytes() < before);
+  CHECK(pool.pos(0) == 32);   // block 1 moved down, positions with it
+  CHECK(!pool.is_live(8));    // old slot 40
+  CHECK(pool.pos(32) == 64);  // staged rows keep their order, the dead one gone
+  CHECK(pool.pos(33) == 66);
+  pool.dequant(33, k.data(), v.data());
+  for (int c = 0; c < 16; ++c) CHECK(v[static_cast<std::size_t>(c)] == half_to_float(V[66][static_cast<std::size_t>(c)]));
 }
 
 TEST_CASE("mikv sinks: the first tokens stay exact and High", "[mikv]") {
@@ -486,4 +560,26 @@ TEST_CASE("mikv bad input: specs, shapes, non-finite keys leave the cache unchan
   CHECK(c.tokens_of(0, 0, 0).size() == before.size());
   CHECK(c.tokens(0) == 30);
   CHECK(c.attend(0, 9, q, k, v, make_view<3>(badc.out.data(), {2, s.q_heads, s.head_dim})) == Status::kErrorInvalidArgument);
+}
+
+TEST_CASE("mikv lowk=1: byte budget solved with the block format's bytes; canonical spec", "[mikv]") {
+  cache::CacheShape s = small_shape();
+  s.head_dim = 64;
+  s.q_heads = 6;
+  s.kv_heads = 2;
+  const double per_h2o = 32.0 * (2 * 2 * 64 + 8);
+  auto base = make("mikv:budget=16,low=2,lowk=1,bytes=" + std::to_string(static_cast<long long>(per_h2o)), s);
+  REQUIRE(base != nullptr);
+  auto& c = static_cast<BlockCache&>(*base);
+  // per Low token: K codes 16 + K meta 8 (64 ch x 4 B / 32 tokens) + V codes 16 + V meta 8 + pos 4 + score 4 + live 1
+  CHECK(c.tier_budget().low_tokens == static_cast<std::int64_t>((per_h2o - 16 * 264.0) / 57.0));
+  CHECK(std::string(c.spec()).find("lowk=1") != std::string::npos);
+  auto plain = make("mikv:budget=16,low=2", s);
+  REQUIRE(plain != nullptr);
+  CHECK(std::string(plain->spec()).find("lowk") == std::string::npos);  // unchanged canonical spec
+  std::uint32_t seed = 4;
+  run_chunk_checked(c, s, 0, random_chunk(s, 64, seed), 64);
+  for (int i = 0; i < 120; ++i) run_chunk_checked(c, s, 0, random_chunk(s, 1, seed += 3), 1);
+  for (int l = 0; l < s.layers; ++l)
+    for (int h = 0; h < s.kv_heads; ++h) CHECK(c.low_rows(0, l, h) == c.tier_budget().low_tokens);
 }

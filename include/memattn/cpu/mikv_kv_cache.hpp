@@ -5,7 +5,9 @@
 //   exact  fp16 rows in chronological order: sinks, the recent window, the chunk being attended,
 //          and the High tier when high = 16 (these rows may be compacted: they are not quantised);
 //   hi8    INT8 per-token rows of the High tier when high = 8 (quant/mixed_store.hpp pool);
-//   lo     2/3/4-bit per-token rows of the Low tier (pool; rows never move, eviction clears a bit);
+//   lo     2/3/4-bit per-token rows of the Low tier (pool; rows never move, eviction clears a bit),
+//          or with kChannelLow (`lowk=1`) per-channel key blocks of 32 tokens after an exact staging
+//          area (quant/mixed_block_store.hpp);
 //   the per-channel key balancer b_c (frozen after the first chunk of >= 32 tokens or at the first
 //   demotion, whichever comes first; statistics max|q_c| over the group's query heads and max|k_c|).
 //
@@ -42,12 +44,13 @@
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/mikv_decode.hpp"
 #include "memattn/quant/mixed.hpp"
+#include "memattn/quant/mixed_block_store.hpp"
 #include "memattn/quant/mixed_store.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
 
-template <class Scorer = evict::AccumAttn>
+template <class Scorer = evict::AccumAttn, bool kChannelLow = false>
 class MixedKvCache final : public cache::KvCache {
  public:
   using Policy = quant::Mixed<Scorer>;
@@ -55,6 +58,7 @@ class MixedKvCache final : public cache::KvCache {
   using State = typename Policy::State;
   using SP = typename Policy::ScorePolicy;
   using Pool = quant::MixedRowPool<State>;
+  using LowPool = std::conditional_t<kChannelLow, quant::MixedBlockPool<State>, Pool>;
   static constexpr bool kHasState = Scorer::kState != evict::StateKind::kNone;
   static constexpr std::int64_t kGranule = 16;
   static constexpr std::int64_t kQueryBlock = 64;
@@ -70,6 +74,7 @@ class MixedKvCache final : public cache::KvCache {
     if (out == nullptr) return Status::kErrorNullPointer;
     MEMATTN_RETURN_IF_ERROR(cache::validate_shape(shape));
     MEMATTN_RETURN_IF_ERROR(Policy::check(config.policy, shape.head_dim, shape.max_tokens));
+    if (config.policy.channel_keys != kChannelLow) return Status::kErrorInvalidArgument;
     out->reset(new MixedKvCache(shape, config, spec, executor));
     return Status::kSuccess;
   }
@@ -201,7 +206,21 @@ class MixedKvCache final : public cache::KvCache {
         out.push_back(std::move(t));
       }
     };
-    pool_rows(sg.lo, evict::Tier::kLow);
+    if constexpr (kChannelLow) {
+      std::vector<float> k(static_cast<std::size_t>(D)), v(k.size());
+      for (std::int64_t s = 0; s < sg.lo.slots(); ++s) {
+        if (!sg.lo.is_live(s)) continue;
+        TokenView t{sg.lo.pos(s), evict::Tier::kLow, false, SP::score(score_params_, sg.lo.state(), sg.lo.positions(), s), {}, {}};
+        sg.lo.dequant(s, k.data(), v.data());  // code * s + z is exact in fp32 (fp16 meta)
+        for (std::int64_t c = 0; c < D; ++c) {
+          t.k.push_back(static_cast<double>(k[static_cast<std::size_t>(c)]) / sg.bal[static_cast<std::size_t>(c)]);
+          t.v.push_back(v[static_cast<std::size_t>(c)]);
+        }
+        out.push_back(std::move(t));
+      }
+    } else {
+      pool_rows(sg.lo, evict::Tier::kLow);
+    }
     pool_rows(sg.hi8, evict::Tier::kHigh);
     for (std::int64_t j = 0; j < sg.size; ++j) {
       TokenView t{sg.pos[static_cast<std::size_t>(j)], evict::Tier::kHigh, true,
@@ -221,7 +240,7 @@ class MixedKvCache final : public cache::KvCache {
   std::int64_t high8_rows(int seq, int layer, int h) const { return segment(seq, layer, h).hi8.live(); }
   std::int64_t low_rows(int seq, int layer, int h) const { return segment(seq, layer, h).lo.live(); }
   // Raw tiers of a segment (device uploads, GPU tests): pools, exact rows [exact_rows][D] and state.
-  const Pool& low_pool(int seq, int layer, int h) const { return segment(seq, layer, h).lo; }
+  const LowPool& low_pool(int seq, int layer, int h) const { return segment(seq, layer, h).lo; }
   const Pool& high8_pool(int seq, int layer, int h) const { return segment(seq, layer, h).hi8; }
   const Half* exact_keys(int seq, int layer, int h) const { return segment(seq, layer, h).k.data(); }
   const Half* exact_values(int seq, int layer, int h) const { return segment(seq, layer, h).v.data(); }
@@ -233,7 +252,8 @@ class MixedKvCache final : public cache::KvCache {
     std::vector<std::int32_t> pos;   // [capacity]
     std::vector<State> state;        // [capacity]
     std::int64_t size = 0, capacity = 0;
-    Pool hi8, lo;
+    Pool hi8;
+    LowPool lo;
     std::vector<float> bal, qmax, kmax;  // [D]; stats released when frozen
     bool frozen = false;
     std::size_t bytes() const {
@@ -272,7 +292,7 @@ class MixedKvCache final : public cache::KvCache {
   Segment new_segment() const {
     Segment s;
     s.hi8 = Pool(hi_cfg_);
-    s.lo = Pool(lo_cfg_);
+    s.lo = LowPool(lo_cfg_);
     const std::size_t D = static_cast<std::size_t>(shape_.head_dim);
     s.bal.assign(D, 1.f);
     if (cfg_.policy.balancer) {
@@ -334,7 +354,8 @@ class MixedKvCache final : public cache::KvCache {
                       std::int64_t len, std::int64_t n, std::int64_t t0, std::int64_t t1, Worker& w) {
     const std::int64_t D = shape_.head_dim, G = shape_.q_heads / shape_.kv_heads, rows = (t1 - t0) * G;
     const std::int64_t nlo = sg.lo.slots(), nh8 = sg.hi8.slots(), ne = sg.size, ncol = nlo + nh8 + ne;
-    const std::size_t pool_scratch = std::max(mixed_rows_scratch_elems(rows, lo_cfg_), mixed_rows_scratch_elems(rows, hi_cfg_));
+    std::size_t pool_scratch = std::max(mixed_rows_scratch_elems(rows, lo_cfg_), mixed_rows_scratch_elems(rows, hi_cfg_));
+    if constexpr (kChannelLow) pool_scratch = std::max(pool_scratch, LowPool::scratch_elems(lo_cfg_));
     const std::size_t need = static_cast<std::size_t>(rows * ncol + 3 * rows * D + 2 * rows + 2 * mikv_detail::kTile * D) +
                              pool_scratch;
     if (w.buf.size() < need) w.buf.resize(need);
@@ -361,7 +382,11 @@ class MixedKvCache final : public cache::KvCache {
         }
       }
     // 1. logits of every tier into one stash
-    MEMATTN_RETURN_IF_ERROR(mixed_rows_logits(sg.lo.records(), sg.lo.live_bits(), nlo, lo_cfg_, Qb.data(), rows, S.data(), ncol, scratch));
+    if constexpr (kChannelLow) {
+      sg.lo.logits(Qb.data(), rows, S.data(), ncol, scratch);
+    } else {
+      MEMATTN_RETURN_IF_ERROR(mixed_rows_logits(sg.lo.records(), sg.lo.live_bits(), nlo, lo_cfg_, Qb.data(), rows, S.data(), ncol, scratch));
+    }
     MEMATTN_RETURN_IF_ERROR(
         mixed_rows_logits(sg.hi8.records(), sg.hi8.live_bits(), nh8, hi_cfg_, Qb.data(), rows, S.data() + nlo, ncol, scratch));
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -392,7 +417,11 @@ class MixedKvCache final : public cache::KvCache {
     }
     // 3. P.V per tier
     Acc.setZero();
-    MEMATTN_RETURN_IF_ERROR(mixed_rows_values(sg.lo.records(), nlo, lo_cfg_, S.data(), ncol, rows, Acc.data(), scratch));
+    if constexpr (kChannelLow) {
+      sg.lo.values(S.data(), ncol, rows, Acc.data(), scratch);
+    } else {
+      MEMATTN_RETURN_IF_ERROR(mixed_rows_values(sg.lo.records(), nlo, lo_cfg_, S.data(), ncol, rows, Acc.data(), scratch));
+    }
     MEMATTN_RETURN_IF_ERROR(mixed_rows_values(sg.hi8.records(), nh8, hi_cfg_, S.data() + nlo, ncol, rows, Acc.data(), scratch));
     for (std::int64_t j0 = 0; j0 < ne; j0 += mikv_detail::kTile) {
       const std::int64_t T = std::min(mikv_detail::kTile, ne - j0);
@@ -587,6 +616,8 @@ inline const cache::PolicyInfo& mikv_policy_info() {
        {"sink", 4, 0, 1000000, true, "first tokens forced High (exact)"},
        {"track", 0, 0, 1, true, "1: keep accumulating the scores of Low tokens (else frozen at demotion)"},
        {"balance", 1, 0, 1, true, "per-channel key balancer b_c = sqrt(max|q_c| / max|k_c|)"},
+       {"lowk", 0, 0, 1, true, "Low-tier keys: 0 per token (MiKV), 1 per channel over blocks of 32 tokens (spec §8.2)", false,
+        true},
        {"exact", 0, 0, 1, true, "balancer: 1 exact square root, 0 nearest power of two"},
        {"gamma", 1, 0, 1, false, "decay of the accumulated score (1 = H2O)"},
        {"gqa", 0, 0, 2, true, "reduction over a group's query heads: 0 mean, 1 max, 2 sum"}}};
@@ -606,6 +637,7 @@ inline Status make_mikv_kv_cache(const cache::ResolvedParams& p, const cache::Ca
   c.policy.selector.n_sink = p.get_int("sink");
   c.policy.track_low_scores = p.get_int("track") != 0;
   c.policy.balancer = p.get_int("balance") != 0;
+  c.policy.channel_keys = p.get_int("lowk") != 0;
   c.policy.balancer_exact_sqrt = p.get_int("exact") != 0;
   c.policy.scorer.gamma = static_cast<float>(p.get("gamma"));
   c.policy.scorer.reduce = c.reduce = static_cast<evict::GroupReduce>(p.get_int("gqa"));
@@ -633,6 +665,16 @@ inline Status make_mikv_kv_cache(const cache::ResolvedParams& p, const cache::Ca
       *error = "mikv: the budget must be >= 1 and cover the protected tokens (sink + recent = " +
                std::to_string(pol.selector.n_sink + pol.selector.n_recent) + ")";
     return st;
+  }
+  if (pol.channel_keys) {
+    using Blocked = MixedKvCache<evict::AccumAttn, true>;
+    Blocked::Config cb;
+    cb.policy = c.policy;
+    cb.reduce = c.reduce;
+    std::unique_ptr<Blocked> cache_ptr;
+    MEMATTN_RETURN_IF_ERROR(Blocked::create(shape, cb, cache::canonical_spec(info, p), executor, &cache_ptr));
+    *out = std::move(cache_ptr);
+    return Status::kSuccess;
   }
   std::unique_ptr<MixedKvCache<>> cache_ptr;
   MEMATTN_RETURN_IF_ERROR(MixedKvCache<>::create(shape, c, cache::canonical_spec(info, p), executor, &cache_ptr));

@@ -32,6 +32,7 @@
 #include "memattn/core/status.hpp"
 #include "memattn/evict/policy.hpp"
 #include "memattn/evict/tiered.hpp"
+#include "memattn/quant/mixed_block_store.hpp"
 #include "memattn/quant/mixed_format.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -53,6 +54,7 @@ struct Mixed {
     int low_bits = 2;               // 2, 3 or 4
     int groups = 2;                 // per-token groups (head_dim / groups channels)
     bool balancer = true;           // per-channel key balancer on the quantised tiers
+    bool channel_keys = false;      // Low tier: per-channel key blocks of 32 tokens (MixedBlockPool)
     bool balancer_exact_sqrt = false;
     bool track_low_scores = false;
     typename Scorer::Params scorer;
@@ -81,7 +83,9 @@ struct Mixed {
   static std::int64_t low_tokens(const Params& p, int head_dim) {
     if (p.bytes <= 0) return p.low_budget;
     const double rest = static_cast<double>(p.bytes) - high_tier_bytes(p, head_dim);
-    return rest <= 0 ? 0 : static_cast<std::int64_t>(std::floor(rest / quant_token_bytes(low_config(p, head_dim))));
+    const double per = p.channel_keys ? mixed_block_token_bytes(low_config(p, head_dim), sizeof(State))
+                                      : quant_token_bytes(low_config(p, head_dim));
+    return rest <= 0 ? 0 : static_cast<std::int64_t>(std::floor(rest / per));
   }
   static evict::TierBudget tier_budget(const Params& p, int head_dim) {
     evict::TierBudget b;
