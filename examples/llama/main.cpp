@@ -491,6 +491,15 @@ int cmd_logits(const Args& a) {
   return 0;
 }
 
+// The session and --text's tokens (no BOS; whitespace-normalised unless --raw-text) of the offline tools.
+bool open_with_text(const Args& a, Session* s, std::vector<std::int32_t>* ids, std::string* err) {
+  std::string text;
+  if (!read_text_file(a.get("text"), &text, err) || !open_session(a, s, err)) return false;
+  if (!a.has("raw-text")) text = normalize_text(text);
+  *ids = s->tokenizer->encode(text, false);
+  return true;
+}
+
 // An offline table's model name (the file name, no spaces) and hash (FNV-1a 64 of the file).
 bool identify_model(const std::string& path, std::string* name, std::uint64_t* hash, std::string* err) {
   *name = path.substr(path.find_last_of('/') + 1);
@@ -514,12 +523,9 @@ int cmd_retrieval_heads(const Args& a) {
     return usage(err.c_str());
   o.budget = budget;
   if (!a.opts.count("text") || !a.opts.count("out")) return usage("--text and --out are required");
-  std::string text;
-  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
   Session s;
-  if (!open_session(a, &s, &err)) return report(err);
-  if (!a.has("raw-text")) text = normalize_text(text);
-  const std::vector<std::int32_t> ids = s.tokenizer->encode(text, false);
+  std::vector<std::int32_t> ids;
+  if (!open_with_text(a, &s, &ids, &err)) return report(err);
   if (!check_retrieval_options(o, s.model.cfg.context, ids.size(), &err)) return report(err);
   memattn::evict::CompressKvTable table;
   RetrievalHeadsReport rep;
@@ -553,12 +559,9 @@ int cmd_layer_sensitivity(const Args& a) {
     return usage(err.c_str());
   o.overlap = overlap_pct / 100.0;
   if (!a.opts.count("text") || !a.opts.count("out")) return usage("--text and --out are required");
-  std::string text;
-  if (!read_text_file(a.get("text"), &text, &err)) return report(err);
   Session s;
-  if (!open_session(a, &s, &err)) return report(err);
-  if (!a.has("raw-text")) text = normalize_text(text);
-  const std::vector<std::int32_t> ids = s.tokenizer->encode(text, false);
+  std::vector<std::int32_t> ids;
+  if (!open_with_text(a, &s, &ids, &err)) return report(err);
   if (!check_sensitivity_options(o, s.model.cfg.context, ids.size(), &err)) return report(err);
   memattn::evict::LayerScoreTable table;
   if (!measure_layer_sensitivity(s.model, g_pool, ids, o, &table, &err)) return report(err, 1);

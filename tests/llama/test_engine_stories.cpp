@@ -12,6 +12,7 @@
 
 #include "kv_factory.hpp"
 #include "llama_test_data.hpp"
+#include "stories_fixture.hpp"
 #include "needle.hpp"
 #include "sentence_ends.hpp"
 #include "session.hpp"
@@ -22,19 +23,7 @@ using memattn_llama_test::data_dir;
 
 namespace {
 
-std::string model_path() { return data_dir() + "/stories260K/stories260K.bin"; }
-std::string tok_path() { return data_dir() + "/stories260K/tok512.bin"; }
-
-const Session& session() {
-  static Session s;
-  static bool loaded = false;
-  if (!loaded) {
-    std::string err;
-    REQUIRE(load_session(model_path(), tok_path(), &s, &err));
-    loaded = true;
-  }
-  return s;
-}
+const Session& session() { return memattn_llama_test::stories_session(); }
 
 std::unique_ptr<memattn::cache::KvCache> make_cache(const ModelConfig& c, const std::string& spec = "full") {
   memattn::cache::CacheShape shape{c.layers, c.heads, c.kv_heads, c.head_dim, c.context, 1};
@@ -230,7 +219,7 @@ TEST_CASE("the engine hands SentenceKV the sentence ends of the tokenizer's piec
 TEST_CASE("RoPE on adjacent pairs is the llama2.c convention (half-split is much worse)", "[llama][rope]") {
   Session s;
   std::string err;
-  REQUIRE(load_session(model_path(), tok_path(), &s, &err));
+  REQUIRE(load_session(memattn_llama_test::stories_model_path(), memattn_llama_test::stories_tok_path(), &s, &err));
   const std::string sample = data_dir() + "/text/tinystories-sample.txt";
   const double adjacent = ppl_of(s, sample, 257, 256);
   s.model.cfg.rope = RopeStyle::kHalfSplit;
@@ -239,7 +228,7 @@ TEST_CASE("RoPE on adjacent pairs is the llama2.c convention (half-split is much
 }
 
 TEST_CASE("corrupt or truncated checkpoints are rejected with a message", "[llama][bad-input]") {
-  const std::string bytes = read_file(model_path());
+  const std::string bytes = read_file(memattn_llama_test::stories_model_path());
   REQUIRE(bytes.size() > 1000);
   const std::string tmp = "memattn_test_bad_checkpoint.bin";
   auto try_load = [&](const std::string& content) {
@@ -288,8 +277,7 @@ TEST_CASE("the engine rejects a context overflow and bad token ids", "[llama][ba
 }
 
 int main(int argc, char** argv) {
-  memattn_llama_test::require_file(model_path(), "stories260K checkpoint (../shared/data)");
-  memattn_llama_test::require_file(tok_path(), "tok512.bin (../shared/data)");
+  memattn_llama_test::require_stories(false);
   return Catch::Session().run(argc, argv);
 }
 

@@ -13,6 +13,7 @@
 
 #include "kv_factory.hpp"
 #include "llama_test_data.hpp"
+#include "stories_fixture.hpp"
 #include "retrieval_heads.hpp"
 #include "session.hpp"
 #include "tasks.hpp"
@@ -22,26 +23,8 @@ using memattn_llama_test::data_dir;
 
 namespace {
 
-std::string model_path() { return data_dir() + "/stories260K/stories260K.bin"; }
-std::string tok_path() { return data_dir() + "/stories260K/tok512.bin"; }
-std::string text_path() { return data_dir() + "/text/tinystories-sample.txt"; }
-
-const Session& session() {
-  static Session s;
-  static bool loaded = false;
-  if (!loaded) {
-    std::string err;
-    REQUIRE(load_session(model_path(), tok_path(), &s, &err));
-    loaded = true;
-  }
-  return s;
-}
-
-std::vector<std::int32_t> text_tokens() {
-  std::ifstream f(text_path(), std::ios::binary);
-  const std::string t(std::istreambuf_iterator<char>(f), {});
-  return session().tokenizer->encode(normalize_text(t), false);
-}
+const Session& session() { return memattn_llama_test::stories_session(); }
+std::vector<std::int32_t> text_tokens() { return memattn_llama_test::stories_text_tokens(); }
 
 RetrievalHeadsOptions small_options() {
   RetrievalHeadsOptions o;
@@ -160,8 +143,6 @@ TEST_CASE("the table is deterministic, round-trips, drives a compresskv cache; e
 }
 
 int main(int argc, char** argv) {
-  memattn_llama_test::require_file(model_path(), "stories260K checkpoint (../shared/data)");
-  memattn_llama_test::require_file(tok_path(), "tok512.bin (../shared/data)");
-  memattn_llama_test::require_file(text_path(), "tinystories-sample.txt (../shared/data)");
+  memattn_llama_test::require_stories(true);
   return Catch::Session().run(argc, argv);
 }

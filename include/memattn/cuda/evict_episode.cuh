@@ -93,16 +93,6 @@ inline int smem_bytes(int head_dim) {
          static_cast<int>(sizeof(float));
 }
 
-template <class Kernel>
-Status allow_smem(Kernel* kernel, int bytes) {
-  if (bytes <= 48 * 1024) return Status::kSuccess;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status::kErrorCudaRuntime;
-  }
-  return Status::kSuccess;
-}
 
 }  // namespace episode_detail
 
@@ -148,8 +138,8 @@ Status episode_score(const kernels::EpisodeScoreParams<TK, TQ>& p, void* workspa
   w.partial = static_cast<float2*>(workspace);
   w.lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + episode_detail::align_up(episode_detail::partial_bytes(w, p.segments)));
   const int smem = episode_detail::smem_bytes(p.head_dim);
-  MEMATTN_RETURN_IF_ERROR(episode_detail::allow_smem(kernels::episode_lse_kernel<TK, TQ>, smem));
-  MEMATTN_RETURN_IF_ERROR(episode_detail::allow_smem(kernels::episode_score_kernel<TK, TQ>, smem));
+  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::episode_lse_kernel<TK, TQ>, smem));
+  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::episode_score_kernel<TK, TQ>, smem));
   const dim3 grid(static_cast<unsigned>(w.tiles), static_cast<unsigned>(p.segments));
   kernels::episode_lse_kernel<TK, TQ><<<grid, kernels::kEpisodeScoreThreads, smem, stream>>>(p, w);
   MEMATTN_RETURN_IF_ERROR(launch_status());

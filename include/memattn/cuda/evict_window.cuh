@@ -153,23 +153,13 @@ Status plan(const kernels::WindowColsumParams<TQ, TK>& p, const kernels::WindowH
   return Status::kSuccess;
 }
 
-template <class Kernel>
-Status allow_smem(Kernel* kernel, int bytes) {
-  if (bytes <= 48 * 1024) return Status::kSuccess;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status::kErrorCudaRuntime;
-  }
-  return Status::kSuccess;
-}
 
 template <class TQ, class TK>
 Status launch(const kernels::WindowColsumParams<TQ, TK>& p, const kernels::WindowPlan& pl, cudaStream_t stream) {
   const kernels::WindowSmem geo(p.head_dim);
   const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(pl.units);
   if (pl.splits > 0) {
-    MEMATTN_RETURN_IF_ERROR(allow_smem(kernels::window_lse_kernel<TQ, TK>, geo.lse_bytes()));
+    MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::window_lse_kernel<TQ, TK>, geo.lse_bytes()));
     kernels::window_lse_kernel<TQ, TK>
         <<<dim3(static_cast<unsigned>(pl.splits), segments), kernels::kWindowThreads, geo.lse_bytes(), stream>>>(p, pl);
     MEMATTN_RETURN_IF_ERROR(launch_status());
@@ -178,7 +168,7 @@ Status launch(const kernels::WindowColsumParams<TQ, TK>& p, const kernels::Windo
       MEMATTN_RETURN_IF_ERROR(launch_status());
     }
   }
-  MEMATTN_RETURN_IF_ERROR(allow_smem(kernels::window_colsum_kernel<TQ, TK>, geo.colsum_bytes()));
+  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::window_colsum_kernel<TQ, TK>, geo.colsum_bytes()));
   const unsigned tiles = static_cast<unsigned>((p.max_keys + kernels::kWindowTile - 1) / kernels::kWindowTile);
   kernels::window_colsum_kernel<TQ, TK>
       <<<dim3(tiles, segments), kernels::kWindowThreads, geo.colsum_bytes(), stream>>>(p, pl);

@@ -49,6 +49,18 @@ inline Status current_device(int* device) noexcept {
 }
 
 // Number of streaming multiprocessors of `device` (-1: the current device).
+// Opts a kernel into more than 48 KB of dynamic shared memory when `bytes` needs it.
+template <class Kernel>
+Status allow_dynamic_smem(Kernel* kernel, int bytes) noexcept {
+  if (bytes <= 48 * 1024) return Status::kSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status::kErrorCudaRuntime;
+  }
+  return Status::kSuccess;
+}
+
 inline Status sm_count(int* count, int device = -1) noexcept {
   if (count == nullptr) return Status::kErrorNullPointer;
   if (device < 0) MEMATTN_RETURN_IF_ERROR(current_device(&device));

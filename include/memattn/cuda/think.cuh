@@ -58,14 +58,7 @@ namespace think_detail {
 template <int kCh>
 Status launch_ch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
   const int smem = kernels::ThinKSmem(p.head_dim, p.d_keep).bytes(p.q_heads / p.kv_heads);
-  if (smem > 48 * 1024) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernels::think_decode_kernel<kCh>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      return Status::kErrorCudaRuntime;
-    }
-  }
+  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::think_decode_kernel<kCh>, smem));
   const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
   kernels::think_decode_kernel<kCh>
       <<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kThinKThreads, smem, stream>>>(p, sp);
