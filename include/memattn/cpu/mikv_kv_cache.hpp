@@ -507,8 +507,12 @@ class MixedKvCache final : public cache::KvCache {
     for (std::int64_t j = 0; j < ne; ++j)
       add(nlo + nh8 + j, SP::score(score_params_, sg.state.data(), sg.pos.data(), j), sg.pos[static_cast<std::size_t>(j)],
           evict::Tier::kHigh);
+    // Block Low tier: the selector only splits High / Low; the Low budget is enforced below in
+    // whole blocks, since a token-level eviction inside a block frees no memory (spec §8.3 rule 6).
+    evict::TierBudget tb = budget_;
+    if constexpr (kChannelLow) tb.low_tokens = -1;
     MEMATTN_RETURN_IF_ERROR(assign_tiers(w.score.data(), w.pos.data(), w.cur.data(), static_cast<std::int64_t>(m), t_cur,
-                                         protect_, cfg_.policy.selector.tie, budget_, &w.tiers, w.next.data()));
+                                         protect_, cfg_.policy.selector.tie, tb, &w.tiers, w.next.data()));
     // Check every row to be quantised fits fp16 once balanced, before anything changes.
     const std::size_t D = static_cast<std::size_t>(shape_.head_dim);
     w.kb.resize(D);
@@ -570,9 +574,39 @@ class MixedKvCache final : public cache::KvCache {
     compact_rows(sg.state.data(), 1, keep.data(), count);
     sg.size = count;
     if (sg.capacity - count > 2 * kGranule) set_capacity(sg, (count + 1 + kGranule - 1) / kGranule * kGranule);
+    if constexpr (kChannelLow) evict_low_blocks(sg);
     sg.lo.reclaim();
     sg.hi8.reclaim();
     return flags == quant::kQuantOk ? Status::kSuccess : Status::kErrorNonFinite;
+  }
+
+  // Block Low tier over its budget: evict the whole block with the smallest score sum over its
+  // live tokens (ties: the older block), staged rows one by one (lowest score, older first) when
+  // no block is left.
+  void evict_low_blocks(Segment& sg) {
+    if constexpr (kChannelLow) {
+      const std::int64_t G = LowPool::kBlock;
+      while (budget_.low_tokens >= 0 && sg.lo.live() > budget_.low_tokens) {
+        std::int64_t first = -1, count = 0;
+        double best = 0;
+        auto consider = [&](std::int64_t f, std::int64_t n) {
+          double sum = 0;
+          bool any = false;
+          for (std::int64_t s = f; s < f + n; ++s)
+            if (sg.lo.is_live(s)) {
+              sum += SP::score(score_params_, sg.lo.state(), sg.lo.positions(), s);
+              any = true;
+            }
+          if (any && (first < 0 || sum < best)) first = f, count = n, best = sum;
+        };
+        for (std::int64_t b = 0; b < sg.lo.blocks(); ++b) consider(b * G, G);
+        if (first < 0)
+          for (std::int64_t s = sg.lo.blocks() * G; s < sg.lo.slots(); ++s) consider(s, 1);
+        if (first < 0) break;
+        for (std::int64_t s = first; s < first + count; ++s)
+          if (sg.lo.is_live(s)) sg.lo.kill(s);
+      }
+    }
   }
 
   bool has_unprotected_exact(const Segment& sg, int seq) const {
