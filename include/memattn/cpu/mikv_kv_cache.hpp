@@ -650,7 +650,7 @@ inline const cache::PolicyInfo& mikv_policy_info() {
        {"sink", 4, 0, 1000000, true, "first tokens forced High (exact)"},
        {"track", 0, 0, 1, true, "1: keep accumulating the scores of Low tokens (else frozen at demotion)"},
        {"balance", 1, 0, 1, true, "per-channel key balancer b_c = sqrt(max|q_c| / max|k_c|)"},
-       {"lowk", 0, 0, 1, true, "Low-tier keys: 0 per token (MiKV), 1 per channel over blocks of 32 tokens (spec §8.2)", false,
+       {"lowk", 0, 0, 1, true, "Low-tier keys: 0 per token (MiKV), 1 per channel over blocks of 32 tokens, Low eviction in whole blocks (spec §8.2)", false,
         true},
        {"exact", 0, 0, 1, true, "balancer: 1 exact square root, 0 nearest power of two"},
        {"gamma", 1, 0, 1, false, "decay of the accumulated score (1 = H2O)"},

@@ -82,7 +82,9 @@ struct Mixed {
   // Low budget in tokens (solved from `bytes` when given).
   static std::int64_t low_tokens(const Params& p, int head_dim) {
     if (p.bytes <= 0) return p.low_budget;
-    const double rest = static_cast<double>(p.bytes) - high_tier_bytes(p, head_dim);
+    // channel_keys: the exact staging area of one block (fp16 K and V rows) is held too
+    const double staging = p.channel_keys ? 32.0 * 2 * 2 * head_dim : 0.0;
+    const double rest = static_cast<double>(p.bytes) - high_tier_bytes(p, head_dim) - staging;
     const double per = p.channel_keys ? mixed_block_token_bytes(low_config(p, head_dim), sizeof(State))
                                       : quant_token_bytes(low_config(p, head_dim));
     return rest <= 0 ? 0 : static_cast<std::int64_t>(std::floor(rest / per));
