@@ -30,7 +30,8 @@ def policy_name(kv):
         if name == "kivi":
             name = f"kivi K{m.get('kbits', '?')}V{m.get('vbits', '?')}"
         elif name == "mikv":
-            name = f"mikv low={m.get('low', '2')}" + (" track" if m.get("track") == "1" else "")
+            name = (f"mikv low={m.get('low', '2')}" + (" track" if m.get("track") == "1" else "") +
+                    (" channel-K" if m.get("lowk") == "1" else ""))
         elif name == "kvmerger" and m.get("theta", "0.95") != "0.95":
             name = f"kvmerger θ={m['theta']}"
         elif name == "lazy" and (m.get("raw") == "1" or m.get("alpha", "0.0001") != "0.0001"):
@@ -41,12 +42,16 @@ def policy_name(kv):
             name = f"compresskv ({m['heads']} heads)"
         elif name == "compresskv" and m.get("min", "32") != "32":
             name = f"compresskv min={m['min']}"
+        elif name == "epicache" and "scores" in m:
+            name = f"epicache layer scores p={m.get('power', '1.1')}"
         elif name == "epicache" and m.get("episodes", "4") != "1":
             name = f"epicache E={m.get('episodes', '4')}"
         elif name == "sirllm" and m.get("recent", "0") == "0":
             name = "sirllm (no recent)"
         elif name == "think":
             name = f"think λ={m.get('prune', '0.4')}" if len(kv.split("+")) == 1 else "think"
+            if "vprune" in m:
+                name += f" λv={m['vprune']}"
         parts.append(name)
     return "+".join(parts)
 

@@ -4,6 +4,8 @@
 //   all_finite / storable<T> K/V/q checks done before a cache writes anything
 //   resize_rows(...)         exact reallocation of a row array keeping a prefix (so the bytes a
 //                            cache reports are the bytes it holds)
+//   read_table_file(...)     an offline table named by a spec's PATH parameter, parsed, with the
+//                            file named in every message
 //   build_kv_cache<Cache>()  --kv registry tail: validate the config, say why it is rejected,
 //                            create the cache with its canonical spec.
 #pragma once
@@ -77,7 +79,6 @@ void resize_rows(std::vector<T>* v, std::size_t keep, std::size_t size) {
   v->swap(r);
 }
 
-// Cache::create(shape, config, spec, executor, &unique_ptr<Cache>); config.validate(shape).
 // Reads an offline table file named by a spec's text parameter and parses it with
 // parse(text, out, why); messages name the file ("cannot open <what> '<path>'", "'<path>': why").
 template <class Table, class Parse>
@@ -95,6 +96,7 @@ Status read_table_file(const std::string& path, const char* what, Parse parse, T
   return st;
 }
 
+// Cache::create(shape, config, spec, executor, &unique_ptr<Cache>); config.validate(shape).
 template <class Cache, class Config>
 Status build_kv_cache(const Config& c, const cache::PolicyInfo& info, const cache::ResolvedParams& p,
                       const cache::CacheShape& shape, const Executor& executor, const char* invalid_why,
