@@ -122,9 +122,8 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   const Half* k_old = p.k_old + s * p.old_seg_stride;
   const Half* k_new = p.k_new + s * p.new_seg_stride;
   const Half* v = p.v + s * p.v_seg_stride;
-  const Half* v_old = p.v_channels != nullptr ? p.v_old + s * p.v_old_seg_stride : nullptr;
-  const int v_new0 = v_old != nullptr ? n_old : 0;  // token index of v's first row
-  if (v_old != nullptr) {  // block-uniform
+  const int v_new0 = p.v_channels != nullptr ? n_old : 0;  // token index of v's first row
+  if (p.v_channels != nullptr) {  // block-uniform
     for (int c = tid; c < D; c += kThinKThreads) vslot_s[c] = -1;
     __syncthreads();
     for (int i = tid; i < p.dv_keep; i += kThinKThreads) vslot_s[p.v_channels[s * p.dv_keep + i]] = static_cast<short>(i);
@@ -146,7 +145,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
       const int c = tid + u * kThinKThreads;
       const bool old_tile = t0 < v_new0;
       const int slot = old_tile && c < D ? vslot_s[c] : -1;
-      const Half* vb = old_tile ? v_old + static_cast<long long>(t0) * p.old_v_row_stride + slot
+      const Half* vb = old_tile ? p.v_old + s * p.v_old_seg_stride + static_cast<long long>(t0) * p.old_v_row_stride + slot
                                 : v + static_cast<long long>(t0 - v_new0) * D + c;
       const int vs = old_tile ? p.old_v_row_stride : D;
       const bool ok = old_tile ? slot >= 0 : c < D;
