@@ -146,6 +146,14 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     --print-limit 10 "$BIN/test_linear_cuda" "[taylor]"
   run_step linear_taylor_racecheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool racecheck --racecheck-report all \
     --error-exitcode 99 --print-limit 10 "$BIN/test_linear_cuda" "[taylor]"
+  # Issue 6 kernels written without a device (fifth session, 2026-11-26): memcheck on a subset of
+  # their tests, racecheck on the shared-memory column-sum pass.
+  run_step window_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 10 "$BIN/test_evict_window_cuda" "[windowkv]"
+  run_step window_racecheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool racecheck --racecheck-report all \
+    --error-exitcode 99 --print-limit 10 "$BIN/test_evict_window_cuda" "[compresskv]"
+  run_step signals_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 10 "$BIN/test_evict_signals_cuda" "[epicache]"
 fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases
