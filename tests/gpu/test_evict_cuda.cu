@@ -12,24 +12,12 @@
 
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cuda/evict.cuh"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
+using memattn_gpu_test::download;
 
 using namespace memattn;
-
-namespace {
-template <class T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  REQUIRE(cudaMalloc(&d, h.size() * sizeof(T)) == cudaSuccess);
-  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-template <class T>
-std::vector<T> download(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
-}  // namespace
 
 TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversarial), gather == compact_rows",
           "[evict][gpu]") {

@@ -15,23 +15,14 @@
 #include "gpu/evict_merge_cpu_bridge.hpp"
 #include "memattn/cuda/evict.cuh"
 #include "memattn/cuda/evict_merge.cuh"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
+using memattn_gpu_test::download;
 
 using namespace memattn;
 
 namespace {
-template <class T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  REQUIRE(cudaMalloc(&d, std::max<std::size_t>(h.size(), 1) * sizeof(T)) == cudaSuccess);
-  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-template <class T>
-std::vector<T> download(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
 // Consecutive runs of `run` keys around a shared random direction, fp16.
 std::vector<Half> clustered(std::int64_t rows, std::int64_t D, int run, float noise, std::mt19937& rng) {
   std::normal_distribution<float> nd(0.f, 1.f);

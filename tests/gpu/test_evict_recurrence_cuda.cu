@@ -14,24 +14,12 @@
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cuda/evict.cuh"
 #include "memattn/cuda/evict_recurrence.cuh"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
+using memattn_gpu_test::download;
 
 using namespace memattn;
-
-namespace {
-template <class T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  REQUIRE(cudaMalloc(&d, h.size() * sizeof(T)) == cudaSuccess);
-  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-template <class T>
-std::vector<T> download(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
-}  // namespace
 
 TEST_CASE("recurrence update and score on the GPU == CPU, bit for bit, 200 steps", "[evict][lazy][gpu]") {
   std::mt19937 rng(99);

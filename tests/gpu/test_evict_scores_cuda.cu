@@ -13,6 +13,10 @@
 
 #include "memattn/cuda/dense_decode.cuh"
 #include "memattn/cuda/evict_scores.cuh"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
+using memattn_gpu_test::download;
 
 using memattn::Half;
 using memattn::Status;
@@ -21,19 +25,6 @@ namespace mk = memattn::kernels;
 
 namespace {
 
-template <class T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  REQUIRE(cudaMalloc(&d, h.size() * sizeof(T)) == cudaSuccess);
-  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-template <class T>
-std::vector<T> download(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
 
 struct Case {
   int B, Hkv, G, D, L, Tq, window, splits;

@@ -33,24 +33,15 @@
 #include "memattn/cuda/evict_episode.cuh"
 #include "memattn/cuda/evict_sirllm.cuh"
 #include "memattn/evict/sirllm.hpp"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
+using memattn_gpu_test::download;
 
 using namespace memattn;
 
 namespace {
 
-template <class T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  REQUIRE(cudaMalloc(&d, std::max<std::size_t>(1, h.size()) * sizeof(T)) == cudaSuccess);
-  if (!h.empty()) REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-template <class T>
-std::vector<T> download(const T* d, std::size_t n) {
-  std::vector<T> h(n);
-  REQUIRE(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
 template <class T>
 void put(T* d, const std::vector<T>& h) {
   REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);

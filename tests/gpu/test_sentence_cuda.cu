@@ -11,18 +11,11 @@
 
 #include "memattn/cuda/sentence.cuh"
 #include "memattn/evict/sentence.hpp"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
 
 using namespace memattn;
-
-namespace {
-template <class T>
-T* upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  REQUIRE(cudaMalloc(&d, h.size() * sizeof(T)) == cudaSuccess);
-  REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return d;
-}
-}  // namespace
 
 TEST_CASE("sentence_score on the GPU == evict::sentence_scores (bit-identical), same choice", "[sentence][gpu]") {
   std::mt19937 rng(77);

@@ -11,18 +11,14 @@
 
 #include "memattn/cuda/think.cuh"
 #include "think_cpu_bridge.hpp"
+#include "device_vectors.hpp"
+
+using memattn_gpu_test::upload;
 
 using namespace memattn;
 
 namespace {
 
-template <class T>
-T* upload(const std::vector<T>& h) {
-  void* p = nullptr;
-  REQUIRE(cudaMalloc(&p, std::max<std::size_t>(1, h.size()) * sizeof(T)) == cudaSuccess);
-  if (!h.empty()) REQUIRE(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  return static_cast<T*>(p);
-}
 
 void check_output(const ThinKCase& c, const std::vector<float>& out, int B, int Hq, int D) {
   double worst = 0;
