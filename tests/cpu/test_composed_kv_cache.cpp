@@ -88,6 +88,50 @@ std::vector<int> iota(std::int64_t D) {
   return v;
 }
 
+// The first `count` tokens of KV head h of layer 0 as full-width fp64 rows (K, V: fp16-rounded
+// [pos][h * D + c]), the old tokens' pruned key channels (and value channels, with vprune) zeroed.
+template <class Cache>
+std::vector<Key> zeroed_pruned(const Cache& c, int h, std::int64_t count, const std::vector<std::vector<double>>& K,
+                               const std::vector<std::vector<double>>& V, std::int64_t D) {
+  const std::int64_t old = c.old_tokens(0, 0, h);
+  std::vector<bool> kk(static_cast<std::size_t>(D), false), vk(static_cast<std::size_t>(D), false);
+  for (int x : c.channels(0, 0, h)) kk[static_cast<std::size_t>(x)] = true;
+  const std::vector<int> vkeep = c.value_channels(0, 0, h);
+  for (int x : vkeep) vk[static_cast<std::size_t>(x)] = true;
+  std::vector<Key> keys;
+  for (std::int64_t j = 0; j < count; ++j) {
+    Key k;
+    for (std::int64_t x = 0; x < D; ++x) {
+      const std::size_t at = static_cast<std::size_t>(h * D + x);
+      const bool pruned_k = j < old && !kk[static_cast<std::size_t>(x)];
+      const bool pruned_v = j < old && !vkeep.empty() && !vk[static_cast<std::size_t>(x)];
+      k.k.push_back(pruned_k ? 0.0 : K[static_cast<std::size_t>(j)][at]);
+      k.v.push_back(pruned_v ? 0.0 : V[static_cast<std::size_t>(j)][at]);
+    }
+    k.chan = iota(D);
+    keys.push_back(k);
+  }
+  return keys;
+}
+
+// Worst relative error (|got - want| / (floor + |want|)) of the chunk's outputs of KV head h
+// (query heads h*G .. h*G+G-1 of 4, tokens N0 .. N0+n-1) against fp64 attention over `keys`, causal.
+double chunk_error(const std::vector<float>& q, const std::vector<float>& out, const std::vector<Key>& keys,
+                   std::int64_t N0, std::int64_t n, int h, std::int64_t G, std::int64_t D, double floor) {
+  double worst = 0;
+  for (std::int64_t t = 0; t < n; ++t) {
+    const std::vector<Key> visible(keys.begin(), keys.begin() + N0 + t + 1);
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::int64_t hq = h * G + g;
+      const auto want = attend_ref(q.data() + (t * 4 + hq) * D, D, visible);
+      for (std::int64_t x = 0; x < D; ++x)
+        worst = std::max(worst, std::abs(out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
+                                    (floor + std::abs(want[static_cast<std::size_t>(x)])));
+    }
+  }
+  return worst;
+}
+
 template <class Cache>
 std::vector<Key> snapshot(const Cache& c, int seq, int layer, int h, std::int64_t D) {
   std::vector<Key> keys;
@@ -193,31 +237,8 @@ TEST_CASE("ThinK two-segment decode = dense attention with the pruned channels z
     }
     double worst = 0;
     for (int h = 0; h < 2; ++h) {
-      const std::int64_t old = c->old_tokens(0, 0, h);
-      REQUIRE(old == (N0 > 8 ? N0 - 8 : 0));  // the newest r = 8 stay full width, the chunk is full width
-      std::vector<int> keep = c->channels(0, 0, h);
-      std::vector<bool> kept(static_cast<std::size_t>(D), false);
-      for (int x : keep) kept[static_cast<std::size_t>(x)] = true;
-      std::vector<Key> keys;
-      for (std::int64_t j = 0; j < N0 + n; ++j) {
-        Key k;
-        for (std::int64_t x = 0; x < D; ++x) {
-          const double kv = K[static_cast<std::size_t>(j)][static_cast<std::size_t>(h * D + x)];
-          k.k.push_back(j < old && !kept[static_cast<std::size_t>(x)] ? 0.0 : kv);  // zeroed pruned channels
-          k.v.push_back(V[static_cast<std::size_t>(j)][static_cast<std::size_t>(h * D + x)]);
-        }
-        k.chan = iota(D);
-        keys.push_back(k);
-        if (j >= N0) {
-          for (std::int64_t g = 0; g < G; ++g) {
-            const std::int64_t t = j - N0, hq = h * G + g;
-            const auto want = attend_ref(ch.q.data() + (t * 4 + hq) * D, D, keys);
-            for (std::int64_t x = 0; x < D; ++x)
-              worst = std::max(worst, std::abs(ch.out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
-                                          (1e-5 + std::abs(want[static_cast<std::size_t>(x)])));
-          }
-        }
-      }
+      REQUIRE(c->old_tokens(0, 0, h) == (N0 > 8 ? N0 - 8 : 0));  // the newest r = 8 stay full width, the chunk is full width
+      worst = std::max(worst, chunk_error(ch.q, ch.out, zeroed_pruned(*c, h, N0 + n, K, V, D), N0, n, h, G, D, 1e-5));
     }
     CHECK(worst <= 2e-4);
     REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
@@ -483,34 +504,15 @@ TEST_CASE("ThinK value extension (vprune): old values keep the channels with the
     }
     double worst = 0;
     for (int h = 0; h < 2; ++h) {
-      const std::int64_t old = c->old_tokens(0, 0, h);
-      std::vector<bool> kk(static_cast<std::size_t>(D), false), vk(static_cast<std::size_t>(D), false);
-      for (int x : c->channels(0, 0, h)) kk[static_cast<std::size_t>(x)] = true;
-      const std::vector<int> vkeep = c->value_channels(0, 0, h);
-      if (old > 0) REQUIRE(vkeep.size() == 8u);
-      for (int x : vkeep) vk[static_cast<std::size_t>(x)] = true;
-      std::vector<Key> keys;
+      if (c->old_tokens(0, 0, h) > 0) REQUIRE(c->value_channels(0, 0, h).size() == 8u);
+      const std::vector<Key> keys = zeroed_pruned(*c, h, N0 + n, K, V, D);
       for (std::int64_t j = 0; j < N0 + n; ++j) {
-        Key k;
-        for (std::int64_t x = 0; x < D; ++x) {
-          const std::size_t at = static_cast<std::size_t>(h * D + x);
-          k.k.push_back(j < old && !kk[static_cast<std::size_t>(x)] ? 0.0 : K[static_cast<std::size_t>(j)][at]);
-          k.v.push_back(j < old && !vk[static_cast<std::size_t>(x)] ? 0.0 : V[static_cast<std::size_t>(j)][at]);
-        }
-        k.chan = iota(D);
-        keys.push_back(k);
         float got[16];
         c->value(0, 0, h, j, got);  // inspection reads what the attention uses
-        for (std::int64_t x = 0; x < D; ++x) CHECK(got[x] == static_cast<float>(k.v[static_cast<std::size_t>(x)]));
-        if (j >= N0)
-          for (std::int64_t g = 0; g < G; ++g) {
-            const std::int64_t t = j - N0, hq = h * G + g;
-            const auto want = attend_ref(ch.q.data() + (t * 4 + hq) * D, D, keys);
-            for (std::int64_t x = 0; x < D; ++x)
-              worst = std::max(worst, std::abs(ch.out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
-                                          (1e-3 + std::abs(want[static_cast<std::size_t>(x)])));
-          }
+        for (std::int64_t x = 0; x < D; ++x)
+          CHECK(got[x] == static_cast<float>(keys[static_cast<std::size_t>(j)].v[static_cast<std::size_t>(x)]));
       }
+      worst = std::max(worst, chunk_error(ch.q, ch.out, keys, N0, n, h, G, D, 1e-3));
     }
     CHECK(worst <= 2e-4);
     REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
