@@ -38,7 +38,7 @@ inline std::size_t packed_words(std::int64_t n, int bits) {
 inline double mixed_block_token_bytes(const MixedRowConfig& c, std::size_t state_bytes, std::int64_t block = 32) {
   const double D = c.head_dim;
   return 4.0 * static_cast<double>(packed_words(block * c.head_dim, c.bits)) / static_cast<double>(block) +
-         4.0 * D / static_cast<double>(block) + 4.0 * static_cast<double>(packed_words(c.head_dim, c.bits)) +
+         4.0 * D / static_cast<double>(block) + 4.0 * c.code_words() +
          4.0 * c.groups + sizeof(std::int32_t) + static_cast<double>(state_bytes) + 1.0;
 }
 
@@ -52,7 +52,7 @@ class MixedBlockPool {
       : cfg_(cfg),
         D_(cfg.head_dim),
         kwords_(packed_words(kBlock * cfg.head_dim, cfg.bits)),
-        vwords_(packed_words(cfg.head_dim, cfg.bits)) {}
+        vwords_(static_cast<std::size_t>(cfg.code_words())) {}
 
   const MixedRowConfig& config() const { return cfg_; }
   std::int64_t slots() const { return blocks_ * kBlock + stage_; }
