@@ -6,7 +6,9 @@
 // max_tokens = L and a workspace). Value extension rows (vprune = 0.4 with λ = 0.4): old values
 // compact too. KIVI rows (issue 7's "ratio against KIVI alone"): cuda::kivi_decode over a cache of
 // the same shape (group 32, residual 128, 4/2 and 2/2 bits), records of random codes with finite
-// meta, timed the same way; ratio to the λ = 0 ThinK time of the same run.
+// meta, timed the same way; ratio to the λ = 0 ThinK time of the same run. Composed rows
+// (think:prune=0.4+kivi:kbits=4,vbits=2, and with h2o the kernel's raw logits + the score epilogue):
+// the same kernel over KIVI blocks of kept key channels + a 128-token full-width tail.
 //
 //   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
 #include <cuda_runtime.h>
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "memattn/cuda/evict_scores.cuh"
 #include "memattn/cuda/kivi.cuh"
 #include "memattn/cuda/think.cuh"
 #include "bench_cuda_check.cuh"
@@ -177,6 +180,126 @@ double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, doub
   return ms[ms.size() / 2] * 1e3;
 }
 
+__global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    z ^= z >> 29;
+    p[i] = static_cast<std::uint32_t>(z >> 17);
+  }
+}
+
+// The composed cache h2o + think + kivi (issue 7) at λ = 0.4 and KIVI bits_k / bits_v: L - 128
+// quantised tokens in full blocks of 32 (kept key channels only), no fp16 old rows, a full-width
+// tail of 128 (KIVI's residual), every meta word 2^-4. With scores: the kernel also writes the raw
+// logits and LSE and the H2O epilogue (evict_accumulate_scores, per-segment lengths) runs after
+// it; *epi_us is that epilogue's median time. *bytes_read: codes + meta + tail + scores written.
+double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int iters, bool* ok, double* bytes_read, double* epi_us) {
+  const int Hq = 32, Hkv = 8, D = 128, G = Hq / Hkv, tail = 128, qg = 32, S = B * Hkv;
+  const int dk = D - static_cast<int>(0.4f * D), nq = L - tail, blocks = nq / qg;
+  const int kbw = (qg * dk * bits_k + 31) / 32, vw = (D * bits_v + 31) / 32, ngv = D / qg;
+  std::uint32_t *kq, *vq;
+  std::uint16_t *kqm, *vqm;
+  Half *k_old, *k_new, *v;
+  std::uint8_t* ch;
+  int *nqd, *no, *nn;
+  std::int32_t* lens;
+  float *q, *o, *lse = nullptr, *sc = nullptr, *acc = nullptr;
+  BENCH_CUDA(cudaMalloc(&kq, sizeof(std::uint32_t) * static_cast<std::size_t>(S) * blocks * kbw));
+  BENCH_CUDA(cudaMalloc(&kqm, sizeof(std::uint16_t) * static_cast<std::size_t>(S) * blocks * 2 * dk));
+  BENCH_CUDA(cudaMalloc(&vq, sizeof(std::uint32_t) * static_cast<std::size_t>(S) * nq * vw));
+  BENCH_CUDA(cudaMalloc(&vqm, sizeof(std::uint16_t) * static_cast<std::size_t>(S) * nq * 2 * ngv));
+  BENCH_CUDA(cudaMalloc(&k_old, sizeof(Half)));
+  BENCH_CUDA(cudaMalloc(&k_new, sizeof(Half) * static_cast<std::size_t>(S) * tail * D));
+  BENCH_CUDA(cudaMalloc(&v, sizeof(Half) * static_cast<std::size_t>(S) * tail * D));
+  BENCH_CUDA(cudaMalloc(&ch, static_cast<std::size_t>(S) * dk));
+  BENCH_CUDA(cudaMalloc(&nqd, sizeof(int) * S));
+  BENCH_CUDA(cudaMalloc(&no, sizeof(int) * S));
+  BENCH_CUDA(cudaMalloc(&nn, sizeof(int) * S));
+  BENCH_CUDA(cudaMalloc(&lens, sizeof(std::int32_t) * S));
+  BENCH_CUDA(cudaMalloc(&q, sizeof(float) * B * Hq * D));
+  BENCH_CUDA(cudaMalloc(&o, sizeof(float) * B * Hq * D));
+  fill_words<<<1024, 256>>>(kq, static_cast<std::size_t>(S) * blocks * kbw, 8);
+  fill_words<<<1024, 256>>>(vq, static_cast<std::size_t>(S) * nq * vw, 9);
+  BENCH_CUDA(cudaMemset(kqm, 0x2C, sizeof(std::uint16_t) * static_cast<std::size_t>(S) * blocks * 2 * dk));  // 0x2C2C ~ 2^-4
+  BENCH_CUDA(cudaMemset(vqm, 0x2C, sizeof(std::uint16_t) * static_cast<std::size_t>(S) * nq * 2 * ngv));
+  fill<<<1024, 256>>>(k_new, static_cast<std::size_t>(S) * tail * D, 10);
+  fill<<<1024, 256>>>(v, static_cast<std::size_t>(S) * tail * D, 11);
+  std::vector<std::uint8_t> hch(static_cast<std::size_t>(S) * dk);
+  for (std::size_t i = 0; i < hch.size(); ++i) hch[i] = static_cast<std::uint8_t>((i % dk) * D / dk);
+  std::vector<int> hq_n(S, nq), h0(S, 0), ht(S, tail), hl(S, L);
+  std::vector<float> hq(static_cast<std::size_t>(B) * Hq * D, 0.01f);
+  BENCH_CUDA(cudaMemcpy(ch, hch.data(), hch.size(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(nqd, hq_n.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(no, h0.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(nn, ht.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(lens, hl.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
+  memattn::kernels::ThinKDecodeParams p{k_old, 0, dk, ch, dk, k_new, static_cast<long long>(tail) * D, v,
+                                        static_cast<long long>(tail) * D, no, nn, q, o, B, Hq, Hkv, D,
+                                        memattn::cuda::think_scale(D)};
+  p.n_q = nqd;
+  p.kq = kq, p.kq_seg_stride = static_cast<long long>(blocks) * kbw, p.kq_block_words = kbw;
+  p.kqm = kqm, p.kqm_seg_stride = static_cast<long long>(blocks) * 2 * dk;
+  p.vq = vq, p.vq_seg_stride = static_cast<long long>(nq) * vw, p.v_words = vw;
+  p.vqm = vqm, p.vqm_seg_stride = static_cast<long long>(nq) * 2 * ngv;
+  p.qgroup = qg, p.bits_k = bits_k, p.bits_v = bits_v, p.v_group = qg;
+  memattn::kernels::EvictScoreParams e;
+  if (scores) {
+    BENCH_CUDA(cudaMalloc(&sc, sizeof(float) * static_cast<std::size_t>(S) * G * L));
+    BENCH_CUDA(cudaMalloc(&lse, sizeof(float) * B * Hq));
+    BENCH_CUDA(cudaMalloc(&acc, sizeof(float) * static_cast<std::size_t>(S) * L));
+    BENCH_CUDA(cudaMemset(acc, 0, sizeof(float) * static_cast<std::size_t>(S) * L));
+    p.scores = sc, p.scores_seg_stride = static_cast<long long>(G) * L, p.scores_row_stride = L, p.lse = lse;
+    e.scores = sc;
+    e.scores_stride[0] = static_cast<std::int64_t>(Hkv) * G * L, e.scores_stride[1] = static_cast<std::int64_t>(G) * L;
+    e.scores_stride[2] = L;
+    e.lse = lse, e.lse_stride[0] = Hq, e.lse_stride[1] = 0, e.lse_stride[2] = 1;
+    e.seg_lens = lens, e.acc = acc;
+    e.state_stride[0] = static_cast<std::int64_t>(Hkv) * L, e.state_stride[1] = L;
+    e.batch = B, e.kv_heads = Hkv, e.group = G, e.q_tokens = 1, e.kv_capacity = L;
+  }
+  std::size_t ws_bytes = 0;
+  void* ws = nullptr;
+  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
+  if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  cudaEvent_t a, b, c;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  BENCH_CUDA(cudaEventCreate(&c));
+  std::vector<float> ms, ems;
+  for (int i = 0; i < iters + 2; ++i) {
+    BENCH_CUDA(cudaEventRecord(a));
+    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
+    BENCH_CUDA(cudaEventRecord(b));
+    if (scores && memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
+                      memattn::Status::kSuccess)
+      *ok = false;
+    BENCH_CUDA(cudaEventRecord(c));
+    BENCH_CUDA(cudaEventSynchronize(c));
+    float t = 0, te = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
+    BENCH_CUDA(cudaEventElapsedTime(&te, b, c));
+    if (i >= 2) ms.push_back(t), ems.push_back(te);
+  }
+  if (ws) BENCH_CUDA(cudaFree(ws));
+  std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
+  BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
+  for (float x : out) *ok = *ok && x == x;
+  for (void* ptr : {static_cast<void*>(kq), static_cast<void*>(kqm), static_cast<void*>(vq), static_cast<void*>(vqm),
+                    static_cast<void*>(k_old), static_cast<void*>(k_new), static_cast<void*>(v), static_cast<void*>(ch),
+                    static_cast<void*>(nqd), static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(lens),
+                    static_cast<void*>(q), static_cast<void*>(o), static_cast<void*>(lse), static_cast<void*>(sc),
+                    static_cast<void*>(acc)})
+    if (ptr) BENCH_CUDA(cudaFree(ptr));
+  *bytes_read = static_cast<double>(S) * (4.0 * blocks * kbw + 4.0 * blocks * dk + 4.0 * nq * vw + 4.0 * nq * ngv +
+                                          2.0 * tail * D * 2 + (scores ? 4.0 * G * L : 0.0));
+  std::sort(ms.begin(), ms.end());
+  std::sort(ems.begin(), ems.end());
+  *epi_us = ems[ems.size() / 2] * 1e3;
+  return ms[ms.size() / 2] * 1e3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -216,6 +339,14 @@ int main(int argc, char** argv) {
       std::printf("{\"bench\": \"kivi_decode\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, \"us\": %.2f, "
                   "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3);
+    }
+    for (bool scores : {false, true}) {
+      double cb = 0, epi = 0;
+      const double cus = time_composed(B, L, 4, 2, scores, iters, &ok, &cb, &epi);
+      std::printf("{\"bench\": \"composed_decode\", \"B\": %d, \"L\": %d, \"spec\": \"%s\", \"us\": %.2f, "
+                  "\"epilogue_us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
+                  B, L, scores ? "h2o+think:prune=0.4+kivi:kbits=4,vbits=2" : "think:prune=0.4+kivi:kbits=4,vbits=2", cus,
+                  epi, cus / base, cb, cb / cus * 1e-3);
     }
   }
   return ok ? 0 : 1;

@@ -1,5 +1,6 @@
 // Compile check: the ThinK two-segment decode kernel and its host wrapper, built to real SASS for
 // each architecture in CMAKE_CUDA_ARCHITECTURES. compile.think_cubins checks the cubins.
+#include <cstdint>
 #include <cstdio>
 
 #include "memattn/cuda/think.cuh"
@@ -32,8 +33,33 @@ int main() {
   p.d_keep = 1;
   p.q_heads = 9;  // 9 query heads on 1 KV head > 8
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorGqaRatio) return 1;
-  // The split-KV entry checks its bound and workspace the same way.
   p.q_heads = 1;
+  // KIVI region (composed cache): every pointer, bit width, group and word count is checked.
+  static const std::uint32_t words[1] = {};
+  static const std::uint16_t meta[2] = {};
+  p.n_q = n;
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorNullPointer) return 1;
+  p.kq = words, p.kqm = meta, p.vq = words, p.vqm = meta;
+  p.bits_k = 3, p.bits_v = 2, p.qgroup = 32, p.v_group = 32, p.kq_block_words = 4, p.v_words = 4;
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;  // 3 bits
+  p.bits_k = 2;
+  p.qgroup = 16;
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;  // group
+  p.qgroup = 32;
+  p.kq_block_words = 1;  // 32 tokens x 1 channel x 2 bits = 2 words
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
+  p.kq_block_words = 2;
+  p.v_group = 48;  // does not divide head_dim 64
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
+  p.v_group = 32;
+  p.kq_first = n;  // block list without its counts
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
+  p.kq_first = nullptr;
+  static float sc[1];
+  p.scores = sc;  // row stride 0
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
+  p = mk::ThinKDecodeParams{dummy_h, 0, 1, ch, 1, dummy_h, 0, dummy_h, 0, n, n, q, o, 1, 1, 1, 64, 1.f};
+  // The split-KV entry checks its bound and workspace the same way.
   if (memattn::cuda::think_decode_workspace_size(p, 4096, nullptr) != memattn::Status::kErrorNullPointer) return 1;
   if (memattn::cuda::think_decode(p, 4096, nullptr, 0, nullptr) == memattn::Status::kSuccess) return 1;
   std::printf("think instantiations: ok\n");

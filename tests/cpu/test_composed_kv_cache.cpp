@@ -582,3 +582,127 @@ TEST_CASE("ThinK vprune saves real value bytes; spec grammar and rejections", "[
   std::unique_ptr<Cache> direct;
   CHECK(Cache::create(s, cfg, "think+kivi", Executor{}, &direct) == Status::kErrorNotSupported);
 }
+
+namespace {
+
+// Decodes a segment from ComposedKvCache::regions() with the layout the GPU decode reads
+// (cuda/think.cuh, kernels/think_decode.cuh: code (t, c) of a block at index t * d_keep + c,
+// LSB-first in uint32 words; (scale, zero) fp16 bit pairs) and checks every key and value against
+// the cache's own key() / value(), bit for bit.
+// Returns the number of partly filled blocks (eviction inside a block).
+template <class Cache>
+int check_regions(const Cache& c, const cache::CacheShape& s, int bits_k, int bits_v, int group) {
+  int partial = 0;
+  const std::int64_t D = s.head_dim;
+  auto code = [](const std::uint32_t* w, std::int64_t i, int bits) {
+    const int per = 32 / bits;
+    return static_cast<float>((w[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1u));
+  };
+  auto h = [](std::uint16_t bits) { return half_to_float(Half{bits}); };
+  std::int64_t quantised = 0;
+  for (int l = 0; l < s.layers; ++l)
+    for (int hk = 0; hk < s.kv_heads; ++hk) {
+      const auto r = c.regions(0, l, hk);
+      const std::int64_t dk = r.d_keep, N = r.nq + r.n_old + r.n_tail;
+      REQUIRE(N == c.segment_size(0, l, hk));
+      const std::int64_t nb = static_cast<std::int64_t>(r.k_codes.size());
+      REQUIRE(static_cast<std::int64_t>(r.k_first.size()) == nb);
+      REQUIRE((nb == 0 ? 0 : r.k_first[0]) == 0);
+      for (std::int64_t i = 0; i < nb; ++i) {
+        const std::int64_t end = i + 1 < nb ? r.k_first[static_cast<std::size_t>(i + 1)] : r.nq;
+        REQUIRE(end > r.k_first[static_cast<std::size_t>(i)]);  // no empty block
+        REQUIRE(end - r.k_first[static_cast<std::size_t>(i)] <= group);
+        partial += end - r.k_first[static_cast<std::size_t>(i)] < group;
+      }
+      REQUIRE(r.k_block_words == (group * dk * bits_k + 31) / 32);
+      quantised += r.nq;
+      std::vector<float> want(static_cast<std::size_t>(D)), got(static_cast<std::size_t>(D));
+      for (std::int64_t j = 0; j < N; ++j) {
+        const std::int64_t width = c.key(0, l, hk, j, want.data());
+        if (j < r.nq) {
+          std::int64_t blk = nb - 1;
+          while (r.k_first[static_cast<std::size_t>(blk)] > j) --blk;
+          const std::int64_t tb = j - r.k_first[static_cast<std::size_t>(blk)];
+          for (std::int64_t x = 0; x < dk; ++x)
+            got[static_cast<std::size_t>(x)] = std::fma(code(r.k_codes[static_cast<std::size_t>(blk)], tb * dk + x, bits_k),
+                                                        h(r.k_meta[static_cast<std::size_t>(blk)][2 * x]),
+                                                        h(r.k_meta[static_cast<std::size_t>(blk)][2 * x + 1]));
+        } else if (j < r.nq + r.n_old) {
+          for (std::int64_t x = 0; x < dk; ++x) got[static_cast<std::size_t>(x)] = half_to_float(r.k_old[(j - r.nq) * dk + x]);
+        } else {
+          for (std::int64_t x = 0; x < D; ++x)
+            got[static_cast<std::size_t>(x)] = half_to_float(r.k_tail[(j - r.nq - r.n_old) * D + x]);
+        }
+        REQUIRE(width == (j < r.nq + r.n_old ? dk : D));
+        for (std::int64_t x = 0; x < width; ++x) REQUIRE(got[static_cast<std::size_t>(x)] == want[static_cast<std::size_t>(x)]);
+        c.value(0, l, hk, j, want.data());
+        if (j < r.nq) {
+          const std::int64_t gv = D / r.v_groups;
+          for (std::int64_t x = 0; x < D; ++x)
+            got[static_cast<std::size_t>(x)] = std::fma(code(r.v_codes + j * r.v_words, x, bits_v), h(r.v_meta[j * 2 * r.v_groups + 2 * (x / gv)]),
+                                                        h(r.v_meta[j * 2 * r.v_groups + 2 * (x / gv) + 1]));
+        } else if (j < r.nq + r.n_old) {
+          for (std::int64_t x = 0; x < D; ++x) got[static_cast<std::size_t>(x)] = half_to_float(r.v_old[(j - r.nq) * D + x]);
+        } else {
+          for (std::int64_t x = 0; x < D; ++x)
+            got[static_cast<std::size_t>(x)] = half_to_float(r.v_tail[(j - r.nq - r.n_old) * D + x]);
+        }
+        for (std::int64_t x = 0; x < D; ++x) REQUIRE(got[static_cast<std::size_t>(x)] == want[static_cast<std::size_t>(x)]);
+      }
+    }
+  CHECK(quantised > 0);
+  return partial;
+}
+
+template <class Cache>
+int fill_and_check_regions(typename Cache::Config cfg, int D, std::uint32_t seed) {
+  const auto s = shape_of(D);
+  std::unique_ptr<Cache> c;
+  REQUIRE(Cache::create(s, cfg, "regions", Executor{}, &c) == Status::kSuccess);
+  for (int n : {70, 1, 1, 40, 1, 1, 33, 1}) {
+    for (int layer = 0; layer < s.layers; ++layer) {
+      Chunk ch = random_chunk(s, n, seed += 10);
+      REQUIRE(attend(*c, 0, layer, s, ch, n) == Status::kSuccess);
+    }
+    REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+  }
+  return check_regions(*c, s, cfg.quant.bits_k, cfg.quant.bits_v, cfg.quant.group);
+}
+
+}  // namespace
+
+TEST_CASE("composed regions(): the GPU decode's layout decodes to the cache contents bit for bit", "[compose]") {
+  quant::KvQuantConfig q;
+  q.bits_k = 4;
+  q.bits_v = 2;
+  q.group = 32;
+  q.residual = 32;
+  {
+    using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::NoPrune, quant::KiviQuant>;
+    Cache::Config cfg;
+    cfg.quant = q;
+    CHECK(fill_and_check_regions<Cache>(cfg, 64, 100) == 0);
+  }
+  {
+    using Cache = cpu::ComposedKvCache<evict::H2O, prune::ThinK, quant::KiviQuant>;
+    Cache::Config cfg;
+    cfg.quant = q;
+    cfg.quant.bits_k = 2;
+    cfg.quant.bits_v = 4;
+    cfg.prune.prune = 0.4f;
+    cfg.prune.window = 8;
+    cfg.prune.recent = 16;
+    cfg.evict = evict::h2o_params(112, 24);
+    CHECK(fill_and_check_regions<Cache>(cfg, 128, 200) > 0);  // H2O evicted inside blocks
+  }
+  {
+    using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::KiviQuant>;
+    Cache::Config cfg;
+    cfg.quant = q;
+    cfg.quant.bits_k = 8;
+    cfg.quant.bits_v = 8;
+    cfg.quant.group = 64;
+    cfg.quant.residual = 0;
+    CHECK(fill_and_check_regions<Cache>(cfg, 64, 300) == 0);
+  }
+}

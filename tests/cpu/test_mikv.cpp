@@ -2,7 +2,8 @@
 // balancer (round trip, gain on outlier channels), the Tiered selector against a sort-based
 // reference, the cache's one-softmax decode against fp64 attention over the dequantised mixed cache
 // (every tier, causal chunk), tier invariants (exact budgets, sinks/recent exact, monotone
-// precision), byte budgets, bad inputs.
+// precision), byte budgets, bad inputs; the lowk=1 Low tier exported in the CUDA decode's block
+// layout (what tests/gpu/test_mikv_cuda.cu uploads) and its CPU reference.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "common/kv_factory.hpp"
+#include "common/mikv_block_export.hpp"
 #include "common/naive_attention.hpp"
 #include "common/test_data.hpp"
 #include "memattn/cpu/evict_tiered.hpp"
@@ -591,4 +593,138 @@ TEST_CASE("mikv lowk=1: byte budget solved with the block format's bytes; canoni
       CHECK(c.low_pool(0, l, h).slots() == c.low_rows(0, l, h));  // no dead slots left behind
     }
   CHECK(static_cast<double>(c.bytes()) <= 4 * (per_h2o + 16 * 264.0 + 64 * 4));  // + a granule of exact rows
+}
+
+// The GPU test's inputs, checked where no GPU is needed: the lowk=1 Low pool exported in the CUDA
+// decode's layout reads back (the kernel's bit-stream walk) to exactly the pool's dequantised
+// values; the reference built from the CPU tier functions == the cache's own decode step (output
+// and H2O score updates); with slots killed on a copy it == fp64 attention over the live tokens.
+TEST_CASE("mikv lowk=1: device block export and the CPU tier reference of the GPU test", "[mikv]") {
+  cache::CacheShape s = small_shape();
+  s.layers = 1;
+  s.head_dim = 64;
+  s.max_sequences = 1;
+  const std::int64_t D = s.head_dim, G = s.q_heads / s.kv_heads;
+  for (const std::string spec : {"mikv:budget=40,high=16,low=2,lowk=1,track=1", "mikv:budget=40,high=8,low=3,lowk=1,track=1",
+                                 "mikv:budget=32,high=8,low=4,recent=8,lowk=1,track=1,exact=1"}) {
+    INFO(spec);
+    auto base = make(spec, s);
+    REQUIRE(base != nullptr);
+    auto& c = static_cast<BlockCache&>(*base);
+    std::uint32_t seed = 77;
+    for (std::int64_t n : {100, 1, 1, 7, 1, 3, 1}) {
+      Chunk ch = random_chunk(s, n, seed += 3);
+      REQUIRE(c.attend(0, 0, make_view<3>(static_cast<const float*>(ch.q.data()), {n, s.q_heads, D}),
+                       make_view<3>(static_cast<const float*>(ch.k.data()), {n, s.kv_heads, D}),
+                       make_view<3>(static_cast<const float*>(ch.v.data()), {n, s.kv_heads, D}),
+                       make_view<3>(ch.out.data(), {n, s.q_heads, D})) == Status::kSuccess);
+      REQUIRE(c.end_chunk(0, {}) == Status::kSuccess);
+    }
+    std::vector<std::vector<float>> before(static_cast<std::size_t>(s.kv_heads));
+    for (int h = 0; h < s.kv_heads; ++h) {
+      const auto& lo = c.low_pool(0, 0, h);
+      before[static_cast<std::size_t>(h)].assign(lo.state(), lo.state() + lo.slots());
+    }
+    Chunk ch = random_chunk(s, 1, seed += 3);  // the decode step
+    REQUIRE(c.attend(0, 0, make_view<3>(static_cast<const float*>(ch.q.data()), {1, s.q_heads, D}),
+                     make_view<3>(static_cast<const float*>(ch.k.data()), {1, s.kv_heads, D}),
+                     make_view<3>(static_cast<const float*>(ch.v.data()), {1, s.kv_heads, D}),
+                     make_view<3>(ch.out.data(), {1, s.q_heads, D})) == Status::kSuccess);
+    for (int h = 0; h < s.kv_heads; ++h) {
+      auto lo = c.low_pool(0, 0, h);  // a copy
+      const auto& hi = c.high8_pool(0, 0, h);
+      const quant::MixedRowConfig& cfg = lo.config();
+      REQUIRE(lo.blocks() >= 1);
+      REQUIRE(lo.staged() >= 1);  // 100 + 13 tokens, budget 40 or 32: a partial block waits
+      const Half* ek = c.exact_keys(0, 0, h);
+      const Half* ev = c.exact_values(0, 0, h);
+      const std::int64_t ne = c.exact_rows(0, 0, h);
+      const float* bal = c.balancer(0, 0, h);
+      const float* q = ch.q.data() + h * G * D;
+      // 1. export == the pool, slot by slot, bit for bit
+      const memattn_test::MikvBlockExport e = memattn_test::export_block_pool(lo);
+      REQUIRE(e.slots == lo.slots());
+      REQUIRE(e.blocks == lo.blocks());
+      std::vector<float> k0(static_cast<std::size_t>(D)), v0(k0.size()), k1(k0.size()), v1(k0.size());
+      for (int u = 0; u < e.slots; ++u) {
+        lo.dequant(u, k0.data(), v0.data());
+        memattn_test::export_decode(e, cfg, u, k1.data(), v1.data());
+        REQUIRE(k1 == k0);
+        REQUIRE(v1 == v0);
+        REQUIRE(((e.live[static_cast<std::size_t>(u) >> 5] >> (u & 31)) & 1u) == (lo.is_live(u) ? 1u : 0u));
+      }
+      // 2. the reference == the cache's decode step
+      std::vector<float> o, p;
+      REQUIRE(memattn_test::mikv_block_reference(lo, hi, ek, ev, ne, bal, q, G, &o, &p) == Status::kSuccess);
+      for (std::int64_t i = 0; i < G * D; ++i) {
+        const double want = ch.out[static_cast<std::size_t>(h * G * D + i)];
+        REQUIRE(std::fabs(o[static_cast<std::size_t>(i)] - want) <= 1e-5 + 1e-5 * std::fabs(want));
+      }
+      const std::int64_t N = lo.slots() + hi.slots() + ne;
+      REQUIRE(static_cast<std::int64_t>(p.size()) == G * N);
+      for (std::int64_t u = 0; u < lo.slots(); ++u) {  // Low scores move by the GQA-mean p (track=1)
+        double pbar = 0;
+        for (std::int64_t g = 0; g < G; ++g) pbar += p[static_cast<std::size_t>(g * N + u)];
+        pbar /= static_cast<double>(G);
+        const double was = before[static_cast<std::size_t>(h)][static_cast<std::size_t>(u)];
+        const double moved = c.low_pool(0, 0, h).state()[u] - was;  // fp32 state: one rounding of the sum
+        REQUIRE(std::fabs(pbar - moved) <= 1e-6 * (1 + std::fabs(was)) + 1e-4 * pbar);
+      }
+      // 3. dead slots inside blocks and in staging (a copy): reference == fp64 over the live tokens
+      std::int64_t live_i = 0;
+      for (std::int64_t u = 0; u < lo.slots(); ++u)
+        if (lo.is_live(u) && ++live_i % 4 == 0) lo.kill(u);
+      if (lo.is_live(lo.blocks() * 32)) lo.kill(lo.blocks() * 32);
+      REQUIRE(lo.live() < lo.slots());
+      REQUIRE(memattn_test::mikv_block_reference(lo, hi, ek, ev, ne, bal, q, G, &o, &p) == Status::kSuccess);
+      const memattn_test::MikvBlockExport ed = memattn_test::export_block_pool(lo);
+      std::vector<std::vector<double>> K, V;
+      for (int u = 0; u < ed.slots; ++u) {
+        if (!((ed.live[static_cast<std::size_t>(u) >> 5] >> (u & 31)) & 1u)) {
+          for (std::int64_t g = 0; g < G; ++g) REQUIRE(p[static_cast<std::size_t>(g * N + u)] == 0.f);
+          continue;
+        }
+        memattn_test::export_decode(ed, cfg, u, k1.data(), v1.data());
+        std::vector<double> kr, vr;
+        for (std::int64_t d = 0; d < D; ++d) {
+          kr.push_back(static_cast<double>(k1[static_cast<std::size_t>(d)]) / bal[d]);
+          vr.push_back(v1[static_cast<std::size_t>(d)]);
+        }
+        K.push_back(kr);
+        V.push_back(vr);
+      }
+      for (std::int64_t u = 0; u < hi.slots(); ++u) {
+        if (!hi.is_live(u)) continue;
+        const quant::MixedRowView r = hi.row(u);
+        std::vector<double> kr, vr;
+        for (int d = 0; d < D; ++d) {
+          kr.push_back(static_cast<double>(r.k_balanced(d)) / bal[d]);
+          vr.push_back(r.v(d));
+        }
+        K.push_back(kr);
+        V.push_back(vr);
+      }
+      for (std::int64_t j = 0; j < ne; ++j) {
+        std::vector<double> kr, vr;
+        for (std::int64_t d = 0; d < D; ++d) {
+          kr.push_back(half_to_float(ek[j * D + d]));
+          vr.push_back(half_to_float(ev[j * D + d]));
+        }
+        K.push_back(kr);
+        V.push_back(vr);
+      }
+      for (std::int64_t g = 0; g < G; ++g) {
+        std::vector<double> qv(q + g * D, q + (g + 1) * D), ref(static_cast<std::size_t>(D));
+        double lse = 0;
+        memattn_test::naive_row(
+            qv, 1.0 / std::sqrt(static_cast<double>(D)), 0, static_cast<std::int64_t>(K.size()), D,
+            [&](std::int64_t j, std::int64_t d) { return K[static_cast<std::size_t>(j)][static_cast<std::size_t>(d)]; },
+            [&](std::int64_t j, std::int64_t d) { return V[static_cast<std::size_t>(j)][static_cast<std::size_t>(d)]; },
+            ref.data(), &lse);
+        for (std::int64_t d = 0; d < D; ++d)
+          REQUIRE(std::fabs(o[static_cast<std::size_t>(g * D + d)] - ref[static_cast<std::size_t>(d)]) <=
+                  2e-5 + 2e-5 * std::fabs(ref[static_cast<std::size_t>(d)]));
+      }
+    }
+  }
 }

@@ -219,6 +219,46 @@ class ComposedKvCache final : public cache::KvCache {
     }
   }
 
+  // Raw regions of a segment, in the layout the GPU decode reads (cuda/think.cuh: a device mirror
+  // copies them as they are). Pointers are valid until the next attend / end_chunk / reset.
+  struct Regions {
+    std::int64_t nq = 0, n_old = 0, n_tail = 0;   // tokens per region
+    std::int64_t d_keep = 0, dv_keep = 0;         // key width of the quantised/old regions; old value width
+    std::int64_t k_block_words = 0;               // uint32 words of one block's K codes
+    std::int64_t v_words = 0, v_groups = 0;       // per quantised token: V code words, (scale, zero) pairs
+    std::vector<std::int64_t> k_first;            // per block: its first token (eviction leaves blocks
+                                                  // partly filled: block i holds tokens [k_first[i], k_first[i + 1]))
+    std::vector<const std::uint32_t*> k_codes;    // per block: codes of (its t-th token, c) at t * d_keep + c
+    std::vector<const std::uint16_t*> k_meta;     // per block: (scale, zero) fp16 bits per kept channel
+    const std::uint32_t* v_codes = nullptr;       // [nq][v_words]
+    const std::uint16_t* v_meta = nullptr;        // [nq][2 * v_groups]
+    const Half* k_old = nullptr;                  // [n_old][d_keep]
+    const Half* v_old = nullptr;                  // [n_old][dv_keep] (kept value channels: value_channels())
+    const Half* k_tail = nullptr;                 // [n_tail][head_dim]
+    const Half* v_tail = nullptr;                 // [n_tail][head_dim]
+  };
+  Regions regions(int seq, int layer, int h) const {
+    const Segment& sg = segment(seq, layer, h);
+    Regions r;
+    r.nq = sg.nq, r.n_old = sg.n_old, r.n_tail = sg.n_tail;
+    r.d_keep = d_keep_;
+    r.dv_keep = sg.vch.empty() ? shape_.head_dim : dv_keep_;
+    if constexpr (kQuant) {
+      r.k_block_words = (cfg_.quant.group * d_keep_ * cfg_.quant.bits_k + 31) / 32;
+      r.v_words = v_words_, r.v_groups = v_groups_;
+    }
+    std::int64_t first = 0;
+    for (const QBlock& b : sg.blocks) {
+      r.k_first.push_back(first);
+      first += b.n;
+      r.k_codes.push_back(b.kc.data());
+      r.k_meta.push_back(b.km.data());
+    }
+    r.v_codes = sg.vq.data(), r.v_meta = sg.vqm.data();
+    r.k_old = sg.k_old.data(), r.v_old = sg.v_old.data(), r.k_tail = sg.k_tail.data(), r.v_tail = sg.v_tail.data();
+    return r;
+  }
+
  private:
   struct QBlock {  // <= G tokens: K codes token-major (t*d_keep + c), meta half2{scale, zero} per channel
     std::int64_t n = 0;

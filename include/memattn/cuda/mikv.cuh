@@ -2,15 +2,19 @@
 // (sequence, KV head) segment (kernel in memattn/kernels/mikv_decode.cuh). The records are those
 // of memattn/quant/mixed_format.hpp, written by the same quantiser as the CPU cache
 // (memattn/cpu/mikv_kv_cache.hpp), so device copies of the CPU pools decode to the same values.
+// The Low tier is either per-token records (lo_format = kRows, MikvSegment::lo_rec) or, for
+// `lowk=1` caches, quant::MixedBlockPool's arrays as they are (lo_format = kBlocks,
+// MikvSegment::lo_blk: per-channel K blocks of 32 rows, per-row V groups, exact staging rows).
 //
 //   kernels::MikvSegment seg[S] = {...};                 // device array, one per (seq, KV head)
-//   kernels::MikvDecodeParams p{seg, S, G, lo_cfg, hi_cfg, q, o, lse, probs, tau};
+//   kernels::MikvDecodeParams p{seg, S, G, lo_cfg, hi_cfg, q, o, lse, probs, tau};  // + p.lo_format
 //   cuda::mikv_decode(p, stream);                        // probs: stash of G x (lo + hi + exact) per segment
 //
 // Contract: arguments are checked before any launch and nothing is written on error:
 // kErrorNullPointer, kErrorInvalidArgument (row configs: hi_cfg must be 8-bit with lo_cfg's
-// head_dim and groups; groups <= 8), kErrorUnsupportedHeadDim (head_dim), kErrorGqaRatio (group
-// outside [1, 8]), kErrorInvalidShape (num_segments < 1), kErrorNoDevice / kErrorCudaRuntime.
+// head_dim and groups; groups <= 8; lo_format kRows or kBlocks), kErrorUnsupportedHeadDim
+// (head_dim), kErrorGqaRatio (group outside [1, 8]), kErrorInvalidShape (num_segments < 1),
+// kErrorNoDevice / kErrorCudaRuntime.
 // Segment contents (pointers, counts, stash offsets) live on the device and are the caller's.
 #pragma once
 
@@ -28,6 +32,8 @@ inline Status mikv_check(const kernels::MikvDecodeParams& p) {
   MEMATTN_RETURN_IF_ERROR(p.hi_cfg.validate());
   if (p.lo_cfg.bits == 8 || p.hi_cfg.bits != 8 || p.hi_cfg.head_dim != p.lo_cfg.head_dim || p.hi_cfg.groups != p.lo_cfg.groups ||
       p.lo_cfg.groups > kernels::kMikvMaxGroups)
+    return Status::kErrorInvalidArgument;
+  if (p.lo_format != kernels::MikvLowFormat::kRows && p.lo_format != kernels::MikvLowFormat::kBlocks)
     return Status::kErrorInvalidArgument;
   if (p.segments == nullptr || p.q == nullptr || p.o == nullptr || p.probs == nullptr) return Status::kErrorNullPointer;
   if (p.num_segments < 1) return Status::kErrorInvalidShape;

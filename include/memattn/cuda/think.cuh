@@ -1,9 +1,13 @@
-// ThinK two-segment decode on the GPU (kernel: memattn/kernels/think_decode.cuh): one query token
-// per sequence over [pruned keys with d_keep channels + channel list | full-width keys], values full
-// width, one softmax. The segment layout is the CPU composed cache's (cpu/composed_kv_cache.hpp):
-// per (sequence, KV head) old rows, then new rows, values old then new. With the value extension
-// (vprune) set v_old / v_channels / dv_keep: old values are compact (kept channels only) and v holds
-// the new tokens' values.
+// ThinK two-segment decode on the GPU, and the decode of the composed cache Cache<Evict, ThinK,
+// KIVI> (kernel: memattn/kernels/think_decode.cuh): one query token per sequence over [KIVI blocks
+// with d_keep key channels | pruned keys with d_keep channels + channel list | full-width keys], one
+// softmax. The segment layout is the CPU composed cache's (cpu/composed_kv_cache.hpp, exported by
+// its regions()): per (sequence, KV head) quantised blocks, old rows, then new rows. Values: old
+// then new in v, or old ones apart in v_old (full width, or with the value extension (vprune)
+// v_channels / dv_keep: kept channels only) and v holding the new tokens' values. KIVI alone is
+// d_keep = head_dim with the identity channel list.
+// Eviction: set scores / lse and run cuda::evict_accumulate_scores on them afterwards (H2O,
+// Scissorhands state update; EvictScoreParams::seg_lens = n_q + n_old + n_new per segment).
 //
 //   kernels::ThinKDecodeParams p{...};          // pointers, strides, per-segment lengths on device
 //   cuda::think_decode(p, stream);              // one CTA per (sequence, KV head)
@@ -15,9 +19,11 @@
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
-// in [1, head_dim], row/segment strides too small), kErrorGqaRatio (more than 8 query heads per KV
+// in [1, head_dim], row/segment strides too small, KIVI bits not 2/4/8, group not 32/64/128,
+// v_group not dividing head_dim, block/row words too few, kq_first without n_blocks), kErrorGqaRatio (more than 8 query heads per KV
 // head or not a multiple), kErrorInvalidShape (batch < 1), kErrorNoDevice / kErrorCudaRuntime.
-// The caller guarantees n_old/n_new fit the strides and n_old + n_new >= 1 per segment.
+// The caller guarantees n_q/n_old/n_new (and the block lists) fit the strides and n_q + n_old +
+// n_new >= 1 per segment; with kq_first, n_blocks[s] >= 1 wherever n_q[s] > 0.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -45,22 +51,38 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
     return Status::kErrorInvalidArgument;
   if (p.kv_heads < 1 || p.q_heads < p.kv_heads || p.q_heads % p.kv_heads != 0 || p.q_heads / p.kv_heads > kernels::kThinKMaxGroup)
     return Status::kErrorGqaRatio;
-  if (p.v_channels != nullptr) {  // value extension
-    if (p.v_old == nullptr) return Status::kErrorNullPointer;
-    if (p.dv_keep < 1 || p.dv_keep > p.head_dim || p.old_v_row_stride < p.dv_keep || p.v_old_seg_stride < 0)
+  if (p.v_channels != nullptr && p.v_old == nullptr) return Status::kErrorNullPointer;  // value extension
+  if (p.v_old != nullptr) {
+    const int width = p.v_channels != nullptr ? p.dv_keep : p.head_dim;
+    if (width < 1 || width > p.head_dim || p.old_v_row_stride < width || p.v_old_seg_stride < 0)
       return Status::kErrorInvalidArgument;
   }
+  if (p.n_q != nullptr) {  // KIVI region
+    if (p.kq == nullptr || p.kqm == nullptr || p.vq == nullptr || p.vqm == nullptr) return Status::kErrorNullPointer;
+    if (p.kq_first != nullptr && (p.n_blocks == nullptr || p.kq_first_seg_stride < 0)) return Status::kErrorInvalidArgument;
+    auto bits_ok = [](int b) { return b == 2 || b == 4 || b == 8; };
+    if (!bits_ok(p.bits_k) || !bits_ok(p.bits_v) || (p.qgroup != 32 && p.qgroup != 64 && p.qgroup != 128) ||
+        p.v_group < 1 || p.head_dim % p.v_group != 0)
+      return Status::kErrorInvalidArgument;
+    const long long k_words = (static_cast<long long>(p.qgroup) * p.d_keep * p.bits_k + 31) / 32;
+    const int v_words = (p.head_dim * p.bits_v + 31) / 32;
+    if (p.kq_block_words < k_words || p.v_words < v_words || p.kq_seg_stride < 0 || p.kqm_seg_stride < 0 ||
+        p.vq_seg_stride < 0 || p.vqm_seg_stride < 0)
+      return Status::kErrorInvalidArgument;
+  }
+  if (p.scores != nullptr && (p.scores_row_stride < 1 || p.scores_seg_stride < static_cast<long long>(p.q_heads / p.kv_heads) * p.scores_row_stride))
+    return Status::kErrorInvalidArgument;
   return Status::kSuccess;
 }
 
 namespace think_detail {
 
-template <int kCh>
+template <int kCh, bool kQuant>
 Status launch_ch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
   const int smem = kernels::ThinKSmem(p.head_dim, p.d_keep).bytes(p.q_heads / p.kv_heads);
-  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::think_decode_kernel<kCh>, smem));
+  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::think_decode_kernel<kCh, kQuant>, smem));
   const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
-  kernels::think_decode_kernel<kCh>
+  kernels::think_decode_kernel<kCh, kQuant>
       <<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kThinKThreads, smem, stream>>>(p, sp);
   MEMATTN_RETURN_IF_ERROR(launch_status());
   if (sp.splits > 1) {
@@ -71,7 +93,9 @@ Status launch_ch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit&
 }
 
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
-  return p.head_dim <= kernels::kThinKThreads ? launch_ch<1>(p, sp, stream) : launch_ch<2>(p, sp, stream);
+  const bool narrow = p.head_dim <= kernels::kThinKThreads;
+  if (p.n_q != nullptr) return narrow ? launch_ch<1, true>(p, sp, stream) : launch_ch<2, true>(p, sp, stream);
+  return narrow ? launch_ch<1, false>(p, sp, stream) : launch_ch<2, false>(p, sp, stream);
 }
 
 // Splits for segments of at most max_tokens tokens: about 8 CTAs per SM, >= 256 tokens each.

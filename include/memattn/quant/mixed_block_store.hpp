@@ -194,6 +194,16 @@ class MixedBlockPool {
       v[c] = half_to_float(vs_[static_cast<std::size_t>(t * D_ + c)]);
     }
   }
+  // ---- raw arrays (device uploads, GPU tests; the CUDA decode's kernels::MikvLowBlocks reads them
+  // as they are). Codes packed as qmath.hpp; meta as fp16 bits, {scale, zero} per pair.
+  std::size_t key_words() const { return kwords_; }                    // K code words per block
+  const std::uint32_t* key_codes() const { return kc_.data(); }        // [blocks][key_words]: element t*D + c
+  const std::uint16_t* key_meta_bits() const { return km_.data(); }    // [blocks][D][2] per channel
+  const std::uint32_t* value_codes() const { return vc_.data(); }      // [blocks*G][code_words]
+  const std::uint16_t* value_meta_bits() const { return vm_.data(); }  // [blocks*G][groups][2] per V group
+  const Half* staged_keys() const { return ks_.data(); }               // [staged][D] balanced fp16 (null when none)
+  const Half* staged_values() const { return vs_.data(); }             // [staged][D]
+
   // Per-channel key meta of block b (tests: |k - k^| <= scale/2).
   GroupMeta key_meta(std::int64_t b, int c) const {
     const std::size_t o = static_cast<std::size_t>(b * 2 * D_ + 2 * c);

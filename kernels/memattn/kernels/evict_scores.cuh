@@ -30,6 +30,8 @@ struct EvictScoreParams {
   const float* lse = nullptr;     // [B, Tq, Hq] natural log (dense_decode's output)
   std::int64_t lse_stride[3] = {};     // b, t, hq
   const std::int32_t* seq_lens = nullptr;  // device [B], optional (nullptr: Lcap)
+  const std::int32_t* seg_lens = nullptr;  // device [B * Hkv], optional: per-(sequence, KV head) lengths
+                                           // (caches with per-head budgets); overrides seq_lens
   float* acc = nullptr;           // kAccumulate: [B, Hkv, Lcap]
   std::uint64_t* hist = nullptr;  // kHistory: [B, Hkv, Lcap]
   std::int64_t state_stride[2] = {};   // b, h (keys contiguous)
@@ -44,7 +46,7 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_k
   const int bh = static_cast<int>(blockIdx.y);
   const int b = bh / p.kv_heads, h = bh % p.kv_heads;
   const int j = static_cast<int>(blockIdx.x) * kEvictScoreThreads + static_cast<int>(threadIdx.x);
-  const int len = p.seq_lens ? p.seq_lens[b] : p.kv_capacity;
+  const int len = p.seg_lens ? p.seg_lens[bh] : (p.seq_lens ? p.seq_lens[b] : p.kv_capacity);
   if (len <= 0 || len < p.q_tokens || len > p.kv_capacity || j >= len) return;
   const std::int64_t state_at = b * p.state_stride[0] + h * p.state_stride[1] + j;
   float acc = 0.f;

@@ -1,24 +1,31 @@
-// ThinK two-segment decode attention on the GPU (spec eviction.md §3.6, §5.7): one query token per
-// sequence over [old segment: d_keep kept key channels | new segment: full-width keys], one online
-// softmax, values full width, tau = 1/sqrt(d) of the full d. The CTA gathers q[ch] of its group
-// into shared memory once; old-segment logits use d_keep channels, new-segment logits all d.
-// Same token order and math as the CPU composed cache (cpu/composed_kv_cache.hpp).
+// ThinK two-segment decode attention on the GPU (spec eviction.md §3.6, §5.7), and the decode of
+// the composed cache Cache<Evict, ThinK, KIVI> (issue 7, cpu/composed_kv_cache.hpp): one query
+// token per sequence over the regions of a (sequence, KV head) segment, one online softmax,
+//   [quantised: KIVI blocks, d_keep key channels | old: fp16, d_keep key channels | new: full width]
+// values full width (quantised per token in the first region), tau = 1/sqrt(d) of the full d. The
+// CTA gathers q[ch] of its group into shared memory once; quantised and old logits use d_keep
+// channels, new logits all d. Same token order and math as the CPU composed cache (codes decode as
+// fma(code, scale, zero) in fp32, as cpu::ComposedKvCache's attend does).
 //
 // Split-KV CUDA-core kernel: grid (segments = B * Hkv, splits), 128 threads; a split walks its
-// token range in tiles of 32 tokens:
+// token range in tiles of up to 32 tokens (a tile never crosses a region or block boundary):
 //   * K rows of the tile -> shared memory as fp32 (one warp per row, lanes over channels: coalesced
-//     whatever d_keep is), zero-padded to a multiple of 4 channels: float4 dot products with four
-//     independent accumulators; the row stride is an odd number of float4 (no bank conflicts);
-//   * V: thread c loads column c of the tile's 32 rows into registers at the start of the tile
-//     (coalesced, each element read once per CTA), overlapping the K staging and the scores;
+//     whatever d_keep is; quantised rows dequantised on the way), zero-padded to a multiple of 4
+//     channels: float4 dot products with four independent accumulators; the row stride is an odd
+//     number of float4 (no bank conflicts);
+//   * V: thread c loads column c of the tile's 32 rows into registers (fp32) at the start of the
+//     tile (coalesced, each element read once per CTA), overlapping the K staging and the scores;
 //   * scores: one (head, token) per thread (warp = one head: q[ch] is a broadcast), online softmax
 //     per head by one warp (shuffle max/sum), then acc[g][c] += p[g][t] * v[t][c] in registers
 //     (p read as float4 broadcasts).
 // GQA read-once: all g query heads of a KV head share each K/V row. With one split the kernel
 // writes o; with several it writes (m, l, acc) partials and think_combine_kernel merges them.
-// Value extension (v_channels set, prune/think.hpp vprune): old tokens' values are dv_keep kept
-// channels in v_old, `v` then holds the new tokens only; thread c reads channel c's slot in the
-// kept list (found once per CTA), a pruned channel of an old token is 0.
+// Eviction (optional): the raw logits tau * q.k of every (head, token) and each row's LSE are
+// written as they are computed, the input of evict_score_epilogue_kernel (H2O / Scissorhands
+// state update, spec §4.3) -- no second pass over K.
+// Value layout: without v_old, `v` holds the old tokens' values then the new tokens'; with v_old,
+// old values are in v_old (full width, or with v_channels the dv_keep kept channels of ThinK's
+// value extension, a pruned channel reading 0) and `v` holds the new tokens only.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,7 +47,7 @@ struct ThinKDecodeParams {
   int d_keep;
   const Half* k_new;              // rows of head_dim halves, at k_new + s * new_seg_stride
   long long new_seg_stride;
-  const Half* v;                  // rows of head_dim halves (old tokens, then new; only new with v_channels),
+  const Half* v;                  // rows of head_dim halves (old tokens, then new; only new with v_old),
   long long v_seg_stride;         // at v + s * v_seg_stride
   const int* n_old;               // [segments]
   const int* n_new;               // [segments]
@@ -48,12 +55,44 @@ struct ThinKDecodeParams {
   float* o;                       // [B][Hq][D]
   int batch, q_heads, kv_heads, head_dim;
   float scale;                    // tau (of the full head_dim)
-  // value extension (optional, nullptr = values full width in v):
-  const Half* v_old;              // old tokens' values, rows of old_v_row_stride (>= dv_keep), at v_old + s * v_old_seg_stride
+  // old values apart (optional, nullptr = old values in v): rows of old_v_row_stride halves at
+  // v_old + s * v_old_seg_stride, full width, or (value extension) dv_keep kept channels listed in
+  // v_channels
+  const Half* v_old;
   long long v_old_seg_stride;
   int old_v_row_stride;
-  const std::uint8_t* v_channels; // [segments][dv_keep] kept value channels
+  const std::uint8_t* v_channels; // [segments][dv_keep] kept value channels, or nullptr
   int dv_keep;
+  // KIVI region (optional, n_q = nullptr: none): the first n_q[s] tokens of a segment, in blocks
+  // of at most qgroup tokens, codes packed LSB-first in uint32 words (qmath.hpp).
+  //   blocks: full (kq_first = nullptr: block i = tokens [i * qgroup, (i + 1) * qgroup)), or
+  //      partly filled after eviction: n_blocks[s] blocks, block i = tokens [first[i], first[i + 1])
+  //      (the last ends at n_q) with first = kq_first + s * kq_first_seg_stride, first[0] = 0
+  //   K: block i at kq + s * kq_seg_stride + i * kq_block_words, code of (its token r, kept channel
+  //      c) at index r * d_keep + c; (scale, zero) fp16 bits per channel at kqm + s * kqm_seg_stride + i * 2 * d_keep
+  //   V: token t's head_dim codes at vq + s * vq_seg_stride + t * v_words; (scale, zero) per group
+  //      of v_group channels at vqm + s * vqm_seg_stride + t * 2 * (head_dim / v_group)
+  const int* n_q;
+  const int* kq_first;
+  long long kq_first_seg_stride;
+  const int* n_blocks;
+  const std::uint32_t* kq;
+  long long kq_seg_stride;
+  int kq_block_words;
+  const std::uint16_t* kqm;
+  long long kqm_seg_stride;
+  const std::uint32_t* vq;
+  long long vq_seg_stride;
+  int v_words;
+  const std::uint16_t* vqm;
+  long long vqm_seg_stride;
+  int qgroup, bits_k, bits_v, v_group;
+  // eviction epilogue inputs (optional): raw logit of (head g of segment s, token t) at
+  // scores[s * scores_seg_stride + g * scores_row_stride + t]; lse [B][Hq] natural log
+  float* scores;
+  long long scores_seg_stride;
+  int scores_row_stride;
+  float* lse;
 };
 
 constexpr int kThinKMaxGroup = 8;
@@ -83,8 +122,9 @@ struct ThinKSmem {
   }
 };
 
-// kCh: value channels per thread (1 for head_dim <= 128, 2 up to 256).
-template <int kCh>
+// kCh: value channels per thread (1 for head_dim <= 128, 2 up to 256); kQuant: the KIVI region is
+// read (n_q set), a separate instantiation so that ThinK alone keeps its registers.
+template <int kCh, bool kQuant>
 MEMATTN_KERNEL void __launch_bounds__(kThinKThreads, kCh == 1 ? 4 : 3)
 think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   extern __shared__ float4 think_smem4[];
@@ -101,7 +141,9 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   float* qc_s = q_s + G * Dp;                           // [G][dk4]
   float* kt = qc_s + G * dk4;                           // [T][ks]
   float* p_s = kt + kThinKTile * ks;                    // [G][T]
-  const int n_old = p.n_old[s], total = n_old + p.n_new[s];
+  const int n_q = kQuant ? p.n_q[s] : 0;
+  const int n_k = n_q + p.n_old[s];  // end of the d_keep-wide regions
+  const int total = n_k + p.n_new[s];
   const int t_lo = sp.split_keys > 0 ? split * sp.split_keys : 0;
   const int t_hi = sp.split_keys > 0 ? min(total, t_lo + sp.split_keys) : total;
   const std::uint8_t* ch = p.channels + s * dk;
@@ -122,7 +164,8 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   const Half* k_old = p.k_old + s * p.old_seg_stride;
   const Half* k_new = p.k_new + s * p.new_seg_stride;
   const Half* v = p.v + s * p.v_seg_stride;
-  const int v_new0 = p.v_channels != nullptr ? n_old : 0;  // token index of v's first row
+  const bool split_v = p.v_old != nullptr;
+  const int v0 = split_v ? n_k : n_q;  // token index of v's first row
   if (p.v_channels != nullptr) {  // block-uniform
     for (int c = tid; c < D; c += kThinKThreads) vslot_s[c] = -1;
     __syncthreads();
@@ -136,33 +179,85 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
     for (int u = 0; u < kCh; ++u) acc[g][u] = 0.f;
 
   for (int t0 = t_lo; t0 < t_hi;) {
-    // value extension: a tile is all old or all new (v_new0 = 0 without it)
-    const int nt = min(kThinKTile, (t0 < v_new0 ? min(t_hi, v_new0) : t_hi) - t0);
+    // A tile stays inside one region, and inside one block of the quantised one.
+    const bool q_tile = kQuant && t0 < n_q, old_tile = !q_tile && t0 < n_k;
+    int blk = 0, blk_lo = 0, blk_hi = 0;  // quantised tile: its block and the block's tokens
+    if (q_tile) {
+      if (p.kq_first != nullptr) {  // last block starting at or before t0 (uniform over the CTA)
+        const int* first = p.kq_first + s * p.kq_first_seg_stride;
+        int lo = 0, hi = p.n_blocks[s] - 1;
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) >> 1;
+          if (first[mid] <= t0) lo = mid;
+          else hi = mid - 1;
+        }
+        blk = lo;
+        blk_lo = first[lo];
+        blk_hi = lo + 1 < p.n_blocks[s] ? first[lo + 1] : n_q;
+      } else {
+        blk = t0 / p.qgroup;
+        blk_lo = blk * p.qgroup;
+        blk_hi = blk_lo + p.qgroup;
+      }
+    }
+    const int nt = min(kThinKTile, min(t_hi, q_tile ? min(n_q, blk_hi) : (split_v && old_tile ? n_k : t_hi)) - t0);
     // V column(s) of this thread for the tile, in flight while K is staged and scored.
-    Half vv[kCh][kThinKTile];
+    float vv[kCh][kThinKTile];
 #pragma unroll
     for (int u = 0; u < kCh; ++u) {
       const int c = tid + u * kThinKThreads;
-      const bool old_tile = t0 < v_new0;
-      const int slot = old_tile && c < D ? vslot_s[c] : -1;
-      const Half* vb = old_tile ? p.v_old + s * p.v_old_seg_stride + static_cast<long long>(t0) * p.old_v_row_stride + slot
-                                : v + static_cast<long long>(t0 - v_new0) * D + c;
-      const int vs = old_tile ? p.old_v_row_stride : D;
-      const bool ok = old_tile ? slot >= 0 : c < D;
+      if (q_tile) {
+        const int per = 32 / p.bits_v, ngv = D / p.v_group;
+        const std::uint32_t mask = (1u << p.bits_v) - 1u;
+        const std::uint32_t* vw = p.vq + s * p.vq_seg_stride + static_cast<long long>(t0) * p.v_words + (c < D ? c / per : 0);
+        const std::uint16_t* vm = p.vqm + s * p.vqm_seg_stride + static_cast<long long>(t0) * 2 * ngv + 2 * (c < D ? c / p.v_group : 0);
+        const int shift = (c % per) * p.bits_v;
 #pragma unroll
-      for (int r = 0; r < kThinKTile; ++r) vv[u][r] = (ok && r < nt) ? vb[static_cast<long long>(r) * vs] : Half{};
+        for (int r = 0; r < kThinKTile; ++r) {
+          float x = 0.f;
+          if (c < D && r < nt) {
+            const float code = static_cast<float>((vw[static_cast<long long>(r) * p.v_words] >> shift) & mask);
+            x = fmaf(code, half_to_float(Half{vm[static_cast<long long>(r) * 2 * ngv]}),
+                     half_to_float(Half{vm[static_cast<long long>(r) * 2 * ngv + 1]}));
+          }
+          vv[u][r] = x;
+        }
+      } else {
+        const bool apart = old_tile && split_v;
+        const int slot = apart ? (c < D ? (p.v_channels != nullptr ? vslot_s[c] : c) : -1) : c;
+        const Half* vb = apart ? p.v_old + s * p.v_old_seg_stride + static_cast<long long>(t0 - n_q) * p.old_v_row_stride + slot
+                               : v + static_cast<long long>(t0 - v0) * D + c;
+        const int vs = apart ? p.old_v_row_stride : D;
+        const bool ok = apart ? slot >= 0 : c < D;
+#pragma unroll
+        for (int r = 0; r < kThinKTile; ++r) vv[u][r] = (ok && r < nt) ? half_to_float(vb[static_cast<long long>(r) * vs]) : 0.f;
+      }
     }
-    // K rows -> shared fp32, zero-padded (old rows: d_keep channels, new rows: D).
+    // K rows -> shared fp32, zero-padded (quantised / old rows: d_keep channels, new rows: D).
 #pragma unroll
     for (int rr = 0; rr < kThinKTile / 4; ++rr) {
       const int r = warp + 4 * rr, t = t0 + r;
       if (r >= nt) continue;
       float* row = kt + r * ks;
-      if (t < n_old) {
-        const Half* kr = k_old + static_cast<long long>(t) * p.old_row_stride;
+      if (q_tile) {
+        const int tb = t - blk_lo, per = 32 / p.bits_k;
+        const std::uint32_t mask = (1u << p.bits_k) - 1u;
+        const std::uint32_t* kw = p.kq + s * p.kq_seg_stride + static_cast<long long>(blk) * p.kq_block_words;
+        const std::uint16_t* km = p.kqm + s * p.kqm_seg_stride + static_cast<long long>(blk) * 2 * dk;
+        for (int c = lane; c < dk4; c += 32) {
+          float x = 0.f;
+          if (c < dk) {
+            const int i = tb * dk + c;
+            const float code = static_cast<float>((kw[i / per] >> ((i % per) * p.bits_k)) & mask);
+            x = fmaf(code, half_to_float(Half{km[2 * c]}), half_to_float(Half{km[2 * c + 1]}));
+          }
+          row[c] = x;
+        }
+      } else if (t < n_k) {
+        const Half* kr = k_old + static_cast<long long>(t - n_q) * p.old_row_stride;
         for (int c = lane; c < dk4; c += 32) row[c] = c < dk ? half_to_float(kr[c]) : 0.f;
       } else {
-        const Half* kr = k_new + static_cast<long long>(t - n_old) * D;
+        const Half* kr = k_new + static_cast<long long>(t - n_k) * D;
         for (int c = lane; c < Dp; c += 32) row[c] = c < D ? half_to_float(kr[c]) : 0.f;
       }
     }
@@ -171,7 +266,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
     for (int g = warp; g < G; g += 4) {
       float sc = -INFINITY;
       if (lane < nt) {
-        const bool old = t0 + lane < n_old;
+        const bool old = t0 + lane < n_k;
         const float4* kr = reinterpret_cast<const float4*>(kt + lane * ks);
         const float4* qv = reinterpret_cast<const float4*>(old ? qc_s + g * dk4 : q_s + g * Dp);
         const int n4 = (old ? dk4 : Dp) / 4;
@@ -184,6 +279,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
           a3 = fmaf(x.w, y.w, a3);
         }
         sc = (a0 + a1) + (a2 + a3);
+        if (p.scores != nullptr) p.scores[s * p.scores_seg_stride + static_cast<long long>(g) * p.scores_row_stride + t0 + lane] = sc;
       }
       float mx = sc;
 #pragma unroll
@@ -215,7 +311,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
 #pragma unroll
       for (int u = 0; u < kCh; ++u)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) vf[u][i] = half_to_float(vv[u][r4 * 4 + i]);
+        for (int i = 0; i < 4; ++i) vf[u][i] = vv[u][r4 * 4 + i];
 #pragma unroll
       for (int g = 0; g < kThinKMaxGroup; ++g) {
         if (g >= G) break;
@@ -243,6 +339,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
       for (int g = 0; g < kThinKMaxGroup; ++g)  // constant indices: acc stays in registers
         if (g < G) p.o[(static_cast<long long>(b) * p.q_heads + h * G + g) * D + c] = acc[g][u] / l_s[g];
     }
+    if (p.lse != nullptr && tid < G) p.lse[static_cast<long long>(b) * p.q_heads + h * G + tid] = m_s[tid] + logf(l_s[tid]);
     return;
   }
   const long long slot = static_cast<long long>(split) * gridDim.x + s;
@@ -279,6 +376,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThinKThreads) think_combine_kernel(const 
       den = fmaf(sp.ml[((k * S + s) * G + g) * 2 + 1], w, den);
     }
     p.o[(static_cast<long long>(b) * p.q_heads + h * G + g) * D + c] = num / den;
+    if (p.lse != nullptr && c == 0) p.lse[static_cast<long long>(b) * p.q_heads + h * G + g] = m + logf(den);
   }
 }
 
