@@ -10,7 +10,9 @@
 #              ctest's files hold the build machine's paths)                     -> tests.log
 #   bench      bench_dense_decode_cuda (4 GQA decode shapes; + fused H2O scores and
 #              compaction to a 25% budget, issue 5)                              -> bench.jsonl, bench.log
-#   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI) -> bench.log
+#   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI, composed
+#              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
+#   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   memcheck   compute-sanitizer --tool memcheck  on all test cases but [sweep]  -> sanitizer.log
 #   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
@@ -154,6 +156,18 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     --error-exitcode 99 --print-limit 10 "$BIN/test_evict_window_cuda" "[compresskv]"
   run_step signals_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
     --print-limit 10 "$BIN/test_evict_signals_cuda" "[epicache]"
+  # Issue 7 (sixth session, no device): the composed decode's KIVI region / block list, MiKV lowk=1.
+  run_step composed_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 10 "$BIN/test_composed_cuda"
+  run_step mikv_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 10 "$BIN/test_mikv_cuda"
+fi
+# Where the ThinK / composed decode loses time (it runs at a fraction of the dense decode's rate):
+# Nsight Compute on its first launches, if the toolkit has it (appended to bench.log).
+if command -v ncu >/dev/null 2>&1; then
+  run_step think_profile 90 "$OUT/bench.log" ncu -k regex:think_decode_kernel -c 3 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+    "$BIN/bench_think_decode_cuda" --iters 1
 fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases
@@ -364,17 +378,23 @@ for r in evict_rows:
             r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-"), r.get("scores_only_us", "-")))
 think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
 kivi = read_json_lines(os.path.join(out, "bench.log"), '"kivi_decode"')
-if think or kivi:
+composed = read_json_lines(os.path.join(out, "bench.log"), '"composed_decode"')
+if think or kivi or composed:
     summary["think"] = think
     summary["kivi_decode"] = kivi
+    summary["composed_decode"] = composed
     kivi42 = {(r["B"], r["L"]): r for r in kivi if r["kbits"] == 4 and r["vbits"] == 2}
     print("\n==== ThinK two-segment decode and KIVI decode (issue 7), ratios to the dense bf16 decode and KIVI 4/2")
-    for r in think + kivi:
+    for r in think + kivi + composed:
         d = ours.get((r["B"], r["L"]))
         k = kivi42.get((r["B"], r["L"]))
-        what = ("prune %.2f%s" % (r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
-                if r["bench"] == "think_decode" else "kivi %d/%d" % (r["kbits"], r["vbits"]))
-        print("  B=%-3s L=%-6s %-24s %9.1f us  x%.3f vs prune 0  %s  %s" % (
+        if r["bench"] == "composed_decode":
+            what = "%s %.0f%% copy bw" % ("h2o+think+kivi" if r["spec"].startswith("h2o") else "think+kivi", r["pct_copy_bw"])
+        elif r["bench"] == "think_decode":
+            what = "prune %.2f%s" % (r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
+        else:
+            what = "kivi %d/%d" % (r["kbits"], r["vbits"])
+        print("  B=%-3s L=%-6s %-30s %9.1f us  x%.3f vs prune 0  %s  %s" % (
             r["B"], r["L"], what, r["us"], r["ratio_vs_prune0"],
             "x%.3f vs dense decode" % (r["us"] / d["us"]) if d else "",
             "x%.3f vs kivi 4/2" % (r["us"] / k["us"]) if k else ""))
