@@ -391,7 +391,7 @@ if think or kivi or composed:
         if r["bench"] == "composed_decode":
             what = "%s %.0f%% copy bw" % ("h2o+think+kivi" if r["spec"].startswith("h2o") else "think+kivi", r["pct_copy_bw"])
         elif r["bench"] == "think_decode":
-            what = "prune %.2f%s" % (r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
+            what = "%s prune %.2f%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
         else:
             what = "kivi %d/%d" % (r["kbits"], r["vbits"])
         print("  B=%-3s L=%-6s %-30s %9.1f us  x%.3f vs prune 0  %s  %s" % (

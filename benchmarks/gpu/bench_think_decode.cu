@@ -1,5 +1,6 @@
 // GPU ThinK two-segment decode benchmark (issue 7): cuda::think_decode with λ = 0.4 / 0.5 against
-// the same kernel with λ = 0 (every key full width: the dense peer of identical code), one new
+// the same kernel with λ = 0 (every key full width: the dense peer of identical code), for both
+// kernels ("tile": rows of d_keep halves; "lanes": rows padded to 8 halves), one new
 // token, GQA 32 / 8 heads, head_dim 128, fp16, B sequences of L tokens (L - 32 pruned, 32 full
 // width). CUDA events around each launch, median of --iters. One JSON line per case: us, ratio to
 // λ = 0 in the same run, bytes of K+V read and effective GB/s. Split-KV entry (think_decode with
@@ -40,15 +41,18 @@ __global__ void fill(Half* p, std::size_t n, std::uint64_t seed) {
   }
 }
 
-double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f) {
+// path 1: the tile kernel on rows of d_keep halves; 2: the lane-group kernel on rows padded to a
+// multiple of 8 halves.
+double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f, int path = 1) {
   const int Hq = 32, Hkv = 8, D = 128, recent = 32;
   const int dk = D - static_cast<int>(lambda * D), n_old = L - recent, S = B * Hkv;
+  const int stride = path == 2 ? (dk + 7) / 8 * 8 : dk;
   const int dvk = D - static_cast<int>(vlambda * D), v_rows = vlambda > 0.f ? recent : L;
   Half *k_old, *k_new, *v, *v_old = nullptr;
   std::uint8_t *ch, *vch = nullptr;
   int *no, *nn;
   float *q, *o;
-  BENCH_CUDA(cudaMalloc(&k_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * dk));
+  BENCH_CUDA(cudaMalloc(&k_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * stride));
   BENCH_CUDA(cudaMalloc(&k_new, sizeof(Half) * static_cast<std::size_t>(S) * recent * D));
   BENCH_CUDA(cudaMalloc(&v, sizeof(Half) * static_cast<std::size_t>(S) * v_rows * D));
   BENCH_CUDA(cudaMalloc(&ch, static_cast<std::size_t>(S) * dk));
@@ -56,7 +60,7 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
   BENCH_CUDA(cudaMalloc(&nn, sizeof(int) * S));
   BENCH_CUDA(cudaMalloc(&q, sizeof(float) * B * Hq * D));
   BENCH_CUDA(cudaMalloc(&o, sizeof(float) * B * Hq * D));
-  fill<<<1024, 256>>>(k_old, static_cast<std::size_t>(S) * n_old * dk, 1);
+  fill<<<1024, 256>>>(k_old, static_cast<std::size_t>(S) * n_old * stride, 1);
   fill<<<1024, 256>>>(k_new, static_cast<std::size_t>(S) * recent * D, 2);
   fill<<<1024, 256>>>(v, static_cast<std::size_t>(S) * v_rows * D, 3);
   std::vector<std::uint8_t> hch(static_cast<std::size_t>(S) * dk);
@@ -67,9 +71,10 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
   BENCH_CUDA(cudaMemcpy(no, hno.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(nn, hnn.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
-  memattn::kernels::ThinKDecodeParams p{k_old, static_cast<long long>(n_old) * dk, dk, ch, dk, k_new,
+  memattn::kernels::ThinKDecodeParams p{k_old, static_cast<long long>(n_old) * stride, stride, ch, dk, k_new,
                                         static_cast<long long>(recent) * D, v, static_cast<long long>(L) * D, no, nn, q, o,
                                         B, Hq, Hkv, D, memattn::cuda::think_scale(D)};
+  p.path = path;
   if (vlambda > 0.f) {
     BENCH_CUDA(cudaMalloc(&v_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * dvk));
     BENCH_CUDA(cudaMalloc(&vch, static_cast<std::size_t>(S) * dvk));
@@ -347,14 +352,18 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<int, int>> shapes = smoke ? std::vector<std::pair<int, int>>{{2, 256}}
                                                         : std::vector<std::pair<int, int>>{{16, 4096}, {16, 65536}, {1, 65536}};
   for (auto [B, L] : shapes) {
-    const double base = time_case(B, L, 0.f, iters, &ok);
-    for (float lambda : {0.f, 0.4f, 0.5f}) {
-      const double us = lambda == 0.f ? base : time_case(B, L, lambda, iters, &ok);
-      const int dk = 128 - static_cast<int>(lambda * 128);
-      const double bytes = 2.0 * B * 8 * ((L - 32.0) * dk + 32.0 * 128 + L * 128.0);
-      std::printf("{\"bench\": \"think_decode\", \"B\": %d, \"L\": %d, \"prune\": %.2f, \"d_keep\": %d, \"us\": %.2f, "
-                  "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
-                  B, L, lambda, dk, us, us / base, bytes, bytes / us * 1e-3);
+    const double base = time_case(B, L, 0.f, iters, &ok);  // tile kernel, lambda 0: the rows' ratio base
+    for (int path = 1; path <= 2; ++path) {
+      const double base_path = path == 1 ? base : time_case(B, L, 0.f, iters, &ok, 0.f, 2);
+      for (float lambda : {0.f, 0.4f, 0.5f}) {
+        const double us = lambda == 0.f ? base_path : time_case(B, L, lambda, iters, &ok, 0.f, path);
+        const int dk = 128 - static_cast<int>(lambda * 128), stride = path == 2 ? (dk + 7) / 8 * 8 : dk;
+        const double bytes = 2.0 * B * 8 * ((L - 32.0) * stride + 32.0 * 128 + L * 128.0);
+        std::printf("{\"bench\": \"think_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"prune\": %.2f, "
+                    "\"d_keep\": %d, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"ratio_vs_tile_prune0\": %.3f, "
+                    "\"bytes\": %.0f, \"GBps\": %.1f}\n",
+                    path == 1 ? "tile" : "lanes", B, L, lambda, dk, us, us / base_path, us / base, bytes, bytes / us * 1e-3);
+      }
     }
     const double us = time_case(B, L, 0.4f, iters, &ok, 0.4f);
     const int dk = 128 - static_cast<int>(0.4f * 128);

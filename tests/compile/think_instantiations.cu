@@ -55,6 +55,9 @@ int main() {
   p.kq_first = n;  // block list without its counts
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
   p.kq_first = nullptr;
+  p.path = 3;
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
+  p.path = 0;
   static float sc[1];
   p.scores = sc;  // row stride 0
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;

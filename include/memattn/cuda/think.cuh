@@ -16,11 +16,18 @@
 //   std::size_t bytes; cuda::think_decode_workspace_size(p, max_tokens, &bytes);
 //   cuda::think_decode(p, max_tokens, ws, bytes, stream);   // + one small combine kernel
 // Splits fill about 8 CTAs per SM (at least 256 tokens each); split_keys > 0 forces the split size.
+// Two kernels: the lane-group kernel (think_decode_lanes.cuh: 16-byte pieces, cp.async pipeline,
+// the dense decode's inner loop) for head_dim 64 / 128 / 256 with fp16 rows and segments at
+// multiples of 8 halves from 16-byte aligned bases (pad old rows to a multiple of 8 channels; the
+// padding must hold finite values, its q slots are 0), and the tile kernel (think_decode.cuh) for
+// everything else: the KIVI region, the value extension, unaligned rows. p.path picks one (0: the
+// lane-group kernel where the layout allows it).
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
 // in [1, head_dim], row/segment strides too small, KIVI bits not 2/4/8, group not 32/64/128,
-// v_group not dividing head_dim, block/row words too few, kq_first without n_blocks), kErrorGqaRatio (more than 8 query heads per KV
+// v_group not dividing head_dim, block/row words too few, kq_first without n_blocks, path not
+// 0/1/2), kErrorNotSupported (path 2 on a layout the lane-group kernel cannot read), kErrorGqaRatio (more than 8 query heads per KV
 // head or not a multiple), kErrorInvalidShape (batch < 1), kErrorNoDevice / kErrorCudaRuntime.
 // The caller guarantees n_q/n_old/n_new (and the block lists) fit the strides and n_q + n_old +
 // n_new >= 1 per segment; with kq_first, n_blocks[s] >= 1 wherever n_q[s] > 0.
@@ -36,6 +43,7 @@
 #include "memattn/core/status.hpp"
 #include "memattn/cuda/runtime.cuh"
 #include "memattn/kernels/think_decode.cuh"
+#include "memattn/kernels/think_decode_lanes.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
@@ -70,6 +78,7 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
         p.vq_seg_stride < 0 || p.vqm_seg_stride < 0)
       return Status::kErrorInvalidArgument;
   }
+  if (p.path < 0 || p.path > 2) return Status::kErrorInvalidArgument;
   if (p.scores != nullptr && (p.scores_row_stride < 1 || p.scores_seg_stride < static_cast<long long>(p.q_heads / p.kv_heads) * p.scores_row_stride))
     return Status::kErrorInvalidArgument;
   return Status::kSuccess;
@@ -92,7 +101,48 @@ Status launch_ch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit&
   return Status::kSuccess;
 }
 
+// The lane-group kernel reads 16-byte pieces: head_dim 64 / 128 / 256, fp16 rows and segments
+// at multiples of 8 halves from 16-byte aligned bases, no KIVI region, no value extension.
+inline bool lanes_layout(const kernels::ThinKDecodeParams& p) {
+  auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
+  if (p.n_q != nullptr || p.v_channels != nullptr) return false;
+  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return false;
+  if (!aligned(p.k_old) || !aligned(p.k_new) || !aligned(p.v) || (p.v_old != nullptr && !aligned(p.v_old))) return false;
+  if (p.old_row_stride % 8 != 0 || p.old_seg_stride % 8 != 0 || p.new_seg_stride % 8 != 0 || p.v_seg_stride % 8 != 0)
+    return false;
+  return p.v_old == nullptr || (p.old_v_row_stride % 8 == 0 && p.v_old_seg_stride % 8 == 0);
+}
+
+template <int D, int R>
+Status launch_lanes_r(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
+  kernels::think_decode_lanes_kernel<D, R>
+      <<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kDecodeThreads, 0, stream>>>(p, sp);
+  MEMATTN_RETURN_IF_ERROR(launch_status());
+  if (sp.splits > 1) {
+    kernels::think_combine_kernel<<<segments, kernels::kThinKThreads, 0, stream>>>(p, sp);
+    MEMATTN_RETURN_IF_ERROR(launch_status());
+  }
+  return Status::kSuccess;
+}
+
+template <int D>
+Status launch_lanes_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  const int g = p.q_heads / p.kv_heads;  // rows of the tile: g rounded up to a power of two
+  if (g == 1) return launch_lanes_r<D, 1>(p, sp, stream);
+  if (g == 2) return launch_lanes_r<D, 2>(p, sp, stream);
+  if (g <= 4) return launch_lanes_r<D, 4>(p, sp, stream);
+  return launch_lanes_r<D, 8>(p, sp, stream);
+}
+
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  const bool lanes = p.path == 2 || (p.path == 0 && lanes_layout(p));
+  if (lanes) {
+    if (!lanes_layout(p)) return Status::kErrorNotSupported;
+    if (p.head_dim == 64) return launch_lanes_d<64>(p, sp, stream);
+    if (p.head_dim == 128) return launch_lanes_d<128>(p, sp, stream);
+    return launch_lanes_d<256>(p, sp, stream);
+  }
   const bool narrow = p.head_dim <= kernels::kThinKThreads;
   if (p.n_q != nullptr) return narrow ? launch_ch<1, true>(p, sp, stream) : launch_ch<2, true>(p, sp, stream);
   return narrow ? launch_ch<1, false>(p, sp, stream) : launch_ch<2, false>(p, sp, stream);

@@ -93,6 +93,9 @@ struct ThinKDecodeParams {
   long long scores_seg_stride;
   int scores_row_stride;
   float* lse;
+  // kernel: 0 = auto (the lane-group kernel of think_decode_lanes.cuh where the layout allows it,
+  // else this tile kernel), 1 = tile kernel, 2 = lane-group kernel (kErrorNotSupported otherwise)
+  int path;
 };
 
 constexpr int kThinKMaxGroup = 8;
