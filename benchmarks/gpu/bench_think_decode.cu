@@ -41,6 +41,29 @@ __global__ void fill(Half* p, std::size_t n, std::uint64_t seed) {
   }
 }
 
+// Median microseconds of launch() over `iters` runs after 2 warm-up runs, CUDA events around each
+// (events created once, destroyed at the end).
+template <class F>
+double median_us(int iters, F&& launch) {
+  cudaEvent_t a, b;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int i = 0; i < iters + 2; ++i) {
+    BENCH_CUDA(cudaEventRecord(a));
+    launch();
+    BENCH_CUDA(cudaEventRecord(b));
+    BENCH_CUDA(cudaEventSynchronize(b));
+    float t = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
+    if (i >= 2) ms.push_back(t);
+  }
+  BENCH_CUDA(cudaEventDestroy(a));
+  BENCH_CUDA(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1e3;
+}
+
 // path 1: the tile kernel on rows of d_keep halves; 2: the lane-group kernel on rows padded to a
 // multiple of 8 halves.
 double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f, int path = 1) {
@@ -93,19 +116,9 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
   void* ws = nullptr;
   if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
   if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
-  cudaEvent_t a, b;
-  BENCH_CUDA(cudaEventCreate(&a));
-  BENCH_CUDA(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int i = 0; i < iters + 2; ++i) {
-    BENCH_CUDA(cudaEventRecord(a));
+  const double us = median_us(iters, [&] {
     if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
-    BENCH_CUDA(cudaEventRecord(b));
-    BENCH_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
-    if (i >= 2) ms.push_back(t);
-  }
+  });
   if (ws) BENCH_CUDA(cudaFree(ws));
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
@@ -114,8 +127,7 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
                     static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(q), static_cast<void*>(o),
                     static_cast<void*>(v_old), static_cast<void*>(vch)})
     if (ptr) BENCH_CUDA(cudaFree(ptr));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e3;
+  return us;
 }
 
 // Random codes; every 16-bit meta word (scale, zero) set to 2^-4: finite, no NaN/Inf in the decode.
@@ -161,19 +173,9 @@ double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, doub
   BENCH_CUDA(cudaMemcpy(n, hn.data(), sizeof(int) * B, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
   const memattn::kernels::KiviCacheView view{cfg, lay, blocks, rk, rv, Hkv, max_blocks};
-  cudaEvent_t a, b;
-  BENCH_CUDA(cudaEventCreate(&a));
-  BENCH_CUDA(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int i = 0; i < iters + 2; ++i) {
-    BENCH_CUDA(cudaEventRecord(a));
+  const double us = median_us(iters, [&] {
     if (memattn::cuda::kivi_decode(view, q, o, n, B, Hq, nullptr) != memattn::Status::kSuccess) *ok = false;
-    BENCH_CUDA(cudaEventRecord(b));
-    BENCH_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
-    if (i >= 2) ms.push_back(t);
-  }
+  });
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
@@ -181,8 +183,7 @@ double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, doub
                     static_cast<void*>(q), static_cast<void*>(o)})
     BENCH_CUDA(cudaFree(ptr));
   *bytes_read = static_cast<double>(B) * Hkv * (static_cast<double>(nq / cfg.group) * lay.bytes + (L - nq) * 2.0 * D * 2);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e3;
+  return us;
 }
 
 __global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) {
@@ -268,25 +269,14 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int iter
   void* ws = nullptr;
   if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
   if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
-  cudaEvent_t a, b, c;
-  BENCH_CUDA(cudaEventCreate(&a));
-  BENCH_CUDA(cudaEventCreate(&b));
-  BENCH_CUDA(cudaEventCreate(&c));
-  std::vector<float> ms, ems;
-  for (int i = 0; i < iters + 2; ++i) {
-    BENCH_CUDA(cudaEventRecord(a));
+  const double us = median_us(iters, [&] {
     if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
-    BENCH_CUDA(cudaEventRecord(b));
-    if (scores && memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
-                      memattn::Status::kSuccess)
+  });
+  *epi_us = !scores ? 0.0 : median_us(iters, [&] {
+    if (memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
+        memattn::Status::kSuccess)
       *ok = false;
-    BENCH_CUDA(cudaEventRecord(c));
-    BENCH_CUDA(cudaEventSynchronize(c));
-    float t = 0, te = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
-    BENCH_CUDA(cudaEventElapsedTime(&te, b, c));
-    if (i >= 2) ms.push_back(t), ems.push_back(te);
-  }
+  });
   if (ws) BENCH_CUDA(cudaFree(ws));
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
@@ -299,10 +289,7 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int iter
     if (ptr) BENCH_CUDA(cudaFree(ptr));
   *bytes_read = static_cast<double>(S) * (4.0 * blocks * kbw + 4.0 * blocks * dk + 4.0 * nq * vw + 4.0 * nq * ngv +
                                           2.0 * tail * D * 2 + (scores ? 4.0 * G * L : 0.0));
-  std::sort(ms.begin(), ms.end());
-  std::sort(ems.begin(), ems.end());
-  *epi_us = ems[ems.size() / 2] * 1e3;
-  return ms[ms.size() / 2] * 1e3;
+  return us;
 }
 
 // Device-to-device copy bandwidth (read + write bytes / time, median): the achievable HBM rate the
@@ -313,23 +300,10 @@ double copy_gbps(bool smoke, int iters) {
   BENCH_CUDA(cudaMalloc(&src, bytes));
   BENCH_CUDA(cudaMalloc(&dst, bytes));
   BENCH_CUDA(cudaMemset(src, 1, bytes));
-  cudaEvent_t a, b;
-  BENCH_CUDA(cudaEventCreate(&a));
-  BENCH_CUDA(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int i = 0; i < iters + 2; ++i) {
-    BENCH_CUDA(cudaEventRecord(a));
-    BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-    BENCH_CUDA(cudaEventRecord(b));
-    BENCH_CUDA(cudaEventSynchronize(b));
-    float t = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
-    if (i >= 2) ms.push_back(t);
-  }
+  const double us = median_us(iters, [&] { BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); });
   BENCH_CUDA(cudaFree(src));
   BENCH_CUDA(cudaFree(dst));
-  std::sort(ms.begin(), ms.end());
-  return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3) * 1e-9;
+  return 2.0 * static_cast<double>(bytes) / (us * 1e-6) * 1e-9;
 }
 
 }  // namespace

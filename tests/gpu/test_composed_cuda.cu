@@ -14,30 +14,18 @@
 
 #include "composed_cpu_bridge.hpp"
 #include "device_vectors.hpp"
+#include "row_error.hpp"
 #include "memattn/cuda/evict_scores.cuh"
 #include "memattn/cuda/think.cuh"
 
 using memattn_gpu_test::download;
+using memattn_gpu_test::max_row_rel_error;
+using memattn_gpu_test::worse;
 using memattn_gpu_test::upload;
 
 using namespace memattn;
 
 namespace {
-
-double worst_rel(const std::vector<float>& want, const std::vector<float>& got, int rows, int D) {
-  double worst = 0;
-  for (int r = 0; r < rows; ++r) {
-    double scale = 1e-6, e = 0;
-    for (int x = 0; x < D; ++x) {
-      const std::size_t i = static_cast<std::size_t>(r) * D + x;
-      scale = std::max(scale, std::abs(static_cast<double>(want[i])));
-      const double d = std::abs(static_cast<double>(got[i]) - want[i]);
-      e = std::isnan(d) ? INFINITY : std::max(e, d);
-    }
-    worst = std::max(worst, e / scale);
-  }
-  return worst;
-}
 
 // full_blocks: the blocks are given as full (kq_first = nullptr); only valid without eviction.
 int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
@@ -125,7 +113,7 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     cudaFree(ws);
     out = download(d_out, out.size());
-    CHECK(worst_rel(c.out_cpu, out, B * Hq, D) <= 1e-4);
+    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
     if (!c.evicts) continue;
     // H2O: p = exp(logit - lse), GQA mean, acc += p (the CPU cache's decode epilogue)
     kernels::EvictScoreParams e;
@@ -148,7 +136,7 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     for (int s = 0; s < S; ++s)
       for (int j = 0; j < c.n_total[static_cast<std::size_t>(s)]; ++j) {
         const std::size_t i = static_cast<std::size_t>(s) * c.cap_total + j;
-        worst = std::max(worst, std::abs(static_cast<double>(acc[i]) - c.state_after[i]) / std::max(1.0, std::abs(static_cast<double>(c.state_after[i]))));
+        worst = worse(worst, std::abs(static_cast<double>(acc[i]) - c.state_after[i]) / std::max(1.0, std::abs(static_cast<double>(c.state_after[i]))));
       }
     CHECK(worst <= 2e-5);
   }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "memattn/cuda/kivi.cuh"
+#include "row_error.hpp"
 
 using namespace memattn;
 
@@ -140,7 +141,7 @@ void run_case(int D, int Hq, int Hkv, int kb, int vb, int R, int T) {
           }
           for (int ch = 0; ch < D; ++ch) {
             const double e = std::abs(out[(static_cast<std::size_t>(b) * Hq + h * g + gi) * D + ch] - o[static_cast<std::size_t>(ch)] / l) / vmax;
-            worst = std::max(worst, e);
+            worst = memattn_gpu_test::worse(worst, e);
           }
         }
       }

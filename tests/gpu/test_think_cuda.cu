@@ -13,27 +13,16 @@
 #include "memattn/cuda/think.cuh"
 #include "think_cpu_bridge.hpp"
 #include "device_vectors.hpp"
+#include "row_error.hpp"
 
 using memattn_gpu_test::download;
+using memattn_gpu_test::max_row_rel_error;
+using memattn_gpu_test::worse;
 using memattn_gpu_test::upload;
 
 using namespace memattn;
 
 namespace {
-
-
-void check_output(const ThinKCase& c, const std::vector<float>& out, int B, int Hq, int D) {
-  double worst = 0;
-  for (int r = 0; r < B * Hq; ++r) {
-    double scale = 1e-6, e = 0;
-    for (int x = 0; x < D; ++x) {
-      scale = std::max(scale, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + x)])));
-      e = std::max(e, std::abs(static_cast<double>(out[static_cast<std::size_t>(r * D + x)]) - c.out_cpu[static_cast<std::size_t>(r * D + x)]));
-    }
-    worst = std::max(worst, e / scale);
-  }
-  CHECK(worst <= 1e-4);
-}
 
 // Old keys [S][cap_old][d_keep] re-laid with a row stride of `stride` halves (zero padding).
 std::vector<Half> restride(const std::vector<Half>& k, int rows, int dk, int stride) {
@@ -113,7 +102,7 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, flo
       REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
       cudaFree(ws);
       REQUIRE(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
-      check_output(c, out, B, Hq, D);
+      CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
       const std::vector<float> lse = download(p.lse, static_cast<std::size_t>(B) * Hq);
       const std::vector<float> sc = download(p.scores, static_cast<std::size_t>(S) * G * max_tokens);
       if (ref_lse.empty()) {
@@ -123,12 +112,12 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, flo
         continue;
       }
       double worst_lse = 0, worst_sc = 0;
-      for (std::size_t i = 0; i < lse.size(); ++i) worst_lse = std::max(worst_lse, std::abs(static_cast<double>(lse[i]) - ref_lse[i]));
+      for (std::size_t i = 0; i < lse.size(); ++i) worst_lse = worse(worst_lse, std::abs(static_cast<double>(lse[i]) - ref_lse[i]));
       for (int sg = 0; sg < S; ++sg)
         for (int g = 0; g < G; ++g)
           for (int t = 0; t < c.n_old[static_cast<std::size_t>(sg)] + c.n_new[static_cast<std::size_t>(sg)]; ++t) {
             const std::size_t i = (static_cast<std::size_t>(sg) * G + g) * max_tokens + t;
-            worst_sc = std::max(worst_sc, std::abs(static_cast<double>(sc[i]) - ref_scores[i]));
+            worst_sc = worse(worst_sc, std::abs(static_cast<double>(sc[i]) - ref_scores[i]));
           }
       CHECK(worst_lse <= 1e-4);  // every path, split or not, gives the same logits and LSE
       CHECK(worst_sc <= 1e-4);

@@ -352,6 +352,65 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
   }
 }
 
+// End of a split: lane group `group`'s (m, l, acc) stream into shared memory (aliasing the drained
+// pipeline: acc [kGroups][R][D], then m and l [kGroups][R]), for merge_group_states after a barrier.
+template <int D, int R>
+MEMATTN_DEVICE void stash_group_state(unsigned char* smem, int group, int lane, const float (&m)[R], const float (&l)[R],
+                                      const float (&acc)[R][8]) {
+  constexpr int kGroups = DenseDecodeConfig<D, R>::kGroups;
+  float(*sm_acc)[R][D] = reinterpret_cast<float(*)[R][D]>(smem);
+  float(*sm_m)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4);
+  float(*sm_l)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4 + kGroups * R * 4);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float4* dst = reinterpret_cast<float4*>(&sm_acc[group][r][lane * 8]);
+    dst[0] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    dst[1] = make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]);
+    if (lane == 0) {
+      sm_m[group][r] = m[r];
+      sm_l[group][r] = l[r];
+    }
+  }
+}
+
+// Row r, channels [c * 8, c * 8 + 8) of the stashed streams merged in a fixed group order: o =
+// sum_g 2^(m_g - mx) acc_g (not normalised), *mx = max_g m_g (base 2; -inf when every stream is
+// empty), *lsum = sum_g 2^(m_g - mx) l_g.
+template <int D, int R>
+MEMATTN_DEVICE void merge_group_states(const unsigned char* smem, int r, int c, float (&o)[8], float* mx_out, float* lsum_out) {
+  constexpr int kGroups = DenseDecodeConfig<D, R>::kGroups;
+  const float(*sm_acc)[R][D] = reinterpret_cast<const float(*)[R][D]>(smem);
+  const float(*sm_m)[R] = reinterpret_cast<const float(*)[R]>(smem + kGroups * R * D * 4);
+  const float(*sm_l)[R] = reinterpret_cast<const float(*)[R]>(smem + kGroups * R * D * 4 + kGroups * R * 4);
+  float mx = -INFINITY;
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, sm_m[g][r]);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) o[i] = 0.f;
+  float lsum = 0.f;
+  if (mx != -INFINITY) {
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      const float mg = sm_m[g][r];
+      if (mg == -INFINITY) continue;
+      const float w = fast_exp2(mg - mx);
+      lsum = fmaf(w, sm_l[g][r], lsum);
+      const float4 a0 = *reinterpret_cast<const float4*>(&sm_acc[g][r][c * 8]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&sm_acc[g][r][c * 8 + 4]);
+      o[0] = fmaf(w, a0.x, o[0]);
+      o[1] = fmaf(w, a0.y, o[1]);
+      o[2] = fmaf(w, a0.z, o[2]);
+      o[3] = fmaf(w, a0.w, o[3]);
+      o[4] = fmaf(w, a1.x, o[4]);
+      o[5] = fmaf(w, a1.y, o[5]);
+      o[6] = fmaf(w, a1.z, o[6]);
+      o[7] = fmaf(w, a1.w, o[7]);
+    }
+  }
+  *mx_out = mx;
+  *lsum_out = lsum;
+}
+
 }  // namespace detail
 
 // grid.x = B * Hkv * row_tiles * num_splits (split fastest), block = kDecodeThreads.
@@ -360,7 +419,6 @@ MEMATTN_KERNEL void __launch_bounds__(kDecodeThreads, (DenseDecodeConfig<D, R>::
 dense_decode_split_kernel(const DenseDecodeParams p) {
   using Cfg = DenseDecodeConfig<D, R>;
   constexpr int kLanes = Cfg::kLanes;
-  constexpr int kGroups = Cfg::kGroups;
   constexpr int kChunk = Cfg::kChunk;
 
   constexpr int kStages = Cfg::kStages;
@@ -480,19 +538,7 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   __syncthreads();  // the epilogue reuses the pipeline's shared memory
 
   // Merge the lane groups' streams (fixed order over groups: deterministic).
-  float(*sm_acc)[R][D] = reinterpret_cast<float(*)[R][D]>(smem);
-  float(*sm_m)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4);
-  float(*sm_l)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4 + kGroups * R * 4);
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    float4* dst = reinterpret_cast<float4*>(&sm_acc[group][r][lane * 8]);
-    dst[0] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
-    dst[1] = make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]);
-    if (lane == 0) {
-      sm_m[group][r] = m[r];
-      sm_l[group][r] = l[r];
-    }
-  }
+  detail::stash_group_state<D, R>(smem, group, lane, m, l, acc);
   __syncthreads();
 
   const bool direct = p.num_splits == 1;
@@ -501,30 +547,8 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     const int c = item % kLanes;
     const int f = row0 + r;
     if (f >= rows) continue;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, sm_m[g][r]);
-    float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    float lsum = 0.f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int g = 0; g < kGroups; ++g) {
-        const float mg = sm_m[g][r];
-        if (mg == -INFINITY) continue;
-        const float w = detail::fast_exp2(mg - mx);
-        lsum = fmaf(w, sm_l[g][r], lsum);
-        const float4 a0 = *reinterpret_cast<const float4*>(&sm_acc[g][r][c * 8]);
-        const float4 a1 = *reinterpret_cast<const float4*>(&sm_acc[g][r][c * 8 + 4]);
-        o[0] = fmaf(w, a0.x, o[0]);
-        o[1] = fmaf(w, a0.y, o[1]);
-        o[2] = fmaf(w, a0.z, o[2]);
-        o[3] = fmaf(w, a0.w, o[3]);
-        o[4] = fmaf(w, a1.x, o[4]);
-        o[5] = fmaf(w, a1.y, o[5]);
-        o[6] = fmaf(w, a1.z, o[6]);
-        o[7] = fmaf(w, a1.w, o[7]);
-      }
-    }
+    float o[8], mx, lsum;
+    detail::merge_group_states<D, R>(smem, r, c, o, &mx, &lsum);
     const float inv = lsum > 0.f ? __fdividef(1.f, lsum) : 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) o[i] *= inv;

@@ -72,7 +72,6 @@ MEMATTN_KERNEL void __launch_bounds__(kDecodeThreads, (DenseDecodeConfig<D, R>::
 think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using Cfg = DenseDecodeConfig<D, R>;
   constexpr int kLanes = Cfg::kLanes;
-  constexpr int kGroups = Cfg::kGroups;
   constexpr int kChunk = Cfg::kChunk;
   constexpr int kStages = Cfg::kStages;
   constexpr int kStageVecs = Cfg::kUnroll * 2 * kDecodeThreads;
@@ -179,41 +178,15 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   __syncthreads();  // the epilogue reuses the pipeline's shared memory
 
   // Merge the lane groups' streams (fixed order: deterministic), as the dense decode does.
-  float(*sm_acc)[R][D] = reinterpret_cast<float(*)[R][D]>(smem);
-  float(*sm_m)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4);
-  float(*sm_l)[R] = reinterpret_cast<float(*)[R]>(smem + kGroups * R * D * 4 + kGroups * R * 4);
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    float4* dst = reinterpret_cast<float4*>(&sm_acc[group][r][lane * 8]);
-    dst[0] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
-    dst[1] = make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]);
-    if (lane == 0) {
-      sm_m[group][r] = m[r];
-      sm_l[group][r] = l[r];
-    }
-  }
+  detail::stash_group_state<D, R>(smem, group, lane, m, l, acc);
   __syncthreads();
   constexpr float kLn2 = 0.6931471805599453f;
   const long long slot = static_cast<long long>(split) * gridDim.x + s;  // split partials (think_combine_kernel)
   for (int item = tid; item < R * kLanes; item += kDecodeThreads) {
     const int r = item / kLanes, cp = item % kLanes;
     if (r >= G) continue;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, sm_m[g][r]);
-    float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    float lsum = 0.f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int g = 0; g < kGroups; ++g) {
-        const float mg = sm_m[g][r];
-        if (mg == -INFINITY) continue;
-        const float w = detail::fast_exp2(mg - mx);
-        lsum = fmaf(w, sm_l[g][r], lsum);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) o[i] = fmaf(w, sm_acc[g][r][cp * 8 + i], o[i]);
-      }
-    }
+    float o[8], mx, lsum;
+    detail::merge_group_states<D, R>(smem, r, cp, o, &mx, &lsum);
     if (sp.splits == 1) {
       const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
       float* op = p.o + (static_cast<long long>(b) * p.q_heads + h * G + r) * D + cp * 8;
