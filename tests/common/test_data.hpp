@@ -37,4 +37,8 @@ constexpr double output_tolerance() {
   return sizeof(T) == 4 ? 2e-5 : (memattn::DTypeOf<T>::value == memattn::DType::kF16 ? 1.5e-3 : 1e-2);
 }
 
+// max(worst, e) that keeps a NaN error visible (+inf): std::max(worst, NaN) returns worst, so a
+// test taking maxima of errors would pass on NaN output.
+inline double worse(double worst, double e) { return e != e ? static_cast<double>(INFINITY) : (e > worst ? e : worst); }
+
 }  // namespace memattn_test

@@ -125,7 +125,7 @@ double chunk_error(const std::vector<float>& q, const std::vector<float>& out, c
       const std::int64_t hq = h * G + g;
       const auto want = attend_ref(q.data() + (t * 4 + hq) * D, D, visible);
       for (std::int64_t x = 0; x < D; ++x)
-        worst = std::max(worst, std::abs(out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
+        worst = memattn_test::worse(worst, std::abs(out[static_cast<std::size_t>((t * 4 + hq) * D + x)] - want[static_cast<std::size_t>(x)]) /
                                     (floor + std::abs(want[static_cast<std::size_t>(x)])));
     }
   }
@@ -180,9 +180,9 @@ void check_against_contents(Cache& c, const cache::CacheShape& s, const std::vec
             double scale = 1e-6, e = 0;  // max-norm relative error of the row
             for (std::int64_t x = 0; x < D; ++x) {
               scale = std::max(scale, std::abs(want[static_cast<std::size_t>(x)]));
-              e = std::max(e, std::abs(ch.out[static_cast<std::size_t>((t * s.q_heads + hq) * D + x)] - want[static_cast<std::size_t>(x)]));
+              e = memattn_test::worse(e, std::abs(ch.out[static_cast<std::size_t>((t * s.q_heads + hq) * D + x)] - want[static_cast<std::size_t>(x)]));
             }
-            worst = std::max(worst, e / scale);
+            worst = memattn_test::worse(worst, e / scale);
           }
         }
       }
@@ -238,7 +238,7 @@ TEST_CASE("ThinK two-segment decode = dense attention with the pruned channels z
     double worst = 0;
     for (int h = 0; h < 2; ++h) {
       REQUIRE(c->old_tokens(0, 0, h) == (N0 > 8 ? N0 - 8 : 0));  // the newest r = 8 stay full width, the chunk is full width
-      worst = std::max(worst, chunk_error(ch.q, ch.out, zeroed_pruned(*c, h, N0 + n, K, V, D), N0, n, h, G, D, 1e-5));
+      worst = memattn_test::worse(worst, chunk_error(ch.q, ch.out, zeroed_pruned(*c, h, N0 + n, K, V, D), N0, n, h, G, D, 1e-5));
     }
     CHECK(worst <= 2e-4);
     REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
@@ -512,7 +512,7 @@ TEST_CASE("ThinK value extension (vprune): old values keep the channels with the
         for (std::int64_t x = 0; x < D; ++x)
           CHECK(got[x] == static_cast<float>(keys[static_cast<std::size_t>(j)].v[static_cast<std::size_t>(x)]));
       }
-      worst = std::max(worst, chunk_error(ch.q, ch.out, keys, N0, n, h, G, D, 1e-3));
+      worst = memattn_test::worse(worst, chunk_error(ch.q, ch.out, keys, N0, n, h, G, D, 1e-3));
     }
     CHECK(worst <= 2e-4);
     REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);

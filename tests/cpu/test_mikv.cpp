@@ -315,7 +315,7 @@ double run_chunk_checked(C& c, const cache::CacheShape& s, int seq, const Chunk&
               o.data(), &lse);
           for (std::int64_t d = 0; d < D; ++d) {
             const double got = out[static_cast<std::size_t>((t * s.q_heads + hq) * D + d)];
-            worst = std::max(worst, std::fabs(got - o[static_cast<std::size_t>(d)]) / (2e-5 + 2e-5 * std::fabs(o[static_cast<std::size_t>(d)])));
+            worst = memattn_test::worse(worst, std::fabs(got - o[static_cast<std::size_t>(d)]) / (2e-5 + 2e-5 * std::fabs(o[static_cast<std::size_t>(d)])));
           }
         }
     }
@@ -354,7 +354,7 @@ void check_decode_and_tiers(const std::vector<std::string>& specs) {
     std::vector<std::int64_t> chunks = {40, 1, 3, 1, 1, 17, 1, 1, 1, 5, 1, 33, 1, 1, 8, 1};
     for (std::int64_t n : chunks) {
       const Chunk ch = random_chunk(s, n, seed += 3);
-      worst = std::max(worst, run_chunk_checked(c, s, 0, ch, n));
+      worst = memattn_test::worse(worst, run_chunk_checked(c, s, 0, ch, n));
       const std::int32_t t_cur = static_cast<std::int32_t>(c.tokens(0) - 1);
       for (int layer = 0; layer < s.layers; ++layer)
         for (int h = 0; h < s.kv_heads; ++h) {

@@ -88,7 +88,8 @@ bool run_and_export(Cache& c, int B, int Hq, int Hkv, int D, int prefill, int st
     r.n_blocks.push_back(static_cast<int>(g.k_codes.size()));
     for (std::size_t i = 0; i < g.k_codes.size(); ++i) {
       r.kq_first[us * r.cap_blocks + i] = static_cast<int>(g.k_first[i]);
-      std::copy(g.k_codes[i], g.k_codes[i] + r.k_block_words, r.kq.begin() + static_cast<std::ptrdiff_t>((us * r.cap_blocks + i) * kw));
+      const std::int64_t tokens = (i + 1 < g.k_codes.size() ? g.k_first[i + 1] : g.nq) - g.k_first[i];
+      std::copy(g.k_codes[i], g.k_codes[i] + g.k_words(tokens), r.kq.begin() + static_cast<std::ptrdiff_t>((us * r.cap_blocks + i) * kw));
       std::copy(g.k_meta[i], g.k_meta[i] + 2 * dk, r.kqm.begin() + static_cast<std::ptrdiff_t>((us * r.cap_blocks + i) * 2 * dk));
     }
     if (g.nq > 0) {

@@ -8,10 +8,11 @@
 #include <cstddef>
 #include <vector>
 
+#include "common/test_data.hpp"
+
 namespace memattn_gpu_test {
 
-// max(worst, e) that keeps a NaN error visible (+inf) instead of dropping it.
-inline double worse(double worst, double e) { return std::isnan(e) ? INFINITY : std::max(worst, e); }
+using memattn_test::worse;  // max(worst, e) that keeps a NaN error visible (+inf)
 
 inline double max_row_rel_error(const std::vector<float>& want, const std::vector<float>& got, int rows, int D) {
   double worst = 0;

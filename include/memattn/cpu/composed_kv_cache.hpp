@@ -224,7 +224,7 @@ class ComposedKvCache final : public cache::KvCache {
   struct Regions {
     std::int64_t nq = 0, n_old = 0, n_tail = 0;   // tokens per region
     std::int64_t d_keep = 0, dv_keep = 0;         // key width of the quantised/old regions; old value width
-    std::int64_t k_block_words = 0;               // uint32 words of one block's K codes
+    std::int64_t k_block_words = 0;               // uint32 words of a full block's K codes (a device stride)
     std::int64_t v_words = 0, v_groups = 0;       // per quantised token: V code words, (scale, zero) pairs
     std::vector<std::int64_t> k_first;            // per block: its first token (eviction leaves blocks
                                                   // partly filled: block i holds tokens [k_first[i], k_first[i + 1]))
@@ -236,6 +236,9 @@ class ComposedKvCache final : public cache::KvCache {
     const Half* v_old = nullptr;                  // [n_old][dv_keep] (kept value channels: value_channels())
     const Half* k_tail = nullptr;                 // [n_tail][head_dim]
     const Half* v_tail = nullptr;                 // [n_tail][head_dim]
+    // Words a block of `tokens` tokens holds (eviction shrinks a block's code array to its tokens).
+    std::int64_t k_words(std::int64_t tokens) const { return (tokens * d_keep * bits_k + 31) / 32; }
+    int bits_k = 0;
   };
   Regions regions(int seq, int layer, int h) const {
     const Segment& sg = segment(seq, layer, h);
@@ -244,7 +247,8 @@ class ComposedKvCache final : public cache::KvCache {
     r.d_keep = d_keep_;
     r.dv_keep = sg.vch.empty() ? shape_.head_dim : dv_keep_;
     if constexpr (kQuant) {
-      r.k_block_words = (cfg_.quant.group * d_keep_ * cfg_.quant.bits_k + 31) / 32;
+      r.bits_k = cfg_.quant.bits_k;
+      r.k_block_words = r.k_words(cfg_.quant.group);
       r.v_words = v_words_, r.v_groups = v_groups_;
     }
     std::int64_t first = 0;

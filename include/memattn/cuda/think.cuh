@@ -21,7 +21,8 @@
 // multiples of 8 halves from 16-byte aligned bases (pad old rows to a multiple of 8 channels; the
 // padding must hold finite values, its q slots are 0), and the tile kernel (think_decode.cuh) for
 // everything else: the KIVI region, the value extension, unaligned rows. p.path picks one (0: the
-// lane-group kernel where the layout allows it).
+// lane-group kernel where the layout allows it and d_keep is a multiple of 8 -- ThinK's
+// granularity=8 -- so that no padding is read; 2: also on padded rows).
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
@@ -136,7 +137,9 @@ Status launch_lanes_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKS
 }
 
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
-  const bool lanes = p.path == 2 || (p.path == 0 && lanes_layout(p));
+  // auto: only where no row holds padding (d_keep a multiple of 8), whose values the lane-group
+  // kernel reads (times q = 0: garbage there would turn into NaN); path 2 accepts padded rows.
+  const bool lanes = p.path == 2 || (p.path == 0 && p.d_keep % 8 == 0 && lanes_layout(p));
   if (lanes) {
     if (!lanes_layout(p)) return Status::kErrorNotSupported;
     if (p.head_dim == 64) return launch_lanes_d<64>(p, sp, stream);

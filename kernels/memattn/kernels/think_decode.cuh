@@ -8,7 +8,8 @@
 // fma(code, scale, zero) in fp32, as cpu::ComposedKvCache's attend does).
 //
 // Split-KV CUDA-core kernel: grid (segments = B * Hkv, splits), 128 threads; a split walks its
-// token range in tiles of up to 32 tokens (a tile never crosses a region or block boundary):
+// token range in tiles of up to 32 tokens (a tile never crosses the quantised region's end or a
+// block boundary, nor the old/new boundary when old values are apart):
 //   * K rows of the tile -> shared memory as fp32 (one warp per row, lanes over channels: coalesced
 //     whatever d_keep is; quantised rows dequantised on the way), zero-padded to a multiple of 4
 //     channels: float4 dot products with four independent accumulators; the row stride is an odd
@@ -182,7 +183,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
     for (int u = 0; u < kCh; ++u) acc[g][u] = 0.f;
 
   for (int t0 = t_lo; t0 < t_hi;) {
-    // A tile stays inside one region, and inside one block of the quantised one.
+    // A quantised tile stays inside one block; an old tile stays old when old values are apart.
     const bool q_tile = kQuant && t0 < n_q, old_tile = !q_tile && t0 < n_k;
     int blk = 0, blk_lo = 0, blk_hi = 0;  // quantised tile: its block and the block's tokens
     if (q_tile) {
