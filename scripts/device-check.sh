@@ -389,7 +389,8 @@ if think or kivi or composed:
         d = ours.get((r["B"], r["L"]))
         k = kivi42.get((r["B"], r["L"]))
         if r["bench"] == "composed_decode":
-            what = "%s %.0f%% copy bw" % ("h2o+think+kivi" if r["spec"].startswith("h2o") else "think+kivi", r["pct_copy_bw"])
+            what = "%s %s %.0f%% copy bw" % (r.get("kernel", "tile"), "h2o+think+kivi" if r["spec"].startswith("h2o") else "think+kivi",
+                                             r["pct_copy_bw"])
         elif r["bench"] == "think_decode":
             what = "%s prune %.2f%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
         else:

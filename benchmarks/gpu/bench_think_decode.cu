@@ -200,9 +200,13 @@ __global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) 
 // tail of 128 (KIVI's residual), every meta word 2^-4. With scores: the kernel also writes the raw
 // logits and LSE and the H2O epilogue (evict_accumulate_scores, per-segment lengths) runs after
 // it; *epi_us is that epilogue's median time. *bytes_read: codes + meta + tail + scores written.
-double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int iters, bool* ok, double* bytes_read, double* epi_us) {
+// path 1: tile kernel, d_keep 77 (ThinK's granularity 1); path 2: lane-group kernel, d_keep 80
+// (granularity 8).
+double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path, int iters, bool* ok, double* bytes_read,
+                     double* epi_us) {
   const int Hq = 32, Hkv = 8, D = 128, G = Hq / Hkv, tail = 128, qg = 32, S = B * Hkv;
-  const int dk = D - static_cast<int>(0.4f * D), nq = L - tail, blocks = nq / qg;
+  const int dk77 = D - static_cast<int>(0.4f * D), dk = path == 2 ? (dk77 + 7) / 8 * 8 : dk77;
+  const int nq = L - tail, blocks = nq / qg;
   const int kbw = (qg * dk * bits_k + 31) / 32, vw = (D * bits_v + 31) / 32, ngv = D / qg;
   std::uint32_t *kq, *vq;
   std::uint16_t *kqm, *vqm;
@@ -250,6 +254,7 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int iter
   p.vq = vq, p.vq_seg_stride = static_cast<long long>(nq) * vw, p.v_words = vw;
   p.vqm = vqm, p.vqm_seg_stride = static_cast<long long>(nq) * 2 * ngv;
   p.qgroup = qg, p.bits_k = bits_k, p.bits_v = bits_v, p.v_group = qg;
+  p.path = path;
   memattn::kernels::EvictScoreParams e;
   if (scores) {
     BENCH_CUDA(cudaMalloc(&sc, sizeof(float) * static_cast<std::size_t>(S) * G * L));
@@ -352,12 +357,15 @@ int main(int argc, char** argv) {
                   "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3);
     }
-    for (bool scores : {false, true}) {
+    for (int c = 0; c < 4; ++c) {
+      const bool scores = c % 2 == 1;
+      const int path = 1 + c / 2;
       double cb = 0, epi = 0;
-      const double cus = time_composed(B, L, 4, 2, scores, iters, &ok, &cb, &epi);
-      std::printf("{\"bench\": \"composed_decode\", \"B\": %d, \"L\": %d, \"spec\": \"%s\", \"us\": %.2f, "
+      const double cus = time_composed(B, L, 4, 2, scores, path, iters, &ok, &cb, &epi);
+      std::printf("{\"bench\": \"composed_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"spec\": \"%s\", \"us\": %.2f, "
                   "\"epilogue_us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
-                  B, L, scores ? "h2o+think:prune=0.4+kivi:kbits=4,vbits=2" : "think:prune=0.4+kivi:kbits=4,vbits=2", cus,
+                  path == 1 ? "tile" : "lanes", B, L,
+                  scores ? "h2o+think:prune=0.4+kivi:kbits=4,vbits=2" : "think:prune=0.4+kivi:kbits=4,vbits=2", cus,
                   epi, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
     }
   }

@@ -145,7 +145,7 @@ bool build(const typename Cache::Config& cfg, int B, int Hq, int Hkv, int D, int
 }  // namespace
 
 bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-                       unsigned seed, ComposedCase* out) {
+                       unsigned seed, ComposedCase* out, int granularity) {
   quant::KvQuantConfig q;
   q.bits_k = bits_k;
   q.bits_v = bits_v;
@@ -155,6 +155,7 @@ bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bit
   t.prune = 0.4f;
   t.window = 8;
   t.recent = 16;
+  t.granularity = granularity;
   const auto h2o = evict::h2o_params(prefill - 8, 24);  // budget below the prompt: evicts at prefill and while decoding
   switch (kind) {
     case ComposedKind::kKivi: {

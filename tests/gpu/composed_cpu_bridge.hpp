@@ -35,5 +35,6 @@ struct ComposedCase {
 
 // Sequence b gets prefill + 7*b prompt tokens, a chunk of 40, then `steps` decode steps; the exported
 // state is that of the last step with its chunk still open (its token in the tail).
+// granularity: ThinK's d_keep rounding (8: d_keep a multiple of 8, what the lane-group kernel reads).
 bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-                       unsigned seed, ComposedCase* out);
+                       unsigned seed, ComposedCase* out, int granularity = 1);

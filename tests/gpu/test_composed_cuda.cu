@@ -2,7 +2,8 @@
 // H2O + ThinK + KIVI and H2O + KIVI run a ragged batch on the CPU; their raw regions (quantised
 // blocks with d_keep key channels, fp16 old rows, full-width tail) are copied to the device as
 // they are (partly filled blocks after eviction as a block list), and the kernel's output for the last decode step must match the CPU output (rel 1e-4
-// of the row's max), one CTA per segment and split-KV alike. With eviction, the raw logits and
+// of the row's max), one CTA per segment and split-KV alike, for the tile kernel and (d_keep a
+// multiple of 8) the lane-group kernel, whose logits and LSE must agree. With eviction, the raw logits and
 // LSE the kernel writes feed evict_accumulate_scores (per-segment lengths), and the H2O
 // accumulators must match the CPU cache's after the same step. Exits 77 without a device.
 #include <catch2/catch.hpp>
@@ -29,11 +30,12 @@ namespace {
 
 // full_blocks: the blocks are given as full (kq_first = nullptr); only valid without eviction.
 int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-         bool full_blocks = false) {
+         bool full_blocks = false, int granularity = 1) {
   INFO("kind " << static_cast<int>(kind) << " full_blocks " << full_blocks << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits "
                << bits_k << "/" << bits_v << " prefill " << prefill);
   ComposedCase c;
-  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 4321u + static_cast<unsigned>(D), &c));
+  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 4321u + static_cast<unsigned>(D), &c,
+                            granularity));
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   int quantised = 0;
   for (int n : c.n_q) quantised += n;
@@ -94,10 +96,20 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
   p.scale = cuda::think_scale(D);
   const int max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
   std::int32_t* d_lens = upload(std::vector<std::int32_t>(c.n_total.begin(), c.n_total.end()));
+  // path 1: the tile kernel; 2: the lane-group kernel (d_keep a multiple of 8: KIVI alone, or
+  // ThinK with granularity 8); their logits and LSE must agree.
   // mode 0: one CTA per segment; 1: 32-token splits (quantised, old and new regions in different
   // CTAs, empty splits for shorter segments); 2: split-KV sized by the wrapper
-  for (int mode = 0; mode < 3; ++mode) {
-    INFO("mode " << mode);
+  std::vector<float> ref_lse, ref_scores;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    const int path = 1 + attempt / 3, mode = attempt % 3;
+    INFO("path " << path << " mode " << mode);
+    if (path == 2 && dk % 8 != 0) {
+      p.path = 2;
+      CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
+      break;
+    }
+    p.path = path;
     std::fill(out.begin(), out.end(), NAN);
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
     void* ws = nullptr;
@@ -114,6 +126,22 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     cudaFree(ws);
     out = download(d_out, out.size());
     CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
+    const std::vector<float> lse_now = download(d_lse, lse.size()), sc_now = download(d_scores, scores.size());
+    if (ref_lse.empty()) {
+      ref_lse = lse_now;
+      ref_scores = sc_now;
+    } else {
+      double wl = 0, ws_ = 0;
+      for (std::size_t i = 0; i < lse_now.size(); ++i) wl = worse(wl, std::abs(static_cast<double>(lse_now[i]) - ref_lse[i]));
+      for (int sg = 0; sg < S; ++sg)
+        for (int g = 0; g < G; ++g)
+          for (int t = 0; t < c.n_total[static_cast<std::size_t>(sg)]; ++t) {
+            const std::size_t i = (static_cast<std::size_t>(sg) * G + g) * c.cap_total + t;
+            ws_ = worse(ws_, std::abs(static_cast<double>(sc_now[i]) - ref_scores[i]));
+          }
+      CHECK(wl <= 1e-4);
+      CHECK(ws_ <= 1e-4);
+    }
     if (!c.evicts) continue;
     // H2O: p = exp(logit - lse), GQA mean, acc += p (the CPU cache's decode epilogue)
     kernels::EvictScoreParams e;
@@ -161,11 +189,16 @@ TEST_CASE("composed decode: KIVI and ThinK + KIVI regions on the GPU == CPU comp
   run(ComposedKind::kKivi, 2, 4, 4, 128, 2, 2, 120, 3);
   run(ComposedKind::kThinkKivi, 2, 8, 1, 128, 2, 4, 150, 3);
   run(ComposedKind::kThinkKivi, 2, 2, 1, 256, 8, 8, 100, 2);  // two value channels per thread
+  // d_keep a multiple of 8 (ThinK granularity 8): the lane-group kernel too, 2 / 4 / 8 bits
+  run(ComposedKind::kThinkKivi, 3, 8, 2, 64, 4, 2, 90, 5, false, 8);
+  run(ComposedKind::kThinkKivi, 2, 8, 1, 128, 2, 4, 150, 3, false, 8);
+  run(ComposedKind::kThinkKivi, 2, 2, 1, 256, 8, 8, 100, 2, true, 8);
 }
 
 TEST_CASE("composed decode with H2O: raw logits + LSE -> accumulators == CPU composed cache", "[compose][gpu]") {
   int partial = run(ComposedKind::kH2oThinkKivi, 3, 8, 2, 64, 4, 2, 110, 6);
   partial += run(ComposedKind::kH2oThinkKivi, 2, 12, 4, 128, 2, 2, 140, 4);
   partial += run(ComposedKind::kH2oKivi, 2, 8, 2, 128, 4, 4, 120, 4);
+  partial += run(ComposedKind::kH2oThinkKivi, 2, 12, 4, 128, 2, 2, 140, 4, false, 8);  // lane-group kernel too
   CHECK(partial > 0);  // H2O evicted inside quantised blocks: the block list path is exercised
 }

@@ -19,8 +19,9 @@
 // Two kernels: the lane-group kernel (think_decode_lanes.cuh: 16-byte pieces, cp.async pipeline,
 // the dense decode's inner loop) for head_dim 64 / 128 / 256 with fp16 rows and segments at
 // multiples of 8 halves from 16-byte aligned bases (pad old rows to a multiple of 8 channels; the
-// padding must hold finite values, its q slots are 0), and the tile kernel (think_decode.cuh) for
-// everything else: the KIVI region, the value extension, unaligned rows. p.path picks one (0: the
+// padding must hold finite values, its q slots are 0) and, with the KIVI region, d_keep a multiple
+// of 8 (lanes_layout() lists the rest), and the tile kernel (think_decode.cuh) for everything else:
+// the value extension, unaligned rows, other head_dims. p.path picks one (0: the
 // lane-group kernel where the layout allows it and d_keep is a multiple of 8 -- ThinK's
 // granularity=8 -- so that no padding is read; 2: also on padded rows).
 //
@@ -103,21 +104,28 @@ Status launch_ch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit&
 }
 
 // The lane-group kernel reads 16-byte pieces: head_dim 64 / 128 / 256, fp16 rows and segments
-// at multiples of 8 halves from 16-byte aligned bases, no KIVI region, no value extension.
+// at multiples of 8 halves from 16-byte aligned bases, no value extension; with the KIVI region,
+// d_keep a multiple of 8 (a lane's 8 codes are contiguous), v_group a multiple of 8, and code /
+// meta arrays aligned for its 4- / 8- / 16-byte pieces.
 inline bool lanes_layout(const kernels::ThinKDecodeParams& p) {
-  auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
-  if (p.n_q != nullptr || p.v_channels != nullptr) return false;
+  auto aligned = [](const void* ptr, std::uintptr_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
+  if (p.v_channels != nullptr) return false;
   if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return false;
-  if (!aligned(p.k_old) || !aligned(p.k_new) || !aligned(p.v) || (p.v_old != nullptr && !aligned(p.v_old))) return false;
+  if (!aligned(p.k_old, 16) || !aligned(p.k_new, 16) || !aligned(p.v, 16) || (p.v_old != nullptr && !aligned(p.v_old, 16)))
+    return false;
   if (p.old_row_stride % 8 != 0 || p.old_seg_stride % 8 != 0 || p.new_seg_stride % 8 != 0 || p.v_seg_stride % 8 != 0)
     return false;
-  return p.v_old == nullptr || (p.old_v_row_stride % 8 == 0 && p.v_old_seg_stride % 8 == 0);
+  if (p.v_old != nullptr && (p.old_v_row_stride % 8 != 0 || p.v_old_seg_stride % 8 != 0)) return false;
+  if (p.n_q == nullptr) return true;
+  return p.d_keep % 8 == 0 && p.v_group % 8 == 0 && aligned(p.kq, 8) && p.kq_seg_stride % 2 == 0 &&
+         p.kq_block_words % 2 == 0 && aligned(p.kqm, 16) && p.kqm_seg_stride % 8 == 0 && aligned(p.vq, 8) &&
+         p.vq_seg_stride % 2 == 0 && p.v_words % 2 == 0 && aligned(p.vqm, 4) && p.vqm_seg_stride % 2 == 0;
 }
 
-template <int D, int R>
+template <int D, int R, bool kQuant>
 Status launch_lanes_r(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
   const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
-  kernels::think_decode_lanes_kernel<D, R>
+  kernels::think_decode_lanes_kernel<D, R, kQuant>
       <<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kDecodeThreads, 0, stream>>>(p, sp);
   MEMATTN_RETURN_IF_ERROR(launch_status());
   if (sp.splits > 1) {
@@ -127,13 +135,20 @@ Status launch_lanes_r(const kernels::ThinKDecodeParams& p, const kernels::ThinKS
   return Status::kSuccess;
 }
 
-template <int D>
+template <int D, bool kQuant>
 Status launch_lanes_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
   const int g = p.q_heads / p.kv_heads;  // rows of the tile: g rounded up to a power of two
-  if (g == 1) return launch_lanes_r<D, 1>(p, sp, stream);
-  if (g == 2) return launch_lanes_r<D, 2>(p, sp, stream);
-  if (g <= 4) return launch_lanes_r<D, 4>(p, sp, stream);
-  return launch_lanes_r<D, 8>(p, sp, stream);
+  if (g == 1) return launch_lanes_r<D, 1, kQuant>(p, sp, stream);
+  if (g == 2) return launch_lanes_r<D, 2, kQuant>(p, sp, stream);
+  if (g <= 4) return launch_lanes_r<D, 4, kQuant>(p, sp, stream);
+  return launch_lanes_r<D, 8, kQuant>(p, sp, stream);
+}
+
+template <bool kQuant>
+Status launch_lanes(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  if (p.head_dim == 64) return launch_lanes_d<64, kQuant>(p, sp, stream);
+  if (p.head_dim == 128) return launch_lanes_d<128, kQuant>(p, sp, stream);
+  return launch_lanes_d<256, kQuant>(p, sp, stream);
 }
 
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
@@ -142,9 +157,7 @@ inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSp
   const bool lanes = p.path == 2 || (p.path == 0 && p.d_keep % 8 == 0 && lanes_layout(p));
   if (lanes) {
     if (!lanes_layout(p)) return Status::kErrorNotSupported;
-    if (p.head_dim == 64) return launch_lanes_d<64>(p, sp, stream);
-    if (p.head_dim == 128) return launch_lanes_d<128>(p, sp, stream);
-    return launch_lanes_d<256>(p, sp, stream);
+    return p.n_q != nullptr ? launch_lanes<true>(p, sp, stream) : launch_lanes<false>(p, sp, stream);
   }
   const bool narrow = p.head_dim <= kernels::kThinKThreads;
   if (p.n_q != nullptr) return narrow ? launch_ch<1, true>(p, sp, stream) : launch_ch<2, true>(p, sp, stream);

@@ -235,14 +235,23 @@ MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std
   }
 }
 
+// How a lane's 16-byte pipeline pieces become 8 fp32 key / value elements (key j of the chunk):
+// 8 packed 16-bit floats here; other layouts (the composed cache's KIVI codes,
+// think_decode_lanes.cuh) pass their own.
+template <class T>
+struct Pack8Pieces {
+  MEMATTN_DEVICE void key(const uint4& u, int, float (&f)[8]) const { Pack8<T>::unpack(u, f); }
+  MEMATTN_DEVICE void value(const uint4& u, int, float (&f)[8]) const { Pack8<T>::unpack(u, f); }
+};
+
 // One chunk of kChunk keys for one lane group, from a pipeline stage: scores, online-softmax
 // update, V accumulation. kMasked: some key of the chunk is outside [s0, s1) or outside a row's
 // causal/window range (such scores become -inf; a row with no visible key so far keeps m = -inf
 // and l = acc = 0).
-template <class T, int D, int R, bool kMasked>
+template <class T, int D, int R, bool kMasked, class Pieces = Pack8Pieces<T>>
 MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int group, int s1, const RowBounds& rb,
                                  const float (&q)[R][8], float (&m)[R], float (&l)[R], float (&acc)[R][8],
-                                 float* scores, std::int64_t score_row_stride) {
+                                 float* scores, std::int64_t score_row_stride, const Pieces& pieces = Pieces{}) {
   using Cfg = DenseDecodeConfig<D, R>;
   constexpr int U = Cfg::kUnroll;
 
@@ -254,7 +263,7 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     float kf[8];
-    Pack8<T>::unpack(kr[u], kf);
+    pieces.key(kr[u], base + group * U + u, kf);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       float d = 0.f;
@@ -343,7 +352,7 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     float vf[8];
-    Pack8<T>::unpack(stage[(u * 2 + 1) * Cfg::kThreads + tid], vf);
+    pieces.value(stage[(u * 2 + 1) * Cfg::kThreads + tid], base + group * U + u, vf);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
