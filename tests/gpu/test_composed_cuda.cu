@@ -15,6 +15,7 @@
 
 #include "composed_cpu_bridge.hpp"
 #include "device_vectors.hpp"
+#include "think_decode_modes.hpp"
 #include "row_error.hpp"
 #include "memattn/cuda/evict_scores.cuh"
 #include "memattn/cuda/think.cuh"
@@ -22,6 +23,7 @@
 using memattn_gpu_test::download;
 using memattn_gpu_test::max_row_rel_error;
 using memattn_gpu_test::worse;
+using memattn_gpu_test::think_decode_mode;
 using memattn_gpu_test::upload;
 
 using namespace memattn;
@@ -98,8 +100,7 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
   std::int32_t* d_lens = upload(std::vector<std::int32_t>(c.n_total.begin(), c.n_total.end()));
   // path 1: the tile kernel; 2: the lane-group kernel (d_keep a multiple of 8: KIVI alone, or
   // ThinK with granularity 8); their logits and LSE must agree.
-  // mode 0: one CTA per segment; 1: 32-token splits (quantised, old and new regions in different
-  // CTAs, empty splits for shorter segments); 2: split-KV sized by the wrapper
+  // modes: think_decode_modes.hpp (mode 1's 32-token splits put the regions in different CTAs)
   std::vector<float> ref_lse, ref_scores;
   for (int attempt = 0; attempt < 6; ++attempt) {
     const int path = 1 + attempt / 3, mode = attempt % 3;
@@ -112,18 +113,7 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     p.path = path;
     std::fill(out.begin(), out.end(), NAN);
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
-    void* ws = nullptr;
-    if (mode == 0) {
-      REQUIRE(cuda::think_decode(p, nullptr) == Status::kSuccess);
-    } else {
-      const int split_keys = mode == 1 ? 32 : 0;
-      std::size_t bytes = 0;
-      REQUIRE(cuda::think_decode_workspace_size(p, max_tokens, &bytes, split_keys) == Status::kSuccess);
-      if (bytes) REQUIRE(cudaMalloc(&ws, bytes) == cudaSuccess);
-      REQUIRE(cuda::think_decode(p, max_tokens, ws, bytes, nullptr, split_keys) == Status::kSuccess);
-    }
-    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-    cudaFree(ws);
+    think_decode_mode(p, mode, max_tokens);
     out = download(d_out, out.size());
     CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
     const std::vector<float> lse_now = download(d_lse, lse.size()), sc_now = download(d_scores, scores.size());
@@ -200,5 +190,10 @@ TEST_CASE("composed decode with H2O: raw logits + LSE -> accumulators == CPU com
   partial += run(ComposedKind::kH2oThinkKivi, 2, 12, 4, 128, 2, 2, 140, 4);
   partial += run(ComposedKind::kH2oKivi, 2, 8, 2, 128, 4, 4, 120, 4);
   partial += run(ComposedKind::kH2oThinkKivi, 2, 12, 4, 128, 2, 2, 140, 4, false, 8);  // lane-group kernel too
+  // lane-group kernel with chunks shorter (D 256: two 16-key chunks per block) and longer (D 64:
+  // 64 keys, half masked) than a block; the D 64 case has partly filled blocks, so mode 1's
+  // 32-token splits start inside blocks
+  partial += run(ComposedKind::kH2oThinkKivi, 2, 4, 2, 256, 4, 2, 110, 4, false, 8);
+  partial += run(ComposedKind::kH2oThinkKivi, 3, 8, 2, 64, 8, 4, 110, 5, false, 8);
   CHECK(partial > 0);  // H2O evicted inside quantised blocks: the block list path is exercised
 }

@@ -13,11 +13,13 @@
 #include "memattn/cuda/think.cuh"
 #include "think_cpu_bridge.hpp"
 #include "device_vectors.hpp"
+#include "think_decode_modes.hpp"
 #include "row_error.hpp"
 
 using memattn_gpu_test::download;
 using memattn_gpu_test::max_row_rel_error;
 using memattn_gpu_test::worse;
+using memattn_gpu_test::think_decode_mode;
 using memattn_gpu_test::upload;
 
 using namespace memattn;
@@ -81,26 +83,12 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, flo
     p.scores_row_stride = max_tokens;
     p.batch = B, p.q_heads = Hq, p.kv_heads = Hkv, p.head_dim = D;
     p.scale = cuda::think_scale(D);
-    // mode 0: one CTA per segment; 1: split-KV with 32-token splits (many partials, empty splits for
-    // shorter segments); 2: split-KV sized by the wrapper
+    // the three launch modes of think_decode_modes.hpp
     for (int mode = 0; mode < 3; ++mode) {
       INFO("mode " << mode);
       std::fill(out.begin(), out.end(), NAN);
       REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
-      void* ws = nullptr;
-      if (mode == 0) {
-        REQUIRE(cuda::think_decode(p, nullptr) == Status::kSuccess);
-      } else {
-        const int split_keys = mode == 1 ? 32 : 0;
-        std::size_t bytes = 0;
-        REQUIRE(cuda::think_decode_workspace_size(p, max_tokens, &bytes, split_keys) == Status::kSuccess);
-        if (mode == 1) REQUIRE(bytes > 0);
-        if (bytes) REQUIRE(cudaMalloc(&ws, bytes) == cudaSuccess);
-        if (bytes) REQUIRE(cuda::think_decode(p, max_tokens, ws, bytes - 4, nullptr, split_keys) == Status::kErrorWorkspaceTooSmall);
-        REQUIRE(cuda::think_decode(p, max_tokens, ws, bytes, nullptr, split_keys) == Status::kSuccess);
-      }
-      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-      cudaFree(ws);
+      think_decode_mode(p, mode, max_tokens);
       REQUIRE(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
       CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
       const std::vector<float> lse = download(p.lse, static_cast<std::size_t>(B) * Hq);

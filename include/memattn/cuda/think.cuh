@@ -209,7 +209,7 @@ inline Status think_decode_workspace_size(const kernels::ThinKDecodeParams& p, i
   return Status::kSuccess;
 }
 
-// Split-KV decode: max_tokens bounds n_old + n_new of every segment (tokens beyond it are not
+// Split-KV decode: max_tokens bounds n_q + n_old + n_new of every segment (tokens beyond it are not
 // read: the caller's bound must hold); workspace of think_decode_workspace_size bytes (16-byte
 // aligned), kErrorWorkspaceTooSmall otherwise.
 inline Status think_decode(const kernels::ThinKDecodeParams& p, int max_tokens, void* workspace,
