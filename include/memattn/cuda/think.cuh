@@ -29,8 +29,9 @@
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
 // in [1, head_dim], row/segment strides too small, KIVI bits not 2/4/8, group not 32/64/128,
 // v_group not dividing head_dim, block/row words too few, kq_first without n_blocks, path not
-// 0/1/2), kErrorNotSupported (path 2 on a layout the lane-group kernel cannot read), kErrorGqaRatio (more than 8 query heads per KV
-// head or not a multiple), kErrorInvalidShape (batch < 1), kErrorNoDevice / kErrorCudaRuntime.
+// 0/1/2), kErrorNotSupported (path 2 on a layout the lane-group kernel cannot read),
+// kErrorGqaRatio (more than 8 query heads per KV head or not a multiple), kErrorInvalidShape
+// (batch < 1), kErrorNoDevice / kErrorCudaRuntime.
 // The caller guarantees n_q/n_old/n_new (and the block lists) fit the strides and n_q + n_old +
 // n_new >= 1 per segment; with kq_first, n_blocks[s] >= 1 wherever n_q[s] > 0.
 #pragma once

@@ -229,7 +229,7 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   const Half* k_old = p.k_old + s * p.old_seg_stride + lane * 8;
   const Half* k_new = p.k_new + s * p.new_seg_stride + lane * 8;
   const bool split_v = p.v_old != nullptr;
-  // old values: v_old rows (apart) or v's first rows; new values follow in v (row 0 = token v0)
+  // old values: v_old's rows (apart), or v's first n_old rows with the new tokens' rows after them
   const Half* v_old = (split_v ? p.v_old + s * p.v_old_seg_stride : p.v + s * p.v_seg_stride) + lane * 8;
   const long long v_old_rs = split_v ? p.old_v_row_stride : p.head_dim;
   const Half* v_new = p.v + s * p.v_seg_stride + (split_v ? 0 : static_cast<long long>(n_k - n_q) * D) + lane * 8;
