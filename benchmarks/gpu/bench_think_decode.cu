@@ -64,6 +64,20 @@ double median_us(int iters, F&& launch) {
   return ms[ms.size() / 2] * 1e3;
 }
 
+// Median us of the split-KV cuda::think_decode over segments of at most L tokens (workspace
+// allocated and freed here).
+double time_think_decode(const memattn::kernels::ThinKDecodeParams& p, int L, int iters, bool* ok) {
+  std::size_t ws_bytes = 0;
+  void* ws = nullptr;
+  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
+  if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  const double us = median_us(iters, [&] {
+    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
+  });
+  if (ws) BENCH_CUDA(cudaFree(ws));
+  return us;
+}
+
 // path 1: the tile kernel on rows of d_keep halves; 2: the lane-group kernel on rows padded to a
 // multiple of 8 halves.
 double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f, int path = 1) {
@@ -112,14 +126,7 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
     p.dv_keep = dvk;
     p.v_seg_stride = static_cast<long long>(recent) * D;
   }
-  std::size_t ws_bytes = 0;
-  void* ws = nullptr;
-  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
-  if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
-  const double us = median_us(iters, [&] {
-    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
-  });
-  if (ws) BENCH_CUDA(cudaFree(ws));
+  const double us = time_think_decode(p, L, iters, ok);
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
@@ -270,19 +277,12 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
     e.state_stride[0] = static_cast<std::int64_t>(Hkv) * L, e.state_stride[1] = L;
     e.batch = B, e.kv_heads = Hkv, e.group = G, e.q_tokens = 1, e.kv_capacity = L;
   }
-  std::size_t ws_bytes = 0;
-  void* ws = nullptr;
-  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
-  if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
-  const double us = median_us(iters, [&] {
-    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
-  });
+  const double us = time_think_decode(p, L, iters, ok);
   *epi_us = !scores ? 0.0 : median_us(iters, [&] {
     if (memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
         memattn::Status::kSuccess)
       *ok = false;
   });
-  if (ws) BENCH_CUDA(cudaFree(ws));
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
