@@ -275,10 +275,14 @@ for r in read_jsonl("bench.jsonl"):
         compact.setdefault((r["shape"]["B"], r["shape"]["L"]), {})[r["variant"]] = r
 for key in sorted(ours):
     row = {"B": key[0], "L": key[1], "decode_us": ours[key]["us"]}
-    so = next((r for r in read_jsonl("bench.jsonl") if r.get("variant") == "scores_only" and "us" in r
-               and (r["shape"]["B"], r["shape"]["L"]) == key), None)
-    if so:
-        row["scores_only_us"] = so["us"]
+    for variant in ("scores_only", "scores_only_f16", "h2o_scores_f16"):
+        rec = next((r for r in read_jsonl("bench.jsonl") if r.get("variant") == variant and "us" in r
+                    and (r["shape"]["B"], r["shape"]["L"]) == key), None)
+        if rec:
+            row[variant + "_us"] = rec["us"]
+    if "h2o_scores_f16_us" in row:
+        row["score_overhead_f16"] = round(row["h2o_scores_f16_us"] / ours[key]["us"] - 1.0, 4)
+        row["score_gate_le_10pct_f16"] = row["score_overhead_f16"] <= 0.10
     if key in h2o:
         row["h2o_scores_us"] = h2o[key]["us"]
         row["score_overhead"] = round(h2o[key]["us"] / ours[key]["us"] - 1.0, 4)
@@ -375,7 +379,11 @@ for r in evict_rows:
         "%+.1f%%" % (100 * r["score_overhead"]) if "score_overhead" in r else "-",
         "%.1f" % r["compact_us"] if "compact_us" in r else "-", r.get("compact_over_decode", "-")) +
         "  [gather %s us, fill_holes %s us; decode writing logits only %s us]" % (
-            r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-"), r.get("scores_only_us", "-")))
+            r.get("select+gather_us", "-"), r.get("select+fill_holes_us", "-"), r.get("scores_only_us", "-")) +
+        "  fp16 logits: +scores %s us (%s), decode writing them %s us" % (
+            r.get("h2o_scores_f16_us", "-"),
+            "%+.1f%%" % (100 * r["score_overhead_f16"]) if "score_overhead_f16" in r else "-",
+            r.get("scores_only_f16_us", "-")))
 think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
 kivi = read_json_lines(os.path.join(out, "bench.log"), '"kivi_decode"')
 composed = read_json_lines(os.path.join(out, "bench.log"), '"composed_decode"')

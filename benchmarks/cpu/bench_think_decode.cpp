@@ -19,6 +19,8 @@
 
 #include <memattn/memattn.hpp>
 
+#include "common/kv_factory.hpp"
+
 namespace {
 
 constexpr std::int64_t kHq = 32, kHkv = 8, kD = 128;
@@ -61,7 +63,7 @@ void bm_decode(benchmark::State& state, std::string spec, std::int64_t L) {
   shape.max_tokens = static_cast<int>(L + 1024);
   std::unique_ptr<memattn::cache::KvCache> c;
   std::string err;
-  if (memattn::cpu::make_kv_cache(spec, shape, memattn::Executor{}, &c, &err) != memattn::Status::kSuccess) {
+  if (memattn_test::make_kv_cache(spec, shape, memattn::Executor{}, &c, &err) != memattn::Status::kSuccess) {
     state.SkipWithError(err.c_str());
     g_failed = true;
     return;

@@ -8,7 +8,8 @@
 //   bench_dense_decode_cuda [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke]
 //     --sweep  also time forced split counts per shape (lines with "variant": "splits=N")
 //     --smoke  tiny shapes, 2 iterations (ctest; checks that everything runs and is finite)
-// Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate) and
+// Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate; with
+// fp16 logits "h2o_scores_f16"; the decode writing logits alone "scores_only[_f16]") and
 // the compaction of the whole cache to a 25% budget ("bench": "evict_compact", < one decode step).
 // Exits 77 when no CUDA device is present.
 #include <cuda_runtime.h>
@@ -113,25 +114,28 @@ Status time_steps(const Options& opt, cudaStream_t stream, unsigned char* flush,
 // Times one configuration; returns false on a memattn error (printed as a JSON line).
 // h2o: also the fused eviction scores (raw logits + LSE from the decode, then the H2O epilogue
 // over an fp32 accumulator), timed together: issue 5's "<= 10% over plain decode" gate;
-// epilogue = false times the decode that writes the logits alone (the breakdown).
+// epilogue = false times the decode that writes the logits alone (the breakdown); half_logits
+// writes and reads them as fp16 (DecodeArgs::scores_half).
 bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::DenseDecodeTuning& tuning,
              const char* variant, BFloat16* q, BFloat16* k, BFloat16* v, BFloat16* o, unsigned char* flush,
-             std::size_t flush_bytes, FILE* json, bool h2o = false, bool epilogue = true) {
+             std::size_t flush_bytes, FILE* json, bool h2o = false, bool epilogue = true, bool half_logits = false) {
   const int Hq = 32, Hkv = 8, D = 128, Tq = 1;
   att::DecodeArgs<BFloat16> a;
   a.q = memattn::make_view<4>(static_cast<const BFloat16*>(q), {s.B, Tq, Hq, D});
   a.k_cache = memattn::make_view<4>(static_cast<const BFloat16*>(k), {s.B, Hkv, s.L, D});
   a.v_cache = memattn::make_view<4>(static_cast<const BFloat16*>(v), {s.B, Hkv, s.L, D});
   a.o = memattn::make_view<4>(o, {s.B, Tq, Hq, D});
-  float *lse = nullptr, *scores = nullptr, *acc = nullptr;
+  float *lse = nullptr, *acc = nullptr;
+  void* scores = nullptr;
   if (h2o) {
     const int G = Hq / Hkv;
     BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(s.B) * Tq * Hq * sizeof(float)));
-    BENCH_CUDA(cudaMalloc(&scores, static_cast<std::size_t>(s.B) * Hkv * Tq * G * s.L * sizeof(float)));
+    BENCH_CUDA(cudaMalloc(&scores, static_cast<std::size_t>(s.B) * Hkv * Tq * G * s.L * (half_logits ? 2 : 4)));
     BENCH_CUDA(cudaMalloc(&acc, static_cast<std::size_t>(s.B) * Hkv * s.L * sizeof(float)));
     BENCH_CUDA(cudaMemset(acc, 0, static_cast<std::size_t>(s.B) * Hkv * s.L * sizeof(float)));
     a.lse = memattn::make_view<3>(lse, {s.B, Tq, Hq});
-    a.scores = memattn::make_view<4>(scores, {s.B, Hkv, Tq * G, s.L});
+    if (half_logits) a.scores_half = memattn::make_view<4>(static_cast<memattn::Half*>(scores), {s.B, Hkv, Tq * G, s.L});
+    else a.scores = memattn::make_view<4>(static_cast<float*>(scores), {s.B, Hkv, Tq * G, s.L});
   }
   void* ws = nullptr;
   std::size_t ws_bytes = 0;
@@ -401,6 +405,9 @@ int main(int argc, char** argv) {
     ok = run_one(opt, dev, s, tuning, "h2o_scores", q, k, v, o, flush, flush_bytes, json, true) && ok;
     // breakdown: the decode writing logits + LSE, without the H2O epilogue
     ok = run_one(opt, dev, s, tuning, "scores_only", q, k, v, o, flush, flush_bytes, json, true, false) && ok;
+    // fp16 logits: half the bytes written by the decode and read by the epilogue
+    ok = run_one(opt, dev, s, tuning, "h2o_scores_f16", q, k, v, o, flush, flush_bytes, json, true, true, true) && ok;
+    ok = run_one(opt, dev, s, tuning, "scores_only_f16", q, k, v, o, flush, flush_bytes, json, true, false, true) && ok;
     ok = run_compact(opt, dev, s, k, v, false, flush, flush_bytes, json) && ok;
     ok = run_compact(opt, dev, s, k, v, true, flush, flush_bytes, json) && ok;
     if (opt.sweep) {

@@ -84,6 +84,18 @@ TEST_CASE("decode rejects bad arguments and writes nothing", "[bad-input]") {
       a.scores = make_view<4>(scores, {2, 2, 4, 50});
       a.lse = {};
     });
+    // fp16 logits: same checks; never together with fp32 logits
+    static Half scores_half[2 * 2 * 4 * 50];
+    expect_rejected(Status::kErrorNotSupported, [](A& a, P&) { a.scores_half = make_view<4>(scores_half, {2, 2, 4, 50}); });
+    expect_rejected(Status::kErrorInvalidShape, [](A& a, P&) { a.scores_half = make_view<4>(scores_half, {2, 2, 3, 50}); });
+    expect_rejected(Status::kErrorInvalidArgument, [](A& a, P&) {
+      a.scores_half = make_view<4>(scores_half, {2, 2, 4, 50});
+      a.lse = {};
+    });
+    expect_rejected(Status::kErrorInvalidArgument, [](A& a, P&) {
+      a.scores = make_view<4>(scores, {2, 2, 4, 50});
+      a.scores_half = make_view<4>(scores_half, {2, 2, 4, 50});
+    });
   }
   SECTION("workspace too small or null") {
     DecodeProblem<Half> p(base_shape(), 3);

@@ -5,7 +5,7 @@
 #include <type_traits>
 
 #include "common/mikv_block_export.hpp"
-#include "memattn/cpu/kv_cache_factory.hpp"
+#include "common/kv_factory.hpp"
 #include "memattn/cpu/mikv_kv_cache.hpp"
 
 namespace memattn_test {
@@ -139,7 +139,7 @@ memattn::Status mikv_cpu_snapshot(const std::string& spec, int D, int G, int kv_
   s.max_sequences = sequences;
   std::unique_ptr<cache::KvCache> base;
   std::string err;
-  MEMATTN_RETURN_IF_ERROR(cpu::make_kv_cache(spec + ",track=1", s, Executor{}, &base, &err));
+  MEMATTN_RETURN_IF_ERROR(memattn_test::make_kv_cache(spec + ",track=1", s, Executor{}, &base, &err));
   std::mt19937 rng(seed);
   if (auto* blocked = dynamic_cast<BlockCache*>(base.get())) return snapshot(*blocked, s, sequences, kill_low, rng, out);
   if (auto* rows = dynamic_cast<RowCache*>(base.get())) return snapshot(*rows, s, sequences, kill_low, rng, out);

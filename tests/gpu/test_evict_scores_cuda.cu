@@ -2,7 +2,8 @@
 // raw-logit output, then the score epilogue, against an fp64 reference computed from the same
 // fp16 inputs: the logits, H2O accumulation (gamma 1 and 0.9; GQA mean, max, sum) and the
 // Scissorhands history bits, for Tq 1 and 3, per-sequence lengths, a window, forced split counts.
-// The decode output must not change when the logits are requested. Exits 77 without a device.
+// The decode output must not change when the logits are requested; fp16 logits are the fp32 ones
+// rounded, and the epilogue reads them the same way. Exits 77 without a device.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
@@ -185,6 +186,135 @@ TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulatio
   }
 }
 
+// fp16 logits (DecodeArgs::scores_half): the decode writes exactly the fp32 logits rounded to
+// nearest even, its output is unchanged, and the epilogue applied to them equals a host
+// recomputation from the same fp16 logits and LSE (and stays within the rounding's bound of the
+// fp32-logit accumulators).
+TEST_CASE("fp16 logits: rounded fp32 logits, same epilogue", "[evict][gpu]") {
+  const Case cases[] = {{2, 2, 4, 128, 700, 1, 0, 3}, {1, 3, 3, 64, 333, 3, 40, 0}};
+  std::mt19937 rng(78);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (const Case& c : cases) {
+    const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
+    INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq);
+    std::vector<Half> q(static_cast<std::size_t>(c.B) * c.Tq * Hq * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D),
+        v(k.size());
+    for (auto& x : q) x = memattn::from_float<Half>(2.f * nd(rng));  // logits up to ~|20|: rounding visible
+    for (auto& x : k) x = memattn::from_float<Half>(nd(rng));
+    for (auto& x : v) x = memattn::from_float<Half>(nd(rng));
+    std::vector<std::int32_t> lens(static_cast<std::size_t>(c.B));
+    for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + 1);
+    std::vector<float> acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
+    for (auto& x : acc0) x = std::fabs(nd(rng));
+    const std::size_t n_scores = static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L;
+    Half *dq = upload(q), *dk = upload(k), *dv = upload(v);
+    std::int32_t* dlens = upload(lens);
+    std::vector<Half> o(q.size());
+    Half *d_o32 = upload(o), *d_o16 = upload(o);
+    std::vector<float> lse(static_cast<std::size_t>(c.B) * c.Tq * Hq), s32(n_scores, NAN);
+    std::vector<Half> s16(n_scores, memattn::from_float<Half>(NAN));
+    float *dlse32 = upload(lse), *dlse16 = upload(lse), *ds32 = upload(s32);
+    Half* ds16 = upload(s16);
+
+    memattn::attention::DecodeArgs<Half> a;
+    a.q = memattn::make_view<4>(static_cast<const Half*>(dq), {c.B, c.Tq, Hq, c.D});
+    a.k_cache = memattn::make_view<4>(static_cast<const Half*>(dk), {c.B, c.Hkv, c.L, c.D});
+    a.v_cache = memattn::make_view<4>(static_cast<const Half*>(dv), {c.B, c.Hkv, c.L, c.D});
+    a.seq_lens = dlens;
+    a.seq_lens_host = lens.data();
+    a.window = c.window;
+    mc::DenseDecodeTuning tuning;
+    tuning.num_splits = c.splits;
+    a.o = memattn::make_view<4>(d_o32, {c.B, c.Tq, Hq, c.D});
+    a.lse = memattn::make_view<3>(dlse32, {c.B, c.Tq, Hq});
+    a.scores = memattn::make_view<4>(ds32, {c.B, c.Hkv, rows, c.L});
+    std::size_t ws_bytes = 0;
+    REQUIRE(mc::dense_decode_workspace_size(a, &ws_bytes, tuning) == Status::kSuccess);
+    void* ws = nullptr;
+    if (ws_bytes) REQUIRE(cudaMalloc(&ws, ws_bytes) == cudaSuccess);
+    REQUIRE(mc::dense_decode(a, ws, ws_bytes, nullptr, tuning) == Status::kSuccess);
+    memattn::attention::DecodeArgs<Half> a16 = a;
+    a16.o = memattn::make_view<4>(d_o16, {c.B, c.Tq, Hq, c.D});
+    a16.lse = memattn::make_view<3>(dlse16, {c.B, c.Tq, Hq});
+    a16.scores = {};
+    a16.scores_half = memattn::make_view<4>(ds16, {c.B, c.Hkv, rows, c.L});
+    REQUIRE(mc::dense_decode(a16, ws, ws_bytes, nullptr, tuning) == Status::kSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const auto o32 = download(d_o32, o.size()), o16 = download(d_o16, o.size());
+    const auto l32 = download(dlse32, lse.size()), l16 = download(dlse16, lse.size());
+    const auto g32 = download(ds32, n_scores);
+    const auto g16 = download(ds16, n_scores);
+    int bad_out = 0, bad_round = 0;
+    for (std::size_t i = 0; i < o32.size(); ++i) bad_out += o32[i].bits != o16[i].bits;
+    for (std::size_t i = 0; i < l32.size(); ++i) bad_out += !(l32[i] == l16[i]);
+    // Every written fp32 logit (NaN = not written) and its fp16 twin.
+    std::size_t written = 0;
+    for (std::size_t i = 0; i < n_scores; ++i) {
+      if (std::isnan(g32[i])) {
+        bad_round += !std::isnan(memattn::to_float(g16[i]));
+        continue;
+      }
+      ++written;
+      bad_round += memattn::from_float<Half>(g32[i]).bits != g16[i].bits;
+    }
+    CHECK(bad_out == 0);
+    CHECK(bad_round == 0);
+    CHECK(written > 0);
+
+    for (const int reduce : {0, 1}) {
+      float *dacc32 = upload(acc0), *dacc16 = upload(acc0);
+      mk::EvictScoreParams p32 = mc::evict_score_params(a, 0.9f, reduce);
+      mk::EvictScoreParams p16 = mc::evict_score_params(a16, 0.9f, reduce);
+      REQUIRE(p16.scores == nullptr);
+      REQUIRE(p16.scores_half != nullptr);
+      for (mk::EvictScoreParams* p : {&p32, &p16}) {
+        p->acc = p == &p32 ? dacc32 : dacc16;
+        p->state_stride[0] = static_cast<std::int64_t>(c.Hkv) * c.L;
+        p->state_stride[1] = c.L;
+        REQUIRE(mc::evict_accumulate_scores(*p, mk::EvictScoreMode::kAccumulate, nullptr) == Status::kSuccess);
+      }
+      const auto acc32 = download(dacc32, acc0.size()), acc16 = download(dacc16, acc0.size());
+      int bad_host = 0, bad_bound = 0;
+      for (int b = 0; b < c.B; ++b) {
+        const int len = lens[static_cast<std::size_t>(b)];
+        for (int h = 0; h < c.Hkv; ++h) {
+          for (int j = 0; j < c.L; ++j) {
+            const std::size_t at = (static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j;
+            double ref = acc0[at], bound = 0;
+            for (int t = 0; t < c.Tq && j < len; ++t) {
+              const int pos = len - c.Tq + t, lo = c.window > 0 ? pos - c.window + 1 : 0;
+              if (j > pos || j < lo) continue;
+              double pbar = 0, pmax = 0;
+              for (int g = 0; g < c.G; ++g) {
+                const int f = t * c.G + g;
+                const std::size_t si = ((static_cast<std::size_t>(b) * c.Hkv + h) * rows + f) * c.L + j;
+                const double sv = memattn::to_float(g16[si]);
+                const double pr = std::exp(sv - l16[(static_cast<std::size_t>(b) * c.Tq + t) * Hq + h * c.G + g]);
+                pbar = g == 0 ? pr : (reduce == 1 ? std::max(pbar, pr) : pbar + pr);
+                pmax = std::max(pmax, pr * (std::fabs(sv) + 1) * std::ldexp(1.0, -10));  // rounding bound of this term
+              }
+              if (reduce == 0) pbar /= c.G;
+              ref = 0.9 * ref + pbar;
+              bound = 0.9 * bound + pmax;
+            }
+            if (!(std::fabs(acc16[at] - ref) <= 1e-5 * std::fabs(ref) + 1e-7)) ++bad_host;
+            if (!(std::fabs(acc16[at] - acc32[at]) <= bound + 1e-5 * std::fabs(ref) + 1e-7)) ++bad_bound;
+          }
+        }
+      }
+      CHECK(bad_host == 0);
+      CHECK(bad_bound == 0);
+      cudaFree(dacc32);
+      cudaFree(dacc16);
+    }
+    cudaFree(ws);
+    for (void* ptr : {static_cast<void*>(dq), static_cast<void*>(dk), static_cast<void*>(dv), static_cast<void*>(dlens),
+                      static_cast<void*>(d_o32), static_cast<void*>(d_o16), static_cast<void*>(dlse32),
+                      static_cast<void*>(dlse16), static_cast<void*>(ds32), static_cast<void*>(ds16)})
+      cudaFree(ptr);
+  }
+}
+
 TEST_CASE("score outputs: bad arguments get a Status", "[evict][gpu]") {
   memattn::attention::DecodeArgs<Half> a;
   std::vector<Half> h(4 * 64);
@@ -205,6 +335,24 @@ TEST_CASE("score outputs: bad arguments get a Status", "[evict][gpu]") {
   // wrong scores shape (rows must be Tq * G = 2, keys Lcap = 2)
   a.scores = memattn::make_view<4>(f, {1, 1, 1, 2});
   CHECK(mc::dense_decode_workspace_size(a, &bytes) == Status::kErrorInvalidShape);
+  // fp32 and fp16 logits together; fp16 logits of the wrong shape
+  a.scores = memattn::make_view<4>(f, {1, 1, 2, 2});
+  a.scores_half = memattn::make_view<4>(reinterpret_cast<Half*>(f + 64), {1, 1, 2, 2});
+  CHECK(mc::dense_decode_workspace_size(a, &bytes) == Status::kErrorInvalidArgument);
+  a.scores = {};
+  CHECK(mc::dense_decode_workspace_size(a, &bytes) == Status::kSuccess);
+  a.scores_half = memattn::make_view<4>(reinterpret_cast<Half*>(f + 64), {1, 1, 2, 3});
+  CHECK(mc::dense_decode_workspace_size(a, &bytes) == Status::kErrorInvalidShape);
+  {
+    memattn::kernels::EvictScoreParams p;
+    p.scores = f;
+    p.scores_half = reinterpret_cast<Half*>(f + 64);
+    p.lse = f + 8;
+    p.acc = f + 16;
+    p.batch = p.kv_heads = p.group = p.q_tokens = 1;
+    p.kv_capacity = 2;
+    CHECK(mc::evict_accumulate_scores(p, mk::EvictScoreMode::kAccumulate, nullptr) == Status::kErrorInvalidArgument);
+  }
   cudaFree(f);
   cudaFree(d);
   cudaFree(o);

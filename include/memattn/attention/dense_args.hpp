@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "memattn/core/dtype.hpp"
 #include "memattn/core/status.hpp"
 #include "memattn/core/tensor.hpp"
 
@@ -46,6 +47,11 @@ struct DecodeArgs {
   // f = t * G + g; -inf for keys a row does not see; keys outside every row's range are not
   // written. Needs lse. The CPU back-end rejects it (its eviction caches use cpu::decode_probs).
   TensorView<float, 4> scores;
+  // Alternative to `scores` (at most one of the two): the same logits rounded to fp16, half the
+  // bytes written by the decode and read by the eviction epilogue; the rounding (2^-11 of |s|)
+  // moves p = exp(s - lse) by up to |s| * 2^-11 relative, so near-ties may rank differently
+  // than with fp32 logits or on the CPU.
+  TensorView<Half, 4> scores_half;
 };
 
 template <class T>
@@ -108,7 +114,12 @@ Status validate_decode(const DecodeArgs<T, TQ>& a, const std::int32_t* lens, Att
   MEMATTN_RETURN_IF_ERROR(
       check_optional_tensor(a.scores, {d.batch, d.kv_heads, d.q_tokens * d.group(), d.kv_capacity}));
   MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.scores));
-  if (a.scores.data != nullptr && a.lse.data == nullptr) return Status::kErrorInvalidArgument;
+  MEMATTN_RETURN_IF_ERROR(
+      check_optional_tensor(a.scores_half, {d.batch, d.kv_heads, d.q_tokens * d.group(), d.kv_capacity}));
+  MEMATTN_RETURN_IF_ERROR(check_no_self_overlap(a.scores_half));
+  if (a.scores.data != nullptr && a.scores_half.data != nullptr) return Status::kErrorInvalidArgument;
+  if ((a.scores.data != nullptr || a.scores_half.data != nullptr) && a.lse.data == nullptr)
+    return Status::kErrorInvalidArgument;
   if (d.q_tokens > d.kv_capacity) return Status::kErrorInvalidShape;
   if (a.max_seq_len < 0 || a.max_seq_len > d.kv_capacity) return Status::kErrorInvalidArgument;
   if (a.max_seq_len > 0 && a.max_seq_len < d.q_tokens) return Status::kErrorEmptyCache;

@@ -168,7 +168,7 @@ struct KvHead {
 template <class W, class T, class TQ>
 Status plan_decode(W& ws, const attention::DecodeArgs<T, TQ>& a, attention::AttentionDims* d, Scratch* sc) {
   MEMATTN_RETURN_IF_ERROR(attention::validate_decode(a, a.seq_lens, d));
-  if (a.scores.data != nullptr) return Status::kErrorNotSupported;  // CUDA-only output (see DecodeArgs)
+  if (a.scores.data != nullptr || a.scores_half.data != nullptr) return Status::kErrorNotSupported;  // CUDA-only outputs (see DecodeArgs)
   plan(ws, max_rows(d->q_tokens, d->group()), d->head_dim, sc);
   return Status::kSuccess;
 }

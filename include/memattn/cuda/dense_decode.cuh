@@ -130,6 +130,8 @@ Status check_args(const attention::DecodeArgs<T>& a, attention::AttentionDims* d
     return Status::kErrorInvalidStride;
   if (a.scores.data != nullptr && reinterpret_cast<std::uintptr_t>(a.scores.data) % alignof(float) != 0)
     return Status::kErrorInvalidStride;
+  if (a.scores_half.data != nullptr && reinterpret_cast<std::uintptr_t>(a.scores_half.data) % alignof(Half) != 0)
+    return Status::kErrorInvalidStride;
   if (a.seq_lens_host != nullptr && a.seq_lens == nullptr) return Status::kErrorInvalidArgument;
   // 32-bit indices in the kernels (positions, heads, rows of one sequence).
   constexpr std::int64_t kIntMax = std::numeric_limits<std::int32_t>::max();
@@ -246,9 +248,10 @@ Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims&
     p.v_stride[i] = a.v_cache.stride[i];
     p.o_stride[i] = a.o.stride[i];
     p.lse_stride[i] = a.lse.data != nullptr ? a.lse.stride[i] : 0;
-    p.scores_stride[i] = a.scores.data != nullptr ? a.scores.stride[i] : 0;
+    p.scores_stride[i] = a.scores.data != nullptr ? a.scores.stride[i] : (a.scores_half.data != nullptr ? a.scores_half.stride[i] : 0);
   }
-  p.scores = a.scores.data;
+  p.scores = a.scores.data != nullptr ? static_cast<void*>(a.scores.data) : static_cast<void*>(a.scores_half.data);
+  p.scores_half = a.scores_half.data != nullptr;
   p.batch = static_cast<int>(d.batch);
   p.q_tokens = static_cast<int>(d.q_tokens);
   p.q_heads = static_cast<int>(d.q_heads);

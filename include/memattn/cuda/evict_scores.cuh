@@ -5,6 +5,7 @@
 // history), in the same order and with the same rule as the CPU cache.
 //
 //   args.lse = ...; args.scores = scores_view;                 // [B, Hkv, Tq * G, Lcap]
+//                                      // (or args.scores_half: fp16 logits, half the bytes)
 //   cuda::dense_decode(args, ws, ws_bytes, stream);
 //   kernels::EvictScoreParams p = cuda::evict_score_params(args, gamma, reduce);
 //   p.acc = acc; p.state_stride[0] = ...; p.state_stride[1] = ...;
@@ -33,9 +34,10 @@ template <class T>
 kernels::EvictScoreParams evict_score_params(const attention::DecodeArgs<T>& a, float gamma, int reduce) {
   kernels::EvictScoreParams p;
   p.scores = a.scores.data;
+  p.scores_half = a.scores_half.data;
   p.lse = a.lse.data;
   for (int i = 0; i < 3; ++i) {
-    p.scores_stride[i] = a.scores.stride[i];
+    p.scores_stride[i] = a.scores.data != nullptr ? a.scores.stride[i] : a.scores_half.stride[i];
     p.lse_stride[i] = a.lse.stride[i];
   }
   p.seq_lens = a.seq_lens;
@@ -51,7 +53,8 @@ kernels::EvictScoreParams evict_score_params(const attention::DecodeArgs<T>& a, 
 }
 
 inline Status evict_accumulate_can_implement(const kernels::EvictScoreParams& p, kernels::EvictScoreMode mode) {
-  if (p.scores == nullptr || p.lse == nullptr) return Status::kErrorNullPointer;
+  if ((p.scores == nullptr && p.scores_half == nullptr) || p.lse == nullptr) return Status::kErrorNullPointer;
+  if (p.scores != nullptr && p.scores_half != nullptr) return Status::kErrorInvalidArgument;
   if (mode == kernels::EvictScoreMode::kAccumulate ? p.acc == nullptr : p.hist == nullptr) return Status::kErrorNullPointer;
   if (p.batch <= 0 || p.kv_heads <= 0 || p.group <= 0 || p.q_tokens <= 0 || p.kv_capacity <= 0 ||
       p.q_tokens > p.kv_capacity)

@@ -14,14 +14,15 @@
 //    score). A CTA has 128 / (D / 8) lane groups; each is an independent online-softmax stream
 //    over the keys base + group * kUnroll + u (u < kUnroll: 4, or 2 for R = 8) of every chunk, so
 //    one chunk of groups * kUnroll keys is read as contiguous rows, and the lane groups of a warp
-//    hold consecutive keys (the optional raw-logit output is written in whole 32-byte sectors).
+//    hold consecutive keys (the optional raw logits fill whole 32-byte sectors of a row in fp32, half
+//    of one per warp in fp16).
 //  * Bytes in flight: a multi-stage cp.async (16-byte, L2-only) pipeline into shared memory
 //    (3 stages, or 5 for R = 8): 8 keys of K and V per thread (256 B) are in flight while one
 //    chunk is computed. Each thread copies exactly the pieces it later reads, so the pipeline
 //    needs only cp.async.wait_group, no barrier (48 KiB, or 40 KiB for R = 8, of static shared
 //    memory per CTA; registers stay free for q, acc and scores).
-//  * Registers (nvcc 13.0 ptxas, sm_90, with the optional raw-logit output): R = 1: 80,
-//    R = 2: 104, R = 4: 155-157, R = 8: 234-242; no spills, no stack, no local memory
+//  * Registers (nvcc 13.0 ptxas, sm_90, with the optional fp32 / fp16 raw-logit output): R = 1: 88,
+//    R = 2: 112-114, R = 4: 157-163, R = 8: 246-255; no spills, no stack, no local memory
 //    (tests/compile builds them with -warn-spills). With 128 threads that is 4, 4, 3 and 2 resident CTAs per SM
 //    (shared memory allows 4 on sm_90, 3 on sm_80).
 //  * Softmax rescaling is lazy (the running max moves only when a score exceeds it by more than
@@ -98,9 +99,11 @@ struct DenseDecodeParams {
   // Optional (token eviction, spec eviction.md §4.3): raw logits scale * q.k of every (row f of a
   // KV head, key j) the kernel computes, [B, Hkv, Tq * G, Lcap], -inf for keys the row does not
   // see. Written as the chunk is scored (whole sectors per warp): 4 * Tq * G bytes per key next to the
-  // 4 * D bytes of K and V read, so the eviction epilogue needs no second pass over K.
-  float* scores = nullptr;
-  std::int64_t scores_stride[3] = {};  // b, h, f (keys contiguous)
+  // 4 * D bytes of K and V read, so the eviction epilogue needs no second pass over K. fp32, or
+  // fp16 with scores_half (half the bytes written here and read by the epilogue).
+  void* scores = nullptr;
+  bool scores_half = false;
+  std::int64_t scores_stride[3] = {};  // b, h, f (keys contiguous), elements
   std::int64_t q_stride[3] = {};    // b, t, h
   std::int64_t k_stride[3] = {};    // b, h, l
   std::int64_t v_stride[3] = {};    // b, h, l
@@ -235,6 +238,18 @@ MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std
   }
 }
 
+// The raw-logit rows of a tile (ptr == nullptr: not requested): row r at element r * row_stride,
+// fp32, or rounded to fp16 with half.
+struct ScoreRows {
+  void* ptr = nullptr;
+  std::int64_t row_stride = 0;
+  bool half = false;
+  MEMATTN_DEVICE void store(std::int64_t at, float v) const {
+    if (half) static_cast<__half*>(ptr)[at] = __float2half_rn(v);
+    else static_cast<float*>(ptr)[at] = v;
+  }
+};
+
 // How a lane's 16-byte pipeline pieces become 8 fp32 key / value elements (key j of the chunk):
 // 8 packed 16-bit floats here; other layouts (the composed cache's KIVI codes,
 // think_decode_lanes.cuh) pass their own.
@@ -251,7 +266,7 @@ struct Pack8Pieces {
 template <class T, int D, int R, bool kMasked, class Pieces = Pack8Pieces<T>>
 MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int group, int s1, const RowBounds& rb,
                                  const float (&q)[R][8], float (&m)[R], float (&l)[R], float (&acc)[R][8],
-                                 float* scores, std::int64_t score_row_stride, const Pieces& pieces = Pieces{}) {
+                                 const ScoreRows& scores, const Pieces& pieces = Pieces{}) {
   using Cfg = DenseDecodeConfig<D, R>;
   constexpr int U = Cfg::kUnroll;
 
@@ -296,29 +311,35 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
   }
   // Raw logits for the eviction epilogue (uniform branch). Every lane of a group holds all U x R
   // sums, so lane l stores value (u, r) with r * U + u = round * kLanes + l: one store instruction
-  // per round, and the warp's lane groups (consecutive keys) fill whole sectors of each row.
-  if (scores != nullptr) {
-    constexpr int kRounds = (U * R + Cfg::kLanes - 1) / Cfg::kLanes;
+  // per round, and the warp's lane groups (consecutive keys) fill whole sectors of each row. The
+  // value is picked by a tree of selects on the index bits (U * R - 1 selects; registers cannot be
+  // indexed at run time), not by comparing the index with every (u, r).
+  if (scores.ptr != nullptr) {
+    constexpr int kN = U * R;
+    static_assert((kN & (kN - 1)) == 0, "U * R must be a power of two");
+    constexpr int kRounds = (kN + Cfg::kLanes - 1) / Cfg::kLanes;
     const int lane = tid % Cfg::kLanes;
 #pragma unroll
     for (int round = 0; round < kRounds; ++round) {
-      float val = 0.f;
-      int su = 0, sr = 0;
-      bool mine = false;
+      const int idx = round * Cfg::kLanes + lane;
+      float pick[kN];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          if (r * U + u == round * Cfg::kLanes + lane) {
-            val = sc[u][r];
-            su = u;
-            sr = r;
-            mine = true;
-          }
+        for (int r = 0; r < R; ++r) pick[r * U + u] = sc[u][r];
+      }
+#pragma unroll
+      for (int level = 1; level < kN; level <<= 1) {  // half = kN / 2, kN / 4, ..., 1
+        const int half = kN / (2 * level);
+        const bool upper = (idx & half) != 0;
+#pragma unroll
+        for (int k = 0; k < kN / 2; ++k) {
+          if (k < half) pick[k] = upper ? pick[k + half] : pick[k];
         }
       }
+      const int su = idx % U, sr = idx / U;
       const int j = base + group * U + su;
-      if (mine && j < s1 && rb.row0 + sr < rb.rows) scores[sr * score_row_stride + j] = val * kLn2;
+      if (idx < kN && j < s1 && rb.row0 + sr < rb.rows) scores.store(sr * scores.row_stride + j, pick[0] * kLn2);
     }
   }
   // Online softmax (base 2) with lazy rescaling: the running max m only moves (and acc, l are
@@ -526,8 +547,13 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   }
 
   // Row row0 of this tile in the optional raw-logit output (nullptr: not requested).
-  float* const srow = p.scores ? p.scores + b * p.scores_stride[0] + h * p.scores_stride[1] + row0 * p.scores_stride[2]
-                               : nullptr;
+  detail::ScoreRows srow;
+  if (p.scores != nullptr) {
+    const std::int64_t at = b * p.scores_stride[0] + h * p.scores_stride[1] + row0 * p.scores_stride[2];
+    srow.ptr = static_cast<char*>(p.scores) + at * (p.scores_half ? 2 : 4);
+    srow.row_stride = p.scores_stride[2];
+    srow.half = p.scores_half;
+  }
   for (int c = 0; c < nchunks; ++c) {
     const int next = c + kStages - 1;
     // The stage `next` lands in was last read by this same thread in iteration c - 1.
@@ -538,9 +564,9 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     const int base = s0 + c * kChunk;
     // Uniform over the CTA: every key of the chunk is inside [s0, s1) and visible to every row.
     if (base >= lo_max && base + kChunk <= full_hi) {
-      detail::decode_chunk<T, D, R, false>(stage, tid, base, group, s1, rb, q, m, l, acc, srow, p.scores_stride[2]);
+      detail::decode_chunk<T, D, R, false>(stage, tid, base, group, s1, rb, q, m, l, acc, srow);
     } else {
-      detail::decode_chunk<T, D, R, true>(stage, tid, base, group, s1, rb, q, m, l, acc, srow, p.scores_stride[2]);
+      detail::decode_chunk<T, D, R, true>(stage, tid, base, group, s1, rb, q, m, l, acc, srow);
     }
   }
   detail::cp_async_wait<0>();

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "memattn/kernels/kivi_append.cuh"
+#include "memattn/kernels/quant_codes.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace kernels {
@@ -85,7 +86,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
       const int gi = i / T, t = i % T;
       float s = 0.f;
       if (quantised) {
-        for (int ch = 0; ch < D; ++ch) s += qs_s[gi][ch] * static_cast<float>(bv.k_code(t, ch));
+        for (int ch = 0; ch < D; ++ch) s += qs_s[gi][ch] * code_to_float(bv.k_code(t, ch));
         s += beta[gi];
       } else {
         const Half* kr = c.ring_k + c.ring_offset(b, t0 + t, h);
@@ -119,7 +120,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
         float z = 0.f;
         for (int t = 0; t < T; ++t) {
           const quant::GroupMeta m = bv.v_meta(t, ch / GV);
-          s += pr[gi][t] * half_to_float(m.scale) * static_cast<float>(bv.v_code(t, ch));
+          s += pr[gi][t] * half_to_float(m.scale) * code_to_float(bv.v_code(t, ch));
           z += pr[gi][t] * half_to_float(m.zero);
         }
         s += z;

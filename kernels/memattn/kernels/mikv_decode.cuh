@@ -27,6 +27,7 @@
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
+#include "memattn/kernels/quant_codes.cuh"
 #include "memattn/quant/mixed_format.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -183,7 +184,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDec
           s = 0.f;
           for (int j = 0; j < cfg.groups; ++j) {
             float dot = 0.f;
-            for (int ch = j * gs; ch < (j + 1) * gs; ++ch) dot += qb_s[gi][ch] * static_cast<float>(r.k_code(ch));
+            for (int ch = j * gs; ch < (j + 1) * gs; ++ch) dot += qb_s[gi][ch] * code_to_float(r.k_code(ch));
             const quant::GroupMeta m = r.k_meta(j);
             s += half_to_float(m.scale) * dot + half_to_float(m.zero) * qsum_s[gi][j];
           }
@@ -231,7 +232,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDec
           const quant::MixedRowLayout& lay = lo ? lay_lo : lay_hi;
           const quant::MixedRowView r{(lo ? sg.lo_rec : sg.hi_rec) + static_cast<std::size_t>(slot) * lay.bytes, cfg, lay};
           const quant::GroupMeta m = r.v_meta(ch / cfg.group_size());
-          s += w * half_to_float(m.scale) * static_cast<float>(r.v_code(ch));
+          s += w * half_to_float(m.scale) * code_to_float(r.v_code(ch));
           z += w * half_to_float(m.zero);
         } else {
           s += w * half_to_float(sg.v_exact[static_cast<std::size_t>(u - n_lo - n_hi) * D + ch]);

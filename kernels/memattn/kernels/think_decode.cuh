@@ -35,6 +35,7 @@
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
+#include "memattn/kernels/quant_codes.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace kernels {
@@ -220,7 +221,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
         for (int r = 0; r < kThinKTile; ++r) {
           float x = 0.f;
           if (c < D && r < nt) {
-            const float code = static_cast<float>((vw[static_cast<long long>(r) * p.v_words] >> shift) & mask);
+            const float code = code_to_float((vw[static_cast<long long>(r) * p.v_words] >> shift) & mask);
             x = fmaf(code, half_to_float(Half{vm[static_cast<long long>(r) * 2 * ngv]}),
                      half_to_float(Half{vm[static_cast<long long>(r) * 2 * ngv + 1]}));
           }
@@ -252,7 +253,7 @@ think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
           float x = 0.f;
           if (c < dk) {
             const int i = tb * dk + c;
-            const float code = static_cast<float>((kw[i / per] >> ((i % per) * p.bits_k)) & mask);
+            const float code = code_to_float((kw[i / per] >> ((i % per) * p.bits_k)) & mask);
             x = fmaf(code, half_to_float(Half{km[2 * c]}), half_to_float(Half{km[2 * c + 1]}));
           }
           row[c] = x;

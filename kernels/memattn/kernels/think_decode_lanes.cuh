@@ -12,7 +12,8 @@
 //   * a multi-stage cp.async pipeline per thread (no barrier), lazy rescaling, base-2 softmax: the
 //     dense decode's detail::decode_chunk, which also writes the raw logits (natural log) when
 //     asked; KIVI pieces decode as fma(code, scale, zero) (KiviPieces: the block's key meta in
-//     registers, loaded when a chunk starts a new block; the token's value meta in the piece);
+//     registers, loaded when a chunk starts a new block; the token's value meta in the piece; codes
+//     become floats by code_to_float, not I2F);
 //   * a chunk never crosses a region or KIVI block boundary (the chunk index alone says where it is).
 // With one split the CTA writes o and lse; with several it writes the (m, l, acc) partials of
 // think_combine_kernel (m in natural log, acc and l relative to it), which merges them.
@@ -25,6 +26,7 @@
 #include <cstdint>
 
 #include "memattn/kernels/dense_decode.cuh"
+#include "memattn/kernels/quant_codes.cuh"
 #include "memattn/kernels/think_decode.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -104,11 +106,11 @@ struct KiviPieces {
   MEMATTN_DEVICE static void codes(const uint4& u, int bits, int shift, float (&c)[8]) {
     if (bits == 8) {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) c[i] = static_cast<float>(((i < 4 ? u.x : u.y) >> (8 * (i & 3))) & 255u);
+      for (int i = 0; i < 8; ++i) c[i] = code_to_float(((i < 4 ? u.x : u.y) >> (8 * (i & 3))) & 255u);
     } else {
       const std::uint32_t mask = (1u << bits) - 1u;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) c[i] = static_cast<float>((u.x >> (shift + bits * i)) & mask);
+      for (int i = 0; i < 8; ++i) c[i] = code_to_float((u.x >> (shift + bits * i)) & mask);
     }
   }
   MEMATTN_DEVICE void key(const uint4& u, int j, float (&f)[8]) const {
@@ -286,7 +288,11 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   }
   // Rows = the G query heads (padding rows R > G are masked); every key is visible (decode).
   const detail::RowBounds rb{total - 1, 0, G, G, 0};
-  float* const srow = p.scores != nullptr ? p.scores + s * p.scores_seg_stride : nullptr;
+  detail::ScoreRows srow;
+  if (p.scores != nullptr) {
+    srow.ptr = p.scores + s * p.scores_seg_stride;
+    srow.row_stride = p.scores_row_stride;
+  }
   // KIVI: this lane's key meta (scale, zero of its 8 kept channels) of block meta_blk; zeros past
   // the kept channels (their codes are zero pieces, their q slots 0)
   think_lanes::KiviPieces kp{};
@@ -328,14 +334,14 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
       }
       kp.blk_lo = blk_lo;
       if (full) {
-        detail::decode_chunk<Half, D, R, false>(stage, tid, base, group, end, rb, q, m, l, acc, srow, p.scores_row_stride, kp);
+        detail::decode_chunk<Half, D, R, false>(stage, tid, base, group, end, rb, q, m, l, acc, srow, kp);
       } else {
-        detail::decode_chunk<Half, D, R, true>(stage, tid, base, group, end, rb, q, m, l, acc, srow, p.scores_row_stride, kp);
+        detail::decode_chunk<Half, D, R, true>(stage, tid, base, group, end, rb, q, m, l, acc, srow, kp);
       }
     } else if (full) {
-      detail::decode_chunk<Half, D, R, false>(stage, tid, base, group, end, rb, q, m, l, acc, srow, p.scores_row_stride);
+      detail::decode_chunk<Half, D, R, false>(stage, tid, base, group, end, rb, q, m, l, acc, srow);
     } else {
-      detail::decode_chunk<Half, D, R, true>(stage, tid, base, group, end, rb, q, m, l, acc, srow, p.scores_row_stride);
+      detail::decode_chunk<Half, D, R, true>(stage, tid, base, group, end, rb, q, m, l, acc, srow);
     }
   }
   detail::cp_async_wait<0>();
