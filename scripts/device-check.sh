@@ -13,6 +13,8 @@
 #   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI, composed
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
+#   scores_profile ncu of the dense decode with / without fp32 and fp16 logits and of the score
+#              epilogue at B = 16, L = 64K (issue 5's <= 10% gate; when ncu exists)  -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   memcheck   compute-sanitizer --tool memcheck  on all test cases but [sweep]  -> sanitizer.log
 #   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
@@ -168,6 +170,12 @@ if command -v ncu >/dev/null 2>&1; then
   run_step think_profile 90 "$OUT/bench.log" ncu -k regex:think_decode_kernel -c 3 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
     "$BIN/bench_think_decode_cuda" --iters 1
+  # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
+  # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
+  # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.
+  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 7 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
+    "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
 fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases

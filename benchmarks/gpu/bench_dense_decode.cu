@@ -5,7 +5,8 @@
 // (B * Hkv * L * D * 2 tensors * 2 bytes / time), num_splits. benchmarks/gpu/sdpa_peer.py times
 // PyTorch SDPA on the same shapes; scripts/device-check.sh prints the ratio.
 //
-//   bench_dense_decode_cuda [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke]
+//   bench_dense_decode_cuda [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke] [--shape B:L]
+//     --shape  only that shape (e.g. 16:65536, for a profiler run)
 //     --sweep  also time forced split counts per shape (lines with "variant": "splits=N")
 //     --smoke  tiny shapes, 2 iterations (ctest; checks that everything runs and is finite)
 // Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate; with
@@ -65,6 +66,7 @@ struct Options {
   int warmup = 5;
   bool sweep = false;
   bool smoke = false;
+  int only_b = 0, only_l = 0;  // --shape B:L (0: every shape)
 };
 
 double median(std::vector<double> v) {
@@ -350,8 +352,12 @@ int main(int argc, char** argv) {
       opt.sweep = true;
     } else if (a == "--smoke") {
       opt.smoke = true;
+    } else if (a == "--shape" && i + 1 < argc &&
+               std::sscanf(argv[i + 1], "%d:%d", &opt.only_b, &opt.only_l) == 2 && opt.only_b > 0 && opt.only_l > 0) {
+      ++i;
     } else {
-      std::fprintf(stderr, "usage: %s [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json PATH] [--iters N] [--warmup N] [--sweep] [--smoke] [--shape B:L]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -380,6 +386,7 @@ int main(int argc, char** argv) {
 
   std::vector<Shape> shapes = {{1, 32768}, {1, 131072}, {8, 32768}, {16, 65536}};
   if (opt.smoke) shapes = {{1, 1000}, {2, 4096}};
+  if (opt.only_b > 0) shapes = {{opt.only_b, opt.only_l}};
 
   const std::size_t flush_bytes = std::max<std::size_t>(static_cast<std::size_t>(dev.l2_bytes) * 4, 64u << 20);
   unsigned char* flush = nullptr;
