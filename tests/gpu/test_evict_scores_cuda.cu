@@ -31,38 +31,40 @@ struct Case {
   int B, Hkv, G, D, L, Tq, window, splits;
 };
 
-}  // namespace
-
-TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulation, Scissorhands history)",
-          "[evict][gpu]") {
-  const Case cases[] = {{2, 2, 4, 128, 700, 1, 0, 0}, {2, 2, 4, 128, 700, 1, 0, 5}, {1, 3, 3, 64, 333, 3, 0, 2},
-                        {2, 1, 8, 128, 513, 1, 100, 0}, {1, 2, 1, 256, 129, 3, 0, 1}};
-  std::mt19937 rng(77);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  for (const Case& c : cases) {
-    const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
-    INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window "
-              << c.window << " splits " << c.splits);
-    std::vector<Half> q(static_cast<std::size_t>(c.B) * c.Tq * Hq * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D),
-        v(k.size());
-    for (auto& x : q) x = memattn::from_float<Half>(nd(rng));
+// Random fp16 q, k, v (q scaled by q_scale), per-sequence lengths (L, then L / 2 + 1) and an fp32
+// accumulator state, on the host and the device; args() fills a decode's inputs from them.
+struct Inputs {
+  std::vector<Half> q, k, v;
+  std::vector<std::int32_t> lens;
+  std::vector<float> acc0;
+  Half *dq = nullptr, *dk = nullptr, *dv = nullptr;
+  std::int32_t* dlens = nullptr;
+  const Case c;
+  Inputs(const Case& cs, std::mt19937& rng, float q_scale) : c(cs) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    q.resize(static_cast<std::size_t>(c.B) * c.Tq * c.Hkv * c.G * c.D);
+    k.resize(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D);
+    v.resize(k.size());
+    for (auto& x : q) x = memattn::from_float<Half>(q_scale * nd(rng));
     for (auto& x : k) x = memattn::from_float<Half>(nd(rng));
     for (auto& x : v) x = memattn::from_float<Half>(nd(rng));
-    std::vector<std::int32_t> lens(static_cast<std::size_t>(c.B));
+    lens.resize(static_cast<std::size_t>(c.B));
     for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + 1);
-    std::vector<float> acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
+    acc0.resize(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
     for (auto& x : acc0) x = std::fabs(nd(rng));
-    std::vector<std::uint64_t> hist0(acc0.size());
-    for (auto& x : hist0) x = (static_cast<std::uint64_t>(rng()) << 32) | rng();
-
-    Half *dq = upload(q), *dk = upload(k), *dv = upload(v);
-    std::int32_t* dlens = upload(lens);
-    std::vector<Half> o(q.size());
-    Half* d_o = upload(o);
-    Half* d_o_plain = upload(o);
-    std::vector<float> lse(static_cast<std::size_t>(c.B) * c.Tq * Hq), scores(static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L, NAN);
-    float *dlse = upload(lse), *dscores = upload(scores);
-
+    dq = upload(q), dk = upload(k), dv = upload(v);
+    dlens = upload(lens);
+  }
+  Inputs(const Inputs&) = delete;
+  Inputs& operator=(const Inputs&) = delete;
+  ~Inputs() {
+    cudaFree(dq);
+    cudaFree(dk);
+    cudaFree(dv);
+    cudaFree(dlens);
+  }
+  memattn::attention::DecodeArgs<Half> args() const {
+    const int Hq = c.Hkv * c.G;
     memattn::attention::DecodeArgs<Half> a;
     a.q = memattn::make_view<4>(static_cast<const Half*>(dq), {c.B, c.Tq, Hq, c.D});
     a.k_cache = memattn::make_view<4>(static_cast<const Half*>(dk), {c.B, c.Hkv, c.L, c.D});
@@ -70,6 +72,36 @@ TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulatio
     a.seq_lens = dlens;
     a.seq_lens_host = lens.data();
     a.window = c.window;
+    return a;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulation, Scissorhands history)",
+          "[evict][gpu]") {
+  const Case cases[] = {{2, 2, 4, 128, 700, 1, 0, 0}, {2, 2, 4, 128, 700, 1, 0, 5}, {1, 3, 3, 64, 333, 3, 0, 2},
+                        {2, 1, 8, 128, 513, 1, 100, 0}, {1, 2, 1, 256, 129, 3, 0, 1}};
+  std::mt19937 rng(77);
+  for (const Case& c : cases) {
+    const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
+    INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window "
+              << c.window << " splits " << c.splits);
+    const Inputs in(c, rng, 1.f);
+    const auto& q = in.q;
+    const auto& k = in.k;
+    const auto& lens = in.lens;
+    const auto& acc0 = in.acc0;
+    std::vector<std::uint64_t> hist0(acc0.size());
+    for (auto& x : hist0) x = (static_cast<std::uint64_t>(rng()) << 32) | rng();
+
+    std::vector<Half> o(q.size());
+    Half* d_o = upload(o);
+    Half* d_o_plain = upload(o);
+    std::vector<float> lse(static_cast<std::size_t>(c.B) * c.Tq * Hq), scores(static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L, NAN);
+    float *dlse = upload(lse), *dscores = upload(scores);
+
+    memattn::attention::DecodeArgs<Half> a = in.args();
     a.lse = memattn::make_view<3>(dlse, {c.B, c.Tq, Hq});
     mc::DenseDecodeTuning tuning;
     tuning.num_splits = c.splits;
@@ -175,10 +207,6 @@ TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulatio
     }
     (void)lse_gpu;
     cudaFree(ws);
-    cudaFree(dq);
-    cudaFree(dk);
-    cudaFree(dv);
-    cudaFree(dlens);
     cudaFree(d_o);
     cudaFree(d_o_plain);
     cudaFree(dlse);
@@ -193,36 +221,21 @@ TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulatio
 TEST_CASE("fp16 logits: rounded fp32 logits, same epilogue", "[evict][gpu]") {
   const Case cases[] = {{2, 2, 4, 128, 700, 1, 0, 3}, {1, 3, 3, 64, 333, 3, 40, 0}};
   std::mt19937 rng(78);
-  std::normal_distribution<float> nd(0.f, 1.f);
   for (const Case& c : cases) {
     const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
     INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq);
-    std::vector<Half> q(static_cast<std::size_t>(c.B) * c.Tq * Hq * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D),
-        v(k.size());
-    for (auto& x : q) x = memattn::from_float<Half>(2.f * nd(rng));  // logits up to ~|20|: rounding visible
-    for (auto& x : k) x = memattn::from_float<Half>(nd(rng));
-    for (auto& x : v) x = memattn::from_float<Half>(nd(rng));
-    std::vector<std::int32_t> lens(static_cast<std::size_t>(c.B));
-    for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + 1);
-    std::vector<float> acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
-    for (auto& x : acc0) x = std::fabs(nd(rng));
+    const Inputs in(c, rng, 2.f);  // logits up to ~|20|: the fp16 rounding is visible
+    const auto& lens = in.lens;
+    const auto& acc0 = in.acc0;
     const std::size_t n_scores = static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L;
-    Half *dq = upload(q), *dk = upload(k), *dv = upload(v);
-    std::int32_t* dlens = upload(lens);
-    std::vector<Half> o(q.size());
+    std::vector<Half> o(in.q.size());
     Half *d_o32 = upload(o), *d_o16 = upload(o);
     std::vector<float> lse(static_cast<std::size_t>(c.B) * c.Tq * Hq), s32(n_scores, NAN);
     std::vector<Half> s16(n_scores, memattn::from_float<Half>(NAN));
     float *dlse32 = upload(lse), *dlse16 = upload(lse), *ds32 = upload(s32);
     Half* ds16 = upload(s16);
 
-    memattn::attention::DecodeArgs<Half> a;
-    a.q = memattn::make_view<4>(static_cast<const Half*>(dq), {c.B, c.Tq, Hq, c.D});
-    a.k_cache = memattn::make_view<4>(static_cast<const Half*>(dk), {c.B, c.Hkv, c.L, c.D});
-    a.v_cache = memattn::make_view<4>(static_cast<const Half*>(dv), {c.B, c.Hkv, c.L, c.D});
-    a.seq_lens = dlens;
-    a.seq_lens_host = lens.data();
-    a.window = c.window;
+    memattn::attention::DecodeArgs<Half> a = in.args();
     mc::DenseDecodeTuning tuning;
     tuning.num_splits = c.splits;
     a.o = memattn::make_view<4>(d_o32, {c.B, c.Tq, Hq, c.D});
@@ -308,8 +321,7 @@ TEST_CASE("fp16 logits: rounded fp32 logits, same epilogue", "[evict][gpu]") {
       cudaFree(dacc16);
     }
     cudaFree(ws);
-    for (void* ptr : {static_cast<void*>(dq), static_cast<void*>(dk), static_cast<void*>(dv), static_cast<void*>(dlens),
-                      static_cast<void*>(d_o32), static_cast<void*>(d_o16), static_cast<void*>(dlse32),
+    for (void* ptr : {static_cast<void*>(d_o32), static_cast<void*>(d_o16), static_cast<void*>(dlse32),
                       static_cast<void*>(dlse16), static_cast<void*>(ds32), static_cast<void*>(ds16)})
       cudaFree(ptr);
   }
