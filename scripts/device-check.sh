@@ -125,6 +125,19 @@ rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 # ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
 run_step think_bench 90 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
+# Where the ThinK / composed decode loses time (it runs at a fraction of the dense decode's rate):
+# Nsight Compute on its first launches, if the toolkit has it (appended to bench.log).
+if command -v ncu >/dev/null 2>&1; then
+  run_step think_profile 90 "$OUT/bench.log" ncu -k regex:think_decode_kernel -c 3 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+    "$BIN/bench_think_decode_cuda" --iters 1
+  # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
+  # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
+  # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.
+  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 7 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
+    "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
+fi
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 
@@ -163,19 +176,6 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     --print-limit 10 "$BIN/test_composed_cuda"
   run_step mikv_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
     --print-limit 10 "$BIN/test_mikv_cuda"
-fi
-# Where the ThinK / composed decode loses time (it runs at a fraction of the dense decode's rate):
-# Nsight Compute on its first launches, if the toolkit has it (appended to bench.log).
-if command -v ncu >/dev/null 2>&1; then
-  run_step think_profile 90 "$OUT/bench.log" ncu -k regex:think_decode_kernel -c 3 --section SpeedOfLight \
-    --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
-    "$BIN/bench_think_decode_cuda" --iters 1
-  # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
-  # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
-  # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.
-  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 7 \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
-    "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
 fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases
