@@ -20,7 +20,7 @@
 
 #include <memattn/memattn.hpp>
 
-#include "common/kv_factory.hpp"
+#include "kv_factory.hpp"
 #include "kv_step_bench.hpp"
 #include "thread_pool.hpp"
 
@@ -44,7 +44,7 @@ memattn::Status make_case(const std::string& spec, std::int64_t L, int threads, 
   s.head_dim = kD;
   s.max_tokens = static_cast<int>(L + (1 << 20));
   std::string err;
-  MEMATTN_RETURN_IF_ERROR(memattn_test::make_kv_cache(spec, s, c->pool->executor(), &c->cache, &err));
+  MEMATTN_RETURN_IF_ERROR(memattn_llama::make_kv_cache(spec, s, c->pool->executor(), &c->cache, &err));
   MEMATTN_RETURN_IF_ERROR(c->cache->reserve(0, static_cast<int>(L + 4096)));
   const std::int64_t chunk = 1024;
   const auto kp = random_floats(static_cast<std::size_t>(chunk * kHkv * kD), 1);

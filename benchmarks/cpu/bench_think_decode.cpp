@@ -19,7 +19,7 @@
 
 #include <memattn/memattn.hpp>
 
-#include "common/kv_factory.hpp"
+#include "kv_factory.hpp"
 
 namespace {
 
@@ -63,7 +63,7 @@ void bm_decode(benchmark::State& state, std::string spec, std::int64_t L) {
   shape.max_tokens = static_cast<int>(L + 1024);
   std::unique_ptr<memattn::cache::KvCache> c;
   std::string err;
-  if (memattn_test::make_kv_cache(spec, shape, memattn::Executor{}, &c, &err) != memattn::Status::kSuccess) {
+  if (memattn_llama::make_kv_cache(spec, shape, memattn::Executor{}, &c, &err) != memattn::Status::kSuccess) {
     state.SkipWithError(err.c_str());
     g_failed = true;
     return;
