@@ -55,9 +55,28 @@ int main() {
   p.kq_first = n;  // block list without its counts
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
   p.kq_first = nullptr;
-  p.path = 3;
+  p.path = 4;
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
   p.path = 0;
+  // Path 3 (tensor-core KIVI region) is a layout question: head_dim 64 / 128, 2- / 4-bit codes,
+  // d_keep % 8, v_group % 32, 16-byte aligned code rows; it needs the fp16 parts on the lane path.
+  {
+    mk::ThinKDecodeParams m = p;
+    alignas(16) static const std::uint32_t w16[4] = {};
+    alignas(16) static const std::uint16_t m16[8] = {};
+    alignas(16) static const memattn::Half h16[8] = {};
+    m.k_old = h16, m.k_new = h16, m.v = h16, m.old_row_stride = 8, m.d_keep = 8, m.kq = w16, m.kqm = m16,
+    m.vq = w16, m.vqm = m16, m.kq_block_words = 4, m.v_words = 4;
+    if (!memattn::cuda::think_detail::mma_layout(m)) return 1;
+    m.bits_k = 8;
+    if (memattn::cuda::think_detail::mma_layout(m)) return 1;
+    m.bits_k = 2, m.d_keep = 4;
+    if (memattn::cuda::think_detail::mma_layout(m)) return 1;
+    m.d_keep = 8, m.v_words = 2;
+    if (memattn::cuda::think_detail::mma_layout(m)) return 1;
+    m.v_words = 4, m.head_dim = 256;
+    if (memattn::cuda::think_detail::mma_layout(m)) return 1;
+  }
   static float sc[1];
   p.scores = sc;  // row stride 0
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;

@@ -23,13 +23,18 @@
 // of 8 (lanes_layout() lists the rest), and the tile kernel (think_decode.cuh) for everything else:
 // the value extension, unaligned rows, other head_dims. p.path picks one (0: the
 // lane-group kernel where the layout allows it and d_keep is a multiple of 8 -- ThinK's
-// granularity=8 -- so that no padding is read; 2: also on padded rows).
+// granularity=8 -- so that no padding is read; 2: also on padded rows; 3: the tensor-core kernel
+// (think_decode_mma.cuh) over the KIVI region plus the lane-group kernel over the fp16 regions,
+// split-KV call only, head_dim 64 / 128, 2- / 4-bit K and V, d_keep a multiple of 8, v_group a
+// multiple of 32, 16-byte aligned code rows (mma_layout() lists the rest). Path 3 is opt-in until
+// it has run on a GPU: auto does not pick it yet.
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
 // in [1, head_dim], row/segment strides too small, KIVI bits not 2/4/8, group not 32/64/128,
 // v_group not dividing head_dim, block/row words too few, kq_first without n_blocks, path not
-// 0/1/2), kErrorNotSupported (path 2 on a layout the lane-group kernel cannot read),
+// 0/1/2/3), kErrorNotSupported (path 2 or 3 on a layout its kernel cannot read; path 3 without the
+// split-KV workspace),
 // kErrorGqaRatio (more than 8 query heads per KV head or not a multiple), kErrorInvalidShape
 // (batch < 1), kErrorNoDevice / kErrorCudaRuntime.
 // The caller guarantees n_q/n_old/n_new (and the block lists) fit the strides and n_q + n_old +
@@ -47,6 +52,7 @@
 #include "memattn/cuda/runtime.cuh"
 #include "memattn/kernels/think_decode.cuh"
 #include "memattn/kernels/think_decode_lanes.cuh"
+#include "memattn/kernels/think_decode_mma.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
@@ -81,7 +87,7 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
         p.vq_seg_stride < 0 || p.vqm_seg_stride < 0)
       return Status::kErrorInvalidArgument;
   }
-  if (p.path < 0 || p.path > 2) return Status::kErrorInvalidArgument;
+  if (p.path < 0 || p.path > 3) return Status::kErrorInvalidArgument;
   if (p.scores != nullptr && (p.scores_row_stride < 1 || p.scores_seg_stride < static_cast<long long>(p.q_heads / p.kv_heads) * p.scores_row_stride))
     return Status::kErrorInvalidArgument;
   return Status::kSuccess;
@@ -126,8 +132,9 @@ inline bool lanes_layout(const kernels::ThinKDecodeParams& p) {
 template <int D, int R, bool kQuant>
 Status launch_lanes_r(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
   const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
+  const int grid_splits = sp.splits - sp.slot0;  // after the tensor-core kernel: the slots above its own
   kernels::think_decode_lanes_kernel<D, R, kQuant>
-      <<<dim3(segments, static_cast<unsigned>(sp.splits)), kernels::kDecodeThreads, 0, stream>>>(p, sp);
+      <<<dim3(segments, static_cast<unsigned>(grid_splits)), kernels::kDecodeThreads, 0, stream>>>(p, sp);
   MEMATTN_RETURN_IF_ERROR(launch_status());
   if (sp.splits > 1) {
     kernels::think_combine_kernel<<<segments, kernels::kThinKThreads, 0, stream>>>(p, sp);
@@ -152,7 +159,58 @@ Status launch_lanes(const kernels::ThinKDecodeParams& p, const kernels::ThinKSpl
   return launch_lanes_d<256, kQuant>(p, sp, stream);
 }
 
+// The tensor-core kernel reads the KIVI region in 16-byte pieces staged per warp: head_dim 64 /
+// 128, 2- / 4-bit codes, d_keep a multiple of 8 (code rows of whole 16-/32-bit pieces), v_group a
+// multiple of 32 (a 32-channel value unit in one group), K code blocks, K meta and V code rows at
+// 16-byte multiples from 16-byte aligned bases; the fp16 regions go to the lane-group kernel.
+inline bool mma_layout(const kernels::ThinKDecodeParams& p) {
+  auto aligned = [](const void* ptr, std::uintptr_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
+  auto bits_ok = [](int b) { return b == 2 || b == 4; };
+  if (p.n_q == nullptr || !lanes_layout(p)) return false;
+  if ((p.head_dim != 64 && p.head_dim != 128) || !bits_ok(p.bits_k) || !bits_ok(p.bits_v)) return false;
+  return p.d_keep % 8 == 0 && p.v_group % 32 == 0 && aligned(p.kq, 16) && p.kq_seg_stride % 4 == 0 &&
+         p.kq_block_words % 4 == 0 && aligned(p.kqm, 16) && p.kqm_seg_stride % 8 == 0 && aligned(p.vq, 16) &&
+         p.vq_seg_stride % 4 == 0 && p.v_words % 4 == 0 && aligned(p.vqm, 4) && p.vqm_seg_stride % 2 == 0;
+}
+
+template <int D, int KB, int VB>
+Status launch_mma_bits(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, int grid_splits,
+                       cudaStream_t stream) {
+  const kernels::think_mma::StageGeom geo =
+      kernels::think_mma::stage_geom(p.d_keep, KB, p.v_words * 4, p.head_dim / p.v_group);
+  const int smem = kernels::think_mma::smem_bytes(geo, D);
+  MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(kernels::think_decode_mma_kernel<D, KB, VB>, smem));
+  const unsigned segments = static_cast<unsigned>(p.batch) * static_cast<unsigned>(p.kv_heads);
+  kernels::think_decode_mma_kernel<D, KB, VB>
+      <<<dim3(segments, static_cast<unsigned>(grid_splits)), kernels::think_mma::kThreads, smem, stream>>>(p, sp);
+  return launch_status();
+}
+
+template <int D>
+Status launch_mma_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, int grid_splits, cudaStream_t stream) {
+  if (p.bits_k == 2) {
+    return p.bits_v == 2 ? launch_mma_bits<D, 2, 2>(p, sp, grid_splits, stream) : launch_mma_bits<D, 2, 4>(p, sp, grid_splits, stream);
+  }
+  return p.bits_v == 2 ? launch_mma_bits<D, 4, 2>(p, sp, grid_splits, stream) : launch_mma_bits<D, 4, 4>(p, sp, grid_splits, stream);
+}
+
+// Path 3: sp.splits = 2 * N partial slots, N = grid splits of each kernel; the tensor-core kernel
+// fills slots [0, N) from the KIVI region, the lane-group kernel slots [N, 2N) from the fp16
+// regions, then the combine merges all.
+inline Status launch_mma(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  const int n = sp.splits / 2;
+  MEMATTN_RETURN_IF_ERROR(p.head_dim == 64 ? launch_mma_d<64>(p, sp, n, stream) : launch_mma_d<128>(p, sp, n, stream));
+  kernels::ThinKSplit rest = sp;
+  rest.after_quantised = true;
+  rest.slot0 = n;
+  return launch_lanes<true>(p, rest, stream);
+}
+
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
+  if (p.path == 3) {
+    if (!mma_layout(p) || sp.splits < 2) return Status::kErrorNotSupported;
+    return launch_mma(p, sp, stream);
+  }
   // auto: only where no row holds padding (d_keep a multiple of 8), whose values the lane-group
   // kernel reads (times q = 0: garbage there would turn into NaN); path 2 accepts padded rows.
   const bool lanes = p.path == 2 || (p.path == 0 && p.d_keep % 8 == 0 && lanes_layout(p));
@@ -180,6 +238,7 @@ inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int spli
   sp->split_keys = keys;
   sp->splits = (max_tokens + keys - 1) / keys;
   if (sp->splits > 65535) return Status::kErrorInvalidArgument;
+  if (p.path == 3) sp->splits *= 2;  // the tensor-core kernel's slots, then the lane-group kernel's
   return Status::kSuccess;
 }
 

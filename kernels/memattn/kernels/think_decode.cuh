@@ -111,6 +111,10 @@ struct ThinKSplit {
   int split_keys = 0;  // tokens per split (a multiple of kThinKTile); 0: all
   float* acc = nullptr;
   float* ml = nullptr;
+  // the lane-group kernel after the tensor-core one (path 3): its splits cover the tokens from n_q
+  // on (the KIVI region is the other kernel's) and write partial slots from slot0 on
+  bool after_quantised = false;
+  int slot0 = 0;
 };
 
 MEMATTN_DEVICE float think_nan_max(float a, float b) { return (a != a) ? a : ((b != b) ? b : (b > a ? b : a)); }

@@ -209,7 +209,8 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   const int G = p.q_heads / p.kv_heads, dk = p.d_keep;
   const int n_q = kQuant ? p.n_q[s] : 0;
   const int n_k = n_q + p.n_old[s], total = n_k + p.n_new[s];
-  const int t_lo = sp.split_keys > 0 ? min(total, split * sp.split_keys) : 0;
+  const int t0 = sp.after_quantised ? n_q : 0;
+  const int t_lo = sp.split_keys > 0 ? min(total, t0 + split * sp.split_keys) : t0;
   const int t_hi = sp.split_keys > 0 ? min(total, t_lo + sp.split_keys) : total;
   think_lanes::SplitParts parts;
   parts.first = kQuant && p.kq_first != nullptr ? p.kq_first + s * p.kq_first_seg_stride : nullptr;
@@ -351,7 +352,7 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   detail::stash_group_state<D, R>(smem, group, lane, m, l, acc);
   __syncthreads();
   constexpr float kLn2 = 0.6931471805599453f;
-  const long long slot = static_cast<long long>(split) * gridDim.x + s;  // split partials (think_combine_kernel)
+  const long long slot = static_cast<long long>(sp.slot0 + split) * gridDim.x + s;  // split partials (think_combine_kernel)
   for (int item = tid; item < R * kLanes; item += kDecodeThreads) {
     const int r = item / kLanes, cp = item % kLanes;
     if (r >= G) continue;
