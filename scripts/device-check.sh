@@ -13,6 +13,7 @@
 #   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI, composed
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
+#   mma_profile    ncu of the tensor-core KIVI-region kernel (path 3) in the composed rows -> bench.log
 #   scores_profile ncu of the dense decode with / without fp32 and fp16 logits and of the score
 #              epilogue at B = 16, L = 64K (issue 5's <= 10% gate; when ncu exists)  -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
@@ -130,6 +131,11 @@ run_step think_bench 90 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
 if command -v ncu >/dev/null 2>&1; then
   run_step think_profile 90 "$OUT/bench.log" ncu -k regex:think_decode_kernel -c 3 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+    "$BIN/bench_think_decode_cuda" --iters 1
+  # The tensor-core decode of the composed cache's KIVI region (path 3; issue 7's >= 80% gate):
+  # its launches in the composed rows at B = 16 (4K, then 64K), with the issue stalls.
+  run_step mma_profile 60 "$OUT/bench.log" ncu -k regex:think_decode_mma_kernel -c 2 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section InstructionStats \
     "$BIN/bench_think_decode_cuda" --iters 1
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
@@ -405,7 +411,7 @@ if think or kivi or composed:
         d = ours.get((r["B"], r["L"]))
         k = kivi42.get((r["B"], r["L"]))
         if r["bench"] == "composed_decode":
-            what = "%s %s %.0f%% copy bw" % (r.get("kernel", "tile"), "h2o+think+kivi" if r["spec"].startswith("h2o") else "think+kivi",
+            what = "%s %s %.0f%% copy bw" % (r.get("kernel", "tile"), "+".join(x.split(":")[0] for x in r["spec"].split("+")),
                                              r["pct_copy_bw"])
         elif r["bench"] == "think_decode":
             what = "%s prune %.2f%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")

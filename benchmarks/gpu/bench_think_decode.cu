@@ -9,7 +9,9 @@
 // the same shape (group 32, residual 128, 4/2 and 2/2 bits), records of random codes with finite
 // meta, timed the same way; ratio to the λ = 0 ThinK time of the same run. Composed rows
 // (think:prune=0.4+kivi:kbits=4,vbits=2, and with h2o the kernel's raw logits + the score epilogue):
-// the same kernel over KIVI blocks of kept key channels + a 128-token full-width tail.
+// the same kernel over KIVI blocks of kept key channels + a 128-token full-width tail, for the
+// tile, lane-group and tensor-core (path 3) kernels, and the tensor-core one without pruning (KIVI
+// alone through the composed decode); pct_copy_bw is issue 7's gate (>= 80% of the copy rate).
 //
 //   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
 #include <cuda_runtime.h>
@@ -208,11 +210,12 @@ __global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) 
 // logits and LSE and the H2O epilogue (evict_accumulate_scores, per-segment lengths) runs after
 // it; *epi_us is that epilogue's median time. *bytes_read: codes + meta + tail + scores written.
 // path 1: tile kernel, d_keep 77 (ThinK's granularity 1); path 2: lane-group kernel, d_keep 80
-// (granularity 8).
+// (granularity 8); path 3: tensor-core kernel over the KIVI blocks + lane-group kernel over the
+// tail, d_keep 80. lambda 0: no pruning (KIVI alone through the composed decode, d_keep 128).
 double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path, int iters, bool* ok, double* bytes_read,
-                     double* epi_us) {
+                     double* epi_us, float lambda = 0.4f) {
   const int Hq = 32, Hkv = 8, D = 128, G = Hq / Hkv, tail = 128, qg = 32, S = B * Hkv;
-  const int dk77 = D - static_cast<int>(0.4f * D), dk = path == 2 ? (dk77 + 7) / 8 * 8 : dk77;
+  const int dk77 = D - static_cast<int>(lambda * D), dk = path >= 2 ? (dk77 + 7) / 8 * 8 : dk77;
   const int nq = L - tail, blocks = nq / qg;
   const int kbw = (qg * dk * bits_k + 31) / 32, vw = (D * bits_v + 31) / 32, ngv = D / qg;
   std::uint32_t *kq, *vq;
@@ -357,16 +360,20 @@ int main(int argc, char** argv) {
                   "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3);
     }
-    for (int c = 0; c < 4; ++c) {
+    // kernels: tile, lanes, mma (tensor cores over the KIVI blocks); with and without H2O scores;
+    // the mma kernel also without pruning (KIVI alone through the composed decode)
+    const char* kernel_names[] = {"tile", "lanes", "mma"};
+    for (int c = 0; c < 8; ++c) {
       const bool scores = c % 2 == 1;
-      const int path = 1 + c / 2;
+      const int path = c < 6 ? 1 + c / 2 : 3;
+      const float lambda = c < 6 ? 0.4f : 0.f;
       double cb = 0, epi = 0;
-      const double cus = time_composed(B, L, 4, 2, scores, path, iters, &ok, &cb, &epi);
+      const double cus = time_composed(B, L, 4, 2, scores, path, iters, &ok, &cb, &epi, lambda);
+      const char* spec = lambda > 0.f ? (scores ? "h2o+think:prune=0.4+kivi:kbits=4,vbits=2" : "think:prune=0.4+kivi:kbits=4,vbits=2")
+                                      : (scores ? "h2o+kivi:kbits=4,vbits=2" : "kivi:kbits=4,vbits=2");
       std::printf("{\"bench\": \"composed_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"spec\": \"%s\", \"us\": %.2f, "
                   "\"epilogue_us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
-                  path == 1 ? "tile" : "lanes", B, L,
-                  scores ? "h2o+think:prune=0.4+kivi:kbits=4,vbits=2" : "think:prune=0.4+kivi:kbits=4,vbits=2", cus,
-                  epi, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
+                  kernel_names[path - 1], B, L, spec, cus, epi, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
     }
   }
   return ok ? 0 : 1;

@@ -1,11 +1,13 @@
 // Decode of the composed cache on the GPU vs the CPU ComposedKvCache (issue 7): KIVI, ThinK + KIVI,
 // H2O + ThinK + KIVI and H2O + KIVI run a ragged batch on the CPU; their raw regions (quantised
 // blocks with d_keep key channels, fp16 old rows, full-width tail) are copied to the device as
-// they are (partly filled blocks after eviction as a block list), and the kernel's output for the last decode step must match the CPU output (rel 1e-4
-// of the row's max), one CTA per segment and split-KV alike, for the tile kernel and (d_keep a
-// multiple of 8) the lane-group kernel, whose logits and LSE must agree. With eviction, the raw logits and
-// LSE the kernel writes feed evict_accumulate_scores (per-segment lengths), and the H2O
-// accumulators must match the CPU cache's after the same step. Exits 77 without a device.
+// they are (partly filled blocks after eviction as a block list), and the kernel's output for the
+// last decode step must match the CPU output (rel 1e-4 of the row's max), one CTA per segment and
+// split-KV alike, for the tile kernel, (d_keep a multiple of 8) the lane-group kernel and
+// (head_dim 64 / 128, 2 / 4 bits, split-KV) the tensor-core kernel over the KIVI region (path 3),
+// whose logits and LSE must agree. With eviction, the raw logits and LSE the kernel writes feed
+// evict_accumulate_scores (per-segment lengths), and the H2O accumulators must match the CPU
+// cache's after the same step. Exits 77 without a device.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
@@ -29,6 +31,8 @@ using memattn_gpu_test::upload;
 using namespace memattn;
 
 namespace {
+
+int g_mma_runs = 0;  // run() calls that went through path 3
 
 // full_blocks: the blocks are given as full (kq_first = nullptr); only valid without eviction.
 int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
@@ -99,17 +103,27 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
   const int max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
   std::int32_t* d_lens = upload(std::vector<std::int32_t>(c.n_total.begin(), c.n_total.end()));
   // path 1: the tile kernel; 2: the lane-group kernel (d_keep a multiple of 8: KIVI alone, or
-  // ThinK with granularity 8); their logits and LSE must agree.
+  // ThinK with granularity 8); 3: the tensor-core kernel + the lane-group kernel; their logits and
+  // LSE must agree.
   // modes: think_decode_modes.hpp (mode 1's 32-token splits put the regions in different CTAs)
   std::vector<float> ref_lse, ref_scores;
-  for (int attempt = 0; attempt < 6; ++attempt) {
+  for (int attempt = 0; attempt < 9; ++attempt) {
     const int path = 1 + attempt / 3, mode = attempt % 3;
     INFO("path " << path << " mode " << mode);
     if (path == 2 && dk % 8 != 0) {
       p.path = 2;
       CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
-      break;
+      attempt = 5;  // on to path 3
+      continue;
     }
+    // path 3 (tensor cores over the KIVI region): split-KV only, on the layouts mma_layout accepts
+    if (path == 3 && (mode == 0 || !cuda::think_detail::mma_layout(p))) {
+      p.path = 3;
+      CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
+      if (mode != 0) break;
+      continue;
+    }
+    if (path == 3) ++g_mma_runs;
     p.path = path;
     std::fill(out.begin(), out.end(), NAN);
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
@@ -183,6 +197,7 @@ TEST_CASE("composed decode: KIVI and ThinK + KIVI regions on the GPU == CPU comp
   run(ComposedKind::kThinkKivi, 3, 8, 2, 64, 4, 2, 90, 5, false, 8);
   run(ComposedKind::kThinkKivi, 2, 8, 1, 128, 2, 4, 150, 3, false, 8);
   run(ComposedKind::kThinkKivi, 2, 2, 1, 256, 8, 8, 100, 2, true, 8);
+  CHECK(g_mma_runs > 0);  // the tensor-core path ran (KIVI alone, granularity 8 at D 64 / 128)
 }
 
 TEST_CASE("composed decode with H2O: raw logits + LSE -> accumulators == CPU composed cache", "[compose][gpu]") {
@@ -196,4 +211,5 @@ TEST_CASE("composed decode with H2O: raw logits + LSE -> accumulators == CPU com
   partial += run(ComposedKind::kH2oThinkKivi, 2, 4, 2, 256, 4, 2, 110, 4, false, 8);
   partial += run(ComposedKind::kH2oThinkKivi, 3, 8, 2, 64, 8, 4, 110, 5, false, 8);
   CHECK(partial > 0);  // H2O evicted inside quantised blocks: the block list path is exercised
+  CHECK(g_mma_runs > 0);
 }

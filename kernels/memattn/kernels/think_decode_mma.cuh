@@ -215,6 +215,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
   for (int item = 0; item < items; ++item) {
+    __syncwarp();  // every lane is done with the stage the next issue overwrites
     if (item + kStages - 1 < items) issue(item + kStages - 1);
     detail::cp_async_commit();
     detail::cp_async_wait<kStages - 1>();
