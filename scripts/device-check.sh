@@ -29,7 +29,8 @@
 # Linear attention (issue 8): linear_bench (bench_linear_cuda) and linear_peer (fla
 # chunk_lightning_attn from wheels carried in .whl/, PyTorch SDPA flash) write their JSON lines to
 # /tmp (no extra files in $OUT); summary.json gets them under "linear" with the G1-G4 gate verdicts.
-# MEMATTN_CHECK_ONLY=linear runs only the steps whose name contains "linear" (plus env);
+# MEMATTN_CHECK_ONLY=linear runs only the steps whose name contains "linear" (plus env; several
+# space-separated substrings: any of them, e.g. "composed think_bench mma" for issue 7's path 3);
 # MEMATTN_CHECK_SKIP="linear_peer sdpa" leaves the named steps out (peers already measured).
 # Virtual KV memory (issue 9): test_memory_cuda and the compile.memory_cuda_host smoke run with the
 # other gpu tests; memory_bench (bench_memory_cuda: VMM driver cost per handle and chunk size,
@@ -55,9 +56,15 @@ log() { echo "[device-check $((SECONDS - START))s] $*"; }
 run_step() {
   local name="$1" limit="$2" logfile="$3"
   shift 3
-  if [ -n "${MEMATTN_CHECK_ONLY:-}" ] && [ "$name" != env ] && [[ "$name" != *"$MEMATTN_CHECK_ONLY"* ]]; then
-    log "$name: skipped (MEMATTN_CHECK_ONLY=$MEMATTN_CHECK_ONLY)"
-    return 0
+  if [ -n "${MEMATTN_CHECK_ONLY:-}" ] && [ "$name" != env ]; then
+    local pat hit=0
+    for pat in $MEMATTN_CHECK_ONLY; do  # space-separated substrings of step names
+      [[ "$name" == *"$pat"* ]] && hit=1
+    done
+    if [ "$hit" = 0 ]; then
+      log "$name: skipped (MEMATTN_CHECK_ONLY=$MEMATTN_CHECK_ONLY)"
+      return 0
+    fi
   fi
   local skip
   for skip in ${MEMATTN_CHECK_SKIP:-}; do  # space-separated step names to leave out (e.g. linear_peer)
@@ -133,10 +140,10 @@ if command -v ncu >/dev/null 2>&1; then
     --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
     "$BIN/bench_think_decode_cuda" --iters 1
   # The tensor-core decode of the composed cache's KIVI region (path 3; issue 7's >= 80% gate):
-  # its launches in the composed rows at B = 16 (4K, then 64K), with the issue stalls.
+  # its first two launches at B = 16, L = 64K (think + kivi, d_keep 80), with the issue stalls.
   run_step mma_profile 60 "$OUT/bench.log" ncu -k regex:think_decode_mma_kernel -c 2 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section InstructionStats \
-    "$BIN/bench_think_decode_cuda" --iters 1
+    "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
   # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.
@@ -411,8 +418,8 @@ if think or kivi or composed:
         d = ours.get((r["B"], r["L"]))
         k = kivi42.get((r["B"], r["L"]))
         if r["bench"] == "composed_decode":
-            what = "%s %s %.0f%% copy bw" % (r.get("kernel", "tile"), "+".join(x.split(":")[0] for x in r["spec"].split("+")),
-                                             r["pct_copy_bw"])
+            what = "%s %s%s %.0f%% copy bw" % (r.get("kernel", "tile"), "+".join(x.split(":")[0] for x in r["spec"].split("+")),
+                                               " split %d" % r["split_keys"] if "split_keys" in r else "", r["pct_copy_bw"])
         elif r["bench"] == "think_decode":
             what = "%s prune %.2f%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
         else:

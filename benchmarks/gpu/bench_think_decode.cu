@@ -13,7 +13,7 @@
 // tile, lane-group and tensor-core (path 3) kernels, and the tensor-core one without pruning (KIVI
 // alone through the composed decode); pct_copy_bw is issue 7's gate (>= 80% of the copy rate).
 //
-//   bench_think_decode_cuda [--iters N] [--smoke]      exits 77 without a device
+//   bench_think_decode_cuda [--iters N] [--smoke] [--shape B:L]     exits 77 without a device
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -68,13 +68,13 @@ double median_us(int iters, F&& launch) {
 
 // Median us of the split-KV cuda::think_decode over segments of at most L tokens (workspace
 // allocated and freed here).
-double time_think_decode(const memattn::kernels::ThinKDecodeParams& p, int L, int iters, bool* ok) {
+double time_think_decode(const memattn::kernels::ThinKDecodeParams& p, int L, int iters, bool* ok, int split_keys = 0) {
   std::size_t ws_bytes = 0;
   void* ws = nullptr;
-  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes) != memattn::Status::kSuccess) *ok = false;
+  if (memattn::cuda::think_decode_workspace_size(p, L, &ws_bytes, split_keys) != memattn::Status::kSuccess) *ok = false;
   if (ws_bytes) BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
   const double us = median_us(iters, [&] {
-    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr) != memattn::Status::kSuccess) *ok = false;
+    if (memattn::cuda::think_decode(p, L, ws, ws_bytes, nullptr, split_keys) != memattn::Status::kSuccess) *ok = false;
   });
   if (ws) BENCH_CUDA(cudaFree(ws));
   return us;
@@ -212,8 +212,9 @@ __global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) 
 // path 1: tile kernel, d_keep 77 (ThinK's granularity 1); path 2: lane-group kernel, d_keep 80
 // (granularity 8); path 3: tensor-core kernel over the KIVI blocks + lane-group kernel over the
 // tail, d_keep 80. lambda 0: no pruning (KIVI alone through the composed decode, d_keep 128).
+// split_keys > 0 forces the split size (0: the wrapper's choice).
 double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path, int iters, bool* ok, double* bytes_read,
-                     double* epi_us, float lambda = 0.4f) {
+                     double* epi_us, float lambda = 0.4f, int split_keys = 0) {
   const int Hq = 32, Hkv = 8, D = 128, G = Hq / Hkv, tail = 128, qg = 32, S = B * Hkv;
   const int dk77 = D - static_cast<int>(lambda * D), dk = path >= 2 ? (dk77 + 7) / 8 * 8 : dk77;
   const int nq = L - tail, blocks = nq / qg;
@@ -280,7 +281,7 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
     e.state_stride[0] = static_cast<std::int64_t>(Hkv) * L, e.state_stride[1] = L;
     e.batch = B, e.kv_heads = Hkv, e.group = G, e.q_tokens = 1, e.kv_capacity = L;
   }
-  const double us = time_think_decode(p, L, iters, ok);
+  const double us = time_think_decode(p, L, iters, ok, split_keys);
   *epi_us = !scores ? 0.0 : median_us(iters, [&] {
     if (memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
         memattn::Status::kSuccess)
@@ -324,15 +325,22 @@ int main(int argc, char** argv) {
   }
   bool smoke = false;
   int iters = 20;
+  int shape_b = 0, shape_l = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--smoke")) smoke = true, iters = 2;
     if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--shape") && i + 1 < argc && std::sscanf(argv[++i], "%d:%d", &shape_b, &shape_l) != 2) {
+      std::printf("--shape wants B:L\n");
+      return 2;
+    }
   }
   bool ok = true;
   const double copy = copy_gbps(smoke, iters);
   std::printf("{\"bench\": \"copy\", \"GBps\": %.1f}\n", copy);
-  const std::vector<std::pair<int, int>> shapes = smoke ? std::vector<std::pair<int, int>>{{2, 256}}
-                                                        : std::vector<std::pair<int, int>>{{16, 4096}, {16, 65536}, {1, 65536}};
+  const std::vector<std::pair<int, int>> shapes =
+      shape_b > 0 && shape_l > 0 ? std::vector<std::pair<int, int>>{{shape_b, shape_l}}
+      : smoke                    ? std::vector<std::pair<int, int>>{{2, 256}}
+                                 : std::vector<std::pair<int, int>>{{16, 4096}, {16, 65536}, {1, 65536}};
   for (auto [B, L] : shapes) {
     const double base = time_case(B, L, 0.f, iters, &ok);  // tile kernel, lambda 0: the rows' ratio base
     for (int path = 1; path <= 2; ++path) {
@@ -374,6 +382,17 @@ int main(int argc, char** argv) {
       std::printf("{\"bench\": \"composed_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"spec\": \"%s\", \"us\": %.2f, "
                   "\"epilogue_us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
                   kernel_names[path - 1], B, L, spec, cus, epi, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
+    }
+    // the tensor-core path at forced split sizes (the wrapper plans ~8 CTAs per SM for every
+    // kernel; the mma kernel holds 2 per SM at D = 128, so tail waves and combine cost differ)
+    for (int keys : {1024, 2048, 4096}) {
+      if (keys >= L) continue;
+      double cb = 0, epi = 0;
+      const double cus = time_composed(B, L, 4, 2, false, 3, iters, &ok, &cb, &epi, 0.4f, keys);
+      std::printf("{\"bench\": \"composed_decode\", \"kernel\": \"mma\", \"split_keys\": %d, \"B\": %d, \"L\": %d, "
+                  "\"spec\": \"think:prune=0.4+kivi:kbits=4,vbits=2\", \"us\": %.2f, \"epilogue_us\": 0, \"ratio_vs_prune0\": %.3f, "
+                  "\"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
+                  keys, B, L, cus, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
     }
   }
   return ok ? 0 : 1;
