@@ -7,8 +7,9 @@
 // Why tensor cores: at K4/V2 a key costs ~100 bytes, so at 80% of an H100's HBM an SM has ~8
 // cycles per key for all g query heads of a KV head; the CUDA-core lane-group kernel issues ~84
 // warp instructions per key (dequantisation, the dot products, per-lane softmax), ~21 cycles.
-// Here a warp turns codes into fp16 integers (a logic op per code pair, think_mma_layout.hpp) and
-// lets mma.m16n8k16 do the products: ~20 warp instructions per key by count.
+// Here a warp turns codes into fp16 integers (a shift, a logic op and a sub.f16x2 per code pair,
+// think_mma_layout.hpp) and lets mma.m16n8k16 do the products: ~20 warp instructions per key by a
+// count of the source (2 of them HMMA).
 //
 // Numerics (think_mma_layout.hpp): codes are exact in fp16; the float operands q~ = tau log2(e) q s
 // (per block) and p s_v (per value group) enter as fp16 hi + lo pairs in the two halves of the
