@@ -201,18 +201,18 @@ void pv_emulate(const Tile& t, std::vector<double>* out, std::vector<int>* seen)
       u32 b01[32][4], b23[32][4];
       for (int lane = 0; lane < 32; ++lane) {
         const int gi = mm::row_group(lane), t4 = mm::quad(lane);
-        const int k0 = mm::pv_lane_key(ms, t4);
         float y[4];
         for (int k = 0; k < 4; ++k) {
-          const float pk = gi < t.G ? t.p[static_cast<std::size_t>(gi * 32 + k0 + k)] : 0.5f;
-          y[k] = pk * t.vs[static_cast<std::size_t>((k0 + k) * ngv + j)] * vsc;
-          if (first) z[static_cast<std::size_t>(lane * units + u)] += pk * t.vz[static_cast<std::size_t>((k0 + k) * ngv + j)];
+          const int key = mm::pv_lane_key(ms, t4, k);
+          const float pk = gi < t.G ? t.p[static_cast<std::size_t>(gi * 32 + key)] : 0.5f;
+          y[k] = pk * t.vs[static_cast<std::size_t>(key * ngv + j)] * vsc;
+          if (first) z[static_cast<std::size_t>(lane * units + u)] += pk * t.vz[static_cast<std::size_t>(key * ngv + j)];
         }
         split2(y[0], y[1], &pa[lane][0], &pa[lane][1]);
         split2(y[2], y[3], &pa[lane][2], &pa[lane][3]);
         u32 pc[4];
         for (int k = 0; k < 4; ++k) {
-          const unsigned char* vr = t.v_rows.data() + (k0 + k) * v_row + mm::pv_lane_channel(u, gi) * t.vbits / 8;
+          const unsigned char* vr = t.v_rows.data() + mm::pv_lane_key(ms, t4, k) * v_row + mm::pv_lane_channel(u, gi) * t.vbits / 8;
           pc[k] = t.vbits == 4 ? static_cast<u32>(vr[0] | (vr[1] << 8)) : static_cast<u32>(vr[0]);
         }
         if (t.vbits == 4) {
@@ -309,8 +309,8 @@ TEST_CASE("think mma layout: code pairs hold the codes the channel maps name", "
   for (int m = 0; m < 2; ++m)
     for (int t4 = 0; t4 < 4; ++t4)
       for (int e = 0; e < 2; ++e) {
-        CHECK(mm::pv_key(m, 2 * t4 + e) == mm::pv_lane_key(m, t4) + e);
-        CHECK(mm::pv_key(m, 2 * t4 + 8 + e) == mm::pv_lane_key(m, t4) + 2 + e);
+        CHECK(mm::pv_key(m, 2 * t4 + e) == mm::pv_lane_key(m, t4, e));
+        CHECK(mm::pv_key(m, 2 * t4 + 8 + e) == mm::pv_lane_key(m, t4, 2 + e));
       }
   for (int u = 0; u < 2; ++u)
     for (int col = 0; col < 8; ++col)

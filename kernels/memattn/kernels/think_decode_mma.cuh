@@ -312,8 +312,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
     const std::uint32_t* vm = reinterpret_cast<const std::uint32_t*>(st + geo.v_meta);
     float smax = 0.f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {  // this lane's keys 16 (k / 4) + 4 t4 + k % 4
-      const int key = pv_lane_key(k >> 2, t4) + (k & 3);
+    for (int k = 0; k < 8; ++k) {  // this lane's keys in the tile's two PV k-steps
+      const int key = pv_lane_key(k >> 2, t4, k & 3);
       if (slot + key < base || slot + key >= end) continue;
       for (int j = 0; j < ngv; ++j) {
         const std::uint32_t w = vm[key * ngv + j];
@@ -337,11 +337,15 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
     const unsigned char* vc = st + geo.v_codes;
 #pragma unroll
     for (int ms = 0; ms < 2; ++ms) {
-      const int k0 = pv_lane_key(ms, t4);  // this lane's keys k0..k0 + 3 = pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
+      // this lane's keys: pv_lane_key(ms, t4, k) holds pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
       const float pkey[4] = {pk[2 * ms][0], pk[2 * ms][1], pk[2 * ms + 1][0], pk[2 * ms + 1][1]};
+      int key[4];
       bool valid[4];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) valid[k] = slot + k0 + k >= base && slot + k0 + k < end;
+      for (int k = 0; k < 4; ++k) {
+        key[k] = pv_lane_key(ms, t4, k);
+        valid[k] = slot + key[k] >= base && slot + key[k] < end;
+      }
       std::uint32_t pa[4] = {0u, 0u, 0u, 0u};
       int a_group = -1;
 #pragma unroll
@@ -354,7 +358,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
           for (int k = 0; k < 4; ++k) {
             float sv = 0.f, zv = 0.f;
             if (valid[k]) {
-              const std::uint32_t w = vm[(k0 + k) * ngv + j];
+              const std::uint32_t w = vm[key[k] * ngv + j];
               const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&w));
               sv = sz.x, zv = sz.y;
             }
@@ -367,7 +371,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
         std::uint32_t pc[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const unsigned char* vr = vc + (k0 + k) * v_row + pv_lane_channel(u, gi) * VB / 8;
+          const unsigned char* vr = vc + key[k] * v_row + pv_lane_channel(u, gi) * VB / 8;
           pc[k] = VB == 4 ? static_cast<std::uint32_t>(*reinterpret_cast<const std::uint16_t*>(vr)) : static_cast<std::uint32_t>(*vr);
         }
         std::uint32_t b01[4], b23[4];

@@ -37,24 +37,25 @@ constexpr std::uint32_t kMagic = 0x64006400u;  // fp16 pair (1024, 1024): 1024 +
 MEMATTN_HOST_DEVICE int row_group(int lane) { return lane >> 2; }
 MEMATTN_HOST_DEVICE int quad(int lane) { return lane & 3; }
 
-// Key (0..31 in the tile) of column `col` of QK n-tile n (0..3).
-MEMATTN_HOST_DEVICE int qk_key(int n, int col) { return 16 * (n >> 1) + 4 * (col >> 1) + 2 * (n & 1) + (col & 1); }
+// Key (0..31 in the tile) of column `col` of QK n-tile n (0..3). A lane's 4 PV keys are 4 apart
+// (pv_lane_key), so that the 4 lanes of a quad read rows in different shared-memory banks.
+MEMATTN_HOST_DEVICE int qk_key(int n, int col) { return 16 * (n >> 1) + (col >> 1) + 8 * (n & 1) + 4 * (col & 1); }
 // Kept-channel slot of k-slot k (0..15) of QK k-step j: chunk j / 2, lane quad t = (k % 8) / 2
 // owns slots [32 (j / 2) + 8 t, + 8), in the order codes8_to_pairs produces them.
 MEMATTN_HOST_DEVICE int qk_channel(int j, int k) {
   return kChunkChannels * (j >> 1) + 8 * ((k & 7) >> 1) + 2 * (j & 1) + (k >> 3) + 4 * (k & 1);
 }
 // Key (0..31) of k-slot k of PV k-step m (0, 1): the QK C columns of n-tiles 2m, 2m + 1.
-MEMATTN_HOST_DEVICE int pv_key(int m, int k) { return 16 * m + 4 * ((k & 7) >> 1) + 2 * (k >> 3) + (k & 1); }
+MEMATTN_HOST_DEVICE int pv_key(int m, int k) { return 16 * m + ((k & 7) >> 1) + 8 * (k >> 3) + 4 * (k & 1); }
 // Value channel of column col of PV n-tile n (0..D/8): unit n / 4 (32 channels, one value group
 // or part of one), lane row group col owns channels [32 (n / 4) + 4 col, + 4).
 MEMATTN_HOST_DEVICE int pv_channel(int n, int col) { return kUnitChannels * (n >> 2) + 4 * col + (n & 3); }
 
-// What a lane reads: the first of its 8 kept-channel slots in chunk c (QK), of its 4 keys in PV
-// k-step m, of its 4 value channels in unit u; the layout functions above name the same elements
-// (tests/cpu/test_think_mma_layout.cpp checks it).
+// What a lane reads: the first of its 8 kept-channel slots in chunk c (QK), its key i (0..3: A
+// slots 2t, 2t + 1, 2t + 8, 2t + 9) in PV k-step m, the first of its 4 value channels in unit u;
+// the layout functions above name the same elements (tests/cpu/test_think_mma_layout.cpp checks it).
 MEMATTN_HOST_DEVICE int qk_lane_slot(int c, int t) { return kChunkChannels * c + 8 * t; }
-MEMATTN_HOST_DEVICE int pv_lane_key(int m, int t) { return 16 * m + 4 * t; }
+MEMATTN_HOST_DEVICE int pv_lane_key(int m, int t, int i) { return 16 * m + t + 4 * i; }
 MEMATTN_HOST_DEVICE int pv_lane_channel(int u, int g) { return kUnitChannels * u + 4 * g; }
 
 // 8 codes of kBits (2 or 4) packed LSB-first in the low 8 * kBits bits of w -> 4 magic-biased fp16
