@@ -58,9 +58,13 @@ MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes
   g.bytes = g.v_meta + round16(kTileKeys * v_groups * 4);
   return g;
 }
-// Dynamic shared memory of the kernel: the stages, or the end-of-split merge if larger.
+// Dynamic shared memory of the kernel: the stages and the CTA's query rows (8 rows of head_dim + 4
+// floats at q_offset: the padding puts the two rows a quarter-warp's float4 reads touch in
+// different banks), or the end-of-split merge if larger.
+MEMATTN_HOST_DEVICE int q_offset(const StageGeom& g) { return kWarps * kStages * g.bytes; }
+MEMATTN_HOST_DEVICE int q_stride(int head_dim) { return head_dim + 4; }
 MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) {
-  const int stages = kWarps * kStages * g.bytes;
+  const int stages = q_offset(g) + kThinKMaxGroup * q_stride(head_dim) * 4;
   const int merge = kWarps * kThinKMaxGroup * (head_dim + 2) * 4;
   return stages > merge ? stages : merge;
 }
@@ -116,8 +120,10 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
 // shared memory. D = head_dim (64 / 128), KB / VB = key / value bits (2 / 4). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
+// 3 CTAs (12 warps) per SM at D = 128, 4 at D = 64: <= 168 / 128 registers (ptxas: 167 / 122).
 template <int D, int KB, int VB>
-MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
+MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
+    think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using namespace think_mma;
   constexpr int kChunksMax = D / kChunkChannels;  // d_keep <= D
   constexpr int kUnits = D / kUnitChannels;
@@ -151,6 +157,19 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
   const StageGeom geo = stage_geom(dk, KB, p.v_words * 4, ngv);
   unsigned char* wstage = smem + warp * kStages * geo.bytes;
   const int k_row = dk * KB / 8, v_row = p.v_words * 4;
+  // q of the CTA's heads over the kept-channel slots, base-2 domain, in shared memory (not in
+  // registers: 32 fewer per thread); 0 past d_keep and for heads >= G
+  constexpr float kLog2e = 1.4426950408889634f;
+  float* const q_s = reinterpret_cast<float*>(smem + q_offset(geo));
+  {
+    const float* qg = p.q + (static_cast<long long>(b) * p.q_heads + h * G) * D;
+    const std::uint8_t* chl = p.channels + s * dk;
+    for (int i = static_cast<int>(threadIdx.x); i < kThinKMaxGroup * D; i += kThreads) {
+      const int r = i / D, slot = i % D;
+      q_s[r * q_stride(D) + slot] = r < G && slot < dk ? qg[r * D + chl[slot]] * (p.scale * kLog2e) : 0.f;
+    }
+  }
+  __syncthreads();
   // the K meta padding (channels d_keep.. of the last chunk) reads (scale, zero) = 0 in every stage
   for (int st = 0; st < kStages; ++st)
     for (int i = dk + lane; i < chunks * kChunkChannels; i += 32)
@@ -188,21 +207,6 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
     detail::cp_async_commit();
   }
 
-  // q of this lane's head and kept-channel slots [32 c + 8 t4, + 8) in the base-2 domain
-  constexpr float kLog2e = 1.4426950408889634f;
-  float q[kChunksMax][8];
-  {
-    const float* qh = p.q + (static_cast<long long>(b) * p.q_heads + h * G + gi) * D;
-    const std::uint8_t* chl = p.channels + s * dk;
-#pragma unroll
-    for (int c = 0; c < kChunksMax; ++c)
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int slot = qk_lane_slot(c, t4) + e;
-        q[c][e] = gi < G && slot < dk ? qh[chl[slot]] * (p.scale * kLog2e) : 0.f;
-      }
-  }
-
   float o[kNTiles][4], z[kUnits], m = -INFINITY, l = 0.f;
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
@@ -231,31 +235,49 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads) think_decode_mma_kern
 
     if (blk != meta_blk) {  // a new block: q~ = q s (scaled per head), its hi / lo A fragments, the bias
       meta_blk = blk;
-      const std::uint32_t* km = reinterpret_cast<const std::uint32_t*>(st + geo.k_meta);
-      float mx = 0.f, bsum = 0.f, x[kChunksMax][8];
+      const float* qrow = q_s + gi * q_stride(D);
+      // this lane's 8 slots of chunk c: q (two float4) and (scale, zero) (two uint4); read twice
+      // (max, then split) rather than held: fewer live registers
+      auto load8 = [&](int c, float (&qv)[8], float2 (&sz)[8]) {
+        const int slot = qk_lane_slot(c, t4);
+        const float4 q0 = *reinterpret_cast<const float4*>(qrow + slot), q1 = *reinterpret_cast<const float4*>(qrow + slot + 4);
+        const uint4 m0 = *reinterpret_cast<const uint4*>(st + geo.k_meta + slot * 4);
+        const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + slot * 4 + 16);
+        const std::uint32_t w[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
+        qv[0] = q0.x, qv[1] = q0.y, qv[2] = q0.z, qv[3] = q0.w, qv[4] = q1.x, qv[5] = q1.y, qv[6] = q1.z, qv[7] = q1.w;
 #pragma unroll
-      for (int c = 0; c < kChunksMax; ++c)
+        for (int e = 0; e < 8; ++e) sz[e] = __half22float2(*reinterpret_cast<const __half2*>(&w[e]));
+      };
+      float mx = 0.f, bsum = 0.f;
+#pragma unroll
+      for (int c = 0; c < kChunksMax; ++c) {
+        if (c >= chunks) break;
+        float qv[8];
+        float2 sz[8];
+        load8(c, qv, sz);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          x[c][e] = 0.f;
-          if (c < chunks) {
-            const std::uint32_t w = km[qk_lane_slot(c, t4) + e];
-            const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&w));
-            x[c][e] = q[c][e] * sz.x;
-            bsum = fmaf(q[c][e], sz.y, bsum);
-            mx = fmaxf(mx, fabsf(x[c][e]));
-          }
+          bsum = fmaf(qv[e], sz[e].y, bsum);
+          mx = fmaxf(mx, fabsf(qv[e] * sz[e].x));
         }
+      }
       beta = quad_sum(bsum);
       float qs;
       pow2_scale<14>(quad_max(mx), &qs, &q_inv);
 #pragma unroll
-      for (int c = 0; c < kChunksMax; ++c)
+      for (int c = 0; c < kChunksMax; ++c) {
+        if (c >= chunks) break;
+        float qv[8], x[8];
+        float2 sz[8];
+        load8(c, qv, sz);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = qv[e] * sz[e].x * qs;
 #pragma unroll
         for (int j = 0; j < 2; ++j) {  // k-step 2c + j: slots (e, e + 4) for e = 2j, 2j + 1
-          split2(x[c][2 * j] * qs, x[c][2 * j + 4] * qs, &afr[c][j][0], &afr[c][j][1]);
-          split2(x[c][2 * j + 1] * qs, x[c][2 * j + 5] * qs, &afr[c][j][2], &afr[c][j][3]);
+          split2(x[2 * j], x[2 * j + 4], &afr[c][j][0], &afr[c][j][1]);
+          split2(x[2 * j + 1], x[2 * j + 5], &afr[c][j][2], &afr[c][j][3]);
         }
+      }
     }
 
     // Logits of the 4 n-tiles (keys qk_key(n, 2 t4 + e)), base 2; -inf outside [base, end).
