@@ -17,6 +17,7 @@
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
+#include "memattn/kernels/warp_reduce.cuh"
 #include "memattn/linear/feature_map.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -86,16 +87,8 @@ MEMATTN_DEVICE std::uint32_t phi_pair(std::uint32_t w) {
   return Pair<T>::pack(linear::phi_elementwise(FM, f.x), linear::phi_elementwise(FM, f.y));
 }
 
-MEMATTN_DEVICE float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  x += __shfl_xor_sync(0xffffffffu, x, 2);
-  return x;
-}
-MEMATTN_DEVICE float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
+using kernels::quad_sum;  // warp_reduce.cuh
+using kernels::warp_sum;
 
 // Length and first row of sequence n (device), from cu_seqlens or the dense form.
 MEMATTN_DEVICE void seq_rows(const std::int32_t* cu, const std::int32_t* lens, int t_pad, int n, int* row0, int* len) {

@@ -33,6 +33,7 @@
 #include "memattn/kernels/think_decode.cuh"
 #include "memattn/kernels/think_decode_lanes.cuh"
 #include "memattn/kernels/think_mma_layout.hpp"
+#include "memattn/kernels/warp_reduce.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace kernels {
@@ -97,14 +98,6 @@ MEMATTN_DEVICE void pow2_scale(float m, float* scale, float* inv) {
   e = e < kTarget + 1 ? kTarget + 1 : (e > 254 ? 254 : e);
   *scale = __uint_as_float(static_cast<std::uint32_t>(kTarget + 254 - e) << 23);  // 2^(kTarget - (e - 127))
   *inv = __uint_as_float(static_cast<std::uint32_t>(e - kTarget) << 23);
-}
-MEMATTN_DEVICE float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, 2));
-}
-MEMATTN_DEVICE float quad_sum(float x) {
-  x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
-  return x + __shfl_xor_sync(0xFFFFFFFFu, x, 2);
 }
 template <int N>
 MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int bytes, int lane) {
@@ -342,8 +335,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         smax = fmaxf(smax, fabsf(__half2float(*reinterpret_cast<const __half*>(&w))));
       }
     }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) smax = fmaxf(smax, __shfl_xor_sync(0xFFFFFFFFu, smax, off));
+    smax = warp_max(smax);
     const int e_new = static_cast<int>((__float_as_uint(smax) >> 23) & 0xFFu);
     if (e_new > v_exp) {  // warp-uniform
       float ns, ni;
