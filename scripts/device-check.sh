@@ -144,6 +144,18 @@ if command -v ncu >/dev/null 2>&1; then
   run_step mma_profile 60 "$OUT/bench.log" ncu -k regex:think_decode_mma_kernel -c 2 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section InstructionStats \
     "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
+  # Per-SASS-instruction executed counts and stall samples of the same kernel (where its ~80
+  # warp instructions per key go; gzip'd CSV in $OUT), one launch.
+  mma_source() {
+    ncu -k regex:think_decode_mma_kernel -c 1 --section SourceCounters --page source --print-source sass --csv \
+      "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1 >/tmp/mma_source.csv 2>/tmp/mma_source.err
+    local rc=$?
+    tail -n 3 /tmp/mma_source.err
+    wc -l /tmp/mma_source.csv
+    gzip -c /tmp/mma_source.csv >"$OUT/mma_source.csv.gz"
+    return $rc
+  }
+  run_step mma_source 90 "$OUT/bench.log" bash -c "OUT=$OUT BIN=$BIN; $(declare -f mma_source); mma_source"
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
   # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.

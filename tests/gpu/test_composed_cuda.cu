@@ -32,7 +32,8 @@ using namespace memattn;
 
 namespace {
 
-int g_mma_runs = 0;  // run() calls that went through path 3
+int g_mma_runs = 0;       // run() calls that went through path 3
+int g_mma_auto_runs = 0;  // auto calls that resolved to path 3
 
 // full_blocks: the blocks are given as full (kq_first = nullptr); only valid without eviction.
 int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
@@ -172,6 +173,26 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
       }
     CHECK(worst <= 2e-5);
   }
+  // Auto (path 0) with a long bound (the caller's max_tokens may exceed every segment): path 3
+  // where mma_layout holds, the lane-group / tile kernel otherwise; same output and LSE.
+  {
+    namespace td = cuda::think_detail;
+    p.path = 0;
+    const int bound = std::max(max_tokens, td::kThinKMmaAutoTokens);
+    const bool mma = td::mma_layout(p);
+    CHECK(td::resolve_path(p, bound).path == (mma ? 3 : 0));
+    CHECK(td::resolve_path(p, td::kThinKMmaAutoTokens - 1).path == 0);
+    if (mma) ++g_mma_auto_runs;
+    std::fill(out.begin(), out.end(), NAN);
+    REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+    think_decode_mode(p, 2, bound);
+    out = download(d_out, out.size());
+    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
+    const std::vector<float> lse_now = download(d_lse, lse.size());
+    double wl = 0;
+    for (std::size_t i = 0; i < lse_now.size(); ++i) wl = worse(wl, std::abs(static_cast<double>(lse_now[i]) - ref_lse[i]));
+    CHECK(wl <= 1e-4);
+  }
   for (const void* ptr : {static_cast<const void*>(p.k_old), static_cast<const void*>(p.channels), static_cast<const void*>(p.k_new),
                           static_cast<const void*>(p.v), static_cast<const void*>(p.v_old), static_cast<const void*>(p.n_old),
                           static_cast<const void*>(p.n_new), static_cast<const void*>(p.n_q), static_cast<const void*>(p.kq_first),
@@ -198,6 +219,7 @@ TEST_CASE("composed decode: KIVI and ThinK + KIVI regions on the GPU == CPU comp
   run(ComposedKind::kThinkKivi, 2, 8, 1, 128, 2, 4, 150, 3, false, 8);
   run(ComposedKind::kThinkKivi, 2, 2, 1, 256, 8, 8, 100, 2, true, 8);
   CHECK(g_mma_runs > 0);  // the tensor-core path ran (KIVI alone, granularity 8 at D 64 / 128)
+  CHECK(g_mma_auto_runs > 0);  // and auto picked it for a long bound
 }
 
 TEST_CASE("composed decode with H2O: raw logits + LSE -> accumulators == CPU composed cache", "[compose][gpu]") {

@@ -92,7 +92,7 @@ CaseStats run_case(const std::string& spec, int D, int G, int sequences = 1, int
   p.lo_cfg = quant::MixedRowConfig{D, snap[0].low_bits, snap[0].groups};
   p.hi_cfg = quant::MixedRowConfig{D, 8, snap[0].groups};
   p.q = upload(q);
-  std::vector<float> zeros(q.size(), 0.f), lse0(static_cast<std::size_t>(Hkv * G), 0.f),
+  std::vector<float> zeros(q.size(), 0.f), lse0(static_cast<std::size_t>(S * G), 0.f),
       st0(static_cast<std::size_t>(stash), 0.f);
   p.o = upload(zeros);
   p.lse = upload(lse0);

@@ -67,10 +67,27 @@ inline Status evict_accumulate_can_implement(const kernels::EvictScoreParams& p,
   return Status::kSuccess;
 }
 
+// The four-keys-per-thread accumulate kernel needs rows that stay 16-byte aligned (8-byte for fp16
+// logits) at every key multiple of 4.
+inline bool evict_scores_vec4(const kernels::EvictScoreParams& p) {
+  auto aligned = [](const void* ptr, std::uintptr_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
+  const bool logits = p.scores_half != nullptr ? aligned(p.scores_half, 8) : aligned(p.scores, 16);
+  return logits && aligned(p.acc, 16) && p.kv_capacity % 4 == 0 && p.scores_stride[0] % 4 == 0 &&
+         p.scores_stride[1] % 4 == 0 && p.scores_stride[2] % 4 == 0 && p.state_stride[0] % 4 == 0 &&
+         p.state_stride[1] % 4 == 0;
+}
+
 inline Status evict_accumulate_scores(const kernels::EvictScoreParams& p, kernels::EvictScoreMode mode,
                                       cudaStream_t stream) {
   MEMATTN_RETURN_IF_ERROR(evict_accumulate_can_implement(p, mode));
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
+  if (mode == kernels::EvictScoreMode::kAccumulate && evict_scores_vec4(p)) {
+    constexpr int kKeysPerBlock = kernels::kEvictScoreThreads * kernels::kEvictScoreVec;
+    const dim3 grid(static_cast<unsigned>((p.kv_capacity + kKeysPerBlock - 1) / kKeysPerBlock),
+                    static_cast<unsigned>(p.batch * p.kv_heads));
+    kernels::evict_score_accumulate_vec4_kernel<<<grid, kernels::kEvictScoreThreads, 0, stream>>>(p);
+    return launch_status();
+  }
   const dim3 grid(static_cast<unsigned>((p.kv_capacity + kernels::kEvictScoreThreads - 1) / kernels::kEvictScoreThreads),
                   static_cast<unsigned>(p.batch * p.kv_heads));
   if (mode == kernels::EvictScoreMode::kAccumulate) {

@@ -26,8 +26,11 @@
 // granularity=8 -- so that no padding is read; 2: also on padded rows; 3: the tensor-core kernel
 // (think_decode_mma.cuh) over the KIVI region plus the lane-group kernel over the fp16 regions,
 // split-KV call only, head_dim 64 / 128, 2- / 4-bit K and V, d_keep a multiple of 8, v_group a
-// multiple of 32, 16-byte aligned code rows (mma_layout() lists the rest). Path 3 is opt-in until
-// it has run on a GPU: auto does not pick it yet.
+// multiple of 32, 16-byte aligned code rows (mma_layout() lists the rest). Auto picks path 3 in the
+// split-KV call where mma_layout() holds and max_tokens >= kThinKMmaAutoTokens, with splits of at
+// least kThinKMmaMinSplit tokens (H200, 2026-11-27, think + KIVI 4/2, d_keep 80: B 16 x 64K
+// tokens 1358 us vs 2415 us lane-group; B 1 x 64K 364 us at 2048-token splits vs 429 us; B 16 x
+// 4096 tokens the lane-group kernel wins, 270 us vs 330 us).
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
@@ -206,6 +209,15 @@ inline Status launch_mma(const kernels::ThinKDecodeParams& p, const kernels::Thi
   return launch_lanes<true>(p, rest, stream);
 }
 
+// Auto (path 0) in the split-KV call: the tensor-core kernel for long KIVI regions (measured above).
+constexpr int kThinKMmaAutoTokens = 16384;
+constexpr int kThinKMmaMinSplit = 2048;
+inline kernels::ThinKDecodeParams resolve_path(const kernels::ThinKDecodeParams& p, int max_tokens) {
+  kernels::ThinKDecodeParams r = p;
+  if (p.path == 0 && max_tokens >= kThinKMmaAutoTokens && mma_layout(p)) r.path = 3;
+  return r;
+}
+
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
   if (p.path == 3) {
     if (!mma_layout(p) || sp.splits < 2) return Status::kErrorNotSupported;
@@ -233,6 +245,8 @@ inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int spli
     MEMATTN_RETURN_IF_ERROR(sm_count(&sms));
     const long long want = std::max<long long>(1, (8LL * sms + segments - 1) / segments);
     keys = static_cast<int>(std::max<long long>(256, (max_tokens + want - 1) / want));
+    // the tensor-core kernel's per-split set-up (q, KIVI scales) needs longer splits
+    if (p.path == 3) keys = std::max(keys, kThinKMmaMinSplit);
   }
   keys = (keys + kernels::kThinKTile - 1) / kernels::kThinKTile * kernels::kThinKTile;
   sp->split_keys = keys;
@@ -263,9 +277,10 @@ inline Status think_decode_workspace_size(const kernels::ThinKDecodeParams& p, i
   if (bytes == nullptr) return Status::kErrorNullPointer;
   MEMATTN_RETURN_IF_ERROR(think_decode_check(p));
   if (!device_available()) return Status::kErrorNoDevice;
+  const kernels::ThinKDecodeParams rp = think_detail::resolve_path(p, max_tokens);
   kernels::ThinKSplit sp;
-  MEMATTN_RETURN_IF_ERROR(think_detail::plan(p, max_tokens, split_keys, &sp));
-  *bytes = think_detail::workspace_bytes(p, sp);
+  MEMATTN_RETURN_IF_ERROR(think_detail::plan(rp, max_tokens, split_keys, &sp));
+  *bytes = think_detail::workspace_bytes(rp, sp);
   return Status::kSuccess;
 }
 
@@ -276,9 +291,10 @@ inline Status think_decode(const kernels::ThinKDecodeParams& p, int max_tokens, 
                            std::size_t workspace_bytes, cudaStream_t stream, int split_keys = 0) {
   MEMATTN_RETURN_IF_ERROR(think_decode_check(p));
   if (!device_available()) return Status::kErrorNoDevice;
+  const kernels::ThinKDecodeParams rp = think_detail::resolve_path(p, max_tokens);
   kernels::ThinKSplit sp;
-  MEMATTN_RETURN_IF_ERROR(think_detail::plan(p, max_tokens, split_keys, &sp));
-  const std::size_t need = think_detail::workspace_bytes(p, sp);
+  MEMATTN_RETURN_IF_ERROR(think_detail::plan(rp, max_tokens, split_keys, &sp));
+  const std::size_t need = think_detail::workspace_bytes(rp, sp);
   if (need > 0) {
     if (workspace == nullptr) return Status::kErrorNullPointer;
     if (workspace_bytes < need || reinterpret_cast<std::uintptr_t>(workspace) % 16 != 0)
@@ -287,7 +303,7 @@ inline Status think_decode(const kernels::ThinKDecodeParams& p, int max_tokens, 
     sp.acc = static_cast<float*>(workspace);
     sp.ml = sp.acc + rows * static_cast<std::size_t>(p.head_dim);
   }
-  return think_detail::launch(p, sp, stream);
+  return think_detail::launch(rp, sp, stream);
 }
 
 // tau of the full head_dim (§3.6), for callers filling ThinKDecodeParams::scale.

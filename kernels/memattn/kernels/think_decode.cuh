@@ -95,8 +95,10 @@ struct ThinKDecodeParams {
   long long scores_seg_stride;
   int scores_row_stride;
   float* lse;
-  // kernel: 0 = auto (the lane-group kernel of think_decode_lanes.cuh where the layout allows it,
-  // else this tile kernel), 1 = tile kernel, 2 = lane-group kernel (kErrorNotSupported otherwise)
+  // kernel: 0 = auto (split-KV with a long bound: path 3 where its layout holds; else the
+  // lane-group kernel of think_decode_lanes.cuh where the layout allows it, else this tile kernel),
+  // 1 = tile kernel, 2 = lane-group kernel, 3 = tensor-core KIVI region + lane-group rest
+  // (kErrorNotSupported where the layout does not fit)
   int path;
 };
 
