@@ -28,9 +28,9 @@
 // split-KV call only, head_dim 64 / 128, 2- / 4-bit K and V, d_keep a multiple of 8, v_group a
 // multiple of 32, 16-byte aligned code rows (mma_layout() lists the rest). Auto picks path 3 in the
 // split-KV call where mma_layout() holds and max_tokens >= kThinKMmaAutoTokens, with splits of at
-// least kThinKMmaMinSplit tokens (H200, 2026-11-27, think + KIVI 4/2, d_keep 80: B 16 x 64K
-// tokens 1358 us vs 2415 us lane-group; B 1 x 64K 364 us at 2048-token splits vs 429 us; B 16 x
-// 4096 tokens the lane-group kernel wins, 270 us vs 330 us).
+// least kThinKMmaMinSplit tokens (H200, 2026-11-27, think + KIVI 4/2, d_keep 80, path 3 vs the
+// lane-group kernel: B 16 x 64K tokens 1301 vs 2285 us, B 1 x 64K 183 vs 322 us, B 16 x 4096
+// 144 vs 185 us; with 512-token splits path 3 lost at B 1 x 64K, 308-496 us, and B 16 x 4096).
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
@@ -210,7 +210,7 @@ inline Status launch_mma(const kernels::ThinKDecodeParams& p, const kernels::Thi
 }
 
 // Auto (path 0) in the split-KV call: the tensor-core kernel for long KIVI regions (measured above).
-constexpr int kThinKMmaAutoTokens = 16384;
+constexpr int kThinKMmaAutoTokens = 4096;
 constexpr int kThinKMmaMinSplit = 2048;
 inline kernels::ThinKDecodeParams resolve_path(const kernels::ThinKDecodeParams& p, int max_tokens) {
   kernels::ThinKDecodeParams r = p;
