@@ -159,7 +159,7 @@ if command -v ncu >/dev/null 2>&1; then
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
   # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.
-  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue|evict_score_accumulate" -c 7 \
+  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 7 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
     "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
 fi

@@ -8,6 +8,8 @@
 namespace mk = memattn::kernels;
 template __global__ void mk::evict_score_epilogue_kernel<mk::EvictScoreMode::kAccumulate>(const mk::EvictScoreParams);
 template __global__ void mk::evict_score_epilogue_kernel<mk::EvictScoreMode::kHistory>(const mk::EvictScoreParams);
+template __global__ void mk::evict_score_epilogue_kernel<mk::EvictScoreMode::kAccumulate, mk::kEvictScoreVec>(
+    const mk::EvictScoreParams);
 
 int main() {
   // Argument checks run without a device: invalid arguments are rejected before any launch.

@@ -67,7 +67,7 @@ inline Status evict_accumulate_can_implement(const kernels::EvictScoreParams& p,
   return Status::kSuccess;
 }
 
-// The four-keys-per-thread accumulate kernel needs rows that stay 16-byte aligned (8-byte for fp16
+// The four-keys-per-thread accumulate kernel (V = 4) needs rows that stay 16-byte aligned (8-byte for fp16
 // logits) at every key multiple of 4.
 inline bool evict_scores_vec4(const kernels::EvictScoreParams& p) {
   auto aligned = [](const void* ptr, std::uintptr_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
@@ -81,16 +81,14 @@ inline Status evict_accumulate_scores(const kernels::EvictScoreParams& p, kernel
                                       cudaStream_t stream) {
   MEMATTN_RETURN_IF_ERROR(evict_accumulate_can_implement(p, mode));
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-  if (mode == kernels::EvictScoreMode::kAccumulate && evict_scores_vec4(p)) {
-    constexpr int kKeysPerBlock = kernels::kEvictScoreThreads * kernels::kEvictScoreVec;
-    const dim3 grid(static_cast<unsigned>((p.kv_capacity + kKeysPerBlock - 1) / kKeysPerBlock),
-                    static_cast<unsigned>(p.batch * p.kv_heads));
-    kernels::evict_score_accumulate_vec4_kernel<<<grid, kernels::kEvictScoreThreads, 0, stream>>>(p);
-    return launch_status();
-  }
-  const dim3 grid(static_cast<unsigned>((p.kv_capacity + kernels::kEvictScoreThreads - 1) / kernels::kEvictScoreThreads),
+  const bool vec = mode == kernels::EvictScoreMode::kAccumulate && evict_scores_vec4(p);
+  const int keys_per_block = kernels::kEvictScoreThreads * (vec ? kernels::kEvictScoreVec : 1);
+  const dim3 grid(static_cast<unsigned>((p.kv_capacity + keys_per_block - 1) / keys_per_block),
                   static_cast<unsigned>(p.batch * p.kv_heads));
-  if (mode == kernels::EvictScoreMode::kAccumulate) {
+  if (vec) {
+    kernels::evict_score_epilogue_kernel<kernels::EvictScoreMode::kAccumulate, kernels::kEvictScoreVec>
+        <<<grid, kernels::kEvictScoreThreads, 0, stream>>>(p);
+  } else if (mode == kernels::EvictScoreMode::kAccumulate) {
     kernels::evict_score_epilogue_kernel<kernels::EvictScoreMode::kAccumulate>
         <<<grid, kernels::kEvictScoreThreads, 0, stream>>>(p);
   } else {

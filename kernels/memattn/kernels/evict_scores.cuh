@@ -44,80 +44,27 @@ struct EvictScoreParams {
   int reduce = 0;  // evict::GroupReduce: 0 mean, 1 max, 2 sum
 };
 
-// grid = (ceil(Lcap / kEvictScoreThreads), B * Hkv), block = kEvictScoreThreads.
+// grid = (ceil(Lcap / (kEvictScoreThreads * V)), B * Hkv), block = kEvictScoreThreads; V
+// consecutive keys per thread.
 // The kernel streams 4 * Tq * G bytes of logits per key (2 * Tq * G in fp16) and does little
 // arithmetic on them, so it is bound by the loads each thread keeps in flight: the logits and
 // LSEs of up to kEvictScorePrefetch query heads are loaded before the first exp (one load per
 // thread at a time held the first version to 192 MiB in 93 us, 2.2 TB/s, on an H100). The
 // reduction order over g is unchanged, so the result is bit for bit that of a sequential loop.
+// V = 4 (kAccumulate on aligned rows; the wrapper checks kv_capacity and every stride a multiple of
+// 4, 16-byte fp32 / 8-byte fp16 logit and 16-byte accumulator bases): 16-byte logit loads (8 in
+// fp16) and one 16-byte accumulator load and store per thread, the index set-up paid once per four
+// keys. With one key per thread the kernel spent ~390 instructions per key and ran compute-bound at
+// 1.25 TB/s (H200, B 16, L 64K, G 4): 121 us, 56 us with V = 4. Logits of keys a query token does
+// not see (or past len, inside the row) are loaded and dropped.
 constexpr int kEvictScorePrefetch = 4;
-
-template <EvictScoreMode kMode>
-MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_kernel(const EvictScoreParams p) {
-  const int bh = static_cast<int>(blockIdx.y);
-  const int b = bh / p.kv_heads, h = bh % p.kv_heads;
-  const int j = static_cast<int>(blockIdx.x) * kEvictScoreThreads + static_cast<int>(threadIdx.x);
-  const int len = p.seg_lens ? p.seg_lens[bh] : (p.seq_lens ? p.seq_lens[b] : p.kv_capacity);
-  if (len <= 0 || len < p.q_tokens || len > p.kv_capacity || j >= len) return;
-  const std::int64_t state_at = b * p.state_stride[0] + h * p.state_stride[1] + j;
-  float acc = 0.f;
-  std::uint64_t hist = 0;
-  if (kMode == EvictScoreMode::kAccumulate) acc = p.acc[state_at];
-  else hist = p.hist[state_at];
-  const std::int64_t srow = b * p.scores_stride[0] + h * p.scores_stride[1] + j;
-  const bool half = p.scores_half != nullptr;
-  const float* lrow = p.lse + b * p.lse_stride[0] + h * p.group * p.lse_stride[2];
-#pragma unroll 1
-  for (int t = 0; t < p.q_tokens; ++t) {
-    const int pos = len - p.q_tokens + t;  // position of query token t
-    const int lo = p.window > 0 ? pos - p.window + 1 : 0;
-    if (j > pos || j < lo) continue;
-    float pbar = 0.f;
-#pragma unroll 1
-    for (int g0 = 0; g0 < p.group; g0 += kEvictScorePrefetch) {
-      float s[kEvictScorePrefetch], l[kEvictScorePrefetch];
-#pragma unroll
-      for (int k = 0; k < kEvictScorePrefetch; ++k) {
-        const int g = g0 + k;
-        if (g < p.group) {
-          const std::int64_t at = srow + (t * p.group + g) * p.scores_stride[2];
-          s[k] = half ? __half2float(reinterpret_cast<const __half*>(p.scores_half)[at]) : p.scores[at];
-          l[k] = lrow[t * p.lse_stride[1] + g * p.lse_stride[2]];
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < kEvictScorePrefetch; ++k) {
-        const int g = g0 + k;
-        if (g < p.group) {
-          const float pr = expf(s[k] - l[k]);  // s = -inf: 0
-          pbar = g == 0 ? pr : (p.reduce == 1 ? fmaxf(pbar, pr) : pbar + pr);
-        }
-      }
-    }
-    if (p.reduce == 0) pbar /= static_cast<float>(p.group);
-    if (kMode == EvictScoreMode::kAccumulate) {
-      acc = p.gamma * acc + pbar;
-    } else {
-      const int visible = pos - (lo > 0 ? lo : 0) + 1;
-      const std::uint64_t unimportant = pbar * static_cast<float>(visible) < 1.f ? 1u : 0u;
-      hist = (hist << 1) | unimportant;
-    }
-  }
-  if (kMode == EvictScoreMode::kAccumulate) p.acc[state_at] = acc;
-  else p.hist[state_at] = hist;
-}
-
-// kAccumulate over four consecutive keys per thread where rows are aligned (the wrapper checks:
-// kv_capacity and every stride a multiple of 4, 16-byte fp32 / 8-byte fp16 logit and 16-byte
-// accumulator bases): 16-byte logit loads (8 in fp16) and one 16-byte accumulator load and store
-// per thread, and the index set-up paid once per four keys. The scalar kernel spent ~390
-// instructions per key and ran compute-bound at 1.25 TB/s (H200, B 16, L 64K, G 4). Same per-key
-// arithmetic in the same order as the scalar kernel. Logits of keys a query token does not see (or
-// past len, inside the row) are loaded and dropped.
 constexpr int kEvictScoreVec = 4;
 
-MEMATTN_DEVICE void evict_load4(const EvictScoreParams& p, std::int64_t at, float (&s)[kEvictScoreVec]) {
-  if (p.scores_half != nullptr) {
+template <int V>
+MEMATTN_DEVICE void evict_load_logits(const EvictScoreParams& p, std::int64_t at, float (&s)[V]) {
+  if constexpr (V == 1) {
+    s[0] = p.scores_half != nullptr ? __half2float(reinterpret_cast<const __half*>(p.scores_half)[at]) : p.scores[at];
+  } else if (p.scores_half != nullptr) {
     const uint2 u = *reinterpret_cast<const uint2*>(reinterpret_cast<const __half*>(p.scores_half) + at);
     const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
     const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
@@ -128,8 +75,9 @@ MEMATTN_DEVICE void evict_load4(const EvictScoreParams& p, std::int64_t at, floa
   }
 }
 
-MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_accumulate_vec4_kernel(const EvictScoreParams p) {
-  constexpr int V = kEvictScoreVec;
+template <EvictScoreMode kMode, int V = 1>
+MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_kernel(const EvictScoreParams p) {
+  static_assert(V == 1 || (V == kEvictScoreVec && kMode == EvictScoreMode::kAccumulate), "4 keys: accumulate only");
   const int bh = static_cast<int>(blockIdx.y);
   const int b = bh / p.kv_heads, h = bh % p.kv_heads;
   const int j0 = (static_cast<int>(blockIdx.x) * kEvictScoreThreads + static_cast<int>(threadIdx.x)) * V;
@@ -137,15 +85,23 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_accumulate
   if (len <= 0 || len < p.q_tokens || len > p.kv_capacity || j0 >= len) return;
   const int nk = len - j0 < V ? len - j0 : V;  // keys of this thread inside the sequence
   const std::int64_t state_at = b * p.state_stride[0] + h * p.state_stride[1] + j0;
-  const float4 a4 = *reinterpret_cast<const float4*>(p.acc + state_at);
-  float acc[V] = {a4.x, a4.y, a4.z, a4.w};
+  float acc[V] = {};
+  std::uint64_t hist = 0;
+  if constexpr (kMode == EvictScoreMode::kHistory) {
+    hist = p.hist[state_at];
+  } else if constexpr (V == 1) {
+    acc[0] = p.acc[state_at];
+  } else {
+    const float4 a4 = *reinterpret_cast<const float4*>(p.acc + state_at);
+    acc[0] = a4.x, acc[1] = a4.y, acc[2] = a4.z, acc[3] = a4.w;
+  }
   const std::int64_t srow = b * p.scores_stride[0] + h * p.scores_stride[1] + j0;
   const float* lrow = p.lse + b * p.lse_stride[0] + h * p.group * p.lse_stride[2];
 #pragma unroll 1
   for (int t = 0; t < p.q_tokens; ++t) {
-    const int pos = len - p.q_tokens + t;
+    const int pos = len - p.q_tokens + t;  // position of query token t
     const int lo = p.window > 0 ? pos - p.window + 1 : 0;
-    if (j0 > pos || j0 + nk - 1 < lo) continue;
+    if (j0 > pos || j0 + nk - 1 < lo) continue;  // no key of this thread is visible to t
     float pbar[V] = {};
 #pragma unroll 1
     for (int g0 = 0; g0 < p.group; g0 += kEvictScorePrefetch) {
@@ -154,7 +110,7 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_accumulate
       for (int k = 0; k < kEvictScorePrefetch; ++k) {
         const int g = g0 + k;
         if (g < p.group) {
-          evict_load4(p, srow + (t * p.group + g) * p.scores_stride[2], s[k]);
+          evict_load_logits<V>(p, srow + (t * p.group + g) * p.scores_stride[2], s[k]);
           l[k] = lrow[t * p.lse_stride[1] + g * p.lse_stride[2]];
         }
       }
@@ -164,7 +120,7 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_accumulate
         if (g < p.group) {
 #pragma unroll
           for (int i = 0; i < V; ++i) {
-            const float pr = expf(s[k][i] - l[k]);
+            const float pr = expf(s[k][i] - l[k]);  // s = -inf: 0
             pbar[i] = g == 0 ? pr : (p.reduce == 1 ? fmaxf(pbar[i], pr) : pbar[i] + pr);
           }
         }
@@ -173,10 +129,22 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_accumulate
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       const int j = j0 + i;
-      if (i < nk && j <= pos && j >= lo) acc[i] = p.gamma * acc[i] + (p.reduce == 0 ? pbar[i] / static_cast<float>(p.group) : pbar[i]);
+      if (i >= nk || j > pos || j < lo) continue;
+      const float pb = p.reduce == 0 ? pbar[i] / static_cast<float>(p.group) : pbar[i];
+      if (kMode == EvictScoreMode::kAccumulate) {
+        acc[i] = p.gamma * acc[i] + pb;
+      } else {
+        const int visible = pos - (lo > 0 ? lo : 0) + 1;
+        const std::uint64_t unimportant = pb * static_cast<float>(visible) < 1.f ? 1u : 0u;
+        hist = (hist << 1) | unimportant;
+      }
     }
   }
-  if (nk == V) {
+  if constexpr (kMode == EvictScoreMode::kHistory) {
+    p.hist[state_at] = hist;
+  } else if constexpr (V == 1) {
+    p.acc[state_at] = acc[0];
+  } else if (nk == V) {
     *reinterpret_cast<float4*>(p.acc + state_at) = make_float4(acc[0], acc[1], acc[2], acc[3]);
   } else {
 #pragma unroll

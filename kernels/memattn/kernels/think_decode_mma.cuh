@@ -8,8 +8,11 @@
 // cycles per key for all g query heads of a KV head; the CUDA-core lane-group kernel issues ~84
 // warp instructions per key (dequantisation, the dot products, per-lane softmax), ~21 cycles.
 // Here a warp turns codes into fp16 integers (a shift, a logic op and a sub.f16x2 per code pair,
-// think_mma_layout.hpp) and lets mma.m16n8k16 do the products: ~20 warp instructions per key by a
-// count of the source (2 of them HMMA).
+// think_mma_layout.hpp) and lets mma.m16n8k16 do the products. Planned at ~20 warp instructions
+// per key by a count of the source; measured (H200, Nsight Compute, B 16 x 64K, K4/V2, d_keep 80):
+// ~80 per key, 1.3 ms = 15-21% of copy bandwidth, 1.8x the lane-group kernel. Most of it is the
+// value side (p s_v A fragments per value group and key, 33%) and the per-block q~ set-up (16%,
+// run every tile since KIVI key groups are 32 tokens); HMMA is 2%.
 //
 // Numerics (think_mma_layout.hpp): codes are exact in fp16; the float operands q~ = tau log2(e) q s
 // (per block) and p s_v (per value group) enter as fp16 hi + lo pairs in the two halves of the
