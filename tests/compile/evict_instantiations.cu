@@ -7,7 +7,8 @@
 #include "memattn/cuda/evict_recurrence.cuh"  // issue 6: LazyEviction per-step update/score
 
 namespace mk = memattn::kernels;
-template __global__ void mk::evict_select_kernel<mk::kEvictSelectThreads>(const mk::EvictSelectParams);
+template __global__ void mk::evict_select_kernel<mk::kEvictSelectThreads, 1>(const mk::EvictSelectParams);
+template __global__ void mk::evict_select_kernel<mk::kEvictSelectThreads, 4>(const mk::EvictSelectParams);
 // Gather and hole filling copy rows in words of 16/8/4/2/1 bytes (cuda/evict.cuh picks one).
 template __global__ void mk::evict_gather_kernel<uint4>(const uint4*, std::int64_t, uint4*, std::int64_t, int, int,
                                                         const std::int32_t*, std::int64_t, const std::int32_t*);

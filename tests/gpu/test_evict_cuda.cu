@@ -26,8 +26,10 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
     // The last rounds: long segments (many radix passes per thread, 32-byte rows in 16-byte words).
     const bool longseg = round >= 20;
     const int S = longseg ? 1 + static_cast<int>(rng() % 3) : 1 + static_cast<int>(rng() % 40);
-    const std::int64_t stride = longseg ? 20000 + static_cast<std::int64_t>(rng() % 50000)
-                                        : 1 + static_cast<std::int64_t>(rng() % 3000);
+    std::int64_t stride = longseg ? 20000 + static_cast<std::int64_t>(rng() % 50000)
+                                  : 1 + static_cast<std::int64_t>(rng() % 3000);
+    // the 4-slots-per-thread select kernel in half the rounds, every score mode and long segments included
+    if ((round + round / 4) % 2 == 0) stride = (stride + 3) / 4 * 4;
     std::vector<float> scores(static_cast<std::size_t>(S * stride), std::nanf(""));  // padding: NaN
     std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), len(S), budget(S), tcur(S);
     evict::Protection pr;
@@ -72,6 +74,7 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
     p.keep = d_keep;
     p.keep_count = d_count;
     p.error = d_err;
+    REQUIRE(memattn::cuda::evict_select_vec4(p) == (stride % 4 == 0));  // both kernels are covered
     REQUIRE(memattn::cuda::evict_select(p, nullptr) == Status::kSuccess);
     // gather positions (stand-in for K/V/state rows) out of place
     std::int32_t* d_dst = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S * stride), -1));

@@ -36,10 +36,18 @@ inline Status evict_select_can_implement(const kernels::EvictSelectParams& p) {
   return Status::kSuccess;
 }
 
+// True when the select kernel may read 4 slots per thread with 16-byte loads: every segment of
+// scores and positions starts 16-byte aligned.
+inline bool evict_select_vec4(const kernels::EvictSelectParams& p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p.scores) | reinterpret_cast<std::uintptr_t>(p.pos);
+  return p.stride % 4 == 0 && a % 16 == 0;
+}
+
 inline Status evict_select(const kernels::EvictSelectParams& p, cudaStream_t stream) {
   MEMATTN_RETURN_IF_ERROR(evict_select_can_implement(p));
-  kernels::evict_select_kernel<kernels::kEvictSelectThreads>
-      <<<p.segments, kernels::kEvictSelectThreads, 0, stream>>>(p);
+  constexpr int kT = kernels::kEvictSelectThreads;
+  if (evict_select_vec4(p)) kernels::evict_select_kernel<kT, 4><<<p.segments, kT, 0, stream>>>(p);
+  else kernels::evict_select_kernel<kT, 1><<<p.segments, kT, 0, stream>>>(p);
   return launch_status();
 }
 
