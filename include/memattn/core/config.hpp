@@ -32,6 +32,12 @@
 #endif
 #define MEMATTN_KERNEL __global__ MEMATTN_HIDDEN
 
+// A kernel's dynamic shared memory as `T name[]` (16-byte aligned). tests/emu/simt.hpp, the CPU
+// emulator that runs kernels in CI, defines it first.
+#ifndef MEMATTN_DYNAMIC_SMEM
+#define MEMATTN_DYNAMIC_SMEM(T, name) extern __shared__ __align__(16) T name[]
+#endif
+
 #if defined(__CUDA_ARCH__)
 #define MEMATTN_DEVICE_COMPILE 1
 #else

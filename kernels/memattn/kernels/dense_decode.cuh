@@ -51,6 +51,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
@@ -120,6 +121,14 @@ namespace detail {
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 
+// (Under tests/emu/simt.hpp, the CPU emulator: exp2f, and copies that complete at once.)
+#if defined(MEMATTN_SIMT_EMULATION)
+MEMATTN_DEVICE float fast_exp2(float x) { return exp2f(x); }
+MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem) { std::memcpy(smem, gmem, 16); }
+MEMATTN_DEVICE void cp_async_commit() {}
+template <int N>
+MEMATTN_DEVICE void cp_async_wait() {}
+#else
 MEMATTN_DEVICE float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -136,6 +145,7 @@ template <int N>
 MEMATTN_DEVICE void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+#endif
 
 MEMATTN_DEVICE uint4 load_ro(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 

@@ -231,7 +231,7 @@ MEMATTN_DEVICE void dot4(const float* a, const float* b0, int ld, int d4, float 
 template <class TK, class TQ>
 MEMATTN_KERNEL void __launch_bounds__(kEpisodeScoreThreads, kEpisodeScoreMinBlocks)
     episode_lse_kernel(const EpisodeScoreParams<TK, TQ> p, const EpisodeScoreWork w) {
-  extern __shared__ float4 smem4[];
+  MEMATTN_DYNAMIC_SMEM(float4, smem4);
   float* ks = reinterpret_cast<float*>(smem4);
   const int ld = episode_detail::tile_ld(p.head_dim), d4 = ld / 4;
   float* qs = ks + kEpisodeScoreThreads * ld;
@@ -302,7 +302,7 @@ MEMATTN_KERNEL void __launch_bounds__(128) episode_lse_combine_kernel(const Epis
 template <class TK, class TQ>
 MEMATTN_KERNEL void __launch_bounds__(kEpisodeScoreThreads, kEpisodeScoreMinBlocks)
     episode_score_kernel(const EpisodeScoreParams<TK, TQ> p, const EpisodeScoreWork w) {
-  extern __shared__ float4 smem4[];
+  MEMATTN_DYNAMIC_SMEM(float4, smem4);
   float* ks = reinterpret_cast<float*>(smem4);
   const int ld = episode_detail::tile_ld(p.head_dim), d4 = ld / 4;
   float* qs = ks + kEpisodeScoreThreads * ld;

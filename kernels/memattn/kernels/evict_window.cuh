@@ -239,7 +239,7 @@ MEMATTN_DEVICE void window_dot_tile(const float* qs_s, const float* ks_s, int ks
 template <class TQ, class TK>
 MEMATTN_KERNEL void __launch_bounds__(kWindowThreads)
     window_lse_kernel(const WindowColsumParams<TQ, TK> p, const WindowPlan pl) {
-  extern __shared__ float4 window_smem4[];
+  MEMATTN_DYNAMIC_SMEM(float4, window_smem4);
   const int seg = static_cast<int>(blockIdx.y), split = static_cast<int>(blockIdx.x);
   const WindowSegment s = window_segment(p, pl, seg);
   const WindowSmem geo(p.head_dim);
@@ -340,7 +340,7 @@ MEMATTN_KERNEL void __launch_bounds__(kWindowThreads)
 template <class TQ, class TK>
 MEMATTN_KERNEL void __launch_bounds__(kWindowThreads)
     window_colsum_kernel(const WindowColsumParams<TQ, TK> p, const WindowPlan pl) {
-  extern __shared__ float4 window_smem4[];
+  MEMATTN_DYNAMIC_SMEM(float4, window_smem4);
   const int seg = static_cast<int>(blockIdx.y);
   const WindowSegment s = window_segment(p, pl, seg);
   const int j0 = static_cast<int>(blockIdx.x) * kWindowTile;

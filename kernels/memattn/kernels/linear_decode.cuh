@@ -68,7 +68,7 @@ template <class T, linear::FeatureMap FM, int DK>
 MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_decode_kernel(const LinearDecodeParams p) {
   using Cfg = LinearDecodeConfig<FM, DK>;
   using P2 = lin::Pair<T>;
-  extern __shared__ __align__(16) float dsm[];
+  MEMATTN_DYNAMIC_SMEM(float, dsm);
   float* kraw = dsm;
   float* fk = kraw + DK;
   float* vs = fk + Cfg::kPhiPad;

@@ -111,7 +111,7 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_prefill_kernel(const Linear
   using P2 = lin::Pair<T>;
   using B2 = lin::Pair<BFloat16>;
   constexpr int C = Cfg::kC;
-  extern __shared__ __align__(16) unsigned char smem[];
+  MEMATTN_DYNAMIC_SMEM(unsigned char, smem);
   std::uint16_t* Qs = reinterpret_cast<std::uint16_t*>(smem + Cfg::kOffQ);
   std::uint16_t* QR = reinterpret_cast<std::uint16_t*>(smem + Cfg::kOffQR);
   std::uint16_t* Ks = reinterpret_cast<std::uint16_t*>(smem + Cfg::kOffK);

@@ -138,7 +138,7 @@ struct ThinKSmem {
 template <int kCh, bool kQuant>
 MEMATTN_KERNEL void __launch_bounds__(kThinKThreads, kCh == 1 ? 4 : 3)
 think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
-  extern __shared__ float4 think_smem4[];
+  MEMATTN_DYNAMIC_SMEM(float4, think_smem4);
   __shared__ float m_s[kThinKMaxGroup], l_s[kThinKMaxGroup], alpha_s[kThinKMaxGroup];
   __shared__ short vslot_s[kThinKMaxDim];  // value extension: channel c's slot in the kept list (-1: pruned)
   const long long s = blockIdx.x;

@@ -24,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "memattn/kernels/dense_decode.cuh"
 #include "memattn/kernels/quant_codes.cuh"
@@ -92,8 +93,12 @@ struct SplitParts {
 // 4- or 8-byte asynchronous copy global -> shared (cp.async.ca: the sizes below 16 bytes).
 template <int N>
 MEMATTN_DEVICE void cp_async_ca(void* smem, const void* gmem) {
+#if defined(MEMATTN_SIMT_EMULATION)
+  std::memcpy(smem, gmem, N);
+#else
   const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(sa), "l"(gmem), "n"(N) : "memory");
+#endif
 }
 
 // A lane's KIVI pieces (decode_chunk's Pieces): its 8 kept key channels' codes (the aligned 32-bit

@@ -31,6 +31,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "memattn/kernels/dense_decode.cuh"
 #include "memattn/kernels/think_decode.cuh"
@@ -74,15 +75,24 @@ MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) {
 }
 
 MEMATTN_DEVICE void mma16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+#if defined(MEMATTN_SIMT_EMULATION)
+  memattn_emu::mma16816<false>(c, a, b0, b1);
+#else
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 // (1024 + c) pairs -> exact (c) pairs
 MEMATTN_DEVICE std::uint32_t unbias(std::uint32_t x) {
   std::uint32_t r;
+#if defined(MEMATTN_SIMT_EMULATION)
+  const __half2 d = __hsub2(*reinterpret_cast<const __half2*>(&x), *reinterpret_cast<const __half2*>(&kMagic));
+  std::memcpy(&r, &d, 4);
+#else
   asm("sub.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(x), "r"(kMagic));
+#endif
   return r;
 }
 // x0, x1 -> fp16 pairs hi = rn(x), lo = rn(x - hi)
@@ -124,7 +134,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   constexpr int kChunksMax = D / kChunkChannels;  // d_keep <= D
   constexpr int kUnits = D / kUnitChannels;
   constexpr int kNTiles = D / 8;
-  extern __shared__ __align__(16) unsigned char smem[];
+  MEMATTN_DYNAMIC_SMEM(unsigned char, smem);
 
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
   const int gi = row_group(lane), t4 = quad(lane);

@@ -1,0 +1,311 @@
+// A CPU emulator of the CUDA execution model for the warp-synchronous kernels, so that CI runs
+// the kernels' own code (not a rewrite) on every run, on a machine without a GPU. Include it
+// before any other header of a test translation unit; then call a kernel through
+// memattn_emu::launch(grid, block, dynamic_smem_bytes, [&] { kernel(params...); }).
+//
+// Model: one CTA at a time; each of its threads is a fiber (ucontext) with its own stack, run
+// cooperatively on the calling OS thread. A thread runs until it reaches a barrier: __syncthreads
+// waits for every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes,
+// mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier
+// (as exited threads do on the GPU). Collectives exchange their operands through per-thread slots
+// between two warp barriers. A barrier nobody can complete (divergent collectives) aborts with a
+// message. __shared__ variables become function statics (one CTA runs at a time), dynamic shared
+// memory a zero-filled buffer per launch; cp.async copies at once (so a missing wait_group cannot
+// show here: the sanitizers on the GPU cover that); atomics are plain read-modify-writes; ex2.approx
+// is exp2f; mma.sync m16n8k16 sums its 16 products in fp32 in k order after the PTX fragment layout.
+// Not emulated: CUB block primitives, warp-divergent collectives, timing.
+#pragma once
+
+#define MEMATTN_SIMT_EMULATION 1
+#define __host__
+#define __device__
+#define __global__
+#define __shared__ static
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+#define MEMATTN_DYNAMIC_SMEM(T, name) T* const name = reinterpret_cast<T*>(::memattn_emu::dynamic_smem())
+
+namespace memattn_emu {
+
+enum Wait { kRunning = 0, kBlockBarrier = 1, kWarpBarrier = 2 };
+
+struct Fiber {
+  ucontext_t ctx{};
+  std::unique_ptr<unsigned char[]> stack;
+  uint3 tid{};
+  int lin = 0;
+  bool done = false;
+  Wait wait = kRunning;
+  alignas(16) unsigned char slot[64] = {};  // operands of the current warp collective
+};
+
+struct Cta {
+  dim3 grid, block;
+  uint3 bid{};
+  std::vector<Fiber> fibers;
+  ucontext_t sched{};
+  int cur = -1;
+  std::function<void()> body;
+  std::vector<unsigned char> smem;
+};
+
+inline Cta*& cta() {
+  static Cta* c = nullptr;
+  return c;
+}
+inline Fiber& me() { return cta()->fibers[static_cast<std::size_t>(cta()->cur)]; }
+inline unsigned char* dynamic_smem() { return cta()->smem.data(); }
+inline int lane_id() { return me().lin & 31; }
+
+inline void yield(Wait w) {
+  Fiber& f = me();
+  f.wait = w;
+  swapcontext(&f.ctx, &cta()->sched);
+}
+
+inline void fiber_entry() {
+  cta()->body();
+  me().done = true;
+  swapcontext(&me().ctx, &cta()->sched);
+}
+
+// Runs every thread of the current CTA to completion, releasing barriers as they fill.
+inline void run_cta(Cta& c) {
+  const int n = static_cast<int>(c.fibers.size()), warps = (n + 31) / 32;
+  for (;;) {
+    for (int i = 0; i < n; ++i) {
+      Fiber& f = c.fibers[static_cast<std::size_t>(i)];
+      if (f.done || f.wait != kRunning) continue;
+      c.cur = i;
+      swapcontext(&c.sched, &f.ctx);
+    }
+    c.cur = -1;
+    bool all_done = true, released = false;
+    bool block_ready = true, any_block = false;
+    for (const Fiber& f : c.fibers) {
+      if (f.done) continue;
+      all_done = false;
+      if (f.wait == kBlockBarrier) any_block = true;
+      else block_ready = false;
+    }
+    if (all_done) return;
+    if (block_ready && any_block) {
+      for (Fiber& f : c.fibers) f.wait = kRunning;
+      continue;
+    }
+    for (int w = 0; w < warps; ++w) {
+      bool ready = true, any = false;
+      for (int l = w * 32; l < std::min(n, w * 32 + 32); ++l) {
+        const Fiber& f = c.fibers[static_cast<std::size_t>(l)];
+        if (f.done) continue;
+        if (f.wait == kWarpBarrier) any = true;
+        else ready = false;
+      }
+      if (ready && any) {
+        for (int l = w * 32; l < std::min(n, w * 32 + 32); ++l) c.fibers[static_cast<std::size_t>(l)].wait = kRunning;
+        released = true;
+      }
+    }
+    if (!released) {
+      std::fprintf(stderr, "memattn_emu: deadlock: threads wait at barriers no group completes\n");
+      std::abort();
+    }
+  }
+}
+
+// One CTA: fresh fibers at the kernel's entry, zeroed dynamic shared memory, run to completion.
+// (Out of line: getcontext must not share a frame with the caller's loop variables.)
+__attribute__((noinline)) inline void start_cta(Cta& c, uint3 bid, std::size_t smem_bytes, std::size_t stack_bytes) {
+  c.bid = bid;
+  c.smem.assign(smem_bytes + 16, 0);
+  const int n = static_cast<int>(c.fibers.size());
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = c.fibers[static_cast<std::size_t>(i)];
+    f.lin = i;
+    f.tid = make_uint3(static_cast<unsigned>(i) % c.block.x, static_cast<unsigned>(i) / c.block.x % c.block.y,
+                       static_cast<unsigned>(i) / (c.block.x * c.block.y));
+    f.done = false;
+    f.wait = kRunning;
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = stack_bytes;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_entry, 0);
+  }
+  run_cta(c);
+}
+
+// Runs `kernel` (a callable that invokes the __global__ function) over the grid, CTA by CTA.
+template <class F>
+void launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, F&& kernel) {
+  const int n = static_cast<int>(block.x * block.y * block.z);
+  if (n % 32 != 0) {
+    std::fprintf(stderr, "memattn_emu: block size must be a multiple of 32\n");
+    std::abort();
+  }
+  constexpr std::size_t kStack = 256 * 1024;
+  Cta c;
+  c.grid = grid;
+  c.block = block;
+  c.body = std::function<void()>(kernel);
+  c.fibers.resize(static_cast<std::size_t>(n));
+  for (Fiber& f : c.fibers) f.stack.reset(new unsigned char[kStack]);
+  Cta* const saved = cta();
+  cta() = &c;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) start_cta(c, make_uint3(x, y, z), dynamic_smem_bytes, kStack);
+  cta() = saved;
+}
+
+// ---- warp collectives: write the slot, wait for the warp, read, wait again ----
+inline Fiber& lane_fiber(int lane) { return cta()->fibers[static_cast<std::size_t>((me().lin & ~31) + lane)]; }
+
+template <class T>
+T exchange(T v, int src_lane) {
+  static_assert(sizeof(T) <= sizeof(Fiber::slot), "slot size");
+  std::memcpy(me().slot, &v, sizeof(T));
+  yield(kWarpBarrier);
+  T r;
+  std::memcpy(&r, lane_fiber(src_lane).slot, sizeof(T));
+  yield(kWarpBarrier);
+  return r;
+}
+
+inline unsigned ballot(bool pred) {
+  std::uint32_t v = pred ? 1u : 0u;
+  std::memcpy(me().slot, &v, 4);
+  yield(kWarpBarrier);
+  unsigned bits = 0;
+  for (int l = 0; l < 32; ++l) {
+    const Fiber& f = lane_fiber(l);
+    std::uint32_t x = 0;
+    if (!f.done) std::memcpy(&x, f.slot, 4);
+    bits |= (x & 1u) << l;
+  }
+  yield(kWarpBarrier);
+  return bits;
+}
+
+inline float half_lo(std::uint32_t w) { return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xFFFFu))); }
+inline float half_hi(std::uint32_t w) { return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16))); }
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.f32: lane (g = lane / 4, t = lane % 4) holds
+// A rows g, g + 8 x cols 2t..2t+1 (a0, a1) and 2t+8..2t+9 (a2, a3), B rows 2t..2t+1 (b0) and
+// 2t+8..2t+9 (b1) x col g, C/D rows g (c0, c1), g + 8 (c2, c3) x cols 2t, 2t + 1.
+template <bool kBf16>
+void mma16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  std::uint32_t mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
+  std::memcpy(me().slot, mine, sizeof(mine));
+  yield(kWarpBarrier);
+  auto elem = [](std::uint32_t w, int half) {
+    if (kBf16) {
+      const std::uint32_t bits = half ? (w & 0xFFFF0000u) : (w << 16);
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    return half ? half_hi(w) : half_lo(w);
+  };
+  auto A = [&](int r, int k) {
+    std::uint32_t regs[6];
+    std::memcpy(regs, lane_fiber(4 * (r % 8) + (k % 8) / 2).slot, sizeof(regs));
+    return elem(regs[(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  auto B = [&](int k, int c) {
+    std::uint32_t regs[6];
+    std::memcpy(regs, lane_fiber(4 * c + (k % 8) / 2).slot, sizeof(regs));
+    return elem(regs[4 + (k >= 8 ? 1 : 0)], k % 2);
+  };
+  const int g = lane_id() / 4, t = lane_id() % 4;
+  float out[4];
+  for (int e = 0; e < 4; ++e) {
+    const int r = g + (e >= 2 ? 8 : 0), c = 2 * t + (e & 1);
+    float acc = d[e];
+    for (int k = 0; k < 16; ++k) acc += A(r, k) * B(k, c);
+    out[e] = acc;
+  }
+  yield(kWarpBarrier);
+  for (int e = 0; e < 4; ++e) d[e] = out[e];
+}
+
+}  // namespace memattn_emu
+
+// ---- the CUDA built-ins the kernels use ----
+#define threadIdx (::memattn_emu::me().tid)
+#define blockIdx (::memattn_emu::cta()->bid)
+#define blockDim (::memattn_emu::cta()->block)
+#define gridDim (::memattn_emu::cta()->grid)
+
+inline void __syncthreads() { memattn_emu::yield(memattn_emu::kBlockBarrier); }
+inline void __syncwarp(unsigned = 0xFFFFFFFFu) { memattn_emu::yield(memattn_emu::kWarpBarrier); }
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask, int = 32) {
+  return memattn_emu::exchange(v, memattn_emu::lane_id() ^ mask);
+}
+template <class T>
+T __shfl_sync(unsigned, T v, int src, int = 32) {
+  return memattn_emu::exchange(v, src & 31);
+}
+inline unsigned __ballot_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0); }
+inline int __any_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0) != 0u; }
+inline int __all_sync(unsigned, int pred) {
+  const unsigned yes = memattn_emu::ballot(pred != 0);
+  return yes == memattn_emu::ballot(true);
+}
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+template <class T>
+T atomicAdd(T* p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+inline int atomicOr(int* p, int v) {
+  const int old = *p;
+  *p = old | v;
+  return old;
+}
+inline int atomicExch(int* p, int v) {
+  const int old = *p;
+  *p = v;
+  return old;
+}
+inline unsigned __float_as_uint(float x) {
+  unsigned u;
+  std::memcpy(&u, &x, 4);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+inline int __float_as_int(float x) { return static_cast<int>(__float_as_uint(x)); }
+inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }

@@ -1,0 +1,196 @@
+// The tensor-core decode of the composed cache's KIVI region (think_decode_mma.cuh, issue 7
+// path 3), run by the CPU emulator (simt.hpp) on every CI run: each split's partial (m, l, acc)
+// and raw logits against an fp64 evaluation of the same quantised region, exported from a CPU
+// ComposedKvCache (KIVI alone, and ThinK + KIVI with d_keep a multiple of 8), for 2- and 4-bit
+// keys and values, head_dim 64 and 128, full and partly filled (evicted) blocks, splits of one
+// tile and splits of several blocks per warp.
+#include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "gpu/composed_cpu_bridge.hpp"
+#include "memattn/kernels/think_decode_mma.cuh"
+
+namespace {
+
+namespace mk = memattn::kernels;
+
+double half_at(const std::uint16_t* p) {
+  return static_cast<double>(memattn::to_float(memattn::Half{*p}));
+}
+int code_at(const std::uint32_t* words, std::int64_t idx, int bits) {
+  const std::int64_t bit = idx * bits;
+  return static_cast<int>((words[bit / 32] >> (bit % 32)) & ((1u << bits) - 1u));
+}
+
+struct Partial {
+  double m = -std::numeric_limits<double>::infinity(), l = 0;
+  std::vector<double> acc;
+};
+
+// fp64 partial of segment s, query head g over quantised tokens [t0, t1): the kernel's semantics
+// (logit = tau q[ch] . (code s + z) over the kept channels, v = code s_v + z_v per value group).
+Partial reference(const ComposedCase& c, int s, int g, int t0, int t1, std::vector<double>* logits) {
+  const int D = c.D, dk = c.d_keep, G = c.Hq / c.Hkv, b = s / c.Hkv, h = s % c.Hkv;
+  const double tau = 1.0 / std::sqrt(static_cast<double>(D));
+  Partial r;
+  r.acc.assign(static_cast<std::size_t>(D), 0.0);
+  const int nb = c.n_blocks[static_cast<std::size_t>(s)], nq = c.n_q[static_cast<std::size_t>(s)];
+  const int* first = c.kq_first.data() + static_cast<std::size_t>(s) * c.cap_blocks;
+  const float* q = c.q.data() + (static_cast<std::size_t>(b) * c.Hq + static_cast<std::size_t>(h) * G + g) * D;
+  const std::uint8_t* ch = c.channels.data() + static_cast<std::size_t>(s) * dk;
+  std::vector<double> lg;
+  for (int t = t0; t < t1; ++t) {
+    int i = 0;
+    while (i + 1 < nb && first[i + 1] <= t) ++i;
+    REQUIRE(t < nq);
+    const std::uint32_t* kw = c.kq.data() + (static_cast<std::size_t>(s) * c.cap_blocks + i) * std::max(1, c.k_block_words);
+    const std::uint16_t* km = c.kqm.data() + (static_cast<std::size_t>(s) * c.cap_blocks + i) * 2 * dk;
+    double x = 0;
+    for (int k = 0; k < dk; ++k) {
+      const double kv = code_at(kw, static_cast<std::int64_t>(t - first[i]) * dk + k, c.bits_k) * half_at(km + 2 * k) + half_at(km + 2 * k + 1);
+      x += static_cast<double>(q[ch[k]]) * kv;
+    }
+    lg.push_back(tau * x);
+  }
+  for (double x : lg) r.m = std::max(r.m, x);
+  for (int t = t0; t < t1; ++t) {
+    const double p = std::exp(lg[static_cast<std::size_t>(t - t0)] - r.m);
+    r.l += p;
+    const std::uint32_t* vw = c.vq.data() + (static_cast<std::size_t>(s) * c.cap_q + t) * std::max(1, c.v_words);
+    const std::uint16_t* vm = c.vqm.data() + (static_cast<std::size_t>(s) * c.cap_q + t) * 2 * std::max(1, c.v_groups);
+    for (int e = 0; e < D; ++e) {
+      const int j = e / c.v_group;
+      r.acc[static_cast<std::size_t>(e)] += p * (code_at(vw, e, c.bits_v) * half_at(vm + 2 * j) + half_at(vm + 2 * j + 1));
+    }
+  }
+  if (logits) *logits = lg;
+  return r;
+}
+
+template <int D, int KB, int VB>
+void run_kernel(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits, int v_groups) {
+  const mk::think_mma::StageGeom geo = mk::think_mma::stage_geom(p.d_keep, KB, p.v_words * 4, v_groups);
+  const int smem = mk::think_mma::smem_bytes(geo, D);
+  memattn_emu::launch(dim3(static_cast<unsigned>(segments), static_cast<unsigned>(splits)), dim3(mk::think_mma::kThreads),
+                      static_cast<std::size_t>(smem), [&] { mk::think_decode_mma_kernel<D, KB, VB>(p, sp); });
+}
+
+template <int D>
+void dispatch(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits, int v_groups) {
+  if (p.bits_k == 2 && p.bits_v == 2) run_kernel<D, 2, 2>(p, sp, segments, splits, v_groups);
+  else if (p.bits_k == 2) run_kernel<D, 2, 4>(p, sp, segments, splits, v_groups);
+  else if (p.bits_v == 2) run_kernel<D, 4, 2>(p, sp, segments, splits, v_groups);
+  else run_kernel<D, 4, 4>(p, sp, segments, splits, v_groups);
+}
+
+void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, bool full,
+           int split_keys) {
+  INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
+               << "/" << bits_v << " full " << full << " split " << split_keys);
+  ComposedCase c;
+  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8));
+  const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
+  REQUIRE(dk % 8 == 0);
+  REQUIRE(c.v_group % 32 == 0);
+  mk::ThinKDecodeParams p{};
+  p.channels = c.channels.data();
+  p.d_keep = dk;
+  p.n_q = c.n_q.data();
+  if (!full) {
+    p.kq_first = c.kq_first.data();
+    p.kq_first_seg_stride = c.cap_blocks;
+    p.n_blocks = c.n_blocks.data();
+  } else {
+    for (int s = 0; s < S; ++s)
+      for (int i = 0; i < c.n_blocks[static_cast<std::size_t>(s)]; ++i)
+        REQUIRE(c.kq_first[static_cast<std::size_t>(s * c.cap_blocks + i)] == i * c.qgroup);
+  }
+  p.kq = c.kq.data();
+  p.kq_seg_stride = static_cast<long long>(c.cap_blocks) * std::max(1, c.k_block_words);
+  p.kq_block_words = c.k_block_words;
+  p.kqm = c.kqm.data();
+  p.kqm_seg_stride = static_cast<long long>(c.cap_blocks) * 2 * dk;
+  p.vq = c.vq.data();
+  p.vq_seg_stride = static_cast<long long>(c.cap_q) * std::max(1, c.v_words);
+  p.v_words = c.v_words;
+  p.vqm = c.vqm.data();
+  p.vqm_seg_stride = static_cast<long long>(c.cap_q) * 2 * std::max(1, c.v_groups);
+  p.qgroup = c.qgroup, p.bits_k = c.bits_k, p.bits_v = c.bits_v, p.v_group = c.v_group;
+  p.q = c.q.data();
+  p.batch = B, p.q_heads = Hq, p.kv_heads = Hkv, p.head_dim = D;
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  std::vector<float> scores(static_cast<std::size_t>(S) * G * c.cap_total, NAN);
+  p.scores = scores.data();
+  p.scores_seg_stride = static_cast<long long>(G) * c.cap_total;
+  p.scores_row_stride = c.cap_total;
+  const int max_q = *std::max_element(c.n_q.begin(), c.n_q.end());
+  REQUIRE(max_q > 0);
+  const int splits = (max_q + split_keys - 1) / split_keys;
+  std::vector<float> acc(static_cast<std::size_t>(splits) * S * G * D, NAN), ml(static_cast<std::size_t>(splits) * S * G * 2, NAN);
+  mk::ThinKSplit sp;
+  sp.splits = splits;
+  sp.split_keys = split_keys;
+  sp.acc = acc.data();
+  sp.ml = ml.data();
+  if (D == 64) dispatch<64>(p, sp, S, splits, c.v_groups);
+  else dispatch<128>(p, sp, S, splits, c.v_groups);
+
+  double worst_o = 0, worst_lse = 0, worst_logit = 0;
+  int compared = 0;
+  for (int s = 0; s < S; ++s) {
+    const int nq = c.n_q[static_cast<std::size_t>(s)];
+    for (int sl = 0; sl < splits; ++sl)
+      for (int g = 0; g < G; ++g) {
+        const int t0 = std::min(nq, sl * split_keys), t1 = std::min(nq, t0 + split_keys);
+        const std::size_t slot = (static_cast<std::size_t>(sl) * S + s) * G + g;
+        const double m = ml[slot * 2], l = ml[slot * 2 + 1];
+        if (t0 >= t1) {
+          CHECK(m == -std::numeric_limits<double>::infinity());
+          continue;
+        }
+        std::vector<double> lg;
+        const Partial r = reference(c, s, g, t0, t1, &lg);
+        ++compared;
+        INFO("segment " << s << " split " << sl << " head " << g << " tokens " << t0 << ".." << t1 << " m " << m << " l " << l);
+        REQUIRE(std::isfinite(m));
+        REQUIRE(l > 0);
+        worst_lse = std::max(worst_lse, std::abs((m + std::log(l)) - (r.m + std::log(r.l))));
+        double row = 0;
+        for (double x : r.acc) row = std::max(row, std::abs(x / r.l));
+        for (int e = 0; e < D; ++e)
+          worst_o = std::max(worst_o, std::abs(acc[slot * D + static_cast<std::size_t>(e)] / l - r.acc[static_cast<std::size_t>(e)] / r.l) /
+                                          std::max(row, 1e-30));
+        for (int t = t0; t < t1; ++t) {
+          const double got = scores[(static_cast<std::size_t>(s) * G + g) * c.cap_total + static_cast<std::size_t>(t)];
+          worst_logit = std::max(worst_logit, std::abs(got - lg[static_cast<std::size_t>(t - t0)]) / std::max(1.0, std::abs(lg[static_cast<std::size_t>(t - t0)])));
+        }
+      }
+  }
+  INFO("compared " << compared << " partials: output " << worst_o << ", lse " << worst_lse << ", logits " << worst_logit);
+  CHECK(compared > 0);
+  CHECK(worst_o <= 1e-4);
+  CHECK(worst_lse <= 1e-4);
+  CHECK(worst_logit <= 1e-5);
+}
+
+}  // namespace
+
+TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI region", "[emu][compose]") {
+  for (int split : {32, 160}) {
+    for (bool full : {false, true}) {
+      check(ComposedKind::kKivi, 2, 8, 2, 64, 4, 2, 150, 3, full, split);
+      check(ComposedKind::kThinkKivi, 2, 8, 2, 64, 2, 4, 150, 3, full, split);
+    }
+    check(ComposedKind::kKivi, 1, 4, 2, 128, 2, 2, 200, 2, false, split);
+    check(ComposedKind::kThinkKivi, 1, 8, 1, 128, 4, 4, 200, 2, false, split);
+    // H2O eviction inside KIVI blocks: partly filled blocks (kq_first)
+    check(ComposedKind::kH2oKivi, 2, 8, 2, 64, 4, 2, 220, 6, false, split);
+    check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 2, 2, 260, 6, false, split);
+  }
+}
