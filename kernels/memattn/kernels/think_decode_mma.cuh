@@ -141,7 +141,10 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   const long long s = blockIdx.x;
   const int split = static_cast<int>(blockIdx.y);
   const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);
-  const int G = p.q_heads / p.kv_heads, dk = p.d_keep, ngv = D / p.v_group;
+  const int G = p.q_heads / p.kv_heads, dk = p.d_keep;
+  // value groups: v_group is a power of two >= 32 dividing D (mma_layout), so the group of value
+  // unit u is u >> ug_shift and shifts replace the divisions (ngv = groups per token)
+  const int ug_shift = __ffs(p.v_group / kUnitChannels) - 1, ngv = D / kUnitChannels >> ug_shift;
   const int chunks = (dk + kChunkChannels - 1) / kChunkChannels;
   const int n_q = p.n_q[s];
   const int t_lo = min(n_q, split * sp.split_keys), t_hi = min(n_q, t_lo + sp.split_keys);
@@ -182,21 +185,25 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       reinterpret_cast<std::uint32_t*>(wstage + st * geo.bytes + geo.k_meta)[i] = 0u;
   __syncwarp();
 
-  auto chunk_of = [&](int item) { return (warp + kWarps * (item / parts.cpb)) * parts.cpb + item % parts.cpb; };
+  // Item i of this warp: sub-tile i % cpb of the warp's block i / cpb (cpb = qgroup / 32 is a power
+  // of two); its keys [base, end) of rows [slot, slot + 32) of block blk, whose tokens are [lo, hi).
+  const int cpb_shift = __ffs(parts.cpb) - 1;
+  auto tile_of = [&](int item, int* slot, int* base, int* end, int* blk, int* lo, int* hi) {
+    *blk = parts.b0 + warp + kWarps * (item >> cpb_shift);
+    parts.block(*blk, lo, hi);
+    *slot = *lo + (item & (parts.cpb - 1)) * kTileKeys;
+    *base = max(*slot, parts.q0);
+    *end = min(min(*slot + kTileKeys, *hi), parts.q1);
+  };
   auto issue = [&](int item) {
-    think_lanes::Region region;
-    int base, end, blk, blk_lo;
-    const int c = chunk_of(item);
-    parts.chunk(c, kTileKeys, &region, &base, &end, &blk, &blk_lo);
+    int slot, base, end, blk, lo, hi;
+    tile_of(item, &slot, &base, &end, &blk, &lo, &hi);
     if (base >= end) return;
-    int lo, hi;
-    parts.block(blk, &lo, &hi);
-    const int slot = blk_lo + (c % parts.cpb) * kTileKeys;
     const int rows = min(kTileKeys, hi - slot);
     unsigned char* st = wstage + (item % kStages) * geo.bytes;
     const unsigned char* kblock =
         reinterpret_cast<const unsigned char*>(p.kq + s * p.kq_seg_stride + static_cast<long long>(blk) * p.kq_block_words);
-    warp_copy<16>(st, kblock + (slot - blk_lo) * k_row, round16(rows * k_row), lane);
+    warp_copy<16>(st, kblock + (slot - lo) * k_row, round16(rows * k_row), lane);
     warp_copy<16>(st + geo.k_meta,
                   reinterpret_cast<const unsigned char*>(p.kqm + s * p.kqm_seg_stride + static_cast<long long>(blk) * 2 * dk),
                   dk * 4, lane);
@@ -231,40 +238,33 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     detail::cp_async_commit();
     detail::cp_async_wait<kStages - 1>();
     __syncwarp();
-    think_lanes::Region region;
-    int base, end, blk, blk_lo;
-    const int c_id = chunk_of(item);
-    parts.chunk(c_id, kTileKeys, &region, &base, &end, &blk, &blk_lo);
+    int slot, base, end, blk, lo_unused, hi_unused;
+    tile_of(item, &slot, &base, &end, &blk, &lo_unused, &hi_unused);
     if (base >= end) continue;  // warp-uniform
-    const int slot = blk_lo + (c_id % parts.cpb) * kTileKeys;
     const unsigned char* st = wstage + (item % kStages) * geo.bytes;
 
     if (blk != meta_blk) {  // a new block: q~ = q s (scaled per head), its hi / lo A fragments, the bias
       meta_blk = blk;
       const float* qrow = q_s + gi * q_stride(D);
-      // this lane's 8 slots of chunk c: q (two float4) and (scale, zero) (two uint4); read twice
-      // (max, then split) rather than held: fewer live registers
-      auto load8 = [&](int c, float (&qv)[8], float2 (&sz)[8]) {
+      // pass 1: q s per slot, parked as fp32 bits in the chunk's A fragment registers (8 slots, 8
+      // registers), with the bias sum_c q z and max |q s|; pass 2 scales and splits them in place
+      float mx = 0.f, bsum = 0.f;
+#pragma unroll
+      for (int c = 0; c < kChunksMax; ++c) {
+        if (c >= chunks) break;
         const int slot = qk_lane_slot(c, t4);
         const float4 q0 = *reinterpret_cast<const float4*>(qrow + slot), q1 = *reinterpret_cast<const float4*>(qrow + slot + 4);
         const uint4 m0 = *reinterpret_cast<const uint4*>(st + geo.k_meta + slot * 4);
         const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + slot * 4 + 16);
         const std::uint32_t w[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
-        qv[0] = q0.x, qv[1] = q0.y, qv[2] = q0.z, qv[3] = q0.w, qv[4] = q1.x, qv[5] = q1.y, qv[6] = q1.z, qv[7] = q1.w;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) sz[e] = __half22float2(*reinterpret_cast<const __half2*>(&w[e]));
-      };
-      float mx = 0.f, bsum = 0.f;
-#pragma unroll
-      for (int c = 0; c < kChunksMax; ++c) {
-        if (c >= chunks) break;
-        float qv[8];
-        float2 sz[8];
-        load8(c, qv, sz);
+        const float qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          bsum = fmaf(qv[e], sz[e].y, bsum);
-          mx = fmaxf(mx, fabsf(qv[e] * sz[e].x));
+          const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&w[e]));
+          const float x = qv[e] * sz.x;
+          bsum = fmaf(qv[e], sz.y, bsum);
+          mx = fmaxf(mx, fabsf(x));
+          afr[c][e >> 2][e & 3] = __float_as_uint(x);
         }
       }
       beta = quad_sum(bsum);
@@ -273,11 +273,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 #pragma unroll
       for (int c = 0; c < kChunksMax; ++c) {
         if (c >= chunks) break;
-        float qv[8], x[8];
-        float2 sz[8];
-        load8(c, qv, sz);
+        float x[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = qv[e] * sz[e].x * qs;
+        for (int e = 0; e < 8; ++e) x[e] = __uint_as_float(afr[c][e >> 2][e & 3]) * qs;
 #pragma unroll
         for (int j = 0; j < 2; ++j) {  // k-step 2c + j: slots (e, e + 4) for e = 2j, 2j + 1
           split2(x[2 * j], x[2 * j + 4], &afr[c][j][0], &afr[c][j][1]);
@@ -338,16 +336,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 
     // Value scale exponent: raise it (and rescale o exactly) when this tile has a larger s_v.
     const std::uint32_t* vm = reinterpret_cast<const std::uint32_t*>(st + geo.v_meta);
-    float smax = 0.f;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {  // this lane's keys in the tile's two PV k-steps
-      const int key = pv_lane_key(k >> 2, t4, k & 3);
-      if (slot + key < base || slot + key >= end) continue;
+    float smax = 0.f;  // lane r reads key r's scales
+    if (slot + lane >= base && slot + lane < end)
       for (int j = 0; j < ngv; ++j) {
-        const std::uint32_t w = vm[key * ngv + j];
+        const std::uint32_t w = vm[lane * ngv + j];
         smax = fmaxf(smax, fabsf(__half2float(*reinterpret_cast<const __half*>(&w))));
       }
-    }
     smax = warp_max(smax);
     const int e_new = static_cast<int>((__float_as_uint(smax) >> 23) & 0xFFu);
     if (e_new > v_exp) {  // warp-uniform
@@ -366,18 +360,22 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     for (int ms = 0; ms < 2; ++ms) {
       // this lane's keys: pv_lane_key(ms, t4, k) holds pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
       const float pkey[4] = {pk[2 * ms][0], pk[2 * ms][1], pk[2 * ms + 1][0], pk[2 * ms + 1][1]};
-      int key[4];
+      // per key: validity, its meta row and its code row at this lane's channels of unit 0
+      const std::uint32_t* vmk[4];
+      const unsigned char* vrk[4];
       bool valid[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        key[k] = pv_lane_key(ms, t4, k);
-        valid[k] = slot + key[k] >= base && slot + key[k] < end;
+        const int key = pv_lane_key(ms, t4, k);
+        valid[k] = slot + key >= base && slot + key < end;
+        vmk[k] = vm + key * ngv;
+        vrk[k] = vc + key * v_row + pv_lane_channel(0, gi) * VB / 8;
       }
       std::uint32_t pa[4] = {0u, 0u, 0u, 0u};
       int a_group = -1;
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
-        const int j = u * kUnitChannels / p.v_group;  // the unit's value group
+        const int j = u >> ug_shift;  // the unit's value group
         if (j != a_group) {
           a_group = j;
           float y[4];
@@ -385,7 +383,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
           for (int k = 0; k < 4; ++k) {
             float sv = 0.f, zv = 0.f;
             if (valid[k]) {
-              const std::uint32_t w = vm[key[k] * ngv + j];
+              const std::uint32_t w = vmk[k][j];
               const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&w));
               sv = sz.x, zv = sz.y;
             }
@@ -398,7 +396,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         std::uint32_t pc[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const unsigned char* vr = vc + key[k] * v_row + pv_lane_channel(u, gi) * VB / 8;
+          const unsigned char* vr = vrk[k] + u * kUnitChannels * VB / 8;
           pc[k] = VB == 4 ? static_cast<std::uint32_t>(*reinterpret_cast<const std::uint16_t*>(vr)) : static_cast<std::uint32_t>(*vr);
         }
         std::uint32_t b01[4], b23[4];
@@ -422,7 +420,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) {
     const int u = n >> 2;
-    const int first_u = (u * kUnitChannels / p.v_group) * p.v_group / kUnitChannels;  // the group's first unit
+    const int first_u = (u >> ug_shift) << ug_shift;  // the group's first unit
     float zz = 0.f;
 #pragma unroll
     for (int w = 0; w < kUnits; ++w) zz = w == first_u ? zg[w] : zz;
