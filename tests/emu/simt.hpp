@@ -158,7 +158,7 @@ void launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, F&& kernel) {
     std::fprintf(stderr, "memattn_emu: block size must be a multiple of 32\n");
     std::abort();
   }
-  constexpr std::size_t kStack = 256 * 1024;
+  constexpr std::size_t kStack = 64 * 1024;  // per thread: 64 MiB at 1024 threads
   Cta c;
   c.grid = grid;
   c.block = block;

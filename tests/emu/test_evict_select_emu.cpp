@@ -1,0 +1,132 @@
+// The eviction select kernel (evict_select.cuh), one and four slots per thread, run by the CPU
+// emulator (simt.hpp; CUB's BlockScan by shim/cub) on every CI run: keep lists and counts equal
+// cpu::select_keep's on random, tied, few-level and denormal scores, soft and hard retention
+// priorities, segments shorter than a thread step and longer than several steps, ragged tails; a
+// NaN candidate flags its segment and writes nothing to its keep row.
+#include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
+
+#include <catch2/catch.hpp>
+
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "memattn/cpu/evict_select.hpp"
+#include "memattn/kernels/evict_select.cuh"
+
+namespace {
+
+namespace mk = memattn::kernels;
+using memattn::Status;
+namespace evict = memattn::evict;
+
+template <int kV>
+void run_select(const mk::EvictSelectParams& p) {
+  memattn_emu::launch(dim3(static_cast<unsigned>(p.segments)), dim3(mk::kEvictSelectThreads), 0,
+                      [&] { mk::evict_select_kernel<mk::kEvictSelectThreads, kV>(p); });
+}
+
+void check_round(std::mt19937& rng, int round, int vec) {
+  const int S = 1 + static_cast<int>(rng() % 3);
+  // strides: shorter than one step of 1024 threads, and up to several steps of 4096 slots
+  const std::int64_t stride = (round % 3 == 0 ? 1 + rng() % 900 : 3000 + rng() % 14000) / 4 * 4 + 4;
+  const int mode = round % 4;  // 0 random, 1 all equal, 2 few levels with +-0 / -inf, 3 denormals
+  const bool with_prio = round % 5 == 2;
+  INFO("round " << round << " vec " << vec << " S " << S << " stride " << stride << " mode " << mode << " prio " << with_prio);
+  std::vector<float> scores(static_cast<std::size_t>(S * stride), std::nanf(""));  // padding: NaN
+  std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), len(S), budget(S), tcur(S);
+  std::vector<std::uint8_t> prio(static_cast<std::size_t>(S * stride), 0);
+  evict::Protection pr;
+  pr.n_sink = static_cast<std::int32_t>(rng() % 5);
+  pr.n_recent = static_cast<std::int32_t>(rng() % 40);
+  const evict::TieBreak tie = (rng() & 1) ? evict::TieBreak::kPreferLater : evict::TieBreak::kPreferEarlier;
+  for (int s = 0; s < S; ++s) {
+    const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % stride);  // ragged: n % 4 varies
+    len[s] = static_cast<std::int32_t>(n);
+    std::int32_t p = static_cast<std::int32_t>(rng() % 7);
+    for (std::int64_t j = 0; j < n; ++j) {
+      const std::size_t i = static_cast<std::size_t>(s * stride + j);
+      pos[i] = p;
+      p += 1 + static_cast<std::int32_t>(rng() % 3);
+      float x = std::uniform_real_distribution<float>(-5.f, 5.f)(rng);
+      if (mode == 1) x = 0.25f;
+      if (mode == 2) {
+        const int r = static_cast<int>(rng() % 4);
+        x = r == 0 ? 0.f : r == 1 ? -0.f : r == 2 ? -std::numeric_limits<float>::infinity() : 1.f;
+      }
+      if (mode == 3) x = static_cast<float>(rng() % 5) * 1e-45f;
+      scores[i] = x;
+      if (with_prio && rng() % 7 == 0) prio[i] = static_cast<std::uint8_t>(rng() % 3 == 0 ? 255 : 1 + rng() % 254);
+    }
+    tcur[s] = pos[static_cast<std::size_t>(s * stride + n - 1)];
+    const int pick = static_cast<int>(rng() % 4);  // k' = 0, k' = N, random
+    budget[s] = pick == 0 ? 1 : pick == 1 ? static_cast<std::int32_t>(n + 5) : 1 + static_cast<std::int32_t>(rng() % n);
+  }
+  std::vector<std::int32_t> keep(static_cast<std::size_t>(S * stride), -1), count(S, -2), err(1, 0);
+  mk::EvictSelectParams p;
+  p.scores = scores.data();
+  p.pos = pos.data();
+  p.len = len.data();
+  p.budget = budget.data();
+  p.t_cur = tcur.data();
+  p.stride = stride;
+  p.segments = S;
+  p.protect = pr;
+  p.tie = tie;
+  p.keep = keep.data();
+  p.keep_count = count.data();
+  p.error = err.data();
+  p.prio = with_prio ? prio.data() : nullptr;
+  if (vec) run_select<4>(p);
+  else run_select<1>(p);
+  REQUIRE(err[0] == 0);
+  for (int s = 0; s < S; ++s) {
+    std::vector<std::uint64_t> scratch(static_cast<std::size_t>(len[s]));
+    std::vector<std::int32_t> want(static_cast<std::size_t>(len[s]));
+    std::int64_t want_count = 0;
+    REQUIRE(memattn::cpu::select_keep(scores.data() + s * stride, pos.data() + s * stride, with_prio ? prio.data() + s * stride : nullptr,
+                                      len[s], budget[s], tcur[s], pr, tie, scratch.data(), want.data(), &want_count) == Status::kSuccess);
+    REQUIRE(count[s] == want_count);
+    for (std::int64_t i = 0; i < want_count; ++i) REQUIRE(keep[static_cast<std::size_t>(s * stride + i)] == want[static_cast<std::size_t>(i)]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("emulated evict_select (1 and 4 slots per thread) == cpu::select_keep", "[emu][evict]") {
+  std::mt19937 rng(97);
+  for (int round = 0; round < 20; ++round)
+    for (int vec : {0, 1}) {
+      std::mt19937 r2(rng());
+      check_round(r2, round, vec);
+    }
+}
+
+TEST_CASE("emulated evict_select: a NaN candidate flags the segment, nothing written", "[emu][evict]") {
+  for (int vec : {0, 1}) {
+    std::vector<float> scores = {1.f, NAN, 2.f, 3.f, 0.5f, 0.25f, 4.f, 5.f};
+    std::vector<std::int32_t> pos = {0, 1, 2, 3, 0, 1, 2, 3}, len = {4, 4}, budget = {2, 2}, tcur = {3, 3};
+    std::vector<std::int32_t> keep(8, -7), count(2, -2), err(1, 0);
+    mk::EvictSelectParams p;
+    p.scores = scores.data();
+    p.pos = pos.data();
+    p.len = len.data();
+    p.budget = budget.data();
+    p.t_cur = tcur.data();
+    p.stride = 4;
+    p.segments = 2;
+    p.protect.n_sink = 0;
+    p.protect.n_recent = 0;
+    p.keep = keep.data();
+    p.keep_count = count.data();
+    p.error = err.data();
+    if (vec) run_select<4>(p);
+    else run_select<1>(p);
+    CHECK(err[0] == 1);
+    CHECK(count[0] == -1);
+    for (int i = 0; i < 4; ++i) CHECK(keep[static_cast<std::size_t>(i)] == -7);
+    CHECK(count[1] == 2);  // the other segment is selected as usual: 4 and 5 at positions 2, 3
+    CHECK(keep[4] == 2);
+    CHECK(keep[5] == 3);
+  }
+}
