@@ -38,6 +38,7 @@
 #include "memattn/core/status.hpp"
 #include "memattn/core/tensor.hpp"
 #include "memattn/core/workspace.hpp"
+#include "memattn/cuda/linear_params.cuh"
 #include "memattn/cuda/runtime.cuh"
 #include "memattn/kernels/linear_decode.cuh"
 #include "memattn/kernels/linear_prefill.cuh"
@@ -50,161 +51,19 @@
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
 
-// The launch configuration linear_prefill uses (benchmarks, logs, tests); planned on the host by
-// linear::make_plan (memattn/linear/linear_plan.hpp).
-using LinearPlan = linear::LinearPlan;
-
 namespace linear_detail {
-
-using linear::FeatureMap;
-
-template <class T>
-struct IsKernelDtype : std::integral_constant<bool, std::is_same<T, Half>::value || std::is_same<T, BFloat16>::value> {};
-
-template <FeatureMap F, int D>
-struct FmTag {
-  static constexpr FeatureMap kFm = F;
-  static constexpr int kDk = D;
-};
-
-// Calls f(FmTag<fm, dk>{}) for the compiled (feature map, Dk) pairs.
-template <class F>
-Status dispatch_fm(FeatureMap fm, std::int64_t dk, F&& f) {
-  switch (fm) {
-    case FeatureMap::kIdentity:
-      if (dk == 64) return f(FmTag<FeatureMap::kIdentity, 64>{});
-      if (dk == 128) return f(FmTag<FeatureMap::kIdentity, 128>{});
-      break;
-    case FeatureMap::kEluPlusOne:
-      if (dk == 64) return f(FmTag<FeatureMap::kEluPlusOne, 64>{});
-      if (dk == 128) return f(FmTag<FeatureMap::kEluPlusOne, 128>{});
-      break;
-    case FeatureMap::kRelu:
-      if (dk == 64) return f(FmTag<FeatureMap::kRelu, 64>{});
-      if (dk == 128) return f(FmTag<FeatureMap::kRelu, 128>{});
-      break;
-    case FeatureMap::kTaylor2:
-      if (dk == 16) return f(FmTag<FeatureMap::kTaylor2, 16>{});
-      break;
-  }
-  return Status::kErrorUnsupportedHeadDim;
-}
-
-inline bool aligned(const void* p, std::size_t b) { return reinterpret_cast<std::uintptr_t>(p) % b == 0; }
-
-template <class T>
-Status check_linear(const linear::LinearArgs<T>& a, bool decode, linear::LinearDims* d) {
-  MEMATTN_RETURN_IF_ERROR(linear::validate_linear(a, a.host.cu_seqlens, a.host.seq_lens, a.host.slot_in,
-                                                  a.host.slot_out, a.host.step_slots, a.host.decay_rate, decode, d));
-  if (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
-  const Status fm_ok = dispatch_fm(a.feature_map, d->dk, [](auto) { return Status::kSuccess; });
-  if (fm_ok != Status::kSuccess) return fm_ok;
-  if (d->dv % 16 != 0 || d->dv > 256) return Status::kErrorUnsupportedHeadDim;
-  if (!is_aligned(a.k, 16) || !is_aligned(a.v, 16)) return Status::kErrorInvalidStride;
-  if ((a.q.data || d->has_output) && !is_aligned(a.q, 16)) return Status::kErrorInvalidStride;
-  if (d->has_output && !is_aligned(a.o, 16)) return Status::kErrorInvalidStride;
-  if (d->has_state) {
-    if (!aligned(a.state.pool, 16) || d->slot_stride % 4 != 0) return Status::kErrorInvalidStride;
-    if (a.normalize && !aligned(a.state.z_pool, 4)) return Status::kErrorInvalidStride;
-    if (a.state.num_slots > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
-  }
-  if (d->heads_per_state() > 64) return Status::kErrorGqaRatio;  // decode keeps G query heads in shared memory
-  if (a.seq.cu_seqlens == nullptr && a.host.cu_seqlens != nullptr) return Status::kErrorInvalidArgument;
-  if (d->num_seqs * d->state_heads * ((d->dv + 31) / 32) > std::numeric_limits<std::int32_t>::max())
-    return Status::kErrorInvalidShape;
-  return Status::kSuccess;
-}
-
-template <class T>
-Status make_plan(const linear::LinearArgs<T>& a, const linear::LinearDims& d, int sms, LinearPlan* plan) {
-  LinearPlan pl;
-  MEMATTN_RETURN_IF_ERROR(linear::make_plan(a.schedule, a.seg_len, a.normalize, d, sms, &pl));
-  MEMATTN_RETURN_IF_ERROR(dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
-    using Tag = decltype(tag);
-    pl.smem_bytes = kernels::LinearPrefillConfig<Tag::kFm, Tag::kDk>::kSmemBytes;
-    return Status::kSuccess;
-  }));
-  *plan = pl;
-  return Status::kSuccess;
-}
-
-template <class T>
-Status plan_current(const linear::LinearArgs<T>& a, linear::LinearDims* d, LinearPlan* plan) {
-  MEMATTN_RETURN_IF_ERROR(check_linear(a, false, d));
-  int sms = 0;
-  MEMATTN_RETURN_IF_ERROR(sm_count(&sms));
-  return make_plan(a, *d, sms, plan);
-}
-
-template <class T>
-kernels::LinearPrefillParams prefill_params(const linear::LinearArgs<T>& a, const linear::LinearDims& d) {
-  kernels::LinearPrefillParams p;
-  p.q = a.q.data;
-  p.k = a.k.data;
-  p.v = a.v.data;
-  p.o = a.o.data;
-  if (a.q.data) {
-    p.q_rs = a.q.stride[0];
-    p.q_hs = a.q.stride[1];
-  }
-  p.k_rs = a.k.stride[0];
-  p.k_hs = a.k.stride[1];
-  p.v_rs = a.v.stride[0];
-  p.v_hs = a.v.stride[1];
-  if (a.o.data) {
-    p.o_rs = a.o.stride[0];
-    p.o_hs = a.o.stride[1];
-  }
-  p.cu_seqlens = a.seq.cu_seqlens;
-  p.seq_lens = a.seq.seq_lens;
-  p.t_pad = static_cast<int>(d.t_pad);
-  p.rows = static_cast<int>(d.rows);
-  p.num_seqs = static_cast<int>(d.num_seqs);
-  p.state_heads = static_cast<int>(d.state_heads);
-  p.group = static_cast<int>(d.group);
-  p.qps = static_cast<int>(d.heads_per_state());
-  p.per_kv = d.state_heads == d.kv_heads ? 1 : 0;
-  p.dv = static_cast<int>(d.dv);
-  p.kphi = static_cast<int>(d.kphi);
-  p.pool = a.state.pool;
-  p.slot_stride = d.slot_stride;
-  p.slot_in = a.state.slot_in;
-  p.slot_out = a.state.slot_out;
-  p.has_init = a.state.has_init;
-  p.z_pool = a.state.z_pool;
-  p.z_slot_stride = d.z_slot_stride;
-  p.num_slots = static_cast<int>(a.state.num_slots);
-  p.stateful = d.has_state ? 1 : 0;
-  p.decay = a.decay_rate;
-  p.scale = a.scale;
-  p.alpha = a.feature_map == FeatureMap::kTaylor2 ? a.alpha : 0.f;
-  p.eps = a.normalize ? a.eps : 0.f;
-  p.normalize = a.normalize ? 1 : 0;
-  // The lo half of the update operand is zero when X is exact in 16 bits: identity map, no decay.
-  p.need_lo = (a.feature_map == FeatureMap::kIdentity && a.decay_rate == nullptr) ? 0 : 1;
-  return p;
-}
 
 template <class T, class Tag>
 Status launch_prefill(kernels::LinearPrefillParams p, const LinearPlan& pl, cudaStream_t stream) {
   auto kernel = kernels::linear_prefill_kernel<T, Tag::kFm, Tag::kDk>;
   MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, pl.smem_bytes)));
-  p.vtiles = pl.vtiles;
-  if (pl.path == linear::Schedule::kSequenceParallel) {
-    p.seg_len = pl.seg_len;
-    kernels::linear_segments_kernel<<<1, 1024, 0, stream>>>(p);
-    MEMATTN_RETURN_IF_ERROR(launch_status());
-    p.mode = 1;
-    kernel<<<static_cast<unsigned>(pl.ctas), 128, pl.smem_bytes, stream>>>(p);
-    MEMATTN_RETURN_IF_ERROR(launch_status());
-    const int per = p.kphi * p.dv + (p.normalize ? p.kphi : 0);
-    const dim3 grid(static_cast<unsigned>(p.num_seqs * p.state_heads), static_cast<unsigned>((per + 255) / 256));
-    kernels::linear_scan_kernel<<<grid, 256, 0, stream>>>(p);
-    MEMATTN_RETURN_IF_ERROR(launch_status());
-    p.mode = 0;
-  }
-  kernel<<<static_cast<unsigned>(pl.ctas), 128, pl.smem_bytes, stream>>>(p);
-  return launch_status();
+  return prefill_phases(p, pl, [&](PrefillStep step, dim3 grid, dim3 block, int smem, const kernels::LinearPrefillParams& q) {
+    if (step == PrefillStep::kSegments) kernels::linear_segments_kernel<<<grid, block, smem, stream>>>(q);
+    else if (step == PrefillStep::kZ0) kernels::linear_z0_kernel<<<grid, block, smem, stream>>>(q);
+    else if (step == PrefillStep::kScan) kernels::linear_scan_kernel<<<grid, block, smem, stream>>>(q);
+    else kernel<<<grid, block, smem, stream>>>(q);
+    return launch_status();
+  });
 }
 
 }  // namespace linear_detail
@@ -239,7 +98,7 @@ Status linear_prefill(const linear::LinearArgs<T>& a, void* workspace, std::size
   } else {
     kernels::LinearPrefillParams p = linear_detail::prefill_params(a, d);
     Workspace ws(workspace, workspace_bytes);
-    linear::plan_workspace(ws, pl, d, a.normalize, &p.seg_prefix, &p.ws_S, &p.ws_z);
+    linear::plan_workspace(ws, pl, d, a.normalize, &p.seg_prefix, &p.ws_S, &p.ws_z, &p.z0);
     MEMATTN_RETURN_IF_ERROR(ws.status());
     if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
     return linear_detail::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {

@@ -32,13 +32,19 @@ struct LinearPlan {
 constexpr int kPlanOccupancy = 2;   // resident prefill CTAs per SM assumed by the planner
 constexpr int kPlanVTile = 64;
 
-// The workspace carving of the sequence-parallel path (sizing and running use the same code).
+// The workspace carving (sizing and running use the same code): z0, a copy of every sequence's
+// initial normaliser state when several V-tile CTAs read it (normalised, stateful, Dv > 64): the
+// CTA of tile 0 writes the final z into the same slot in the same launch, so the others must not
+// read the slot itself. Then the sequence-parallel path's segment table and summaries.
 template <class W>
 void plan_workspace(W& ws, const LinearPlan& pl, const LinearDims& d, bool normalize, std::int32_t** seg_prefix,
-                    float** ws_S, float** ws_z) {
+                    float** ws_S, float** ws_z, float** z0) {
   *seg_prefix = nullptr;
   *ws_S = nullptr;
   *ws_z = nullptr;
+  *z0 = nullptr;
+  if (normalize && d.has_state && pl.vtiles > 1)
+    *z0 = ws.template take<float>(static_cast<std::size_t>(d.num_seqs * d.state_heads * d.kphi));
   if (pl.path != Schedule::kSequenceParallel) return;
   *seg_prefix = ws.template take<std::int32_t>(static_cast<std::size_t>(d.num_seqs + 1));
   *ws_S = ws.template take<float>(static_cast<std::size_t>(pl.max_segments * d.state_heads * d.kphi * d.dv));
@@ -78,7 +84,8 @@ inline Status make_plan(Schedule schedule, std::int32_t seg_len, bool normalize,
   std::int32_t* sp = nullptr;
   float* s = nullptr;
   float* z = nullptr;
-  plan_workspace(sizing, pl, d, normalize, &sp, &s, &z);
+  float* z0 = nullptr;
+  plan_workspace(sizing, pl, d, normalize, &sp, &s, &z, &z0);
   pl.workspace_bytes = sizing.required();
   *plan = pl;
   return Status::kSuccess;

@@ -59,6 +59,16 @@ struct Pair<Half> {
 template <class T>
 MEMATTN_DEVICE void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1);
 
+#if defined(MEMATTN_SIMT_EMULATION)
+template <>
+MEMATTN_DEVICE void mma<BFloat16>(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  memattn_emu::mma16816<true>(d, a, b0, b1);
+}
+template <>
+MEMATTN_DEVICE void mma<Half>(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  memattn_emu::mma16816<false>(d, a, b0, b1);
+}
+#else
 template <>
 MEMATTN_DEVICE void mma<BFloat16>(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
   asm volatile(
@@ -75,6 +85,7 @@ MEMATTN_DEVICE void mma<Half>(float (&d)[4], const std::uint32_t (&a)[4], std::u
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
 MEMATTN_DEVICE std::uint32_t ld32(const void* p) { return *reinterpret_cast<const std::uint32_t*>(p); }
 MEMATTN_DEVICE void st32(void* p, std::uint32_t v) { *reinterpret_cast<std::uint32_t*>(p) = v; }

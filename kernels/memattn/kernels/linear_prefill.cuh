@@ -68,6 +68,7 @@ struct LinearPrefillParams {
   std::int32_t* seg_prefix = nullptr;    // [N + 1] first global segment of each sequence
   float* ws_S = nullptr;                 // [segments, Hs, Kφ, Dv]
   float* ws_z = nullptr;                 // [segments, Hs, Kφ]
+  float* z0 = nullptr;                   // [N, Hs, Kφ] initial z, copied (several V tiles read it)
   int mode = 0;                          // 0: outputs + state; 1: summaries of non-last segments
 };
 
@@ -200,7 +201,10 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_prefill_kernel(const Linear
     z_src = p.normalize ? p.ws_z + static_cast<std::int64_t>(gi) * p.state_heads * kphi + hs * kphi : nullptr;
   } else if (p.mode == 0 && p.stateful && init) {
     S_src = p.pool + s_in * p.slot_stride + st_off;
-    z_src = p.normalize ? p.z_pool + s_in * p.z_slot_stride + hs * kphi : nullptr;
+    // with several V tiles, tile 0's CTA writes the final z into this slot in the same launch
+    z_src = !p.normalize ? nullptr
+            : p.z0 != nullptr ? p.z0 + (static_cast<std::int64_t>(n) * p.state_heads + hs) * kphi
+                              : p.z_pool + s_in * p.z_slot_stride + hs * kphi;
   }
   float S[Cfg::kMTW][8][4];
 #pragma unroll
@@ -535,6 +539,18 @@ MEMATTN_KERNEL void __launch_bounds__(256) linear_scan_kernel(const LinearPrefil
     prev = fmaf(-mu, prev, prev) + *x;
     *x = prev;
   }
+}
+
+// The initial normaliser state of every (sequence, state head), copied to z0 before the prefill
+// (grid N * Hs, 128 threads): CTAs of other V tiles read it there while tile 0 overwrites the slot.
+MEMATTN_KERNEL void __launch_bounds__(128) linear_z0_kernel(const LinearPrefillParams p) {
+  const int n = static_cast<int>(blockIdx.x) / p.state_heads, hs = static_cast<int>(blockIdx.x) % p.state_heads;
+  const int s_in = p.slot_in ? p.slot_in[n] : n;
+  if (s_in < 0 || s_in >= p.num_slots) return;  // a skipped sequence: its CTAs return before reading
+  const bool init = p.has_init ? p.has_init[n] != 0 : true;
+  float* dst = p.z0 + (static_cast<std::int64_t>(n) * p.state_heads + hs) * p.kphi;
+  for (int f = static_cast<int>(threadIdx.x); f < p.kphi; f += 128)
+    dst[f] = init ? p.z_pool[s_in * p.z_slot_stride + hs * p.kphi + f] : 0.f;
 }
 
 // Segment table of the sequence-parallel path: seg_prefix[n] = Σ_{m<n} max(1, ceil(len_m/L)).
