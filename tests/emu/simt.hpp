@@ -3,8 +3,10 @@
 // before any other header of a test translation unit; then call a kernel through
 // memattn_emu::launch(grid, block, dynamic_smem_bytes, [&] { kernel(params...); }).
 //
-// Model: one CTA at a time; each of its threads is a fiber (ucontext) with its own stack, run
-// cooperatively on the calling OS thread. A thread runs until it reaches a barrier: __syncthreads
+// Model: one CTA at a time, in launch order or (ReverseCtas) the reverse, so that a kernel whose
+// CTAs race through global memory (one reads what another writes in the same launch) fails in one
+// of the orders; each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with
+// its own stack, run cooperatively on the calling OS thread. A thread runs until it reaches a barrier: __syncthreads
 // waits for every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes,
 // mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier
 // (as exited threads do on the GPU). Collectives exchange their operands through per-thread slots
@@ -25,6 +27,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cmath>
@@ -45,7 +48,9 @@ namespace memattn_emu {
 enum Wait { kRunning = 0, kBlockBarrier = 1, kWarpBarrier = 2 };
 
 struct Fiber {
-  ucontext_t ctx{};
+  ucontext_t ctx{};  // entry (first switch only)
+  jmp_buf jb{};      // later switches: _setjmp / _longjmp, no signal-mask system call
+  bool started = false;
   std::unique_ptr<unsigned char[]> stack;
   uint3 tid{};
   int lin = 0;
@@ -59,9 +64,21 @@ struct Cta {
   uint3 bid{};
   std::vector<Fiber> fibers;
   ucontext_t sched{};
+  jmp_buf sched_jb{};
   int cur = -1;
   std::function<void()> body;
   std::vector<unsigned char> smem;
+};
+
+inline bool& reverse_ctas() {
+  static bool r = false;
+  return r;
+}
+// Runs the CTAs of every launch in its scope in reverse order (z, y, x all descending).
+struct ReverseCtas {
+  bool saved;
+  explicit ReverseCtas(bool on) : saved(reverse_ctas()) { reverse_ctas() = on; }
+  ~ReverseCtas() { reverse_ctas() = saved; }
 };
 
 inline Cta*& cta() {
@@ -75,13 +92,27 @@ inline int lane_id() { return me().lin & 31; }
 inline void yield(Wait w) {
   Fiber& f = me();
   f.wait = w;
-  swapcontext(&f.ctx, &cta()->sched);
+  if (_setjmp(f.jb) == 0) _longjmp(cta()->sched_jb, 1);
 }
 
 inline void fiber_entry() {
   cta()->body();
   me().done = true;
-  swapcontext(&me().ctx, &cta()->sched);
+  _longjmp(cta()->sched_jb, 1);
+}
+
+// Runs fiber i until it waits at a barrier or returns.
+__attribute__((noinline)) inline void resume(Cta& c, int i) {
+  Fiber& f = c.fibers[static_cast<std::size_t>(i)];
+  c.cur = i;
+  if (_setjmp(c.sched_jb) == 0) {
+    if (!f.started) {
+      f.started = true;
+      swapcontext(&c.sched, &f.ctx);  // never returns here: the fiber comes back by _longjmp
+    } else {
+      _longjmp(f.jb, 1);
+    }
+  }
 }
 
 // Runs every thread of the current CTA to completion, releasing barriers as they fill.
@@ -89,10 +120,9 @@ inline void run_cta(Cta& c) {
   const int n = static_cast<int>(c.fibers.size()), warps = (n + 31) / 32;
   for (;;) {
     for (int i = 0; i < n; ++i) {
-      Fiber& f = c.fibers[static_cast<std::size_t>(i)];
+      const Fiber& f = c.fibers[static_cast<std::size_t>(i)];
       if (f.done || f.wait != kRunning) continue;
-      c.cur = i;
-      swapcontext(&c.sched, &f.ctx);
+      resume(c, i);
     }
     c.cur = -1;
     bool all_done = true, released = false;
@@ -140,6 +170,7 @@ __attribute__((noinline)) inline void start_cta(Cta& c, uint3 bid, std::size_t s
     f.tid = make_uint3(static_cast<unsigned>(i) % c.block.x, static_cast<unsigned>(i) / c.block.x % c.block.y,
                        static_cast<unsigned>(i) / (c.block.x * c.block.y));
     f.done = false;
+    f.started = false;
     f.wait = kRunning;
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.get();
@@ -167,9 +198,11 @@ void launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, F&& kernel) {
   for (Fiber& f : c.fibers) f.stack.reset(new unsigned char[kStack]);
   Cta* const saved = cta();
   cta() = &c;
+  const bool rev = reverse_ctas();
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) start_cta(c, make_uint3(x, y, z), dynamic_smem_bytes, kStack);
+      for (unsigned x = 0; x < grid.x; ++x)
+        start_cta(c, rev ? make_uint3(grid.x - 1 - x, grid.y - 1 - y, grid.z - 1 - z) : make_uint3(x, y, z), dynamic_smem_bytes, kStack);
   cta() = saved;
 }
 

@@ -98,6 +98,7 @@ TEST_CASE("emulated evict_select (1 and 4 slots per thread) == cpu::select_keep"
   for (int round = 0; round < 20; ++round)
     for (int vec : {0, 1}) {
       std::mt19937 r2(rng());
+      memattn_emu::ReverseCtas order(round % 2 == 1);
       check_round(r2, round, vec);
     }
 }

@@ -67,7 +67,7 @@ void check_prefill(const LinearConfig& c, Schedule s, int seg) {
   std::vector<unsigned char> ws;
   REQUIRE(emulated_prefill(a, &ws) == Status::kSuccess);
   const auto eo = p.compare_output(p.o, ref);
-  INFO("schedule " << static_cast<int>(s) << " seg " << seg << " output: " << eo.describe());
+  INFO("schedule " << static_cast<int>(s) << " seg " << seg << " CTAs reversed " << memattn_emu::reverse_ctas() << " output: " << eo.describe());
   CHECK(eo.within(kOut));
   if (c.stateful) {
     const auto es = p.compare_state(p.pool, ref);
@@ -85,8 +85,11 @@ void check_prefill(const LinearConfig& c, Schedule s, int seg) {
 }  // namespace
 
 TEST_CASE("emulated linear prefill: Taylor (BASED), both schedules, against fp64", "[emu][linear][taylor]") {
-  // the GPU test's [taylor] case with shorter sequences (the emulator runs one thread at a time)
-  for (Schedule s : {Schedule::kSinglePass, Schedule::kSequenceParallel}) {
+  // the GPU test's [taylor] case with shorter sequences (the emulator runs one thread at a time);
+  // CTAs in launch order and reversed (in-place state slots: a race shows in one of them)
+  for (Schedule s : {Schedule::kSinglePass, Schedule::kSequenceParallel})
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
     LinearConfig c;
     c.fm = FeatureMap::kTaylor2;
     c.Dk = 16;
@@ -106,7 +109,9 @@ TEST_CASE("emulated linear prefill: Taylor (BASED), both schedules, against fp64
 }
 
 TEST_CASE("emulated linear prefill: identity and elu+1 maps, varlen, decay, both schedules", "[emu][linear]") {
-  for (Schedule s : {Schedule::kSinglePass, Schedule::kSequenceParallel}) {
+  for (Schedule s : {Schedule::kSinglePass, Schedule::kSequenceParallel})
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
     LinearConfig c;
     c.Hq = 4;
     c.Hk = 2;

@@ -182,7 +182,9 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
 }  // namespace
 
 TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI region", "[emu][compose]") {
+  for (bool reverse : {false, true})
   for (int split : {32, 160}) {
+    memattn_emu::ReverseCtas order(reverse);
     for (bool full : {false, true}) {
       check(ComposedKind::kKivi, 2, 8, 2, 64, 4, 2, 150, 3, full, split);
       check(ComposedKind::kThinkKivi, 2, 8, 2, 64, 2, 4, 150, 3, full, split);
