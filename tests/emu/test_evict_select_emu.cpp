@@ -7,10 +7,10 @@
 
 #include <catch2/catch.hpp>
 
-#include <limits>
 #include <random>
 #include <vector>
 
+#include "common/select_cases.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/kernels/evict_select.cuh"
 
@@ -26,43 +26,9 @@ void run_select(const mk::EvictSelectParams& p) {
                       [&] { mk::evict_select_kernel<mk::kEvictSelectThreads, kV>(p); });
 }
 
-void check_round(std::mt19937& rng, int round, int vec) {
-  const int S = 1 + static_cast<int>(rng() % 3);
-  // strides: shorter than one step of 1024 threads, and up to several steps of 4096 slots
-  const std::int64_t stride = (round % 3 == 0 ? 1 + rng() % 900 : 3000 + rng() % 14000) / 4 * 4 + 4;
-  const int mode = round % 4;  // 0 random, 1 all equal, 2 few levels with +-0 / -inf, 3 denormals
-  const bool with_prio = round % 5 == 2;
-  INFO("round " << round << " vec " << vec << " S " << S << " stride " << stride << " mode " << mode << " prio " << with_prio);
-  std::vector<float> scores(static_cast<std::size_t>(S * stride), std::nanf(""));  // padding: NaN
-  std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), len(S), budget(S), tcur(S);
-  std::vector<std::uint8_t> prio(static_cast<std::size_t>(S * stride), 0);
-  evict::Protection pr;
-  pr.n_sink = static_cast<std::int32_t>(rng() % 5);
-  pr.n_recent = static_cast<std::int32_t>(rng() % 40);
-  const evict::TieBreak tie = (rng() & 1) ? evict::TieBreak::kPreferLater : evict::TieBreak::kPreferEarlier;
-  for (int s = 0; s < S; ++s) {
-    const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % stride);  // ragged: n % 4 varies
-    len[s] = static_cast<std::int32_t>(n);
-    std::int32_t p = static_cast<std::int32_t>(rng() % 7);
-    for (std::int64_t j = 0; j < n; ++j) {
-      const std::size_t i = static_cast<std::size_t>(s * stride + j);
-      pos[i] = p;
-      p += 1 + static_cast<std::int32_t>(rng() % 3);
-      float x = std::uniform_real_distribution<float>(-5.f, 5.f)(rng);
-      if (mode == 1) x = 0.25f;
-      if (mode == 2) {
-        const int r = static_cast<int>(rng() % 4);
-        x = r == 0 ? 0.f : r == 1 ? -0.f : r == 2 ? -std::numeric_limits<float>::infinity() : 1.f;
-      }
-      if (mode == 3) x = static_cast<float>(rng() % 5) * 1e-45f;
-      scores[i] = x;
-      if (with_prio && rng() % 7 == 0) prio[i] = static_cast<std::uint8_t>(rng() % 3 == 0 ? 255 : 1 + rng() % 254);
-    }
-    tcur[s] = pos[static_cast<std::size_t>(s * stride + n - 1)];
-    const int pick = static_cast<int>(rng() % 4);  // k' = 0, k' = N, random
-    budget[s] = pick == 0 ? 1 : pick == 1 ? static_cast<std::int32_t>(n + 5) : 1 + static_cast<std::int32_t>(rng() % n);
-  }
-  std::vector<std::int32_t> keep(static_cast<std::size_t>(S * stride), -1), count(S, -2), err(1, 0);
+mk::EvictSelectParams params(const std::vector<float>& scores, const std::vector<std::int32_t>& pos, std::vector<std::int32_t>& len,
+                             std::vector<std::int32_t>& budget, std::vector<std::int32_t>& tcur, std::int64_t stride,
+                             std::vector<std::int32_t>& keep, std::vector<std::int32_t>& count, std::vector<std::int32_t>& err) {
   mk::EvictSelectParams p;
   p.scores = scores.data();
   p.pos = pos.data();
@@ -70,23 +36,37 @@ void check_round(std::mt19937& rng, int round, int vec) {
   p.budget = budget.data();
   p.t_cur = tcur.data();
   p.stride = stride;
-  p.segments = S;
-  p.protect = pr;
-  p.tie = tie;
+  p.segments = static_cast<int>(len.size());
   p.keep = keep.data();
   p.keep_count = count.data();
   p.error = err.data();
-  p.prio = with_prio ? prio.data() : nullptr;
+  return p;
+}
+
+void check_round(std::mt19937& rng, int round, int vec) {
+  const int S = 1 + static_cast<int>(rng() % 3);
+  // strides: shorter than one step of 1024 threads, and up to several steps of 4096 slots
+  const std::int64_t stride = (round % 3 == 0 ? 1 + rng() % 900 : 3000 + rng() % 14000) / 4 * 4 + 4;
+  const bool with_prio = round % 5 == 2;
+  INFO("round " << round << " vec " << vec << " S " << S << " stride " << stride << " prio " << with_prio);
+  memattn_test::SelectCase c = memattn_test::make_select_case(rng, S, stride, round % 4, with_prio);
+  std::vector<std::int32_t> keep(static_cast<std::size_t>(S * stride), -1), count(S, -2), err(1, 0);
+  mk::EvictSelectParams p = params(c.scores, c.pos, c.len, c.budget, c.tcur, stride, keep, count, err);
+  p.protect = c.protect;
+  p.tie = c.tie;
+  p.prio = with_prio ? c.prio.data() : nullptr;
   if (vec) run_select<4>(p);
   else run_select<1>(p);
   REQUIRE(err[0] == 0);
   for (int s = 0; s < S; ++s) {
-    std::vector<std::uint64_t> scratch(static_cast<std::size_t>(len[s]));
-    std::vector<std::int32_t> want(static_cast<std::size_t>(len[s]));
+    const std::size_t n = static_cast<std::size_t>(c.len[static_cast<std::size_t>(s)]);
+    std::vector<std::uint64_t> scratch(n);
+    std::vector<std::int32_t> want(n);
     std::int64_t want_count = 0;
-    REQUIRE(memattn::cpu::select_keep(scores.data() + s * stride, pos.data() + s * stride, with_prio ? prio.data() + s * stride : nullptr,
-                                      len[s], budget[s], tcur[s], pr, tie, scratch.data(), want.data(), &want_count) == Status::kSuccess);
-    REQUIRE(count[s] == want_count);
+    REQUIRE(memattn::cpu::select_keep(c.scores.data() + s * stride, c.pos.data() + s * stride, with_prio ? c.prio.data() + s * stride : nullptr,
+                                      c.len[static_cast<std::size_t>(s)], c.budget[static_cast<std::size_t>(s)], c.tcur[static_cast<std::size_t>(s)],
+                                      c.protect, c.tie, scratch.data(), want.data(), &want_count) == Status::kSuccess);
+    REQUIRE(count[static_cast<std::size_t>(s)] == want_count);
     for (std::int64_t i = 0; i < want_count; ++i) REQUIRE(keep[static_cast<std::size_t>(s * stride + i)] == want[static_cast<std::size_t>(i)]);
   }
 }
@@ -108,19 +88,9 @@ TEST_CASE("emulated evict_select: a NaN candidate flags the segment, nothing wri
     std::vector<float> scores = {1.f, NAN, 2.f, 3.f, 0.5f, 0.25f, 4.f, 5.f};
     std::vector<std::int32_t> pos = {0, 1, 2, 3, 0, 1, 2, 3}, len = {4, 4}, budget = {2, 2}, tcur = {3, 3};
     std::vector<std::int32_t> keep(8, -7), count(2, -2), err(1, 0);
-    mk::EvictSelectParams p;
-    p.scores = scores.data();
-    p.pos = pos.data();
-    p.len = len.data();
-    p.budget = budget.data();
-    p.t_cur = tcur.data();
-    p.stride = 4;
-    p.segments = 2;
+    mk::EvictSelectParams p = params(scores, pos, len, budget, tcur, 4, keep, count, err);
     p.protect.n_sink = 0;
     p.protect.n_recent = 0;
-    p.keep = keep.data();
-    p.keep_count = count.data();
-    p.error = err.data();
     if (vec) run_select<4>(p);
     else run_select<1>(p);
     CHECK(err[0] == 1);

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "common/select_cases.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cuda/evict.cuh"
 #include "device_vectors.hpp"
@@ -30,33 +31,12 @@ TEST_CASE("evict_select on the GPU == cpu::select_keep (random, ties, adversaria
                                   : 1 + static_cast<std::int64_t>(rng() % 3000);
     // the 4-slots-per-thread select kernel in half the rounds, every score mode and long segments included
     if ((round + round / 4) % 2 == 0) stride = (stride + 3) / 4 * 4;
-    std::vector<float> scores(static_cast<std::size_t>(S * stride), std::nanf(""));  // padding: NaN
-    std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), len(S), budget(S), tcur(S);
-    evict::Protection pr;
-    pr.n_sink = static_cast<std::int32_t>(rng() % 5);
-    pr.n_recent = static_cast<std::int32_t>(rng() % 40);
-    const evict::TieBreak tie = (rng() & 1) ? evict::TieBreak::kPreferLater : evict::TieBreak::kPreferEarlier;
-    const int mode = round % 4;  // 0 random, 1 all equal, 2 few levels with +-0/-inf, 3 denormals
-    for (int s = 0; s < S; ++s) {
-      const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % stride);
-      len[s] = static_cast<std::int32_t>(n);
-      std::int32_t p = static_cast<std::int32_t>(rng() % 7);
-      for (std::int64_t j = 0; j < n; ++j) {
-        pos[static_cast<std::size_t>(s * stride + j)] = p;
-        p += 1 + static_cast<std::int32_t>(rng() % 3);
-        float x = std::uniform_real_distribution<float>(-5.f, 5.f)(rng);
-        if (mode == 1) x = 0.25f;
-        if (mode == 2) {
-          const int r = static_cast<int>(rng() % 4);
-          x = r == 0 ? 0.f : r == 1 ? -0.f : r == 2 ? -std::numeric_limits<float>::infinity() : 1.f;
-        }
-        if (mode == 3) x = static_cast<float>(rng() % 5) * 1e-45f;
-        scores[static_cast<std::size_t>(s * stride + j)] = x;
-      }
-      tcur[s] = pos[static_cast<std::size_t>(s * stride + n - 1)];
-      const int pick = static_cast<int>(rng() % 4);  // k' = 0, k' = N, random
-      budget[s] = pick == 0 ? 1 : pick == 1 ? static_cast<std::int32_t>(n + 5) : 1 + static_cast<std::int32_t>(rng() % n);
-    }
+    const int mode = round % 4;
+    const memattn_test::SelectCase sc = memattn_test::make_select_case(rng, S, stride, mode, false);
+    const std::vector<float>& scores = sc.scores;
+    const std::vector<std::int32_t>&pos = sc.pos, &len = sc.len, &budget = sc.budget, &tcur = sc.tcur;
+    const evict::Protection pr = sc.protect;
+    const evict::TieBreak tie = sc.tie;
     float* d_scores = upload(scores);
     std::int32_t *d_pos = upload(pos), *d_len = upload(len), *d_budget = upload(budget), *d_tcur = upload(tcur);
     std::int32_t *d_keep = upload(std::vector<std::int32_t>(static_cast<std::size_t>(S * stride), -1)),
