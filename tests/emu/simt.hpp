@@ -3,19 +3,22 @@
 // before any other header of a test translation unit; then call a kernel through
 // memattn_emu::launch(grid, block, dynamic_smem_bytes, [&] { kernel(params...); }).
 //
-// Model: one CTA at a time, in launch order or (ReverseCtas) the reverse, so that a kernel whose
-// CTAs race through global memory (one reads what another writes in the same launch) fails in one
-// of the orders; each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with
-// its own stack, run cooperatively on the calling OS thread. A thread runs until it reaches a barrier: __syncthreads
+// Model: one CTA at a time, in launch order or (ReverseCtas) the reverse, its threads too, so that
+// a kernel whose CTAs race through global memory (one reads what another writes in the same
+// launch), or whose warps race through shared memory between barriers, fails in one of the
+// orders. Each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with its
+// own stack, run cooperatively on the calling OS thread until it reaches a barrier: __syncthreads
 // waits for every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes,
 // mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier
 // (as exited threads do on the GPU). Collectives exchange their operands through per-thread slots
 // between two warp barriers. A barrier nobody can complete (divergent collectives) aborts with a
-// message. __shared__ variables become function statics (one CTA runs at a time), dynamic shared
-// memory a zero-filled buffer per launch; cp.async copies at once (so a missing wait_group cannot
-// show here: the sanitizers on the GPU cover that); atomics are plain read-modify-writes; ex2.approx
-// is exp2f; mma.sync m16n8k16 sums its 16 products in fp32 in k order after the PTX fragment layout.
-// Not emulated: CUB block primitives, warp-divergent collectives, timing.
+// message. __shared__ variables become function statics (one CTA runs at a time); dynamic shared
+// memory starts as 0xFF bytes (NaN floats, -1 integers) in every CTA, so a read of memory the
+// kernel never wrote shows; cp.async copies at once (a missing wait_group cannot show here: the
+// sanitizers on the GPU cover that); atomics are plain read-modify-writes; ex2.approx is exp2f;
+// mma.sync m16n8k16 sums its 16 products in fp32 in k order after the PTX fragment layout; CUB's
+// BlockScan is shim/cub's stand-in. Not emulated: other CUB primitives, warp-divergent
+// collectives, timing.
 #pragma once
 
 #define MEMATTN_SIMT_EMULATION 1
@@ -119,7 +122,8 @@ __attribute__((noinline)) inline void resume(Cta& c, int i) {
 inline void run_cta(Cta& c) {
   const int n = static_cast<int>(c.fibers.size()), warps = (n + 31) / 32;
   for (;;) {
-    for (int i = 0; i < n; ++i) {
+    for (int k = 0; k < n; ++k) {
+      const int i = reverse_ctas() ? n - 1 - k : k;  // reversed: warps (and lanes) run last-first too
       const Fiber& f = c.fibers[static_cast<std::size_t>(i)];
       if (f.done || f.wait != kRunning) continue;
       resume(c, i);
@@ -162,7 +166,7 @@ inline void run_cta(Cta& c) {
 // (Out of line: getcontext must not share a frame with the caller's loop variables.)
 __attribute__((noinline)) inline void start_cta(Cta& c, uint3 bid, std::size_t smem_bytes, std::size_t stack_bytes) {
   c.bid = bid;
-  c.smem.assign(smem_bytes + 16, 0);
+  c.smem.assign(smem_bytes + 16, 0xFF);
   const int n = static_cast<int>(c.fibers.size());
   for (int i = 0; i < n; ++i) {
     Fiber& f = c.fibers[static_cast<std::size_t>(i)];
