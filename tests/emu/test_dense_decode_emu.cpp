@@ -1,0 +1,153 @@
+// The split-KV dense decode (dense_decode.cuh) run by the CPU emulator (simt.hpp) on every CI
+// run, through the wrapper's own checks, plan, workspace carving and launch sequence
+// (cuda/dense_decode_params.cuh): output and LSE against the fp64 naive decode for fp16 and bf16,
+// head_dim 64 / 128 / 256, every row tile (GQA groups x query tokens 1..12), ragged lengths, a
+// sliding window, head- and token-major caches, one split and many; raw logits (the eviction
+// scores' input) against fp64 q.k.
+#include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/dense_problem.hpp"
+#include "common/naive_attention.hpp"
+#include "memattn/cuda/dense_decode_params.cuh"
+
+namespace {
+
+using memattn::BFloat16;
+using memattn::Half;
+using memattn::Status;
+using memattn_test::DecodeProblem;
+using memattn_test::DecodeShape;
+namespace cd = memattn::cuda::detail;
+namespace mk = memattn::kernels;
+
+constexpr int kSms = 132;
+
+template <class T>
+Status emulated_decode(const memattn::attention::DecodeArgs<T>& a, const memattn::cuda::DenseDecodeTuning& tuning,
+                       memattn::cuda::DenseDecodePlan* plan_out) {
+  memattn::attention::AttentionDims d;
+  MEMATTN_RETURN_IF_ERROR(cd::check_args(a, &d));
+  memattn::cuda::DenseDecodePlan pl;
+  MEMATTN_RETURN_IF_ERROR(cd::make_plan(a, d, kSms, tuning, &pl));
+  *plan_out = pl;
+  std::vector<unsigned char> ws(pl.workspace_bytes + memattn::kWorkspaceAlign, 0xFF);
+  unsigned char* base = ws.data() + (memattn::kWorkspaceAlign - reinterpret_cast<std::uintptr_t>(ws.data()) % memattn::kWorkspaceAlign) %
+                                        memattn::kWorkspaceAlign;
+  memattn::Workspace w(base, pl.workspace_bytes);
+  float *part_o = nullptr, *part_lse = nullptr;
+  cd::plan_workspace(w, d, pl.num_splits, &part_o, &part_lse);
+  MEMATTN_RETURN_IF_ERROR(w.status());
+  return cd::decode_phases(cd::decode_params(a, d, pl, part_o, part_lse), pl,
+                           [&](cd::DecodeStep step, auto dim, auto rows, std::int64_t ctas, const mk::DenseDecodeParams& p) {
+                             constexpr int D = decltype(dim)::value, R = decltype(rows)::value;
+                             const bool split = step == cd::DecodeStep::kSplit;
+                             memattn_emu::launch(dim3(static_cast<unsigned>(ctas)), dim3(split ? mk::kDecodeThreads : mk::kMergeThreads), 0, [&] {
+                               if (split) mk::dense_decode_split_kernel<T, D, R>(p);
+                               else mk::dense_decode_merge_kernel<T, D>(p);
+                             });
+                             return Status::kSuccess;
+                           });
+}
+
+// growth > 0: key j scaled by 1 + growth * j, so logits grow along the cache and the running
+// maximum keeps moving (the lazy rescale path).
+template <class T>
+void check(const DecodeShape& s, int splits, bool logits, double growth = 0) {
+  INFO("growth " << growth << " B " << s.batch << " Tq " << s.q_tokens << " Hq " << s.q_heads << " Hkv " << s.kv_heads << " D " << s.head_dim << " Lcap "
+            << s.capacity << " window " << s.window << " token-major " << s.token_major_cache << " splits " << splits
+            << " reversed " << memattn_emu::reverse_ctas());
+  DecodeProblem<T> pr(s);
+  if (growth > 0)
+    for (std::size_t i = 0; i < pr.k.size(); ++i) {
+      const std::int64_t j = s.token_major_cache ? static_cast<std::int64_t>(i) / (s.kv_heads * s.head_dim) % s.capacity
+                                                 : static_cast<std::int64_t>(i) / s.head_dim % s.capacity;
+      pr.k[i] = memattn::from_float<T>(static_cast<float>(memattn::to_float(pr.k[i]) * (1.0 + growth * static_cast<double>(j))));
+    }
+  auto a = pr.args();
+  a.seq_lens_host = s.lens.empty() ? nullptr : s.lens.data();
+  const std::int64_t G = s.q_heads / s.kv_heads;
+  std::vector<float> logits_buf;
+  if (logits) {
+    logits_buf.assign(static_cast<std::size_t>(s.batch * s.kv_heads * s.q_tokens * G * s.capacity), NAN);
+    a.scores = memattn::make_view<4>(logits_buf.data(), {s.batch, s.kv_heads, s.q_tokens * G, s.capacity});
+  }
+  memattn::cuda::DenseDecodeTuning tuning;
+  tuning.num_splits = splits;
+  memattn::cuda::DenseDecodePlan pl;
+  REQUIRE(emulated_decode(a, tuning, &pl) == Status::kSuccess);
+  INFO("plan: row tile " << pl.row_tile << " splits " << pl.num_splits << " keys/split " << pl.keys_per_split);
+  const auto ref = memattn_test::naive_decode(a, s.lens.empty() ? nullptr : s.lens.data());
+  double worst_o = 0, worst_lse = 0;
+  for (std::int64_t r = 0; r < static_cast<std::int64_t>(ref.lse.size()); ++r) {
+    double row = 0;
+    for (std::int64_t e = 0; e < s.head_dim; ++e) row = std::max(row, std::abs(ref.o[static_cast<std::size_t>(r * s.head_dim + e)]));
+    for (std::int64_t e = 0; e < s.head_dim; ++e) {
+      const std::size_t i = static_cast<std::size_t>(r * s.head_dim + e);
+      worst_o = std::max(worst_o, std::abs(memattn::to_float(pr.o[i]) - ref.o[i]) / std::max(row, 1e-6));
+    }
+    worst_lse = std::max(worst_lse, std::abs(pr.lse[static_cast<std::size_t>(r)] - ref.lse[static_cast<std::size_t>(r)]));
+  }
+  INFO("output " << worst_o << " lse " << worst_lse);
+  CHECK(worst_o <= (std::is_same<T, Half>::value ? 2e-3 : 1e-2));  // one 16-bit rounding of o
+  CHECK(worst_lse <= 1e-4);
+  if (!logits) return;
+  // raw logit of (b, kv head, row f = t * G + g, key j) = scale * q.k for the keys row f sees
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  double worst_l = 0;
+  for (std::int64_t b = 0; b < s.batch; ++b) {
+    const std::int64_t L = s.lens.empty() ? s.capacity : s.lens[static_cast<std::size_t>(b)];
+    for (std::int64_t h = 0; h < s.kv_heads; ++h)
+      for (std::int64_t t = 0; t < s.q_tokens; ++t)
+        for (std::int64_t g = 0; g < G; ++g) {
+          const std::int64_t pos = L - s.q_tokens + t, lo = s.window > 0 ? std::max<std::int64_t>(0, pos - s.window + 1) : 0;
+          for (std::int64_t j = lo; j <= pos; ++j) {
+            double x = 0;
+            for (std::int64_t e = 0; e < s.head_dim; ++e)
+              x += static_cast<double>(memattn::to_float(*a.q.ptr(b, t, h * G + g, e))) * memattn::to_float(*a.k_cache.ptr(b, h, j, e));
+            const float got = *a.scores.ptr(b, h, t * G + g, j);
+            worst_l = std::max(worst_l, std::abs(got - scale * x) / std::max(1.0, std::abs(scale * x)));
+          }
+        }
+  }
+  INFO("logits " << worst_l);
+  CHECK(worst_l <= 1e-5);
+}
+
+}  // namespace
+
+TEST_CASE("emulated dense decode == fp64 (head dims, row tiles, splits, windows, layouts)", "[emu][decode]") {
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    DecodeShape s;
+    s.batch = 3;
+    s.q_heads = 8;
+    s.kv_heads = 2;
+    s.head_dim = 64;
+    s.capacity = 300;
+    s.lens = {300, 1, 177};
+    for (int splits : {1, 5}) check<Half>(s, splits, false);
+    check<Half>(s, 2, true, 0.05);  // rising logits: the running maximum moves chunk after chunk
+    s.q_tokens = 3;  // 12 rows per KV head: two row tiles of 8
+    s.lens = {300, 3, 177};
+    s.window = 40;
+    s.token_major_cache = true;
+    check<BFloat16>(s, 4, false);
+    DecodeShape w;
+    w.batch = 2;
+    w.q_heads = 4;
+    w.kv_heads = 4;  // G = 1: row tile 1
+    w.head_dim = 128;
+    w.capacity = 130;
+    w.lens = {130, 64};
+    check<BFloat16>(w, 0, true);  // the split heuristic; raw logits
+    w.q_heads = 8;               // G = 2
+    w.head_dim = 256;
+    check<Half>(w, 3, true);
+  }
+}
