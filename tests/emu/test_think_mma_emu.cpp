@@ -14,11 +14,12 @@
 #include <vector>
 
 #include "gpu/composed_cpu_bridge.hpp"
-#include "memattn/kernels/think_decode_mma.cuh"
+#include "memattn/cuda/think_params.cuh"
 
 namespace {
 
 namespace mk = memattn::kernels;
+using memattn::Status;
 
 double half_at(const std::uint16_t* p) {
   return static_cast<double>(memattn::to_float(memattn::Half{*p}));
@@ -73,6 +74,61 @@ Partial reference(const ComposedCase& c, int s, int g, int t0, int t1, std::vect
   return r;
 }
 
+// Every region of an exported case in ThinKDecodeParams (host pointers), full blocks or the block
+// lists; o, lse and the raw logits into the given buffers.
+mk::ThinKDecodeParams params_of(const ComposedCase& c, bool full, std::vector<float>* out, std::vector<float>* lse,
+                                std::vector<float>* scores) {
+  const int S = c.B * c.Hkv, G = c.Hq / c.Hkv, dk = c.d_keep, D = c.D;
+  mk::ThinKDecodeParams p{};
+  p.k_old = c.k_old.data();
+  p.old_seg_stride = static_cast<long long>(c.cap_old) * dk;
+  p.old_row_stride = dk;
+  p.channels = c.channels.data();
+  p.d_keep = dk;
+  p.k_new = c.k_new.data();
+  p.new_seg_stride = static_cast<long long>(c.cap_new) * D;
+  p.v = c.v_new.data();
+  p.v_seg_stride = static_cast<long long>(c.cap_new) * D;
+  p.v_old = c.v_old.data();  // old values apart, full width
+  p.v_old_seg_stride = static_cast<long long>(c.cap_old) * D;
+  p.old_v_row_stride = D;
+  p.n_old = c.n_old.data();
+  p.n_new = c.n_new.data();
+  p.n_q = c.n_q.data();
+  if (!full) {
+    p.kq_first = c.kq_first.data();
+    p.kq_first_seg_stride = c.cap_blocks;
+    p.n_blocks = c.n_blocks.data();
+  } else {
+    for (int s = 0; s < S; ++s)
+      for (int i = 0; i < c.n_blocks[static_cast<std::size_t>(s)]; ++i)
+        REQUIRE(c.kq_first[static_cast<std::size_t>(s * c.cap_blocks + i)] == i * c.qgroup);
+  }
+  p.kq = c.kq.data();
+  p.kq_seg_stride = static_cast<long long>(c.cap_blocks) * std::max(1, c.k_block_words);
+  p.kq_block_words = c.k_block_words;
+  p.kqm = c.kqm.data();
+  p.kqm_seg_stride = static_cast<long long>(c.cap_blocks) * 2 * dk;
+  p.vq = c.vq.data();
+  p.vq_seg_stride = static_cast<long long>(c.cap_q) * std::max(1, c.v_words);
+  p.v_words = c.v_words;
+  p.vqm = c.vqm.data();
+  p.vqm_seg_stride = static_cast<long long>(c.cap_q) * 2 * std::max(1, c.v_groups);
+  p.qgroup = c.qgroup, p.bits_k = c.bits_k, p.bits_v = c.bits_v, p.v_group = c.v_group;
+  p.q = c.q.data();
+  out->assign(c.q.size(), NAN);
+  lse->assign(static_cast<std::size_t>(c.B) * c.Hq, NAN);
+  scores->assign(static_cast<std::size_t>(S) * G * c.cap_total, NAN);
+  p.o = out->data();
+  p.lse = lse->data();
+  p.scores = scores->data();
+  p.scores_seg_stride = static_cast<long long>(G) * c.cap_total;
+  p.scores_row_stride = c.cap_total;
+  p.batch = c.B, p.q_heads = c.Hq, p.kv_heads = c.Hkv, p.head_dim = D;
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  return p;
+}
+
 template <int D, int KB, int VB>
 void run_kernel(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits, int v_groups) {
   const mk::think_mma::StageGeom geo = mk::think_mma::stage_geom(p.d_keep, KB, p.v_words * 4, v_groups);
@@ -98,37 +154,8 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   REQUIRE(dk % 8 == 0);
   REQUIRE(c.v_group % 32 == 0);
-  mk::ThinKDecodeParams p{};
-  p.channels = c.channels.data();
-  p.d_keep = dk;
-  p.n_q = c.n_q.data();
-  if (!full) {
-    p.kq_first = c.kq_first.data();
-    p.kq_first_seg_stride = c.cap_blocks;
-    p.n_blocks = c.n_blocks.data();
-  } else {
-    for (int s = 0; s < S; ++s)
-      for (int i = 0; i < c.n_blocks[static_cast<std::size_t>(s)]; ++i)
-        REQUIRE(c.kq_first[static_cast<std::size_t>(s * c.cap_blocks + i)] == i * c.qgroup);
-  }
-  p.kq = c.kq.data();
-  p.kq_seg_stride = static_cast<long long>(c.cap_blocks) * std::max(1, c.k_block_words);
-  p.kq_block_words = c.k_block_words;
-  p.kqm = c.kqm.data();
-  p.kqm_seg_stride = static_cast<long long>(c.cap_blocks) * 2 * dk;
-  p.vq = c.vq.data();
-  p.vq_seg_stride = static_cast<long long>(c.cap_q) * std::max(1, c.v_words);
-  p.v_words = c.v_words;
-  p.vqm = c.vqm.data();
-  p.vqm_seg_stride = static_cast<long long>(c.cap_q) * 2 * std::max(1, c.v_groups);
-  p.qgroup = c.qgroup, p.bits_k = c.bits_k, p.bits_v = c.bits_v, p.v_group = c.v_group;
-  p.q = c.q.data();
-  p.batch = B, p.q_heads = Hq, p.kv_heads = Hkv, p.head_dim = D;
-  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  std::vector<float> scores(static_cast<std::size_t>(S) * G * c.cap_total, NAN);
-  p.scores = scores.data();
-  p.scores_seg_stride = static_cast<long long>(G) * c.cap_total;
-  p.scores_row_stride = c.cap_total;
+  std::vector<float> out, lse, scores;
+  const mk::ThinKDecodeParams p = params_of(c, full, &out, &lse, &scores);
   const int max_q = *std::max_element(c.n_q.begin(), c.n_q.end());
   REQUIRE(max_q > 0);
   const int splits = (max_q + split_keys - 1) / split_keys;
@@ -179,7 +206,67 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
   CHECK(worst_logit <= 1e-5);
 }
 
+// The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
+// order, the combine) for path 1 (tile kernel), 2 (lane-group kernel) and 3 (tensor cores +
+// lane groups), with one CTA per segment, 32-token splits and the planned splits: the output
+// equals the CPU composed cache's (row-relative 1e-4), and every path gives the same LSE.
+void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, int granularity) {
+  namespace td = memattn::cuda::think_detail;
+  INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
+               << "/" << bits_v << " granularity " << granularity << " reversed " << memattn_emu::reverse_ctas());
+  ComposedCase c;
+  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 4321u + static_cast<unsigned>(D), &c, granularity));
+  std::vector<float> out, lse, scores;
+  mk::ThinKDecodeParams p = params_of(c, false, &out, &lse, &scores);
+  REQUIRE(memattn::cuda::think_decode_check(p) == Status::kSuccess);
+  const int max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
+  std::vector<float> ref_lse;
+  int runs = 0;
+  for (int path = 1; path <= 3; ++path)
+    for (int mode = 0; mode < 3; ++mode) {  // one CTA per segment, 32-token splits, planned splits
+      INFO("path " << path << " mode " << mode);
+      p.path = path;
+      if ((path == 2 && p.d_keep % 8 != 0) || (path == 3 && (mode == 0 || !td::mma_layout(p)))) continue;
+      mk::ThinKSplit sp;
+      if (mode > 0) REQUIRE(td::plan(p, max_tokens, mode == 1 ? 32 : 0, 132, &sp) == Status::kSuccess);
+      std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
+      if (sp.splits > 1) td::carve(p, ws.data(), td::workspace_bytes(p, sp), &sp);
+      std::fill(out.begin(), out.end(), NAN);
+      REQUIRE(td::think_launches(p, sp, [&](auto kernel_type, dim3 grid, dim3 block, int smem, const mk::ThinKDecodeParams& kp,
+                                            const mk::ThinKSplit& ksp) {
+                memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] { decltype(kernel_type)::kernel(kp, ksp); });
+                return Status::kSuccess;
+              }) == Status::kSuccess);
+      ++runs;
+      double worst = 0;
+      for (int r = 0; r < B * Hq; ++r) {
+        double row = 0;
+        for (int e = 0; e < D; ++e) row = std::max(row, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + e)])));
+        for (int e = 0; e < D; ++e) {
+          const std::size_t i = static_cast<std::size_t>(r * D + e);
+          worst = std::max(worst, std::abs(static_cast<double>(out[i]) - c.out_cpu[i]) / std::max(row, 1e-30));
+        }
+      }
+      INFO("output " << worst);
+      CHECK(worst <= 1e-4);
+      if (ref_lse.empty()) ref_lse = lse;
+      double wl = 0;
+      for (std::size_t i = 0; i < lse.size(); ++i) wl = std::max(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
+      CHECK(wl <= 1e-4);
+    }
+  CHECK(runs >= 5);
+}
+
 }  // namespace
+
+TEST_CASE("emulated composed decode, all paths (tile, lane groups, tensor cores) == CPU composed cache", "[emu][compose]") {
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    check_paths(ComposedKind::kThinkKivi, 3, 8, 2, 64, 4, 2, 90, 5, 8);
+    check_paths(ComposedKind::kKivi, 2, 4, 4, 128, 2, 2, 120, 3, 1);
+    check_paths(ComposedKind::kH2oThinkKivi, 2, 8, 1, 128, 2, 4, 150, 3, 8);
+  }
+}
 
 TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI region", "[emu][compose]") {
   for (bool reverse : {false, true})
