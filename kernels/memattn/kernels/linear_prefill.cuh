@@ -11,7 +11,9 @@
 //    place in the workspace) and copies S_init[0] (the slot's initial state) into segment 0's
 //    workspace entry, phase 3 (mode 0) runs each segment from its S_init -- segment 0 too: with
 //    in-place slots the last segment's CTA writes the final state into the very slot segment 0
-//    would otherwise read, in the same launch (an inter-CTA race racecheck cannot see).
+//    would otherwise read, in the same launch (an inter-CTA race racecheck cannot see). For the
+//    same reason, with several V tiles the normaliser's initial z comes from z0, a workspace copy
+//    linear_z0_kernel makes first: tile 0's CTA writes the final z into the slot itself.
 //  * Per chunk of C = 64 tokens (n_c valid; rows >= n_c are zeroed in shared memory by
 //    selection, never multiplied by a mask, so NaN padding cannot leak):
 //      A  = φ(Q)φ(K)ᵀ       mma.sync m16n8k16, T operands (Taylor: q·k on 16 dims + 1+αs+(αs)²/2)
