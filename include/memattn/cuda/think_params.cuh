@@ -79,7 +79,8 @@ inline bool lanes_layout(const kernels::ThinKDecodeParams& p) {
 
 // The tensor-core kernel reads the KIVI region in 16-byte pieces staged per warp: head_dim 64 /
 // 128, 2- / 4-bit codes, d_keep a multiple of 8 (code rows of whole 16-/32-bit pieces), v_group a
-// multiple of 32 (a 32-channel value unit in one group), K code blocks, K meta and V code rows at
+// multiple of 32 (a 32-channel value unit in one group; dividing head_dim, so a power of two, which
+// the kernel divides by with shifts), K code blocks, K meta and V code rows at
 // 16-byte multiples from 16-byte aligned bases; the fp16 regions go to the lane-group kernel.
 inline bool mma_layout(const kernels::ThinKDecodeParams& p) {
   auto aligned = [](const void* ptr, std::uintptr_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
