@@ -14,7 +14,7 @@
 
 #include "common/dense_problem.hpp"
 #include "common/naive_attention.hpp"
-#include "memattn/cuda/dense_decode_params.cuh"
+#include "emu/emulated_decode.hpp"
 
 namespace {
 
@@ -23,37 +23,7 @@ using memattn::Half;
 using memattn::Status;
 using memattn_test::DecodeProblem;
 using memattn_test::DecodeShape;
-namespace cd = memattn::cuda::detail;
-namespace mk = memattn::kernels;
-
-constexpr int kSms = 132;
-
-template <class T>
-Status emulated_decode(const memattn::attention::DecodeArgs<T>& a, const memattn::cuda::DenseDecodeTuning& tuning,
-                       memattn::cuda::DenseDecodePlan* plan_out) {
-  memattn::attention::AttentionDims d;
-  MEMATTN_RETURN_IF_ERROR(cd::check_args(a, &d));
-  memattn::cuda::DenseDecodePlan pl;
-  MEMATTN_RETURN_IF_ERROR(cd::make_plan(a, d, kSms, tuning, &pl));
-  *plan_out = pl;
-  std::vector<unsigned char> ws(pl.workspace_bytes + memattn::kWorkspaceAlign, 0xFF);
-  unsigned char* base = ws.data() + (memattn::kWorkspaceAlign - reinterpret_cast<std::uintptr_t>(ws.data()) % memattn::kWorkspaceAlign) %
-                                        memattn::kWorkspaceAlign;
-  memattn::Workspace w(base, pl.workspace_bytes);
-  float *part_o = nullptr, *part_lse = nullptr;
-  cd::plan_workspace(w, d, pl.num_splits, &part_o, &part_lse);
-  MEMATTN_RETURN_IF_ERROR(w.status());
-  return cd::decode_phases(cd::decode_params(a, d, pl, part_o, part_lse), pl,
-                           [&](cd::DecodeStep step, auto dim, auto rows, std::int64_t ctas, const mk::DenseDecodeParams& p) {
-                             constexpr int D = decltype(dim)::value, R = decltype(rows)::value;
-                             const bool split = step == cd::DecodeStep::kSplit;
-                             memattn_emu::launch(dim3(static_cast<unsigned>(ctas)), dim3(split ? mk::kDecodeThreads : mk::kMergeThreads), 0, [&] {
-                               if (split) mk::dense_decode_split_kernel<T, D, R>(p);
-                               else mk::dense_decode_merge_kernel<T, D>(p);
-                             });
-                             return Status::kSuccess;
-                           });
-}
+using memattn_emu::emulated_decode;
 
 // growth > 0: key j scaled by 1 + growth * j, so logits grow along the cache and the running
 // maximum keeps moving (the lazy rescale path).

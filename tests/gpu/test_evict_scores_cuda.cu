@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "common/evict_score_reference.hpp"
 #include "memattn/cuda/dense_decode.cuh"
 #include "memattn/cuda/evict_scores.cuh"
 #include "device_vectors.hpp"
@@ -128,8 +129,7 @@ TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulatio
     const auto s_gpu = download(dscores, scores.size());
     const auto lse_gpu = download(dlse, lse.size());
 
-    // fp64 reference: logits, lse, then each mode.
-    const double tau = 1.0 / std::sqrt(static_cast<double>(c.D));
+    // fp64 reference (common/evict_score_reference.hpp): logits, lse, then each mode.
     for (const int reduce : {0, 1, 2}) {
       for (const float gamma : {1.f, 0.9f}) {
         float* dacc = upload(acc0);
@@ -144,66 +144,12 @@ TEST_CASE("decode raw logits + score epilogue == fp64 reference (H2O accumulatio
         REQUIRE(mc::evict_accumulate_scores(p, mk::EvictScoreMode::kHistory, nullptr) == Status::kSuccess);
         const auto acc = download(dacc, acc0.size());
         const auto hist = download(dhist, hist0.size());
-        int bad_logit = 0, bad_acc = 0, bad_hist = 0;
-        for (int b = 0; b < c.B; ++b) {
-          const int len = lens[static_cast<std::size_t>(b)];
-          for (int h = 0; h < c.Hkv; ++h) {
-            // logits and lse of every row in fp64
-            std::vector<double> s(static_cast<std::size_t>(rows) * len, -INFINITY), l(static_cast<std::size_t>(rows));
-            for (int f = 0; f < rows; ++f) {
-              const int t = f / c.G, hq = h * c.G + f % c.G, pos = len - c.Tq + t;
-              const int lo = c.window > 0 ? std::max(0, pos - c.window + 1) : 0;
-              double mx = -INFINITY;
-              for (int j = lo; j <= pos; ++j) {
-                double d = 0;
-                for (int e = 0; e < c.D; ++e)
-                  d += static_cast<double>(memattn::to_float(q[((static_cast<std::size_t>(b) * c.Tq + t) * Hq + hq) * c.D + e])) *
-                       memattn::to_float(k[((static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j) * c.D + e]);
-                s[static_cast<std::size_t>(f) * len + j] = d * tau;
-                mx = std::max(mx, d * tau);
-              }
-              double sum = 0;
-              for (int j = lo; j <= pos; ++j) sum += std::exp(s[static_cast<std::size_t>(f) * len + j] - mx);
-              l[static_cast<std::size_t>(f)] = mx + std::log(sum);
-              for (int j = lo; j <= pos; ++j) {
-                const double g = s_gpu[((static_cast<std::size_t>(b) * c.Hkv + h) * rows + f) * c.L + j];
-                if (reduce == 0 && gamma == 1.f && !(std::fabs(g - s[static_cast<std::size_t>(f) * len + j]) <= 2e-3 * (1 + std::fabs(g))))
-                  ++bad_logit;
-              }
-            }
-            for (int j = 0; j < len; ++j) {
-              double ref = acc0[(static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j];
-              std::uint64_t href = hist0[(static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j];
-              bool ambiguous = false;
-              for (int t = 0; t < c.Tq; ++t) {
-                const int pos = len - c.Tq + t, lo = c.window > 0 ? std::max(0, pos - c.window + 1) : 0;
-                if (j > pos || j < lo) continue;
-                double pbar = 0;
-                for (int g = 0; g < c.G; ++g) {
-                  const int f = t * c.G + g;
-                  const double pr = std::exp(s[static_cast<std::size_t>(f) * len + j] - l[static_cast<std::size_t>(f)]);
-                  pbar = g == 0 ? pr : (reduce == 1 ? std::max(pbar, pr) : pbar + pr);
-                }
-                if (reduce == 0) pbar /= c.G;
-                ref = gamma * ref + pbar;
-                const double thr = 1.0 / (pos - lo + 1);
-                ambiguous = ambiguous || std::fabs(pbar - thr) <= 1e-3 * thr;
-                href = (href << 1) | (pbar < thr ? 1u : 0u);
-              }
-              const std::size_t at = (static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j;
-              if (!(std::fabs(acc[at] - ref) <= 1e-4 * std::fabs(ref) + 1e-6)) ++bad_acc;
-              if (!ambiguous && hist[at] != href) ++bad_hist;
-            }
-            // keys past the sequence keep their state
-            for (int j = len; j < c.L; ++j) {
-              const std::size_t at = (static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j;
-              if (acc[at] != acc0[at] || hist[at] != hist0[at]) ++bad_acc;
-            }
-          }
-        }
-        CHECK(bad_logit == 0);
-        CHECK(bad_acc == 0);
-        CHECK(bad_hist == 0);
+        const memattn_test::ScoreMismatches bad = memattn_test::check_scores(
+            {c.B, c.Hkv, c.G, c.D, c.L, c.Tq, c.window}, q, k, lens, acc0, hist0, s_gpu, acc, hist, reduce, gamma,
+            reduce == 0 && gamma == 1.f);
+        CHECK(bad.logits == 0);
+        CHECK(bad.acc == 0);
+        CHECK(bad.hist == 0);
         cudaFree(dacc);
         cudaFree(dhist);
       }
