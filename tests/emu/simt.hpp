@@ -77,7 +77,8 @@ inline bool& reverse_ctas() {
   static bool r = false;
   return r;
 }
-// Runs the CTAs of every launch in its scope in reverse order (z, y, x all descending).
+// Runs the CTAs of every launch in its scope in reverse order (z, y, x all descending), and the
+// threads of each CTA last-first.
 struct ReverseCtas {
   bool saved;
   explicit ReverseCtas(bool on) : saved(reverse_ctas()) { reverse_ctas() = on; }
