@@ -189,20 +189,7 @@ Status check_window(const linear::SlidingWindowArgs<T>& a, linear::WindowDims* d
 template <class T>
 Status launch_window(const linear::SlidingWindowArgs<T>& a, const linear::WindowDims& d, cudaStream_t stream) {
   kernels::SlidingWindowParams p;
-  p.q = a.q.data;
-  p.k = a.k.data;
-  p.v = a.v.data;
-  p.o = a.o.data;
-  p.q_rs = a.q.stride[0];
-  p.q_hs = a.q.stride[1];
-  p.k_rs = a.k.stride[0];
-  p.k_hs = a.k.stride[1];
-  p.v_rs = a.v.stride[0];
-  p.v_hs = a.v.stride[1];
-  p.o_rs = a.o.stride[0];
-  p.o_hs = a.o.stride[1];
-  p.cu_seqlens = a.seq.cu_seqlens;
-  p.seq_lens = a.seq.seq_lens;
+  set_rows(a, &p);  // q and o are present (check_window)
   p.t_pad = static_cast<int>(d.t_pad);
   p.rows = static_cast<int>(d.rows);
   p.num_seqs = static_cast<int>(d.num_seqs);

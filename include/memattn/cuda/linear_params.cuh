@@ -108,27 +108,35 @@ Status plan_current(const linear::LinearArgs<T>& a, linear::LinearDims* d, Linea
   return make_plan(a, *d, sms, plan);
 }
 
+// The q, k, v, o bases with their row and head strides, and the sequence arrays, into kernel
+// parameters (the prefill's and the sliding window's share these field names); q and o may be
+// absent (state-only calls), their strides then stay 0.
+template <class P, class Args>
+void set_rows(const Args& a, P* p) {
+  p->q = a.q.data;
+  p->k = a.k.data;
+  p->v = a.v.data;
+  p->o = a.o.data;
+  if (a.q.data) {
+    p->q_rs = a.q.stride[0];
+    p->q_hs = a.q.stride[1];
+  }
+  p->k_rs = a.k.stride[0];
+  p->k_hs = a.k.stride[1];
+  p->v_rs = a.v.stride[0];
+  p->v_hs = a.v.stride[1];
+  if (a.o.data) {
+    p->o_rs = a.o.stride[0];
+    p->o_hs = a.o.stride[1];
+  }
+  p->cu_seqlens = a.seq.cu_seqlens;
+  p->seq_lens = a.seq.seq_lens;
+}
+
 template <class T>
 kernels::LinearPrefillParams prefill_params(const linear::LinearArgs<T>& a, const linear::LinearDims& d) {
   kernels::LinearPrefillParams p;
-  p.q = a.q.data;
-  p.k = a.k.data;
-  p.v = a.v.data;
-  p.o = a.o.data;
-  if (a.q.data) {
-    p.q_rs = a.q.stride[0];
-    p.q_hs = a.q.stride[1];
-  }
-  p.k_rs = a.k.stride[0];
-  p.k_hs = a.k.stride[1];
-  p.v_rs = a.v.stride[0];
-  p.v_hs = a.v.stride[1];
-  if (a.o.data) {
-    p.o_rs = a.o.stride[0];
-    p.o_hs = a.o.stride[1];
-  }
-  p.cu_seqlens = a.seq.cu_seqlens;
-  p.seq_lens = a.seq.seq_lens;
+  set_rows(a, &p);
   p.t_pad = static_cast<int>(d.t_pad);
   p.rows = static_cast<int>(d.rows);
   p.num_seqs = static_cast<int>(d.num_seqs);
