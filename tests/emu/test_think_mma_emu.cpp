@@ -29,6 +29,11 @@ int code_at(const std::uint32_t* words, std::int64_t idx, int bits) {
   return static_cast<int>((words[bit / 32] >> (bit % 32)) & ((1u << bits) - 1u));
 }
 
+// Quantization spec Q-K1 for the fused kernel: robust relative output error 2e-3. The values
+// enter the tensor-core products as fp16 c s_v + z_v (rounding 2^-12 of |v|, measured 2-4e-4);
+// the logits are exact to ~2^-22 (q' and the bias in fp16 hi / lo pairs).
+constexpr double kQK1Output = 2e-3;
+
 struct Partial {
   double m = -std::numeric_limits<double>::infinity(), l = 0;
   std::vector<double> acc;
@@ -145,12 +150,43 @@ void dispatch(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segm
   else run_kernel<D, 4, 4>(p, sp, segments, splits, v_groups);
 }
 
+// Extreme metadata (quantization spec Q-D4) written over an exported case, for the fp16 prescales
+// and the bias: per 32-token stretch alternately tiny (x 2^-20: subnormal fp16 scales) and large
+// value (scale, zero) pairs, every 5th token the +-65504 block (s 8736, z -65504: the top 4-bit
+// code reconstructs 65536, past fp16); key channel 0 with a zero point of 1000 over a scale of
+// 1/64, odd blocks' keys x 2^-12.
+void make_extreme(ComposedCase* c) {
+  auto h = [](float x) { return memattn::float_to_half(x).bits; };
+  auto f = [](std::uint16_t b) { return memattn::half_to_float(memattn::Half{b}); };
+  const int S = c->B * c->Hkv, ng = std::max(1, c->v_groups), dk = c->d_keep;
+  for (int s = 0; s < S; ++s) {
+    for (int t = 0; t < c->cap_q; ++t) {
+      std::uint16_t* m = c->vqm.data() + (static_cast<std::size_t>(s) * c->cap_q + t) * 2 * ng;
+      for (int j = 0; j < ng; ++j) {
+        if (t % 5 == 0) {
+          m[2 * j] = h(8736.f), m[2 * j + 1] = h(-65504.f);
+          continue;
+        }
+        const float k = (t / 32) % 2 == 0 ? 0x1p-20f : 64.f;
+        m[2 * j] = h(f(m[2 * j]) * k), m[2 * j + 1] = h(f(m[2 * j + 1]) * k);
+      }
+    }
+    for (int i = 0; i < c->cap_blocks; ++i) {
+      std::uint16_t* m = c->kqm.data() + (static_cast<std::size_t>(s) * c->cap_blocks + i) * 2 * dk;
+      m[0] = h(1.f / 64.f), m[1] = h(1000.f);
+      if (i % 2 == 1)
+        for (int e = 2; e < 2 * dk; ++e) m[e] = h(f(m[e]) * 0x1p-12f);
+    }
+  }
+}
+
 void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, bool full,
-           int split_keys) {
+           int split_keys, bool extreme = false) {
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
-               << "/" << bits_v << " full " << full << " split " << split_keys);
+               << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme);
   ComposedCase c;
   REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8));
+  if (extreme) make_extreme(&c);
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   REQUIRE(dk % 8 == 0);
   REQUIRE(c.v_group % 32 == 0);
@@ -187,7 +223,8 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
         INFO("segment " << s << " split " << sl << " head " << g << " tokens " << t0 << ".." << t1 << " m " << m << " l " << l);
         REQUIRE(std::isfinite(m));
         REQUIRE(l > 0);
-        worst_lse = std::max(worst_lse, std::abs((m + std::log(l)) - (r.m + std::log(r.l))));
+        const double lse_ref = r.m + std::log(r.l);  // relative past 1, as the logits: fp32 carries ~2^-23 of a large logit
+        worst_lse = std::max(worst_lse, std::abs((m + std::log(l)) - lse_ref) / std::max(1.0, std::abs(lse_ref)));
         double row = 0;
         for (double x : r.acc) row = std::max(row, std::abs(x / r.l));
         for (int e = 0; e < D; ++e)
@@ -201,15 +238,16 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
   }
   INFO("compared " << compared << " partials: output " << worst_o << ", lse " << worst_lse << ", logits " << worst_logit);
   CHECK(compared > 0);
-  CHECK(worst_o <= 1e-4);
-  CHECK(worst_lse <= 1e-4);
+  CHECK(worst_o <= kQK1Output);
+  CHECK(worst_lse <= 1e-5);  // q' and the bias are fp32-exact to ~2^-22
   CHECK(worst_logit <= 1e-5);
 }
 
 // The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
 // order, the combine) for path 1 (tile kernel), 2 (lane-group kernel) and 3 (tensor cores +
 // lane groups), with one CTA per segment, 32-token splits and the planned splits: the output
-// equals the CPU composed cache's (row-relative 1e-4), and every path gives the same LSE.
+// equals the CPU composed cache's (row-relative 1e-4 on paths 1, 2, whose values are fp32; 2e-3,
+// the spec's Q-K1, on path 3, whose values are fp16), and every path gives the same LSE.
 void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, int granularity) {
   namespace td = memattn::cuda::think_detail;
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
@@ -248,7 +286,7 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
         }
       }
       INFO("output " << worst);
-      CHECK(worst <= 1e-4);
+      CHECK(worst <= (path == 3 ? kQK1Output : 1e-4));
       if (ref_lse.empty()) ref_lse = lse;
       double wl = 0;
       for (std::size_t i = 0; i < lse.size(); ++i) wl = std::max(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
@@ -281,5 +319,7 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     // H2O eviction inside KIVI blocks: partly filled blocks (kq_first)
     check(ComposedKind::kH2oKivi, 2, 8, 2, 64, 4, 2, 220, 6, false, split);
     check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 2, 2, 260, 6, false, split);
+    check(ComposedKind::kThinkKivi, 1, 8, 2, 128, 4, 4, 200, 2, false, split, true);
+    check(ComposedKind::kKivi, 2, 4, 1, 64, 2, 2, 150, 3, true, split, true);
   }
 }

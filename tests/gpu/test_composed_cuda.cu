@@ -2,7 +2,8 @@
 // H2O + ThinK + KIVI and H2O + KIVI run a ragged batch on the CPU; their raw regions (quantised
 // blocks with d_keep key channels, fp16 old rows, full-width tail) are copied to the device as
 // they are (partly filled blocks after eviction as a block list), and the kernel's output for the
-// last decode step must match the CPU output (rel 1e-4 of the row's max), one CTA per segment and
+// last decode step must match the CPU output (rel 1e-4 of the row's max; 2e-3, the quantization
+// spec's Q-K1, where the tensor-core kernel's fp16 values are in it), one CTA per segment and
 // split-KV alike, for the tile kernel, (d_keep a multiple of 8) the lane-group kernel and
 // (head_dim 64 / 128, 2 / 4 bits, split-KV) the tensor-core kernel over the KIVI region (path 3),
 // whose logits and LSE must agree. With eviction, the raw logits and LSE the kernel writes feed
@@ -32,6 +33,9 @@ using namespace memattn;
 
 namespace {
 
+// The tensor-core kernel's values are fp16 c s_v + z_v (2^-12 of |v|; its logits are fp32-exact):
+// the spec's Q-K1 robust relative output error.
+constexpr double kQK1Output = 2e-3;
 int g_mma_runs = 0;       // run() calls that went through path 3
 int g_mma_auto_runs = 0;  // auto calls that resolved to path 3
 
@@ -130,7 +134,7 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
     think_decode_mode(p, mode, max_tokens);
     out = download(d_out, out.size());
-    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
+    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= (path == 3 ? kQK1Output : 1e-4));
     const std::vector<float> lse_now = download(d_lse, lse.size()), sc_now = download(d_scores, scores.size());
     if (ref_lse.empty()) {
       ref_lse = lse_now;
@@ -187,7 +191,7 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
     think_decode_mode(p, 2, bound);
     out = download(d_out, out.size());
-    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= 1e-4);
+    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= (mma ? kQK1Output : 1e-4));
     const std::vector<float> lse_now = download(d_lse, lse.size());
     double wl = 0;
     for (std::size_t i = 0; i < lse_now.size(); ++i) wl = worse(wl, std::abs(static_cast<double>(lse_now[i]) - ref_lse[i]));

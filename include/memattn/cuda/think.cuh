@@ -30,7 +30,10 @@
 // split-KV call where mma_layout() holds and max_tokens >= kThinKMmaAutoTokens, with splits of at
 // least kThinKMmaMinSplit tokens (H200, 2026-11-27, think + KIVI 4/2, d_keep 80, path 3 vs the
 // lane-group kernel: B 16 x 64K tokens 1301 vs 2285 us, B 1 x 64K 183 vs 322 us, B 16 x 4096
-// 144 vs 185 us; with 512-token splits path 3 lost at B 1 x 64K, 308-496 us, and B 16 x 4096).
+// 144 vs 185 us; with 512-token splits path 3 lost at B 1 x 64K, 308-496 us, and B 16 x 4096;
+// measured before the 2026-11-27 rewrite of its dequantisation, not re-timed). Path 3's values
+// are fp16 (c s_v + z_v, 2^-12 of |v|) and its logits fp32-exact: outputs meet the quantization
+// spec's Q-K1 (robust relative 2e-3) against fp32 dequantisation, paths 1 and 2 1e-4.
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not

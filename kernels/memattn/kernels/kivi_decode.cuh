@@ -55,7 +55,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
     q_s[gi][ch] = p.q[(static_cast<std::size_t>(b) * p.q_heads + h * g + gi) * D + ch] * p.scale;
     acc[gi][ch] = 0.f;
   }
-  if (threadIdx.x < g) {
+  if (static_cast<int>(threadIdx.x) < g) {
     m_s[threadIdx.x] = -INFINITY;
     l_s[threadIdx.x] = 0.f;
   }
@@ -74,7 +74,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
         const int gi = i / D, ch = i % D;
         qs_s[gi][ch] = q_s[gi][ch] * half_to_float(bv.k_meta(ch).scale);
       }
-      if (threadIdx.x < g) {
+      if (static_cast<int>(threadIdx.x) < g) {
         float s = 0.f;
         for (int ch = 0; ch < D; ++ch) s += q_s[threadIdx.x][ch] * half_to_float(bv.k_meta(ch).zero);
         beta[threadIdx.x] = s;
@@ -96,7 +96,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
     }
     __syncthreads();
     // 3. Online softmax update, one thread per query head.
-    if (threadIdx.x < g) {
+    if (static_cast<int>(threadIdx.x) < g) {
       const int gi = threadIdx.x;
       float mx = m_s[gi];
       for (int t = 0; t < T; ++t) mx = kivi_nan_max(mx, pr[gi][t]);

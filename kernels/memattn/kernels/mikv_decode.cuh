@@ -150,7 +150,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDec
     qb_s[gi][ch] = x / sg.balancer[ch];
     acc[gi][ch] = 0.f;
   }
-  if (threadIdx.x < G) {
+  if (static_cast<int>(threadIdx.x) < G) {
     m_s[threadIdx.x] = -INFINITY;
     l_s[threadIdx.x] = 0.f;
   }
@@ -199,7 +199,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDec
     }
     __syncthreads();
     // 2. online softmax update, one thread per query head
-    if (threadIdx.x < G) {
+    if (static_cast<int>(threadIdx.x) < G) {
       const int gi = threadIdx.x;
       float mx = m_s[gi];
       for (int t = 0; t < T; ++t) mx = mikv_nan_max(mx, pr[gi][t]);
@@ -246,7 +246,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDec
     const int gi = i / D, ch = i % D;
     p.o[(static_cast<std::size_t>(blockIdx.x) * G + gi) * D + ch] = l_s[gi] > 0.f ? acc[gi][ch] / l_s[gi] : 0.f;
   }
-  if (p.lse != nullptr && threadIdx.x < G)  // an empty segment: out = 0, lse = -inf
+  if (p.lse != nullptr && static_cast<int>(threadIdx.x) < G)  // an empty segment: out = 0, lse = -inf
     p.lse[static_cast<std::size_t>(blockIdx.x) * G + threadIdx.x] =
         l_s[threadIdx.x] > 0.f ? m_s[threadIdx.x] + logf(l_s[threadIdx.x]) : -INFINITY;
   // 4. stash -> normalised probabilities (the score epilogue's input)

@@ -7,19 +7,22 @@
 // Why tensor cores: at K4/V2 a key costs ~100 bytes, so at 80% of an H100's HBM an SM has ~8
 // cycles per key for all g query heads of a KV head; the CUDA-core lane-group kernel issues ~84
 // warp instructions per key (dequantisation, the dot products, per-lane softmax), ~21 cycles.
-// Here a warp turns codes into fp16 integers (a shift, a logic op and a sub.f16x2 per code pair,
-// think_mma_layout.hpp) and lets mma.m16n8k16 do the products. Planned at ~20 warp instructions
-// per key by a count of the source; measured (H200, Nsight Compute, B 16 x 64K, K4/V2, d_keep 80):
-// ~80 per key, 1.3 ms = 15-21% of copy bandwidth, 1.8x the lane-group kernel. Most of it is the
-// value side (p s_v A fragments per value group and key, 33%) and the per-block q~ set-up (16%,
-// run every tile since KIVI key groups are 32 tokens); HMMA is 2%.
+// Here a warp turns codes into exact fp16 integers (a logic op and an HFMA2 per code pair,
+// think_mma_layout.hpp) and lets mma.m16n8k16 do the products.
 //
-// Numerics (think_mma_layout.hpp): codes are exact in fp16; the float operands q~ = tau log2(e) q s
-// (per block) and p s_v (per value group) enter as fp16 hi + lo pairs in the two halves of the
-// 16 A rows (g <= 8 heads), with power-of-two scales that keep them normal fp16 (q~ per head and
-// block, p s_v per warp, raised as larger value scales arrive), fp32 accumulation; key / value
-// zero points are added in fp32 (the per-block bias sum_c q~ z, and sum_t p z_v per group). So the
-// result is that of fp32 dequantisation to ~2^-22 per operand.
+// Instruction budget per 32-key tile (the measured first version, H200, B 16 x 64K, K4/V2,
+// d_keep 80: ~80 warp instructions per key, 1.3 ms = 15-21% of copy bandwidth; two thirds of it
+// were the per-block q~ set-up with fp32 hi / lo splits and the per-value-group p s_v fragments):
+// the key scales now enter q' with three fp16 ops per slot pair per block, the key zero points as
+// one product per block, the value scales and zero points as one HFMA2 per code pair, so the
+// per-key cost is the unpack (a LOP3 and two fp16 ops per pair of codes), the loads and the MMAs.
+//
+// Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
+// are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands), the values are fp16 c s_v +
+// z_v (2^-12 of |v|), p enters as fp16 hi + lo, accumulation is fp32. Power-of-two prescales keep
+// the fp16 operands normal and finite: q~ per head in [1/2, 1) (|q'| <= |s| <= 65504), the values
+// per warp under 2^15 (raised, with an exact rescale of the accumulators, as larger value scales
+// arrive).
 //
 // Work: grid (segments, splits), 4 warps; a warp takes whole KIVI blocks of its split (block i of
 // the split to warp i % 4) in tiles of 32 keys, staged per warp by cp.async (K codes, K meta,
@@ -63,13 +66,18 @@ MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes
   g.bytes = g.v_meta + round16(kTileKeys * v_groups * 4);
   return g;
 }
-// Dynamic shared memory of the kernel: the stages and the CTA's query rows (8 rows of head_dim + 4
-// floats at q_offset: the padding puts the two rows a quarter-warp's float4 reads touch in
-// different banks), or the end-of-split merge if larger.
+// Dynamic shared memory of the kernel: the stages and the CTA's q region at q_offset (first its 8
+// rows of head_dim + 4 floats, the padding putting the rows a quarter-warp reads in different
+// banks; then, per lane, q~'s fp16 hi / lo A fragments, 32 D bytes), or the end-of-split merge if
+// larger.
 MEMATTN_HOST_DEVICE int q_offset(const StageGeom& g) { return kWarps * kStages * g.bytes; }
 MEMATTN_HOST_DEVICE int q_stride(int head_dim) { return head_dim + 4; }
+MEMATTN_HOST_DEVICE int q_region(int head_dim) {
+  const int rows = kThinKMaxGroup * q_stride(head_dim) * 4;
+  return rows > 32 * head_dim ? rows : 32 * head_dim;
+}
 MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) {
-  const int stages = q_offset(g) + kThinKMaxGroup * q_stride(head_dim) * 4;
+  const int stages = q_offset(g) + q_region(head_dim);
   const int merge = kWarps * kThinKMaxGroup * (head_dim + 2) * 4;
   return stages > merge ? stages : merge;
 }
@@ -84,39 +92,72 @@ MEMATTN_DEVICE void mma16816(float (&c)[4], const std::uint32_t (&a)[4], std::ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
 }
-// (1024 + c) pairs -> exact (c) pairs
-MEMATTN_DEVICE std::uint32_t unbias(std::uint32_t x) {
-  std::uint32_t r;
+MEMATTN_DEVICE __half2 as_h2(std::uint32_t x) { return *reinterpret_cast<const __half2*>(&x); }
+MEMATTN_DEVICE std::uint32_t bits_of(__half2 h) { return *reinterpret_cast<const std::uint32_t*>(&h); }
+// fp16 pairs x a + b, rounded once (HFMA2)
+MEMATTN_DEVICE std::uint32_t hfma2_bits(std::uint32_t x, std::uint32_t a, std::uint32_t b) {
 #if defined(MEMATTN_SIMT_EMULATION)
-  const __half2 d = __hsub2(*reinterpret_cast<const __half2*>(&x), *reinterpret_cast<const __half2*>(&kMagic));
-  std::memcpy(&r, &d, 4);
+  const float2 fx = __half22float2(as_h2(x)), fa = __half22float2(as_h2(a)), fb = __half22float2(as_h2(b));
+  return bits_of(__floats2half2_rn(fmaf(fx.x, fa.x, fb.x), fmaf(fx.y, fa.y, fb.y)));
 #else
-  asm("sub.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(x), "r"(kMagic));
+  return bits_of(__hfma2(as_h2(x), as_h2(a), as_h2(b)));
 #endif
-  return r;
+}
+// fp16 pairs x a - b, rounded once
+MEMATTN_DEVICE std::uint32_t hfms2_bits(std::uint32_t x, std::uint32_t a, std::uint32_t b) {
+#if defined(MEMATTN_SIMT_EMULATION)
+  const float2 fx = __half22float2(as_h2(x)), fa = __half22float2(as_h2(a)), fb = __half22float2(as_h2(b));
+  return bits_of(__floats2half2_rn(fmaf(fx.x, fa.x, -fb.x), fmaf(fx.y, fa.y, -fb.y)));
+#else
+  return bits_of(__hfma2(as_h2(x), as_h2(a), __hneg2(as_h2(b))));
+#endif
+}
+MEMATTN_DEVICE std::uint32_t hmul2_bits(std::uint32_t x, std::uint32_t a) { return bits_of(__hmul2(as_h2(x), as_h2(a))); }
+// (hi, lo) fp16 pairs of x s for x = x_hi + x_lo (hi / lo pairs) and fp16 s: hi = rn(x_hi s), lo =
+// the exact rounding error of that product (an FMA's, representable in fp16) + x_lo s; ~2^-22.
+MEMATTN_DEVICE void mul_split2(std::uint32_t x_hi, std::uint32_t x_lo, std::uint32_t s, std::uint32_t* hi, std::uint32_t* lo) {
+  *hi = hmul2_bits(x_hi, s);
+  *lo = hfma2_bits(x_lo, s, hfms2_bits(x_hi, s, *hi));
+}
+// code_pair (think_mma_layout.hpp) of position i -> the exact codes, times (s, z) pairs: one HFMA2 each
+template <int kBits>
+MEMATTN_DEVICE std::uint32_t exact_codes(std::uint32_t biased, int i) {
+  return hfma2_bits(biased, exact_pair_scale<kBits>(i), exact_pair_bias<kBits>(i));
 }
 // x0, x1 -> fp16 pairs hi = rn(x), lo = rn(x - hi)
 MEMATTN_DEVICE void split2(float x0, float x1, std::uint32_t* hi, std::uint32_t* lo) {
   const __half2 h = __floats2half2_rn(x0, x1);
   const float2 f = __half22float2(h);
-  const __half2 l = __floats2half2_rn(x0 - f.x, x1 - f.y);
-  *hi = *reinterpret_cast<const std::uint32_t*>(&h);
-  *lo = *reinterpret_cast<const std::uint32_t*>(&l);
+  *hi = bits_of(h);
+  *lo = bits_of(__floats2half2_rn(x0 - f.x, x1 - f.y));
 }
-// 2^(kTarget - floor(log2 m)) (and its inverse) for m >= 0: scales m into [2^kTarget, 2^(kTarget+1))
-// (clamped for tiny / huge m; NaN and inf stay what they are after scaling).
-template <int kTarget>
+// 2^(kTarget - floor(log2 m)) (and its inverse) for m >= 0: scales m into [2^kTarget, 2^(kTarget+1)),
+// with floor(log2 m) clamped to [kMinLog2, kMaxLog2] (tiny m, zero; NaN and inf stay what they
+// are after scaling) so that both are normal floats.
+template <int kTarget, int kMinLog2 = kTarget - 126>
 MEMATTN_DEVICE void pow2_scale(float m, float* scale, float* inv) {
-  int e = static_cast<int>((__float_as_uint(m) >> 23) & 0xFFu);  // m in [2^(e - 127), 2^(e - 126))
-  e = e < kTarget + 1 ? kTarget + 1 : (e > 254 ? 254 : e);
-  *scale = __uint_as_float(static_cast<std::uint32_t>(kTarget + 254 - e) << 23);  // 2^(kTarget - (e - 127))
-  *inv = __uint_as_float(static_cast<std::uint32_t>(e - kTarget) << 23);
+  constexpr int kMaxLog2 = kTarget + 126 < 127 ? kTarget + 126 : 127;
+  static_assert(kMinLog2 >= kTarget - 126 && kMinLog2 <= kMaxLog2, "scale and inverse must be normal floats");
+  int e = static_cast<int>((__float_as_uint(m) >> 23) & 0xFFu) - 127;  // m in [2^e, 2^(e + 1))
+  e = e < kMinLog2 ? kMinLog2 : (e > kMaxLog2 ? kMaxLog2 : e);
+  *scale = __uint_as_float(static_cast<std::uint32_t>(kTarget - e + 127) << 23);
+  *inv = __uint_as_float(static_cast<std::uint32_t>(e - kTarget + 127) << 23);
 }
-template <int N>
+// A warp's cp.async of `bytes` (a multiple of N) in N-byte pieces: fully unrolled and predicated
+// when at most kMaxBytes, else a plain loop (no unrolled remainder code in the tile loop).
+template <int N, int kMaxBytes = 0>
 MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int bytes, int lane) {
-  for (int off = lane * N; off < bytes; off += 32 * N) {
+  auto piece = [&](int off) {
     if (N == 16) detail::cp_async_16(dst + off, src + off);
     else think_lanes::cp_async_ca<N>(dst + off, src + off);
+  };
+  if (kMaxBytes > 0) {
+#pragma unroll
+    for (int i = 0; i < (kMaxBytes + 32 * N - 1) / (32 * N); ++i)
+      if ((i * 32 + lane) * N < bytes) piece((i * 32 + lane) * N);
+  } else {
+#pragma unroll 1
+    for (int off = lane * N; off < bytes; off += 32 * N) piece(off);
   }
 }
 
@@ -132,8 +173,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using namespace think_mma;
   constexpr int kChunksMax = D / kChunkChannels;  // d_keep <= D
-  constexpr int kUnits = D / kUnitChannels;
-  constexpr int kNTiles = D / 8;
+  constexpr int kLaneCh = D / 8;                   // value channels per lane: one per PV n-tile
+  constexpr int kNTiles = kLaneCh;
+  constexpr int kCodeBytes = kLaneCh * VB / 8;     // a lane's value codes of one key: 2, 4 or 8 bytes
+  constexpr int kCodeWords = kCodeBytes < 4 ? 1 : kCodeBytes / 4;
+  constexpr int kHalves = kCodeBytes / 2;          // 16-bit pieces of them, 16 / VB channels each
+  constexpr int kPerHalf = 16 / VB;
   MEMATTN_DYNAMIC_SMEM(unsigned char, smem);
 
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
@@ -142,9 +187,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   const int split = static_cast<int>(blockIdx.y);
   const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);
   const int G = p.q_heads / p.kv_heads, dk = p.d_keep;
-  // value groups: v_group is a power of two >= 32 dividing D (mma_layout), so the group of value
-  // unit u is u >> ug_shift and shifts replace the divisions (ngv = groups per token)
-  const int ug_shift = __ffs(p.v_group / kUnitChannels) - 1, ngv = D / kUnitChannels >> ug_shift;
+  // value groups per token; v_group is a multiple of 32 dividing D (mma_layout), so a lane's
+  // kLaneCh channels lie in one group, v_grp
+  const int ngv = D / p.v_group, v_grp = gi * kLaneCh / p.v_group;
   const int chunks = (dk + kChunkChannels - 1) / kChunkChannels;
   const int n_q = p.n_q[s];
   const int t_lo = min(n_q, split * sp.split_keys), t_hi = min(n_q, t_lo + sp.split_keys);
@@ -166,8 +211,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   const StageGeom geo = stage_geom(dk, KB, p.v_words * 4, ngv);
   unsigned char* wstage = smem + warp * kStages * geo.bytes;
   const int k_row = dk * KB / 8, v_row = p.v_words * 4;
-  // q of the CTA's heads over the kept-channel slots, base-2 domain, in shared memory (not in
-  // registers: 32 fewer per thread); 0 past d_keep and for heads >= G
+  // q of the CTA's heads over the kept-channel slots, base-2 domain, in shared memory (read once,
+  // into the A fragments below); 0 past d_keep and for heads >= G
   constexpr float kLog2e = 1.4426950408889634f;
   float* const q_s = reinterpret_cast<float*>(smem + q_offset(geo));
   {
@@ -185,6 +230,39 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       reinterpret_cast<std::uint32_t*>(wstage + st * geo.bytes + geo.k_meta)[i] = 0u;
   __syncwarp();
 
+  // q~ = q 2^e of head gi (max |q~| in [1/2, 1)), fixed for the split, as fp16 hi / lo A fragments
+  // parked in shared memory over the q rows (registers are short): uint4 [c][j][lane] is QK k-step
+  // 2c + j (slots (8 t4 + 2j, + 4) and (8 t4 + 2j + 1, + 4), qk_channel).
+  float q_inv;
+  {
+    const float* x = q_s + gi * q_stride(D);
+    float mx = 0.f;
+#pragma unroll
+    for (int c = 0; c < kChunksMax; ++c)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) mx = fmaxf(mx, fabsf(x[qk_lane_slot(c, t4) + e]));
+    float qs;
+    pow2_scale<-1>(quad_max(mx), &qs, &q_inv);
+    uint4 fr[kChunksMax][2];
+#pragma unroll
+    for (int c = 0; c < kChunksMax; ++c) {
+      const float* xc = x + qk_lane_slot(c, t4);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        split2(xc[2 * j] * qs, xc[2 * j + 4] * qs, &fr[c][j].x, &fr[c][j].y);
+        split2(xc[2 * j + 1] * qs, xc[2 * j + 5] * qs, &fr[c][j].z, &fr[c][j].w);
+      }
+    }
+    __syncthreads();  // every warp has read the q rows
+    if (warp == 0)
+#pragma unroll
+      for (int c = 0; c < kChunksMax; ++c)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) reinterpret_cast<uint4*>(q_s)[(2 * c + j) * 32 + lane] = fr[c][j];
+    __syncthreads();
+  }
+  const uint4* const q_frag = reinterpret_cast<const uint4*>(q_s);
+
   // Item i of this warp: sub-tile i % cpb of the warp's block i / cpb (cpb = qgroup / 32 is a power
   // of two); its keys [base, end) of rows [slot, slot + 32) of block blk, whose tokens are [lo, hi).
   const int cpb_shift = __ffs(parts.cpb) - 1;
@@ -195,24 +273,25 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     *base = max(*slot, parts.q0);
     *end = min(min(*slot + kTileKeys, *hi), parts.q1);
   };
+  const unsigned char* const kq_seg = reinterpret_cast<const unsigned char*>(p.kq + s * p.kq_seg_stride);
+  const unsigned char* const kqm_seg = reinterpret_cast<const unsigned char*>(p.kqm + s * p.kqm_seg_stride);
+  const unsigned char* const vq_seg = reinterpret_cast<const unsigned char*>(p.vq + s * p.vq_seg_stride);
+  const unsigned char* const vqm_seg = reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
+  const bool vqm16 = (reinterpret_cast<std::uintptr_t>(vqm_seg) & 15u) == 0;  // V meta rows of a tile in 16-byte pieces
   auto issue = [&](int item) {
     int slot, base, end, blk, lo, hi;
     tile_of(item, &slot, &base, &end, &blk, &lo, &hi);
     if (base >= end) return;
     const int rows = min(kTileKeys, hi - slot);
     unsigned char* st = wstage + (item % kStages) * geo.bytes;
-    const unsigned char* kblock =
-        reinterpret_cast<const unsigned char*>(p.kq + s * p.kq_seg_stride + static_cast<long long>(blk) * p.kq_block_words);
-    warp_copy<16>(st, kblock + (slot - lo) * k_row, round16(rows * k_row), lane);
-    warp_copy<16>(st + geo.k_meta,
-                  reinterpret_cast<const unsigned char*>(p.kqm + s * p.kqm_seg_stride + static_cast<long long>(blk) * 2 * dk),
-                  dk * 4, lane);
-    warp_copy<16>(st + geo.v_codes,
-                  reinterpret_cast<const unsigned char*>(p.vq + s * p.vq_seg_stride + static_cast<long long>(slot) * p.v_words),
-                  rows * v_row, lane);
-    warp_copy<4>(st + geo.v_meta,
-                 reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride + static_cast<long long>(slot) * 2 * ngv),
-                 rows * ngv * 4, lane);
+    // (K code rows of at most D kept channels, + the 16-byte slack of round16; K meta of d_keep <= D)
+    warp_copy<16, kTileKeys * D * KB / 8 + 16>(st, kq_seg + static_cast<long long>(blk) * p.kq_block_words * 4 + (slot - lo) * k_row,
+                                               round16(rows * k_row), lane);
+    warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + static_cast<long long>(blk) * dk * 4, dk * 4, lane);
+    warp_copy<16>(st + geo.v_codes, vq_seg + static_cast<long long>(slot) * v_row, rows * v_row, lane);
+    const unsigned char* vm_src = vqm_seg + static_cast<long long>(slot) * ngv * 4;
+    if (vqm16 && ngv % 4 == 0) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+    else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
   };
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
@@ -220,15 +299,14 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     detail::cp_async_commit();
   }
 
-  float o[kNTiles][4], z[kUnits], m = -INFINITY, l = 0.f;
+  float o[kNTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-#pragma unroll
-  for (int u = 0; u < kUnits; ++u) z[u] = 0.f;  // sum_t p z_v of the group of unit u (lane-partial)
-  int v_exp = -1;                                // exponent of the largest value scale seen (warp)
-  float v_scale = 1.f, v_inv = 1.f;
-  std::uint32_t afr[kChunksMax][2][4];  // QK A fragments of the current block
-  float beta = 0.f, q_inv = 1.f;
+  int v_exp = -1;  // exponent field of the largest value bound seen (warp)
+  float v_inv = 1.f;
+  std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
+  std::uint32_t qk[kChunksMax][2][4];    // q' = q~ s_K of the current block: hi / lo A fragments
+  float bias = 0.f;                      // q~ . z_K of head gi over the block's kept channels
   int meta_blk = -1;
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
@@ -243,45 +321,26 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     if (base >= end) continue;  // warp-uniform
     const unsigned char* st = wstage + (item % kStages) * geo.bytes;
 
-    if (blk != meta_blk) {  // a new block: q~ = q s (scaled per head), its hi / lo A fragments, the bias
+    if (blk != meta_blk) {  // a new block: q' = q~ s_K (fp16 hi / lo), the bias q~ . z_K
       meta_blk = blk;
-      const float* qrow = q_s + gi * q_stride(D);
-      // pass 1: q s per slot, parked as fp32 bits in the chunk's A fragment registers (8 slots, 8
-      // registers), with the bias sum_c q z and max |q s|; pass 2 scales and splits them in place
-      float mx = 0.f, bsum = 0.f;
+      float cb[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int c = 0; c < kChunksMax; ++c) {
         if (c >= chunks) break;
-        const int slot = qk_lane_slot(c, t4);
-        const float4 q0 = *reinterpret_cast<const float4*>(qrow + slot), q1 = *reinterpret_cast<const float4*>(qrow + slot + 4);
-        const uint4 m0 = *reinterpret_cast<const uint4*>(st + geo.k_meta + slot * 4);
-        const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + slot * 4 + 16);
+        // (s, z) of slots 8 t4 + e, e = 0..7
+        const uint4 m0 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4);
+        const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4 + 16);
         const std::uint32_t w[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
-        const float qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&w[e]));
-          const float x = qv[e] * sz.x;
-          bsum = fmaf(qv[e], sz.y, bsum);
-          mx = fmaxf(mx, fabsf(x));
-          afr[c][e >> 2][e & 3] = __float_as_uint(x);
+        for (int j = 0; j < 2; ++j) {
+          const uint4 f = q_frag[(2 * c + j) * 32 + lane];
+          const std::uint32_t a[4] = {f.x, f.y, f.z, f.w};
+          mul_split2(f.x, f.y, halves(w[2 * j], w[2 * j + 4], false), &qk[c][j][0], &qk[c][j][1]);
+          mul_split2(f.z, f.w, halves(w[2 * j + 1], w[2 * j + 5], false), &qk[c][j][2], &qk[c][j][3]);
+          mma16816(cb, a, halves(w[2 * j], w[2 * j + 4], true), halves(w[2 * j + 1], w[2 * j + 5], true));
         }
       }
-      beta = quad_sum(bsum);
-      float qs;
-      pow2_scale<14>(quad_max(mx), &qs, &q_inv);
-#pragma unroll
-      for (int c = 0; c < kChunksMax; ++c) {
-        if (c >= chunks) break;
-        float x[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = __uint_as_float(afr[c][e >> 2][e & 3]) * qs;
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {  // k-step 2c + j: slots (e, e + 4) for e = 2j, 2j + 1
-          split2(x[2 * j], x[2 * j + 4], &afr[c][j][0], &afr[c][j][1]);
-          split2(x[2 * j + 1], x[2 * j + 5], &afr[c][j][2], &afr[c][j][3]);
-        }
-      }
+      bias = cb[0] + cb[2];  // every key column holds it: hi rows + lo rows of head gi
     }
 
     // Logits of the 4 n-tiles (keys qk_key(n, 2 t4 + e)), base 2; -inf outside [base, end).
@@ -298,13 +357,15 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         else w = *reinterpret_cast<const std::uint16_t*>(row + qk_lane_slot(c, t4) / 4);
         std::uint32_t pr[4];
         codes8_to_pairs<KB>(w, pr);
-        mma16816(acc, afr[c][0], unbias(pr[0]), unbias(pr[1]));
-        mma16816(acc, afr[c][1], unbias(pr[2]), unbias(pr[3]));
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          mma16816(acc, qk[c][j], exact_codes<KB>(pr[2 * j], 2 * j), exact_codes<KB>(pr[2 * j + 1], 2 * j + 1));
+        }
       }
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int t = slot + qk_key(n, 2 * t4 + e);
-        const float v = fmaf(acc[e] + acc[e + 2], q_inv, beta);
+        const float v = (acc[e] + acc[e + 2] + bias) * q_inv;  // hi rows + lo rows
         lg[n][e] = t >= base && t < end ? v : -INFINITY;
         if (scores != nullptr && gi < G && t >= base && t < end) scores[t] = v * detail::kLn2;
       }
@@ -320,8 +381,6 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       l *= alpha;
 #pragma unroll
       for (int n = 0; n < kNTiles; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
-#pragma unroll
-      for (int u = 0; u < kUnits; ++u) z[u] *= alpha;
       m = m_new;
     }
     const float m_use = m == -INFINITY ? 0.f : m;
@@ -334,100 +393,81 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         l += pk[n][e];
       }
 
-    // Value scale exponent: raise it (and rescale o exactly) when this tile has a larger s_v.
+    // Value prescale: 2^13 / (the largest bound max(16 |s_v|, |z_v|) seen, rounded down to a power
+    // of two, >= 1/4), so |c s_v + z_v| < 2^15 in fp16 and fp16 scales stay normal; raised with an
+    // exact rescale of o when this tile has a larger bound. Lane r reads key r's groups.
     const std::uint32_t* vm = reinterpret_cast<const std::uint32_t*>(st + geo.v_meta);
-    float smax = 0.f;  // lane r reads key r's scales
+    __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
     if (slot + lane >= base && slot + lane < end)
-      for (int j = 0; j < ngv; ++j) {
-        const std::uint32_t w = vm[lane * ngv + j];
-        smax = fmaxf(smax, fabsf(__half2float(*reinterpret_cast<const __half*>(&w))));
-      }
-    smax = warp_max(smax);
-    const int e_new = static_cast<int>((__float_as_uint(smax) >> 23) & 0xFFu);
+      for (int j = 0; j < ngv; ++j) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane * ngv + j])));
+    const float2 szf = __half22float2(szmax);
+    const float vmax = warp_max(fmaxf(16.f * szf.x, szf.y));
+    const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
     if (e_new > v_exp) {  // warp-uniform
       float ns, ni;
-      pow2_scale<14>(smax, &ns, &ni);
-      const float r = ns * v_inv;  // new scale / old scale: an exact power of two (<= 1)
-      if (v_exp >= 0)
+      pow2_scale<13, -2>(vmax, &ns, &ni);
+      if (v_exp >= 0) {
+        const float r = ns * v_inv;  // new scale / old scale: an exact power of two (<= 1)
 #pragma unroll
         for (int n = 0; n < kNTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
-      v_exp = e_new, v_scale = ns, v_inv = ni;
+      }
+      v_exp = e_new, v_inv = ni;
+      const std::uint32_t hb = bits_of(__floats2half2_rn(ns, ns));  // a power of two in [2^-114, 2^15]: 0 only for poison
+      v_scale2 = hb;
     }
 
-    // Values: two k-steps of 16 keys; per value group an A fragment of p s_v; per unit the codes.
-    const unsigned char* vc = st + geo.v_codes;
+    // Values: two k-steps of 16 keys; the lane's 4 keys (pv_lane_key) as two B pairs, their
+    // prescaled (s, z) of group v_grp, and the codes of its kLaneCh channels.
+    const unsigned char* vc = st + geo.v_codes + gi * kCodeBytes;
 #pragma unroll
     for (int ms = 0; ms < 2; ++ms) {
-      // this lane's keys: pv_lane_key(ms, t4, k) holds pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
-      const float pkey[4] = {pk[2 * ms][0], pk[2 * ms][1], pk[2 * ms + 1][0], pk[2 * ms + 1][1]};
-      // per key: validity, its meta row and its code row at this lane's channels of unit 0
-      const std::uint32_t* vmk[4];
-      const unsigned char* vrk[4];
-      bool valid[4];
+      std::uint32_t pa[4];  // P: keys pv_lane_key(ms, t4, 0..3) hold pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
+      split2(pk[2 * ms][0], pk[2 * ms][1], &pa[0], &pa[1]);
+      split2(pk[2 * ms + 1][0], pk[2 * ms + 1][1], &pa[2], &pa[3]);
+      std::uint32_t mw[4], cw[4][kCodeWords];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int key = pv_lane_key(ms, t4, k);
-        valid[k] = slot + key >= base && slot + key < end;
-        vmk[k] = vm + key * ngv;
-        vrk[k] = vc + key * v_row + pv_lane_channel(0, gi) * VB / 8;
-      }
-      std::uint32_t pa[4] = {0u, 0u, 0u, 0u};
-      int a_group = -1;
-#pragma unroll
-      for (int u = 0; u < kUnits; ++u) {
-        const int j = u >> ug_shift;  // the unit's value group
-        if (j != a_group) {
-          a_group = j;
-          float y[4];
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            float sv = 0.f, zv = 0.f;
-            if (valid[k]) {
-              const std::uint32_t w = vmk[k][j];
-              const float2 sz = __half22float2(*reinterpret_cast<const __half2*>(&w));
-              sv = sz.x, zv = sz.y;
-            }
-            y[k] = pkey[k] * sv * v_scale;
-            z[u] = fmaf(pkey[k], zv, z[u]);
-          }
-          split2(y[0], y[1], &pa[0], &pa[1]);
-          split2(y[2], y[3], &pa[2], &pa[3]);
-        }  // (a group's zero-point sum is kept in its first unit's z)
-        std::uint32_t pc[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const unsigned char* vr = vrk[k] + u * kUnitChannels * VB / 8;
-          pc[k] = VB == 4 ? static_cast<std::uint32_t>(*reinterpret_cast<const std::uint16_t*>(vr)) : static_cast<std::uint32_t>(*vr);
+        const bool valid = slot + key >= base && slot + key < end;
+        mw[k] = valid ? vm[key * ngv + v_grp] : 0u;  // (0, 0): a masked key's garbage codes give 0
+        const unsigned char* src = vc + key * v_row;
+        if (kCodeBytes == 2) cw[k][0] = *reinterpret_cast<const std::uint16_t*>(src);
+        else if (kCodeBytes == 4) cw[k][0] = *reinterpret_cast<const std::uint32_t*>(src);
+        else {
+          const uint2 u = *reinterpret_cast<const uint2*>(src);
+          cw[k][0] = u.x;
+          cw[k][kCodeWords - 1] = u.y;
         }
-        std::uint32_t b01[4], b23[4];
-        pieces_to_pairs<VB>(pc[0], pc[1], b01);
-        pieces_to_pairs<VB>(pc[2], pc[3], b23);
+      }
+      const std::uint32_t s01 = hmul2_bits(halves(mw[0], mw[1], false), v_scale2);
+      const std::uint32_t z01 = hmul2_bits(halves(mw[0], mw[1], true), v_scale2);
+      const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), v_scale2);
+      const std::uint32_t z23 = hmul2_bits(halves(mw[2], mw[3], true), v_scale2);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) mma16816(o[4 * u + i], pa, unbias(b01[i]), unbias(b23[i]));
+      for (int hf = 0; hf < kHalves; ++hf) {
+        const std::uint32_t x01 = halves(cw[0][hf >> 1], cw[1][hf >> 1], hf & 1);
+        const std::uint32_t x23 = halves(cw[2][hf >> 1], cw[3][hf >> 1], hf & 1);
+#pragma unroll
+        for (int i = 0; i < kPerHalf; ++i) {
+          const std::uint32_t b0 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x01, i), i), s01, z01);
+          const std::uint32_t b1 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x23, i), i), s23, z23);
+          mma16816(o[hf * kPerHalf + i], pa, b0, b1);
+        }
       }
     }
   }
   detail::cp_async_wait<0>();
   __syncthreads();  // the merge reuses the stages
 
-  // This warp's state: head gi's l and zero-point sums over the quad, its channels' outputs.
+  // This warp's state: head gi's l over the quad, its channels' outputs (hi + lo rows).
   l = quad_sum(l);
-  float zg[kUnits];
-#pragma unroll
-  for (int u = 0; u < kUnits; ++u) zg[u] = quad_sum(z[u]);
   float* sm_acc = reinterpret_cast<float*>(smem);                         // [warp][8][D]
   float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;                     // [warp][8][2]
 #pragma unroll
-  for (int n = 0; n < kNTiles; ++n) {
-    const int u = n >> 2;
-    const int first_u = (u >> ug_shift) << ug_shift;  // the group's first unit
-    float zz = 0.f;
-#pragma unroll
-    for (int w = 0; w < kUnits; ++w) zz = w == first_u ? zg[w] : zz;
+  for (int n = 0; n < kNTiles; ++n)
 #pragma unroll
     for (int e = 0; e < 2; ++e)
-      sm_acc[(warp * kThinKMaxGroup + gi) * D + pv_channel(n, 2 * t4 + e)] = fmaf(o[n][e] + o[n][e + 2], v_inv, zz);
-  }
+      sm_acc[(warp * kThinKMaxGroup + gi) * D + pv_channel(n, 2 * t4 + e, kLaneCh)] = (o[n][e] + o[n][e + 2]) * v_inv;
   if (t4 == 0) {
     sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
     sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;

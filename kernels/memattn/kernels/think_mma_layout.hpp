@@ -10,15 +10,23 @@
 //
 // The products (per KV head, g <= 8 query heads, a tile of 32 keys):
 //   logits  S[16 x 8 keys]  = A[16 x 16 slots] * B[16 slots x 8 keys]: A rows 0-7 hold the hi
-//           fp16 half of q~ = tau log2(e) q[ch] s[ch] 2^e per head, rows 8-15 the lo half
-//           (q~ - hi), so a lane's c0 + c2 is a head's logit with ~22 bits of q~ while the codes
-//           enter exactly (small integers are exact in fp16); B = codes of the kept channels
+//           fp16 half of q' = q~ s, the product of q~ = tau log2(e) q 2^e (per head, set once per
+//           split) and the key scale of the kept channel (per block), rows 8-15 the lo half (the
+//           product's exact rounding error + q~'s lo half times s), so a lane's c0 + c2 is a
+//           head's logit to ~2^-22; B = exact fp16 codes. The zero points enter as one more product
+//           per block, q~ (hi / lo) times B = z of the slots, the same for every key column.
 //   values  O[16 x 8 ch]  += P[16 x 16 keys] * V[16 keys x 8 ch]: P rows 0-7 / 8-15 the hi / lo
-//           halves of p * s_v * 2^e of a value group, V = value codes
+//           halves of p; V = the fp16 values c s_v + z_v of the keys (one HFMA2 per pair, with the
+//           warp's power-of-two prescale in s_v and z_v)
 // The QK result is P's A fragment without any data movement (the C layout of two n-tiles is the
 // A layout of one k-step) because the key columns of the QK n-tiles are permuted (qk_key) to the
 // order the PV k-step wants (pv_key); channels are permuted freely inside the reductions (the
-// sums do not care) so that each lane reads contiguous codes.
+// sums do not care) so that each lane reads contiguous codes: 8 kept-key slots per chunk, and
+// D / 8 consecutive value channels (inside one value group) per key.
+//
+// Codes to fp16 (quantization spec 6.5): masking a code inside the 10-bit mantissa of the fp16
+// 1024 (0x6400) gives 1024 + 2^(b i) c, which one HFMA2 by (2^-(b i), -1024 2^-(b i)) turns into
+// exactly c; codes past the first byte of a 16-bit half take one shift by 8 per word.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +39,6 @@ namespace think_mma {
 
 constexpr int kTileKeys = 32;        // keys per tile: 4 QK n-tiles, 2 PV k-steps
 constexpr int kChunkChannels = 32;   // kept key channels per chunk: 2 QK k-steps, 8 per lane
-constexpr int kUnitChannels = 32;    // value channels per unit: 4 PV n-tiles, 4 per lane
 constexpr std::uint32_t kMagic = 0x64006400u;  // fp16 pair (1024, 1024): 1024 + c for c < 1024 in the mantissa
 
 MEMATTN_HOST_DEVICE int row_group(int lane) { return lane >> 2; }
@@ -47,36 +54,66 @@ MEMATTN_HOST_DEVICE int qk_channel(int j, int k) {
 }
 // Key (0..31) of k-slot k of PV k-step m (0, 1): the QK C columns of n-tiles 2m, 2m + 1.
 MEMATTN_HOST_DEVICE int pv_key(int m, int k) { return 16 * m + ((k & 7) >> 1) + 8 * (k >> 3) + 4 * (k & 1); }
-// Value channel of column col of PV n-tile n (0..D/8): unit n / 4 (32 channels, one value group
-// or part of one), lane row group col owns channels [32 (n / 4) + 4 col, + 4).
-MEMATTN_HOST_DEVICE int pv_channel(int n, int col) { return kUnitChannels * (n >> 2) + 4 * col + (n & 3); }
+// Value channel of column col of PV n-tile n: lane row group col owns the D / 8 = lane_ch
+// consecutive channels [lane_ch col, + lane_ch), one per n-tile.
+MEMATTN_HOST_DEVICE int pv_channel(int n, int col, int lane_ch) { return lane_ch * col + n; }
 
 // What a lane reads: the first of its 8 kept-channel slots in chunk c (QK), its key i (0..3: A
-// slots 2t, 2t + 1, 2t + 8, 2t + 9) in PV k-step m, the first of its 4 value channels in unit u;
-// the layout functions above name the same elements (tests/cpu/test_think_mma_layout.cpp checks it).
+// slots 2t, 2t + 1, 2t + 8, 2t + 9) in PV k-step m; the layout functions above name the same
+// elements (tests/cpu/test_think_mma_layout.cpp checks it).
 MEMATTN_HOST_DEVICE int qk_lane_slot(int c, int t) { return kChunkChannels * c + 8 * t; }
 MEMATTN_HOST_DEVICE int pv_lane_key(int m, int t, int i) { return 16 * m + t + 4 * i; }
-MEMATTN_HOST_DEVICE int pv_lane_channel(int u, int g) { return kUnitChannels * u + 4 * g; }
 
-// 8 codes of kBits (2 or 4) packed LSB-first in the low 8 * kBits bits of w -> 4 magic-biased fp16
-// pairs: out[i] = (1024 + code i, 1024 + code i + 4). QK k-step 2c takes out[0], out[1] as its B
+// (x & mask) | bits in one LOP3 (ptxas splits the C expression into two when both are immediates)
+MEMATTN_HOST_DEVICE std::uint32_t and_or(std::uint32_t x, std::uint32_t mask, std::uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "r"(mask), "r"(bits));
+  return r;
+#else
+  return (x & mask) | bits;
+#endif
+}
+
+// Position i of the kBits codes in the two 16-bit halves of x, OR-ed into the fp16 1024 of each
+// half: (1024 + 2^(kBits i') c_lo, 1024 + 2^(kBits i') c_hi), i' = i mod (8 / kBits); positions in
+// the second byte of a half read x >> 8. exact_pair_scale / _bias: the HFMA2 constants giving c.
+template <int kBits>
+MEMATTN_HOST_DEVICE std::uint32_t code_pair(std::uint32_t x, int i) {
+  static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
+  constexpr int kPerByte = 8 / kBits;
+  constexpr std::uint32_t mask = kBits == 2 ? 0x00030003u : 0x000F000Fu;
+  const std::uint32_t src = i < kPerByte ? x : x >> 8;
+  return and_or(src, mask << (kBits * (i % kPerByte)), kMagic);
+}
+template <int kBits>
+MEMATTN_HOST_DEVICE std::uint32_t exact_pair_scale(int i) {  // 2^-(kBits i') in both halves
+  const std::uint32_t h = static_cast<std::uint32_t>(15 - kBits * (i % (8 / kBits))) << 10;
+  return h | (h << 16);
+}
+template <int kBits>
+MEMATTN_HOST_DEVICE std::uint32_t exact_pair_bias(int i) {  // -1024 2^-(kBits i') in both halves
+  const std::uint32_t h = 0x8000u | (static_cast<std::uint32_t>(25 - kBits * (i % (8 / kBits))) << 10);
+  return h | (h << 16);
+}
+
+// 8 key codes of kBits packed LSB-first in the low 8 * kBits bits of w -> 4 biased pairs:
+// out[i] = code_pair of (code i, code i + 4). QK k-step 2c takes out[0], out[1] as its B
 // registers, k-step 2c + 1 out[2], out[3] (qk_channel).
 template <int kBits>
 MEMATTN_HOST_DEVICE void codes8_to_pairs(std::uint32_t w, std::uint32_t (&out)[4]) {
   static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
   if (kBits == 2) w = (w & 0xFFFFu) | ((w & 0xFF00u) << 8);  // codes 4..7 to bits 16.. of the high half
-  constexpr std::uint32_t mask = kBits == 2 ? 0x00030003u : 0x000F000Fu;
-  for (int i = 0; i < 4; ++i) out[i] = ((w >> (kBits * i)) & mask) | kMagic;
+  for (int i = 0; i < 4; ++i) out[i] = code_pair<kBits>(w, i);
 }
 
-// Pieces of 4 codes (4 * kBits bits, LSB-first, zero-extended) of two keys a, b -> out[i] = (1024 +
-// code i of a, 1024 + code i of b): PV n-tile 4u + i's B register for those two keys.
-template <int kBits>
-MEMATTN_HOST_DEVICE void pieces_to_pairs(std::uint32_t a, std::uint32_t b, std::uint32_t (&out)[4]) {
-  static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
-  const std::uint32_t x = (a & 0xFFFFu) | (b << 16);
-  constexpr std::uint32_t mask = kBits == 2 ? 0x00030003u : 0x000F000Fu;
-  for (int i = 0; i < 4; ++i) out[i] = ((x >> (kBits * i)) & mask) | kMagic;
+// The 16-bit half `upper` of a and of b in one word (a low): PV B pairs of keys a and b.
+MEMATTN_HOST_DEVICE std::uint32_t halves(std::uint32_t a, std::uint32_t b, bool upper) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(a, b, upper ? 0x7632u : 0x5410u);  // one PRMT (the C form compiles to two ops)
+#else
+  return upper ? (a >> 16) | (b & 0xFFFF0000u) : (a & 0xFFFFu) | (b << 16);
+#endif
 }
 
 }  // namespace think_mma
