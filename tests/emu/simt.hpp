@@ -321,6 +321,11 @@ inline int atomicOr(int* p, int v) {
   *p = old | v;
   return old;
 }
+inline unsigned atomicOr(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p = old | v;
+  return old;
+}
 inline int atomicExch(int* p, int v) {
   const int old = *p;
   *p = v;

@@ -1,5 +1,6 @@
 // KIVI 2/4/8-bit KV cache on the GPU: decode quantize-append and fused decode attention over
-// [quantised blocks | fp16 ring] (kernels in memattn/kernels/kivi_append.cuh, kivi_decode.cuh).
+// [quantised blocks | fp16 ring] (kernels in memattn/kernels/kivi_append.cuh, kivi_decode.cuh;
+// argument checks in memattn/cuda/kivi_params.cuh).
 // The block format and the quantiser are those of memattn/quant/kivi.hpp, shared with the CPU
 // cache (memattn/cpu/kivi_kv_cache.hpp): the same tokens give the same bytes on both.
 //
@@ -17,32 +18,18 @@
 
 #include <cuda_runtime.h>
 
-#include <cmath>
 #include <cstdint>
 
 #include "memattn/core/status.hpp"
+#include "memattn/cuda/kivi_params.cuh"
 #include "memattn/cuda/runtime.cuh"
-#include "memattn/kernels/kivi_append.cuh"
-#include "memattn/kernels/kivi_decode.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
 
-inline Status kivi_check_view(const kernels::KiviCacheView& c) {
-  MEMATTN_RETURN_IF_ERROR(c.cfg.validate());
-  if (c.blocks == nullptr || c.ring_k == nullptr || c.ring_v == nullptr) return Status::kErrorNullPointer;
-  if (c.num_kv_heads <= 0 || c.max_blocks < 1) return Status::kErrorInvalidArgument;
-  const quant::BlockLayout l = quant::block_layout(c.cfg);
-  if (l.bytes != c.layout.bytes || l.kc != c.layout.kc || l.km != c.layout.km || l.vc != c.layout.vc || l.vm != c.layout.vm)
-    return Status::kErrorInvalidArgument;
-  return Status::kSuccess;
-}
-
 inline Status kivi_append_decode(const kernels::KiviCacheView& cache, const Half* k, const Half* v, const int* n_before,
                                  std::uint32_t* flags, int batch, cudaStream_t stream) {
-  MEMATTN_RETURN_IF_ERROR(kivi_check_view(cache));
-  if (k == nullptr || v == nullptr || n_before == nullptr || flags == nullptr) return Status::kErrorNullPointer;
-  if (batch <= 0) return Status::kErrorInvalidShape;
+  MEMATTN_RETURN_IF_ERROR(kivi_append_check(cache, k, v, n_before, flags, batch));
   if (!device_available()) return Status::kErrorNoDevice;
   kernels::KiviAppendParams p{cache, k, v, n_before, flags, batch};
   kernels::kivi_append_decode_kernel<128><<<dim3(static_cast<unsigned>(batch), static_cast<unsigned>(cache.num_kv_heads)), 128, 0, stream>>>(p);
@@ -51,13 +38,9 @@ inline Status kivi_append_decode(const kernels::KiviCacheView& cache, const Half
 
 inline Status kivi_decode(const kernels::KiviCacheView& cache, const float* q, float* o, const int* n_tokens, int batch,
                           int q_heads, cudaStream_t stream) {
-  MEMATTN_RETURN_IF_ERROR(kivi_check_view(cache));
-  if (q == nullptr || o == nullptr || n_tokens == nullptr) return Status::kErrorNullPointer;
-  if (batch <= 0) return Status::kErrorInvalidShape;
-  if (q_heads <= 0 || q_heads % cache.num_kv_heads != 0 || q_heads / cache.num_kv_heads > kernels::kKiviMaxGroup)
-    return Status::kErrorGqaRatio;
+  MEMATTN_RETURN_IF_ERROR(kivi_decode_check(cache, q, o, n_tokens, batch, q_heads));
   if (!device_available()) return Status::kErrorNoDevice;
-  kernels::KiviDecodeParams p{cache, q, o, n_tokens, batch, q_heads, 1.f / std::sqrt(static_cast<float>(cache.cfg.head_dim))};
+  const kernels::KiviDecodeParams p = kivi_decode_params(cache, q, o, n_tokens, batch, q_heads);
   kernels::kivi_decode_kernel<128><<<dim3(static_cast<unsigned>(batch), static_cast<unsigned>(cache.num_kv_heads)), 128, 0, stream>>>(p);
   return launch_status();
 }

@@ -1,7 +1,8 @@
 // MiKV mixed-precision cache on the GPU: fused decode attention over the tiers of each
-// (sequence, KV head) segment (kernel in memattn/kernels/mikv_decode.cuh). The records are those
-// of memattn/quant/mixed_format.hpp, written by the same quantiser as the CPU cache
-// (memattn/cpu/mikv_kv_cache.hpp), so device copies of the CPU pools decode to the same values.
+// (sequence, KV head) segment (kernel in memattn/kernels/mikv_decode.cuh, argument check in
+// memattn/cuda/mikv_params.cuh). The records are those of memattn/quant/mixed_format.hpp, written
+// by the same quantiser as the CPU cache (memattn/cpu/mikv_kv_cache.hpp), so device copies of the
+// CPU pools decode to the same values.
 // The Low tier is either per-token records (lo_format = kRows, MikvSegment::lo_rec) or, for
 // `lowk=1` caches, quant::MixedBlockPool's arrays as they are (lo_format = kBlocks,
 // MikvSegment::lo_blk: per-channel K blocks of 32 rows, per-row V groups, exact staging rows).
@@ -21,25 +22,11 @@
 #include <cuda_runtime.h>
 
 #include "memattn/core/status.hpp"
+#include "memattn/cuda/mikv_params.cuh"
 #include "memattn/cuda/runtime.cuh"
-#include "memattn/kernels/mikv_decode.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
-
-inline Status mikv_check(const kernels::MikvDecodeParams& p) {
-  MEMATTN_RETURN_IF_ERROR(p.lo_cfg.validate());
-  MEMATTN_RETURN_IF_ERROR(p.hi_cfg.validate());
-  if (p.lo_cfg.bits == 8 || p.hi_cfg.bits != 8 || p.hi_cfg.head_dim != p.lo_cfg.head_dim || p.hi_cfg.groups != p.lo_cfg.groups ||
-      p.lo_cfg.groups > kernels::kMikvMaxGroups)
-    return Status::kErrorInvalidArgument;
-  if (p.lo_format != kernels::MikvLowFormat::kRows && p.lo_format != kernels::MikvLowFormat::kBlocks)
-    return Status::kErrorInvalidArgument;
-  if (p.segments == nullptr || p.q == nullptr || p.o == nullptr || p.probs == nullptr) return Status::kErrorNullPointer;
-  if (p.num_segments < 1) return Status::kErrorInvalidShape;
-  if (p.group < 1 || p.group > kernels::kMikvMaxGroup) return Status::kErrorGqaRatio;
-  return Status::kSuccess;
-}
 
 inline Status mikv_decode(const kernels::MikvDecodeParams& p, cudaStream_t stream) {
   MEMATTN_RETURN_IF_ERROR(mikv_check(p));
