@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "gpu/mikv_cpu_bridge.hpp"
+#include "common/mikv_segments.hpp"
 #include "memattn/cuda/mikv.cuh"
 
 using namespace memattn;
@@ -29,12 +29,7 @@ T* upload(const std::vector<T>& h) {
   return static_cast<T*>(p);
 }
 
-struct CaseStats {
-  int blocks = 0, staged = 0, dead_low = 0, segments = 0;
-  bool ragged = false;  // segments with different token counts
-};
-
-CaseStats run_case(const std::string& spec, int D, int G, int sequences = 1, int kill_low = 0) {
+memattn_test::MikvCaseStats run_case(const std::string& spec, int D, int G, int sequences = 1, int kill_low = 0) {
   INFO(spec << " D " << D << " G " << G << " sequences " << sequences << " kill_low " << kill_low);
   const int Hkv = 2;
   std::vector<memattn_test::MikvSnapshot> snap;
@@ -42,62 +37,19 @@ CaseStats run_case(const std::string& spec, int D, int G, int sequences = 1, int
           Status::kSuccess);
   REQUIRE(snap.size() == static_cast<std::size_t>(Hkv * sequences));
   const int S = static_cast<int>(snap.size());
-  const bool blocked = snap[0].lo_blocked;
-  CaseStats stats;
-  stats.segments = S;
-  std::vector<kernels::MikvSegment> segs;
-  std::vector<float> q;
-  std::vector<void*> owned;
+  memattn_test::MikvCaseStats stats;
   long long stash = 0;
-  for (const auto& m : snap) {
-    kernels::MikvSegment s{};
-    REQUIRE(m.lo_blocked == blocked);
-    if (blocked) {
-      REQUIRE(m.lo_block == kernels::kMikvBlock);  // the CPU pool's block size is the kernel's
-      REQUIRE(m.lo_slots >= m.lo_blocks * m.lo_block);
-      s.lo_blk.kc = upload(m.lo_kc);
-      s.lo_blk.km = upload(m.lo_km);
-      s.lo_blk.vc = upload(m.lo_vc);
-      s.lo_blk.vm = upload(m.lo_vm);
-      s.lo_blk.k_stage = upload(m.lo_ks);
-      s.lo_blk.v_stage = upload(m.lo_vs);
-      s.lo_blk.blocks = m.lo_blocks;
-      stats.blocks += m.lo_blocks;
-      stats.staged += m.lo_slots - m.lo_blocks * m.lo_block;
-    } else {
-      s.lo_rec = upload(m.lo_rec);
-    }
-    stats.dead_low += m.lo_dead;
-    stats.ragged = stats.ragged || m.lo_slots + m.hi_slots + m.n_exact != snap[0].lo_slots + snap[0].hi_slots + snap[0].n_exact;
-    s.lo_live = upload(m.lo_live);
-    s.lo_slots = m.lo_slots;
-    s.hi_rec = upload(m.hi_rec);
-    s.hi_live = upload(m.hi_live);
-    s.hi_slots = m.hi_slots;
-    s.k_exact = upload(m.k);
-    s.v_exact = upload(m.v);
-    s.n_exact = m.n_exact;
-    s.balancer = upload(m.balancer);
-    s.stash_offset = stash;
-    stash += static_cast<long long>(G) * (m.lo_slots + m.hi_slots + m.n_exact);
-    segs.push_back(s);
-    q.insert(q.end(), m.q.begin(), m.q.end());
-    CHECK(m.lo_slots > 0);  // the case exercises the Low tier
-  }
-  kernels::MikvDecodeParams p{};
+  std::vector<float> q;
+  const std::vector<kernels::MikvSegment> segs =
+      memattn_test::mikv_segments(snap, G, [](const auto& v) { return upload(v); }, &stats, &stash, &q);
+  kernels::MikvDecodeParams p = memattn_test::mikv_params(snap, G, D);
   p.segments = upload(segs);
-  p.num_segments = S;
-  p.group = G;
-  p.lo_format = blocked ? kernels::MikvLowFormat::kBlocks : kernels::MikvLowFormat::kRows;
-  p.lo_cfg = quant::MixedRowConfig{D, snap[0].low_bits, snap[0].groups};
-  p.hi_cfg = quant::MixedRowConfig{D, 8, snap[0].groups};
   p.q = upload(q);
   std::vector<float> zeros(q.size(), 0.f), lse0(static_cast<std::size_t>(S * G), 0.f),
       st0(static_cast<std::size_t>(stash), 0.f);
   p.o = upload(zeros);
   p.lse = upload(lse0);
   p.probs = upload(st0);
-  p.scale = 1.f / std::sqrt(static_cast<float>(D));
   REQUIRE(cuda::mikv_decode(p, nullptr) == Status::kSuccess);
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
   std::vector<float> o(q.size()), probs(static_cast<std::size_t>(stash));
@@ -105,22 +57,7 @@ CaseStats run_case(const std::string& spec, int D, int G, int sequences = 1, int
   REQUIRE(cudaMemcpy(probs.data(), p.probs, probs.size() * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
   std::vector<float> lse(lse0.size());
   REQUIRE(cudaMemcpy(lse.data(), p.lse, lse.size() * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
-  for (int h = 0; h < S; ++h) {
-    const auto& m = snap[static_cast<std::size_t>(h)];
-    for (int g = 0; g < G; ++g) REQUIRE(std::isfinite(lse[static_cast<std::size_t>(h * G + g)]));
-    for (int i = 0; i < G * D; ++i) {
-      const double want = m.out_cpu[static_cast<std::size_t>(i)], got = o[static_cast<std::size_t>(h * G * D + i)];
-      REQUIRE(std::fabs(got - want) <= 1e-4 + 1e-4 * std::fabs(want));
-    }
-    const int N = m.lo_slots + m.hi_slots + m.n_exact;
-    for (int u = 0; u < N; ++u) {
-      double pbar = 0;
-      for (int g = 0; g < G; ++g) pbar += probs[static_cast<std::size_t>(segs[static_cast<std::size_t>(h)].stash_offset + g * N + u)];
-      pbar /= G;
-      REQUIRE(std::fabs(pbar - m.pbar_cpu[static_cast<std::size_t>(u)]) <= 2e-5 + 1e-4 * pbar);
-      if (u < m.lo_slots && !((m.lo_live[static_cast<std::size_t>(u) >> 5] >> (u & 31)) & 1u)) REQUIRE(pbar == 0.0);
-    }
-  }
+  memattn_test::check_mikv_outputs(snap, segs, G, D, o, lse, probs);
   return stats;
 }
 
@@ -135,7 +72,7 @@ TEST_CASE("mikv fused decode == CPU mixed cache (Low + INT8 High + exact)", "[mi
 
 TEST_CASE("mikv fused decode, lowk=1 per-channel Low blocks == CPU mixed cache", "[mikv][gpu]") {
   // Cache as it is (every Low slot live after its tier events), 3 ragged sequences x 2 KV heads.
-  CaseStats a = run_case("mikv:budget=48,high=16,low=2,lowk=1", 64, 3, 3);
+  memattn_test::MikvCaseStats a = run_case("mikv:budget=48,high=16,low=2,lowk=1", 64, 3, 3);
   CHECK(a.blocks > 0);
   CHECK(a.staged > 0);  // staging rows in some segment
   CHECK(a.ragged);
@@ -145,7 +82,7 @@ TEST_CASE("mikv fused decode, lowk=1 per-channel Low blocks == CPU mixed cache",
   // Dead Low slots inside blocks and in staging (killed on a copy of each pool).
   for (const char* spec : {"mikv:budget=48,high=16,low=2,lowk=1", "mikv:budget=40,high=8,low=4,lowk=1",
                            "mikv:budget=40,high=8,low=3,lowk=1,exact=1"}) {
-    CaseStats d = run_case(spec, 64, 4, 3, 5);
+    memattn_test::MikvCaseStats d = run_case(spec, 64, 4, 3, 5);
     CHECK(d.dead_low > 0);
     CHECK(d.staged > 0);
     CHECK(d.blocks > 0);
