@@ -316,6 +316,9 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     }
     check(ComposedKind::kKivi, 1, 4, 2, 128, 2, 2, 200, 2, false, split);
     check(ComposedKind::kThinkKivi, 1, 8, 1, 128, 4, 4, 200, 2, false, split);
+    check(ComposedKind::kThinkKivi, 2, 8, 2, 128, 4, 2, 200, 2, false, split);  // the benchmark's K4 / V2
+    check(ComposedKind::kKivi, 1, 8, 2, 128, 2, 4, 150, 2, true, split);
+    check(ComposedKind::kKivi, 1, 4, 1, 64, 4, 4, 150, 2, false, split);
     // H2O eviction inside KIVI blocks: partly filled blocks (kq_first)
     check(ComposedKind::kH2oKivi, 2, 8, 2, 64, 4, 2, 220, 6, false, split);
     check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 2, 2, 260, 6, false, split);
