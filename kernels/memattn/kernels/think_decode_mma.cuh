@@ -363,13 +363,26 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         }
       }
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int t = slot + qk_key(n, 2 * t4 + e);
-        const float v = (acc[e] + acc[e + 2] + bias) * q_inv;  // hi rows + lo rows
-        lg[n][e] = t >= base && t < end ? v : -INFINITY;
-        if (scores != nullptr && gi < G && t >= base && t < end) scores[t] = v * detail::kLn2;
-      }
+      for (int e = 0; e < 2; ++e) lg[n][e] = (acc[e] + acc[e + 2] + bias) * q_inv;  // hi rows + lo rows
     }
+    // Keys outside [base, end) (a split's or a partly filled block's edge; warp-uniform test, most
+    // tiles are whole) get -inf; the raw logits of the others go out when asked.
+    if (base != slot || end != slot + kTileKeys)
+#pragma unroll
+      for (int n = 0; n < 4; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int t = slot + qk_key(n, 2 * t4 + e);
+          if (t < base || t >= end) lg[n][e] = -INFINITY;
+        }
+    if (scores != nullptr && gi < G)
+#pragma unroll
+      for (int n = 0; n < 4; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int t = slot + qk_key(n, 2 * t4 + e);
+          if (t >= base && t < end) scores[t] = lg[n][e] * detail::kLn2;
+        }
 
     // Online softmax of head gi (the quad holds its 32 keys), lazy rescale (warp vote).
     float tmax = -INFINITY;
