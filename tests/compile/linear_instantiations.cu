@@ -1,7 +1,7 @@
-// Compile check: every linear-attention kernel instantiation (prefill and decode for bf16/fp16 x
-// {identity, elu+1, relu} x Dk {64, 128} and Taylor Dk 16; the scan/segment kernels; sliding
-// window, ring store, MoM route/gather/combine) and the host wrappers, built to real SASS for
-// each architecture in CMAKE_CUDA_ARCHITECTURES. compile.linear_cubins checks the cubins.
+// Compile check: every linear-attention kernel instantiation (prefill, decode and its z writes for
+// bf16/fp16 x {identity, elu+1, relu} x Dk {64, 128} and Taylor Dk 16; the scan/segment kernels;
+// sliding window, ring store, MoM route/gather/combine) and the host wrappers, built to real SASS
+// for each architecture in CMAKE_CUDA_ARCHITECTURES. compile.linear_cubins checks the cubins.
 #include <cstdio>
 
 #include "memattn/cuda/linear_attention.cuh"
@@ -14,7 +14,8 @@ using memattn::linear::FeatureMap;
 
 #define MEMATTN_LIN_FM(T, FM, D)                                                                   \
   template __global__ void mk::linear_prefill_kernel<T, FM, D>(const mk::LinearPrefillParams); \
-  template __global__ void mk::linear_decode_kernel<T, FM, D>(const mk::LinearDecodeParams);
+  template __global__ void mk::linear_decode_kernel<T, FM, D>(const mk::LinearDecodeParams);   \
+  template __global__ void mk::linear_decode_z_kernel<T, FM, D>(const mk::LinearDecodeParams);
 #define MEMATTN_LIN_T(T)                           \
   MEMATTN_LIN_FM(T, FeatureMap::kIdentity, 64)     \
   MEMATTN_LIN_FM(T, FeatureMap::kIdentity, 128)    \

@@ -116,55 +116,21 @@ Status linear_decode(const linear::LinearArgs<T>& a, cudaStream_t stream) {
   if constexpr (!linear_detail::IsKernelDtype<T>::value) {
     return Status::kErrorUnsupportedDtype;
   } else {
-    kernels::LinearDecodeParams p;
-    const kernels::LinearPrefillParams pp = linear_detail::prefill_params(a, d);
-    p.q = pp.q;
-    p.k = pp.k;
-    p.v = pp.v;
-    p.o = pp.o;
-    p.q_rs = pp.q_rs;
-    p.q_hs = pp.q_hs;
-    p.k_rs = pp.k_rs;
-    p.k_hs = pp.k_hs;
-    p.v_rs = pp.v_rs;
-    p.v_hs = pp.v_hs;
-    p.o_rs = pp.o_rs;
-    p.o_hs = pp.o_hs;
-    p.seq_lens = a.seq.seq_lens;
-    p.t_pad = pp.t_pad;
-    p.num_seqs = pp.num_seqs;
-    p.state_heads = pp.state_heads;
-    p.group = pp.group;
-    p.qps = pp.qps;
-    p.per_kv = pp.per_kv;
-    p.dv = pp.dv;
-    p.kphi = pp.kphi;
-    p.vslices = static_cast<int>((d.dv + kernels::kLinearDecodeCols - 1) / kernels::kLinearDecodeCols);
-    p.pool = pp.pool;
-    p.slot_stride = pp.slot_stride;
-    p.slot_in = pp.slot_in;
-    p.slot_out = pp.slot_out;
-    p.has_init = pp.has_init;
-    p.z_pool = pp.z_pool;
-    p.z_slot_stride = pp.z_slot_stride;
-    p.num_slots = pp.num_slots;
-    p.stateful = pp.stateful;
-    p.decay = pp.decay;
-    p.scale = pp.scale;
-    p.alpha = pp.alpha;
-    p.eps = pp.eps;
-    p.normalize = pp.normalize;
-    p.step_slots = a.step_slots;
-    p.write_final = a.write_final ? 1 : 0;
-    const std::int64_t ctas = d.num_seqs * d.state_heads * p.vslices;
+    const kernels::LinearDecodeParams p = linear_detail::decode_params(a, d);
     if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
     return linear_detail::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
       using Tag = decltype(tag);
-      const int smem = kernels::LinearDecodeConfig<Tag::kFm, Tag::kDk>::smem_bytes(p.qps);
-      auto kernel = kernels::linear_decode_kernel<T, Tag::kFm, Tag::kDk>;
-      MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)));
-      kernel<<<static_cast<unsigned>(ctas), kernels::kLinearDecodeThreads, smem, stream>>>(p);
-      return launch_status();
+      using Step = linear_detail::DecodeStep;
+      return linear_detail::decode_phases<Tag>(p, [&](Step step, dim3 grid, dim3 block, int smem, const kernels::LinearDecodeParams& q) {
+        if (step == Step::kZ) {
+          kernels::linear_decode_z_kernel<T, Tag::kFm, Tag::kDk><<<grid, block, smem, stream>>>(q);
+          return launch_status();
+        }
+        auto kernel = kernels::linear_decode_kernel<T, Tag::kFm, Tag::kDk>;
+        MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)));
+        kernel<<<grid, block, smem, stream>>>(q);
+        return launch_status();
+      });
     });
   }
 }
@@ -174,55 +140,14 @@ Status linear_decode(const linear::LinearArgs<T>& a, cudaStream_t stream) {
 namespace linear_detail {
 
 template <class T>
-Status check_window(const linear::SlidingWindowArgs<T>& a, linear::WindowDims* d) {
-  MEMATTN_RETURN_IF_ERROR(linear::validate_window(a, a.cu_seqlens_host, a.seq_lens_host, a.ring_slot_host,
-                                                  a.seq_pos_host, d));
-  if (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
-  if (d->d % 8 != 0 || d->dv % 16 != 0) return Status::kErrorUnsupportedHeadDim;
-  if (!is_aligned(a.q, 16) || !is_aligned(a.k, 16) || !is_aligned(a.v, 16) || !is_aligned(a.o, 16))
-    return Status::kErrorInvalidStride;
-  if (d->has_ring && (!is_aligned(a.ring_k, 16) || !is_aligned(a.ring_v, 16))) return Status::kErrorInvalidStride;
-  if (d->rows * d->q_heads > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
-  return Status::kSuccess;
-}
-
-template <class T>
 Status launch_window(const linear::SlidingWindowArgs<T>& a, const linear::WindowDims& d, cudaStream_t stream) {
-  kernels::SlidingWindowParams p;
-  set_rows(a, &p);  // q and o are present (check_window)
-  p.t_pad = static_cast<int>(d.t_pad);
-  p.rows = static_cast<int>(d.rows);
-  p.num_seqs = static_cast<int>(d.num_seqs);
-  p.q_heads = static_cast<int>(d.q_heads);
-  p.kv_heads = static_cast<int>(d.kv_heads);
-  p.group = static_cast<int>(d.group);
-  p.d = static_cast<int>(d.d);
-  p.dv = static_cast<int>(d.dv);
-  p.window = a.window;
-  p.scale = a.scale;
-  p.accumulate = a.accumulate ? 1 : 0;
-  if (d.has_ring) {
-    p.ring_k = a.ring_k.data;
-    p.ring_v = a.ring_v.data;
-    for (int i = 0; i < 3; ++i) {
-      p.rk_s[i] = a.ring_k.stride[i];
-      p.rv_s[i] = a.ring_v.stride[i];
-    }
-    p.ring_len = static_cast<int>(d.ring_len);
-    p.ring_slots = static_cast<int>(d.ring_slots);
-    p.ring_slot = a.ring_slot;
-    p.seq_pos = a.seq_pos;
-  }
+  const kernels::SlidingWindowParams p = window_params(a, d);
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-  const std::int64_t items = d.rows * d.q_heads;
-  kernels::sliding_window_kernel<T><<<static_cast<unsigned>((items + 3) / 4), kernels::kWindowThreads, 0, stream>>>(p);
-  MEMATTN_RETURN_IF_ERROR(launch_status());
-  if (d.has_ring) {
-    const std::int64_t pieces = d.rows * d.kv_heads * (d.d / 8 + d.dv / 8);
-    kernels::ring_store_kernel<T><<<static_cast<unsigned>((pieces + 255) / 256), 256, 0, stream>>>(p);
-    MEMATTN_RETURN_IF_ERROR(launch_status());
-  }
-  return Status::kSuccess;
+  return window_phases(p, d, [&](WindowStep step, dim3 grid, dim3 block, const kernels::SlidingWindowParams& q) {
+    if (step == WindowStep::kWindow) kernels::sliding_window_kernel<T><<<grid, block, 0, stream>>>(q);
+    else kernels::ring_store_kernel<T><<<grid, block, 0, stream>>>(q);
+    return launch_status();
+  });
 }
 
 }  // namespace linear_detail

@@ -1,7 +1,8 @@
-// Host side of the GPU linear-attention prefill and decode, apart from the launches (and so also
-// usable by tests/emu, the CPU emulator that runs the kernels in CI): which (feature map, Dk) pairs
-// are compiled, the argument checks, the plan, the kernel parameters, and the prefill's launch
-// sequence over a caller-given launcher. The CUDA wrappers: memattn/cuda/linear_attention.cuh.
+// Host side of the GPU linear-attention prefill, decode and sliding window, apart from the launches
+// (and so also usable by tests/emu, the CPU emulator that runs the kernels in CI): which (feature
+// map, Dk) pairs are compiled, the argument checks, the plan, the kernel parameters, and each
+// operation's launch sequence over a caller-given launcher. The CUDA wrappers:
+// memattn/cuda/linear_attention.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,9 +16,12 @@
 #include "memattn/core/status.hpp"
 #include "memattn/core/tensor.hpp"
 #include "memattn/cuda/runtime.cuh"
+#include "memattn/kernels/linear_decode.cuh"
 #include "memattn/kernels/linear_prefill.cuh"
+#include "memattn/kernels/linear_window.cuh"
 #include "memattn/linear/linear_args.hpp"
 #include "memattn/linear/linear_plan.hpp"
+#include "memattn/linear/window_args.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
@@ -188,6 +192,129 @@ Status prefill_phases(kernels::LinearPrefillParams p, const LinearPlan& pl, Laun
     p.mode = 0;
   }
   return launch(PrefillStep::kPrefill, ctas, dim3(128), pl.smem_bytes, p);
+}
+
+// ---- decode / extend ----
+
+template <class T>
+kernels::LinearDecodeParams decode_params(const linear::LinearArgs<T>& a, const linear::LinearDims& d) {
+  kernels::LinearDecodeParams p;
+  const kernels::LinearPrefillParams pp = prefill_params(a, d);
+  p.q = pp.q;
+  p.k = pp.k;
+  p.v = pp.v;
+  p.o = pp.o;
+  p.q_rs = pp.q_rs;
+  p.q_hs = pp.q_hs;
+  p.k_rs = pp.k_rs;
+  p.k_hs = pp.k_hs;
+  p.v_rs = pp.v_rs;
+  p.v_hs = pp.v_hs;
+  p.o_rs = pp.o_rs;
+  p.o_hs = pp.o_hs;
+  p.seq_lens = a.seq.seq_lens;
+  p.t_pad = pp.t_pad;
+  p.num_seqs = pp.num_seqs;
+  p.state_heads = pp.state_heads;
+  p.group = pp.group;
+  p.qps = pp.qps;
+  p.per_kv = pp.per_kv;
+  p.dv = pp.dv;
+  p.kphi = pp.kphi;
+  p.vslices = static_cast<int>((d.dv + kernels::kLinearDecodeCols - 1) / kernels::kLinearDecodeCols);
+  p.pool = pp.pool;
+  p.slot_stride = pp.slot_stride;
+  p.slot_in = pp.slot_in;
+  p.slot_out = pp.slot_out;
+  p.has_init = pp.has_init;
+  p.z_pool = pp.z_pool;
+  p.z_slot_stride = pp.z_slot_stride;
+  p.num_slots = pp.num_slots;
+  p.stateful = pp.stateful;
+  p.decay = pp.decay;
+  p.scale = pp.scale;
+  p.alpha = pp.alpha;
+  p.eps = pp.eps;
+  p.normalize = pp.normalize;
+  p.step_slots = a.step_slots;
+  p.write_final = a.write_final ? 1 : 0;
+  return p;
+}
+
+// The decode's launches (Tag = FmTag): one CTA per (sequence, state head, 32-column V slice);
+// then, for a stateful normalised call, the z writes, one CTA per (sequence, state head), after
+// every V slice has read the initial z (linear_decode.cuh).
+// launch(step, grid, block, dynamic smem bytes, params) returns the launch's Status.
+enum class DecodeStep { kDecode, kZ };
+
+template <class Tag, class Launch>
+Status decode_phases(const kernels::LinearDecodeParams& p, Launch&& launch) {
+  const std::int64_t heads = static_cast<std::int64_t>(p.num_seqs) * p.state_heads;
+  const int smem = kernels::LinearDecodeConfig<Tag::kFm, Tag::kDk>::smem_bytes(p.qps);
+  const dim3 ctas(static_cast<unsigned>(heads * p.vslices));
+  MEMATTN_RETURN_IF_ERROR(launch(DecodeStep::kDecode, ctas, dim3(kernels::kLinearDecodeThreads), smem, p));
+  if (!p.normalize || !p.stateful) return Status::kSuccess;
+  return launch(DecodeStep::kZ, dim3(static_cast<unsigned>(heads)), dim3(128), 0, p);
+}
+
+// ---- sliding window ----
+
+template <class T>
+Status check_window(const linear::SlidingWindowArgs<T>& a, linear::WindowDims* d) {
+  MEMATTN_RETURN_IF_ERROR(linear::validate_window(a, a.cu_seqlens_host, a.seq_lens_host, a.ring_slot_host,
+                                                  a.seq_pos_host, d));
+  if (!IsKernelDtype<T>::value) return Status::kErrorUnsupportedDtype;
+  if (d->d % 8 != 0 || d->dv % 16 != 0) return Status::kErrorUnsupportedHeadDim;
+  if (!is_aligned(a.q, 16) || !is_aligned(a.k, 16) || !is_aligned(a.v, 16) || !is_aligned(a.o, 16))
+    return Status::kErrorInvalidStride;
+  if (d->has_ring && (!is_aligned(a.ring_k, 16) || !is_aligned(a.ring_v, 16))) return Status::kErrorInvalidStride;
+  if (d->rows * d->q_heads > std::numeric_limits<std::int32_t>::max()) return Status::kErrorInvalidShape;
+  return Status::kSuccess;
+}
+
+template <class T>
+kernels::SlidingWindowParams window_params(const linear::SlidingWindowArgs<T>& a, const linear::WindowDims& d) {
+  kernels::SlidingWindowParams p;
+  set_rows(a, &p);  // q and o are present (check_window)
+  p.t_pad = static_cast<int>(d.t_pad);
+  p.rows = static_cast<int>(d.rows);
+  p.num_seqs = static_cast<int>(d.num_seqs);
+  p.q_heads = static_cast<int>(d.q_heads);
+  p.kv_heads = static_cast<int>(d.kv_heads);
+  p.group = static_cast<int>(d.group);
+  p.d = static_cast<int>(d.d);
+  p.dv = static_cast<int>(d.dv);
+  p.window = a.window;
+  p.scale = a.scale;
+  p.accumulate = a.accumulate ? 1 : 0;
+  if (d.has_ring) {
+    p.ring_k = a.ring_k.data;
+    p.ring_v = a.ring_v.data;
+    for (int i = 0; i < 3; ++i) {
+      p.rk_s[i] = a.ring_k.stride[i];
+      p.rv_s[i] = a.ring_v.stride[i];
+    }
+    p.ring_len = static_cast<int>(d.ring_len);
+    p.ring_slots = static_cast<int>(d.ring_slots);
+    p.ring_slot = a.ring_slot;
+    p.seq_pos = a.seq_pos;
+  }
+  return p;
+}
+
+// The sliding window's launches: the attention (four (token, query head) items per CTA), then,
+// with a ring, the ring store (after every query has read the ring rows it overwrites).
+// launch(step, grid, block, params) returns the launch's Status (no dynamic shared memory).
+enum class WindowStep { kWindow, kRingStore };
+
+template <class Launch>
+Status window_phases(const kernels::SlidingWindowParams& p, const linear::WindowDims& d, Launch&& launch) {
+  const std::int64_t items = d.rows * d.q_heads;
+  const dim3 ctas(static_cast<unsigned>((items + 3) / 4));
+  MEMATTN_RETURN_IF_ERROR(launch(WindowStep::kWindow, ctas, dim3(kernels::kWindowThreads), p));
+  if (!d.has_ring) return Status::kSuccess;
+  const std::int64_t pieces = d.rows * d.kv_heads * (d.d / 8 + d.dv / 8);
+  return launch(WindowStep::kRingStore, dim3(static_cast<unsigned>((pieces + 255) / 256)), dim3(256), p);
 }
 
 }  // namespace linear_detail

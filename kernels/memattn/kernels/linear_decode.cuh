@@ -8,10 +8,13 @@
 //    reused before the next layer), eight threads cover 128 contiguous bytes of a row.
 //  * Per token: φ(k), φ(q) of the G query heads and the v slice go to shared memory; then
 //    S <- fma(φ(k)_r, v_c, fma(-μ_1, S, S)) (the mandatory expm1 form), z likewise (every slice
-//    keeps its own copy of z; slice 0 writes it), o = scale·φ(q)ᵀS reduced over the 16 row groups
-//    through shared memory in a fixed order (deterministic), divided by scale·φ(q)·z + eps when
-//    normalising. step_slots receive the state after each token; the final write is skipped when
-//    write_final is false.
+//    keeps its own copy of z), o = scale·φ(q)ᵀS reduced over the 16 row groups through shared
+//    memory in a fixed order (deterministic), divided by scale·φ(q)·z + eps when normalising.
+//    step_slots receive the state after each token; the final write is skipped when write_final
+//    is false.
+//  * z is written by linear_decode_z_kernel, launched after this one: every V-slice CTA reads the
+//    initial z from slot_in, so a slice writing the final z in place (slot_out == slot_in) could
+//    overwrite it before a sibling slice of the same launch had read it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -63,6 +66,13 @@ struct LinearDecodeConfig {
   // and fq[qps][kPhiPad], zs[kPhiPad].
   static int smem_bytes(int qps) { return 4 * (DK + kPhiPad + 32 + 64 + 16 * 32 + qps * (DK + kPhiPad) + kPhiPad); }
 };
+
+// Feature f of φ(raw) (f < Kφ).
+template <linear::FeatureMap FM, int DK>
+MEMATTN_DEVICE float decode_feature(int f, const float* raw, float alpha) {
+  if (LinearDecodeConfig<FM, DK>::kTaylor) return linear::taylor_feature(linear::taylor_term(f, DK, alpha), raw);
+  return linear::phi_elementwise(FM, raw[f]);
+}
 
 template <class T, linear::FeatureMap FM, int DK>
 MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_decode_kernel(const LinearDecodeParams p) {
@@ -121,18 +131,9 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_decode_kernel(const LinearD
       const int r = rg + 16 * i;
       if (r < kphi && col_ok) __stcs(reinterpret_cast<float4*>(dst + r * dv + c0), S[i]);
     }
-    if (p.normalize && vsl == 0)
-      for (int f = tid; f < kphi; f += 128) p.z_pool[slot * p.z_slot_stride + hs * kphi + f] = zs[f];
   };
   auto features = [&](const float* raw, float* out) {  // φ of one raw row (all threads)
-    for (int f = tid; f < Cfg::kPhiPad; f += 128) {
-      float val = 0.f;
-      if (f < kphi) {
-        if (Cfg::kTaylor) val = linear::taylor_feature(linear::taylor_term(f, DK, p.alpha), raw);
-        else val = linear::phi_elementwise(FM, raw[f]);
-      }
-      out[f] = val;
-    }
+    for (int f = tid; f < Cfg::kPhiPad; f += 128) out[f] = f < kphi ? decode_feature<FM, DK>(f, raw, p.alpha) : 0.f;
   };
 
   const std::uint16_t* kg = static_cast<const std::uint16_t*>(p.k);
@@ -207,6 +208,57 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_decode_kernel(const LinearD
     }
   }
   if (p.stateful && p.write_final) store(s_out);
+}
+
+// The normaliser's z of a stateful decode, after linear_decode_kernel (see its header): one CTA
+// per (sequence, state head), thread t owns features t, t + 128; the same recurrence, slot
+// checks, step-slot and final writes as the decode kernel's S.
+template <class T, linear::FeatureMap FM, int DK>
+MEMATTN_KERNEL void __launch_bounds__(128) linear_decode_z_kernel(const LinearDecodeParams p) {
+  constexpr int kPer = (LinearDecodeConfig<FM, DK>::kPhi + 127) / 128;
+  __shared__ float kraw[DK];
+  const int tid = threadIdx.x;
+  const int hs = static_cast<int>(blockIdx.x % p.state_heads), n = static_cast<int>(blockIdx.x / p.state_heads);
+  if (n >= p.num_seqs) return;
+  const int s_in = p.slot_in ? p.slot_in[n] : n;
+  if (s_in < 0 || s_in >= p.num_slots) return;
+  const int s_out = p.slot_out ? p.slot_out[n] : s_in;
+  if (s_out < 0 || s_out >= p.num_slots) return;
+  const bool init = p.has_init ? p.has_init[n] != 0 : true;
+  const int len = p.seq_lens ? p.seq_lens[n] : p.t_pad;
+  if (len < 0 || len > p.t_pad) return;
+  if (len == 0 && s_out == s_in && init) return;
+  const int kphi = p.kphi, kvh = p.per_kv ? hs : hs / p.group;
+  const std::int64_t z_off = static_cast<std::int64_t>(hs) * kphi;
+  const float mu = p.decay ? linear::decay_mu(p.decay[hs], 1) : 0.f;
+  float z[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int f = tid + 128 * i;
+    z[i] = init && f < kphi ? p.z_pool[s_in * p.z_slot_stride + z_off + f] : 0.f;
+  }
+  auto store = [&](int slot) {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i)
+      if (tid + 128 * i < kphi) p.z_pool[slot * p.z_slot_stride + z_off + tid + 128 * i] = z[i];
+  };
+  const std::uint16_t* kg = static_cast<const std::uint16_t*>(p.k);
+  for (int t = 0; t < len; ++t) {
+    const std::int64_t row = static_cast<std::int64_t>(n) * p.t_pad + t;
+    __syncthreads();  // previous token's readers are done with kraw
+    for (int x = tid; x < DK; x += 128) kraw[x] = lin::Pair<T>::one(kg[row * p.k_rs + kvh * p.k_hs + x]);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int f = tid + 128 * i;
+      if (f < kphi) z[i] = fmaf(-mu, z[i], z[i]) + decode_feature<FM, DK>(f, kraw, p.alpha);
+    }
+    if (p.step_slots != nullptr) {
+      const int ss = p.step_slots[row];
+      if (ss >= 0 && ss < p.num_slots) store(ss);
+    }
+  }
+  if (p.write_final) store(s_out);
 }
 
 }  // namespace kernels
