@@ -240,6 +240,21 @@ inline unsigned ballot(bool pred) {
   return bits;
 }
 
+// __syncthreads_or: a CTA barrier that also tells whether pred held on any live thread.
+inline bool block_any(bool pred) {
+  const std::uint32_t v = pred ? 1u : 0u;
+  std::memcpy(me().slot, &v, 4);
+  yield(kBlockBarrier);
+  bool any = false;
+  for (const Fiber& f : cta()->fibers) {
+    std::uint32_t x = 0;
+    if (!f.done) std::memcpy(&x, f.slot, 4);
+    any = any || x != 0u;
+  }
+  yield(kBlockBarrier);  // every thread has read the slots before any writes its next
+  return any;
+}
+
 inline float half_lo(std::uint32_t w) { return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xFFFFu))); }
 inline float half_hi(std::uint32_t w) { return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16))); }
 
@@ -291,6 +306,7 @@ void mma16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std:
 #define gridDim (::memattn_emu::cta()->grid)
 
 inline void __syncthreads() { memattn_emu::yield(memattn_emu::kBlockBarrier); }
+inline int __syncthreads_or(int pred) { return memattn_emu::block_any(pred != 0) ? 1 : 0; }
 inline void __syncwarp(unsigned = 0xFFFFFFFFu) { memattn_emu::yield(memattn_emu::kWarpBarrier); }
 template <class T>
 T __shfl_xor_sync(unsigned, T v, int mask, int = 32) {
@@ -309,6 +325,14 @@ inline int __all_sync(unsigned, int pred) {
 template <class T>
 T __ldg(const T* p) {
   return *p;
+}
+template <class T>
+T __ldcs(const T* p) {
+  return *p;
+}
+template <class T>
+void __stcs(T* p, T v) {
+  *p = v;
 }
 template <class T>
 T atomicAdd(T* p, T v) {
@@ -343,6 +367,7 @@ inline float __uint_as_float(unsigned u) {
 }
 inline int __float_as_int(float x) { return static_cast<int>(__float_as_uint(x)); }
 inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
+using std::isfinite;  // a global built-in in device code
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }

@@ -26,7 +26,7 @@
 #include <random>
 #include <vector>
 
-#include "evict_signals_cpu_bridge.hpp"
+#include "common/signal_cases.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/token_logprobs.hpp"
 #include "memattn/cuda/evict.cuh"
@@ -39,6 +39,10 @@ using memattn_gpu_test::upload;
 using memattn_gpu_test::download;
 
 using namespace memattn;
+using memattn_test::logprob_close;
+using memattn_test::LogitCase;
+using memattn_test::make_logits;
+using memattn_test::ScoreShape;
 
 namespace {
 
@@ -48,48 +52,7 @@ void put(T* d, const std::vector<T>& h) {
 }
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-// ---- token log-probs ------------------------------------------------------------------------
-
-constexpr float kSentinel = 123.25f;
-
-bool logprob_close(float gpu, float cpu) {
-  return std::fabs(static_cast<double>(gpu) - cpu) <= 2e-5 + 1e-6 * std::fabs(static_cast<double>(cpu));
-}
-
-// rows x vocab logits (stride, first element at `offset` floats into the buffer) with the gap
-// rows of the header: row 0 one logit at +1e4, row 1 everything at -1e4 but one 0, row 2 the id
-// at the +1e4 logit.
-struct LogitCase {
-  std::int64_t rows, vocab, stride, offset;
-  std::vector<float> buf;
-  std::vector<std::int32_t> ids;
-  const float* host() const { return buf.data() + offset; }
-};
-LogitCase make_logits(std::int64_t rows, std::int64_t vocab, std::int64_t stride, std::int64_t offset, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, 3.f);
-  LogitCase c{rows, vocab, stride, offset, {}, {}};
-  c.buf.assign(static_cast<std::size_t>(offset + rows * stride), -7.f);  // padding must not be read
-  c.ids.resize(static_cast<std::size_t>(rows));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    float* row = c.buf.data() + offset + r * stride;
-    for (std::int64_t v = 0; v < vocab; ++v) row[v] = nd(rng);
-    c.ids[static_cast<std::size_t>(r)] = static_cast<std::int32_t>(rng() % vocab);
-    const std::int64_t hot = static_cast<std::int64_t>(rng() % vocab);
-    if (r % 4 == 0) row[hot] = 1e4f;
-    if (r % 4 == 1) {
-      for (std::int64_t v = 0; v < vocab; ++v) row[v] = -1e4f;
-      row[hot] = 0.f;
-      if (vocab > 1 && c.ids[static_cast<std::size_t>(r)] == hot) c.ids[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((hot + 1) % vocab);
-    }
-    if (r % 4 == 2) {
-      row[hot] = 1e4f;
-      c.ids[static_cast<std::size_t>(r)] = static_cast<std::int32_t>(hot);
-    }
-    for (std::int64_t v = vocab; v < stride; ++v) row[v] = std::numeric_limits<float>::quiet_NaN();
-  }
-  return c;
-}
+constexpr float kSentinel = 123.25f;  // outputs nothing may write
 
 }  // namespace
 
@@ -242,18 +205,7 @@ TEST_CASE("token_logprobs / reference_alignment / sirllm_update: bad arguments l
 
 TEST_CASE("SirLLM turns on the GPU (update + evict_select + gather) == CPU, bit for bit", "[sirllm][gpu]") {
   std::mt19937 rng(2405);
-  struct Config {
-    float decay;
-    std::int64_t turn;
-    int budget, sink, recent, spq;
-    evict::TieBreak tie;
-  };
-  const Config configs[] = {{1.f, 0, 60, 4, 0, 1, evict::TieBreak::kPreferEarlier},
-                            {0.7f, 0, 100, 4, 8, 2, evict::TieBreak::kPreferEarlier},
-                            {0.9f, 7, 37, 0, 3, 3, evict::TieBreak::kPreferLater},
-                            {0.f, 3, 20, 2, 0, 1, evict::TieBreak::kPreferEarlier},
-                            {0.5f, 0, 300, 4, 0, 2, evict::TieBreak::kPreferEarlier}};
-  for (const Config& cfg : configs) {
+  for (const memattn_test::SirllmTurnConfig& cfg : memattn_test::sirllm_turn_configs()) {
     CAPTURE(cfg.decay, cfg.turn, cfg.budget, cfg.sink, cfg.recent, cfg.spq);
     const int B = 3, S = B * cfg.spq, max_chunk = 90;
     const std::int64_t stride = cfg.budget + max_chunk + 8;
@@ -277,23 +229,11 @@ TEST_CASE("SirLLM turns on the GPU (update + evict_select + gather) == CPU, bit 
     std::int32_t *d_budget = upload(std::vector<std::int32_t>(S, cfg.budget)), *d_tcur = upload(std::vector<std::int32_t>(S, 0));
     for (int step = 0; step < 14; ++step) {
       CAPTURE(step);
-      std::vector<std::int32_t> cnt(B), first(B), tcur(S);
-      std::vector<float> lp(static_cast<std::size_t>(B * max_chunk), std::numeric_limits<float>::quiet_NaN());
-      for (int b = 0; b < B; ++b) {
-        cnt[b] = step == 0 ? 40 + static_cast<std::int32_t>(rng() % 50) : static_cast<std::int32_t>(rng() % 40);
-        if (b == 1 && step == 3) cnt[b] = 0;  // an empty chunk: nothing happens (the CPU skips on_chunk)
-        first[b] = static_cast<std::int32_t>(len[b]);
-        for (int i = 0; i < cnt[b]; ++i) {
-          const int r = static_cast<int>(rng() % 20);
-          float x = -std::uniform_real_distribution<float>(0.f, 12.f)(rng);
-          if (r == 0) x = -std::numeric_limits<float>::infinity();
-          if (r == 1) x = std::numeric_limits<float>::quiet_NaN();
-          if (r == 2) x = 0.f;
-          if (b == 2 && step == 5) x = std::numeric_limits<float>::quiet_NaN();  // no finite value: max = 0
-          lp[static_cast<std::size_t>(b * max_chunk + i)] = x;
-        }
-        if (len[b] == 0 && cnt[b] > 0) lp[static_cast<std::size_t>(b * max_chunk)] = std::numeric_limits<float>::quiet_NaN();
-      }
+      const memattn_test::SirllmChunk chunk = memattn_test::make_sirllm_chunk(rng, step, len, max_chunk);
+      const std::vector<std::int32_t>& cnt = chunk.cnt;
+      const std::vector<std::int32_t>& first = chunk.first;
+      const std::vector<float>& lp = chunk.lp;
+      std::vector<std::int32_t> tcur(S);
       // Append the chunk: the GPU's new slots get garbage state (the update must overwrite it).
       auto gst = download(d_st, st.size());
       auto gpos = download(d_pos, pos.size());
@@ -444,140 +384,23 @@ TEST_CASE("sirllm_update: an inconsistent segment sets the flag and stays untouc
 
 namespace {
 
-// fp64 oracle of the same scores: s_j = R_g sum_i softmax_j(scale q_{i,g} . k_j) over all N keys.
-std::vector<double> oracle_scores(const std::vector<float>& q /*[P][G][D]*/, int P, int G, int D,
-                                  const std::vector<float>& k /*[N][D]*/, int N, float scale, int reduce) {
-  std::vector<double> col(static_cast<std::size_t>(G) * N, 0.0), s(static_cast<std::size_t>(N));
-  for (int g = 0; g < G; ++g)
-    for (int i = 0; i < P; ++i) {
-      double m = -INFINITY;
-      for (int j = 0; j < N; ++j) {
-        double acc = 0.0;
-        for (int d = 0; d < D; ++d)
-          acc += static_cast<double>(q[static_cast<std::size_t>((i * G + g) * D + d)]) * k[static_cast<std::size_t>(j * D + d)];
-        s[static_cast<std::size_t>(j)] = acc * scale;
-        m = std::max(m, s[static_cast<std::size_t>(j)]);
-      }
-      double l = 0.0;
-      for (int j = 0; j < N; ++j) l += std::exp(s[static_cast<std::size_t>(j)] - m);
-      for (int j = 0; j < N; ++j) col[static_cast<std::size_t>(g * N + j)] += std::exp(s[static_cast<std::size_t>(j)] - m) / l;
-    }
-  std::vector<double> out(static_cast<std::size_t>(N), 0.0);
-  if (P == 0) return out;
-  for (int j = 0; j < N; ++j) {
-    double acc = col[static_cast<std::size_t>(j)];
-    for (int g = 1; g < G; ++g)
-      acc = reduce == 1 ? std::max(acc, col[static_cast<std::size_t>(g * N + j)]) : acc + col[static_cast<std::size_t>(g * N + j)];
-    out[static_cast<std::size_t>(j)] = reduce == 0 ? acc / G : acc;
-  }
-  return out;
-}
-
-bool score_close(double gpu, double ref) { return std::fabs(gpu - ref) <= 2e-4 * std::fabs(ref) + 1e-6; }
-
-struct ScoreShape {
-  int E, Hkv, G, D, max_tokens, max_probe, reduce;
-  bool huge;  // probe rows = 1000 x a key: logit gaps of thousands
-};
-
 template <class TK, class TQ>
 void run_score_case(const ScoreShape& sh, unsigned seed) {
   CAPTURE(sh.E, sh.Hkv, sh.G, sh.D, sh.max_tokens, sh.max_probe, sh.reduce, sh.huge);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  const int S = sh.E * sh.Hkv, Hq = sh.Hkv * sh.G, D = sh.D;
-  const std::int64_t row_stride = D + 8, seg_stride = static_cast<std::int64_t>(sh.max_tokens) * row_stride + 3;
-  const std::int64_t q_tok = static_cast<std::int64_t>(Hq) * D, q_seg = sh.max_probe * q_tok + 5;
-  std::vector<TK> k(static_cast<std::size_t>(S * seg_stride));
-  for (auto& x : k) x = from_float<TK>(nd(rng));
-  std::vector<std::int32_t> len(static_cast<std::size_t>(S)), pc(static_cast<std::size_t>(sh.E));
-  const int lens[] = {sh.max_tokens, 1, 64, 65, 127, 63};
-  for (int s = 0; s < S; ++s)
-    len[static_cast<std::size_t>(s)] = s < 6 ? std::min(sh.max_tokens, lens[s]) : 1 + static_cast<int>(rng() % sh.max_tokens);
-  for (int o = 0; o < sh.E; ++o)
-    pc[static_cast<std::size_t>(o)] = o == 0 ? sh.max_probe : o == 1 ? 0 : 1 + static_cast<int>(rng() % sh.max_probe);
-  std::vector<TQ> q(static_cast<std::size_t>(sh.E * q_seg));
-  for (auto& x : q) x = from_float<TQ>(nd(rng));
-  if (sh.huge) {  // probe row (i, head) = 1000 x a key of the head's segment
-    for (int o = 0; o < sh.E; ++o)
-      for (int i = 0; i < sh.max_probe; ++i)
-        for (int hq = 0; hq < Hq; ++hq) {
-          const int s = o * sh.Hkv + hq / sh.G;
-          const int j = static_cast<int>(rng() % len[static_cast<std::size_t>(s)]);
-          for (int d = 0; d < D; ++d)
-            q[static_cast<std::size_t>(o * q_seg + i * q_tok + hq * D + d)] =
-                from_float<TQ>(1000.f * to_float(k[static_cast<std::size_t>(s * seg_stride + j * row_stride + d)]));
-        }
-  }
-  const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  const std::int64_t score_stride = sh.max_tokens + 2;
-  TK* d_k = upload(k);
-  TQ* d_q = upload(q);
-  std::int32_t *d_len = upload(len), *d_pc = upload(pc), *d_err = upload(std::vector<std::int32_t>(1, 0));
-  float* d_scores = upload(std::vector<float>(static_cast<std::size_t>(S * score_stride), kSentinel));
-  kernels::EpisodeScoreParams<TK, TQ> p;
-  p.k = d_k;
-  p.k_seg_stride = seg_stride;
-  p.k_row_stride = row_stride;
-  p.len = d_len;
-  p.q = d_q;
-  p.q_seg_stride = q_seg;
-  p.q_tok_stride = q_tok;
-  p.q_head_stride = D;
-  p.probe_count = d_pc;
-  p.scores = d_scores;
-  p.score_stride = score_stride;
-  p.segments = S;
-  p.kv_heads = sh.Hkv;
-  p.group = sh.G;
-  p.head_dim = D;
-  p.max_probe = sh.max_probe;
-  p.max_tokens = sh.max_tokens;
-  p.scale = scale;
-  p.reduce = sh.reduce;
-  p.error = d_err;
+  const memattn_test::EpisodeScoreCase<TK, TQ> c(sh, seed);
+  TK* d_k = upload(c.k);
+  TQ* d_q = upload(c.q);
+  std::int32_t *d_len = upload(c.len), *d_pc = upload(c.pc), *d_err = upload(std::vector<std::int32_t>(1, 0));
+  float* d_scores = upload(std::vector<float>(static_cast<std::size_t>(c.S * c.score_stride), kSentinel));
+  const kernels::EpisodeScoreParams<TK, TQ> p = memattn_test::episode_params(sh, c, d_k, d_q, d_len, d_pc, d_scores, d_err);
   std::size_t bytes = 0;
   REQUIRE(memattn::cuda::episode_score_workspace_size(p, &bytes) == Status::kSuccess);
   void* ws = nullptr;
   REQUIRE(cudaMalloc(&ws, bytes) == cudaSuccess);
   REQUIRE(memattn::cuda::episode_score(p, ws, bytes, nullptr) == Status::kSuccess);
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-  const auto out = download(d_scores, static_cast<std::size_t>(S * score_stride));
   CHECK(download(d_err, 1)[0] == 0);
-  for (int s = 0; s < S; ++s) {
-    const int o = s / sh.Hkv, h = s % sh.Hkv, N = len[static_cast<std::size_t>(s)], P = pc[static_cast<std::size_t>(o)];
-    CAPTURE(s, N, P);
-    std::vector<TK> kc(static_cast<std::size_t>(N * D));
-    std::vector<float> kf(kc.size());
-    for (int j = 0; j < N; ++j)
-      for (int d = 0; d < D; ++d) {
-        kc[static_cast<std::size_t>(j * D + d)] = k[static_cast<std::size_t>(s * seg_stride + j * row_stride + d)];
-        kf[static_cast<std::size_t>(j * D + d)] = to_float(kc[static_cast<std::size_t>(j * D + d)]);
-      }
-    std::vector<TQ> probe(static_cast<std::size_t>(std::max(P, 1)) * Hq * D);
-    std::vector<float> qg(static_cast<std::size_t>(std::max(P, 1)) * sh.G * D);
-    for (int i = 0; i < P; ++i)
-      for (int x = 0; x < Hq * D; ++x) {
-        probe[static_cast<std::size_t>(i * Hq * D + x)] = q[static_cast<std::size_t>(o * q_seg + i * q_tok + x)];
-        if (x >= h * sh.G * D && x < (h + 1) * sh.G * D)
-          qg[static_cast<std::size_t>(i * sh.G * D + x - h * sh.G * D)] = to_float(probe[static_cast<std::size_t>(i * Hq * D + x)]);
-      }
-    std::vector<float> ref(static_cast<std::size_t>(N));
-    REQUIRE(memattn_test::cpu_episode_scores(probe.data(), P, Hq, h, sh.G, D, scale, kc.data(), N, sh.reduce,
-                                             ref.data()) == Status::kSuccess);
-    const std::vector<double> ora = oracle_scores(qg, P, sh.G, D, kf, N, scale, sh.reduce);
-    double total = 0.0;
-    for (int j = 0; j < N; ++j) {
-      const float g = out[static_cast<std::size_t>(s * score_stride + j)];
-      CAPTURE(j, g, ref[static_cast<std::size_t>(j)], ora[static_cast<std::size_t>(j)]);
-      REQUIRE(std::isfinite(g));
-      REQUIRE(score_close(g, ref[static_cast<std::size_t>(j)]));
-      REQUIRE(score_close(g, ora[static_cast<std::size_t>(j)]));
-      total += g;
-    }
-    if (sh.reduce == 2) CHECK(std::fabs(total - static_cast<double>(sh.G) * P) <= 1e-4 * std::max(1, sh.G * P));
-    for (std::int64_t j = N; j < score_stride; ++j) REQUIRE(out[static_cast<std::size_t>(s * score_stride + j)] == kSentinel);
-  }
+  memattn_test::check_episode_scores(sh, c, download(d_scores, static_cast<std::size_t>(c.S * c.score_stride)), kSentinel);
   cudaFree(ws);
   for (void* ptr : {static_cast<void*>(d_k), static_cast<void*>(d_q), static_cast<void*>(d_len),
                     static_cast<void*>(d_pc), static_cast<void*>(d_err), static_cast<void*>(d_scores)})
@@ -680,30 +503,6 @@ TEST_CASE("episode_score: bad arguments launch nothing; a bad segment sets the f
 
 namespace {
 
-// The CPU rule on the first `count` centroids, fp64 over the given values (for fp32 inputs).
-int naive_route(const std::vector<double>& c, int count, int dim, const double* x, double* sim) {
-  double nx = 0;
-  for (int d = 0; d < dim; ++d) nx += x[d] * x[d];
-  nx = std::sqrt(nx);
-  int best = -1;
-  double bs = -2.0;
-  for (int i = 0; i < count; ++i) {
-    double dot = 0, cc = 0;
-    for (int d = 0; d < dim; ++d) {
-      dot += x[d] * c[static_cast<std::size_t>(i * dim + d)];
-      cc += c[static_cast<std::size_t>(i * dim + d)] * c[static_cast<std::size_t>(i * dim + d)];
-    }
-    const double nc = std::sqrt(cc);
-    const double s = nx > 0 && nc > 0 ? dot / (nx * nc) : 0.0;
-    if (s > bs) {
-      bs = s;
-      best = i;
-    }
-  }
-  *sim = bs;
-  return best;
-}
-
 template <class T>
 void run_route(const std::vector<double>& centroids, int max_c, const std::vector<std::int32_t>& counts,
                const std::vector<double>& queries, int dim, std::vector<std::int32_t>* route, std::vector<double>* sim,
@@ -744,76 +543,11 @@ void run_route(const std::vector<double>& centroids, int max_c, const std::vecto
 TEST_CASE("episode_route on the GPU == OnlineKMeans::nearest (ties: lower index; zero norms: 0)", "[epicache][gpu]") {
   std::mt19937 rng(1729);
   std::normal_distribution<double> nd(0.0, 1.0);
-  for (int dim : {576, 3, 1000}) {
-    CAPTURE(dim);
-    // Case A: clustered stream (k_max 6); case B: open_below 1.5 opens a centroid per add, with a
-    // duplicate direction (tie) and a zero vector (zero centroid).
-    for (int variant = 0; variant < 2; ++variant) {
-      CAPTURE(variant);
-      std::vector<double> adds, queries;
-      int n_adds = 0, k_max = 6;
-      double open = 0.3;
-      std::vector<double> v(static_cast<std::size_t>(dim)), w(static_cast<std::size_t>(dim));
-      for (auto& x : v) x = nd(rng);
-      for (auto& x : w) x = nd(rng);
-      if (variant == 0) {
-        n_adds = 40;
-        for (int a = 0; a < n_adds; ++a)
-          for (int d = 0; d < dim; ++d) adds.push_back(nd(rng) + (a % 3 == 0 ? 2.0 * v[static_cast<std::size_t>(d)] : 0.0));
-      } else {
-        open = 1.5;
-        k_max = 5;
-        n_adds = 5;
-        for (double x : v) adds.push_back(x);
-        for (double x : v) adds.push_back(2.0 * x);  // same direction: a duplicate centroid
-        for (int d = 0; d < dim; ++d) adds.push_back(0.0);
-        for (double x : w) adds.push_back(x);
-        for (int d = 0; d < dim; ++d) adds.push_back(nd(rng));
-      }
-      const int n_random = 30;
-      for (int i = 0; i < n_random * dim; ++i) queries.push_back(nd(rng));
-      for (double x : v) queries.push_back(3.0 * x);  // ties between duplicates
-      for (double x : v) queries.push_back(-x);
-      for (int d = 0; d < dim; ++d) queries.push_back(0.0);  // zero query: every similarity 0 -> index 0
-      const int nq = n_random + 3;
-      memattn_test::RouteReference ref;
-      REQUIRE(memattn_test::cpu_route(adds, n_adds, dim, k_max, open, queries, nq, &ref));
-      REQUIRE(ref.count > 1);
-      if (variant == 1) {
-        CHECK(ref.count == 5);
-        CHECK(ref.route[static_cast<std::size_t>(n_random)] == 0);
-        CHECK(ref.route[static_cast<std::size_t>(n_random + 2)] == 0);
-      }
-      std::vector<std::int32_t> route;
-      std::vector<double> sim;
-      std::int32_t err = -1;
-      run_route<double>(ref.centroids, ref.count, std::vector<std::int32_t>(static_cast<std::size_t>(nq), ref.count),
-                        queries, dim, &route, &sim, &err);
-      CHECK(err == 0);
-      for (int i = 0; i < nq; ++i) {
-        CAPTURE(i, route[static_cast<std::size_t>(i)], ref.route[static_cast<std::size_t>(i)], sim[static_cast<std::size_t>(i)],
-                ref.sim[static_cast<std::size_t>(i)]);
-        REQUIRE(route[static_cast<std::size_t>(i)] == ref.route[static_cast<std::size_t>(i)]);
-        REQUIRE(std::fabs(sim[static_cast<std::size_t>(i)] - ref.sim[static_cast<std::size_t>(i)]) <= 1e-12);
-      }
-      // fp32 embeddings with per-sequence centroid counts (0 .. count): the rule on the fp32 values.
-      std::vector<std::int32_t> counts(static_cast<std::size_t>(nq));
-      for (int i = 0; i < nq; ++i) counts[static_cast<std::size_t>(i)] = i % (ref.count + 1);
-      run_route<float>(ref.centroids, ref.count, counts, queries, dim, &route, &sim, &err);
-      CHECK(err == 0);
-      std::vector<double> cf(ref.centroids.size()), qf(queries.size());
-      for (std::size_t i = 0; i < cf.size(); ++i) cf[i] = static_cast<float>(ref.centroids[i]);
-      for (std::size_t i = 0; i < qf.size(); ++i) qf[i] = static_cast<float>(queries[i]);
-      for (int i = 0; i < nq; ++i) {
-        double s = 0;
-        const int r = naive_route(cf, counts[static_cast<std::size_t>(i)], dim, qf.data() + static_cast<std::size_t>(i) * dim, &s);
-        CAPTURE(i, counts[static_cast<std::size_t>(i)], route[static_cast<std::size_t>(i)], r);
-        REQUIRE(route[static_cast<std::size_t>(i)] == r);
-        REQUIRE(std::fabs(sim[static_cast<std::size_t>(i)] - s) <= 1e-12);
-        if (counts[static_cast<std::size_t>(i)] == 0) CHECK(sim[static_cast<std::size_t>(i)] == -2.0);
-      }
-    }
-  }
+  auto run = [](auto embedding, const std::vector<double>& centroids, int max_c, const std::vector<std::int32_t>& counts,
+                const std::vector<double>& queries, int dim, std::vector<std::int32_t>* route, std::vector<double>* sim,
+                std::int32_t* err) { run_route<decltype(embedding)>(centroids, max_c, counts, queries, dim, route, sim, err); };
+  for (int dim : {576, 3, 1000})
+    for (int variant = 0; variant < 2; ++variant) memattn_test::check_route_scenario(dim, variant, rng, nd, run);
   // A count above max_centroids: flagged, that sequence untouched; bad arguments: nothing launched.
   std::vector<std::int32_t> route;
   std::vector<double> sim;

@@ -48,6 +48,17 @@ inline Status current_device(int* device) noexcept {
   return status_from(cudaGetDevice(device));
 }
 
+// A __global__ function as a type. The launch sequences of the *_params.cuh headers call a
+// caller-given launch(KernelRef<k>{}, grid, block, dynamic smem bytes, args...): the CUDA
+// wrappers launch decltype(ref)::kernel on their stream, tests/emu runs it on the CPU emulator.
+// A kernel template specialisation that does not depend on the caller's template parameters is
+// named through a constexpr variable first: GCC (12) does not instantiate a function template
+// named only in a non-dependent template argument (the host-compiled emulator build fails to link).
+template <auto K>
+struct KernelRef {
+  static constexpr auto kernel = K;
+};
+
 // Number of streaming multiprocessors of `device` (-1: the current device).
 // Opts a kernel into more than 48 KB of dynamic shared memory when `bytes` needs it.
 template <class Kernel>
