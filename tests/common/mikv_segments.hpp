@@ -97,4 +97,34 @@ inline void check_mikv_outputs(const std::vector<MikvSnapshot>& snap, const std:
   }
 }
 
+// The cases both tests run: run(spec, D, G, sequences = 1, kill_low = 0) -> MikvCaseStats.
+// Per-token Low records (lowk=0): 2/3/4-bit Low, INT8 and fp16 High, head_dim 8 / 64 / 128.
+template <class Run>
+void mikv_row_cases(Run&& run) {
+  run("mikv:budget=48,high=16,low=2,lowbudget=60", 64, 3, 1, 0);
+  run("mikv:budget=48,high=8,low=4,lowbudget=60", 64, 3, 1, 0);
+  run("mikv:budget=40,high=8,low=3,recent=16", 128, 4, 2, 0);
+  run("mikv:budget=32,high=8,low=2,groups=1,balance=0", 8, 2, 1, 0);
+}
+// lowk=1: per-channel Low blocks + staging rows, also with dead Low slots (killed on a copy).
+template <class Run>
+void mikv_block_cases(Run&& run) {
+  // Cache as it is (every Low slot live after its tier events), 3 ragged sequences x 2 KV heads.
+  const MikvCaseStats a = run("mikv:budget=48,high=16,low=2,lowk=1", 64, 3, 3, 0);
+  CHECK(a.blocks > 0);
+  CHECK(a.staged > 0);  // staging rows in some segment
+  CHECK(a.ragged);
+  run("mikv:budget=40,high=8,low=4,recent=16,lowk=1", 128, 4, 3, 0);
+  run("mikv:budget=48,high=8,low=3,lowbudget=70,lowk=1", 64, 2, 2, 0);  // whole-block Low eviction, 10 codes/word
+  run("mikv:budget=32,high=8,low=2,groups=1,balance=0,lowk=1", 8, 2, 2, 0);
+  for (const char* spec : {"mikv:budget=48,high=16,low=2,lowk=1", "mikv:budget=40,high=8,low=4,lowk=1",
+                           "mikv:budget=40,high=8,low=3,lowk=1,exact=1"}) {
+    const MikvCaseStats d = run(spec, 64, 4, 3, 5);
+    CHECK(d.dead_low > 0);
+    CHECK(d.staged > 0);
+    CHECK(d.blocks > 0);
+  }
+  run("mikv:budget=48,high=16,low=2,lowk=1", 128, 1, 2, 3);  // G = 1
+}
+
 }  // namespace memattn_test

@@ -57,28 +57,9 @@ memattn_test::MikvCaseStats run_case(const std::string& spec, int D, int G, int 
 }  // namespace
 
 TEST_CASE("emulated mikv decode, per-token Low records == CPU mixed cache", "[emu][mikv]") {
-  run_case("mikv:budget=48,high=16,low=2,lowbudget=60", 64, 3);
-  run_case("mikv:budget=48,high=8,low=4,lowbudget=60", 64, 3);
-  run_case("mikv:budget=40,high=8,low=3,recent=16", 128, 4, 2);
-  run_case("mikv:budget=32,high=8,low=2,groups=1,balance=0", 8, 2);
+  memattn_test::mikv_row_cases(run_case);
 }
 
 TEST_CASE("emulated mikv decode, lowk=1 per-channel Low blocks == CPU mixed cache", "[emu][mikv]") {
-  // Cache as it is (every Low slot live after its tier events), 3 ragged sequences x 2 KV heads.
-  const memattn_test::MikvCaseStats a = run_case("mikv:budget=48,high=16,low=2,lowk=1", 64, 3, 3);
-  CHECK(a.blocks > 0);
-  CHECK(a.staged > 0);
-  CHECK(a.ragged);
-  run_case("mikv:budget=40,high=8,low=4,recent=16,lowk=1", 128, 4, 3);
-  run_case("mikv:budget=48,high=8,low=3,lowbudget=70,lowk=1", 64, 2, 2);  // whole-block Low eviction, 10 codes/word
-  run_case("mikv:budget=32,high=8,low=2,groups=1,balance=0,lowk=1", 8, 2, 2);
-  // Dead Low slots inside blocks and in staging (killed on a copy of each pool).
-  for (const char* spec : {"mikv:budget=48,high=16,low=2,lowk=1", "mikv:budget=40,high=8,low=4,lowk=1",
-                           "mikv:budget=40,high=8,low=3,lowk=1,exact=1"}) {
-    const memattn_test::MikvCaseStats d = run_case(spec, 64, 4, 3, 5);
-    CHECK(d.dead_low > 0);
-    CHECK(d.staged > 0);
-    CHECK(d.blocks > 0);
-  }
-  run_case("mikv:budget=48,high=16,low=2,lowk=1", 128, 1, 2, 3);  // G = 1
+  memattn_test::mikv_block_cases(run_case);
 }
