@@ -4,12 +4,16 @@
 // probes, lengths around the 64-key tile, probe-less episodes, huge logits) checked against the
 // CPU cache's window_colsum (host bridge) and an fp64 oracle (2e-4 relative + 1e-6); routing
 // scenarios (a clustered stream, or duplicate / zero centroids) vs OnlineKMeans::nearest (host
-// bridge) and the fp64 rule on fp32 values.
+// bridge) and the fp64 rule on fp32 values. With them the checks both run: log-prob rows, the
+// poisoned logits' NaN rows, a SirLLM turn's chunk append, parameters, CPU mirror (on_chunk,
+// select_keep, compact_rows) and the kernels' state / keep lists against it, and the inconsistent
+// segment case.
 #pragma once
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -19,8 +23,13 @@
 #include "gpu/evict_signals_cpu_bridge.hpp"
 #include "memattn/core/dtype.hpp"
 #include "memattn/core/status.hpp"
+#include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/token_logprobs.hpp"
 #include "memattn/evict/policy.hpp"
+#include "memattn/evict/sirllm.hpp"
 #include "memattn/kernels/evict_episode.cuh"
+#include "memattn/kernels/evict_select.cuh"
+#include "memattn/kernels/evict_sirllm.cuh"
 
 namespace memattn_test {
 
@@ -63,6 +72,46 @@ inline LogitCase make_logits(std::int64_t rows, std::int64_t vocab, std::int64_t
     for (std::int64_t v = vocab; v < stride; ++v) row[v] = std::numeric_limits<float>::quiet_NaN();
   }
   return c;
+}
+
+// Kernel log-probs vs the CPU's: finite and within the tolerance.
+inline void check_logprob_rows(const std::vector<float>& out, const std::vector<float>& ref) {
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    CAPTURE(i, out[i], ref[i]);
+    REQUIRE(std::isfinite(out[i]));
+    REQUIRE(logprob_close(out[i], ref[i]));
+  }
+}
+
+// Kernel reference alignment vs the CPU's: row 0 NaN (no previous token), the rest within the
+// tolerance.
+inline void check_alignment_rows(const std::vector<float>& out, const std::vector<float>& ref) {
+  CHECK(std::isnan(out[0]));
+  for (std::size_t i = 1; i < ref.size(); ++i) {
+    CAPTURE(i, out[i], ref[i]);
+    REQUIRE(logprob_close(out[i], ref[i]));
+  }
+}
+
+// 8 x 512 logits with NaN (row 1), +inf (row 3), -inf (row 6) and bad ids (rows 4, 5).
+inline LogitCase poisoned_logits() {
+  LogitCase c = make_logits(8, 512, 512, 0, 77);
+  c.buf[1 * 512 + 17] = std::numeric_limits<float>::quiet_NaN();
+  c.buf[3 * 512 + 511] = std::numeric_limits<float>::infinity();
+  c.buf[6 * 512 + 0] = -std::numeric_limits<float>::infinity();
+  c.ids[4] = -1;
+  c.ids[5] = 512;
+  return c;
+}
+
+// The kernel's rows of poisoned_logits(): NaN where poisoned, the CPU's value elsewhere.
+inline void check_poisoned_rows(const LogitCase& c, const std::vector<float>& out) {
+  for (int r : {1, 3, 4, 5, 6}) CHECK(std::isnan(out[static_cast<std::size_t>(r)]));
+  for (int r : {0, 2, 7}) {
+    float ref = 0.f;
+    REQUIRE(memattn::cpu::token_logprobs(c.host() + r * 512, 1, 512, 512, c.ids.data() + r, &ref) == memattn::Status::kSuccess);
+    CHECK(logprob_close(out[static_cast<std::size_t>(r)], ref));
+  }
 }
 
 // ---- SirLLM turns ---------------------------------------------------------------------------
@@ -115,6 +164,178 @@ inline SirllmChunk make_sirllm_chunk(std::mt19937& rng, int step, const std::vec
   }
   return c;
 }
+
+inline memattn::evict::Surprisal::Params surprisal_params(const SirllmTurnConfig& cfg) {
+  memattn::evict::Surprisal::Params sp;
+  sp.decay = cfg.decay;
+  sp.turn = cfg.turn;
+  return sp;
+}
+
+inline memattn::evict::Protection protection(const SirllmTurnConfig& cfg) {
+  memattn::evict::Protection pr;
+  pr.n_sink = cfg.sink;
+  pr.n_recent = cfg.recent;
+  return pr;
+}
+
+inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// A turn's segments (spq per sequence, `stride` slots each): the CPU mirror's state and positions
+// and the kernels' copies, sizes shared.
+struct SirllmTurnState {
+  std::int64_t stride;
+  int S, spq;
+  std::vector<float> st, gst;
+  std::vector<std::int32_t> pos, gpos, size, tcur;
+  SirllmTurnState(int S_, int spq_, std::int64_t stride_)
+      : stride(stride_), S(S_), spq(spq_), st(static_cast<std::size_t>(S_ * stride_), 0.f), gst(st),
+        pos(static_cast<std::size_t>(S_ * stride_), 0), gpos(pos), size(static_cast<std::size_t>(S_), 0),
+        tcur(static_cast<std::size_t>(S_), 0) {}
+
+  // Append the chunk: positions to both sides, the CPU's new state 0 and the kernels' garbage (the
+  // update must overwrite it); sizes and t_cur advance.
+  void append(const SirllmChunk& chunk) {
+    for (int s = 0; s < S; ++s) {
+      const std::size_t b = static_cast<std::size_t>(s / spq);
+      for (int i = 0; i < chunk.cnt[b]; ++i) {
+        const std::size_t at = static_cast<std::size_t>(s * stride + size[static_cast<std::size_t>(s)] + i);
+        pos[at] = gpos[at] = chunk.first[b] + i;
+        st[at] = 0.f;
+        gst[at] = -555.f;
+      }
+      size[static_cast<std::size_t>(s)] += chunk.cnt[b];
+      tcur[static_cast<std::size_t>(s)] = chunk.first[b] + chunk.cnt[b] - 1;
+    }
+  }
+
+  // The CPU: on_chunk per segment with a non-empty chunk (as EvictKvCache::end_chunk).
+  void cpu_update(const memattn::evict::Surprisal::Params& sp, const SirllmChunk& chunk, int max_chunk) {
+    for (int s = 0; s < S; ++s) {
+      const std::size_t b = static_cast<std::size_t>(s / spq);
+      if (chunk.cnt[b] == 0) continue;
+      memattn::evict::TokenSignals ts;
+      ts.logprobs = chunk.lp.data() + b * static_cast<std::size_t>(max_chunk);
+      ts.count = chunk.cnt[b];
+      ts.first_pos = chunk.first[b];
+      const std::int64_t sz = size[static_cast<std::size_t>(s)];
+      memattn::evict::Surprisal::on_chunk(sp, st.data() + s * stride, pos.data() + s * stride, sz - chunk.cnt[b], sz, ts);
+    }
+  }
+
+  // The kernels' updated state `got` bit-identical to the CPU's over every segment's size.
+  void check_state(const std::vector<float>& got) const {
+    for (int s = 0; s < S; ++s)
+      for (std::int32_t j = 0; j < size[static_cast<std::size_t>(s)]; ++j) {
+        const std::size_t at = static_cast<std::size_t>(s * stride + j);
+        CAPTURE(s, j, got[at], st[at]);
+        REQUIRE(same_bits(got[at], st[at]));
+      }
+  }
+
+  // cpu::select_keep per segment vs the kernels' keep lists (identical) and counts; then the CPU's
+  // compaction (evict_gather's) of its state and positions, and of the kernels' copies when
+  // `compact_kernel_side` (their compaction is not a kernel's); sizes shrink to the counts.
+  void check_select(const SirllmTurnConfig& cfg, const memattn::evict::Protection& pr, const std::vector<std::int32_t>& gkeep,
+                    const std::vector<std::int32_t>& gcount, bool compact_kernel_side) {
+    std::vector<std::uint64_t> scratch(static_cast<std::size_t>(stride));
+    std::vector<std::int32_t> keep(static_cast<std::size_t>(stride));
+    for (int s = 0; s < S; ++s) {
+      std::int64_t count = 0;
+      const std::int64_t sz = size[static_cast<std::size_t>(s)];
+      REQUIRE(memattn::cpu::select_keep(st.data() + s * stride, pos.data() + s * stride, sz, cfg.budget, tcur[static_cast<std::size_t>(s)],
+                                        pr, cfg.tie, scratch.data(), keep.data(), &count) == memattn::Status::kSuccess);
+      REQUIRE(gcount[static_cast<std::size_t>(s)] == count);
+      for (std::int64_t i = 0; i < count; ++i) REQUIRE(gkeep[static_cast<std::size_t>(s * stride + i)] == keep[static_cast<std::size_t>(i)]);
+      CHECK(count == std::min<std::int64_t>(sz, cfg.budget));  // sinks + recent fit in every budget here
+      memattn::cpu::compact_rows(st.data() + s * stride, 1, keep.data(), count);
+      memattn::cpu::compact_rows(pos.data() + s * stride, 1, keep.data(), count);
+      if (compact_kernel_side) {
+        memattn::cpu::compact_rows(gst.data() + s * stride, 1, keep.data(), count);
+        memattn::cpu::compact_rows(gpos.data() + s * stride, 1, keep.data(), count);
+      }
+      size[static_cast<std::size_t>(s)] = static_cast<std::int32_t>(count);
+    }
+  }
+};
+
+// sirllm_update's parameters for a turn of `t` at the given (host or device) pointers.
+inline memattn::kernels::SirllmUpdateParams sirllm_update_params(const SirllmTurnConfig& cfg, const SirllmTurnState& t, float* state,
+                                                                 std::int32_t* pos, const std::int32_t* size, const float* lp,
+                                                                 int max_chunk, const std::int32_t* cnt, const std::int32_t* first,
+                                                                 std::int32_t* error) {
+  memattn::kernels::SirllmUpdateParams u;
+  u.state = state;
+  u.pos = pos;
+  u.size = size;
+  u.stride = t.stride;
+  u.segments = t.S;
+  u.segments_per_sequence = cfg.spq;
+  u.logprobs = lp;
+  u.logprob_stride = max_chunk;
+  u.count = cnt;
+  u.first_pos = first;
+  u.decay = cfg.decay;
+  u.turn = cfg.turn;
+  u.error = error;
+  return u;
+}
+
+// evict_select's parameters over a turn's segments (scores: the SirLLM state).
+inline memattn::kernels::EvictSelectParams sirllm_select_params(const SirllmTurnConfig& cfg, const memattn::evict::Protection& pr,
+                                                                const SirllmTurnState& t, const float* state, const std::int32_t* pos,
+                                                                const std::int32_t* size, const std::int32_t* budget,
+                                                                const std::int32_t* tcur, std::int32_t* keep, std::int32_t* keep_count,
+                                                                std::int32_t* error) {
+  memattn::kernels::EvictSelectParams sel;
+  sel.scores = state;
+  sel.pos = pos;
+  sel.len = size;
+  sel.budget = budget;
+  sel.t_cur = tcur;
+  sel.stride = t.stride;
+  sel.segments = t.S;
+  sel.protect = pr;
+  sel.tie = cfg.tie;
+  sel.keep = keep;
+  sel.keep_count = keep_count;
+  sel.error = error;
+  return sel;
+}
+
+// sirllm_update's inconsistent segments: 3 segments of one sequence each (stride 8); segment 1:
+// size < count; segment 2: a position outside the chunk. After the update (decay 0.5): flag 1,
+// segment 0 decayed and its position 4 set to -lp, segments 1 and 2 untouched.
+struct SirllmBadSegments {
+  std::vector<float> st = std::vector<float>(24, 2.f);
+  std::vector<std::int32_t> pos = {0, 1, 2, 3, 4, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 9, 4, 0, 0, 0};
+  std::vector<std::int32_t> size = {6, 2, 5}, cnt = {2, 3, 2}, first = {4, 0, 3};
+  std::vector<float> lp = {-1.f, -2.f, -3.f, -4.f, -5.f, -6.f, -7.f, -8.f, -9.f};
+
+  static memattn::kernels::SirllmUpdateParams params(float* state, std::int32_t* pos, const std::int32_t* size, const float* lp,
+                                                     const std::int32_t* cnt, const std::int32_t* first, std::int32_t* error) {
+    memattn::kernels::SirllmUpdateParams u;
+    u.state = state;
+    u.pos = pos;
+    u.size = size;
+    u.stride = 8;
+    u.segments = 3;
+    u.logprobs = lp;
+    u.logprob_stride = 3;
+    u.count = cnt;
+    u.first_pos = first;
+    u.decay = 0.5f;
+    u.error = error;
+    return u;
+  }
+  static void check(const std::vector<float>& out, std::int32_t err) {
+    CHECK(err == 1);
+    for (int j = 0; j < 4; ++j) CHECK(out[static_cast<std::size_t>(j)] == 1.f);  // decayed
+    CHECK(out[4] == 1.f);                                                      // -lp of position 4
+    CHECK(out[5] == 2.f);
+    for (int j = 8; j < 24; ++j) CHECK(out[static_cast<std::size_t>(j)] == 2.f);  // untouched
+  }
+};
 
 // ---- EpiCache probe scores ------------------------------------------------------------------
 
@@ -229,6 +450,46 @@ memattn::kernels::EpisodeScoreParams<TK, TQ> episode_params(const ScoreShape& sh
 
 // The scores out [S][score_stride] vs the CPU cache's (bridge) and the fp64 oracle; slots past a
 // segment keep `sentinel`; with the sum reduction every probe row's softmax sums to 1.
+// The probe-score shapes both tests run (E, Hkv, G, D, max_tokens, max_probe, reduce, huge).
+inline std::vector<ScoreShape> episode_score_shapes() {
+  return {
+      {3, 2, 3, 64, 272, 16, 1, false},   // SmolLM2-like: C + block, 16 probe rows, max over the group
+      {2, 3, 1, 128, 200, 5, 2, false},   // MHA, sum
+      {3, 1, 4, 80, 130, 70, 0, false},   // head_dim 80, probe rows over two chunks, mean
+      {2, 2, 2, 36, 65, 3, 1, false},     // head_dim not a multiple of 8
+      {2, 1, 2, 7, 64, 64, 2, false},     // head_dim 7, exactly one tile and one row chunk
+      {3, 2, 8, 256, 300, 9, 1, false},   // head_dim 256 (> 48 KiB of shared memory: opt-in), G = 8
+      {3, 2, 3, 64, 150, 6, 2, true},     // huge logits: one-hot softmax, sums stay G * P
+  };
+}
+
+// The bad-argument case's parameters: 2 segments of N keys (D 64) on 2 KV heads, 2 probe rows
+// (q [2][2][D]), scale 0.125.
+inline memattn::kernels::EpisodeScoreParams<memattn::Half, memattn::Half> episode_small_params(
+    int N, int D, const memattn::Half* k, const std::int32_t* len, const memattn::Half* q, const std::int32_t* pc, float* scores,
+    std::int32_t* error) {
+  memattn::kernels::EpisodeScoreParams<memattn::Half, memattn::Half> p;
+  p.k = k;
+  p.k_seg_stride = static_cast<std::int64_t>(N) * D;
+  p.k_row_stride = D;
+  p.len = len;
+  p.q = q;
+  p.q_tok_stride = 2 * D;
+  p.q_head_stride = D;
+  p.probe_count = pc;
+  p.scores = scores;
+  p.score_stride = N;
+  p.segments = 2;
+  p.kv_heads = 2;
+  p.group = 1;
+  p.head_dim = D;
+  p.max_probe = 2;
+  p.max_tokens = N;
+  p.scale = 0.125f;
+  p.error = error;
+  return p;
+}
+
 template <class TK, class TQ>
 void check_episode_scores(const ScoreShape& sh, const EpisodeScoreCase<TK, TQ>& c, const std::vector<float>& out, float sentinel) {
   const int D = c.D, Hq = c.Hq;

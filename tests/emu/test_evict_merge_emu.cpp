@@ -7,6 +7,7 @@
 // ragged fp16 segments with position gaps and protected sinks / recent tokens. Pivots, set scores
 // and keep lists identical; merged rows within one fp16 rounding; merged scores within 1e-6.
 #include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
+#include "emu/emu_launch.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -23,6 +24,7 @@
 
 namespace {
 
+using memattn_emu_test::emu_launch;
 using memattn::Half;
 using memattn::Status;
 using memattn_test::check_half_rows;
@@ -30,11 +32,6 @@ using memattn_test::clustered;
 namespace mc = memattn::cuda;
 namespace mk = memattn::kernels;
 namespace evict = memattn::evict;
-
-const auto emu_launch = [](auto kernel, dim3 grid, dim3 block, int smem, const auto&... args) {
-  memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] { decltype(kernel)::kernel(args...); });
-  return Status::kSuccess;
-};
 
 // NaN doubles / -1 ints: the kernels must write every entry they read.
 template <class T>
@@ -67,13 +64,8 @@ TEST_CASE("emulated evict_nearest_cos (D2O) == cpu::merge_nearest_cos, EMA over 
       std::vector<double> sim = garbage<double>(static_cast<std::size_t>(S * stride));
       for (int round = 0; round < 2; ++round) {
         INFO("round " << round);
-        std::vector<std::int32_t> keep(static_cast<std::size_t>(S * stride), 0), count(S);
-        for (int s = 0; s < S; ++s) {
-          std::int32_t c = 0;
-          for (std::int32_t j = 0; j < len[static_cast<std::size_t>(s)]; ++j)
-            if (rng() % 3 == 0 || j == 0) keep[static_cast<std::size_t>(s * stride + c++)] = j;
-          count[static_cast<std::size_t>(s)] = c;
-        }
+        std::vector<std::int32_t> keep, count;
+        memattn_test::random_keep(len, stride, rng, &keep, &count);
         if (round == 1) count[0] = -1;  // an invalid segment (select flagged it): skipped
         mk::EvictNearestCosParams<Half> p;
         p.k = gk.data(), p.v = gv.data(), p.len = len.data(), p.keep = keep.data(), p.keep_count = count.data();
@@ -81,16 +73,7 @@ TEST_CASE("emulated evict_nearest_cos (D2O) == cpu::merge_nearest_cos, EMA over 
         p.stride = stride, p.D = D, p.segments = S, p.alpha = 0.3f, p.beta = 0.7f;
         REQUIRE(mc::evict_nearest_cos_can_implement(p) == Status::kSuccess);
         REQUIRE(mc::evict_nearest_cos_launch(p, emu_launch) == Status::kSuccess);
-        for (int s = 0; s < S; ++s) {
-          if (count[static_cast<std::size_t>(s)] < 0) continue;
-          float t = tau[static_cast<std::size_t>(s)];
-          bool h = has[static_cast<std::size_t>(s)];
-          REQUIRE(memattn_test::cpu_merge_nearest_cos(0.3f, 0.7f, &t, &h, k.data() + s * stride * D, v.data() + s * stride * D, D,
-                                                      len[static_cast<std::size_t>(s)], keep.data() + s * stride,
-                                                      count[static_cast<std::size_t>(s)]) == Status::kSuccess);
-          tau[static_cast<std::size_t>(s)] = t;
-          has[static_cast<std::size_t>(s)] = h;
-        }
+        memattn_test::cpu_nearest_cos_round(&k, &v, D, stride, len, keep, count, &tau, &has);
         check_half_rows(gk, k);
         check_half_rows(gv, v);
         for (int s = 0; s < S; ++s) {
@@ -111,37 +94,24 @@ TEST_CASE("emulated KVMerger (sets -> select -> Gaussian merge) == the CPU path"
       INFO("D " << D << " reversed " << reverse);
       const int S = 6, max_set = D == 64 ? 5 : 3;  // 3 cuts the runs of 4 similar keys
       const std::int64_t stride = 257;
-      std::vector<Half> k = clustered(S * stride, D, 4, 0.2f, rng);
-      std::vector<Half> v = clustered(S * stride, D, 1, 0.f, rng);
-      std::vector<std::int32_t> len(S), pos(static_cast<std::size_t>(S * stride), 0), budget(S), tcur(S);
-      std::vector<float> scores(static_cast<std::size_t>(S * stride), 0.f);
+      memattn_test::KvMergerCase c(S, D, stride, rng);
       const evict::Protection pr{2, 16};
-      for (int s = 0; s < S; ++s) {
-        const std::int32_t n = 20 + static_cast<std::int32_t>(rng() % (stride - 20));
-        len[static_cast<std::size_t>(s)] = n;
-        budget[static_cast<std::size_t>(s)] = std::max(1, n / 3);
-        std::int32_t p = 0;
-        for (std::int32_t j = 0; j < n; ++j) {
-          pos[static_cast<std::size_t>(s * stride + j)] = p;
-          p += rng() % 10 == 0 ? 2 : 1;  // a few gaps break sets
-          scores[static_cast<std::size_t>(s * stride + j)] = std::uniform_real_distribution<float>(0.f, 3.f)(rng);
-        }
-        tcur[static_cast<std::size_t>(s)] = p - 1;
-      }
-      std::vector<float> state = scores;
-      std::vector<Half> gk = k, gv = v;
-      std::vector<float> gscores = scores, gstate = state, gown = garbage<float>(scores.size());
+      const std::vector<std::int32_t>& len = c.len;
+      const std::vector<std::int32_t>& pos = c.pos;
+      const std::vector<float>& scores = c.scores;
+      std::vector<Half> gk = c.k, gv = c.v;
+      std::vector<float> gscores = scores, gstate = c.state, gown = garbage<float>(scores.size());
       std::vector<std::int32_t> gpivot = garbage<std::int32_t>(scores.size()), gkeep = garbage<std::int32_t>(scores.size());
       std::vector<std::int32_t> gcount(S, -2), gerr(1, 0);
 
       mk::EvictConsecutiveSetsParams<Half> a;
-      a.k = gk.data(), a.pos = pos.data(), a.len = len.data(), a.t_cur = tcur.data(), a.scores = gscores.data(), a.own = gown.data();
+      a.k = gk.data(), a.pos = pos.data(), a.len = len.data(), a.t_cur = c.tcur.data(), a.scores = gscores.data(), a.own = gown.data();
       a.pivot = gpivot.data(), a.stride = stride, a.D = D, a.segments = S, a.protect = pr, a.theta = 0.8f, a.max_set = max_set;
       REQUIRE(mc::evict_consecutive_sets_can_implement(a) == Status::kSuccess);
       REQUIRE(mc::evict_consecutive_sets_launch(a, emu_launch) == Status::kSuccess);
       // cuda::evict_select's launch for this stride (not a multiple of 4: one slot per thread)
       mk::EvictSelectParams sp;
-      sp.scores = gscores.data(), sp.pos = pos.data(), sp.len = len.data(), sp.budget = budget.data(), sp.t_cur = tcur.data();
+      sp.scores = gscores.data(), sp.pos = pos.data(), sp.len = len.data(), sp.budget = c.budget.data(), sp.t_cur = c.tcur.data();
       sp.stride = stride, sp.segments = S, sp.protect = pr, sp.keep = gkeep.data(), sp.keep_count = gcount.data(), sp.error = gerr.data();
       memattn_emu::launch(dim3(S), dim3(mk::kEvictSelectThreads), 0, [&] { mk::evict_select_kernel<mk::kEvictSelectThreads, 1>(sp); });
       REQUIRE(gerr[0] == 0);
@@ -151,26 +121,7 @@ TEST_CASE("emulated KVMerger (sets -> select -> Gaussian merge) == the CPU path"
       REQUIRE(mc::evict_gaussian_merge_can_implement(g) == Status::kSuccess);
       REQUIRE(mc::evict_gaussian_merge_launch(g, emu_launch) == Status::kSuccess);
 
-      std::vector<std::int32_t> pivot(static_cast<std::size_t>(S * stride), 0), keep(static_cast<std::size_t>(S * stride), 0);
-      for (int s = 0; s < S; ++s) {
-        INFO("segment " << s);
-        const std::int64_t o = s * stride, n = len[static_cast<std::size_t>(s)];
-        std::int64_t count = 0;
-        REQUIRE(memattn_test::cpu_kvmerger_compact(0.8f, max_set, k.data() + o * D, v.data() + o * D, D, pos.data() + o, n,
-                                                   budget[static_cast<std::size_t>(s)], tcur[static_cast<std::size_t>(s)], pr,
-                                                   scores.data() + o, state.data() + o, pivot.data() + o, keep.data() + o,
-                                                   &count) == Status::kSuccess);
-        REQUIRE(gcount[static_cast<std::size_t>(s)] == count);
-        for (std::int64_t j = 0; j < n; ++j) {
-          const std::size_t i = static_cast<std::size_t>(o + j);
-          CHECK(gpivot[i] == pivot[i]);
-          CHECK(gscores[i] == scores[i]);
-          CHECK(gstate[i] == Approx(state[i]).epsilon(1e-6));
-        }
-        for (std::int64_t i = 0; i < count; ++i) CHECK(gkeep[static_cast<std::size_t>(o + i)] == keep[static_cast<std::size_t>(o + i)]);
-      }
-      check_half_rows(gk, k);
-      check_half_rows(gv, v);
+      memattn_test::check_kvmerger(c, max_set, pr, gcount, gpivot, gscores, gstate, gkeep, gk, gv);
     }
 }
 

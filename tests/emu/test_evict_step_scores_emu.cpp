@@ -8,6 +8,7 @@
 //  * SentenceKV (sentence_score.cuh, cuda/sentence_params.cuh): scores == evict::sentence_scores
 //    (fp64 fma in d order) for random sums, counts (0 included) and head dims, so the same choice.
 #include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
+#include "emu/emu_launch.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -17,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "common/sentence_cases.hpp"
 #include "memattn/cuda/evict_recurrence_params.cuh"
 #include "memattn/cuda/sentence_params.cuh"
 #include "memattn/evict/lazy.hpp"
@@ -24,15 +26,11 @@
 
 namespace {
 
+using memattn_emu_test::emu_launch;
 using memattn::Status;
 namespace mc = memattn::cuda;
 namespace mk = memattn::kernels;
 namespace evict = memattn::evict;
-
-const auto emu_launch = [](auto kernel, dim3 grid, dim3 block, int smem, const auto&... args) {
-  memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] { decltype(kernel)::kernel(args...); });
-  return Status::kSuccess;
-};
 
 Status emulated_recurrence(const mk::RecurrenceParams& p, bool update) {
   MEMATTN_RETURN_IF_ERROR(mc::recurrence_can_implement(p, update));
@@ -130,38 +128,13 @@ TEST_CASE("emulated sentence_score == evict::sentence_scores (bit-identical), sa
   std::normal_distribution<float> nd(0.f, 1.f);
   for (int round = 0; round < 12; ++round) {
     memattn_emu::ReverseCtas order(round % 2 == 1);
-    const int H = 1 + static_cast<int>(rng() % 4), S = 1 + static_cast<int>(rng() % 700);
-    const int D = round % 3 == 0 ? 64 : (round % 3 == 1 ? 128 : 8 + static_cast<int>(rng() % 40));
-    INFO("round " << round << " H " << H << " S " << S << " D " << D);
-    std::vector<float> ksum(static_cast<std::size_t>(H) * S * D), qbar(static_cast<std::size_t>(H) * D);
-    std::vector<std::int64_t> count(static_cast<std::size_t>(S));
-    for (auto& c : count) c = rng() % 5 == 0 ? 0 : 1 + rng() % 30;
-    for (auto& x : ksum) x = nd(rng) * 10.f;
-    for (auto& x : qbar) x = nd(rng);
-    std::vector<float> want(static_cast<std::size_t>(H) * S);
-    for (int h = 0; h < H; ++h)
-      evict::sentence_scores(ksum.data() + static_cast<std::size_t>(h) * S * D, count.data(), S,
-                             qbar.data() + static_cast<std::size_t>(h) * D, D, want.data() + static_cast<std::size_t>(h) * S);
-    std::vector<float> got(want.size(), NAN);
-    mk::SentenceScoreParams p;
-    p.ksum = ksum.data();
-    p.count = count.data();
-    p.qbar = qbar.data();
-    p.score = got.data();
-    p.heads = H;
-    p.sentences = S;
-    p.head_dim = D;
+    const memattn_test::SentenceCase c(round, rng, nd);
+    INFO("round " << round << " H " << c.H << " S " << c.S << " D " << c.D);
+    std::vector<float> got(c.want.size(), NAN);
+    const mk::SentenceScoreParams p = c.params(c.ksum.data(), c.count.data(), c.qbar.data(), got.data());
     REQUIRE(mc::sentence_score_can_implement(p) == Status::kSuccess);
     REQUIRE(mc::sentence_score_launch(p, emu_launch) == Status::kSuccess);
-    CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
-    // the same scores give the same choice
-    std::vector<std::uint64_t> keys(static_cast<std::size_t>(S));
-    std::vector<std::int32_t> a(static_cast<std::size_t>(S)), b(static_cast<std::size_t>(S));
-    std::int64_t na = 0, nb = 0, ta = 0, tb = 0;
-    REQUIRE(evict::choose_sentences(got.data(), count.data(), S, 100, keys.data(), a.data(), &na, &ta) == Status::kSuccess);
-    REQUIRE(evict::choose_sentences(want.data(), count.data(), S, 100, keys.data(), b.data(), &nb, &tb) == Status::kSuccess);
-    CHECK(na == nb);
-    CHECK(a == b);
+    c.check(got);
   }
   mk::SentenceScoreParams bad;
   CHECK(mc::sentence_score_can_implement(bad) == Status::kErrorNullPointer);

@@ -17,6 +17,7 @@
 //    bit-identical; the per-head buffer is cleared first (it starts as 0xFF here).
 //  * bad arguments: the host checks' Status, nothing launched.
 #include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
+#include "emu/emu_launch.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -33,12 +34,12 @@
 
 namespace {
 
+using memattn_emu_test::emu_launch;
+using memattn_emu_test::HostWs;
 using memattn::BFloat16;
 using memattn::Half;
 using memattn::Status;
 using memattn_test::Case;
-using memattn_test::check_close;
-using memattn_test::check_equal;
 using memattn_test::dtype_id;
 using memattn_test::kSentinel;
 namespace mc = memattn::cuda;
@@ -46,23 +47,6 @@ namespace mk = memattn::kernels;
 namespace wd = memattn::cuda::window_detail;
 
 constexpr int kSms = 132;  // the plan's SM count (an H100 / H200)
-
-// The launcher of the wrappers' launch sequences, on the emulator.
-const auto emu_launch = [](auto kernel, dim3 grid, dim3 block, int smem, const auto&... args) {
-  memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] { decltype(kernel)::kernel(args...); });
-  return Status::kSuccess;
-};
-
-// A workspace of `bytes` at a kWorkspaceAlign-aligned base (as cudaMalloc's), 0xFF: NaN floats.
-struct HostWs {
-  std::vector<unsigned char> buf;
-  std::size_t bytes;
-  explicit HostWs(std::size_t n) : buf(n + memattn::kWorkspaceAlign, 0xFF), bytes(n) {}
-  void* data() {
-    const std::size_t a = memattn::kWorkspaceAlign;
-    return buf.data() + (a - reinterpret_cast<std::uintptr_t>(buf.data()) % a) % a;
-  }
-};
 
 // cuda::window_colsum on the emulator: checks, plan (sized, then carved), launches. `splits`: the
 // plan's pass-1 splits (0: external LSE).
@@ -116,121 +100,51 @@ Status emulated_compresskv(const mk::WindowColsumParams<TQ, TK>& p, const mc::Co
   return wd::compresskv_launches(q, a, pl, clear, emu_launch);
 }
 
-int touched_beyond(const float* row, int from, int to) {
-  int n = 0;
-  for (int j = from; j < to; ++j) n += row[j] != kSentinel;
-  return n;
-}
-
-// Pooling of every segment's column sums over [0, n_cand) with zero fill up to len: bit-identical
-// on the CPU's sums, within the tolerance on the emulated ones.
-void check_pool(int B, int Hkv, int Nmax, const std::vector<std::int32_t>& lens, const std::vector<float>& cpu_col,
-                const std::vector<float>& emu_col, unsigned seed) {
-  std::mt19937 rng(seed);
-  const int S = B * Hkv;
-  std::vector<std::int32_t> cand(static_cast<std::size_t>(S));
-  for (int s = 0; s < S; ++s) {
-    const int n = lens[static_cast<std::size_t>(s)];
-    const int pick = static_cast<int>(rng() % 4);
-    cand[static_cast<std::size_t>(s)] = pick == 0 ? n : pick == 1 ? 0 : static_cast<int>(rng() % static_cast<unsigned>(n + 1));
-  }
-  for (int kernel : {1, 3, 5, 7})
-    for (int pool = 0; pool < 2; ++pool)
-      for (int pad = 0; pad < 2; ++pad)
-        for (int src = 0; src < 2; ++src) {
-          INFO("kernel " << kernel << " pool " << pool << " pad " << pad << " src " << (src ? "emulated" : "cpu"));
-          std::vector<float> out(static_cast<std::size_t>(S) * Nmax, kSentinel);
-          mk::WindowPoolParams pp;
-          pp.in = src ? emu_col.data() : cpu_col.data();
-          pp.in_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
-          pp.in_stride[1] = Nmax;
-          pp.out = out.data();
-          pp.out_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
-          pp.out_stride[1] = Nmax;
-          pp.count = cand.data();
-          pp.lens = lens.data();
-          pp.batch = B, pp.units = Hkv, pp.max_len = Nmax;
-          pp.kernel = kernel, pp.pool = pool, pp.count_include_pad = pad != 0;
-          REQUIRE(emulated_pool(pp) == Status::kSuccess);
-          for (int s = 0; s < S; ++s) {
-            const int n = cand[static_cast<std::size_t>(s)], L = lens[static_cast<std::size_t>(s)];
-            std::vector<float> ref(static_cast<std::size_t>(L), 0.f);
-            REQUIRE(cpu_pool_scores(cpu_col.data() + static_cast<std::size_t>(s) * Nmax, n, kernel, pool, pad != 0, ref.data()));
-            const float* o = out.data() + static_cast<std::size_t>(s) * Nmax;
-            if (src == 0) check_equal(o, ref.data(), L, "pool of the CPU column sums");
-            else check_close(o, ref.data(), L, "pool of the emulated column sums");
-            CHECK(touched_beyond(o, L, Nmax) == 0);
-          }
-        }
-}
-
 // Column sums of case (B, Hq, Hkv, D, w, Nmax) for every GQA reduction in the four pass-1 modes
 // (automatic splits, 64-key splits, one split, external LSE), vs the CPU and the fp64 oracle; then
-// the pooling of the mean-reduced sums.
+// the pooling of the mean-reduced sums (bit-identical on the CPU's, within the tolerance on these).
 template <class TQ, class TK>
 void run_colsum(int B, int Hq, int Hkv, int D, int w, int Nmax, unsigned seed) {
   INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " w " << w << " Nmax " << Nmax << " TQ " << dtype_id<TQ>()
             << " TK " << dtype_id<TK>() << " reversed " << memattn_emu::reverse_ctas());
   const Case<TQ, TK> c(B, Hq, Hkv, D, w, Nmax, false, seed);
-  const int G = Hq / Hkv, S = B * Hkv;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  // fp64 oracle per segment (independent of the reduction) and its LSE as an external input
-  std::vector<float> lse(static_cast<std::size_t>(B) * w * Hq, 0.f);
-  std::vector<std::vector<double>> per(static_cast<std::size_t>(S));
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < Hkv; ++h) {
-      std::vector<double> ol;
-      memattn_test::oracle(c, b, h, scale, &ol, &per[static_cast<std::size_t>(b) * Hkv + h]);
-      for (int i = 0; i < w; ++i)
-        for (int g = 0; g < G; ++g)
-          lse[(static_cast<std::size_t>(b) * w + i) * Hq + h * G + g] = static_cast<float>(ol[static_cast<std::size_t>(i) * G + g]);
-    }
+  std::vector<float> lse;
+  std::vector<std::vector<double>> per;
+  memattn_test::oracle_all(c, scale, &lse, &per);
   const int tiles = (Nmax + mk::kWindowTile - 1) / mk::kWindowTile;
   for (int reduce = 0; reduce < 3; ++reduce) {
     INFO("reduce " << reduce);
-    std::vector<float> ref(static_cast<std::size_t>(S) * Nmax, 0.f);
-    std::vector<std::vector<float>> orc(static_cast<std::size_t>(S));
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < Hkv; ++h) {
-        const std::size_t s = static_cast<std::size_t>(b) * Hkv + h;
-        const std::vector<float> qg = c.group_q(b, h);
-        REQUIRE(cpu_window_colsum(qg.data(), c.qpos.data() + static_cast<std::size_t>(b) * w, w, G, D, scale, c.keys(b, h),
-                                  dtype_id<TK>(), c.kp(b, h), c.len(b, h), reduce, ref.data() + s * Nmax));
-        orc[s] = memattn_test::oracle_reduce(per[s], G, reduce);
-        check_close(ref.data() + s * Nmax, orc[s].data(), c.len(b, h), "CPU vs fp64 oracle");  // the tolerance is honest
-      }
+    std::vector<float> ref;
+    std::vector<std::vector<float>> orc;
+    memattn_test::colsum_references(c, per, scale, reduce, &ref, &orc);
     std::vector<float> emu_col;
     for (int mode = 0; mode < 4; ++mode) {
       INFO("mode " << mode);
       std::vector<float> col(ref.size(), kSentinel);
       auto p = memattn_test::window_params(c, c.q.data(), c.qpos.data(), c.k.data(), c.kpos.data(), c.lens.data(), col.data(),
                                            scale, reduce);
-      if (mode == 3) {
-        p.lse = lse.data();
-        p.lse_stride[0] = static_cast<std::int64_t>(w) * Hq;
-        p.lse_stride[1] = Hq;
-        p.lse_stride[2] = 1;
-      }
+      if (mode == 3) memattn_test::use_external_lse(&p, lse.data());
       const int split_keys = mode == 1 ? 64 : mode == 2 ? Nmax : 0;
       int splits = -1;
       REQUIRE(emulated_colsum(p, split_keys, &splits) == Status::kSuccess);
       if (mode == 0) CHECK(splits == (tiles + 3) / 4);  // few segments for 132 SMs: the minimum of 4 tiles per split
       else CHECK(splits == (mode == 1 ? tiles : mode == 2 ? 1 : 0));
-      for (int b = 0; b < B; ++b)
-        for (int h = 0; h < Hkv; ++h) {
-          INFO("segment b " << b << " h " << h << " len " << c.len(b, h));
-          const std::size_t s = static_cast<std::size_t>(b) * Hkv + h;
-          const int n = c.len(b, h);
-          check_close(col.data() + s * Nmax, ref.data() + s * Nmax, n, "emulated vs CPU column sums");
-          check_close(col.data() + s * Nmax, orc[s].data(), n, "emulated vs fp64 oracle column sums");
-          CHECK(touched_beyond(col.data() + s * Nmax, n, Nmax) == 0);
-        }
+      memattn_test::check_colsums(c, col, ref, orc, "emulated");
       if (mode == 1) emu_col = col;
     }
     if (reduce == 0) {
-      for (float& x : emu_col)
-        if (x == kSentinel) x = 0.f;
-      check_pool(B, Hkv, Nmax, c.lens, ref, emu_col, seed + 7u);
+      memattn_test::zero_sentinels(&emu_col);
+      const std::vector<std::int32_t> cand = memattn_test::pool_counts(c.lens, seed + 7u);
+      memattn_test::check_pool(B, Hkv, Nmax, c.lens, cand, ref, "emulated", [&](mk::WindowPoolParams pp, int src) {
+        std::vector<float> out(static_cast<std::size_t>(B) * Hkv * Nmax, kSentinel);
+        pp.in = src ? emu_col.data() : ref.data();
+        pp.out = out.data();
+        pp.count = cand.data();
+        pp.lens = c.lens.data();
+        REQUIRE(emulated_pool(pp) == Status::kSuccess);
+        return out;
+      });
     }
   }
 }
@@ -241,76 +155,36 @@ void run_compresskv(int B, int Hq, int Hkv, int D, int w, int Nmax, const std::v
   INFO("Hq " << Hq << " Hkv " << Hkv << " D " << D << " w " << w << " heads " << heads.size() << " kernel " << kernel << " pool "
              << pool << " pad " << pad << " split_keys " << split_keys << " reversed " << memattn_emu::reverse_ctas());
   const Case<TQ, TK> c(B, Hq, Hkv, D, w, Nmax, true, seed);
-  const int G = Hq / Hkv, n_heads = static_cast<int>(heads.size());
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  std::vector<std::int32_t> n_cand(static_cast<std::size_t>(B)), lens_b(static_cast<std::size_t>(B));
-  for (int b = 0; b < B; ++b) {
-    lens_b[static_cast<std::size_t>(b)] = c.len(b, 0);
-    n_cand[static_cast<std::size_t>(b)] = std::max(0, c.len(b, 0) - w);
-  }
+  std::vector<std::int32_t> lens_b;
+  const std::vector<std::int32_t> n_cand = memattn_test::candidate_counts(c, &lens_b);
   std::vector<float> out(static_cast<std::size_t>(B) * Nmax, kSentinel);
   const auto p = memattn_test::window_params(c, c.q.data(), c.qpos.data(), c.k.data(), c.kpos.data(), c.lens.data(),
                                              static_cast<float*>(nullptr), scale, 0);
   mc::CompressKvScoreArgs a;
   a.heads = heads.data();
-  a.n_heads = n_heads;
+  a.n_heads = static_cast<int>(heads.size());
   a.kernel = kernel, a.pool = pool, a.count_include_pad = pad;
   a.n_cand = n_cand.data();
   a.lens = lens_b.data();
   a.out = out.data();
   a.out_stride = Nmax;
   REQUIRE(emulated_compresskv(p, a, split_keys) == Status::kSuccess);
-  for (int b = 0; b < B; ++b) {
-    INFO("sequence " << b);
-    const int N = c.len(b, 0);
-    // the layer's keys [Hkv][N][D] with the shared positions, as the CPU cache holds them
-    std::vector<float> keys(static_cast<std::size_t>(Hkv) * N * D);
-    for (int h = 0; h < Hkv; ++h) std::copy_n(c.keys(b, h), static_cast<std::size_t>(N) * D, keys.data() + static_cast<std::size_t>(h) * N * D);
-    std::vector<float> wq(static_cast<std::size_t>(w) * Hq * D);
-    std::copy_n(c.qrow(b, 0, 0), wq.size(), wq.data());
-    const std::int32_t* wpos = c.qpos.data() + static_cast<std::size_t>(b) * w;
-    std::vector<float> ref(static_cast<std::size_t>(N));
-    REQUIRE(cpu_compresskv_scores(wq.data(), wpos, w, Hq, Hkv, D, keys.data(), dtype_id<TK>(), c.kp(b, 0), N,
-                                  n_cand[static_cast<std::size_t>(b)], heads.data(), n_heads, kernel, pool, pad, ref.data()));
-    check_close(out.data() + static_cast<std::size_t>(b) * Nmax, ref.data(), N, "CompressKV scores");
-    CHECK(touched_beyond(out.data() + static_cast<std::size_t>(b) * Nmax, N, Nmax) == 0);
-    // The pool-and-mean stage on the CPU's per-head sums is bit-identical to the CPU's scores.
-    std::vector<float> percol(static_cast<std::size_t>(n_heads) * N);
-    for (int s = 0; s < n_heads; ++s) {
-      std::vector<float> q1(static_cast<std::size_t>(w) * D);
-      for (int i = 0; i < w; ++i) std::copy_n(c.qrow(b, i, heads[static_cast<std::size_t>(s)]), D, q1.data() + static_cast<std::size_t>(i) * D);
-      REQUIRE(cpu_window_colsum(q1.data(), wpos, w, 1, D, scale, c.keys(b, heads[static_cast<std::size_t>(s)] / G), dtype_id<TK>(),
-                                c.kp(b, 0), N, 2, percol.data() + static_cast<std::size_t>(s) * N));
-    }
-    std::vector<float> pooled(static_cast<std::size_t>(N), kSentinel);
-    const std::int32_t one_cand = n_cand[static_cast<std::size_t>(b)], one_len = N;
-    mk::WindowPoolParams pp;
-    pp.in = percol.data();
-    pp.in_stride[0] = static_cast<std::int64_t>(n_heads) * N;
-    pp.in_stride[1] = N;
-    pp.rows_per_unit = n_heads;
-    pp.out = pooled.data();
-    pp.count = &one_cand;
-    pp.lens = &one_len;
-    pp.batch = 1, pp.units = 1, pp.max_len = N;
-    pp.kernel = kernel, pp.pool = pool, pp.count_include_pad = pad;
-    REQUIRE(emulated_pool(pp) == Status::kSuccess);
-    check_equal(pooled.data(), ref.data(), N, "CompressKV pool-and-mean stage");
-  }
+  memattn_test::check_compresskv(c, heads, kernel, pool, pad, scale, n_cand, out,
+                                 [&](mk::WindowPoolParams pp, const std::vector<float>& percol, std::int32_t count, std::int32_t len) {
+                                   std::vector<float> pooled(static_cast<std::size_t>(len), kSentinel);
+                                   pp.in = percol.data();
+                                   pp.out = pooled.data();
+                                   pp.count = &count;
+                                   pp.lens = &len;
+                                   REQUIRE(emulated_pool(pp) == Status::kSuccess);
+                                   return pooled;
+                                 });
 }
 
 mk::WindowKvParams windowkv_params(const std::vector<float>& col, int heads, int N, const std::vector<std::int32_t>& n_rev,
                                    std::vector<float>& out, int block, int mode) {
-  mk::WindowKvParams p;
-  p.col = col.data();
-  p.col_stride[0] = static_cast<std::int64_t>(heads) * N;
-  p.col_stride[1] = N;
-  p.heads = heads;
-  p.n_rev = n_rev.data();
-  p.out = out.data();
-  p.out_stride = N;
-  p.batch = static_cast<int>(n_rev.size()), p.max_rev = N, p.block = block, p.mode = mode;
-  return p;
+  return memattn_test::windowkv_params(col.data(), heads, N, n_rev.data(), static_cast<int>(n_rev.size()), out.data(), block, mode);
 }
 
 }  // namespace
@@ -329,9 +203,7 @@ TEST_CASE("emulated window_colsum == cpu::window_colsum and the fp64 oracle; poo
 }
 
 TEST_CASE("emulated windowkv_scores == WindowBlock::unit_scores, bit for bit", "[emu][evict][window][windowkv]") {
-  std::mt19937 rng(21u);
-  std::uniform_int_distribution<int> level(0, 5);
-  std::normal_distribution<float> nd(0.f, 1.f);
+  memattn_test::WindowKvColumns gen;
   int round = 0;
   for (int heads : {1, 3, 8})
     for (int block : {1, 3, 8})
@@ -340,19 +212,10 @@ TEST_CASE("emulated windowkv_scores == WindowBlock::unit_scores, bit for bit", "
         INFO("heads " << heads << " R " << block << " mode " << mode << " reversed " << memattn_emu::reverse_ctas());
         const int B = 3, N = 301;
         const std::vector<std::int32_t> n_rev = {N, 0, 250};
-        std::vector<float> col(static_cast<std::size_t>(B) * heads * N);
-        // coarse levels in half the sequences: many ties (tie-breaking by index must match)
-        for (std::size_t x = 0; x < col.size(); ++x)
-          col[x] = (x / (static_cast<std::size_t>(heads) * N)) % 2 == 0 ? 0.25f * static_cast<float>(level(rng)) : std::exp(nd(rng));
+        const std::vector<float> col = gen.next(B, heads, N);
         std::vector<float> out(static_cast<std::size_t>(B) * N, kSentinel);
         REQUIRE(emulated_windowkv(windowkv_params(col, heads, N, n_rev, out, block, mode)) == Status::kSuccess);
-        for (int b = 0; b < B; ++b) {
-          INFO("sequence " << b << " n_rev " << n_rev[static_cast<std::size_t>(b)]);
-          std::vector<float> ref(static_cast<std::size_t>(N), kSentinel);
-          cpu_windowkv_scores(col.data() + static_cast<std::size_t>(b) * heads * N, heads, N, n_rev[static_cast<std::size_t>(b)], block,
-                              mode, ref.data());
-          check_equal(out.data() + static_cast<std::size_t>(b) * N, ref.data(), N, "WindowKV scores (sentinel beyond n_rev)");
-        }
+        memattn_test::check_windowkv(out, col, heads, N, n_rev, block, mode, "WindowKV scores (sentinel beyond n_rev)");
       }
 }
 
@@ -361,8 +224,7 @@ TEST_CASE("emulated windowkv_scores on emulated column sums: the WindowKV pipeli
   const int B = 2, Hq = 8, Hkv = 4, D = 128, w = 16, Nmax = 300;
   const Case<Half, Half> c(B, Hq, Hkv, D, w, Nmax, true, 31u);
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  std::vector<std::int32_t> n_rev(static_cast<std::size_t>(B));
-  for (int b = 0; b < B; ++b) n_rev[static_cast<std::size_t>(b)] = std::max(0, c.len(b, 0) - w);
+  const std::vector<std::int32_t> n_rev = memattn_test::candidate_counts(c);
   for (const bool reverse : {false, true}) {
     memattn_emu::ReverseCtas order(reverse);
     std::vector<float> col(static_cast<std::size_t>(B) * Hkv * Nmax, kSentinel);
@@ -373,12 +235,7 @@ TEST_CASE("emulated windowkv_scores on emulated column sums: the WindowKV pipeli
       INFO("mode " << mode << " reversed " << reverse);
       std::vector<float> out(static_cast<std::size_t>(B) * Nmax, kSentinel);
       REQUIRE(emulated_windowkv(windowkv_params(col, Hkv, Nmax, n_rev, out, 8, mode)) == Status::kSuccess);
-      for (int b = 0; b < B; ++b) {
-        std::vector<float> ref(static_cast<std::size_t>(Nmax), kSentinel);
-        cpu_windowkv_scores(col.data() + static_cast<std::size_t>(b) * Hkv * Nmax, Hkv, Nmax, n_rev[static_cast<std::size_t>(b)], 8, mode,
-                            ref.data());
-        check_equal(out.data() + static_cast<std::size_t>(b) * Nmax, ref.data(), Nmax, "WindowKV scores of the emulated sums");
-      }
+      memattn_test::check_windowkv(out, col, Hkv, Nmax, n_rev, 8, mode, "WindowKV scores of the emulated sums");
     }
   }
 }

@@ -44,13 +44,8 @@ TEST_CASE("evict_nearest_cos (D2O) on the GPU == cpu::merge_nearest_cos, EMA ove
     std::vector<float> tau(S, 0.f);
     std::vector<bool> has(S, false);
     for (int round = 0; round < 2; ++round) {
-      std::vector<std::int32_t> keep(static_cast<std::size_t>(S * stride), 0), count(S);
-      for (int s = 0; s < S; ++s) {
-        std::int32_t c = 0;
-        for (std::int32_t j = 0; j < len[static_cast<std::size_t>(s)]; ++j)
-          if (rng() % 3 == 0 || j == 0) keep[static_cast<std::size_t>(s * stride + c++)] = j;
-        count[static_cast<std::size_t>(s)] = c;
-      }
+      std::vector<std::int32_t> keep, count;
+      memattn_test::random_keep(len, stride, rng, &keep, &count);
       std::int32_t* dkeep = upload(keep);
       std::int32_t* dcount = upload(count);
       kernels::EvictNearestCosParams<Half> p;
@@ -58,15 +53,7 @@ TEST_CASE("evict_nearest_cos (D2O) on the GPU == cpu::merge_nearest_cos, EMA ove
       p.target = dtarget, p.sim = dsim, p.stride = stride, p.D = D, p.segments = S, p.alpha = 0.3f, p.beta = 0.7f;
       REQUIRE(memattn::cuda::evict_nearest_cos(p, nullptr) == Status::kSuccess);
       REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-      for (int s = 0; s < S; ++s) {
-        float t = tau[static_cast<std::size_t>(s)];
-        bool h = has[static_cast<std::size_t>(s)];
-        REQUIRE(memattn_test::cpu_merge_nearest_cos(0.3f, 0.7f, &t, &h, k.data() + s * stride * D, v.data() + s * stride * D,
-                                                    D, len[static_cast<std::size_t>(s)], keep.data() + s * stride,
-                                                    count[static_cast<std::size_t>(s)]) == Status::kSuccess);
-        tau[static_cast<std::size_t>(s)] = t;
-        has[static_cast<std::size_t>(s)] = h;
-      }
+      memattn_test::cpu_nearest_cos_round(&k, &v, D, stride, len, keep, count, &tau, &has);
       check_half_rows(download(dk, k.size()), k);
       check_half_rows(download(dv, v.size()), v);
       const std::vector<float> gt = download(dtau, S);
@@ -87,30 +74,18 @@ TEST_CASE("KVMerger on the GPU (sets -> select -> Gaussian merge) == the CPU pat
   for (const int D : {64, 8, 128}) {
     const int S = 6, max_set = D == 64 ? 5 : 3;  // 3 cuts the runs of 4 similar keys (5 never binds)
     const std::int64_t stride = 257;
-    std::vector<Half> k = clustered(S * stride, D, 4, 0.2f, rng);
-    std::vector<Half> v = clustered(S * stride, D, 1, 0.f, rng);
-    std::vector<std::int32_t> len(S), pos(static_cast<std::size_t>(S * stride), 0), budget(S), tcur(S);
-    std::vector<float> scores(static_cast<std::size_t>(S * stride), 0.f);
+    memattn_test::KvMergerCase c(S, D, stride, rng);
     const evict::Protection pr{2, 16};
-    for (int s = 0; s < S; ++s) {
-      const std::int32_t n = 20 + static_cast<std::int32_t>(rng() % (stride - 20));
-      len[static_cast<std::size_t>(s)] = n;
-      budget[static_cast<std::size_t>(s)] = std::max(1, n / 3);
-      std::int32_t p = 0;
-      for (std::int32_t j = 0; j < n; ++j) {
-        pos[static_cast<std::size_t>(s * stride + j)] = p;
-        p += rng() % 10 == 0 ? 2 : 1;  // a few gaps break sets
-        scores[static_cast<std::size_t>(s * stride + j)] = std::uniform_real_distribution<float>(0.f, 3.f)(rng);
-      }
-      tcur[static_cast<std::size_t>(s)] = p - 1;
-    }
-    std::vector<float> state = scores;
+    const std::vector<Half>& k = c.k;
+    const std::vector<Half>& v = c.v;
+    const std::vector<float>& scores = c.scores;
+    const std::vector<float>& state = c.state;
     Half* dk = upload(k);
     Half* dv = upload(v);
-    std::int32_t* dlen = upload(len);
-    std::int32_t* dpos = upload(pos);
-    std::int32_t* dbudget = upload(budget);
-    std::int32_t* dtcur = upload(tcur);
+    std::int32_t* dlen = upload(c.len);
+    std::int32_t* dpos = upload(c.pos);
+    std::int32_t* dbudget = upload(c.budget);
+    std::int32_t* dtcur = upload(c.tcur);
     float* dscores = upload(scores);
     float* downs = upload(scores);
     float* dstate = upload(state);
@@ -133,28 +108,9 @@ TEST_CASE("KVMerger on the GPU (sets -> select -> Gaussian merge) == the CPU pat
     REQUIRE(memattn::cuda::evict_gaussian_merge(g, nullptr) == Status::kSuccess);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
 
-    std::vector<std::int32_t> pivot(static_cast<std::size_t>(S * stride), 0), keep(static_cast<std::size_t>(S * stride), 0);
-    const std::vector<std::int32_t> gpivot = download(dpivot, pivot.size()), gkeep = download(dkeep, keep.size());
-    const std::vector<std::int32_t> gcount = download(dcount, S);
-    const std::vector<float> gscores = download(dscores, scores.size()), gstate = download(dstate, state.size());
-    for (int s = 0; s < S; ++s) {
-      const std::int64_t o = s * stride, n = len[static_cast<std::size_t>(s)];
-      std::int64_t count = 0;
-      REQUIRE(memattn_test::cpu_kvmerger_compact(0.8f, max_set, k.data() + o * D, v.data() + o * D, D, pos.data() + o, n,
-                                                 budget[static_cast<std::size_t>(s)], tcur[static_cast<std::size_t>(s)], pr,
-                                                 scores.data() + o, state.data() + o, pivot.data() + o, keep.data() + o,
-                                                 &count) == Status::kSuccess);
-      REQUIRE(gcount[static_cast<std::size_t>(s)] == count);
-      for (std::int64_t j = 0; j < n; ++j) {
-        const std::size_t i = static_cast<std::size_t>(o + j);
-        CHECK(gpivot[i] == pivot[i]);
-        CHECK(gscores[i] == scores[i]);
-        CHECK(gstate[i] == Approx(state[i]).epsilon(1e-6));
-      }
-      for (std::int64_t i = 0; i < count; ++i) CHECK(gkeep[static_cast<std::size_t>(o + i)] == keep[static_cast<std::size_t>(o + i)]);
-    }
-    check_half_rows(download(dk, k.size()), k);
-    check_half_rows(download(dv, v.size()), v);
+    const std::size_t slots = static_cast<std::size_t>(S * stride);
+    memattn_test::check_kvmerger(c, max_set, pr, download(dcount, S), download(dpivot, slots), download(dscores, slots),
+                                 download(dstate, slots), download(dkeep, slots), download(dk, k.size()), download(dv, v.size()));
     cudaFree(dk), cudaFree(dv), cudaFree(dlen), cudaFree(dpos), cudaFree(dbudget), cudaFree(dtcur), cudaFree(dscores);
     cudaFree(downs), cudaFree(dstate), cudaFree(dpivot), cudaFree(dkeep), cudaFree(dcount), cudaFree(derr);
   }

@@ -39,7 +39,6 @@ using memattn_gpu_test::upload;
 using memattn_gpu_test::download;
 
 using namespace memattn;
-using memattn_test::logprob_close;
 using memattn_test::LogitCase;
 using memattn_test::make_logits;
 using memattn_test::ScoreShape;
@@ -50,7 +49,6 @@ template <class T>
 void put(T* d, const std::vector<T>& h) {
   REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
 }
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 constexpr float kSentinel = 123.25f;  // outputs nothing may write
 
@@ -78,11 +76,7 @@ TEST_CASE("token_logprobs on the GPU == cpu::token_logprobs (fp64) within 2e-5 +
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     const auto out = download(d_out, ref.size());
     CHECK(download(d_err, 1)[0] == 0);
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-      CAPTURE(i, out[i], ref[i]);
-      REQUIRE(std::isfinite(out[i]));
-      REQUIRE(logprob_close(out[i], ref[i]));
-    }
+    memattn_test::check_logprob_rows(out, ref);
     if (s.vocab > 1) CHECK(ref[1] < -9000.f);  // the -1e4 row: finite, about -1e4
     // Reference alignment over the same logits (rows = n tokens).
     std::vector<float> ref_a(static_cast<std::size_t>(s.rows));
@@ -91,12 +85,7 @@ TEST_CASE("token_logprobs on the GPU == cpu::token_logprobs (fp64) within 2e-5 +
     put(d_out, std::vector<float>(ref_a.size(), kSentinel));
     REQUIRE(memattn::cuda::reference_alignment(d_buf + s.offset, s.rows, s.vocab, s.stride, d_ids, d_out, d_err, nullptr) ==
             Status::kSuccess);
-    const auto out_a = download(d_out, ref_a.size());
-    CHECK(std::isnan(out_a[0]));
-    for (std::size_t i = 1; i < ref_a.size(); ++i) {
-      CAPTURE(i, out_a[i], ref_a[i]);
-      REQUIRE(logprob_close(out_a[i], ref_a[i]));
-    }
+    memattn_test::check_alignment_rows(download(d_out, ref_a.size()), ref_a);
     CHECK(download(d_err, 1)[0] == 0);
     cudaFree(d_buf);
     cudaFree(d_ids);
@@ -106,12 +95,7 @@ TEST_CASE("token_logprobs on the GPU == cpu::token_logprobs (fp64) within 2e-5 +
 }
 
 TEST_CASE("token_logprobs: non-finite logits and bad ids give NaN rows and device flag bits", "[sirllm][gpu]") {
-  LogitCase c = make_logits(8, 512, 512, 0, 77);
-  c.buf[1 * 512 + 17] = std::numeric_limits<float>::quiet_NaN();
-  c.buf[3 * 512 + 511] = std::numeric_limits<float>::infinity();
-  c.buf[6 * 512 + 0] = -std::numeric_limits<float>::infinity();
-  c.ids[4] = -1;
-  c.ids[5] = 512;
+  const LogitCase c = memattn_test::poisoned_logits();
   std::vector<float> cpu_out(8, kSentinel);
   // The CPU contract: the whole call fails and writes nothing.
   CHECK(cpu::token_logprobs(c.host(), 8, 512, 512, c.ids.data(), cpu_out.data()) != Status::kSuccess);
@@ -124,12 +108,7 @@ TEST_CASE("token_logprobs: non-finite logits and bad ids give NaN rows and devic
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
   const auto out = download(d_out, 8);
   CHECK(download(d_err, 1)[0] == (kernels::kLogprobNonFinite | kernels::kLogprobBadId));
-  for (int r : {1, 3, 4, 5, 6}) CHECK(std::isnan(out[static_cast<std::size_t>(r)]));
-  for (int r : {0, 2, 7}) {
-    float ref = 0.f;
-    REQUIRE(cpu::token_logprobs(c.host() + r * 512, 1, 512, 512, c.ids.data() + r, &ref) == Status::kSuccess);
-    CHECK(logprob_close(out[static_cast<std::size_t>(r)], ref));
-  }
+  memattn_test::check_poisoned_rows(c, out);
   // Only the id flag when only the ids are bad.
   put(d_err, std::vector<std::int32_t>(1, 0));
   REQUIRE(memattn::cuda::token_logprobs(d_buf + 4 * 512, 2, 512, 512, d_ids + 4, d_out, d_err, nullptr) == Status::kSuccess);
@@ -209,15 +188,13 @@ TEST_CASE("SirLLM turns on the GPU (update + evict_select + gather) == CPU, bit 
     CAPTURE(cfg.decay, cfg.turn, cfg.budget, cfg.sink, cfg.recent, cfg.spq);
     const int B = 3, S = B * cfg.spq, max_chunk = 90;
     const std::int64_t stride = cfg.budget + max_chunk + 8;
-    evict::Surprisal::Params sp;
-    sp.decay = cfg.decay;
-    sp.turn = cfg.turn;
-    evict::Protection pr;
-    pr.n_sink = cfg.sink;
-    pr.n_recent = cfg.recent;
+    const evict::Surprisal::Params sp = memattn_test::surprisal_params(cfg);
+    const evict::Protection pr = memattn_test::protection(cfg);
     // CPU mirror: per segment state/pos/size; sequences share lengths.
-    std::vector<float> st(static_cast<std::size_t>(S * stride), 0.f);
-    std::vector<std::int32_t> pos(static_cast<std::size_t>(S * stride), 0), size(static_cast<std::size_t>(S), 0);
+    memattn_test::SirllmTurnState t(S, cfg.spq, stride);
+    const std::vector<float>& st = t.st;
+    const std::vector<std::int32_t>& pos = t.pos;
+    const std::vector<std::int32_t>& size = t.size;
     std::vector<std::int64_t> len(B, 0);
     float *d_st = upload(st), *d_st2 = upload(st);
     std::int32_t *d_pos = upload(pos), *d_pos2 = upload(pos), *d_size = upload(size);
@@ -230,108 +207,41 @@ TEST_CASE("SirLLM turns on the GPU (update + evict_select + gather) == CPU, bit 
     for (int step = 0; step < 14; ++step) {
       CAPTURE(step);
       const memattn_test::SirllmChunk chunk = memattn_test::make_sirllm_chunk(rng, step, len, max_chunk);
-      const std::vector<std::int32_t>& cnt = chunk.cnt;
-      const std::vector<std::int32_t>& first = chunk.first;
-      const std::vector<float>& lp = chunk.lp;
-      std::vector<std::int32_t> tcur(S);
       // Append the chunk: the GPU's new slots get garbage state (the update must overwrite it).
-      auto gst = download(d_st, st.size());
-      auto gpos = download(d_pos, pos.size());
-      for (int s = 0; s < S; ++s) {
-        const int b = s / cfg.spq;
-        for (int i = 0; i < cnt[b]; ++i) {
-          const std::size_t at = static_cast<std::size_t>(s * stride + size[static_cast<std::size_t>(s)] + i);
-          pos[at] = gpos[at] = first[b] + i;
-          st[at] = 0.f;
-          gst[at] = -555.f;
-        }
-        size[static_cast<std::size_t>(s)] += cnt[b];
-        tcur[static_cast<std::size_t>(s)] = first[b] + cnt[b] - 1;
-      }
-      put(d_st, gst);
-      put(d_pos, gpos);
+      t.gst = download(d_st, st.size());
+      t.gpos = download(d_pos, pos.size());
+      t.append(chunk);
+      put(d_st, t.gst);
+      put(d_pos, t.gpos);
       put(d_size, size);
-      put(d_lp, lp);
-      put(d_cnt, cnt);
-      put(d_first, first);
-      put(d_tcur, tcur);
-      kernels::SirllmUpdateParams u;
-      u.state = d_st;
-      u.pos = d_pos;
-      u.size = d_size;
-      u.stride = stride;
-      u.segments = S;
-      u.segments_per_sequence = cfg.spq;
-      u.logprobs = d_lp;
-      u.logprob_stride = max_chunk;
-      u.count = d_cnt;
-      u.first_pos = d_first;
-      u.decay = cfg.decay;
-      u.turn = cfg.turn;
-      u.error = d_err;
-      REQUIRE(memattn::cuda::sirllm_update(u, nullptr) == Status::kSuccess);
+      put(d_lp, chunk.lp);
+      put(d_cnt, chunk.cnt);
+      put(d_first, chunk.first);
+      put(d_tcur, t.tcur);
+      REQUIRE(memattn::cuda::sirllm_update(memattn_test::sirllm_update_params(cfg, t, d_st, d_pos, d_size, d_lp, max_chunk, d_cnt,
+                                                                              d_first, d_err),
+                                           nullptr) == Status::kSuccess);
       // CPU: on_chunk per segment (as EvictKvCache::end_chunk), then select + compact.
-      for (int s = 0; s < S; ++s) {
-        const int b = s / cfg.spq;
-        if (cnt[b] == 0) continue;
-        evict::TokenSignals ts;
-        ts.logprobs = lp.data() + b * max_chunk;
-        ts.count = cnt[b];
-        ts.first_pos = first[b];
-        const std::int64_t sz = size[static_cast<std::size_t>(s)];
-        evict::Surprisal::on_chunk(sp, st.data() + s * stride, pos.data() + s * stride, sz - cnt[b], sz, ts);
-      }
-      const auto upd = download(d_st, st.size());
-      for (int s = 0; s < S; ++s)
-        for (std::int32_t j = 0; j < size[static_cast<std::size_t>(s)]; ++j) {
-          const std::size_t at = static_cast<std::size_t>(s * stride + j);
-          CAPTURE(s, j, upd[at], st[at]);
-          REQUIRE(same_bits(upd[at], st[at]));
-        }
-      kernels::EvictSelectParams sel;
-      sel.scores = d_st;
-      sel.pos = d_pos;
-      sel.len = d_size;
-      sel.budget = d_budget;
-      sel.t_cur = d_tcur;
-      sel.stride = stride;
-      sel.segments = S;
-      sel.protect = pr;
-      sel.tie = cfg.tie;
-      sel.keep = d_keep;
-      sel.keep_count = d_count;
-      sel.error = d_err + 1;
+      t.cpu_update(sp, chunk, max_chunk);
+      t.check_state(download(d_st, st.size()));
+      const kernels::EvictSelectParams sel =
+          memattn_test::sirllm_select_params(cfg, pr, t, d_st, d_pos, d_size, d_budget, d_tcur, d_keep, d_count, d_err + 1);
       REQUIRE(memattn::cuda::evict_select(sel, nullptr) == Status::kSuccess);
       REQUIRE(memattn::cuda::evict_gather(d_st, stride, d_st2, stride, 1, S, d_keep, stride, d_count, nullptr) == Status::kSuccess);
       REQUIRE(memattn::cuda::evict_gather(d_pos, stride, d_pos2, stride, 1, S, d_keep, stride, d_count, nullptr) == Status::kSuccess);
       std::swap(d_st, d_st2);
       std::swap(d_pos, d_pos2);
-      const auto gkeep = download(d_keep, static_cast<std::size_t>(S * stride));
-      const auto gcount = download(d_count, static_cast<std::size_t>(S));
-      std::vector<std::uint64_t> scratch(static_cast<std::size_t>(stride));
-      std::vector<std::int32_t> keep(static_cast<std::size_t>(stride));
-      for (int s = 0; s < S; ++s) {
-        std::int64_t count = 0;
-        const std::int64_t sz = size[static_cast<std::size_t>(s)];
-        REQUIRE(cpu::select_keep(st.data() + s * stride, pos.data() + s * stride, sz, cfg.budget,
-                                 tcur[static_cast<std::size_t>(s)], pr, cfg.tie, scratch.data(), keep.data(), &count) ==
-                Status::kSuccess);
-        REQUIRE(gcount[static_cast<std::size_t>(s)] == count);
-        for (std::int64_t i = 0; i < count; ++i) REQUIRE(gkeep[static_cast<std::size_t>(s * stride + i)] == keep[static_cast<std::size_t>(i)]);
-        CHECK(count == std::min<std::int64_t>(sz, cfg.budget));  // sinks + recent fit in every budget here
-        cpu::compact_rows(st.data() + s * stride, 1, keep.data(), count);
-        cpu::compact_rows(pos.data() + s * stride, 1, keep.data(), count);
-        size[static_cast<std::size_t>(s)] = static_cast<std::int32_t>(count);
-      }
+      t.check_select(cfg, pr, download(d_keep, static_cast<std::size_t>(S * stride)), download(d_count, static_cast<std::size_t>(S)),
+                     false);
       put(d_size, size);
-      for (int b = 0; b < B; ++b) len[b] += cnt[b];
+      for (int b = 0; b < B; ++b) len[b] += chunk.cnt[b];
     }
     const auto gst = download(d_st, st.size());
     const auto gpos = download(d_pos, pos.size());
     for (int s = 0; s < S; ++s)
       for (std::int32_t j = 0; j < size[static_cast<std::size_t>(s)]; ++j) {
         const std::size_t at = static_cast<std::size_t>(s * stride + j);
-        REQUIRE(same_bits(gst[at], st[at]));
+        REQUIRE(memattn_test::same_bits(gst[at], st[at]));
         REQUIRE(gpos[at] == pos[at]);
       }
     CHECK(download(d_err, 2) == std::vector<std::int32_t>{0, 0});
@@ -346,34 +256,14 @@ TEST_CASE("SirLLM turns on the GPU (update + evict_select + gather) == CPU, bit 
 
 TEST_CASE("sirllm_update: an inconsistent segment sets the flag and stays untouched", "[sirllm][gpu]") {
   // 3 segments of one sequence each; segment 1: size < count; segment 2: a position outside the chunk.
-  const std::int64_t stride = 8;
-  std::vector<float> st(24, 2.f);
-  std::vector<std::int32_t> pos = {0, 1, 2, 3, 4, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 9, 4, 0, 0, 0};
-  std::vector<std::int32_t> size = {6, 2, 5}, cnt = {2, 3, 2}, first = {4, 0, 3};
-  std::vector<float> lp = {-1.f, -2.f, -3.f, -4.f, -5.f, -6.f, -7.f, -8.f, -9.f};
-  float* d_st = upload(st);
-  std::int32_t *d_pos = upload(pos), *d_size = upload(size), *d_cnt = upload(cnt), *d_first = upload(first);
-  float* d_lp = upload(lp);
+  memattn_test::SirllmBadSegments c;
+  float* d_st = upload(c.st);
+  std::int32_t *d_pos = upload(c.pos), *d_size = upload(c.size), *d_cnt = upload(c.cnt), *d_first = upload(c.first);
+  float* d_lp = upload(c.lp);
   std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
-  kernels::SirllmUpdateParams u;
-  u.state = d_st;
-  u.pos = d_pos;
-  u.size = d_size;
-  u.stride = stride;
-  u.segments = 3;
-  u.logprobs = d_lp;
-  u.logprob_stride = 3;
-  u.count = d_cnt;
-  u.first_pos = d_first;
-  u.decay = 0.5f;
-  u.error = d_err;
-  REQUIRE(memattn::cuda::sirllm_update(u, nullptr) == Status::kSuccess);
-  const auto out = download(d_st, 24);
-  CHECK(download(d_err, 1)[0] == 1);
-  for (int j = 0; j < 4; ++j) CHECK(out[static_cast<std::size_t>(j)] == 1.f);  // decayed
-  CHECK(out[4] == 1.f);                                                      // -lp of position 4
-  CHECK(out[5] == 2.f);
-  for (int j = 8; j < 24; ++j) CHECK(out[static_cast<std::size_t>(j)] == 2.f);  // untouched
+  REQUIRE(memattn::cuda::sirllm_update(memattn_test::SirllmBadSegments::params(d_st, d_pos, d_size, d_lp, d_cnt, d_first, d_err), nullptr) ==
+          Status::kSuccess);
+  memattn_test::SirllmBadSegments::check(download(d_st, 24), download(d_err, 1)[0]);
   for (void* p : {static_cast<void*>(d_st), static_cast<void*>(d_pos), static_cast<void*>(d_size),
                   static_cast<void*>(d_cnt), static_cast<void*>(d_first), static_cast<void*>(d_lp),
                   static_cast<void*>(d_err)})
@@ -410,15 +300,7 @@ void run_score_case(const ScoreShape& sh, unsigned seed) {
 }  // namespace
 
 TEST_CASE("EpiCache probe scores on the GPU == the CPU cache's window_colsum and an fp64 oracle", "[epicache][gpu]") {
-  const ScoreShape shapes[] = {
-      {3, 2, 3, 64, 272, 16, 1, false},   // SmolLM2-like: C + block, 16 probe rows, max over the group
-      {2, 3, 1, 128, 200, 5, 2, false},   // MHA, sum
-      {3, 1, 4, 80, 130, 70, 0, false},   // head_dim 80, probe rows over two chunks, mean
-      {2, 2, 2, 36, 65, 3, 1, false},     // head_dim not a multiple of 8
-      {2, 1, 2, 7, 64, 64, 2, false},     // head_dim 7, exactly one tile and one row chunk
-      {3, 2, 8, 256, 300, 9, 1, false},   // head_dim 256 (opt-in shared memory), G = 8
-      {3, 2, 3, 64, 150, 6, 2, true},     // huge logits: one-hot softmax, sums stay G * P
-  };
+  const std::vector<ScoreShape> shapes = memattn_test::episode_score_shapes();
   unsigned seed = 11;
   for (const ScoreShape& sh : shapes) {
     run_score_case<Half, Half>(sh, seed++);
@@ -438,25 +320,7 @@ TEST_CASE("episode_score: bad arguments launch nothing; a bad segment sets the f
   std::int32_t *d_len = upload(std::vector<std::int32_t>{N, N + 1}), *d_pc = upload(std::vector<std::int32_t>{2});
   std::int32_t* d_err = upload(std::vector<std::int32_t>(1, 0));
   float* d_scores = upload(std::vector<float>(static_cast<std::size_t>(2 * N), kSentinel));
-  kernels::EpisodeScoreParams<Half, Half> p;
-  p.k = d_k;
-  p.k_seg_stride = static_cast<std::int64_t>(N) * D;
-  p.k_row_stride = D;
-  p.len = d_len;
-  p.q = d_q;
-  p.q_tok_stride = 2 * D;
-  p.q_head_stride = D;
-  p.probe_count = d_pc;
-  p.scores = d_scores;
-  p.score_stride = N;
-  p.segments = 2;
-  p.kv_heads = 2;
-  p.group = 1;
-  p.head_dim = D;
-  p.max_probe = 2;
-  p.max_tokens = N;
-  p.scale = 0.125f;
-  p.error = d_err;
+  const auto p = memattn_test::episode_small_params(N, D, d_k, d_len, d_q, d_pc, d_scores, d_err);
   std::size_t bytes = 0;
   REQUIRE(memattn::cuda::episode_score_workspace_size(p, &bytes) == Status::kSuccess);
   void* ws = nullptr;

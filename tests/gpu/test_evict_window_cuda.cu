@@ -31,12 +31,8 @@
 using namespace memattn;
 namespace mk = memattn::kernels;
 using memattn_test::Case;
-using memattn_test::check_close;
-using memattn_test::check_equal;
 using memattn_test::dtype_id;
 using memattn_test::kSentinel;
-using memattn_test::oracle;
-using memattn_test::oracle_reduce;
 
 namespace {
 
@@ -75,49 +71,19 @@ mk::WindowColsumParams<TQ, TK> make_params(const Case<TQ, TK>& c, const DevBuf<T
 // CPU's sums (bit-identical) and on its own (tolerance).
 void check_pool(int B, int Hkv, int Nmax, const std::vector<std::int32_t>& lens, const std::vector<float>& cpu_col,
                 const std::vector<float>& gpu_col, unsigned seed) {
-  std::mt19937 rng(seed);
-  const int S = B * Hkv;
-  std::vector<std::int32_t> cand(static_cast<std::size_t>(S));
-  for (int s = 0; s < S; ++s) {
-    const int n = lens[static_cast<std::size_t>(s)];
-    const int pick = static_cast<int>(rng() % 4);
-    cand[static_cast<std::size_t>(s)] = pick == 0 ? n : pick == 1 ? 0 : static_cast<int>(rng() % static_cast<unsigned>(n + 1));
-  }
+  const std::vector<std::int32_t> cand = memattn_test::pool_counts(lens, seed);
   DevBuf<std::int32_t> d_cand(cand), d_lens(lens);
   DevBuf<float> d_in(cpu_col), d_in_gpu(gpu_col);
-  DevBuf<float> d_out(static_cast<std::size_t>(S) * Nmax);
-  for (int kernel : {1, 3, 5, 7})
-    for (int pool = 0; pool < 2; ++pool)
-      for (int pad = 0; pad < 2; ++pad)
-        for (int src = 0; src < 2; ++src) {
-          INFO("kernel " << kernel << " pool " << pool << " pad " << pad << " src " << (src ? "gpu" : "cpu"));
-          std::vector<float> out(static_cast<std::size_t>(S) * Nmax, kSentinel);
-          d_out.upload(out);
-          mk::WindowPoolParams pp;
-          pp.in = src ? d_in_gpu.p : d_in.p;
-          pp.in_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
-          pp.in_stride[1] = Nmax;
-          pp.out = d_out.p;
-          pp.out_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
-          pp.out_stride[1] = Nmax;
-          pp.count = d_cand.p;
-          pp.lens = d_lens.p;
-          pp.batch = B, pp.units = Hkv, pp.max_len = Nmax;
-          pp.kernel = kernel, pp.pool = pool, pp.count_include_pad = pad != 0;
-          REQUIRE(cuda::window_pool(pp, nullptr) == Status::kSuccess);
-          out = d_out.download();
-          for (int s = 0; s < S; ++s) {
-            const int n = cand[static_cast<std::size_t>(s)], L = lens[static_cast<std::size_t>(s)];
-            std::vector<float> ref(static_cast<std::size_t>(L), 0.f);
-            REQUIRE(cpu_pool_scores(cpu_col.data() + static_cast<std::size_t>(s) * Nmax, n, kernel, pool, pad != 0, ref.data()));
-            const float* o = out.data() + static_cast<std::size_t>(s) * Nmax;
-            if (src == 0) check_equal(o, ref.data(), L, "pool of the CPU column sums");
-            else check_close(o, ref.data(), L, "pool of the GPU column sums");
-            int touched = 0;
-            for (int j = L; j < Nmax; ++j) touched += o[j] != kSentinel;
-            CHECK(touched == 0);
-          }
-        }
+  DevBuf<float> d_out(static_cast<std::size_t>(B) * Hkv * Nmax);
+  memattn_test::check_pool(B, Hkv, Nmax, lens, cand, cpu_col, "GPU", [&](mk::WindowPoolParams pp, int src) {
+    d_out.upload(std::vector<float>(d_out.n, kSentinel));
+    pp.in = src ? d_in_gpu.p : d_in.p;
+    pp.out = d_out.p;
+    pp.count = d_cand.p;
+    pp.lens = d_lens.p;
+    REQUIRE(cuda::window_pool(pp, nullptr) == Status::kSuccess);
+    return d_out.download();
+  });
 }
 
 template <class TQ, class TK>
@@ -125,36 +91,22 @@ void run_colsum(int B, int Hq, int Hkv, int D, int w, int Nmax, unsigned seed) {
   INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " w " << w << " Nmax " << Nmax << " TQ "
             << dtype_id<TQ>() << " TK " << dtype_id<TK>());
   const Case<TQ, TK> c(B, Hq, Hkv, D, w, Nmax, false, seed);
-  const int G = Hq / Hkv, S = B * Hkv;
+  const int S = B * Hkv;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   DevBuf<TQ> d_q(c.q);
   DevBuf<std::int32_t> d_qpos(c.qpos), d_kpos(c.kpos), d_lens(c.lens);
   DevBuf<TK> d_k(c.k);
   DevBuf<float> d_col(static_cast<std::size_t>(S) * Nmax);
   // fp64 oracle per segment (independent of the reduction) and its LSE as an external input
-  std::vector<float> lse(static_cast<std::size_t>(B) * w * Hq, 0.f);
-  std::vector<std::vector<double>> per(static_cast<std::size_t>(S));
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < Hkv; ++h) {
-      std::vector<double> ol;
-      oracle(c, b, h, scale, &ol, &per[static_cast<std::size_t>(b) * Hkv + h]);
-      for (int i = 0; i < w; ++i)
-        for (int g = 0; g < G; ++g)
-          lse[(static_cast<std::size_t>(b) * w + i) * Hq + h * G + g] = static_cast<float>(ol[static_cast<std::size_t>(i) * G + g]);
-    }
+  std::vector<float> lse;
+  std::vector<std::vector<double>> per;
+  memattn_test::oracle_all(c, scale, &lse, &per);
   DevBuf<float> d_lse(lse);
   for (int reduce = 0; reduce < 3; ++reduce) {
     INFO("reduce " << reduce);
-    std::vector<float> ref(static_cast<std::size_t>(S) * Nmax, 0.f);
-    std::vector<std::vector<float>> orc(static_cast<std::size_t>(S));
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < Hkv; ++h) {
-        const std::size_t s = static_cast<std::size_t>(b) * Hkv + h;
-        const std::vector<float> qg = c.group_q(b, h);
-        REQUIRE(cpu_window_colsum(qg.data(), c.qpos.data() + static_cast<std::size_t>(b) * w, w, G, D, scale, c.keys(b, h),
-                                  dtype_id<TK>(), c.kp(b, h), c.len(b, h), reduce, ref.data() + s * Nmax));
-        orc[s] = oracle_reduce(per[s], G, reduce);
-      }
+    std::vector<float> ref;
+    std::vector<std::vector<float>> orc;
+    memattn_test::colsum_references(c, per, scale, reduce, &ref, &orc);  // and the CPU vs the oracle
     std::vector<float> gpu_col;
     // mode 0: automatic splits; 1: 64-key splits (many partials); 2: one split; 3: external LSE
     for (int mode = 0; mode < 4; ++mode) {
@@ -162,12 +114,7 @@ void run_colsum(int B, int Hq, int Hkv, int D, int w, int Nmax, unsigned seed) {
       std::vector<float> col(ref.size(), kSentinel);
       d_col.upload(col);
       auto p = make_params(c, d_q, d_qpos, d_k, d_kpos, d_lens, d_col.p, scale, reduce);
-      if (mode == 3) {
-        p.lse = d_lse.p;
-        p.lse_stride[0] = static_cast<std::int64_t>(w) * Hq;
-        p.lse_stride[1] = Hq;
-        p.lse_stride[2] = 1;
-      }
+      if (mode == 3) memattn_test::use_external_lse(&p, d_lse.p);
       const int split_keys = mode == 1 ? 64 : mode == 2 ? Nmax : 0;
       std::size_t bytes = 0;
       REQUIRE(cuda::window_colsum_workspace_size(p, &bytes, split_keys) == Status::kSuccess);
@@ -176,27 +123,11 @@ void run_colsum(int B, int Hq, int Hkv, int D, int w, int Nmax, unsigned seed) {
       if (bytes > 0) REQUIRE(cuda::window_colsum(p, ws.p, bytes - 1, nullptr, split_keys) == Status::kErrorWorkspaceTooSmall);
       REQUIRE(cuda::window_colsum(p, bytes ? ws.p : nullptr, bytes, nullptr, split_keys) == Status::kSuccess);
       col = d_col.download();
-      for (int b = 0; b < B; ++b)
-        for (int h = 0; h < Hkv; ++h) {
-          INFO("segment b " << b << " h " << h << " len " << c.len(b, h));
-          const std::size_t s = static_cast<std::size_t>(b) * Hkv + h;
-          const int n = c.len(b, h);
-          check_close(col.data() + s * Nmax, ref.data() + s * Nmax, n, "GPU vs CPU column sums");
-          check_close(col.data() + s * Nmax, orc[s].data(), n, "GPU vs fp64 oracle column sums");
-          int touched = 0;
-          for (int j = n; j < Nmax; ++j) touched += col[s * Nmax + j] != kSentinel;
-          CHECK(touched == 0);
-        }
+      memattn_test::check_colsums(c, col, ref, orc, "GPU");
       if (mode == 1) gpu_col = col;
     }
-    // the CPU reference itself against the oracle (the same bound: the tolerance is honest)
-    for (int s = 0; s < S; ++s) {
-      const std::vector<float>& o = orc[static_cast<std::size_t>(s)];
-      check_close(ref.data() + static_cast<std::size_t>(s) * Nmax, o.data(), static_cast<int>(o.size()), "CPU vs fp64 oracle");
-    }
     if (reduce == 0) {
-      for (std::size_t x = 0; x < gpu_col.size(); ++x)
-        if (gpu_col[x] == kSentinel) gpu_col[x] = 0.f;
+      memattn_test::zero_sentinels(&gpu_col);
       check_pool(B, Hkv, Nmax, c.lens, ref, gpu_col, seed + 7u);
     }
   }
@@ -216,44 +147,24 @@ TEST_CASE("window_colsum matches cpu::window_colsum and an fp64 oracle; pooling 
 }
 
 TEST_CASE("windowkv_scores are bit-identical to WindowBlock::unit_scores", "[evict][window][windowkv]") {
-  std::mt19937 rng(21u);
-  std::uniform_int_distribution<int> level(0, 5);
-  std::normal_distribution<float> nd(0.f, 1.f);
+  memattn_test::WindowKvColumns gen;
   for (int heads : {1, 3, 8})
     for (int block : {1, 3, 8})
       for (int mode = 0; mode < 2; ++mode) {
         INFO("heads " << heads << " R " << block << " mode " << mode);
         const int B = 3, N = 301;
-        const std::vector<int> n_rev = {N, 0, 250};
-        std::vector<float> col(static_cast<std::size_t>(B) * heads * N);
-        // coarse levels in half the sequences: many ties (tie-breaking by index must match)
-        for (std::size_t x = 0; x < col.size(); ++x)
-          col[x] = (x / (static_cast<std::size_t>(heads) * N)) % 2 == 0 ? 0.25f * static_cast<float>(level(rng)) : std::exp(nd(rng));
+        const std::vector<std::int32_t> n_rev = {N, 0, 250};
+        const std::vector<float> col = gen.next(B, heads, N);
         DevBuf<float> d_col(col);
-        DevBuf<std::int32_t> d_rev(std::vector<std::int32_t>(n_rev.begin(), n_rev.end()));
+        DevBuf<std::int32_t> d_rev(n_rev);
         DevBuf<float> d_out(static_cast<std::size_t>(B) * N);
         d_out.upload(std::vector<float>(static_cast<std::size_t>(B) * N, kSentinel));
-        mk::WindowKvParams p;
-        p.col = d_col.p;
-        p.col_stride[0] = static_cast<std::int64_t>(heads) * N;
-        p.col_stride[1] = N;
-        p.heads = heads;
-        p.n_rev = d_rev.p;
-        p.out = d_out.p;
-        p.out_stride = N;
-        p.batch = B, p.max_rev = N, p.block = block, p.mode = mode;
+        const mk::WindowKvParams p = memattn_test::windowkv_params(d_col.p, heads, N, d_rev.p, B, d_out.p, block, mode);
         std::size_t bytes = 0;
         REQUIRE(cuda::windowkv_scores_workspace_size(p, &bytes) == Status::kSuccess);
         DevBuf<unsigned char> ws(bytes);
         REQUIRE(cuda::windowkv_scores(p, ws.p, bytes, nullptr) == Status::kSuccess);
-        const std::vector<float> out = d_out.download();
-        for (int b = 0; b < B; ++b) {
-          INFO("sequence " << b << " n_rev " << n_rev[static_cast<std::size_t>(b)]);
-          std::vector<float> ref(static_cast<std::size_t>(N), kSentinel);
-          cpu_windowkv_scores(col.data() + static_cast<std::size_t>(b) * heads * N, heads, N, n_rev[static_cast<std::size_t>(b)],
-                              block, mode, ref.data());
-          check_equal(out.data() + static_cast<std::size_t>(b) * N, ref.data(), N, "WindowKV scores (sentinel beyond n_rev)");
-        }
+        memattn_test::check_windowkv(d_out.download(), col, heads, N, n_rev, block, mode, "WindowKV scores (sentinel beyond n_rev)");
       }
 }
 
@@ -270,33 +181,18 @@ TEST_CASE("windowkv_scores on GPU column sums: the WindowKV pipeline end to end"
   REQUIRE(cuda::window_colsum_workspace_size(p, &bytes) == Status::kSuccess);
   DevBuf<unsigned char> ws(bytes);
   REQUIRE(cuda::window_colsum(p, ws.p, bytes, nullptr) == Status::kSuccess);
-  std::vector<std::int32_t> n_rev(static_cast<std::size_t>(B));
-  for (int b = 0; b < B; ++b) n_rev[static_cast<std::size_t>(b)] = std::max(0, c.len(b, 0) - w);
+  const std::vector<std::int32_t> n_rev = memattn_test::candidate_counts(c);
   DevBuf<std::int32_t> d_rev(n_rev);
   DevBuf<float> d_out(static_cast<std::size_t>(B) * Nmax);
   for (int mode = 0; mode < 2; ++mode) {
     INFO("mode " << mode);
     d_out.upload(std::vector<float>(static_cast<std::size_t>(B) * Nmax, kSentinel));
-    mk::WindowKvParams kp;
-    kp.col = d_col.p;
-    kp.col_stride[0] = static_cast<std::int64_t>(Hkv) * Nmax;
-    kp.col_stride[1] = Nmax;
-    kp.heads = Hkv;
-    kp.n_rev = d_rev.p;
-    kp.out = d_out.p;
-    kp.out_stride = Nmax;
-    kp.batch = B, kp.max_rev = Nmax, kp.block = 8, kp.mode = mode;
+    const mk::WindowKvParams kp = memattn_test::windowkv_params(d_col.p, Hkv, Nmax, d_rev.p, B, d_out.p, 8, mode);
     std::size_t kb = 0;
     REQUIRE(cuda::windowkv_scores_workspace_size(kp, &kb) == Status::kSuccess);
     DevBuf<unsigned char> kws(kb);
     REQUIRE(cuda::windowkv_scores(kp, kws.p, kb, nullptr) == Status::kSuccess);
-    const std::vector<float> col = d_col.download(), out = d_out.download();
-    for (int b = 0; b < B; ++b) {
-      std::vector<float> ref(static_cast<std::size_t>(Nmax), kSentinel);
-      cpu_windowkv_scores(col.data() + static_cast<std::size_t>(b) * Hkv * Nmax, Hkv, Nmax, n_rev[static_cast<std::size_t>(b)], 8,
-                          mode, ref.data());
-      check_equal(out.data() + static_cast<std::size_t>(b) * Nmax, ref.data(), Nmax, "WindowKV scores of the GPU sums");
-    }
+    memattn_test::check_windowkv(d_out.download(), d_col.download(), Hkv, Nmax, n_rev, 8, mode, "WindowKV scores of the GPU sums");
   }
 }
 
@@ -308,13 +204,9 @@ void run_compresskv(int B, int Hq, int Hkv, int D, int w, int Nmax, const std::v
   INFO("Hq " << Hq << " Hkv " << Hkv << " D " << D << " w " << w << " heads " << heads.size() << " kernel " << kernel
              << " pool " << pool << " pad " << pad);
   const Case<TQ, TK> c(B, Hq, Hkv, D, w, Nmax, true, seed);
-  const int G = Hq / Hkv, n_heads = static_cast<int>(heads.size());
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  std::vector<std::int32_t> n_cand(static_cast<std::size_t>(B)), lens_b(static_cast<std::size_t>(B));
-  for (int b = 0; b < B; ++b) {
-    lens_b[static_cast<std::size_t>(b)] = c.len(b, 0);
-    n_cand[static_cast<std::size_t>(b)] = std::max(0, c.len(b, 0) - w);
-  }
+  std::vector<std::int32_t> lens_b;
+  const std::vector<std::int32_t> n_cand = memattn_test::candidate_counts(c, &lens_b);
   DevBuf<TQ> d_q(c.q);
   DevBuf<TK> d_k(c.k);
   DevBuf<std::int32_t> d_qpos(c.qpos), d_kpos(c.kpos), d_lens(c.lens), d_cand(n_cand), d_lens_b(lens_b);
@@ -323,7 +215,7 @@ void run_compresskv(int B, int Hq, int Hkv, int D, int w, int Nmax, const std::v
   auto p = make_params(c, d_q, d_qpos, d_k, d_kpos, d_lens, nullptr, scale, 0);
   cuda::CompressKvScoreArgs a;
   a.heads = heads.data();
-  a.n_heads = n_heads;
+  a.n_heads = static_cast<int>(heads.size());
   a.kernel = kernel, a.pool = pool, a.count_include_pad = pad;
   a.n_cand = d_cand.p;
   a.lens = d_lens_b.p;
@@ -334,48 +226,17 @@ void run_compresskv(int B, int Hq, int Hkv, int D, int w, int Nmax, const std::v
   DevBuf<unsigned char> ws(bytes);
   REQUIRE(cuda::compresskv_scores(p, a, ws.p, bytes - 4, nullptr) == Status::kErrorWorkspaceTooSmall);
   REQUIRE(cuda::compresskv_scores(p, a, ws.p, bytes, nullptr) == Status::kSuccess);
-  const std::vector<float> out = d_out.download();
-  for (int b = 0; b < B; ++b) {
-    INFO("sequence " << b);
-    const int N = c.len(b, 0);
-    // the layer's keys [Hkv][N][D] with the shared positions, as the CPU cache holds them
-    std::vector<float> keys(static_cast<std::size_t>(Hkv) * N * D);
-    for (int h = 0; h < Hkv; ++h) std::copy_n(c.keys(b, h), static_cast<std::size_t>(N) * D, keys.data() + static_cast<std::size_t>(h) * N * D);
-    std::vector<float> wq(static_cast<std::size_t>(w) * Hq * D);
-    std::copy_n(c.qrow(b, 0, 0), wq.size(), wq.data());
-    const std::int32_t* wpos = c.qpos.data() + static_cast<std::size_t>(b) * w;
-    std::vector<float> ref(static_cast<std::size_t>(N));
-    REQUIRE(cpu_compresskv_scores(wq.data(), wpos, w, Hq, Hkv, D, keys.data(), dtype_id<TK>(), c.kp(b, 0), N,
-                                  n_cand[static_cast<std::size_t>(b)], heads.data(), n_heads, kernel, pool, pad, ref.data()));
-    check_close(out.data() + static_cast<std::size_t>(b) * Nmax, ref.data(), N, "CompressKV scores");
-    int touched = 0;
-    for (int j = N; j < Nmax; ++j) touched += out[static_cast<std::size_t>(b) * Nmax + j] != kSentinel;
-    CHECK(touched == 0);
-    // The pool-and-mean stage on the CPU's per-head sums is bit-identical to the CPU's scores.
-    std::vector<float> percol(static_cast<std::size_t>(n_heads) * N);
-    for (int s = 0; s < n_heads; ++s) {
-      std::vector<float> q1(static_cast<std::size_t>(w) * D);
-      for (int i = 0; i < w; ++i) std::copy_n(c.qrow(b, i, heads[static_cast<std::size_t>(s)]), D, q1.data() + static_cast<std::size_t>(i) * D);
-      REQUIRE(cpu_window_colsum(q1.data(), wpos, w, 1, D, scale, c.keys(b, heads[static_cast<std::size_t>(s)] / G), dtype_id<TK>(),
-                                c.kp(b, 0), N, 2, percol.data() + static_cast<std::size_t>(s) * N));
-    }
-    DevBuf<float> d_in(percol), d_pool(static_cast<std::size_t>(N));
-    std::vector<std::int32_t> one_cand = {n_cand[static_cast<std::size_t>(b)]}, one_len = {N};
-    DevBuf<std::int32_t> d_c1(one_cand), d_l1(one_len);
-    mk::WindowPoolParams pp;
-    pp.in = d_in.p;
-    pp.in_stride[0] = static_cast<std::int64_t>(n_heads) * N;
-    pp.in_stride[1] = N;
-    pp.rows_per_unit = n_heads;
-    pp.out = d_pool.p;
-    pp.count = d_c1.p;
-    pp.lens = d_l1.p;
-    pp.batch = 1, pp.units = 1, pp.max_len = N;
-    pp.kernel = kernel, pp.pool = pool, pp.count_include_pad = pad;
-    REQUIRE(cuda::window_pool(pp, nullptr) == Status::kSuccess);
-    const std::vector<float> pooled = d_pool.download();
-    check_equal(pooled.data(), ref.data(), N, "CompressKV pool-and-mean stage");
-  }
+  memattn_test::check_compresskv(c, heads, kernel, pool, pad, scale, n_cand, d_out.download(),
+                                 [&](mk::WindowPoolParams pp, const std::vector<float>& percol, std::int32_t count, std::int32_t len) {
+                                   DevBuf<float> d_in(percol), d_pool(static_cast<std::size_t>(len));
+                                   DevBuf<std::int32_t> d_c1(std::vector<std::int32_t>{count}), d_l1(std::vector<std::int32_t>{len});
+                                   pp.in = d_in.p;
+                                   pp.out = d_pool.p;
+                                   pp.count = d_c1.p;
+                                   pp.lens = d_l1.p;
+                                   REQUIRE(cuda::window_pool(pp, nullptr) == Status::kSuccess);
+                                   return d_pool.download();
+                                 });
 }
 
 }  // namespace
