@@ -2,17 +2,24 @@
 // emulator (simt.hpp; CUB's BlockScan by shim/cub) on every CI run: keep lists and counts equal
 // cpu::select_keep's on random, tied, few-level and denormal scores, soft and hard retention
 // priorities, segments shorter than a thread step and longer than several steps, ragged tails; a
-// NaN candidate flags its segment and writes nothing to its keep row.
+// NaN candidate flags its segment and writes nothing to its keep row. Then the compaction through
+// the wrappers' launches (cuda/evict_params.cuh): the out-of-place gather and the in-place hole
+// filling of rows of 1 to 128 elements (1- to 16-byte copy words) equal the CPU's, rows past the
+// kept count untouched.
 #include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
 
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "common/select_cases.hpp"
+#include "emu/emu_launch.hpp"
+#include "memattn/core/dtype.hpp"
 #include "memattn/cpu/evict_select.hpp"
-#include "memattn/kernels/evict_select.cuh"
+#include "memattn/cuda/evict_params.cuh"
 
 namespace {
 
@@ -99,5 +106,65 @@ TEST_CASE("emulated evict_select: a NaN candidate flags the segment, nothing wri
     CHECK(count[1] == 2);  // the other segment is selected as usual: 4 and 5 at positions 2, 3
     CHECK(keep[4] == 2);
     CHECK(keep[5] == 3);
+  }
+}
+
+namespace {
+
+// Rows of `row` T per slot: the select's keep lists (through evict_select_launch) gathered out of
+// place and filled into holes in place, against the CPU; slots past the count keep their bytes.
+template <class T>
+void check_compaction(std::mt19937& rng, int row) {
+  const int S = 3;
+  const std::int64_t stride = 40 + static_cast<std::int64_t>(rng() % 600);
+  INFO("row " << row << " bytes " << sizeof(T) * static_cast<std::size_t>(row) << " stride " << stride);
+  memattn_test::SelectCase c = memattn_test::make_select_case(rng, S, stride, 0, false);
+  std::vector<std::int32_t> keep(static_cast<std::size_t>(S * stride), -1), count(S, -2), err(1, 0);
+  mk::EvictSelectParams p = params(c.scores, c.pos, c.len, c.budget, c.tcur, stride, keep, count, err);
+  p.protect = c.protect;
+  p.tie = c.tie;
+  REQUIRE(memattn::cuda::evict_select_can_implement(p) == Status::kSuccess);
+  REQUIRE(memattn::cuda::evict_select_launch(p, memattn_emu_test::emu_launch) == Status::kSuccess);
+  REQUIRE(err[0] == 0);
+  // random bytes (rows are copied as words, whatever they hold); the gather's target starts as 0xAB
+  std::vector<T> src(static_cast<std::size_t>(S * stride * row)), fill(src.size());
+  std::vector<unsigned char> bytes(src.size() * sizeof(T));
+  for (auto& b : bytes) b = static_cast<unsigned char>(rng());
+  std::memcpy(src.data(), bytes.data(), bytes.size());
+  std::memset(static_cast<void*>(fill.data()), 0xAB, bytes.size());
+  std::vector<T> dst = fill, inplace = src;
+  REQUIRE(memattn::cuda::evict_gather_launch(src.data(), stride, dst.data(), stride, row, S, keep.data(), stride, count.data(),
+                                             memattn_emu_test::emu_launch) == Status::kSuccess);
+  REQUIRE(memattn::cuda::evict_fill_holes_launch(inplace.data(), stride, row, S, keep.data(), stride, count.data(), -1,
+                                                 memattn_emu_test::emu_launch) == Status::kSuccess);
+  std::vector<T> want_fill = src;
+  for (int s = 0; s < S; ++s) {
+    const std::int64_t n = count[static_cast<std::size_t>(s)], o = s * stride * row;
+    REQUIRE(n > 0);
+    memattn::cpu::fill_holes(want_fill.data() + o, row, keep.data() + s * stride, n);
+    for (std::int64_t i = 0; i < stride; ++i) {
+      for (int e = 0; e < row; ++e) {
+        const std::size_t at = static_cast<std::size_t>(o + i * row + e);
+        // gathered: row i is source row keep[i]; past the count the fill stays
+        const T want = i < n ? src[static_cast<std::size_t>(o + keep[static_cast<std::size_t>(s * stride + i)] * row + e)] : fill[at];
+        REQUIRE(std::memcmp(&dst[at], &want, sizeof(T)) == 0);
+        REQUIRE(std::memcmp(&inplace[at], &want_fill[at], sizeof(T)) == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("emulated compaction (gather, hole filling) through the wrappers' launches == CPU", "[emu][evict]") {
+  std::mt19937 rng(41);
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    check_compaction<memattn::Half>(rng, 128);  // 16-byte words, 16 lanes per row
+    check_compaction<memattn::Half>(rng, 3);    // 2-byte words
+    check_compaction<float>(rng, 5);            // 4-byte words
+    check_compaction<float>(rng, 2);            // 8-byte words
+    check_compaction<std::int32_t>(rng, 1);     // positions
+    check_compaction<std::uint8_t>(rng, 7);     // 1-byte words
   }
 }
