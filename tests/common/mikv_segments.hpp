@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gpu/mikv_cpu_bridge.hpp"
@@ -17,6 +18,16 @@ struct MikvCaseStats {
   int blocks = 0, staged = 0, dead_low = 0, segments = 0;
   bool ragged = false;  // segments with different token counts
 };
+
+// The CPU snapshots of a case: `sequences` sequences x 2 KV heads (mikv_cpu_snapshot).
+inline std::vector<MikvSnapshot> mikv_snapshots(const std::string& spec, int D, int G, int sequences, int kill_low) {
+  constexpr int kKvHeads = 2;
+  std::vector<MikvSnapshot> snap;
+  REQUIRE(mikv_cpu_snapshot(spec, D, G, kKvHeads, 1234u + static_cast<unsigned>(D), &snap, sequences, kill_low) ==
+          memattn::Status::kSuccess);
+  REQUIRE(snap.size() == static_cast<std::size_t>(kKvHeads * sequences));
+  return snap;
+}
 
 // One segment per snapshot, its arrays placed by `place` (a snapshot vector -> the pointer the
 // kernel reads); stash offsets G x (lo + hi + exact) apart, *stash the total; *q the queries.

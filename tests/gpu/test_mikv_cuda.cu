@@ -31,11 +31,7 @@ T* upload(const std::vector<T>& h) {
 
 memattn_test::MikvCaseStats run_case(const std::string& spec, int D, int G, int sequences = 1, int kill_low = 0) {
   INFO(spec << " D " << D << " G " << G << " sequences " << sequences << " kill_low " << kill_low);
-  const int Hkv = 2;
-  std::vector<memattn_test::MikvSnapshot> snap;
-  REQUIRE(memattn_test::mikv_cpu_snapshot(spec, D, G, Hkv, 1234u + static_cast<unsigned>(D), &snap, sequences, kill_low) ==
-          Status::kSuccess);
-  REQUIRE(snap.size() == static_cast<std::size_t>(Hkv * sequences));
+  const std::vector<memattn_test::MikvSnapshot> snap = memattn_test::mikv_snapshots(spec, D, G, sequences, kill_low);
   const int S = static_cast<int>(snap.size());
   memattn_test::MikvCaseStats stats;
   long long stash = 0;
