@@ -55,7 +55,7 @@ int main() {
   p.kq_first = n;  // block list without its counts
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
   p.kq_first = nullptr;
-  p.path = 4;
+  p.path = 5;
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
   p.path = 0;
   // Path 3 (tensor-core KIVI region) is a layout question: head_dim 64 / 128, 2- / 4-bit codes,
@@ -74,8 +74,13 @@ int main() {
     if (memattn::cuda::think_detail::mma_layout(m)) return 1;
     m.d_keep = 8, m.v_words = 2;
     if (memattn::cuda::think_detail::mma_layout(m)) return 1;
-    m.v_words = 4, m.head_dim = 256;
-    if (memattn::cuda::think_detail::mma_layout(m)) return 1;
+    m.v_words = 4;
+    // path 4 (fp16 regions on tensor cores) needs path 3's layout for a KIVI region, 16-byte rows
+    if (!memattn::cuda::think_detail::mma16_layout(m)) return 1;
+    m.head_dim = 256;
+    if (memattn::cuda::think_detail::mma_layout(m) || memattn::cuda::think_detail::mma16_layout(m)) return 1;
+    m.head_dim = 64, m.n_q = nullptr, m.old_row_stride = 12;
+    if (memattn::cuda::think_detail::mma16_layout(m)) return 1;
   }
   static float sc[1];
   p.scores = sc;  // row stride 0

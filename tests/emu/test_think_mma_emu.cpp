@@ -244,10 +244,11 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
 }
 
 // The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
-// order, the combine) for path 1 (tile kernel), 2 (lane-group kernel) and 3 (tensor cores +
-// lane groups), with one CTA per segment, 32-token splits and the planned splits: the output
-// equals the CPU composed cache's (row-relative 1e-4 on paths 1, 2, whose values are fp32; 2e-3,
-// the spec's Q-K1, on path 3, whose values are fp16), and every path gives the same LSE.
+// order, the combine) for path 1 (tile kernel), 2 (lane-group kernel), 3 (tensor cores +
+// lane groups) and 4 (tensor cores over every region), with one CTA per segment, 32-token splits
+// and the planned splits: the output equals the CPU composed cache's (row-relative 1e-4 on paths
+// 1, 2, whose values are fp32; 2e-3, the spec's Q-K1, on paths 3 and 4, whose KIVI values are
+// fp16), and every path gives the same LSE.
 void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, int granularity) {
   namespace td = memattn::cuda::think_detail;
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
@@ -260,11 +261,11 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
   const int max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
   std::vector<float> ref_lse;
   int runs = 0;
-  for (int path = 1; path <= 3; ++path)
+  for (int path = 1; path <= 4; ++path)
     for (int mode = 0; mode < 3; ++mode) {  // one CTA per segment, 32-token splits, planned splits
       INFO("path " << path << " mode " << mode);
       p.path = path;
-      if ((path == 2 && p.d_keep % 8 != 0) || (path == 3 && (mode == 0 || !td::mma_layout(p)))) continue;
+      if ((path == 2 && p.d_keep % 8 != 0) || (path >= 3 && (mode == 0 || !td::mma_layout(p)))) continue;
       mk::ThinKSplit sp;
       if (mode > 0) REQUIRE(td::plan(p, max_tokens, mode == 1 ? 32 : 0, 132, &sp) == Status::kSuccess);
       std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
@@ -286,18 +287,19 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
         }
       }
       INFO("output " << worst);
-      CHECK(worst <= (path == 3 ? kQK1Output : 1e-4));
+      CHECK(worst <= (path >= 3 ? kQK1Output : 1e-4));
       if (ref_lse.empty()) ref_lse = lse;
       double wl = 0;
       for (std::size_t i = 0; i < lse.size(); ++i) wl = std::max(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
       CHECK(wl <= 1e-4);
     }
   CHECK(runs >= 5);
+  if (td::mma_layout(p)) CHECK(runs == 10);  // paths 3 and 4 ran (split-KV modes)
 }
 
 }  // namespace
 
-TEST_CASE("emulated composed decode, all paths (tile, lane groups, tensor cores) == CPU composed cache", "[emu][compose]") {
+TEST_CASE("emulated composed decode, all paths (tile, lane groups, tensor cores: KIVI region, every region) == CPU composed cache", "[emu][compose]") {
   for (bool reverse : {false, true}) {
     memattn_emu::ReverseCtas order(reverse);
     check_paths(ComposedKind::kThinkKivi, 3, 8, 2, 64, 4, 2, 90, 5, 8);

@@ -26,18 +26,10 @@ using namespace memattn;
 
 namespace {
 
-// Old keys [S][cap_old][d_keep] re-laid with a row stride of `stride` halves (zero padding).
-std::vector<Half> restride(const std::vector<Half>& k, int rows, int dk, int stride) {
-  std::vector<Half> out(static_cast<std::size_t>(rows) * stride, Half{0});
-  for (int r = 0; r < rows; ++r)
-    std::copy(k.begin() + static_cast<std::ptrdiff_t>(r) * dk, k.begin() + static_cast<std::ptrdiff_t>(r + 1) * dk,
-              out.begin() + static_cast<std::ptrdiff_t>(r) * stride);
-  return out;
-}
-
-// Both kernels on the same case: the tile kernel (path 1) on rows of d_keep halves, the lane-group
-// kernel (path 2; head_dim 64 / 128 / 256, no value extension) on rows padded to a multiple of 8.
-// Each must match the CPU output; their raw logits and LSE (eviction inputs) must agree.
+// The kernels on the same case: the tile kernel (path 1) on rows of d_keep halves, the lane-group
+// kernel (path 2; head_dim 64 / 128 / 256, no value extension) and the fp16 tensor-core kernel
+// (path 4; head_dim 64 / 128) on rows padded to a multiple of 8. Each must match the CPU output;
+// their raw logits and LSE (eviction inputs) must agree.
 void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, float vprune = 0.f) {
   INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " prune " << prune << " prefill " << prefill
             << " vprune " << vprune);
@@ -48,13 +40,13 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, flo
   for (std::size_t i = 0; i < c.n_old.size(); ++i) max_tokens = std::max(max_tokens, c.n_old[i] + c.n_new[i]);
   const bool lanes_ok = vprune == 0.f && (D == 64 || D == 128 || D == 256);
   std::vector<float> ref_scores, ref_lse;
-  for (int path = 1; path <= 2; ++path) {
+  for (int path : {1, 2, 4}) {
     INFO("path " << path);
-    if (path == 2 && !lanes_ok) continue;
-    const int stride = path == 2 ? (c.d_keep + 7) / 8 * 8 : c.d_keep;
+    if ((path >= 2 && !lanes_ok) || (path == 4 && D > 128)) continue;
+    const int stride = path >= 2 ? (c.d_keep + 7) / 8 * 8 : c.d_keep;
     kernels::ThinKDecodeParams p{};
     p.path = path;
-    p.k_old = upload(restride(c.k_old, S * c.cap_old, c.d_keep, stride));
+    p.k_old = upload(think_restride(c.k_old, S * c.cap_old, c.d_keep, stride));
     p.old_seg_stride = static_cast<long long>(c.cap_old) * stride;
     p.old_row_stride = stride;
     p.channels = upload(c.channels);
@@ -111,8 +103,10 @@ void run(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, flo
       CHECK(worst_sc <= 1e-4);
     }
     if (path == 1 && lanes_ok) {  // the tile-kernel layout is not one the lane-group kernel reads
-      p.path = 2;
-      if (c.d_keep % 8 != 0) CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
+      for (int padded_path : {2, 4}) {
+        p.path = padded_path;
+        if (c.d_keep % 8 != 0) CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
+      }
     }
     for (const void* ptr : {static_cast<const void*>(p.k_old), static_cast<const void*>(p.channels), static_cast<const void*>(p.k_new),
                             static_cast<const void*>(p.v), static_cast<const void*>(p.n_old), static_cast<const void*>(p.n_new),

@@ -2,6 +2,8 @@
 // exports its segments in the layout of kernels::ThinKDecodeParams (Eigen stays out of nvcc).
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -25,3 +27,13 @@ struct ThinKCase {
 // value extension, exported compactly (v_old, v_channels) with v holding the new tokens only.
 bool think_cpu_case(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, unsigned seed, ThinKCase* out,
                     float vprune = 0.f);
+
+// Old keys [S][cap_old][d_keep] re-laid with a row stride of `stride` halves (zero padding): the
+// rows of a multiple of 8 halves that the lane-group and tensor-core kernels read.
+inline std::vector<memattn::Half> think_restride(const std::vector<memattn::Half>& k, int rows, int dk, int stride) {
+  std::vector<memattn::Half> out(static_cast<std::size_t>(rows) * stride, memattn::Half{0});
+  for (int r = 0; r < rows; ++r)
+    std::copy(k.begin() + static_cast<std::ptrdiff_t>(r) * dk, k.begin() + static_cast<std::ptrdiff_t>(r + 1) * dk,
+              out.begin() + static_cast<std::ptrdiff_t>(r) * stride);
+  return out;
+}

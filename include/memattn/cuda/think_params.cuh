@@ -16,6 +16,7 @@
 #include "memattn/kernels/think_decode.cuh"
 #include "memattn/kernels/think_decode_lanes.cuh"
 #include "memattn/kernels/think_decode_mma.cuh"
+#include "memattn/kernels/think_decode_mma16.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
@@ -50,7 +51,7 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
         p.vq_seg_stride < 0 || p.vqm_seg_stride < 0)
       return Status::kErrorInvalidArgument;
   }
-  if (p.path < 0 || p.path > 3) return Status::kErrorInvalidArgument;
+  if (p.path < 0 || p.path > 4) return Status::kErrorInvalidArgument;
   if (p.scores != nullptr && (p.scores_row_stride < 1 || p.scores_seg_stride < static_cast<long long>(p.q_heads / p.kv_heads) * p.scores_row_stride))
     return Status::kErrorInvalidArgument;
   return Status::kSuccess;
@@ -92,6 +93,13 @@ inline bool mma_layout(const kernels::ThinKDecodeParams& p) {
          p.vq_seg_stride % 4 == 0 && p.v_words % 4 == 0 && aligned(p.vqm, 4) && p.vqm_seg_stride % 2 == 0;
 }
 
+// The fp16 tensor-core kernel (path 4) reads what the lane-group kernel reads (padded old rows
+// included) at head_dim 64 / 128; a KIVI region goes to the tensor-core kernel of path 3.
+inline bool mma16_layout(const kernels::ThinKDecodeParams& p) {
+  if (!lanes_layout(p) || (p.head_dim != 64 && p.head_dim != 128)) return false;
+  return p.n_q == nullptr || mma_layout(p);
+}
+
 // Auto (path 0) in the split-KV call: the tensor-core kernel for long KIVI regions (measured above).
 constexpr int kThinKMmaAutoTokens = 4096;
 constexpr int kThinKMmaMinSplit = 2048;
@@ -112,13 +120,14 @@ inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int spli
     const long long want = std::max<long long>(1, (8LL * sms + segments - 1) / segments);
     keys = static_cast<int>(std::max<long long>(256, (max_tokens + want - 1) / want));
     // the tensor-core kernel's per-split set-up (q, KIVI scales) needs longer splits
-    if (p.path == 3) keys = std::max(keys, kThinKMmaMinSplit);
+    if (p.path == 3 || (p.path == 4 && p.n_q != nullptr)) keys = std::max(keys, kThinKMmaMinSplit);
   }
   keys = (keys + kernels::kThinKTile - 1) / kernels::kThinKTile * kernels::kThinKTile;
   sp->split_keys = keys;
   sp->splits = (max_tokens + keys - 1) / keys;
   if (sp->splits > 65535) return Status::kErrorInvalidArgument;
-  if (p.path == 3) sp->splits *= 2;  // the tensor-core kernel's slots, then the lane-group kernel's
+  // the KIVI tensor-core kernel's slots, then those of the kernel over the fp16 regions
+  if (p.path == 3 || (p.path == 4 && p.n_q != nullptr)) sp->splits *= 2;
   return Status::kSuccess;
 }
 
@@ -149,6 +158,10 @@ struct LanesKernel {
 template <int D, int KB, int VB>
 struct MmaKernel {
   static constexpr auto kernel = kernels::think_decode_mma_kernel<D, KB, VB>;
+};
+template <int D>
+struct Mma16Kernel {
+  static constexpr auto kernel = kernels::think_decode_mma16_kernel<D>;
 };
 struct CombineKernel {
   static constexpr auto kernel = kernels::think_combine_kernel;
@@ -216,12 +229,32 @@ Status launch_mma(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit
   return launch_lanes<true>(p, rest, launch);
 }
 
+// Path 4: the fp16 regions on tensor cores (slots from sp.slot0), after the KIVI region's kernel
+// when there is one (as in path 3).
+template <class Launch>
+Status launch_mma16(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, Launch& launch) {
+  kernels::ThinKSplit rest = sp;
+  if (p.n_q != nullptr) {
+    rest.slot0 = sp.splits / 2;
+    MEMATTN_RETURN_IF_ERROR(p.head_dim == 64 ? launch_mma_d<64>(p, sp, rest.slot0, launch) : launch_mma_d<128>(p, sp, rest.slot0, launch));
+  }
+  const dim3 grid = think_grid(p, sp.splits - rest.slot0), block(kernels::think_mma::kThreads);
+  const int smem = kernels::think_mma16::smem_bytes(p.head_dim);
+  MEMATTN_RETURN_IF_ERROR(p.head_dim == 64 ? launch(Mma16Kernel<64>{}, grid, block, smem, p, rest)
+                                           : launch(Mma16Kernel<128>{}, grid, block, smem, p, rest));
+  return launch_combine(p, sp, launch);
+}
+
 // The kernels of a checked, planned call (p.path resolved), in order.
 template <class Launch>
 Status think_launches(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, Launch&& launch) {
   if (p.path == 3) {
     if (!mma_layout(p) || sp.splits < 2) return Status::kErrorNotSupported;
     return launch_mma(p, sp, launch);
+  }
+  if (p.path == 4) {
+    if (!mma16_layout(p) || (p.n_q != nullptr && sp.splits < 2)) return Status::kErrorNotSupported;
+    return launch_mma16(p, sp, launch);
   }
   // auto: only where no row holds padding (d_keep a multiple of 8), whose values the lane-group
   // kernel reads (times q = 0: garbage there would turn into NaN); path 2 accepts padded rows.

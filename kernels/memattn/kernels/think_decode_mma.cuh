@@ -160,6 +160,44 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
   }
 }
 
+// End of a split: merges the kWarps warps' states of the CTA's G heads (sm_ml [warp][8][2]: m in
+// base 2, l; sm_acc [warp][8][D]: unnormalised outputs, after a __syncthreads) in a fixed order,
+// into the split partial at slot slot_id (m in natural log; -inf for an empty split, which the
+// combine ignores) or, when `final` (the only split), into o and lse.
+template <int D>
+MEMATTN_DEVICE void merge_warp_states(const float* sm_acc, const float* sm_ml, const ThinKDecodeParams& p,
+                                      const ThinKSplit& sp, long long s, long long slot_id, bool final) {
+  const int G = p.q_heads / p.kv_heads;
+  const long long row0 = (s / p.kv_heads) * p.q_heads + (s % p.kv_heads) * G;  // [B][Hq] row of head 0
+  for (int i = static_cast<int>(threadIdx.x); i < G * D; i += kThreads) {
+    const int r = i / D, ch = i % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_ml[(w * kThinKMaxGroup + r) * 2]);
+    float acc = 0.f, lsum = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float mw = sm_ml[(w * kThinKMaxGroup + r) * 2];
+        if (mw == -INFINITY) continue;
+        const float wt = detail::fast_exp2(mw - mx);
+        acc = fmaf(wt, sm_acc[(w * kThinKMaxGroup + r) * D + ch], acc);
+        lsum = fmaf(wt, sm_ml[(w * kThinKMaxGroup + r) * 2 + 1], lsum);
+      }
+    }
+    if (final) {
+      p.o[(row0 + r) * D + ch] = lsum > 0.f ? acc / lsum : 0.f;
+      if (p.lse != nullptr && ch == 0) p.lse[row0 + r] = lsum > 0.f ? (mx + log2f(lsum)) * detail::kLn2 : -INFINITY;
+      continue;
+    }
+    sp.acc[(slot_id * G + r) * D + ch] = acc;
+    if (ch == 0) {
+      sp.ml[(slot_id * G + r) * 2] = mx * detail::kLn2;  // -inf: an empty split, ignored by the combine
+      sp.ml[(slot_id * G + r) * 2 + 1] = lsum;
+    }
+  }
+}
+
 }  // namespace think_mma
 
 // grid (segments = B * Hkv, splits), think_mma::kThreads threads, think_mma::smem_bytes of dynamic
@@ -485,29 +523,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
   }
   __syncthreads();
-  const long long slot_id = static_cast<long long>(split) * gridDim.x + s;
-  for (int i = static_cast<int>(threadIdx.x); i < G * D; i += kThreads) {
-    const int r = i / D, ch = i % D;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_ml[(w * kThinKMaxGroup + r) * 2]);
-    float acc = 0.f, lsum = 0.f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = sm_ml[(w * kThinKMaxGroup + r) * 2];
-        if (mw == -INFINITY) continue;
-        const float wt = detail::fast_exp2(mw - mx);
-        acc = fmaf(wt, sm_acc[(w * kThinKMaxGroup + r) * D + ch], acc);
-        lsum = fmaf(wt, sm_ml[(w * kThinKMaxGroup + r) * 2 + 1], lsum);
-      }
-    }
-    sp.acc[(slot_id * G + r) * D + ch] = acc;
-    if (ch == 0) {
-      sp.ml[(slot_id * G + r) * 2] = mx * detail::kLn2;  // -inf: an empty split, ignored by the combine
-      sp.ml[(slot_id * G + r) * 2 + 1] = lsum;
-    }
-  }
+  merge_warp_states<D>(sm_acc, sm_ml, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
 }
 
 }  // namespace kernels
