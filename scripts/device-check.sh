@@ -14,6 +14,7 @@
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
 #   mma_profile    ncu of the tensor-core KIVI-region kernel (path 3) in the composed rows -> bench.log
+#   mma16_profile  ncu of the fp16 tensor-core kernel (path 4) in the ThinK rows      -> bench.log
 #   scores_profile ncu of the dense decode with / without fp32 and fp16 logits and of the score
 #              epilogue at B = 16, L = 64K (issue 5's <= 10% gate; when ncu exists)  -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
@@ -132,7 +133,7 @@ MEMORY_JSONL=/tmp/memattn-memory.jsonl
 rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 # ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
-run_step think_bench 90 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
+run_step think_bench 120 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
 # Where the ThinK / composed decode loses time (it runs at a fraction of the dense decode's rate):
 # Nsight Compute on its first launches, if the toolkit has it (appended to bench.log).
 if command -v ncu >/dev/null 2>&1; then
@@ -156,6 +157,11 @@ if command -v ncu >/dev/null 2>&1; then
     return $rc
   }
   run_step mma_source 90 "$OUT/bench.log" bash -c "OUT=$OUT BIN=$BIN; $(declare -f mma_source); mma_source"
+  # The fp16 tensor-core kernel (path 4; issue 7's "speeds up with the key bytes removed"): its
+  # third and fourth launches at B = 16, L = 64K (the last of lambda 0, the first of 0.4).
+  run_step mma16_profile 60 "$OUT/bench.log" ncu -k regex:think_decode_mma16_kernel --launch-skip 2 -c 2 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+    "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
   # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.

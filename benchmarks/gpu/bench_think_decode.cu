@@ -10,8 +10,10 @@
 // meta, timed the same way; ratio to the λ = 0 ThinK time of the same run. Composed rows
 // (think:prune=0.4+kivi:kbits=4,vbits=2, and with h2o the kernel's raw logits + the score epilogue):
 // the same kernel over KIVI blocks of kept key channels + a 128-token full-width tail, for the
-// tile, lane-group and tensor-core (path 3) kernels, and the tensor-core one without pruning (KIVI
-// alone through the composed decode); pct_copy_bw is issue 7's gate (>= 80% of the copy rate).
+// tile, lane-group and tensor-core (path 3; path 4 with the fp16 tail on tensor cores too)
+// kernels, and the tensor-core one without pruning (KIVI alone through the composed decode);
+// pct_copy_bw is issue 7's gate (>= 80% of the copy rate). ThinK rows: path 4 ("mma16") is the
+// fp16 tensor-core kernel, timed against its own lambda = 0.
 //
 //   bench_think_decode_cuda [--iters N] [--smoke] [--shape B:L]     exits 77 without a device
 #include <cuda_runtime.h>
@@ -80,12 +82,12 @@ double time_think_decode(const memattn::kernels::ThinKDecodeParams& p, int L, in
   return us;
 }
 
-// path 1: the tile kernel on rows of d_keep halves; 2: the lane-group kernel on rows padded to a
-// multiple of 8 halves.
+// path 1: the tile kernel on rows of d_keep halves; 2: the lane-group kernel, 4: the fp16
+// tensor-core kernel, on rows padded to a multiple of 8 halves.
 double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f, int path = 1) {
   const int Hq = 32, Hkv = 8, D = 128, recent = 32;
   const int dk = D - static_cast<int>(lambda * D), n_old = L - recent, S = B * Hkv;
-  const int stride = path == 2 ? (dk + 7) / 8 * 8 : dk;
+  const int stride = path >= 2 ? (dk + 7) / 8 * 8 : dk;
   const int dvk = D - static_cast<int>(vlambda * D), v_rows = vlambda > 0.f ? recent : L;
   Half *k_old, *k_new, *v, *v_old = nullptr;
   std::uint8_t *ch, *vch = nullptr;
@@ -211,7 +213,7 @@ __global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) 
 // it; *epi_us is that epilogue's median time. *bytes_read: codes + meta + tail + scores written.
 // path 1: tile kernel, d_keep 77 (ThinK's granularity 1); path 2: lane-group kernel, d_keep 80
 // (granularity 8); path 3: tensor-core kernel over the KIVI blocks + lane-group kernel over the
-// tail, d_keep 80. lambda 0: no pruning (KIVI alone through the composed decode, d_keep 128).
+// tail, d_keep 80; path 4: tensor cores over the tail too. lambda 0: no pruning (KIVI alone through the composed decode, d_keep 128).
 // split_keys > 0 forces the split size (0: the wrapper's choice).
 double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path, int iters, bool* ok, double* bytes_read,
                      double* epi_us, float lambda = 0.4f, int split_keys = 0) {
@@ -343,16 +345,16 @@ int main(int argc, char** argv) {
                                  : std::vector<std::pair<int, int>>{{16, 4096}, {16, 65536}, {1, 65536}};
   for (auto [B, L] : shapes) {
     const double base = time_case(B, L, 0.f, iters, &ok);  // tile kernel, lambda 0: the rows' ratio base
-    for (int path = 1; path <= 2; ++path) {
-      const double base_path = path == 1 ? base : time_case(B, L, 0.f, iters, &ok, 0.f, 2);
+    for (int path : {1, 2, 4}) {
+      const double base_path = path == 1 ? base : time_case(B, L, 0.f, iters, &ok, 0.f, path);
       for (float lambda : {0.f, 0.4f, 0.5f}) {
         const double us = lambda == 0.f ? base_path : time_case(B, L, lambda, iters, &ok, 0.f, path);
-        const int dk = 128 - static_cast<int>(lambda * 128), stride = path == 2 ? (dk + 7) / 8 * 8 : dk;
+        const int dk = 128 - static_cast<int>(lambda * 128), stride = path >= 2 ? (dk + 7) / 8 * 8 : dk;
         const double bytes = 2.0 * B * 8 * ((L - 32.0) * stride + 32.0 * 128 + L * 128.0);
         std::printf("{\"bench\": \"think_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"prune\": %.2f, "
                     "\"d_keep\": %d, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"ratio_vs_tile_prune0\": %.3f, "
                     "\"bytes\": %.0f, \"GBps\": %.1f}\n",
-                    path == 1 ? "tile" : "lanes", B, L, lambda, dk, us, us / base_path, us / base, bytes, bytes / us * 1e-3);
+                    path == 1 ? "tile" : path == 2 ? "lanes" : "mma16", B, L, lambda, dk, us, us / base_path, us / base, bytes, bytes / us * 1e-3);
       }
     }
     const double us = time_case(B, L, 0.4f, iters, &ok, 0.4f);
@@ -368,13 +370,14 @@ int main(int argc, char** argv) {
                   "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3);
     }
-    // kernels: tile, lanes, mma (tensor cores over the KIVI blocks); with and without H2O scores;
-    // the mma kernel also without pruning (KIVI alone through the composed decode)
-    const char* kernel_names[] = {"tile", "lanes", "mma"};
-    for (int c = 0; c < 8; ++c) {
+    // kernels: tile, lanes, mma (tensor cores over the KIVI blocks, lane groups over the tail),
+    // mma+mma16 (tensor cores over both, path 4); with and without H2O scores; the mma kernel also
+    // without pruning (KIVI alone through the composed decode)
+    const char* kernel_names[] = {"tile", "lanes", "mma", "mma+mma16"};
+    for (int c = 0; c < 10; ++c) {
       const bool scores = c % 2 == 1;
-      const int path = c < 6 ? 1 + c / 2 : 3;
-      const float lambda = c < 6 ? 0.4f : 0.f;
+      const int path = c < 6 ? 1 + c / 2 : (c < 8 ? 3 : 4);
+      const float lambda = c < 6 || c >= 8 ? 0.4f : 0.f;
       double cb = 0, epi = 0;
       const double cus = time_composed(B, L, 4, 2, scores, path, iters, &ok, &cb, &epi, lambda);
       const char* spec = lambda > 0.f ? (scores ? "h2o+think:prune=0.4+kivi:kbits=4,vbits=2" : "think:prune=0.4+kivi:kbits=4,vbits=2")

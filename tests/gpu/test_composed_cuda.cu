@@ -5,8 +5,8 @@
 // last decode step must match the CPU output (rel 1e-4 of the row's max; 2e-3, the quantization
 // spec's Q-K1, where the tensor-core kernel's fp16 values are in it), one CTA per segment and
 // split-KV alike, for the tile kernel, (d_keep a multiple of 8) the lane-group kernel and
-// (head_dim 64 / 128, 2 / 4 bits, split-KV) the tensor-core kernel over the KIVI region (path 3),
-// whose logits and LSE must agree. With eviction, the raw logits and LSE the kernel writes feed
+// (head_dim 64 / 128, 2 / 4 bits, split-KV) the tensor-core kernel over the KIVI region (path 3)
+// and over every region (path 4), whose logits and LSE must agree. With eviction, the raw logits and LSE the kernel writes feed
 // evict_accumulate_scores (per-segment lengths), and the H2O accumulators must match the CPU
 // cache's after the same step. Exits 77 without a device.
 #include <catch2/catch.hpp>
@@ -36,7 +36,7 @@ namespace {
 // The tensor-core kernel's values are fp16 c s_v + z_v (2^-12 of |v|; its logits are fp32-exact):
 // the spec's Q-K1 robust relative output error.
 constexpr double kQK1Output = 2e-3;
-int g_mma_runs = 0;       // run() calls that went through path 3
+int g_mma_runs = 0;       // run() calls that went through path 3 or 4
 int g_mma_auto_runs = 0;  // auto calls that resolved to path 3
 
 // full_blocks: the blocks are given as full (kq_first = nullptr); only valid without eviction.
@@ -108,33 +108,27 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
   const int max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
   std::int32_t* d_lens = upload(std::vector<std::int32_t>(c.n_total.begin(), c.n_total.end()));
   // path 1: the tile kernel; 2: the lane-group kernel (d_keep a multiple of 8: KIVI alone, or
-  // ThinK with granularity 8); 3: the tensor-core kernel + the lane-group kernel; their logits and
-  // LSE must agree.
+  // ThinK with granularity 8); 3: the tensor-core kernel over the KIVI region + the lane-group
+  // kernel; 4: tensor cores over every region; their logits and LSE must agree.
   // modes: think_decode_modes.hpp (mode 1's 32-token splits put the regions in different CTAs)
   std::vector<float> ref_lse, ref_scores;
-  for (int attempt = 0; attempt < 9; ++attempt) {
+  for (int attempt = 0; attempt < 12; ++attempt) {
     const int path = 1 + attempt / 3, mode = attempt % 3;
     INFO("path " << path << " mode " << mode);
-    if (path == 2 && dk % 8 != 0) {
-      p.path = 2;
+    // paths 2-4 read rows of whole 16-byte pieces; 3 and 4 (split-KV only) the layouts mma_layout accepts
+    const bool readable = path == 1 || (path == 2 ? dk % 8 == 0 : mode != 0 && cuda::think_detail::mma_layout(p));
+    if (!readable) {
+      p.path = path;
       CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
-      attempt = 5;  // on to path 3
       continue;
     }
-    // path 3 (tensor cores over the KIVI region): split-KV only, on the layouts mma_layout accepts
-    if (path == 3 && (mode == 0 || !cuda::think_detail::mma_layout(p))) {
-      p.path = 3;
-      CHECK(cuda::think_decode(p, nullptr) == Status::kErrorNotSupported);
-      if (mode != 0) break;
-      continue;
-    }
-    if (path == 3) ++g_mma_runs;
+    if (path >= 3) ++g_mma_runs;
     p.path = path;
     std::fill(out.begin(), out.end(), NAN);
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
     think_decode_mode(p, mode, max_tokens);
     out = download(d_out, out.size());
-    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= (path == 3 ? kQK1Output : 1e-4));
+    CHECK(max_row_rel_error(c.out_cpu, out, B * Hq, D) <= (path >= 3 ? kQK1Output : 1e-4));
     const std::vector<float> lse_now = download(d_lse, lse.size()), sc_now = download(d_scores, scores.size());
     if (ref_lse.empty()) {
       ref_lse = lse_now;

@@ -97,7 +97,8 @@ struct ThinKDecodeParams {
   float* lse;
   // kernel: 0 = auto (split-KV with a long bound: path 3 where its layout holds; else the
   // lane-group kernel of think_decode_lanes.cuh where the layout allows it, else this tile kernel),
-  // 1 = tile kernel, 2 = lane-group kernel, 3 = tensor-core KIVI region + lane-group rest
+  // 1 = tile kernel, 2 = lane-group kernel, 3 = tensor-core KIVI region + lane-group rest,
+  // 4 = tensor cores over every region (think_decode_mma16.cuh for the fp16 ones)
   // (kErrorNotSupported where the layout does not fit)
   int path;
 };
