@@ -9,7 +9,8 @@
 // key at D = 128, which is what an H200 SM can issue while reading a 512-byte fp16 key + value at
 // full bandwidth: measured at B 16 x 64K, 1042 us at lambda 0 (4.12 TB/s) but 1013 us at
 // lambda 0.4 (0.97x for -19% bytes). Here both products run as mma.m16n8k16 (the path-3 fragment
-// maps of think_mma_layout.hpp), ~12 warp instructions per key, so the time can follow the bytes.
+// maps of think_mma_layout.hpp), ~19 warp instructions per key at D = 128 (static count of the
+// tile loop, ~7 of them the copies), so the time can follow the bytes.
 //
 // Numerics: q~ = tau log2(e) q 2^e per head (max |q~| in [1/2, 1)) enters as fp16 hi (A rows
 // 0-7) and lo (rows 8-15) halves, the keys are exact fp16 B operands, so a logit is fp32-exact to
@@ -192,6 +193,19 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 2 : 4))
     const Half* ksrc = (old ? k_old : k_new) + static_cast<long long>(base - r0) * krs + pc * 8;
     const Half* vsrc = (old ? v_old : v_new) + static_cast<long long>(base - r0) * vrs + pc * 8;
     const bool k_on = !old || k_piece_old;
+    if (end - base >= kTileKeys) {  // a whole tile (warp-uniform): the lane's rows kRowStep apart
+      const Half* kp = ksrc + r_lane * krs;
+      const Half* vp = vsrc + r_lane * vrs;
+#pragma unroll
+      for (int u = 0; u < kTileKeys / kRowStep; ++u) {
+        const int r = r_lane + kRowStep * u;
+        if (k_on) detail::cp_async_16(st + r * KS, kp);
+        detail::cp_async_16(st + kTileKeys * KS + r * VS, vp);
+        kp += kRowStep * krs;
+        vp += kRowStep * vrs;
+      }
+      return;
+    }
     const int last = end - 1 - base;  // rows past it repeat it
 #pragma unroll
     for (int u = 0; u < kTileKeys / kRowStep; ++u) {
