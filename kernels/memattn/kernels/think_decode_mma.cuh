@@ -160,13 +160,61 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
   }
 }
 
-// End of a split: merges the kWarps warps' states of the CTA's G heads (sm_ml [warp][8][2]: m in
-// base 2, l; sm_acc [warp][8][D]: unnormalised outputs, after a __syncthreads) in a fixed order,
-// into the split partial at slot slot_id (m in natural log; -inf for an empty split, which the
-// combine ignores) or, when `final` (the only split), into o and lse.
+// One tile's online-softmax step of a warp (head gi's keys in the quad, base 2): the running max
+// m moves with a lazy rescale of l and the kNT accumulator n-tiles o (a warp vote), and pk gets
+// 2^(lg - m) (0 for a masked key, lg = -inf), summed into l.
+template <int kN, int kNT>
+MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, float& l, float (&o)[kNT][4], float (&pk)[kN][2]) {
+  float tmax = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < kN; ++n) tmax = fmaxf(tmax, fmaxf(lg[n][0], lg[n][1]));
+  const float m_new = fmaxf(m, quad_max(tmax));
+  if (__any_sync(0xFFFFFFFFu, m_new > m)) {
+    const float alpha = m_new > m ? detail::fast_exp2(m - m_new) : 1.f;  // 0 when m = -inf
+    l *= alpha;
+#pragma unroll
+    for (int n = 0; n < kNT; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
+    m = m_new;
+  }
+  const float m_use = m == -INFINITY ? 0.f : m;
+#pragma unroll
+  for (int n = 0; n < kN; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      pk[n][e] = detail::fast_exp2(lg[n][e] - m_use);
+      l += pk[n][e];
+    }
+}
+
+// A warp's state at the end of its split, for merge_warp_states (after a __syncthreads that frees
+// the stages): head gi's outputs (hi rows + lo rows, times out_scale) at channel(n, column), and
+// (m, quad sum of l). sm_acc = smem [warp][8][D] floats, sm_ml after it [warp][8][2].
+template <int D, int kNT, class Channel>
+MEMATTN_DEVICE void stash_warp_state(unsigned char* smem, int warp, int lane, const float (&o)[kNT][4], float m, float l,
+                                     float out_scale, Channel channel) {
+  const int gi = row_group(lane), t4 = quad(lane);
+  l = quad_sum(l);
+  float* sm_acc = reinterpret_cast<float*>(smem);
+  float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
+#pragma unroll
+  for (int n = 0; n < kNT; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) sm_acc[(warp * kThinKMaxGroup + gi) * D + channel(n, 2 * t4 + e)] = (o[n][e] + o[n][e + 2]) * out_scale;
+  if (t4 == 0) {
+    sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
+    sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
+  }
+}
+
+// End of a split: merges the kWarps warps' states of the CTA's G heads (stash_warp_state's, after
+// a __syncthreads) in a fixed order, into the split partial at slot slot_id (m in natural log;
+// -inf for an empty split, which the combine ignores) or, when `final` (the only split), into o
+// and lse.
 template <int D>
-MEMATTN_DEVICE void merge_warp_states(const float* sm_acc, const float* sm_ml, const ThinKDecodeParams& p,
-                                      const ThinKSplit& sp, long long s, long long slot_id, bool final) {
+MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDecodeParams& p, const ThinKSplit& sp,
+                                      long long s, long long slot_id, bool final) {
+  const float* sm_acc = reinterpret_cast<const float*>(smem);
+  const float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
   const int G = p.q_heads / p.kv_heads;
   const long long row0 = (s / p.kv_heads) * p.q_heads + (s % p.kv_heads) * G;  // [B][Hq] row of head 0
   for (int i = static_cast<int>(threadIdx.x); i < G * D; i += kThreads) {
@@ -422,26 +470,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         }
 
     // Online softmax of head gi (the quad holds its 32 keys), lazy rescale (warp vote).
-    float tmax = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < 4; ++n) tmax = fmaxf(tmax, fmaxf(lg[n][0], lg[n][1]));
-    const float m_new = fmaxf(m, quad_max(tmax));
-    if (__any_sync(0xFFFFFFFFu, m_new > m)) {
-      const float alpha = m_new > m ? detail::fast_exp2(m - m_new) : 1.f;  // 0 when m = -inf
-      l *= alpha;
-#pragma unroll
-      for (int n = 0; n < kNTiles; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
-      m = m_new;
-    }
-    const float m_use = m == -INFINITY ? 0.f : m;
     float pk[4][2];
-#pragma unroll
-    for (int n = 0; n < 4; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        pk[n][e] = detail::fast_exp2(lg[n][e] - m_use);  // 0 for a masked key
-        l += pk[n][e];
-      }
+    online_softmax_tile(lg, m, l, o, pk);
 
     // Value prescale: 2^13 / (the largest bound max(16 |s_v|, |z_v|) seen, rounded down to a power
     // of two, >= 1/4), so |c s_v + z_v| < 2^15 in fp16 and fp16 scales stay normal; raised with an
@@ -509,21 +539,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   detail::cp_async_wait<0>();
   __syncthreads();  // the merge reuses the stages
 
-  // This warp's state: head gi's l over the quad, its channels' outputs (hi + lo rows).
-  l = quad_sum(l);
-  float* sm_acc = reinterpret_cast<float*>(smem);                         // [warp][8][D]
-  float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;                     // [warp][8][2]
-#pragma unroll
-  for (int n = 0; n < kNTiles; ++n)
-#pragma unroll
-    for (int e = 0; e < 2; ++e)
-      sm_acc[(warp * kThinKMaxGroup + gi) * D + pv_channel(n, 2 * t4 + e, kLaneCh)] = (o[n][e] + o[n][e + 2]) * v_inv;
-  if (t4 == 0) {
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
-  }
+  stash_warp_state<D>(smem, warp, lane, o, m, l, v_inv, [](int n, int col) { return pv_channel(n, col, kLaneCh); });
   __syncthreads();
-  merge_warp_states<D>(sm_acc, sm_ml, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
+  merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
 }
 
 }  // namespace kernels

@@ -275,23 +275,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 2 : 4))
         }
 
     // Online softmax of head gi (the quad holds its 16 keys), lazy rescale (warp vote).
-    const float m_new = fmaxf(m, quad_max(fmaxf(fmaxf(lg[0][0], lg[0][1]), fmaxf(lg[1][0], lg[1][1]))));
-    if (__any_sync(0xFFFFFFFFu, m_new > m)) {
-      const float alpha = m_new > m ? detail::fast_exp2(m - m_new) : 1.f;  // 0 when m = -inf
-      l *= alpha;
-#pragma unroll
-      for (int n = 0; n < kNTiles; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
-      m = m_new;
-    }
-    const float m_use = m == -INFINITY ? 0.f : m;
     float pk[2][2];
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        pk[n][e] = detail::fast_exp2(lg[n][e] - m_use);  // 0 for a masked key
-        l += pk[n][e];
-      }
+    online_softmax_tile(lg, m, l, o, pk);
     std::uint32_t pa[4];  // P 2^15: keys t4, t4 + 4 (a0, a1) and t4 + 8, t4 + 12 (a2, a3), hi / lo rows
     split2(pk[0][0] * think_mma16::kPScale, pk[0][1] * think_mma16::kPScale, &pa[0], &pa[1]);
     split2(pk[1][0] * think_mma16::kPScale, pk[1][1] * think_mma16::kPScale, &pa[2], &pa[3]);
@@ -316,21 +301,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 2 : 4))
   detail::cp_async_wait<0>();
   __syncthreads();  // the merge reuses the stages
 
-  l = quad_sum(l);
-  float* sm_acc = reinterpret_cast<float*>(smem);      // [warp][8][D]
-  float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;  // [warp][8][2]
-#pragma unroll
-  for (int n = 0; n < kNTiles; ++n)
-#pragma unroll
-    for (int e = 0; e < 2; ++e)
-      sm_acc[(warp * kThinKMaxGroup + gi) * D + think_mma16::mma16_channel(n, 2 * t4 + e)] =
-          (o[n][e] + o[n][e + 2]) * think_mma16::kPInv;
-  if (t4 == 0) {
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
-  }
+  stash_warp_state<D>(smem, warp, lane, o, m, l, think_mma16::kPInv, [](int n, int col) { return think_mma16::mma16_channel(n, col); });
   __syncthreads();
-  merge_warp_states<D>(sm_acc, sm_ml, p, sp, s, static_cast<long long>(sp.slot0 + split) * gridDim.x + s, sp.splits == 1);
+  merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(sp.slot0 + split) * gridDim.x + s, sp.splits == 1);
 }
 
 }  // namespace kernels
