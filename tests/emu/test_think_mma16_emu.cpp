@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "emu/emu_launch.hpp"
@@ -170,6 +171,17 @@ TEST_CASE("path 4 rejects layouts it cannot read", "[emu][think]") {
     return Status::kSuccess;
   };
   CHECK(td::think_launches(p, mk::ThinKSplit{}, count) == Status::kErrorNotSupported);
+  // the wrapper's split plan: one wave of the kernel (2 CTAs per SM at D = 128, 4 at D = 64)
+  for (auto [B, D, L] : {std::tuple<int, int, int>{16, 128, 65536}, {1, 128, 65536}, {4, 64, 4096}, {64, 128, 8192}}) {
+    mk::ThinKDecodeParams q = p;
+    q.batch = B, q.kv_heads = 8, q.q_heads = 32, q.head_dim = D;
+    mk::ThinKSplit sp;
+    REQUIRE(td::plan(q, L, 0, 132, &sp) == Status::kSuccess);
+    INFO("B " << B << " D " << D << " L " << L << " splits " << sp.splits << " keys " << sp.split_keys);
+    CHECK(static_cast<long long>(sp.splits) * B * 8 <= std::max(B * 8, mk::think_mma16::ctas_per_sm(D) * 132));
+    CHECK(static_cast<long long>(sp.splits) * sp.split_keys >= L);
+    CHECK(sp.split_keys >= 256);
+  }
   p.path = 5;
   CHECK(memattn::cuda::think_decode_check(p) == Status::kErrorInvalidArgument);
   CHECK(launches == 0);

@@ -110,14 +110,18 @@ inline kernels::ThinKDecodeParams resolve_path(const kernels::ThinKDecodeParams&
 }
 
 // Splits for segments of at most max_tokens tokens on `sms` SMs: about 8 CTAs per SM, >= 256 tokens
-// each (split_keys > 0 forces the split size).
+// each (split_keys > 0 forces the split size). Path 4 without a KIVI region: one wave of its
+// kernel (think_mma16::kCtasPerSm per SM at most), as equal splits leave a partial last wave idle
+// (1152 CTAs in 264 slots at B 16 x 8 KV heads would run 5 waves for 4.4 waves of work).
 inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int split_keys, int sms, kernels::ThinKSplit* sp) {
   if (max_tokens < 1 || split_keys < 0) return Status::kErrorInvalidArgument;
   const long long segments = static_cast<long long>(p.batch) * p.kv_heads;
   int keys = split_keys;
   if (keys == 0) {
     if (sms < 1) return Status::kErrorInvalidArgument;
-    const long long want = std::max<long long>(1, (8LL * sms + segments - 1) / segments);
+    const long long want = p.path == 4 && p.n_q == nullptr
+                               ? std::max<long long>(1, kernels::think_mma16::ctas_per_sm(p.head_dim) * static_cast<long long>(sms) / segments)
+                               : std::max<long long>(1, (8LL * sms + segments - 1) / segments);
     keys = static_cast<int>(std::max<long long>(256, (max_tokens + want - 1) / want));
     // the tensor-core kernel's per-split set-up (q, KIVI scales) needs longer splits
     if (p.path == 3 || (p.path == 4 && p.n_q != nullptr)) keys = std::max(keys, kThinKMmaMinSplit);

@@ -53,6 +53,8 @@ constexpr int kStages = 2;
 constexpr float kPScale = 32768.f;  // p 2^15 in fp16: the lo half stays normal down to p ~ 2^-18
 constexpr float kPInv = 1.f / 32768.f;
 
+// CTAs per SM the launch bounds ask for (registers; shared memory allows them on sm_90).
+MEMATTN_HOST_DEVICE constexpr int ctas_per_sm(int head_dim) { return head_dim == 128 ? 2 : 4; }
 MEMATTN_HOST_DEVICE int k_stride(int head_dim) { return 2 * head_dim + 16; }
 MEMATTN_HOST_DEVICE int v_stride(int head_dim) { return 2 * head_dim + 32; }
 MEMATTN_HOST_DEVICE int stage_bytes(int head_dim) { return kTileKeys * (k_stride(head_dim) + v_stride(head_dim)); }
@@ -79,7 +81,7 @@ MEMATTN_HOST_DEVICE int mma16_channel(int n, int col) { return 8 * (col + 8 * (n
 // when split_keys = 0) and writes partial slot (sp.slot0 + k) * gridDim.x + s, or o and lse when
 // sp.splits = 1; raw logits when p.scores is set.
 template <int D>
-MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 2 : 4))
+MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per_sm(D))
     think_decode_mma16_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using namespace think_mma;
   using think_mma16::kStages;
