@@ -479,7 +479,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     const std::uint32_t* vm = reinterpret_cast<const std::uint32_t*>(st + geo.v_meta);
     __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
     if (slot + lane >= base && slot + lane < end)
-      for (int j = 0; j < ngv; ++j) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane * ngv + j])));
+#pragma unroll
+      for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
+        if (j < ngv) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane * ngv + j])));
     const float2 szf = __half22float2(szmax);
     const float vmax = warp_max(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
