@@ -444,7 +444,8 @@ if think or kivi or composed:
             what = "%s %s%s %.0f%% copy bw" % (r.get("kernel", "tile"), "+".join(x.split(":")[0] for x in r["spec"].split("+")),
                                                " split %d" % r["split_keys"] if "split_keys" in r else "", r["pct_copy_bw"])
         elif r["bench"] == "think_decode":
-            what = "%s prune %.2f%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "")
+            what = "%s prune %.2f%s%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "",
+                                          " h2o %+.1f%%" % (100 * r["h2o_overhead"]) if "h2o_overhead" in r else "")
         else:
             what = "kivi %d/%d" % (r["kbits"], r["vbits"])
         print("  B=%-3s L=%-6s %-30s %9.1f us  x%.3f vs prune 0  %s  %s" % (

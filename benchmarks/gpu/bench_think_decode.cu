@@ -13,7 +13,9 @@
 // tile, lane-group and tensor-core (path 3; path 4 with the fp16 tail on tensor cores too)
 // kernels, and the tensor-core one without pruning (KIVI alone through the composed decode);
 // pct_copy_bw is issue 7's gate (>= 80% of the copy rate). ThinK rows: path 4 ("mma16") is the
-// fp16 tensor-core kernel, timed against its own lambda = 0.
+// fp16 tensor-core kernel, timed against its own lambda = 0; the lanes and mma16 rows at lambda 0
+// and 0.4 also time the decode writing raw logits + LSE and the H2O epilogue after it
+// (h2o_overhead: their sum over the plain decode - 1, issue 5's fused-score cost on these kernels).
 //
 //   bench_think_decode_cuda [--iters N] [--smoke] [--shape B:L]     exits 77 without a device
 #include <cuda_runtime.h>
@@ -82,9 +84,50 @@ double time_think_decode(const memattn::kernels::ThinKDecodeParams& p, int L, in
   return us;
 }
 
+// H2O scores of a decode over B x Hkv segments of L tokens (issue 5's fused scores): the kernel's
+// raw logits and LSE (attached to p) and the epilogue's accumulators (evict_accumulate_scores,
+// per-segment lengths L).
+struct H2oScores {
+  float *sc = nullptr, *lse = nullptr, *acc = nullptr;
+  std::int32_t* lens = nullptr;
+  memattn::kernels::EvictScoreParams e;
+  H2oScores(memattn::kernels::ThinKDecodeParams* p, int B, int Hq, int Hkv, int L) {
+    const int G = Hq / Hkv, S = B * Hkv;
+    BENCH_CUDA(cudaMalloc(&sc, sizeof(float) * static_cast<std::size_t>(S) * G * L));
+    BENCH_CUDA(cudaMalloc(&lse, sizeof(float) * B * Hq));
+    BENCH_CUDA(cudaMalloc(&acc, sizeof(float) * static_cast<std::size_t>(S) * L));
+    BENCH_CUDA(cudaMalloc(&lens, sizeof(std::int32_t) * S));
+    BENCH_CUDA(cudaMemset(acc, 0, sizeof(float) * static_cast<std::size_t>(S) * L));
+    const std::vector<std::int32_t> hl(S, L);
+    BENCH_CUDA(cudaMemcpy(lens, hl.data(), sizeof(std::int32_t) * S, cudaMemcpyHostToDevice));
+    p->scores = sc, p->scores_seg_stride = static_cast<long long>(G) * L, p->scores_row_stride = L, p->lse = lse;
+    e.scores = sc;
+    e.scores_stride[0] = static_cast<std::int64_t>(Hkv) * G * L, e.scores_stride[1] = static_cast<std::int64_t>(G) * L;
+    e.scores_stride[2] = L;
+    e.lse = lse, e.lse_stride[0] = Hq, e.lse_stride[1] = 0, e.lse_stride[2] = 1;
+    e.seg_lens = lens, e.acc = acc;
+    e.state_stride[0] = static_cast<std::int64_t>(Hkv) * L, e.state_stride[1] = L;
+    e.batch = B, e.kv_heads = Hkv, e.group = G, e.q_tokens = 1, e.kv_capacity = L;
+  }
+  H2oScores(const H2oScores&) = delete;
+  H2oScores& operator=(const H2oScores&) = delete;
+  ~H2oScores() {
+    for (void* ptr : {static_cast<void*>(sc), static_cast<void*>(lse), static_cast<void*>(acc), static_cast<void*>(lens)})
+      cudaFree(ptr);
+  }
+  double epilogue_us(int iters, bool* ok) {
+    return median_us(iters, [&] {
+      if (memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
+          memattn::Status::kSuccess)
+        *ok = false;
+    });
+  }
+};
+
 // path 1: the tile kernel on rows of d_keep halves; 2: the lane-group kernel, 4: the fp16
-// tensor-core kernel, on rows padded to a multiple of 8 halves.
-double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f, int path = 1) {
+// tensor-core kernel, on rows padded to a multiple of 8 halves. h2o (not null): also the decode
+// writing raw logits + LSE (h2o[0], us) and the H2O epilogue after it (h2o[1], us).
+double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda = 0.f, int path = 1, double* h2o = nullptr) {
   const int Hq = 32, Hkv = 8, D = 128, recent = 32;
   const int dk = D - static_cast<int>(lambda * D), n_old = L - recent, S = B * Hkv;
   const int stride = path >= 2 ? (dk + 7) / 8 * 8 : dk;
@@ -131,6 +174,11 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
     p.v_seg_stride = static_cast<long long>(recent) * D;
   }
   const double us = time_think_decode(p, L, iters, ok);
+  if (h2o != nullptr) {
+    H2oScores sc(&p, B, Hq, Hkv, L);
+    h2o[0] = time_think_decode(p, L, iters, ok);
+    h2o[1] = sc.epilogue_us(iters, ok);
+  }
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
@@ -226,8 +274,7 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
   Half *k_old, *k_new, *v;
   std::uint8_t* ch;
   int *nqd, *no, *nn;
-  std::int32_t* lens;
-  float *q, *o, *lse = nullptr, *sc = nullptr, *acc = nullptr;
+  float *q, *o;
   BENCH_CUDA(cudaMalloc(&kq, sizeof(std::uint32_t) * static_cast<std::size_t>(S) * blocks * kbw));
   BENCH_CUDA(cudaMalloc(&kqm, sizeof(std::uint16_t) * static_cast<std::size_t>(S) * blocks * 2 * dk));
   BENCH_CUDA(cudaMalloc(&vq, sizeof(std::uint32_t) * static_cast<std::size_t>(S) * nq * vw));
@@ -239,7 +286,6 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
   BENCH_CUDA(cudaMalloc(&nqd, sizeof(int) * S));
   BENCH_CUDA(cudaMalloc(&no, sizeof(int) * S));
   BENCH_CUDA(cudaMalloc(&nn, sizeof(int) * S));
-  BENCH_CUDA(cudaMalloc(&lens, sizeof(std::int32_t) * S));
   BENCH_CUDA(cudaMalloc(&q, sizeof(float) * B * Hq * D));
   BENCH_CUDA(cudaMalloc(&o, sizeof(float) * B * Hq * D));
   fill_words<<<1024, 256>>>(kq, static_cast<std::size_t>(S) * blocks * kbw, 8);
@@ -250,13 +296,12 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
   fill<<<1024, 256>>>(v, static_cast<std::size_t>(S) * tail * D, 11);
   std::vector<std::uint8_t> hch(static_cast<std::size_t>(S) * dk);
   for (std::size_t i = 0; i < hch.size(); ++i) hch[i] = static_cast<std::uint8_t>((i % dk) * D / dk);
-  std::vector<int> hq_n(S, nq), h0(S, 0), ht(S, tail), hl(S, L);
+  std::vector<int> hq_n(S, nq), h0(S, 0), ht(S, tail);
   std::vector<float> hq(static_cast<std::size_t>(B) * Hq * D, 0.01f);
   BENCH_CUDA(cudaMemcpy(ch, hch.data(), hch.size(), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(nqd, hq_n.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(no, h0.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(nn, ht.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(lens, hl.data(), sizeof(int) * S, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
   memattn::kernels::ThinKDecodeParams p{k_old, 0, dk, ch, dk, k_new, static_cast<long long>(tail) * D, v,
                                         static_cast<long long>(tail) * D, no, nn, q, o, B, Hq, Hkv, D,
@@ -268,35 +313,22 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
   p.vqm = vqm, p.vqm_seg_stride = static_cast<long long>(nq) * 2 * ngv;
   p.qgroup = qg, p.bits_k = bits_k, p.bits_v = bits_v, p.v_group = qg;
   p.path = path;
-  memattn::kernels::EvictScoreParams e;
+  double us = 0;
+  *epi_us = 0;
   if (scores) {
-    BENCH_CUDA(cudaMalloc(&sc, sizeof(float) * static_cast<std::size_t>(S) * G * L));
-    BENCH_CUDA(cudaMalloc(&lse, sizeof(float) * B * Hq));
-    BENCH_CUDA(cudaMalloc(&acc, sizeof(float) * static_cast<std::size_t>(S) * L));
-    BENCH_CUDA(cudaMemset(acc, 0, sizeof(float) * static_cast<std::size_t>(S) * L));
-    p.scores = sc, p.scores_seg_stride = static_cast<long long>(G) * L, p.scores_row_stride = L, p.lse = lse;
-    e.scores = sc;
-    e.scores_stride[0] = static_cast<std::int64_t>(Hkv) * G * L, e.scores_stride[1] = static_cast<std::int64_t>(G) * L;
-    e.scores_stride[2] = L;
-    e.lse = lse, e.lse_stride[0] = Hq, e.lse_stride[1] = 0, e.lse_stride[2] = 1;
-    e.seg_lens = lens, e.acc = acc;
-    e.state_stride[0] = static_cast<std::int64_t>(Hkv) * L, e.state_stride[1] = L;
-    e.batch = B, e.kv_heads = Hkv, e.group = G, e.q_tokens = 1, e.kv_capacity = L;
+    H2oScores h2o(&p, B, Hq, Hkv, L);
+    us = time_think_decode(p, L, iters, ok, split_keys);
+    *epi_us = h2o.epilogue_us(iters, ok);
+  } else {
+    us = time_think_decode(p, L, iters, ok, split_keys);
   }
-  const double us = time_think_decode(p, L, iters, ok, split_keys);
-  *epi_us = !scores ? 0.0 : median_us(iters, [&] {
-    if (memattn::cuda::evict_accumulate_scores(e, memattn::kernels::EvictScoreMode::kAccumulate, nullptr) !=
-        memattn::Status::kSuccess)
-      *ok = false;
-  });
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
   for (void* ptr : {static_cast<void*>(kq), static_cast<void*>(kqm), static_cast<void*>(vq), static_cast<void*>(vqm),
                     static_cast<void*>(k_old), static_cast<void*>(k_new), static_cast<void*>(v), static_cast<void*>(ch),
-                    static_cast<void*>(nqd), static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(lens),
-                    static_cast<void*>(q), static_cast<void*>(o), static_cast<void*>(lse), static_cast<void*>(sc),
-                    static_cast<void*>(acc)})
+                    static_cast<void*>(nqd), static_cast<void*>(no), static_cast<void*>(nn), static_cast<void*>(q),
+                    static_cast<void*>(o)})
     if (ptr) BENCH_CUDA(cudaFree(ptr));
   *bytes_read = static_cast<double>(S) * (4.0 * blocks * kbw + 4.0 * blocks * dk + 4.0 * nq * vw + 4.0 * nq * ngv +
                                           2.0 * tail * D * 2 + (scores ? 4.0 * G * L : 0.0));
@@ -346,15 +378,25 @@ int main(int argc, char** argv) {
   for (auto [B, L] : shapes) {
     const double base = time_case(B, L, 0.f, iters, &ok);  // tile kernel, lambda 0: the rows' ratio base
     for (int path : {1, 2, 4}) {
-      const double base_path = path == 1 ? base : time_case(B, L, 0.f, iters, &ok, 0.f, path);
+      // lanes / mma16 at lambda 0 and 0.4 also with H2O scores (raw logits + LSE, then the epilogue)
+      double h2o0[2] = {0, 0};
+      const double base_path = path == 1 ? base : time_case(B, L, 0.f, iters, &ok, 0.f, path, h2o0);
       for (float lambda : {0.f, 0.4f, 0.5f}) {
-        const double us = lambda == 0.f ? base_path : time_case(B, L, lambda, iters, &ok, 0.f, path);
+        double h2o[2] = {0, 0};
+        const double us = lambda == 0.f ? base_path
+                                        : time_case(B, L, lambda, iters, &ok, 0.f, path, path >= 2 && lambda < 0.45f ? h2o : nullptr);
+        const double* hs = lambda == 0.f ? h2o0 : h2o;
         const int dk = 128 - static_cast<int>(lambda * 128), stride = path >= 2 ? (dk + 7) / 8 * 8 : dk;
         const double bytes = 2.0 * B * 8 * ((L - 32.0) * stride + 32.0 * 128 + L * 128.0);
+        char extra[160] = "";
+        if (hs[0] > 0)
+          std::snprintf(extra, sizeof extra, ", \"h2o_decode_us\": %.2f, \"h2o_epilogue_us\": %.2f, \"h2o_overhead\": %.3f",
+                        hs[0], hs[1], (hs[0] + hs[1]) / us - 1.0);
         std::printf("{\"bench\": \"think_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"prune\": %.2f, "
                     "\"d_keep\": %d, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"ratio_vs_tile_prune0\": %.3f, "
-                    "\"bytes\": %.0f, \"GBps\": %.1f}\n",
-                    path == 1 ? "tile" : path == 2 ? "lanes" : "mma16", B, L, lambda, dk, us, us / base_path, us / base, bytes, bytes / us * 1e-3);
+                    "\"bytes\": %.0f, \"GBps\": %.1f%s}\n",
+                    path == 1 ? "tile" : path == 2 ? "lanes" : "mma16", B, L, lambda, dk, us, us / base_path, us / base, bytes,
+                    bytes / us * 1e-3, extra);
       }
     }
     const double us = time_case(B, L, 0.4f, iters, &ok, 0.4f);
