@@ -132,6 +132,7 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
   const int dk = D - static_cast<int>(lambda * D), n_old = L - recent, S = B * Hkv;
   const int stride = path >= 2 ? (dk + 7) / 8 * 8 : dk;
   const int dvk = D - static_cast<int>(vlambda * D), v_rows = vlambda > 0.f ? recent : L;
+  const int vstride = path >= 2 ? (dvk + 7) / 8 * 8 : dvk;  // compact old value rows
   Half *k_old, *k_new, *v, *v_old = nullptr;
   std::uint8_t *ch, *vch = nullptr;
   int *no, *nn;
@@ -160,15 +161,15 @@ double time_case(int B, int L, float lambda, int iters, bool* ok, float vlambda 
                                         B, Hq, Hkv, D, memattn::cuda::think_scale(D)};
   p.path = path;
   if (vlambda > 0.f) {
-    BENCH_CUDA(cudaMalloc(&v_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * dvk));
+    BENCH_CUDA(cudaMalloc(&v_old, sizeof(Half) * static_cast<std::size_t>(S) * n_old * vstride));
     BENCH_CUDA(cudaMalloc(&vch, static_cast<std::size_t>(S) * dvk));
-    fill<<<1024, 256>>>(v_old, static_cast<std::size_t>(S) * n_old * dvk, 4);
+    fill<<<1024, 256>>>(v_old, static_cast<std::size_t>(S) * n_old * vstride, 4);
     std::vector<std::uint8_t> hv(static_cast<std::size_t>(S) * dvk);
     for (std::size_t i = 0; i < hv.size(); ++i) hv[i] = static_cast<std::uint8_t>((i % dvk) * D / dvk);
     BENCH_CUDA(cudaMemcpy(vch, hv.data(), hv.size(), cudaMemcpyHostToDevice));
     p.v_old = v_old;
-    p.v_old_seg_stride = static_cast<long long>(n_old) * dvk;
-    p.old_v_row_stride = dvk;
+    p.v_old_seg_stride = static_cast<long long>(n_old) * vstride;
+    p.old_v_row_stride = vstride;
     p.v_channels = vch;
     p.dv_keep = dvk;
     p.v_seg_stride = static_cast<long long>(recent) * D;
@@ -399,12 +400,16 @@ int main(int argc, char** argv) {
                     bytes / us * 1e-3, extra);
       }
     }
-    const double us = time_case(B, L, 0.4f, iters, &ok, 0.4f);
-    const int dk = 128 - static_cast<int>(0.4f * 128);
-    const double bytes = 2.0 * B * 8 * ((L - 32.0) * 2 * dk + 32.0 * 256);
-    std::printf("{\"bench\": \"think_decode\", \"B\": %d, \"L\": %d, \"prune\": 0.40, \"vprune\": 0.40, \"d_keep\": %d, "
-                "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
-                B, L, dk, us, us / base, bytes, bytes / us * 1e-3);
+    // value extension (vprune 0.4 with prune 0.4): the tile kernel and path 4, against the tile
+    // kernel's lambda = 0
+    for (int path : {1, 4}) {
+      const double us = time_case(B, L, 0.4f, iters, &ok, 0.4f, path);
+      const int dk = 128 - static_cast<int>(0.4f * 128), dk_read = path >= 2 ? (dk + 7) / 8 * 8 : dk;
+      const double bytes = 2.0 * B * 8 * ((L - 32.0) * 2 * dk_read + 32.0 * 256);
+      std::printf("{\"bench\": \"think_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"prune\": 0.40, \"vprune\": 0.40, "
+                  "\"d_keep\": %d, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
+                  path == 1 ? "tile" : "mma16", B, L, dk, us, us / base, bytes, bytes / us * 1e-3);
+    }
     for (auto [bk, bv] : {std::pair<int, int>{4, 2}, std::pair<int, int>{2, 2}}) {
       double kb = 0;
       const double kus = time_kivi(B, L, bk, bv, iters, &ok, &kb);

@@ -1,6 +1,7 @@
 // ThinK two-segment decode on the emulator (simt.hpp), every CI run: the fp16 tensor-core kernel
 // (path 4, think_decode_mma16.cuh) against the CPU composed cache (ThinK alone) and against the
-// lane-group kernel (path 2) it is meant to replace, through the wrapper's host half
+// lane-group kernel (path 2) it is meant to replace (the tile kernel, path 1, with the value
+// extension), through the wrapper's host half
 // (think_launches: plan, workspace, kernels, combine) in the three launch modes of the GPU test:
 // one CTA per segment (o and lse written by the kernel itself), 32-token splits, planned splits.
 // Ragged batches give partial tiles, splits that cross the old / new boundary and empty splits;
@@ -30,19 +31,23 @@ struct Run {
   std::vector<float> out, lse, scores;
 };
 
-// Paths 2 and 4 on one case in modes 0-2; q_gain scales the query (large logits: the fp16 hi / lo
-// split of q~ and the prescale).
-void check(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, float q_gain = 1.f) {
+// Paths 2 (1 with the value extension, which the lane-group kernel does not read) and 4 on one
+// case in modes 0-2; q_gain scales the query (large logits: the fp16 hi / lo split of q~ and the
+// prescale); vprune > 0: compact old values (rows padded to a multiple of 8 halves).
+void check(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, float q_gain = 1.f, float vprune = 0.f) {
   INFO("B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " prune " << prune << " prefill " << prefill
-            << " q_gain " << q_gain << " reversed " << memattn_emu::reverse_ctas());
+            << " q_gain " << q_gain << " vprune " << vprune << " reversed " << memattn_emu::reverse_ctas());
   ThinKCase c;
-  REQUIRE(think_cpu_case(B, Hq, Hkv, D, prune, prefill, steps, 99u + static_cast<unsigned>(D), &c));
+  REQUIRE(think_cpu_case(B, Hq, Hkv, D, prune, prefill, steps, 99u + static_cast<unsigned>(D), &c, vprune));
   const int S = B * Hkv, G = Hq / Hkv, stride = (c.d_keep + 7) / 8 * 8;
   int max_tokens = 1;
   for (std::size_t i = 0; i < c.n_old.size(); ++i) max_tokens = std::max(max_tokens, c.n_old[i] + c.n_new[i]);
   std::vector<float> q = c.q;
   for (float& x : q) x *= q_gain;
   const std::vector<memattn::Half> k_old = think_restride(c.k_old, S * c.cap_old, c.d_keep, stride);
+  const int vstride = (c.dv_keep + 7) / 8 * 8;
+  const std::vector<memattn::Half> v_old = vprune > 0.f ? think_restride(c.v_old, S * c.cap_old, c.dv_keep, vstride)
+                                                        : std::vector<memattn::Half>{};
 
   mk::ThinKDecodeParams p{};
   p.k_old = k_old.data();
@@ -53,7 +58,15 @@ void check(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, f
   p.k_new = c.k_new.data();
   p.new_seg_stride = static_cast<long long>(c.cap_new) * D;
   p.v = c.v.data();
-  p.v_seg_stride = static_cast<long long>(c.cap_old + c.cap_new) * D;
+  p.v_seg_stride = static_cast<long long>(vprune > 0.f ? c.cap_new : c.cap_old + c.cap_new) * D;
+  if (vprune > 0.f) {
+    REQUIRE(c.dv_keep < D);
+    p.v_old = v_old.data();
+    p.v_old_seg_stride = static_cast<long long>(c.cap_old) * vstride;
+    p.old_v_row_stride = vstride;
+    p.v_channels = c.v_channels.data();
+    p.dv_keep = c.dv_keep;
+  }
   p.n_old = c.n_old.data();
   p.n_new = c.n_new.data();
   p.q = q.data();
@@ -64,7 +77,7 @@ void check(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, f
   REQUIRE(td::mma16_layout(p));
 
   std::vector<Run> runs;
-  for (int path : {2, 4})
+  for (int path : {vprune > 0.f ? 1 : 2, 4})
     for (int mode = 0; mode < 3; ++mode) {
       INFO("path " << path << " mode " << mode);
       p.path = path;
@@ -96,7 +109,7 @@ void check(int B, int Hq, int Hkv, int D, float prune, int prefill, int steps, f
       }
       runs.push_back(std::move(r));
     }
-  // Every run against the first lane-group run: outputs, LSE and the raw logits (eviction inputs).
+  // Every run against the first lane-group (tile) run: outputs, LSE and the raw logits (eviction inputs).
   const Run& ref = runs.front();
   for (std::size_t k = 1; k < runs.size(); ++k) {
     INFO("run " << k);
@@ -141,6 +154,15 @@ TEST_CASE("emulated ThinK decode on tensor cores (path 4) == CPU and == the lane
     check(1, 16, 4, 64, 0.0f, 90, 6);   // no pruning: d_keep = d
   }
   check(2, 32, 4, 128, 0.4f, 200, 4, 40.f);  // logits in the hundreds: fp32-exact q~ hi / lo products
+}
+
+TEST_CASE("emulated ThinK value extension on tensor cores (path 4) == CPU and == the tile kernel", "[emu][think]") {
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    check(3, 4, 2, 64, 0.4f, 100, 5, 1.f, 0.5f);    // dv_keep 32
+    check(2, 32, 4, 128, 0.4f, 200, 4, 1.f, 0.25f); // dv_keep 96
+    check(2, 8, 2, 128, 0.4f, 150, 3, 1.f, 0.4f);   // dv_keep 77: padded value rows
+  }
 }
 
 TEST_CASE("path 4 rejects layouts it cannot read", "[emu][think]") {

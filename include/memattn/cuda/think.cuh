@@ -37,8 +37,9 @@
 // Path 4: the fp16 regions on tensor cores too (think_decode_mma16.cuh: q as fp16 hi / lo, exact
 // fp16 keys and values, fp32 accumulation: the lane-group kernel's results to ~1e-6), the KIVI
 // region as in path 3; the lane-group kernel's layout (padded old rows included) at head_dim 64 /
-// 128 (mma16_layout()); without a KIVI region also in the one-CTA-per-segment call. Not yet picked
-// by auto: it has not been timed on a GPU.
+// 128, and the value extension with old value rows padded alike (not with a KIVI region)
+// (mma16_layout()); without a KIVI region also in the one-CTA-per-segment call. Not yet picked by
+// auto: it has not been timed on a GPU.
 //
 // Contract: every argument is checked before the launch; on error nothing is written.
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not

@@ -94,10 +94,16 @@ inline bool mma_layout(const kernels::ThinKDecodeParams& p) {
 }
 
 // The fp16 tensor-core kernel (path 4) reads what the lane-group kernel reads (padded old rows
-// included) at head_dim 64 / 128; a KIVI region goes to the tensor-core kernel of path 3.
+// included) at head_dim 64 / 128, and the value extension's compact old values (rows of whole
+// 16-byte pieces; not with a KIVI region); a KIVI region goes to the tensor-core kernel of path 3.
 inline bool mma16_layout(const kernels::ThinKDecodeParams& p) {
-  if (!lanes_layout(p) || (p.head_dim != 64 && p.head_dim != 128)) return false;
-  return p.n_q == nullptr || mma_layout(p);
+  if (p.head_dim != 64 && p.head_dim != 128) return false;
+  if (p.v_channels != nullptr) {
+    kernels::ThinKDecodeParams full = p;  // the rest of the layout as lanes_layout sees it
+    full.v_channels = nullptr;
+    return p.n_q == nullptr && p.dv_keep <= p.head_dim && lanes_layout(full);
+  }
+  return lanes_layout(p) && (p.n_q == nullptr || mma_layout(p));
 }
 
 // Auto (path 0) in the split-KV call: the tensor-core kernel for long KIVI regions (measured above).
@@ -243,7 +249,7 @@ Status launch_mma16(const kernels::ThinKDecodeParams& p, const kernels::ThinKSpl
     MEMATTN_RETURN_IF_ERROR(p.head_dim == 64 ? launch_mma_d<64>(p, sp, rest.slot0, launch) : launch_mma_d<128>(p, sp, rest.slot0, launch));
   }
   const dim3 grid = think_grid(p, sp.splits - rest.slot0), block(kernels::think_mma::kThreads);
-  const int smem = kernels::think_mma16::smem_bytes(p.head_dim);
+  const int smem = kernels::think_mma16::smem_bytes(p.head_dim, p.v_channels != nullptr);
   MEMATTN_RETURN_IF_ERROR(p.head_dim == 64 ? launch(Mma16Kernel<64>{}, grid, block, smem, p, rest)
                                            : launch(Mma16Kernel<128>{}, grid, block, smem, p, rest));
   return launch_combine(p, sp, launch);

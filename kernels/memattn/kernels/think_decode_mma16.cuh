@@ -1,6 +1,7 @@
 // Tensor-core decode of the fp16 regions of a ThinK / composed segment (path 4 of
 // cuda::think_decode): the old tokens (pruned keys: d_keep kept channels, padded to a multiple of
-// 8) and the new tokens (full width), values full width, written as split partials that
+// 8) and the new tokens (full width), values full width (or, with ThinK's value extension, the old
+// values' dv_keep kept channels, padded alike), written as split partials that
 // think_combine_kernel merges (with those of think_decode_mma_kernel over a KIVI region, if any),
 // or as o and lse when a call has one split.
 //
@@ -60,23 +61,30 @@ MEMATTN_HOST_DEVICE int v_stride(int head_dim) { return 2 * head_dim + 32; }
 MEMATTN_HOST_DEVICE int stage_bytes(int head_dim) { return kTileKeys * (k_stride(head_dim) + v_stride(head_dim)); }
 // q~ A fragments of the two slot sets (kept channels, all channels): [set][k-step][lane] uint4
 MEMATTN_HOST_DEVICE int frag_bytes(int head_dim) { return 2 * (head_dim / 16) * 32 * 16; }
+// value extension (vprune): per warp 8 x D floats to move its outputs from compact value slots to
+// channels, and the kept value channel list
+MEMATTN_HOST_DEVICE int vprune_bytes(int head_dim) { return think_mma::kWarps * kThinKMaxGroup * head_dim * 4 + head_dim; }
 MEMATTN_HOST_DEVICE int stages_bytes(int head_dim) { return think_mma::kWarps * kStages * stage_bytes(head_dim); }
-// q rows (8 x (D + 4) floats) and the channel list are read once, before the stages are used.
-MEMATTN_HOST_DEVICE int smem_bytes(int head_dim) {
+// The stage area (q rows (8 x (D + 4) floats) and the key channel list are read there once, before
+// the stages are used; the end-of-split merge reuses it), then the fragments, then (vprune) the
+// value-extension region.
+MEMATTN_HOST_DEVICE int area_bytes(int head_dim) {
   const int setup = kThinKMaxGroup * (head_dim + 4) * 4 + head_dim;
   const int merge = think_mma::kWarps * kThinKMaxGroup * (head_dim + 2) * 4;
   int a = stages_bytes(head_dim);
   a = a > setup ? a : setup;
-  a = a > merge ? a : merge;
-  return a + frag_bytes(head_dim);
+  return a > merge ? a : merge;
+}
+MEMATTN_HOST_DEVICE int smem_bytes(int head_dim, bool vprune) {
+  return area_bytes(head_dim) + frag_bytes(head_dim) + (vprune ? vprune_bytes(head_dim) : 0);
 }
 // Value channel of column col of PV n-tile n (see above).
 MEMATTN_HOST_DEVICE int mma16_channel(int n, int col) { return 8 * (col + 8 * (n >> 3)) + (n & 7); }
 
 }  // namespace think_mma16
 
-// grid (segments = B * Hkv, splits), think_mma::kThreads threads, think_mma16::smem_bytes(D) of
-// dynamic shared memory; D = head_dim (64 / 128). Reads tokens [n_q, n_q + n_old + n_new) of each
+// grid (segments = B * Hkv, splits), think_mma::kThreads threads, think_mma16::smem_bytes(D,
+// p.v_channels != nullptr) of dynamic shared memory; D = head_dim (64 / 128). Reads tokens [n_q, n_q + n_old + n_new) of each
 // segment (n_q = 0 without a KIVI region); split k covers sp.split_keys of them from n_q on (all
 // when split_keys = 0) and writes partial slot (sp.slot0 + k) * gridDim.x + s, or o and lse when
 // sp.splits = 1; raw logits when p.scores is set.
@@ -109,7 +117,16 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
   const int tiles = old_tiles + (n1 - n0 + kTileKeys - 1) / kTileKeys;
   const int items = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;  // tiles warp, warp + 4, ...
 
-  unsigned char* const frag_s = smem + (think_mma16::smem_bytes(D) - think_mma16::frag_bytes(D));
+  unsigned char* const frag_s = smem + think_mma16::area_bytes(D);
+  // value extension: old values hold dv_keep kept channels (rows of dv8 halves, read in whole
+  // pieces); the warp accumulates old tiles in compact slots and moves them to channels (to_full)
+  // before its first new tile
+  const bool vpr = p.v_channels != nullptr;
+  const int dvk = vpr ? p.dv_keep : D, dv8 = (dvk + 7) / 8 * 8;
+  float* const conv_s = reinterpret_cast<float*>(frag_s + think_mma16::frag_bytes(D)) + warp * kThinKMaxGroup * D;
+  std::uint8_t* const vch_s = reinterpret_cast<std::uint8_t*>(frag_s + think_mma16::frag_bytes(D)) + kWarps * kThinKMaxGroup * D * 4;
+  if (vpr)
+    for (int i = static_cast<int>(threadIdx.x); i < dvk; i += kThreads) vch_s[i] = p.v_channels[s * dvk + i];
   // q~ of the CTA's heads as fp16 hi / lo A fragments, for the kept slots (old tokens) and all
   // slots (new tokens): warp 0 builds the first set, warp 1 the second, from q rows staged in the
   // (not yet used) stage area; both use the exponent of the full row, >= that of the kept slots.
@@ -176,7 +193,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
   // repeat its last token.
   constexpr int kRowPieces = D / 8, kRowStep = 32 / kRowPieces;
   const int pc = lane % kRowPieces, r_lane = lane / kRowPieces;
-  const bool k_piece_old = pc * 8 < dk8;
+  const bool k_piece_old = pc * 8 < dk8, v_piece_old = pc * 8 < dv8;
 
   // Tile of item i: old (tokens from o0) or new (from n0); keys [base, end).
   auto tile_of = [&](int item, bool* old, int* base, int* end) {
@@ -194,7 +211,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
     const int krs = old ? p.old_row_stride : D, vrs = old ? v_old_rs : D;  // halves (row strides fit an int)
     const Half* ksrc = (old ? k_old : k_new) + static_cast<long long>(base - r0) * krs + pc * 8;
     const Half* vsrc = (old ? v_old : v_new) + static_cast<long long>(base - r0) * vrs + pc * 8;
-    const bool k_on = !old || k_piece_old;
+    const bool k_on = !old || k_piece_old, v_on = !old || v_piece_old;  // pieces past them: unused slots
     if (end - base >= kTileKeys) {  // a whole tile (warp-uniform): the lane's rows kRowStep apart
       const Half* kp = ksrc + r_lane * krs;
       const Half* vp = vsrc + r_lane * vrs;
@@ -202,7 +219,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
       for (int u = 0; u < kTileKeys / kRowStep; ++u) {
         const int r = r_lane + kRowStep * u;
         if (k_on) detail::cp_async_16(st + r * KS, kp);
-        detail::cp_async_16(st + kTileKeys * KS + r * VS, vp);
+        if (v_on) detail::cp_async_16(st + kTileKeys * KS + r * VS, vp);
         kp += kRowStep * krs;
         vp += kRowStep * vrs;
       }
@@ -213,7 +230,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
     for (int u = 0; u < kTileKeys / kRowStep; ++u) {
       const int r = r_lane + kRowStep * u, row = min(r, last);
       if (k_on) detail::cp_async_16(st + r * KS, ksrc + row * krs);
-      detail::cp_async_16(st + kTileKeys * KS + r * VS, vsrc + row * vrs);
+      if (v_on) detail::cp_async_16(st + kTileKeys * KS + r * VS, vsrc + row * vrs);
     }
   };
 #pragma unroll
@@ -226,6 +243,30 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
+  // Value extension: o's columns are compact value slots (mma16_channel) until the warp's first
+  // new tile; then each head's slot sums (hi + lo rows) go to their channels through conv_s and o
+  // holds channels (pruned ones 0). Slots past dv_keep hold garbage of unread pieces: dropped.
+  bool full_width = !vpr;
+  auto to_full = [&] {
+    for (int i = lane; i < kThinKMaxGroup * D; i += 32) conv_s[i] = 0.f;
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int slot = think_mma16::mma16_channel(n, 2 * t4 + e);
+        if (slot < dvk) conv_s[gi * D + vch_s[slot]] = o[n][e] + o[n][e + 2];
+      }
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        o[n][e] = conv_s[gi * D + think_mma16::mma16_channel(n, 2 * t4 + e)];
+        o[n][e + 2] = 0.f;
+      }
+    full_width = true;
+  };
 
   for (int item = 0; item < items; ++item) {
     __syncwarp();  // every lane is done with the stage the next issue overwrites
@@ -236,6 +277,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
     bool old;
     int base, end;
     tile_of(item, &old, &base, &end);
+    if (!old && !full_width) to_full();  // warp-uniform, once
     const unsigned char* st = wstage + (item % kStages) * think_mma16::stage_bytes(D);
     const int chunks = old ? (dk8 + kChunkChannels - 1) / kChunkChannels : kChunks;
     const uint4* qf = reinterpret_cast<const uint4*>(frag_s) + (old ? 0 : kKSteps * 32) + lane;
@@ -301,6 +343,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
     }
   }
   detail::cp_async_wait<0>();
+  if (!full_width) to_full();  // a warp that read old tiles only
   __syncthreads();  // the merge reuses the stages
 
   stash_warp_state<D>(smem, warp, lane, o, m, l, think_mma16::kPInv, [](int n, int col) { return think_mma16::mma16_channel(n, col); });
