@@ -117,7 +117,7 @@ inline kernels::ThinKDecodeParams resolve_path(const kernels::ThinKDecodeParams&
 
 // Splits for segments of at most max_tokens tokens on `sms` SMs: about 8 CTAs per SM, >= 256 tokens
 // each (split_keys > 0 forces the split size). Path 4 without a KIVI region: one wave of its
-// kernel (think_mma16::kCtasPerSm per SM at most), as equal splits leave a partial last wave idle
+// kernel (think_mma16::ctas_per_sm per SM at most), as equal splits leave a partial last wave idle
 // (1152 CTAs in 264 slots at B 16 x 8 KV heads would run 5 waves for 4.4 waves of work).
 inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int split_keys, int sms, kernels::ThinKSplit* sp) {
   if (max_tokens < 1 || split_keys < 0) return Status::kErrorInvalidArgument;

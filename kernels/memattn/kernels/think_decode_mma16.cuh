@@ -84,10 +84,10 @@ MEMATTN_HOST_DEVICE int mma16_channel(int n, int col) { return 8 * (col + 8 * (n
 }  // namespace think_mma16
 
 // grid (segments = B * Hkv, splits), think_mma::kThreads threads, think_mma16::smem_bytes(D,
-// p.v_channels != nullptr) of dynamic shared memory; D = head_dim (64 / 128). Reads tokens [n_q, n_q + n_old + n_new) of each
-// segment (n_q = 0 without a KIVI region); split k covers sp.split_keys of them from n_q on (all
-// when split_keys = 0) and writes partial slot (sp.slot0 + k) * gridDim.x + s, or o and lse when
-// sp.splits = 1; raw logits when p.scores is set.
+// p.v_channels != nullptr) of dynamic shared memory; D = head_dim (64 / 128). Reads tokens
+// [n_q, n_q + n_old + n_new) of each segment (n_q = 0 without a KIVI region); split k covers
+// sp.split_keys of them from n_q on (all when split_keys = 0) and writes partial slot
+// (sp.slot0 + k) * gridDim.x + s, or o and lse when sp.splits = 1; raw logits when p.scores is set.
 template <int D>
 MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per_sm(D))
     think_decode_mma16_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
