@@ -6,10 +6,10 @@
 // or as o and lse when a call has one split.
 //
 // Why: the lane-group kernel (think_decode_lanes.cuh) issues the same CUDA-core work per key
-// whatever d_keep is (lanes past the kept channels multiply zeros), ~100 warp instructions per
-// key at D = 128, which is what an H200 SM can issue while reading a 512-byte fp16 key + value at
-// full bandwidth: measured at B 16 x 64K, 1042 us at lambda 0 (4.12 TB/s) but 1013 us at
-// lambda 0.4 (0.97x for -19% bytes). Here both products run as mma.m16n8k16 (the path-3 fragment
+// whatever d_keep is (lanes past the kept channels multiply zeros), ~90-100 warp instructions
+// per key at D = 128, about what an H200 SM issues while HBM delivers a 416-byte lambda = 0.4
+// key + value (~120 for a 512-byte lambda = 0 one): measured at B 16 x 64K, 1042 us at lambda 0
+// (4.12 TB/s) but 1013 us at lambda 0.4 (0.97x for -19% bytes). Here both products run as mma.m16n8k16 (the path-3 fragment
 // maps of think_mma_layout.hpp), ~19 warp instructions per key at D = 128 (static count of the
 // tile loop, ~7 of them the copies), so the time can follow the bytes.
 //
