@@ -160,6 +160,27 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
   }
 }
 
+// A warp's cp.async pipeline over its items (tiles), kS stages deep, no CTA barrier:
+// warp_pipeline_prime issues the first kS - 1 items; warp_pipeline_next, at the top of item i,
+// issues item i + kS - 1 into the stage item i - 1 used (every lane is done with it) and waits
+// until item i's stage is in place for the whole warp.
+template <int kS, class Issue>
+MEMATTN_DEVICE void warp_pipeline_prime(int items, Issue&& issue) {
+#pragma unroll
+  for (int i = 0; i < kS - 1; ++i) {
+    if (i < items) issue(i);
+    detail::cp_async_commit();
+  }
+}
+template <int kS, class Issue>
+MEMATTN_DEVICE void warp_pipeline_next(int item, int items, Issue&& issue) {
+  __syncwarp();
+  if (item + kS - 1 < items) issue(item + kS - 1);
+  detail::cp_async_commit();
+  detail::cp_async_wait<kS - 1>();
+  __syncwarp();
+}
+
 // One tile's online-softmax step of a warp (head gi's keys in the quad, base 2): the running max
 // m moves with a lazy rescale of l and the kNT accumulator n-tiles o (a warp vote), and pk gets
 // 2^(lg - m) (0 for a masked key, lg = -inf), summed into l.
@@ -378,11 +399,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     if (vqm16 && ngv % 4 == 0) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
     else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
   };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < items) issue(i);
-    detail::cp_async_commit();
-  }
+  warp_pipeline_prime<kStages>(items, issue);
 
   float o[kNTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
@@ -396,11 +413,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
   for (int item = 0; item < items; ++item) {
-    __syncwarp();  // every lane is done with the stage the next issue overwrites
-    if (item + kStages - 1 < items) issue(item + kStages - 1);
-    detail::cp_async_commit();
-    detail::cp_async_wait<kStages - 1>();
-    __syncwarp();
+    warp_pipeline_next<kStages>(item, items, issue);
     int slot, base, end, blk, lo_unused, hi_unused;
     tile_of(item, &slot, &base, &end, &blk, &lo_unused, &hi_unused);
     if (base >= end) continue;  // warp-uniform

@@ -233,11 +233,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
       if (v_on) detail::cp_async_16(st + kTileKeys * KS + r * VS, vsrc + row * vrs);
     }
   };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < items) issue(i);
-    detail::cp_async_commit();
-  }
+  warp_pipeline_prime<kStages>(items, issue);
 
   float o[kNTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
@@ -269,11 +265,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma16::ctas_per
   };
 
   for (int item = 0; item < items; ++item) {
-    __syncwarp();  // every lane is done with the stage the next issue overwrites
-    if (item + kStages - 1 < items) issue(item + kStages - 1);
-    detail::cp_async_commit();
-    detail::cp_async_wait<kStages - 1>();
-    __syncwarp();
+    warp_pipeline_next<kStages>(item, items, issue);
     bool old;
     int base, end;
     tile_of(item, &old, &base, &end);
