@@ -1,7 +1,7 @@
 // Catch2 main for the GPU tests: exits 77 (ctest SKIP_RETURN_CODE) before Catch runs when no CUDA
-// device is usable, so a machine without a GPU reports the tests as skipped, not failed.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+// device is usable, so a machine without a GPU reports the tests as skipped, not failed (Catch
+// itself is in tests/catch_impl.cpp).
+#include "common/catch_run.hpp"
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -17,5 +17,5 @@ int main(int argc, char* argv[]) {
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
     std::printf("device 0: %s, sm_%d%d, %d SMs\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
   }
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }

@@ -1,7 +1,6 @@
-// Catch2's implementation and the main() of the tokenizer tests: when a selected tag needs data
-// that is absent, it says which files and exits 77 (ctest: skipped).
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+// The main() of the tokenizer tests (Catch itself is in tests/catch_impl.cpp): when a selected tag
+// needs data that is absent, it says which files and exits 77 (ctest: skipped).
+#include "common/catch_run.hpp"
 
 #include <cstdio>
 #include <string>
@@ -26,5 +25,5 @@ int main(int argc, char** argv) {
     std::printf("SKIP: set MEMATTN_DATA_DIR / MEMATTN_MODELS_DIR (scripts/get-models.sh fetches the GGUF)\n");
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }

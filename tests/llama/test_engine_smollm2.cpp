@@ -2,8 +2,8 @@
 // pairing the GGUF layout implies, perplexity sanity on WikiText-2, and a chat answer.
 // Exits 77 when the model is absent. (Logit-level agreement with an independent numpy reference
 // is tests/llama/check_smollm2_logits.py.)
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include "common/catch_run.hpp"
 #include <fstream>
 #include <iterator>
 
@@ -84,5 +84,5 @@ TEST_CASE("SmolLM2-Instruct answers a simple question with --chat formatting", "
 int main(int argc, char** argv) {
   memattn_llama_test::require_file(model_path(), "SmolLM2 GGUF (bash scripts/get-models.sh)");
   memattn_llama_test::require_file(wiki_path(), "wikitext-2-raw-test.txt (../shared/data)");
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }

@@ -1,8 +1,8 @@
 // memattn-llama on stories260K (llama2.c format) with the memattn KV cache: the golden greedy
 // text, the golden perplexity, chunk-size invariance of the logits, the RoPE convention, and
 // corrupt checkpoints. Exits 77 when ../shared/data is absent.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include "common/catch_run.hpp"
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -278,7 +278,7 @@ TEST_CASE("the engine rejects a context overflow and bad token ids", "[llama][ba
 
 int main(int argc, char** argv) {
   memattn_llama_test::require_stories(false);
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }
 
 TEST_CASE("needle probe: the case is spliced as described, and a budget >= the prompt changes nothing (A1)", "[llama][needle]") {

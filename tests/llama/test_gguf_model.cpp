@@ -2,8 +2,8 @@
 // The file is looked up as $MEMATTN_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf, else in the
 // folder CMake was configured with (MEMATTN_MODELS_DIR), else ~/.cache/memattn/models. When it
 // is absent the binary prints why and exits 77 (ctest: skipped).
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include "common/catch_run.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -214,5 +214,5 @@ int main(int argc, char* argv[]) {
     return 77;
   }
   std::printf("model: %s\n", g_model_path.c_str());
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }

@@ -2,8 +2,8 @@
 // block mask against the reference's rules, the unmasked BlockMaskCache against the library's
 // full cache, the scores' invariants (layer 0 and a mask that hides nothing score exactly 1,
 // deeper layers below 1, determinism) and the table's use by the epicache cache.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include "common/catch_run.hpp"
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -159,5 +159,5 @@ TEST_CASE("layer-sensitivity: bad options, and the table drives epicache's layer
 
 int main(int argc, char** argv) {
   memattn_llama_test::require_stories(true);
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }

@@ -2,8 +2,8 @@
 // semantic-retrieval head score of every (layer, head) against an fp64 recomputation from the
 // recorded activations of the same probe, determinism, the table round trip and its use by the
 // compresskv cache, and layer errors that shrink as the budget grows.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include "common/catch_run.hpp"
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -144,5 +144,5 @@ TEST_CASE("the table is deterministic, round-trips, drives a compresskv cache; e
 
 int main(int argc, char** argv) {
   memattn_llama_test::require_stories(true);
-  return Catch::Session().run(argc, argv);
+  return memattn_test::run_catch(argc, argv);
 }
