@@ -164,8 +164,8 @@ if command -v ncu >/dev/null 2>&1; then
     "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
-  # h2o_scores_f16 + epilogue, scores_only_f16), with the DRAM traffic and issue stalls.
-  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 7 \
+  # h2o_scores_f16 + epilogue, scores_only_f16, scores_only_l2), with the DRAM traffic and issue stalls.
+  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 8 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
     "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
 fi
@@ -314,7 +314,7 @@ for r in read_jsonl("bench.jsonl"):
         compact.setdefault((r["shape"]["B"], r["shape"]["L"]), {})[r["variant"]] = r
 for key in sorted(ours):
     row = {"B": key[0], "L": key[1], "decode_us": ours[key]["us"]}
-    for variant in ("scores_only", "scores_only_f16", "h2o_scores_f16"):
+    for variant in ("scores_only", "scores_only_f16", "h2o_scores_f16", "scores_only_l2"):
         rec = next((r for r in read_jsonl("bench.jsonl") if r.get("variant") == variant and "us" in r
                     and (r["shape"]["B"], r["shape"]["L"]) == key), None)
         if rec:
@@ -422,7 +422,8 @@ for r in evict_rows:
         "  fp16 logits: +scores %s us (%s), decode writing them %s us" % (
             r.get("h2o_scores_f16_us", "-"),
             "%+.1f%%" % (100 * r["score_overhead_f16"]) if "score_overhead_f16" in r else "-",
-            r.get("scores_only_f16_us", "-")))
+            r.get("scores_only_f16_us", "-")) +
+        "  [fp32 logits kept in L2: %s us]" % r.get("scores_only_l2_us", "-"))
 think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
 kivi = read_json_lines(os.path.join(out, "bench.log"), '"kivi_decode"')
 composed = read_json_lines(os.path.join(out, "bench.log"), '"composed_decode"')

@@ -10,8 +10,9 @@
 //     --sweep  also time forced split counts per shape (lines with "variant": "splits=N")
 //     --smoke  tiny shapes, 2 iterations (ctest; checks that everything runs and is finite)
 // Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate; with
-// fp16 logits "h2o_scores_f16"; the decode writing logits alone "scores_only[_f16]") and
-// the compaction of the whole cache to a 25% budget ("bench": "evict_compact", < one decode step).
+// fp16 logits "h2o_scores_f16"; the decode writing logits alone "scores_only[_f16]"; the same
+// with every (sequence, KV head) writing over one head's rows, which stay in L2, "scores_only_l2")
+// and the compaction of the whole cache to a 25% budget ("bench": "evict_compact", < one decode step).
 // Exits 77 when no CUDA device is present.
 #include <cuda_runtime.h>
 
@@ -113,14 +114,38 @@ Status time_steps(const Options& opt, cudaStream_t stream, unsigned char* flush,
   return st;
 }
 
+// Diagnostic of issue 5's fused-score overhead: the decode writing its fp32 logits with every
+// (sequence, KV head) over the same G x L rows (scores strides 0 over b and h: 1 MiB at L = 64K,
+// resident in L2), so the stores never reach HBM. The wrapper refuses such aliased output, so this
+// replays its launch (cuda/dense_decode.cuh, detail::launch_params) on params it edits. Against
+// "scores_only" (same stores, all reaching HBM) it separates the stores' cost inside the kernel
+// from their DRAM traffic. The logits it leaves are garbage (racing writes); only the time counts.
+template <class T>
+Status decode_logits_in_l2(const att::DecodeArgs<T>& a, void* ws, std::size_t ws_bytes, cudaStream_t stream,
+                           const mc::DenseDecodeTuning& tuning) {
+  att::AttentionDims d;
+  mc::DenseDecodePlan pl;
+  Status st = mc::detail::plan_for_current_device(a, tuning, &d, &pl);
+  if (st != Status::kSuccess) return st;
+  memattn::Workspace w(ws, ws_bytes);
+  float *part_o = nullptr, *part_lse = nullptr;
+  mc::detail::plan_workspace(w, d, pl.num_splits, &part_o, &part_lse);
+  if (w.status() != Status::kSuccess) return w.status();
+  memattn::kernels::DenseDecodeParams p = mc::detail::decode_params(a, d, pl, part_o, part_lse);
+  p.scores_stride[0] = p.scores_stride[1] = 0;
+  return mc::detail::launch_params<T>(p, pl, stream);
+}
+
 // Times one configuration; returns false on a memattn error (printed as a JSON line).
 // h2o: also the fused eviction scores (raw logits + LSE from the decode, then the H2O epilogue
 // over an fp32 accumulator), timed together: issue 5's "<= 10% over plain decode" gate;
 // epilogue = false times the decode that writes the logits alone (the breakdown); half_logits
-// writes and reads them as fp16 (DecodeArgs::scores_half).
+// writes and reads them as fp16 (DecodeArgs::scores_half); logits_in_l2 times decode_logits_in_l2
+// (no epilogue).
 bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::DenseDecodeTuning& tuning,
              const char* variant, BFloat16* q, BFloat16* k, BFloat16* v, BFloat16* o, unsigned char* flush,
-             std::size_t flush_bytes, FILE* json, bool h2o = false, bool epilogue = true, bool half_logits = false) {
+             std::size_t flush_bytes, FILE* json, bool h2o = false, bool epilogue = true, bool half_logits = false,
+             bool logits_in_l2 = false) {
   const int Hq = 32, Hkv = 8, D = 128, Tq = 1;
   att::DecodeArgs<BFloat16> a;
   a.q = memattn::make_view<4>(static_cast<const BFloat16*>(q), {s.B, Tq, Hq, D});
@@ -148,8 +173,9 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
   ep.state_stride[0] = static_cast<std::int64_t>(Hkv) * s.L;
   ep.state_stride[1] = s.L;
   auto step = [&](cudaStream_t st_) {
-    Status r = mc::dense_decode(a, ws_ptr(), ws_size(), st_, tuning);
-    if (r == Status::kSuccess && h2o && epilogue) r = mc::evict_accumulate_scores(ep, memattn::kernels::EvictScoreMode::kAccumulate, st_);
+    Status r = logits_in_l2 ? decode_logits_in_l2(a, ws_ptr(), ws_size(), st_, tuning)
+                            : mc::dense_decode(a, ws_ptr(), ws_size(), st_, tuning);
+    if (r == Status::kSuccess && h2o && epilogue && !logits_in_l2) r = mc::evict_accumulate_scores(ep, memattn::kernels::EvictScoreMode::kAccumulate, st_);
     return r;
   };
 
@@ -415,6 +441,8 @@ int main(int argc, char** argv) {
     // fp16 logits: half the bytes written by the decode and read by the epilogue
     ok = run_one(opt, dev, s, tuning, "h2o_scores_f16", q, k, v, o, flush, flush_bytes, json, true, true, true) && ok;
     ok = run_one(opt, dev, s, tuning, "scores_only_f16", q, k, v, o, flush, flush_bytes, json, true, false, true) && ok;
+    // diagnostic: the same fp32 stores, kept in L2 (their cost without their HBM traffic)
+    ok = run_one(opt, dev, s, tuning, "scores_only_l2", q, k, v, o, flush, flush_bytes, json, true, false, false, true) && ok;
     ok = run_compact(opt, dev, s, k, v, false, flush, flush_bytes, json) && ok;
     ok = run_compact(opt, dev, s, k, v, true, flush, flush_bytes, json) && ok;
     if (opt.sweep) {

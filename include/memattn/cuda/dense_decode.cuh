@@ -55,13 +55,14 @@ namespace cuda {
 
 namespace detail {
 
+// The kernels of one decode, from its checked params (launch; benchmarks/gpu/bench_dense_decode.cu
+// also replays it on params it edits).
 template <class T>
-Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims& d, const DenseDecodePlan& pl,
-              float* part_o, float* part_lse, cudaStream_t stream) {
+Status launch_params(const kernels::DenseDecodeParams& params, const DenseDecodePlan& pl, cudaStream_t stream) {
   // An error already pending on this thread would be reported by the launch check below although
   // the kernel ran: refuse to launch instead (the pending error stays for its owner to see).
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-  return decode_phases(decode_params(a, d, pl, part_o, part_lse), pl,
+  return decode_phases(params, pl,
                        [&](DecodeStep step, auto dim, auto rows, std::int64_t ctas, const kernels::DenseDecodeParams& p) {
                          constexpr int D = decltype(dim)::value, R = decltype(rows)::value;
                          const unsigned grid = static_cast<unsigned>(ctas);
@@ -69,6 +70,12 @@ Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims&
                          else kernels::dense_decode_merge_kernel<T, D><<<grid, kernels::kMergeThreads, 0, stream>>>(p);
                          return launch_status();
                        });
+}
+
+template <class T>
+Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims& d, const DenseDecodePlan& pl,
+              float* part_o, float* part_lse, cudaStream_t stream) {
+  return launch_params<T>(decode_params(a, d, pl, part_o, part_lse), pl, stream);
 }
 
 }  // namespace detail
