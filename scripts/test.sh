@@ -44,10 +44,12 @@ if [ -f build-asan/CMakeCache.txt ]; then
 fi
 # Debug keeps Eigen's and the library's assertions; -O1 keeps the run time reasonable; -g1 (line
 # tables only) keeps symbolized stack traces at a third less compile time than -g. The header
-# self-containment checks already ran in build/, so they are not rebuilt here.
+# self-containment checks already ran in build/, so they are not rebuilt here. A portable
+# memattn-llama (MEMATTN_LLAMA_NATIVE=OFF) lets the tests share its KV factory (tests/CMakeLists.txt).
 cmake -S . -B build-asan ${SAN_CXX[@]+"${SAN_CXX[@]}"} -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
   -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" \
-  -DMEMATTN_ENABLE_CUDA=OFF -DMEMATTN_BUILD_BENCHMARKS=OFF -DMEMATTN_BUILD_HEADER_CHECKS=OFF >/dev/null
+  -DMEMATTN_ENABLE_CUDA=OFF -DMEMATTN_BUILD_BENCHMARKS=OFF -DMEMATTN_BUILD_HEADER_CHECKS=OFF \
+  -DMEMATTN_LLAMA_NATIVE=OFF >/dev/null
 cmake --build build-asan -j "$JOBS"
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=abort_on_error=0:strict_string_checks=1 \
   ctest --test-dir build-asan -L cpu --output-on-failure -j "$JOBS"
