@@ -101,9 +101,8 @@ class ComposedKvCache final : public cache::KvCache {
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
     MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
-    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, len = len_[seq];
-    const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
-    MEMATTN_RETURN_IF_ERROR(check_chunk_step(layer_pending_[sl], pending_[seq], len, n, shape_.max_tokens));
+    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, len = chunks_.len(seq);
+    MEMATTN_RETURN_IF_ERROR(chunks_.check_step(seq, layer, n, shape_.max_tokens));
     if (!all_finite(q) || !storable<Half>(k) || !storable<Half>(v)) return Status::kErrorNonFinite;
 
     for (std::int64_t h = 0; h < Hkv; ++h) append_rows(segment(seq, layer, h), k, v, h, len, n);
@@ -118,19 +117,14 @@ class ComposedKvCache final : public cache::KvCache {
     }
     recount();
     for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
-    layer_pending_[sl] = n;
-    pending_[seq] = n;
+    chunks_.record(seq, layer, n);
     return Status::kSuccess;
   }
 
   Status end_chunk(int seq, const cache::ChunkSignals&) override {
     if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
-    const std::int64_t n = pending_[seq];
-    for (int l = 0; l < shape_.layers; ++l)
-      if (layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] != n) return Status::kErrorInvalidArgument;
-    len_[seq] += n;
-    pending_[seq] = 0;
-    for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
+    if (!chunks_.complete(seq)) return Status::kErrorInvalidArgument;  // a layer was skipped
+    chunks_.close(seq);
     const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
     std::vector<Status> status(static_cast<std::size_t>(L * Hkv), Status::kSuccess);
     executor_.for_each(L * Hkv, [&](std::int64_t task, int worker) {
@@ -154,15 +148,13 @@ class ComposedKvCache final : public cache::KvCache {
     for (int l = 0; l < shape_.layers; ++l) {
       for (int h = 0; h < shape_.kv_heads; ++h) segment(seq, l, h) = Segment{};
       if constexpr (kPrunes) window(seq, l) = Window{};
-      layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
     }
-    len_[seq] = 0;
-    pending_[seq] = 0;
+    chunks_.reset(seq);
     recount();
     return Status::kSuccess;
   }
 
-  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? len_[seq] : 0; }
+  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? chunks_.len(seq) : 0; }
   std::size_t bytes() const override { return bytes_; }
   std::size_t peak_bytes() const override { return peak_; }
 
@@ -317,9 +309,7 @@ class ComposedKvCache final : public cache::KvCache {
         spec_(spec),
         segments_(static_cast<std::size_t>(shape.max_sequences) * shape.layers * shape.kv_heads),
         windows_(kPrunes ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0),
-        len_(static_cast<std::size_t>(shape.max_sequences), 0),
-        pending_(static_cast<std::size_t>(shape.max_sequences), 0),
-        layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
+        chunks_(shape.max_sequences, shape.layers),
         workers_(static_cast<std::size_t>(executor.concurrency())) {
     d_keep_ = shape.head_dim;
     dv_keep_ = shape.head_dim;
@@ -577,7 +567,7 @@ class ComposedKvCache final : public cache::KvCache {
   // ---- end of chunk, one segment: evict -> choose channels -> migrate -> quantise ----
   Status settle(int seq, int layer, std::int64_t h, Worker& w) {
     Segment& sg = segment(seq, layer, h);
-    if constexpr (kEvicts) MEMATTN_RETURN_IF_ERROR(evict_segment(sg, layer, len_[seq], w));
+    if constexpr (kEvicts) MEMATTN_RETURN_IF_ERROR(evict_segment(sg, layer, chunks_.len(seq), w));
     if constexpr (kPrunes) {
       if (sg.ch.empty() && sg.n_tail > tail_keep_) MEMATTN_RETURN_IF_ERROR(choose_channels(sg, seq, layer, h, w));
       if (sg.ch.empty()) return Status::kSuccess;  // nothing pruned yet
@@ -734,9 +724,7 @@ class ComposedKvCache final : public cache::KvCache {
   std::string spec_;
   std::vector<Segment> segments_;            // [seq][layer][kv head]
   std::vector<Window> windows_;              // [seq][layer] (ThinK channel scoring)
-  std::vector<std::int64_t> len_;            // closed tokens per sequence
-  std::vector<std::int64_t> pending_;        // tokens of the open chunk per sequence
-  std::vector<std::int64_t> layer_pending_;  // [seq][layer]
+  ChunkLedger chunks_;  // held tokens per sequence, the open chunk's per sequence and layer
   std::vector<Worker> workers_;
   std::int64_t d_keep_ = 0, dv_keep_ = 0, tail_keep_ = 0, v_words_ = 0, v_groups_ = 0;
   std::size_t bytes_ = 0, peak_ = 0;

@@ -110,7 +110,7 @@ class EvictKvCache final : public RetentionKvCache {
     templates_.push_back(r);
     spec_ += spec_suffix;
     for (int s = 0; s < shape_.max_sequences; ++s)
-      if (len_[s] == 0) install_templates(s);
+      if (chunks_.len(s) == 0) install_templates(s);
     recount();
     return Status::kSuccess;
   }
@@ -121,9 +121,8 @@ class EvictKvCache final : public RetentionKvCache {
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
     MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
-    const std::int64_t n = q.shape[0], len = len_[seq];
-    const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
-    MEMATTN_RETURN_IF_ERROR(check_chunk_step(layer_pending_[sl], pending_[seq], len, n, shape_.max_tokens));
+    const std::int64_t n = q.shape[0], len = chunks_.len(seq);
+    MEMATTN_RETURN_IF_ERROR(chunks_.check_step(seq, layer, n, shape_.max_tokens));
     // NaN keys would poison the scores; values beyond fp16 would be stored as inf.
     if (!all_finite(q) || !storable<T>(k) || !storable<T>(v)) return Status::kErrorNonFinite;
 
@@ -174,16 +173,14 @@ class EvictKvCache final : public RetentionKvCache {
     });
     for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
     if constexpr (kWindow) push_window_queries(seq, layer, q, len);
-    layer_pending_[sl] = n;
-    pending_[seq] = n;
+    chunks_.record(seq, layer, n);
     return Status::kSuccess;
   }
 
   Status end_chunk(int seq, const cache::ChunkSignals& signals) override {
     if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
-    const std::int64_t n = pending_[seq];
-    for (int l = 0; l < shape_.layers; ++l)
-      if (layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] != n) return Status::kErrorInvalidArgument;
+    if (!chunks_.complete(seq)) return Status::kErrorInvalidArgument;  // a layer was skipped
+    const std::int64_t n = chunks_.pending(seq);
     if constexpr ((Policy::kSignals & evict::kTokenLogProbs) != 0) {
       // the policy scores from the engine's log-probs: one per chunk token (wanted_signals())
       if (n > 0 && (signals.token_logprobs == nullptr || signals.count != n)) return Status::kErrorInvalidArgument;
@@ -194,7 +191,7 @@ class EvictKvCache final : public RetentionKvCache {
         ts.logprobs = signals.token_logprobs;
         ts.ids = signals.token_ids;
         ts.count = n;
-        ts.first_pos = len_[seq];
+        ts.first_pos = chunks_.len(seq);
         for (int l = 0; l < shape_.layers; ++l)
           for (int h = 0; h < shape_.kv_heads; ++h) {
             Segment& sg = segment(seq, l, h);
@@ -202,10 +199,8 @@ class EvictKvCache final : public RetentionKvCache {
           }
       }
     }
-    len_[seq] += n;
-    pending_[seq] = 0;
-    for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
-    if (len_[seq] == 0) return Status::kSuccess;
+    chunks_.close(seq);
+    if (chunks_.len(seq) == 0) return Status::kSuccess;
     if (params_.once) {  // compress at the prompt's end only, once per sequence
       if (!signals.prompt_end || compressed_[seq]) {
         recount();
@@ -243,11 +238,9 @@ class EvictKvCache final : public RetentionKvCache {
     if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
     for (int l = 0; l < shape_.layers; ++l) {
       for (int h = 0; h < shape_.kv_heads; ++h) segment(seq, l, h) = Segment{};
-      layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
       if constexpr (kWindow) windows_[static_cast<std::size_t>(seq) * shape_.layers + l] = Window{};
     }
-    len_[seq] = 0;
-    pending_[seq] = 0;
+    chunks_.reset(seq);
     compressed_[seq] = 0;
     if constexpr (kPlansLayers)
       std::fill(plan_.begin() + static_cast<std::ptrdiff_t>(seq) * shape_.layers,
@@ -275,7 +268,7 @@ class EvictKvCache final : public RetentionKvCache {
     return Status::kSuccess;
   }
 
-  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? len_[seq] : 0; }
+  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? chunks_.len(seq) : 0; }
   std::size_t bytes() const override { return bytes_; }
   std::size_t peak_bytes() const override { return peak_; }
 
@@ -298,7 +291,7 @@ class EvictKvCache final : public RetentionKvCache {
       const std::int64_t b = plan_[static_cast<std::size_t>(seq) * shape_.layers + layer];
       if (b >= 0) return b;
     }
-    return Policy::budget(params_.policy, layer, shape_.layers, len_[seq]);
+    return Policy::budget(params_.policy, layer, shape_.layers, chunks_.len(seq));
   }
 
   // Runtime parameters: the policy's Params plus the GQA reduction of its probability scorers.
@@ -360,10 +353,8 @@ class EvictKvCache final : public RetentionKvCache {
         spec_(spec),
         segments_(static_cast<std::size_t>(shape.max_sequences) * shape.layers * shape.kv_heads),
         windows_(kWindow ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0),
-        len_(static_cast<std::size_t>(shape.max_sequences), 0),
-        pending_(static_cast<std::size_t>(shape.max_sequences), 0),
+        chunks_(shape.max_sequences, shape.layers),
         compressed_(static_cast<std::size_t>(shape.max_sequences), 0),
-        layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
         plan_(kPlansLayers ? static_cast<std::size_t>(shape.max_sequences) * shape.layers : 0, -1),
         workers_(static_cast<std::size_t>(executor.concurrency())) {}
 
@@ -452,7 +443,7 @@ class EvictKvCache final : public RetentionKvCache {
 
   Status compact(int seq, int layer, std::int64_t h, Worker& wk) {
     Segment& sg = segment(seq, layer, h);
-    const std::int64_t N = sg.size, P = len_[seq];
+    const std::int64_t N = sg.size, P = chunks_.len(seq);
     const std::int64_t C = segment_budget(seq, layer);
     if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
     const std::int32_t t_cur = static_cast<std::int32_t>(P - 1);
@@ -485,7 +476,7 @@ class EvictKvCache final : public RetentionKvCache {
   // Retention priorities of a segment's slots over layers [l0, l1) (max), or nullptr when no
   // range of the sequence is active (the plain key, bit-identical to a cache without ranges).
   const std::uint8_t* priorities(int seq, int l0, int l1, const Segment& sg, Worker& wk) const {
-    const std::int64_t now = len_[seq];
+    const std::int64_t now = chunks_.len(seq);
     bool any = false;
     for (int l = l0; l < l1 && !any; ++l) any = table_.any_active(seq, l, now);
     if (!any) return nullptr;
@@ -508,7 +499,7 @@ class EvictKvCache final : public RetentionKvCache {
   // from every KV head's window column sums, applied to every head of every layer of the group.
   Status compact_group(int seq, int l0, int l1, Worker& wk) {
     const Segment& lead = segment(seq, l0, 0);
-    const std::int64_t N = lead.size, P = len_[seq], Hkv = shape_.kv_heads;
+    const std::int64_t N = lead.size, P = chunks_.len(seq), Hkv = shape_.kv_heads;
     const std::int64_t C = Policy::budget(params_.policy, l0, shape_.layers, P);
     if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
     for (int l = l0; l < l1; ++l)  // the group's segments hold the same positions by construction
@@ -560,7 +551,7 @@ class EvictKvCache final : public RetentionKvCache {
   // head 0's positions (every head of the layer holds the same ones), compact every head alike.
   Status compact_layer(int seq, int layer, Worker& wk) {
     Segment& s0 = segment(seq, layer, 0);
-    const std::int64_t N = s0.size, P = len_[seq], Hkv = shape_.kv_heads;
+    const std::int64_t N = s0.size, P = chunks_.len(seq), Hkv = shape_.kv_heads;
     const std::int64_t C = Policy::budget(params_.policy, layer, shape_.layers, P);
     if (!Policy::should_compact(params_.policy, N, C)) return Status::kSuccess;
     const std::int32_t t_cur = static_cast<std::int32_t>(P - 1);
@@ -599,7 +590,7 @@ class EvictKvCache final : public RetentionKvCache {
   // per-token scores (D2O: H2O column sums) -> per-layer densities -> exact layer budgets.
   Status plan_layer_budgets(int seq) {
     std::int64_t* plan = plan_.data() + static_cast<std::size_t>(seq) * shape_.layers;
-    if (plan[0] >= 0 || len_[seq] <= params_.policy.budget) return Status::kSuccess;
+    if (plan[0] >= 0 || chunks_.len(seq) <= params_.policy.budget) return Status::kSuccess;
     static_assert(Policy::kState == evict::StateKind::kF32, "a kAllLayers allocator reads fp32 per-token scores");
     const int L = shape_.layers, Hkv = shape_.kv_heads;
     std::vector<double> head_var(static_cast<std::size_t>(Hkv)), density(static_cast<std::size_t>(L));
@@ -658,10 +649,8 @@ class EvictKvCache final : public RetentionKvCache {
   std::string spec_;
   std::vector<Segment> segments_;          // [seq][layer][kv head]
   std::vector<Window> windows_;            // [seq][layer] (window scorers)
-  std::vector<std::int64_t> len_;          // closed tokens per sequence
-  std::vector<std::int64_t> pending_;      // tokens of the open chunk per sequence
+  ChunkLedger chunks_;  // held tokens per sequence, the open chunk's per sequence and layer
   std::vector<std::uint8_t> compressed_;   // Config::once: the prompt was compressed
-  std::vector<std::int64_t> layer_pending_;  // [seq][layer]: tokens appended in the open chunk
   std::vector<std::int64_t> plan_;           // [seq][layer]: planned budgets, -1 = none (kAllLayers)
   std::vector<Worker> workers_;
   evict::RetentionTable table_;                  // active pins of every sequence

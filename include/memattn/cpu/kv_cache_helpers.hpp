@@ -1,6 +1,7 @@
 // Small pieces shared by the CPU KV caches that own their storage:
 //   check_attend_args(...)   the engine-facing attend() argument checks of cache/kv_cache.hpp
 //   check_chunk_step(...)    the chunk protocol (each layer once per chunk, same n, capacity)
+//   ChunkLedger              a cache's counters of that protocol (held and open-chunk tokens)
 //   all_finite / storable<T> K/V/q checks done before a cache writes anything
 //   resize_rows(...)         exact reallocation of a row array keeping a prefix (so the bytes a
 //                            cache reports are the bytes it holds)
@@ -52,6 +53,58 @@ inline Status check_chunk_step(std::int64_t layer_pending, std::int64_t seq_pend
   if (seq_pending != 0 && seq_pending != n) return Status::kErrorInvalidShape;
   return len + n > max_tokens ? Status::kErrorCapacityExceeded : Status::kSuccess;
 }
+
+// The counters of the chunk protocol for a cache whose layers append per (sequence, layer): the
+// tokens held per sequence (closed chunks) and the open chunk's tokens per sequence and per
+// (sequence, layer). Callers check seq / layer ranges first.
+class ChunkLedger {
+ public:
+  ChunkLedger() = default;
+  ChunkLedger(int sequences, int layers)
+      : layers_(layers),
+        len_(static_cast<std::size_t>(sequences), 0),
+        pending_(static_cast<std::size_t>(sequences), 0),
+        layer_pending_(static_cast<std::size_t>(sequences) * static_cast<std::size_t>(layers), 0) {}
+
+  std::int64_t len(int seq) const { return len_[static_cast<std::size_t>(seq)]; }
+  std::int64_t pending(int seq) const { return pending_[static_cast<std::size_t>(seq)]; }
+  // Whether layer may take n more tokens of seq now (check_chunk_step).
+  Status check_step(int seq, int layer, std::int64_t n, std::int64_t max_tokens) const {
+    return check_chunk_step(layer_pending_[at(seq, layer)], pending(seq), len(seq), n, max_tokens);
+  }
+  // layer took n tokens of seq's open chunk (after check_step).
+  void record(int seq, int layer, std::int64_t n) {
+    layer_pending_[at(seq, layer)] = n;
+    pending_[static_cast<std::size_t>(seq)] = n;
+  }
+  // Every layer took the open chunk (true when none is open).
+  bool complete(int seq) const {
+    for (int l = 0; l < layers_; ++l)
+      if (layer_pending_[at(seq, l)] != pending(seq)) return false;
+    return true;
+  }
+  // Closes the open chunk: its tokens are held from now on.
+  void close(int seq) {
+    len_[static_cast<std::size_t>(seq)] += pending(seq);
+    clear_open(seq);
+  }
+  void reset(int seq) {
+    len_[static_cast<std::size_t>(seq)] = 0;
+    clear_open(seq);
+  }
+
+ private:
+  std::size_t at(int seq, int layer) const { return static_cast<std::size_t>(seq) * layers_ + layer; }
+  void clear_open(int seq) {
+    pending_[static_cast<std::size_t>(seq)] = 0;
+    std::fill_n(layer_pending_.begin() + static_cast<std::ptrdiff_t>(at(seq, 0)), layers_, std::int64_t(0));
+  }
+
+  int layers_ = 0;
+  std::vector<std::int64_t> len_;            // held tokens per sequence
+  std::vector<std::int64_t> pending_;        // tokens of the open chunk per sequence
+  std::vector<std::int64_t> layer_pending_;  // [seq][layer]: tokens a layer appended in the open chunk
+};
 
 // Every element finite and, with fp16_range, representable in fp16 (|x| <= 65504).
 inline bool all_finite(const TensorView<const float, 3>& t, bool fp16_range = false) {

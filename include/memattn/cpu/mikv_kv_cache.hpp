@@ -87,9 +87,8 @@ class MixedKvCache final : public cache::KvCache {
   Status attend(int seq, int layer, TensorView<const float, 3> q, TensorView<const float, 3> k,
                 TensorView<const float, 3> v, TensorView<float, 3> out) override {
     MEMATTN_RETURN_IF_ERROR(check_attend_args(shape_, seq, layer, q, k, v, out));
-    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, D = shape_.head_dim, len = len_[seq];
-    const std::size_t sl = static_cast<std::size_t>(seq) * shape_.layers + layer;
-    MEMATTN_RETURN_IF_ERROR(check_chunk_step(layer_pending_[sl], pending_[seq], len, n, shape_.max_tokens));
+    const std::int64_t n = q.shape[0], Hkv = shape_.kv_heads, D = shape_.head_dim, len = chunks_.len(seq);
+    MEMATTN_RETURN_IF_ERROR(chunks_.check_step(seq, layer, n, shape_.max_tokens));
     if (!all_finite(q) || !storable<Half>(k) || !storable<Half>(v)) return Status::kErrorNonFinite;
 
     for (std::int64_t h = 0; h < Hkv; ++h) grow(segment(seq, layer, h), segment(seq, layer, h).size + n);
@@ -121,21 +120,16 @@ class MixedKvCache final : public cache::KvCache {
     for (Status s : status) MEMATTN_RETURN_IF_ERROR(s);
     if (n >= kBalancerChunk)
       for (std::int64_t h = 0; h < Hkv; ++h) freeze_balancer(segment(seq, layer, h));
-    layer_pending_[sl] = n;
-    pending_[seq] = n;
+    chunks_.record(seq, layer, n);
     recount();
     return Status::kSuccess;
   }
 
   Status end_chunk(int seq, const cache::ChunkSignals&) override {
     if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
-    const std::int64_t n = pending_[seq];
-    for (int l = 0; l < shape_.layers; ++l)
-      if (layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] != n) return Status::kErrorInvalidArgument;
-    len_[seq] += n;
-    pending_[seq] = 0;
-    for (int l = 0; l < shape_.layers; ++l) layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
-    if (len_[seq] == 0) return Status::kSuccess;
+    if (!chunks_.complete(seq)) return Status::kErrorInvalidArgument;  // a layer was skipped
+    chunks_.close(seq);
+    if (chunks_.len(seq) == 0) return Status::kSuccess;
     const std::int64_t L = shape_.layers, Hkv = shape_.kv_heads;
     std::vector<Status> status(static_cast<std::size_t>(L * Hkv), Status::kSuccess);
     executor_.for_each(L * Hkv, [&](std::int64_t task, int worker) {
@@ -151,10 +145,8 @@ class MixedKvCache final : public cache::KvCache {
     if (seq < 0 || seq >= shape_.max_sequences) return Status::kErrorInvalidArgument;
     for (int l = 0; l < shape_.layers; ++l) {
       for (int h = 0; h < shape_.kv_heads; ++h) segment(seq, l, h) = new_segment();
-      layer_pending_[static_cast<std::size_t>(seq) * shape_.layers + l] = 0;
     }
-    len_[seq] = 0;
-    pending_[seq] = 0;
+    chunks_.reset(seq);
     recount();
     return Status::kSuccess;
   }
@@ -173,7 +165,7 @@ class MixedKvCache final : public cache::KvCache {
     return Status::kSuccess;
   }
 
-  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? len_[seq] : 0; }
+  std::int64_t tokens(int seq) const override { return seq >= 0 && seq < shape_.max_sequences ? chunks_.len(seq) : 0; }
   std::size_t bytes() const override { return bytes_; }
   std::size_t peak_bytes() const override { return peak_; }
 
@@ -280,9 +272,7 @@ class MixedKvCache final : public cache::KvCache {
         hi_cfg_(Policy::high_config(config.policy, shape.head_dim)),
         executor_(executor),
         spec_(spec),
-        len_(static_cast<std::size_t>(shape.max_sequences), 0),
-        pending_(static_cast<std::size_t>(shape.max_sequences), 0),
-        layer_pending_(static_cast<std::size_t>(shape.max_sequences) * shape.layers, 0),
+        chunks_(shape.max_sequences, shape.layers),
         workers_(static_cast<std::size_t>(executor.concurrency())) {
     segments_.resize(static_cast<std::size_t>(shape.max_sequences) * shape.layers * shape.kv_heads);
     for (Segment& s : segments_) s = new_segment();
@@ -481,7 +471,7 @@ class MixedKvCache final : public cache::KvCache {
     const bool int8_pending = cfg_.policy.high_bits == 8 && has_unprotected_exact(sg, seq);
     if (!over_high && !over_low && !int8_pending) return Status::kSuccess;
     freeze_balancer(sg);
-    const std::int32_t t_cur = static_cast<std::int32_t>(len_[seq] - 1);
+    const std::int32_t t_cur = static_cast<std::int32_t>(chunks_.len(seq) - 1);
     // candidates: [lo slots | hi8 slots | exact rows]; dead pool slots are skipped via index maps
     const std::int64_t nlo = sg.lo.slots(), nh8 = sg.hi8.slots(), ne = sg.size;
     const std::size_t N = static_cast<std::size_t>(nlo + nh8 + ne);
@@ -610,7 +600,7 @@ class MixedKvCache final : public cache::KvCache {
   }
 
   bool has_unprotected_exact(const Segment& sg, int seq) const {
-    const std::int32_t t_cur = static_cast<std::int32_t>(len_[seq] - 1);
+    const std::int32_t t_cur = static_cast<std::int32_t>(chunks_.len(seq) - 1);
     for (std::int64_t j = 0; j < sg.size; ++j)
       if (!evict::is_protected(sg.pos[static_cast<std::size_t>(j)], t_cur, protect_)) return true;
     return false;
@@ -625,9 +615,7 @@ class MixedKvCache final : public cache::KvCache {
   Executor executor_;
   std::string spec_;
   std::vector<Segment> segments_;            // [seq][layer][kv head]
-  std::vector<std::int64_t> len_;            // closed tokens per sequence
-  std::vector<std::int64_t> pending_;        // tokens of the open chunk per sequence
-  std::vector<std::int64_t> layer_pending_;  // [seq][layer]
+  ChunkLedger chunks_;  // held tokens per sequence, the open chunk's per sequence and layer
   std::vector<Worker> workers_;
   std::size_t bytes_ = 0;
   std::size_t peak_ = 0;
