@@ -1,5 +1,5 @@
-// What the emulated eviction tests (test_evict_{merge,signals,step_scores,window}_emu.cpp) share
-// to run the wrappers' host halves on the emulator: the launcher their launch sequences call, and a
+// What the emulated tests share to run the wrappers' host halves on the emulator (the eviction
+// tests, emulated_decode.hpp, the linear decode): the launcher their launch sequences call, and a
 // kWorkspaceAlign-aligned host workspace (as cudaMalloc's) filled with 0xFF, so a partial, LSE or
 // float read before it is written is a NaN. Include after emu/simt.hpp.
 #pragma once

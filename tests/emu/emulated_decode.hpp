@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "emu/simt.hpp"
+#include "emu/emu_launch.hpp"
 #include "memattn/cuda/dense_decode_params.cuh"
 
 namespace memattn_emu {
@@ -30,16 +31,7 @@ memattn::Status emulated_decode(const memattn::attention::DecodeArgs<T>& a, cons
   float *part_o = nullptr, *part_lse = nullptr;
   cd::plan_workspace(w, d, pl.num_splits, &part_o, &part_lse);
   MEMATTN_RETURN_IF_ERROR(w.status());
-  return cd::decode_phases(cd::decode_params(a, d, pl, part_o, part_lse), pl,
-                           [&](cd::DecodeStep step, auto dim, auto rows, std::int64_t ctas, const mk::DenseDecodeParams& p) {
-                             constexpr int D = decltype(dim)::value, R = decltype(rows)::value;
-                             const bool split = step == cd::DecodeStep::kSplit;
-                             launch(dim3(static_cast<unsigned>(ctas)), dim3(split ? mk::kDecodeThreads : mk::kMergeThreads), 0, [&] {
-                               if (split) mk::dense_decode_split_kernel<T, D, R>(p);
-                               else mk::dense_decode_merge_kernel<T, D>(p);
-                             });
-                             return memattn::Status::kSuccess;
-                           });
+  return cd::decode_phases<T>(cd::decode_params(a, d, pl, part_o, part_lse), pl, memattn_emu_test::emu_launch);
 }
 
 }  // namespace memattn_emu

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/linear_problem.hpp"
+#include "emu/emu_launch.hpp"
 #include "memattn/cuda/linear_params.cuh"
 
 namespace {
@@ -42,14 +43,7 @@ Status emulated_decode(const LinearArgs<T>& a) {
   MEMATTN_RETURN_IF_ERROR(ld::check_linear(a, true, &d));
   const mk::LinearDecodeParams p = ld::decode_params(a, d);
   return ld::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
-    using Tag = decltype(tag);
-    return ld::decode_phases<Tag>(p, [&](ld::DecodeStep step, dim3 grid, dim3 block, int smem, const mk::LinearDecodeParams& q) {
-      memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] {
-        if (step == ld::DecodeStep::kDecode) mk::linear_decode_kernel<T, Tag::kFm, Tag::kDk>(q);
-        else mk::linear_decode_z_kernel<T, Tag::kFm, Tag::kDk>(q);
-      });
-      return Status::kSuccess;
-    });
+    return ld::decode_phases<T, decltype(tag)>(p, memattn_emu_test::emu_launch);
   });
 }
 

@@ -48,6 +48,7 @@
 #include "memattn/core/workspace.hpp"
 #include "memattn/cuda/dense_decode_params.cuh"
 #include "memattn/cuda/runtime.cuh"
+#include "memattn/cuda/stream_launch.cuh"
 #include "memattn/kernels/dense_decode.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -62,14 +63,7 @@ Status launch_params(const kernels::DenseDecodeParams& params, const DenseDecode
   // An error already pending on this thread would be reported by the launch check below although
   // the kernel ran: refuse to launch instead (the pending error stays for its owner to see).
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-  return decode_phases(params, pl,
-                       [&](DecodeStep step, auto dim, auto rows, std::int64_t ctas, const kernels::DenseDecodeParams& p) {
-                         constexpr int D = decltype(dim)::value, R = decltype(rows)::value;
-                         const unsigned grid = static_cast<unsigned>(ctas);
-                         if (step == DecodeStep::kSplit) kernels::dense_decode_split_kernel<T, D, R><<<grid, kernels::kDecodeThreads, 0, stream>>>(p);
-                         else kernels::dense_decode_merge_kernel<T, D><<<grid, kernels::kMergeThreads, 0, stream>>>(p);
-                         return launch_status();
-                       });
+  return decode_phases<T>(params, pl, stream_launch(stream));
 }
 
 template <class T>

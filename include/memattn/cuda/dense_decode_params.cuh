@@ -218,31 +218,32 @@ kernels::DenseDecodeParams decode_params(const attention::DecodeArgs<T>& a, cons
   return p;
 }
 
-// The launches in order: the split kernel, then (several splits) the merge.
-// launch(step, integral_constant<int, D>, integral_constant<int, R>, ctas, params) returns the
-// launch's Status.
-enum class DecodeStep { kSplit, kMerge };
-
-template <class Launch>
+// The launches in order, over a caller-given launcher launch(KernelRef<kernel>{}, grid, block,
+// dynamic smem bytes, params) that returns the launch's Status (cuda/stream_launch.cuh; tests/emu
+// passes the emulator's): the split kernel, then (several splits) the merge.
+template <class T, class Launch>
 Status decode_phases(const kernels::DenseDecodeParams& p, const DenseDecodePlan& pl, Launch&& launch) {
-  auto rows = [&](auto dim, DecodeStep step, std::int64_t ctas) {
+  auto phases = [&](auto dim, auto rows) {
+    constexpr int D = decltype(dim)::value, R = decltype(rows)::value;
+    MEMATTN_RETURN_IF_ERROR(launch(KernelRef<kernels::dense_decode_split_kernel<T, D, R>>{},
+                                   dim3(static_cast<unsigned>(pl.decode_ctas)), dim3(kernels::kDecodeThreads), 0, p));
+    if (pl.num_splits == 1) return Status::kSuccess;
+    return launch(KernelRef<kernels::dense_decode_merge_kernel<T, D>>{}, dim3(static_cast<unsigned>(pl.merge_ctas)),
+                  dim3(kernels::kMergeThreads), 0, p);
+  };
+  auto rows = [&](auto dim) {
     switch (pl.row_tile) {
-      case 1: return launch(step, dim, std::integral_constant<int, 1>{}, ctas, p);
-      case 2: return launch(step, dim, std::integral_constant<int, 2>{}, ctas, p);
-      case 4: return launch(step, dim, std::integral_constant<int, 4>{}, ctas, p);
-      default: return launch(step, dim, std::integral_constant<int, 8>{}, ctas, p);
+      case 1: return phases(dim, std::integral_constant<int, 1>{});
+      case 2: return phases(dim, std::integral_constant<int, 2>{});
+      case 4: return phases(dim, std::integral_constant<int, 4>{});
+      default: return phases(dim, std::integral_constant<int, 8>{});
     }
   };
-  auto dims = [&](DecodeStep step, std::int64_t ctas) {
-    switch (pl.head_dim) {
-      case 64: return rows(std::integral_constant<int, 64>{}, step, ctas);
-      case 128: return rows(std::integral_constant<int, 128>{}, step, ctas);
-      default: return rows(std::integral_constant<int, 256>{}, step, ctas);
-    }
-  };
-  MEMATTN_RETURN_IF_ERROR(dims(DecodeStep::kSplit, pl.decode_ctas));
-  if (pl.num_splits > 1) MEMATTN_RETURN_IF_ERROR(dims(DecodeStep::kMerge, pl.merge_ctas));
-  return Status::kSuccess;
+  switch (pl.head_dim) {
+    case 64: return rows(std::integral_constant<int, 64>{});
+    case 128: return rows(std::integral_constant<int, 128>{});
+    default: return rows(std::integral_constant<int, 256>{});
+  }
 }
 
 }  // namespace detail

@@ -40,6 +40,7 @@
 #include "memattn/core/workspace.hpp"
 #include "memattn/cuda/linear_params.cuh"
 #include "memattn/cuda/runtime.cuh"
+#include "memattn/cuda/stream_launch.cuh"
 #include "memattn/kernels/linear_decode.cuh"
 #include "memattn/kernels/linear_prefill.cuh"
 #include "memattn/kernels/linear_window.cuh"
@@ -119,18 +120,7 @@ Status linear_decode(const linear::LinearArgs<T>& a, cudaStream_t stream) {
     const kernels::LinearDecodeParams p = linear_detail::decode_params(a, d);
     if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
     return linear_detail::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
-      using Tag = decltype(tag);
-      using Step = linear_detail::DecodeStep;
-      return linear_detail::decode_phases<Tag>(p, [&](Step step, dim3 grid, dim3 block, int smem, const kernels::LinearDecodeParams& q) {
-        if (step == Step::kZ) {
-          kernels::linear_decode_z_kernel<T, Tag::kFm, Tag::kDk><<<grid, block, smem, stream>>>(q);
-          return launch_status();
-        }
-        auto kernel = kernels::linear_decode_kernel<T, Tag::kFm, Tag::kDk>;
-        MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)));
-        kernel<<<grid, block, smem, stream>>>(q);
-        return launch_status();
-      });
+      return linear_detail::decode_phases<T, decltype(tag)>(p, stream_launch(stream));
     });
   }
 }

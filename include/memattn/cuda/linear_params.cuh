@@ -241,20 +241,20 @@ kernels::LinearDecodeParams decode_params(const linear::LinearArgs<T>& a, const 
   return p;
 }
 
-// The decode's launches (Tag = FmTag): one CTA per (sequence, state head, 32-column V slice);
-// then, for a stateful normalised call, the z writes, one CTA per (sequence, state head), after
-// every V slice has read the initial z (linear_decode.cuh).
-// launch(step, grid, block, dynamic smem bytes, params) returns the launch's Status.
-enum class DecodeStep { kDecode, kZ };
-
-template <class Tag, class Launch>
+// The decode's launches (Tag = FmTag) over a caller-given launcher launch(KernelRef<kernel>{},
+// grid, block, dynamic smem bytes, params) that returns the launch's Status: one CTA per
+// (sequence, state head, 32-column V slice); then, for a stateful normalised call, the z writes,
+// one CTA per (sequence, state head), after every V slice has read the initial z (linear_decode.cuh).
+template <class T, class Tag, class Launch>
 Status decode_phases(const kernels::LinearDecodeParams& p, Launch&& launch) {
   const std::int64_t heads = static_cast<std::int64_t>(p.num_seqs) * p.state_heads;
   const int smem = kernels::LinearDecodeConfig<Tag::kFm, Tag::kDk>::smem_bytes(p.qps);
   const dim3 ctas(static_cast<unsigned>(heads * p.vslices));
-  MEMATTN_RETURN_IF_ERROR(launch(DecodeStep::kDecode, ctas, dim3(kernels::kLinearDecodeThreads), smem, p));
+  MEMATTN_RETURN_IF_ERROR(launch(KernelRef<kernels::linear_decode_kernel<T, Tag::kFm, Tag::kDk>>{}, ctas,
+                                 dim3(kernels::kLinearDecodeThreads), smem, p));
   if (!p.normalize || !p.stateful) return Status::kSuccess;
-  return launch(DecodeStep::kZ, dim3(static_cast<unsigned>(heads)), dim3(128), 0, p);
+  return launch(KernelRef<kernels::linear_decode_z_kernel<T, Tag::kFm, Tag::kDk>>{}, dim3(static_cast<unsigned>(heads)),
+                dim3(128), 0, p);
 }
 
 // ---- sliding window ----
