@@ -26,10 +26,7 @@ namespace mk = memattn::kernels;
 
 Status emulated_epilogue(const mk::EvictScoreParams& p, mk::EvictScoreMode mode) {
   MEMATTN_RETURN_IF_ERROR(mc::evict_accumulate_can_implement(p, mode));
-  return mc::evict_score_launch(p, mode, [&](auto kernel_type, dim3 grid, dim3 block, const mk::EvictScoreParams& kp) {
-    memattn_emu::launch(grid, block, 0, [&] { decltype(kernel_type)::kernel(kp); });
-    return Status::kSuccess;
-  });
+  return mc::evict_score_launch(p, mode, memattn_emu_test::emu_launch);
 }
 
 void check(const memattn_test::ScoreShape& c, int splits, std::mt19937& rng) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/linear_problem.hpp"
+#include "emu/emu_launch.hpp"
 #include "memattn/cuda/linear_params.cuh"
 
 namespace {
@@ -40,16 +41,7 @@ Status emulated_prefill(const memattn::linear::LinearArgs<T>& a, std::vector<uns
   memattn::linear::plan_workspace(w, pl, d, a.normalize, &p.seg_prefix, &p.ws_S, &p.ws_z, &p.z0);
   MEMATTN_RETURN_IF_ERROR(w.status());
   return ld::dispatch_fm(a.feature_map, d.dk, [&](auto tag) {
-    using Tag = decltype(tag);
-    return ld::prefill_phases(p, pl, [&](ld::PrefillStep step, dim3 grid, dim3 block, int smem, const mk::LinearPrefillParams& q) {
-      memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] {
-        if (step == ld::PrefillStep::kSegments) mk::linear_segments_kernel(q);
-        else if (step == ld::PrefillStep::kZ0) mk::linear_z0_kernel(q);
-        else if (step == ld::PrefillStep::kScan) mk::linear_scan_kernel(q);
-        else mk::linear_prefill_kernel<T, Tag::kFm, Tag::kDk>(q);
-      });
-      return Status::kSuccess;
-    });
+    return ld::prefill_phases<T, decltype(tag)>(p, pl, memattn_emu_test::emu_launch);
   });
 }
 

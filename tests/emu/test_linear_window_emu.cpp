@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/linear_problem.hpp"
+#include "emu/emu_launch.hpp"
 #include "memattn/cuda/linear_params.cuh"
 
 namespace {
@@ -36,13 +37,7 @@ Status emulated_window(const SlidingWindowArgs<T>& a) {
   memattn::linear::WindowDims d;
   MEMATTN_RETURN_IF_ERROR(ld::check_window(a, &d));
   const mk::SlidingWindowParams p = ld::window_params(a, d);
-  return ld::window_phases(p, d, [&](ld::WindowStep step, dim3 grid, dim3 block, const mk::SlidingWindowParams& q) {
-    memattn_emu::launch(grid, block, 0, [&] {
-      if (step == ld::WindowStep::kWindow) mk::sliding_window_kernel<T>(q);
-      else mk::ring_store_kernel<T>(q);
-    });
-    return Status::kSuccess;
-  });
+  return ld::window_phases<T>(p, d, memattn_emu_test::emu_launch);
 }
 
 // The window arguments over a linear problem's q, k, v, o and sequences (no ring).

@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "emu/emu_launch.hpp"
 #include "gpu/composed_cpu_bridge.hpp"
 #include "memattn/cuda/think_params.cuh"
 
@@ -271,11 +272,7 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
       std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
       if (sp.splits > 1) td::carve(p, ws.data(), td::workspace_bytes(p, sp), &sp);
       std::fill(out.begin(), out.end(), NAN);
-      REQUIRE(td::think_launches(p, sp, [&](auto kernel_type, dim3 grid, dim3 block, int smem, const mk::ThinKDecodeParams& kp,
-                                            const mk::ThinKSplit& ksp) {
-                memattn_emu::launch(grid, block, static_cast<std::size_t>(smem), [&] { decltype(kernel_type)::kernel(kp, ksp); });
-                return Status::kSuccess;
-              }) == Status::kSuccess);
+      REQUIRE(td::think_launches(p, sp, memattn_emu_test::emu_launch) == Status::kSuccess);
       ++runs;
       double worst = 0;
       for (int r = 0; r < B * Hq; ++r) {

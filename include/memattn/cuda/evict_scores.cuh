@@ -24,6 +24,7 @@
 #include "memattn/core/status.hpp"
 #include "memattn/cuda/evict_scores_params.cuh"
 #include "memattn/cuda/runtime.cuh"
+#include "memattn/cuda/stream_launch.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cuda {
@@ -32,10 +33,7 @@ inline Status evict_accumulate_scores(const kernels::EvictScoreParams& p, kernel
                                       cudaStream_t stream) {
   MEMATTN_RETURN_IF_ERROR(evict_accumulate_can_implement(p, mode));
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-  return evict_score_launch(p, mode, [&](auto kernel_type, dim3 grid, dim3 block, const kernels::EvictScoreParams& kp) {
-    decltype(kernel_type)::kernel<<<grid, block, 0, stream>>>(kp);
-    return launch_status();
-  });
+  return evict_score_launch(p, mode, stream_launch(stream));
 }
 
 }  // namespace cuda

@@ -72,7 +72,8 @@ struct EvictScoreKernel {
   static constexpr auto kernel = kernels::evict_score_epilogue_kernel<kMode, V>;
 };
 
-// launch(kernel type, grid, block, params) for a checked call; returns the launch's Status.
+// launch(kernel type, grid, block, dynamic smem bytes, params) for a checked call; returns the
+// launch's Status (cuda/stream_launch.cuh; tests/emu passes the emulator's).
 template <class Launch>
 Status evict_score_launch(const kernels::EvictScoreParams& p, kernels::EvictScoreMode mode, Launch&& launch) {
   using kernels::EvictScoreMode;
@@ -81,9 +82,9 @@ Status evict_score_launch(const kernels::EvictScoreParams& p, kernels::EvictScor
   const dim3 grid(static_cast<unsigned>((p.kv_capacity + keys_per_block - 1) / keys_per_block),
                   static_cast<unsigned>(p.batch * p.kv_heads));
   const dim3 block(kernels::kEvictScoreThreads);
-  if (vec) return launch(EvictScoreKernel<EvictScoreMode::kAccumulate, kernels::kEvictScoreVec>{}, grid, block, p);
-  if (mode == EvictScoreMode::kAccumulate) return launch(EvictScoreKernel<EvictScoreMode::kAccumulate, 1>{}, grid, block, p);
-  return launch(EvictScoreKernel<EvictScoreMode::kHistory, 1>{}, grid, block, p);
+  if (vec) return launch(EvictScoreKernel<EvictScoreMode::kAccumulate, kernels::kEvictScoreVec>{}, grid, block, 0, p);
+  if (mode == EvictScoreMode::kAccumulate) return launch(EvictScoreKernel<EvictScoreMode::kAccumulate, 1>{}, grid, block, 0, p);
+  return launch(EvictScoreKernel<EvictScoreMode::kHistory, 1>{}, grid, block, 0, p);
 }
 
 }  // namespace cuda

@@ -55,16 +55,8 @@ namespace cuda {
 namespace linear_detail {
 
 template <class T, class Tag>
-Status launch_prefill(kernels::LinearPrefillParams p, const LinearPlan& pl, cudaStream_t stream) {
-  auto kernel = kernels::linear_prefill_kernel<T, Tag::kFm, Tag::kDk>;
-  MEMATTN_RETURN_IF_ERROR(status_from(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, pl.smem_bytes)));
-  return prefill_phases(p, pl, [&](PrefillStep step, dim3 grid, dim3 block, int smem, const kernels::LinearPrefillParams& q) {
-    if (step == PrefillStep::kSegments) kernels::linear_segments_kernel<<<grid, block, smem, stream>>>(q);
-    else if (step == PrefillStep::kZ0) kernels::linear_z0_kernel<<<grid, block, smem, stream>>>(q);
-    else if (step == PrefillStep::kScan) kernels::linear_scan_kernel<<<grid, block, smem, stream>>>(q);
-    else kernel<<<grid, block, smem, stream>>>(q);
-    return launch_status();
-  });
+Status launch_prefill(const kernels::LinearPrefillParams& p, const LinearPlan& pl, cudaStream_t stream) {
+  return prefill_phases<T, Tag>(p, pl, stream_launch(stream));
 }
 
 }  // namespace linear_detail
@@ -133,11 +125,7 @@ template <class T>
 Status launch_window(const linear::SlidingWindowArgs<T>& a, const linear::WindowDims& d, cudaStream_t stream) {
   const kernels::SlidingWindowParams p = window_params(a, d);
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-  return window_phases(p, d, [&](WindowStep step, dim3 grid, dim3 block, const kernels::SlidingWindowParams& q) {
-    if (step == WindowStep::kWindow) kernels::sliding_window_kernel<T><<<grid, block, 0, stream>>>(q);
-    else kernels::ring_store_kernel<T><<<grid, block, 0, stream>>>(q);
-    return launch_status();
-  });
+  return window_phases<T>(p, d, stream_launch(stream));
 }
 
 }  // namespace linear_detail

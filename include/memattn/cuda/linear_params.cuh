@@ -171,27 +171,28 @@ kernels::LinearPrefillParams prefill_params(const linear::LinearArgs<T>& a, cons
 
 // The prefill's launches in order: the copy of the initial z when the plan has one (z0); single
 // pass, one prefill launch; sequence-parallel, the segment table, phase 1 (summaries of non-last
-// segments), the scan, phase 3 (outputs + state).
-// launch(step, grid, block, dynamic smem bytes, params) returns the launch's Status.
-enum class PrefillStep { kZ0, kSegments, kPrefill, kScan };
-
-template <class Launch>
+// segments), the scan, phase 3 (outputs + state). Tag = FmTag. launch(KernelRef<kernel>{}, grid,
+// block, dynamic smem bytes, params) returns the launch's Status (cuda/stream_launch.cuh; tests/emu
+// passes the emulator's).
+template <class T, class Tag, class Launch>
 Status prefill_phases(kernels::LinearPrefillParams p, const LinearPlan& pl, Launch&& launch) {
+  using Prefill = KernelRef<kernels::linear_prefill_kernel<T, Tag::kFm, Tag::kDk>>;
   p.vtiles = pl.vtiles;
   const dim3 ctas(static_cast<unsigned>(pl.ctas));
   if (p.z0 != nullptr)
-    MEMATTN_RETURN_IF_ERROR(launch(PrefillStep::kZ0, dim3(static_cast<unsigned>(p.num_seqs * p.state_heads)), dim3(128), 0, p));
+    MEMATTN_RETURN_IF_ERROR(launch(KernelRef<kernels::linear_z0_kernel>{}, dim3(static_cast<unsigned>(p.num_seqs * p.state_heads)),
+                                   dim3(128), 0, p));
   if (pl.path == linear::Schedule::kSequenceParallel) {
     p.seg_len = pl.seg_len;
-    MEMATTN_RETURN_IF_ERROR(launch(PrefillStep::kSegments, dim3(1), dim3(1024), 0, p));
+    MEMATTN_RETURN_IF_ERROR(launch(KernelRef<kernels::linear_segments_kernel>{}, dim3(1), dim3(1024), 0, p));
     p.mode = 1;
-    MEMATTN_RETURN_IF_ERROR(launch(PrefillStep::kPrefill, ctas, dim3(128), pl.smem_bytes, p));
+    MEMATTN_RETURN_IF_ERROR(launch(Prefill{}, ctas, dim3(128), pl.smem_bytes, p));
     const int per = p.kphi * p.dv + (p.normalize ? p.kphi : 0);
     const dim3 grid(static_cast<unsigned>(p.num_seqs * p.state_heads), static_cast<unsigned>((per + 255) / 256));
-    MEMATTN_RETURN_IF_ERROR(launch(PrefillStep::kScan, grid, dim3(256), 0, p));
+    MEMATTN_RETURN_IF_ERROR(launch(KernelRef<kernels::linear_scan_kernel>{}, grid, dim3(256), 0, p));
     p.mode = 0;
   }
-  return launch(PrefillStep::kPrefill, ctas, dim3(128), pl.smem_bytes, p);
+  return launch(Prefill{}, ctas, dim3(128), pl.smem_bytes, p);
 }
 
 // ---- decode / extend ----
@@ -303,18 +304,16 @@ kernels::SlidingWindowParams window_params(const linear::SlidingWindowArgs<T>& a
 }
 
 // The sliding window's launches: the attention (four (token, query head) items per CTA), then,
-// with a ring, the ring store (after every query has read the ring rows it overwrites).
-// launch(step, grid, block, params) returns the launch's Status (no dynamic shared memory).
-enum class WindowStep { kWindow, kRingStore };
-
-template <class Launch>
+// with a ring, the ring store (after every query has read the ring rows it overwrites), over a
+// launcher as prefill_phases' (no dynamic shared memory).
+template <class T, class Launch>
 Status window_phases(const kernels::SlidingWindowParams& p, const linear::WindowDims& d, Launch&& launch) {
   const std::int64_t items = d.rows * d.q_heads;
   const dim3 ctas(static_cast<unsigned>((items + 3) / 4));
-  MEMATTN_RETURN_IF_ERROR(launch(WindowStep::kWindow, ctas, dim3(kernels::kWindowThreads), p));
+  MEMATTN_RETURN_IF_ERROR(launch(KernelRef<kernels::sliding_window_kernel<T>>{}, ctas, dim3(kernels::kWindowThreads), 0, p));
   if (!d.has_ring) return Status::kSuccess;
   const std::int64_t pieces = d.rows * d.kv_heads * (d.d / 8 + d.dv / 8);
-  return launch(WindowStep::kRingStore, dim3(static_cast<unsigned>((pieces + 255) / 256)), dim3(256), p);
+  return launch(KernelRef<kernels::ring_store_kernel<T>>{}, dim3(static_cast<unsigned>((pieces + 255) / 256)), dim3(256), 0, p);
 }
 
 }  // namespace linear_detail

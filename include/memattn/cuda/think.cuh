@@ -62,6 +62,7 @@
 
 #include "memattn/core/status.hpp"
 #include "memattn/cuda/runtime.cuh"
+#include "memattn/cuda/stream_launch.cuh"
 #include "memattn/cuda/think_params.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -71,13 +72,7 @@ namespace think_detail {
 
 // The kernels on `stream` (dynamic shared memory above 48 KiB opted in first).
 inline Status launch(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, cudaStream_t stream) {
-  return think_launches(p, sp, [&](auto kernel_type, dim3 grid, dim3 block, int smem, const kernels::ThinKDecodeParams& kp,
-                                   const kernels::ThinKSplit& ksp) {
-    using K = decltype(kernel_type);
-    MEMATTN_RETURN_IF_ERROR(allow_dynamic_smem(K::kernel, smem));
-    K::kernel<<<grid, block, smem, stream>>>(kp, ksp);
-    return launch_status();
-  });
+  return think_launches(p, sp, stream_launch(stream));
 }
 
 // plan() on the current device's SM count.
