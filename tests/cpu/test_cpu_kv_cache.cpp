@@ -79,6 +79,16 @@ std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::Cache
   return c;
 }
 
+// One spec of every policy and composition (small budgets for small_shape()).
+std::vector<std::string> every_policy_spec() {
+  return {"full", "full:fp32=1", "kivi:kbits=4,vbits=2,residual=32", "streaming:sink=4,window=28",
+          "h2o:budget=32,recent=8", "scissorhands:budget=32", "snapkv:budget=32,window=8", "pyramidkv:budget=32,window=8",
+          "knorm:budget=32", "mikv:budget=16", "epicache:budget=32,segment=16,probe=8", "sentencekv:budget=32",
+          "d2o:budget=32", "kvmerger:budget=32", "lazy:budget=32", "sirllm:budget=32", "windowkv:budget=32,shared=2",
+          "h2o:budget=32+pin:start=0,end=8,ttl=100", "think:prune=0.5,window=8,recent=8",
+          "h2o:budget=32+think:prune=0.5,window=8,recent=8+kivi:kbits=4,residual=32"};
+}
+
 }  // namespace
 
 TEST_CASE("full cache: chunked prefill + decode equals causal attention over the whole history", "[kv-cache]") {
@@ -270,14 +280,55 @@ TEST_CASE("kv spec parser and registry", "[kv-spec]") {
 // fp16's range) or whose query is NaN is rejected with kErrorNonFinite on whichever layer it
 // arrives, and the cache is exactly as before: after the good retry, every later output, byte
 // count and token count equals that of a twin cache that never saw the bad call.
+TEST_CASE("every policy: calls out of the chunk protocol get a Status and change nothing", "[kv-cache][bad-input]") {
+  const auto s = small_shape();
+  const int Hq = s.q_heads, Hkv = s.kv_heads, D = s.head_dim, n = 5;
+  std::vector<float> lp(n, -2.f);
+  std::vector<std::int32_t> ids(n, 7);
+  std::vector<std::uint8_t> ends(n, 0);
+  cache::ChunkSignals sig;
+  sig.token_ids = ids.data();
+  sig.token_logprobs = lp.data();
+  sig.sentence_ends = ends.data();
+  sig.count = n;
+  const auto q = random_vector<float>(static_cast<std::size_t>(n) * Hq * D, 11);
+  const auto k = random_vector<float>(static_cast<std::size_t>(n) * Hkv * D, 12);
+  const auto v = random_vector<float>(static_cast<std::size_t>(n) * Hkv * D, 13);
+  std::vector<float> o(q.size());
+  auto call = [&](cache::KvCache& c, int layer, int tokens) {
+    return c.attend(0, layer, make_view<3>(q.data(), {tokens, Hq, D}), make_view<3>(k.data(), {tokens, Hkv, D}),
+                    make_view<3>(v.data(), {tokens, Hkv, D}), make_view<3>(o.data(), {tokens, Hq, D}));
+  };
+  for (const auto& spec : every_policy_spec()) {
+    INFO(spec);
+    auto c = make(spec, s);
+    for (int chunk = 0; chunk < 2; ++chunk) {
+      REQUIRE(call(*c, 0, n) == Status::kSuccess);
+      const std::size_t bytes = c->bytes();
+      const std::int64_t tokens = c->tokens(0);
+      CHECK(call(*c, 0, n) != Status::kSuccess);      // layer 0 took this chunk already
+      CHECK(call(*c, 1, n - 2) != Status::kSuccess);  // another size within the chunk
+      CHECK(c->end_chunk(0, sig) != Status::kSuccess);  // layer 1 has not taken it
+      CHECK(c->bytes() == bytes);
+      CHECK(c->tokens(0) == tokens);
+      REQUIRE(call(*c, 1, n) == Status::kSuccess);
+      REQUIRE(c->end_chunk(0, sig) == Status::kSuccess);
+      CHECK(c->tokens(0) == (chunk + 1) * n);
+    }
+    CHECK(c->end_chunk(0, {}) == Status::kSuccess);  // no chunk open: nothing to close
+    CHECK(c->tokens(0) == 2 * n);
+    REQUIRE(c->reset(0) == Status::kSuccess);
+    CHECK(c->tokens(0) == 0);
+    REQUIRE(call(*c, 0, n) == Status::kSuccess);  // a fresh chunk after the reset
+    REQUIRE(call(*c, 1, n) == Status::kSuccess);
+    REQUIRE(c->end_chunk(0, sig) == Status::kSuccess);
+    CHECK(c->tokens(0) == n);
+  }
+}
+
 TEST_CASE("every policy: a non-storable chunk is rejected and changes nothing", "[kv-cache][bad-input]") {
   const auto s = small_shape();
-  const std::vector<std::string> specs = {
-      "full", "full:fp32=1", "kivi:kbits=4,vbits=2,residual=32", "streaming:sink=4,window=28",
-      "h2o:budget=32,recent=8", "scissorhands:budget=32", "snapkv:budget=32,window=8", "pyramidkv:budget=32,window=8",
-      "knorm:budget=32", "mikv:budget=16", "epicache:budget=32,segment=16,probe=8", "sentencekv:budget=32",
-      "d2o:budget=32", "kvmerger:budget=32", "lazy:budget=32", "sirllm:budget=32", "windowkv:budget=32,shared=2",
-      "h2o:budget=32+pin:start=0,end=8,ttl=100", "think:prune=0.5,window=8,recent=8", "h2o:budget=32+think:prune=0.5,window=8,recent=8+kivi:kbits=4,residual=32"};
+  const std::vector<std::string> specs = every_policy_spec();
   const int Hq = s.q_heads, Hkv = s.kv_heads, D = s.head_dim, n = 5, before = 7, after = 5;
   std::vector<float> lp(n, -2.f);
   std::vector<std::int32_t> ids(n, 7);
