@@ -117,21 +117,16 @@ Status time_steps(const Options& opt, cudaStream_t stream, unsigned char* flush,
 // Diagnostic of issue 5's fused-score overhead: the decode writing its fp32 logits with every
 // (sequence, KV head) over the same G x L rows (scores strides 0 over b and h: 1 MiB at L = 64K,
 // resident in L2), so the stores never reach HBM. The wrapper refuses such aliased output, so this
-// replays its launch (cuda/dense_decode.cuh, detail::launch_params) on params it edits. Against
+// replays its launch (cuda/dense_decode.cuh, detail::prepare + launch_params) on params it edits. Against
 // "scores_only" (same stores, all reaching HBM) it separates the stores' cost inside the kernel
 // from their DRAM traffic. The logits it leaves are garbage (racing writes); only the time counts.
 template <class T>
 Status decode_logits_in_l2(const att::DecodeArgs<T>& a, void* ws, std::size_t ws_bytes, cudaStream_t stream,
                            const mc::DenseDecodeTuning& tuning) {
-  att::AttentionDims d;
   mc::DenseDecodePlan pl;
-  Status st = mc::detail::plan_for_current_device(a, tuning, &d, &pl);
+  memattn::kernels::DenseDecodeParams p;
+  const Status st = mc::detail::prepare(a, ws, ws_bytes, tuning, &p, &pl);
   if (st != Status::kSuccess) return st;
-  memattn::Workspace w(ws, ws_bytes);
-  float *part_o = nullptr, *part_lse = nullptr;
-  mc::detail::plan_workspace(w, d, pl.num_splits, &part_o, &part_lse);
-  if (w.status() != Status::kSuccess) return w.status();
-  memattn::kernels::DenseDecodeParams p = mc::detail::decode_params(a, d, pl, part_o, part_lse);
   p.scores_stride[0] = p.scores_stride[1] = 0;
   return mc::detail::launch_params<T>(p, pl, stream);
 }

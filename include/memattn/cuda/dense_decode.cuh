@@ -56,20 +56,29 @@ namespace cuda {
 
 namespace detail {
 
-// The kernels of one decode, from its checked params (launch; benchmarks/gpu/bench_dense_decode.cu
-// also replays it on params it edits).
+// The checked params and plan of one decode, its partials carved from `workspace`
+// (benchmarks/gpu/bench_dense_decode.cu edits the params before launch_params for a diagnostic).
+template <class T>
+Status prepare(const attention::DecodeArgs<T>& a, void* workspace, std::size_t workspace_bytes,
+               const DenseDecodeTuning& tuning, kernels::DenseDecodeParams* params, DenseDecodePlan* pl) {
+  attention::AttentionDims d;
+  MEMATTN_RETURN_IF_ERROR(plan_for_current_device(a, tuning, &d, pl));
+  Workspace ws(workspace, workspace_bytes);
+  float* part_o = nullptr;
+  float* part_lse = nullptr;
+  plan_workspace(ws, d, pl->num_splits, &part_o, &part_lse);
+  MEMATTN_RETURN_IF_ERROR(ws.status());
+  *params = decode_params(a, d, *pl, part_o, part_lse);
+  return Status::kSuccess;
+}
+
+// The kernels of one decode, from its checked params.
 template <class T>
 Status launch_params(const kernels::DenseDecodeParams& params, const DenseDecodePlan& pl, cudaStream_t stream) {
   // An error already pending on this thread would be reported by the launch check below although
   // the kernel ran: refuse to launch instead (the pending error stays for its owner to see).
   if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
   return decode_phases<T>(params, pl, stream_launch(stream));
-}
-
-template <class T>
-Status launch(const attention::DecodeArgs<T>& a, const attention::AttentionDims& d, const DenseDecodePlan& pl,
-              float* part_o, float* part_lse, cudaStream_t stream) {
-  return launch_params<T>(decode_params(a, d, pl, part_o, part_lse), pl, stream);
 }
 
 }  // namespace detail
@@ -105,18 +114,15 @@ Status dense_decode_workspace_size(const attention::DecodeArgs<T>& args, std::si
 template <class T>
 Status dense_decode(const attention::DecodeArgs<T>& args, void* workspace, std::size_t workspace_bytes,
                     cudaStream_t stream, const DenseDecodeTuning& tuning) {
-  attention::AttentionDims d;
   DenseDecodePlan pl;
-  MEMATTN_RETURN_IF_ERROR(detail::plan_for_current_device(args, tuning, &d, &pl));
   if constexpr (!detail::IsDecodeDtype<T>::value) {
+    attention::AttentionDims d;
+    MEMATTN_RETURN_IF_ERROR(detail::plan_for_current_device(args, tuning, &d, &pl));
     return Status::kErrorUnsupportedDtype;  // (check_args already said so; no kernel for T)
   } else {
-    Workspace ws(workspace, workspace_bytes);
-    float* part_o = nullptr;
-    float* part_lse = nullptr;
-    detail::plan_workspace(ws, d, pl.num_splits, &part_o, &part_lse);
-    MEMATTN_RETURN_IF_ERROR(ws.status());
-    return detail::launch(args, d, pl, part_o, part_lse, stream);
+    kernels::DenseDecodeParams params;
+    MEMATTN_RETURN_IF_ERROR(detail::prepare(args, workspace, workspace_bytes, tuning, &params, &pl));
+    return detail::launch_params<T>(params, pl, stream);
   }
 }
 
