@@ -225,6 +225,20 @@ T exchange(T v, int src_lane) {
   return r;
 }
 
+// __reduce_max_sync over the live lanes
+inline unsigned reduce_max(unsigned v) {
+  std::memcpy(me().slot, &v, 4);
+  yield(kWarpBarrier);
+  unsigned mx = 0;
+  for (int l = 0; l < 32; ++l) {
+    const Fiber& f = lane_fiber(l);
+    std::uint32_t x = 0;
+    if (!f.done) std::memcpy(&x, f.slot, 4);
+    mx = x > mx ? x : mx;
+  }
+  yield(kWarpBarrier);
+  return mx;
+}
 inline unsigned ballot(bool pred) {
   std::uint32_t v = pred ? 1u : 0u;
   std::memcpy(me().slot, &v, 4);
@@ -317,6 +331,7 @@ T __shfl_sync(unsigned, T v, int src, int = 32) {
   return memattn_emu::exchange(v, src & 31);
 }
 inline unsigned __ballot_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0); }
+inline unsigned __reduce_max_sync(unsigned, unsigned v) { return memattn_emu::reduce_max(v); }
 inline int __any_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0) != 0u; }
 inline int __all_sync(unsigned, int pred) {
   const unsigned yes = memattn_emu::ballot(pred != 0);

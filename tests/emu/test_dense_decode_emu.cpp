@@ -14,6 +14,7 @@
 
 #include "common/dense_problem.hpp"
 #include "common/naive_attention.hpp"
+#include "common/test_data.hpp"
 #include "emu/emulated_decode.hpp"
 
 namespace {
@@ -59,9 +60,9 @@ void check(const DecodeShape& s, int splits, bool logits, double growth = 0) {
     for (std::int64_t e = 0; e < s.head_dim; ++e) row = std::max(row, std::abs(ref.o[static_cast<std::size_t>(r * s.head_dim + e)]));
     for (std::int64_t e = 0; e < s.head_dim; ++e) {
       const std::size_t i = static_cast<std::size_t>(r * s.head_dim + e);
-      worst_o = std::max(worst_o, std::abs(memattn::to_float(pr.o[i]) - ref.o[i]) / std::max(row, 1e-6));
+      worst_o = memattn_test::worse(worst_o, std::abs(memattn::to_float(pr.o[i]) - ref.o[i]) / std::max(row, 1e-6));
     }
-    worst_lse = std::max(worst_lse, std::abs(pr.lse[static_cast<std::size_t>(r)] - ref.lse[static_cast<std::size_t>(r)]));
+    worst_lse = memattn_test::worse(worst_lse, std::abs(pr.lse[static_cast<std::size_t>(r)] - ref.lse[static_cast<std::size_t>(r)]));
   }
   INFO("output " << worst_o << " lse " << worst_lse);
   CHECK(worst_o <= (std::is_same<T, Half>::value ? 2e-3 : 1e-2));  // one 16-bit rounding of o
@@ -81,7 +82,7 @@ void check(const DecodeShape& s, int splits, bool logits, double growth = 0) {
             for (std::int64_t e = 0; e < s.head_dim; ++e)
               x += static_cast<double>(memattn::to_float(*a.q.ptr(b, t, h * G + g, e))) * memattn::to_float(*a.k_cache.ptr(b, h, j, e));
             const float got = *a.scores.ptr(b, h, t * G + g, j);
-            worst_l = std::max(worst_l, std::abs(got - scale * x) / std::max(1.0, std::abs(scale * x)));
+            worst_l = memattn_test::worse(worst_l, std::abs(got - scale * x) / std::max(1.0, std::abs(scale * x)));
           }
         }
   }

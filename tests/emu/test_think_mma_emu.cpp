@@ -11,8 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 #include <vector>
 
+#include "common/test_data.hpp"
 #include "emu/emu_launch.hpp"
 #include "gpu/composed_cpu_bridge.hpp"
 #include "memattn/cuda/think_params.cuh"
@@ -140,7 +142,9 @@ void run_kernel(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int se
   const mk::think_mma::StageGeom geo = mk::think_mma::stage_geom(p.d_keep, KB, p.v_words * 4, v_groups);
   const int smem = mk::think_mma::smem_bytes(geo, D);
   memattn_emu::launch(dim3(static_cast<unsigned>(segments), static_cast<unsigned>(splits)), dim3(mk::think_mma::kThreads),
-                      static_cast<std::size_t>(smem), [&] { mk::think_decode_mma_kernel<D, KB, VB>(p, sp); });
+                      static_cast<std::size_t>(smem), [&] {
+                        mk::with_mma_chunks<D>(p.d_keep, [&](auto kc) { mk::think_decode_mma_kernel<D, KB, VB, decltype(kc)::value>(p, sp); });
+                      });
 }
 
 template <int D>
@@ -181,12 +185,18 @@ void make_extreme(ComposedCase* c) {
   }
 }
 
+// (head_dim, chunks of kept channels) of the cases check() ran, as head_dim * 8 + chunks
+std::set<int>& chunk_counts_seen() {
+  static std::set<int> seen;
+  return seen;
+}
+
 void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, bool full,
-           int split_keys, bool extreme = false) {
+           int split_keys, bool extreme = false, float prune = 0.4f) {
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
-               << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme);
+               << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme << " prune " << prune);
   ComposedCase c;
-  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8));
+  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8, prune));
   if (extreme) make_extreme(&c);
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   REQUIRE(dk % 8 == 0);
@@ -225,15 +235,15 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
         REQUIRE(std::isfinite(m));
         REQUIRE(l > 0);
         const double lse_ref = r.m + std::log(r.l);  // relative past 1, as the logits: fp32 carries ~2^-23 of a large logit
-        worst_lse = std::max(worst_lse, std::abs((m + std::log(l)) - lse_ref) / std::max(1.0, std::abs(lse_ref)));
+        worst_lse = memattn_test::worse(worst_lse, std::abs((m + std::log(l)) - lse_ref) / std::max(1.0, std::abs(lse_ref)));
         double row = 0;
         for (double x : r.acc) row = std::max(row, std::abs(x / r.l));
         for (int e = 0; e < D; ++e)
-          worst_o = std::max(worst_o, std::abs(acc[slot * D + static_cast<std::size_t>(e)] / l - r.acc[static_cast<std::size_t>(e)] / r.l) /
+          worst_o = memattn_test::worse(worst_o, std::abs(acc[slot * D + static_cast<std::size_t>(e)] / l - r.acc[static_cast<std::size_t>(e)] / r.l) /
                                           std::max(row, 1e-30));
         for (int t = t0; t < t1; ++t) {
           const double got = scores[(static_cast<std::size_t>(s) * G + g) * c.cap_total + static_cast<std::size_t>(t)];
-          worst_logit = std::max(worst_logit, std::abs(got - lg[static_cast<std::size_t>(t - t0)]) / std::max(1.0, std::abs(lg[static_cast<std::size_t>(t - t0)])));
+          worst_logit = memattn_test::worse(worst_logit, std::abs(got - lg[static_cast<std::size_t>(t - t0)]) / std::max(1.0, std::abs(lg[static_cast<std::size_t>(t - t0)])));
         }
       }
   }
@@ -242,6 +252,7 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
   CHECK(worst_o <= kQK1Output);
   CHECK(worst_lse <= 1e-5);  // q' and the bias are fp32-exact to ~2^-22
   CHECK(worst_logit <= 1e-5);
+  chunk_counts_seen().insert(D * 8 + mk::think_mma::chunks_of(dk));
 }
 
 // The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
@@ -280,14 +291,14 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
         for (int e = 0; e < D; ++e) row = std::max(row, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + e)])));
         for (int e = 0; e < D; ++e) {
           const std::size_t i = static_cast<std::size_t>(r * D + e);
-          worst = std::max(worst, std::abs(static_cast<double>(out[i]) - c.out_cpu[i]) / std::max(row, 1e-30));
+          worst = memattn_test::worse(worst, std::abs(static_cast<double>(out[i]) - c.out_cpu[i]) / std::max(row, 1e-30));
         }
       }
       INFO("output " << worst);
       CHECK(worst <= (path >= 3 ? kQK1Output : 1e-4));
       if (ref_lse.empty()) ref_lse = lse;
       double wl = 0;
-      for (std::size_t i = 0; i < lse.size(); ++i) wl = std::max(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
+      for (std::size_t i = 0; i < lse.size(); ++i) wl = memattn_test::worse(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
       CHECK(wl <= 1e-4);
     }
   CHECK(runs >= 5);
@@ -323,5 +334,11 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 2, 2, 260, 6, false, split);
     check(ComposedKind::kThinkKivi, 1, 8, 2, 128, 4, 4, 200, 2, false, split, true);
     check(ComposedKind::kKivi, 2, 4, 1, 64, 2, 2, 150, 3, true, split, true);
+    // every chunk count of kept channels (the kernel's KC): 1 and 2 at head_dim 128, 1 at 64
+    check(ComposedKind::kThinkKivi, 1, 8, 2, 128, 4, 2, 200, 2, false, split, false, 0.8f);
+    check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 2, 4, 220, 6, false, split, false, 0.6f);
+    check(ComposedKind::kH2oThinkKivi, 2, 8, 2, 64, 4, 2, 220, 6, false, split, false, 0.6f);
   }
+  for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count(128 * 8 + kc) == 1);
+  for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count(64 * 8 + kc) == 1);
 }

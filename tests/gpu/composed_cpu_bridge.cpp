@@ -145,14 +145,14 @@ bool build(const typename Cache::Config& cfg, int B, int Hq, int Hkv, int D, int
 }  // namespace
 
 bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-                       unsigned seed, ComposedCase* out, int granularity) {
+                       unsigned seed, ComposedCase* out, int granularity, float prune) {
   quant::KvQuantConfig q;
   q.bits_k = bits_k;
   q.bits_v = bits_v;
   q.group = 32;
   q.residual = 32;
   prune::ThinKParams t;
-  t.prune = 0.4f;
+  t.prune = prune;
   t.window = 8;
   t.recent = 16;
   t.granularity = granularity;

@@ -35,6 +35,7 @@ struct ComposedCase {
 
 // Sequence b gets prefill + 7*b prompt tokens, a chunk of 40, then `steps` decode steps; the exported
 // state is that of the last step with its chunk still open (its token in the tail).
-// granularity: ThinK's d_keep rounding (8: d_keep a multiple of 8, what the lane-group kernel reads).
+// granularity: ThinK's d_keep rounding (8: d_keep a multiple of 8, what the lane-group kernel reads);
+// prune: ThinK's pruned fraction of the key channels.
 bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-                       unsigned seed, ComposedCase* out, int granularity = 1);
+                       unsigned seed, ComposedCase* out, int granularity = 1, float prune = 0.4f);

@@ -165,9 +165,9 @@ template <int D, int R, bool kQuant>
 struct LanesKernel {
   static constexpr auto kernel = kernels::think_decode_lanes_kernel<D, R, kQuant>;
 };
-template <int D, int KB, int VB>
+template <int D, int KB, int VB, int KC>
 struct MmaKernel {
-  static constexpr auto kernel = kernels::think_decode_mma_kernel<D, KB, VB>;
+  static constexpr auto kernel = kernels::think_decode_mma_kernel<D, KB, VB, KC>;
 };
 template <int D>
 struct Mma16Kernel {
@@ -218,12 +218,15 @@ Status launch_lanes(const kernels::ThinKDecodeParams& p, const kernels::ThinKSpl
 
 template <int D, class Launch>
 Status launch_mma_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, int grid_splits, Launch& launch) {
-  auto bits = [&](auto kernel_type, int kb) {
-    const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(p.d_keep, kb, p.v_words * 4, p.head_dim / p.v_group);
-    return launch(kernel_type, think_grid(p, grid_splits), dim3(kernels::think_mma::kThreads), kernels::think_mma::smem_bytes(geo, D), p, sp);
-  };
-  if (p.bits_k == 2) return p.bits_v == 2 ? bits(MmaKernel<D, 2, 2>{}, 2) : bits(MmaKernel<D, 2, 4>{}, 2);
-  return p.bits_v == 2 ? bits(MmaKernel<D, 4, 2>{}, 4) : bits(MmaKernel<D, 4, 4>{}, 4);
+  return kernels::with_mma_chunks<D>(p.d_keep, [&](auto kc) {
+    auto bits = [&](auto kernel_type, int kb) {
+      const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(p.d_keep, kb, p.v_words * 4, p.head_dim / p.v_group);
+      return launch(kernel_type, think_grid(p, grid_splits), dim3(kernels::think_mma::kThreads), kernels::think_mma::smem_bytes(geo, D), p, sp);
+    };
+    constexpr int KC = decltype(kc)::value;
+    if (p.bits_k == 2) return p.bits_v == 2 ? bits(MmaKernel<D, 2, 2, KC>{}, 2) : bits(MmaKernel<D, 2, 4, KC>{}, 2);
+    return p.bits_v == 2 ? bits(MmaKernel<D, 4, 2, KC>{}, 4) : bits(MmaKernel<D, 4, 4, KC>{}, 4);
+  });
 }
 
 // Path 3: sp.splits = 2 * N partial slots, N = grid splits of each kernel; the tensor-core kernel

@@ -16,7 +16,12 @@
 // the key scales now enter q' with three fp16 ops per slot pair per block, the key zero points as
 // one product per block, the value scales and zero points as one HFMA2 per code pair, so the
 // per-key cost is the unpack (a LOP3 and two fp16 ops per pair of codes), the loads and the MMAs.
-//
+// The sm_90 SASS of that case (KC = 3) now issues ~753 warp instructions on a tile's common path,
+// 23.5 per key (~975, 30.5, before the tile cursor, the compile-time chunk count and the masked
+// keys' zeroed V meta): cp.async issue ~129, QK ~194, softmax and value prescale ~70, PV ~330.
+// At 80% of an H100's 3.35 TB/s and ~90.5 bytes per key that is ~66% of the SM's issue slots
+// at 1.98 GHz; an H200's 4.8 TB/s would need ~95%.
+
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands), the values are fp16 c s_v +
 // z_v (2^-12 of |v|), p enters as fp16 hi + lo, accumulation is fp32. Power-of-two prescales keep
@@ -34,6 +39,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "memattn/kernels/dense_decode.cuh"
 #include "memattn/kernels/think_decode.cuh"
@@ -50,6 +56,9 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kStages = 3;
 
 MEMATTN_HOST_DEVICE int round16(int x) { return (x + 15) / 16 * 16; }
+// Chunks of 32 kept key channels a block row spans: the kernel's KC (compile-time, so that the
+// QK loop has no exits and its addresses fold; 1 .. D / 32).
+MEMATTN_HOST_DEVICE constexpr int chunks_of(int d_keep) { return (d_keep + kChunkChannels - 1) / kChunkChannels; }
 
 // One warp's stage (bytes): K codes of 32 rows (+ slack: a padded chunk reads up to 16 bytes past
 // the last row), K meta of the block zero-padded to whole chunks, V code rows, V meta rows.
@@ -58,7 +67,7 @@ struct StageGeom {
 };
 MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes, int v_groups) {
   StageGeom g;
-  const int chunks = (d_keep + kChunkChannels - 1) / kChunkChannels;
+  const int chunks = chunks_of(d_keep);
   g.k_meta = round16(kTileKeys * d_keep * bits_k / 8 + 16);
   g.v_codes = g.k_meta + chunks * kChunkChannels * 4;
   g.v_meta = g.v_codes + round16(kTileKeys * v_row_bytes);
@@ -181,6 +190,32 @@ MEMATTN_DEVICE void warp_pipeline_next(int item, int items, Issue&& issue) {
   __syncwarp();
 }
 
+// A warp's walk over its tiles: the 32-row sub-tiles of blocks b0 + warp, b0 + warp + kWarps, ...
+// of its split in order (qgroup / 32 = cpb per block, some empty at the split's edges). Advancing
+// looks a block up once per block, not per tile (and never past the segment's blocks).
+struct TileCursor {
+  int blk, lo, hi, slot;  // block, its tokens [lo, hi), the tile's first row
+  MEMATTN_DEVICE void start(const think_lanes::SplitParts& parts, int warp) {
+    blk = parts.b0 + warp;
+    lo = hi = 0;
+    look_up(parts);
+    slot = lo;
+  }
+  MEMATTN_DEVICE void next(const think_lanes::SplitParts& parts) {
+    slot += kTileKeys;
+    if (slot - lo == parts.cpb * kTileKeys) {
+      blk += kWarps;
+      look_up(parts);
+      slot = lo;
+    }
+  }
+  MEMATTN_DEVICE void look_up(const think_lanes::SplitParts& parts) {
+    if (parts.first == nullptr || blk < parts.n_blocks) parts.block(blk, &lo, &hi);
+  }
+};
+// stage of the next item: 0, 1, .., kStages - 1, 0, ..
+MEMATTN_DEVICE int next_stage(int stage) { return stage + 1 == kStages ? 0 : stage + 1; }
+
 // One tile's online-softmax step of a warp (head gi's keys in the quad, base 2): the running max
 // m moves with a lazy rescale of l and the kNT accumulator n-tiles o (a warp vote), and pk gets
 // 2^(lg - m) (0 for a masked key, lg = -inf), summed into l.
@@ -270,15 +305,17 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 }  // namespace think_mma
 
 // grid (segments = B * Hkv, splits), think_mma::kThreads threads, think_mma::smem_bytes of dynamic
-// shared memory. D = head_dim (64 / 128), KB / VB = key / value bits (2 / 4). Writes the split's
+// shared memory. D = head_dim (64 / 128), KB / VB = key / value bits (2 / 4), KC =
+// think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// 3 CTAs (12 warps) per SM at D = 128, 4 at D = 64: <= 168 / 128 registers (ptxas: 168 / 128, no spills).
-template <int D, int KB, int VB>
+// 3 CTAs (12 warps) per SM at D = 128, 4 at D = 64: <= 168 / 128 registers (ptxas: 168 / 128; no
+// spills but for D = 128, KC = 4 on sm_90: 12-16 bytes, loop invariants, three L1 loads per tile).
+template <int D, int KB, int VB, int KC>
 MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using namespace think_mma;
-  constexpr int kChunksMax = D / kChunkChannels;  // d_keep <= D
+  static_assert(KC >= 1 && KC * kChunkChannels <= D, "1 .. D / 32 chunks of kept channels");
   constexpr int kLaneCh = D / 8;                   // value channels per lane: one per PV n-tile
   constexpr int kNTiles = kLaneCh;
   constexpr int kCodeBytes = kLaneCh * VB / 8;     // a lane's value codes of one key: 2, 4 or 8 bytes
@@ -296,7 +333,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   // value groups per token; v_group is a multiple of 32 dividing D (mma_layout), so a lane's
   // kLaneCh channels lie in one group, v_grp
   const int ngv = D / p.v_group, v_grp = gi * kLaneCh / p.v_group;
-  const int chunks = (dk + kChunkChannels - 1) / kChunkChannels;
+  constexpr int chunks = KC;  // = chunks_of(d_keep), the launcher's choice
   const int n_q = p.n_q[s];
   const int t_lo = min(n_q, split * sp.split_keys), t_hi = min(n_q, t_lo + sp.split_keys);
 
@@ -317,6 +354,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   const StageGeom geo = stage_geom(dk, KB, p.v_words * 4, ngv);
   unsigned char* wstage = smem + warp * kStages * geo.bytes;
   const int k_row = dk * KB / 8, v_row = p.v_words * 4;
+  const long long kq_block_bytes = static_cast<long long>(p.kq_block_words) * 4;
   // q of the CTA's heads over the kept-channel slots, base-2 domain, in shared memory (read once,
   // into the A fragments below); 0 past d_keep and for heads >= G
   constexpr float kLog2e = 1.4426950408889634f;
@@ -344,14 +382,14 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     const float* x = q_s + gi * q_stride(D);
     float mx = 0.f;
 #pragma unroll
-    for (int c = 0; c < kChunksMax; ++c)
+    for (int c = 0; c < KC; ++c)
 #pragma unroll
       for (int e = 0; e < 8; ++e) mx = fmaxf(mx, fabsf(x[qk_lane_slot(c, t4) + e]));
     float qs;
     pow2_scale<-1>(quad_max(mx), &qs, &q_inv);
-    uint4 fr[kChunksMax][2];
+    uint4 fr[KC][2];
 #pragma unroll
-    for (int c = 0; c < kChunksMax; ++c) {
+    for (int c = 0; c < KC; ++c) {
       const float* xc = x + qk_lane_slot(c, t4);
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
@@ -362,42 +400,43 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     __syncthreads();  // every warp has read the q rows
     if (warp == 0)
 #pragma unroll
-      for (int c = 0; c < kChunksMax; ++c)
+      for (int c = 0; c < KC; ++c)
 #pragma unroll
         for (int j = 0; j < 2; ++j) reinterpret_cast<uint4*>(q_s)[(2 * c + j) * 32 + lane] = fr[c][j];
     __syncthreads();
   }
   const uint4* const q_frag = reinterpret_cast<const uint4*>(q_s);
 
-  // Item i of this warp: sub-tile i % cpb of the warp's block i / cpb (cpb = qgroup / 32 is a power
-  // of two); its keys [base, end) of rows [slot, slot + 32) of block blk, whose tokens are [lo, hi).
-  const int cpb_shift = __ffs(parts.cpb) - 1;
-  auto tile_of = [&](int item, int* slot, int* base, int* end, int* blk, int* lo, int* hi) {
-    *blk = parts.b0 + warp + kWarps * (item >> cpb_shift);
-    parts.block(*blk, lo, hi);
-    *slot = *lo + (item & (parts.cpb - 1)) * kTileKeys;
-    *base = max(*slot, parts.q0);
-    *end = min(min(*slot + kTileKeys, *hi), parts.q1);
-  };
   const unsigned char* const kq_seg = reinterpret_cast<const unsigned char*>(p.kq + s * p.kq_seg_stride);
   const unsigned char* const kqm_seg = reinterpret_cast<const unsigned char*>(p.kqm + s * p.kqm_seg_stride);
   const unsigned char* const vq_seg = reinterpret_cast<const unsigned char*>(p.vq + s * p.vq_seg_stride);
   const unsigned char* const vqm_seg = reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
-  const bool vqm16 = (reinterpret_cast<std::uintptr_t>(vqm_seg) & 15u) == 0;  // V meta rows of a tile in 16-byte pieces
-  auto issue = [&](int item) {
-    int slot, base, end, blk, lo, hi;
-    tile_of(item, &slot, &base, &end, &blk, &lo, &hi);
-    if (base >= end) return;
-    const int rows = min(kTileKeys, hi - slot);
-    unsigned char* st = wstage + (item % kStages) * geo.bytes;
-    // (K code rows of at most D kept channels, + the 16-byte slack of round16; K meta of d_keep <= D)
-    warp_copy<16, kTileKeys * D * KB / 8 + 16>(st, kq_seg + static_cast<long long>(blk) * p.kq_block_words * 4 + (slot - lo) * k_row,
-                                               round16(rows * k_row), lane);
-    warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + static_cast<long long>(blk) * dk * 4, dk * 4, lane);
-    warp_copy<16>(st + geo.v_codes, vq_seg + static_cast<long long>(slot) * v_row, rows * v_row, lane);
-    const unsigned char* vm_src = vqm_seg + static_cast<long long>(slot) * ngv * 4;
-    if (vqm16 && ngv % 4 == 0) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
-    else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+  const bool vqm16 = (reinterpret_cast<std::uintptr_t>(vqm_seg) & 15u) == 0 && ngv % 4 == 0;  // V meta of a tile in 16-byte pieces
+  // The issuing cursor runs kStages - 1 items ahead of the consuming one.
+  TileCursor ahead, cur;
+  ahead.start(parts, warp);
+  cur = ahead;
+  int ahead_stage = 0, stage = 0;
+  // One tile's copies: K code rows of at most D kept channels (+ the 16-byte slack of round16),
+  // the K meta of d_keep <= D channels only for the first tile of the block the warp reads (where
+  // the block's q' is set), V code rows, V meta rows.
+  auto issue = [&](int /*item: the cursor's*/) {
+    const int base = max(ahead.slot, parts.q0), end = min(min(ahead.slot + kTileKeys, ahead.hi), parts.q1);
+    if (base < end) {
+      const int blk = ahead.blk, lo = ahead.lo, slot = ahead.slot;
+      const int rows = min(kTileKeys, ahead.hi - slot);
+      unsigned char* const st = wstage + ahead_stage * geo.bytes;
+      const long long k_off = static_cast<long long>(blk) * kq_block_bytes + (slot - lo) * k_row;
+      warp_copy<16, kTileKeys * KC * kChunkChannels * KB / 8 + 16>(st, kq_seg + k_off, round16(rows * k_row), lane);
+      if (slot == lo || slot <= parts.q0)
+        warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + static_cast<long long>(blk) * (dk * 4), dk * 4, lane);
+      warp_copy<16, kTileKeys * D * VB / 8>(st + geo.v_codes, vq_seg + static_cast<long long>(slot) * v_row, rows * v_row, lane);
+      const unsigned char* const vm_src = vqm_seg + static_cast<long long>(slot) * (ngv * 4);
+      if (vqm16) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+      else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+    }
+    ahead.next(parts);
+    ahead_stage = next_stage(ahead_stage);
   };
   warp_pipeline_prime<kStages>(items, issue);
 
@@ -407,24 +446,26 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   int v_exp = -1;  // exponent field of the largest value bound seen (warp)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
-  std::uint32_t qk[kChunksMax][2][4];    // q' = q~ s_K of the current block: hi / lo A fragments
+  std::uint32_t qk[KC][2][4];    // q' = q~ s_K of the current block: hi / lo A fragments
   float bias = 0.f;                      // q~ . z_K of head gi over the block's kept channels
   int meta_blk = -1;
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
   for (int item = 0; item < items; ++item) {
     warp_pipeline_next<kStages>(item, items, issue);
-    int slot, base, end, blk, lo_unused, hi_unused;
-    tile_of(item, &slot, &base, &end, &blk, &lo_unused, &hi_unused);
+    const int slot = cur.slot, blk = cur.blk;
+    const int base = max(slot, parts.q0), end = min(min(slot + kTileKeys, cur.hi), parts.q1);
+    unsigned char* const st = wstage + stage * geo.bytes;
+    std::uint32_t* const vm = reinterpret_cast<std::uint32_t*>(st + geo.v_meta);
+    cur.next(parts);
+    stage = next_stage(stage);
     if (base >= end) continue;  // warp-uniform
-    const unsigned char* st = wstage + (item % kStages) * geo.bytes;
 
     if (blk != meta_blk) {  // a new block: q' = q~ s_K (fp16 hi / lo), the bias q~ . z_K
       meta_blk = blk;
       float cb[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int c = 0; c < kChunksMax; ++c) {
-        if (c >= chunks) break;
+      for (int c = 0; c < KC; ++c) {
         // (s, z) of slots 8 t4 + e, e = 0..7
         const uint4 m0 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4);
         const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4 + 16);
@@ -448,8 +489,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
       const unsigned char* row = st + qk_key(n, gi) * k_row;
 #pragma unroll
-      for (int c = 0; c < kChunksMax; ++c) {
-        if (c >= chunks) break;
+      for (int c = 0; c < KC; ++c) {
         std::uint32_t w;
         if (KB == 4) w = *reinterpret_cast<const std::uint32_t*>(row + qk_lane_slot(c, t4) / 2);
         else w = *reinterpret_cast<const std::uint16_t*>(row + qk_lane_slot(c, t4) / 4);
@@ -464,8 +504,10 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       for (int e = 0; e < 2; ++e) lg[n][e] = (acc[e] + acc[e + 2] + bias) * q_inv;  // hi rows + lo rows
     }
     // Keys outside [base, end) (a split's or a partly filled block's edge; warp-uniform test, most
-    // tiles are whole) get -inf; the raw logits of the others go out when asked.
-    if (base != slot || end != slot + kTileKeys)
+    // tiles are whole) get -inf, and their V meta rows (s, z) = 0, so that their stale or never
+    // loaded codes give values 0 (no per-key test below); the raw logits of the others go out when
+    // asked.
+    if (base != slot || end != slot + kTileKeys) {
 #pragma unroll
       for (int n = 0; n < 4; ++n)
 #pragma unroll
@@ -473,6 +515,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
           const int t = slot + qk_key(n, 2 * t4 + e);
           if (t < base || t >= end) lg[n][e] = -INFINITY;
         }
+      if (slot + lane < base || slot + lane >= end)
+#pragma unroll
+        for (int j = 0; j < D / 32; ++j)
+          if (j < ngv) vm[lane * ngv + j] = 0u;
+      __syncwarp();
+    }
     if (scores != nullptr && gi < G)
 #pragma unroll
       for (int n = 0; n < 4; ++n)
@@ -489,14 +537,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     // Value prescale: 2^13 / (the largest bound max(16 |s_v|, |z_v|) seen, rounded down to a power
     // of two, >= 1/4), so |c s_v + z_v| < 2^15 in fp16 and fp16 scales stay normal; raised with an
     // exact rescale of o when this tile has a larger bound. Lane r reads key r's groups.
-    const std::uint32_t* vm = reinterpret_cast<const std::uint32_t*>(st + geo.v_meta);
     __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
-    if (slot + lane >= base && slot + lane < end)
 #pragma unroll
-      for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
-        if (j < ngv) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane * ngv + j])));
+    for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
+      if (j < ngv) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane * ngv + j])));
     const float2 szf = __half22float2(szmax);
-    const float vmax = warp_max(fmaxf(16.f * szf.x, szf.y));
+    const float vmax = warp_max_nonneg(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
     if (e_new > v_exp) {  // warp-uniform
       float ns, ni;
@@ -523,8 +569,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int key = pv_lane_key(ms, t4, k);
-        const bool valid = slot + key >= base && slot + key < end;
-        mw[k] = valid ? vm[key * ngv + v_grp] : 0u;  // (0, 0): a masked key's garbage codes give 0
+        mw[k] = vm[key * ngv + v_grp];  // (0, 0) for a masked key
         const unsigned char* src = vc + key * v_row;
         if (kCodeBytes == 2) cw[k][0] = *reinterpret_cast<const std::uint16_t*>(src);
         else if (kCodeBytes == 4) cw[k][0] = *reinterpret_cast<const std::uint32_t*>(src);
@@ -557,6 +602,17 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   stash_warp_state<D>(smem, warp, lane, o, m, l, v_inv, [](int n, int col) { return pv_channel(n, col, kLaneCh); });
   __syncthreads();
   merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
+}
+
+// f(std::integral_constant<int, KC>{}) for KC = think_mma::chunks_of(d_keep) (1 .. D / 32; d_keep
+// in [1, D]): the kernel instance a launcher takes.
+template <int D, class F>
+auto with_mma_chunks(int d_keep, F&& f) {
+  const int kc = think_mma::chunks_of(d_keep);
+  if (D == 128 && kc >= 4) return f(std::integral_constant<int, D / 32>{});
+  if (D == 128 && kc == 3) return f(std::integral_constant<int, (D == 128 ? 3 : 1)>{});
+  if (kc >= 2) return f(std::integral_constant<int, 2>{});
+  return f(std::integral_constant<int, 1>{});
 }
 
 }  // namespace kernels

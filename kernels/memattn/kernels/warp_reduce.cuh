@@ -29,5 +29,8 @@ MEMATTN_DEVICE float warp_max(float x) {
   return x;
 }
 
+// max over the warp of floats >= 0 (NaN above +inf), compared as bit patterns: one REDUX (sm_80+)
+MEMATTN_DEVICE float warp_max_nonneg(float x) { return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(x))); }
+
 }  // namespace kernels
 MEMATTN_NAMESPACE_END
