@@ -9,7 +9,7 @@
 // orders. Each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with its
 // own stack, run cooperatively on the calling OS thread until it reaches a barrier: __syncthreads
 // waits for every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes,
-// mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier
+// __reduce_max_sync, mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier
 // (as exited threads do on the GPU). Collectives exchange their operands through per-thread slots
 // between two warp barriers. A barrier nobody can complete (divergent collectives) aborts with a
 // message. __shared__ variables become function statics (one CTA runs at a time); dynamic shared
