@@ -225,32 +225,31 @@ T exchange(T v, int src_lane) {
   return r;
 }
 
-// __reduce_max_sync over the live lanes
-inline unsigned reduce_max(unsigned v) {
+// Every lane's 32-bit operand, between two warp barriers: the values of the lanes, 0 for lanes
+// that have exited.
+inline void lane_words(std::uint32_t v, std::uint32_t (&out)[32]) {
   std::memcpy(me().slot, &v, 4);
   yield(kWarpBarrier);
-  unsigned mx = 0;
   for (int l = 0; l < 32; ++l) {
     const Fiber& f = lane_fiber(l);
-    std::uint32_t x = 0;
-    if (!f.done) std::memcpy(&x, f.slot, 4);
-    mx = x > mx ? x : mx;
+    out[l] = 0;
+    if (!f.done) std::memcpy(&out[l], f.slot, 4);
   }
   yield(kWarpBarrier);
+}
+// __reduce_max_sync over the live lanes
+inline unsigned reduce_max(unsigned v) {
+  std::uint32_t w[32];
+  lane_words(v, w);
+  unsigned mx = 0;
+  for (std::uint32_t x : w) mx = x > mx ? x : mx;
   return mx;
 }
 inline unsigned ballot(bool pred) {
-  std::uint32_t v = pred ? 1u : 0u;
-  std::memcpy(me().slot, &v, 4);
-  yield(kWarpBarrier);
+  std::uint32_t w[32];
+  lane_words(pred ? 1u : 0u, w);
   unsigned bits = 0;
-  for (int l = 0; l < 32; ++l) {
-    const Fiber& f = lane_fiber(l);
-    std::uint32_t x = 0;
-    if (!f.done) std::memcpy(&x, f.slot, 4);
-    bits |= (x & 1u) << l;
-  }
-  yield(kWarpBarrier);
+  for (int l = 0; l < 32; ++l) bits |= (w[l] & 1u) << l;
   return bits;
 }
 
