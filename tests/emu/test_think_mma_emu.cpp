@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "common/test_data.hpp"
@@ -185,6 +186,19 @@ void make_extreme(ComposedCase* c) {
   }
 }
 
+// Pads every V code row by 4 words (v_words larger than the codes need, as a caller's layout may
+// be): the kernels must take the row stride from v_words.
+void pad_value_rows(ComposedCase* c) {
+  const int vw = std::max(1, c->v_words), nw = vw + 4;
+  const std::size_t rows = static_cast<std::size_t>(c->B) * c->Hkv * c->cap_q;
+  std::vector<std::uint32_t> padded(rows * static_cast<std::size_t>(nw), 0xFFFFFFFFu);
+  for (std::size_t r = 0; r < rows; ++r)
+    std::copy_n(c->vq.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vw)), vw,
+                padded.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(nw)));
+  c->vq = std::move(padded);
+  c->v_words = nw;
+}
+
 // (head_dim, chunks of kept channels) of the cases check() ran, as head_dim * 8 + chunks
 std::set<int>& chunk_counts_seen() {
   static std::set<int> seen;
@@ -192,12 +206,14 @@ std::set<int>& chunk_counts_seen() {
 }
 
 void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, bool full,
-           int split_keys, bool extreme = false, float prune = 0.4f) {
+           int split_keys, bool extreme = false, float prune = 0.4f, bool pad_v = false) {
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
-               << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme << " prune " << prune);
+               << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme << " prune " << prune
+               << " padded V rows " << pad_v);
   ComposedCase c;
   REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8, prune));
   if (extreme) make_extreme(&c);
+  if (pad_v) pad_value_rows(&c);
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   REQUIRE(dk % 8 == 0);
   REQUIRE(c.v_group % 32 == 0);
@@ -338,6 +354,8 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     check(ComposedKind::kThinkKivi, 1, 8, 2, 128, 4, 2, 200, 2, false, split, false, 0.8f);
     check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 2, 4, 220, 6, false, split, false, 0.6f);
     check(ComposedKind::kH2oThinkKivi, 2, 8, 2, 64, 4, 2, 220, 6, false, split, false, 0.6f);
+    check(ComposedKind::kH2oThinkKivi, 2, 8, 2, 128, 4, 2, 200, 4, false, split, false, 0.4f, true);
+    check(ComposedKind::kKivi, 1, 4, 1, 64, 2, 4, 150, 2, true, split, false, 0.4f, true);
   }
   for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count(128 * 8 + kc) == 1);
   for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count(64 * 8 + kc) == 1);

@@ -430,7 +430,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       warp_copy<16, kTileKeys * KC * kChunkChannels * KB / 8 + 16>(st, kq_seg + k_off, round16(rows * k_row), lane);
       if (slot == lo || slot <= parts.q0)
         warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + static_cast<long long>(blk) * (dk * 4), dk * 4, lane);
-      warp_copy<16, kTileKeys * D * VB / 8>(st + geo.v_codes, vq_seg + static_cast<long long>(slot) * v_row, rows * v_row, lane);
+      const unsigned char* const v_src = vq_seg + static_cast<long long>(slot) * v_row;
+      if (v_row == D * VB / 8) warp_copy<16, kTileKeys * D * VB / 8>(st + geo.v_codes, v_src, rows * v_row, lane);
+      else warp_copy<16>(st + geo.v_codes, v_src, rows * v_row, lane);  // padded rows (v_words past the codes)
       const unsigned char* const vm_src = vqm_seg + static_cast<long long>(slot) * (ngv * 4);
       if (vqm16) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
       else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
