@@ -21,7 +21,7 @@
 // keys' zeroed V meta): cp.async issue ~129, QK ~194, softmax and value prescale ~70, PV ~330.
 // At 80% of an H100's 3.35 TB/s and ~90.5 bytes per key that is ~66% of the SM's issue slots
 // at 1.98 GHz; an H200's 4.8 TB/s would need ~95%.
-
+//
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands), the values are fp16 c s_v +
 // z_v (2^-12 of |v|), p enters as fp16 hi + lo, accumulation is fp32. Power-of-two prescales keep
@@ -333,7 +333,6 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   // value groups per token; v_group is a multiple of 32 dividing D (mma_layout), so a lane's
   // kLaneCh channels lie in one group, v_grp
   const int ngv = D / p.v_group, v_grp = gi * kLaneCh / p.v_group;
-  constexpr int chunks = KC;  // = chunks_of(d_keep), the launcher's choice
   const int n_q = p.n_q[s];
   const int t_lo = min(n_q, split * sp.split_keys), t_hi = min(n_q, t_lo + sp.split_keys);
 
@@ -370,7 +369,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   __syncthreads();
   // the K meta padding (channels d_keep.. of the last chunk) reads (scale, zero) = 0 in every stage
   for (int st = 0; st < kStages; ++st)
-    for (int i = dk + lane; i < chunks * kChunkChannels; i += 32)
+    for (int i = dk + lane; i < KC * kChunkChannels; i += 32)
       reinterpret_cast<std::uint32_t*>(wstage + st * geo.bytes + geo.k_meta)[i] = 0u;
   __syncwarp();
 
@@ -448,8 +447,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   int v_exp = -1;  // exponent field of the largest value bound seen (warp)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
-  std::uint32_t qk[KC][2][4];    // q' = q~ s_K of the current block: hi / lo A fragments
-  float bias = 0.f;                      // q~ . z_K of head gi over the block's kept channels
+  std::uint32_t qk[KC][2][4];  // q' = q~ s_K of the current block: hi / lo A fragments
+  float bias = 0.f;            // q~ . z_K of head gi over the block's kept channels
   int meta_blk = -1;
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
@@ -610,9 +609,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 // in [1, D]): the kernel instance a launcher takes.
 template <int D, class F>
 auto with_mma_chunks(int d_keep, F&& f) {
+  static_assert(D == 64 || D == 128, "head_dim 64 / 128");
   const int kc = think_mma::chunks_of(d_keep);
-  if (D == 128 && kc >= 4) return f(std::integral_constant<int, D / 32>{});
-  if (D == 128 && kc == 3) return f(std::integral_constant<int, (D == 128 ? 3 : 1)>{});
+  if constexpr (D == 128) {
+    if (kc >= 4) return f(std::integral_constant<int, 4>{});
+    if (kc == 3) return f(std::integral_constant<int, 3>{});
+  }
   if (kc >= 2) return f(std::integral_constant<int, 2>{});
   return f(std::integral_constant<int, 1>{});
 }
