@@ -310,7 +310,7 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
 // 3 CTAs (12 warps) per SM at D = 128, 4 at D = 64: <= 168 / 128 registers (ptxas: 168 / 128; no
-// spills but for D = 128, KC = 4 on sm_90: 12-16 bytes, loop invariants, three L1 loads per tile).
+// spills but for D = 128, KC = 4 on sm_90: 12-16 bytes, loop invariants, 3-4 L1 loads per tile).
 template <int D, int KB, int VB, int KC>
 MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
