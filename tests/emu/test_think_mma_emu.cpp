@@ -199,9 +199,9 @@ void pad_value_rows(ComposedCase* c) {
   c->v_words = nw;
 }
 
-// (head_dim, chunks of kept channels) of the cases check() ran, as head_dim * 8 + chunks
-std::set<int>& chunk_counts_seen() {
-  static std::set<int> seen;
+// (head_dim, chunks of kept channels) of the cases check() ran
+std::set<std::pair<int, int>>& chunk_counts_seen() {
+  static std::set<std::pair<int, int>> seen;
   return seen;
 }
 
@@ -268,7 +268,7 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
   CHECK(worst_o <= kQK1Output);
   CHECK(worst_lse <= 1e-5);  // q' and the bias are fp32-exact to ~2^-22
   CHECK(worst_logit <= 1e-5);
-  chunk_counts_seen().insert(D * 8 + mk::think_mma::chunks_of(dk));
+  chunk_counts_seen().insert({D, mk::think_mma::chunks_of(dk)});
 }
 
 // The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
@@ -357,6 +357,6 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     check(ComposedKind::kH2oThinkKivi, 2, 8, 2, 128, 4, 2, 200, 4, false, split, false, 0.4f, true);
     check(ComposedKind::kKivi, 1, 4, 1, 64, 2, 4, 150, 2, true, split, false, 0.4f, true);
   }
-  for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count(128 * 8 + kc) == 1);
-  for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count(64 * 8 + kc) == 1);
+  for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count({128, kc}) == 1);
+  for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count({64, kc}) == 1);
 }
