@@ -14,8 +14,10 @@
 // between two warp barriers. A barrier nobody can complete (divergent collectives) aborts with a
 // message. __shared__ variables become function statics (one CTA runs at a time); dynamic shared
 // memory starts as 0xFF bytes (NaN floats, -1 integers) in every CTA, so a read of memory the
-// kernel never wrote shows; cp.async copies at once (a missing wait_group cannot show here: the
-// sanitizers on the GPU cover that); atomics are plain read-modify-writes; ex2.approx is exp2f;
+// kernel never wrote shows; cp.async (async_copy) reads its source at issue, fills its destination
+// with 0xFF bytes at once and writes the data only when the issuing thread's wait_group retires
+// its group, so that reading a stage before the wait, or overwriting one another warp still reads
+// (a copy issued into it before the barrier that frees it), shows as garbage; atomics are plain read-modify-writes; ex2.approx is exp2f;
 // mma.sync m16n8k16 sums its 16 products in fp32 in k order after the PTX fragment layout; CUB's
 // BlockScan is shim/cub's stand-in. Not emulated: other CUB primitives, warp-divergent
 // collectives, timing.
@@ -60,6 +62,15 @@ struct Fiber {
   bool done = false;
   Wait wait = kRunning;
   alignas(16) unsigned char slot[64] = {};  // operands of the current warp collective
+  // cp.async in flight: destination, the source bytes read at issue, the commit group it joins
+  struct Copy {
+    unsigned char* dst;
+    unsigned char bytes[16];
+    int n;
+    long long group;
+  };
+  std::vector<Copy> copies;
+  long long groups = 0;  // commit_group calls so far: a copy joins group `groups` at issue
 };
 
 struct Cta {
@@ -99,8 +110,34 @@ inline void yield(Wait w) {
   if (_setjmp(f.jb) == 0) _longjmp(cta()->sched_jb, 1);
 }
 
+// cp.async of n <= 16 bytes: see the model above.
+inline void async_copy(void* dst, const void* src, int n) {
+  if (n < 1 || n > 16) {
+    std::fprintf(stderr, "memattn_emu: cp.async of %d bytes\n", n);
+    std::abort();
+  }
+  Fiber::Copy c{static_cast<unsigned char*>(dst), {}, n, me().groups};
+  std::memcpy(c.bytes, src, static_cast<std::size_t>(n));
+  std::memset(dst, 0xFF, static_cast<std::size_t>(n));
+  me().copies.push_back(c);
+}
+inline void async_commit() { ++me().groups; }
+// cp.async.wait_group n: the copies of every committed group but the n most recent land, in issue
+// order (uncommitted copies stay in flight).
+inline void async_wait(int n) {
+  Fiber& f = me();
+  std::size_t kept = 0;
+  for (const Fiber::Copy& c : f.copies) {
+    if (c.group < f.groups - n) std::memcpy(c.dst, c.bytes, static_cast<std::size_t>(c.n));
+    else f.copies[kept++] = c;
+  }
+  f.copies.resize(kept);
+}
+
 inline void fiber_entry() {
   cta()->body();
+  for (const Fiber::Copy& c : me().copies) std::memcpy(c.dst, c.bytes, static_cast<std::size_t>(c.n));  // they land after exit too
+  me().copies.clear();
   me().done = true;
   _longjmp(cta()->sched_jb, 1);
 }
@@ -177,6 +214,8 @@ __attribute__((noinline)) inline void start_cta(Cta& c, uint3 bid, std::size_t s
     f.done = false;
     f.started = false;
     f.wait = kRunning;
+    f.copies.clear();
+    f.groups = 0;
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.get();
     f.ctx.uc_stack.ss_size = stack_bytes;

@@ -121,13 +121,15 @@ namespace detail {
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// (Under tests/emu/simt.hpp, the CPU emulator: exp2f, and copies that complete at once.)
+// (Under tests/emu/simt.hpp, the CPU emulator: exp2f, and its model of cp.async groups.)
 #if defined(MEMATTN_SIMT_EMULATION)
 MEMATTN_DEVICE float fast_exp2(float x) { return exp2f(x); }
-MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem) { std::memcpy(smem, gmem, 16); }
-MEMATTN_DEVICE void cp_async_commit() {}
+MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem) { memattn_emu::async_copy(smem, gmem, 16); }
+MEMATTN_DEVICE void cp_async_commit() { memattn_emu::async_commit(); }
 template <int N>
-MEMATTN_DEVICE void cp_async_wait() {}
+MEMATTN_DEVICE void cp_async_wait() {
+  memattn_emu::async_wait(N);
+}
 #else
 MEMATTN_DEVICE float fast_exp2(float x) {
   float y;

@@ -94,7 +94,7 @@ struct SplitParts {
 template <int N>
 MEMATTN_DEVICE void cp_async_ca(void* smem, const void* gmem) {
 #if defined(MEMATTN_SIMT_EMULATION)
-  std::memcpy(smem, gmem, N);
+  memattn_emu::async_copy(smem, gmem, N);
 #else
   const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(sa), "l"(gmem), "n"(N) : "memory");
