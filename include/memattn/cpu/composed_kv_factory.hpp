@@ -110,6 +110,7 @@ Status with_prune(const typename Evict::Params& ep, evict::GroupReduce reduce, c
 
 // Builds the composed cache of resolved parts (names already known to the registry). A single
 // "think" part is ThinK alone.
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_composed_kv_cache(const std::vector<ResolvedPart>& parts, const cache::CacheShape& shape,
                                      const Executor& executor, std::unique_ptr<cache::KvCache>* out,
                                      std::string* error) {

@@ -43,6 +43,7 @@ inline Status read_compresskv_table_file(const std::string& path, evict::Compres
   return read_table_file(path, "CompressKV table", evict::parse_compresskv_table, out, error);
 }
 
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_compresskv_kv_cache(const cache::ResolvedParams& p, const cache::CacheShape& shape,
                                        const Executor& executor, std::unique_ptr<cache::KvCache>* out,
                                        std::string* error) {

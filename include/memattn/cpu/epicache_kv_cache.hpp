@@ -506,6 +506,7 @@ inline const cache::PolicyInfo& epicache_policy_info() {
   return info;
 }
 
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_epicache_kv_cache(const cache::ResolvedParams& p, const cache::CacheShape& shape,
                                      const Executor& executor, std::unique_ptr<cache::KvCache>* out, std::string* error) {
   EpiCacheConfig c;

@@ -873,6 +873,7 @@ Status visit_evict_config(const cache::PolicyInfo& info, const cache::ResolvedPa
 }
 
 // Builds the evicting cache `info` names (one of evict_policy_infos()).
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_evict_kv_cache(const cache::PolicyInfo& info, const cache::ResolvedParams& p,
                                   const cache::CacheShape& shape, const Executor& executor,
                                   std::unique_ptr<cache::KvCache>* out, std::string* error) {

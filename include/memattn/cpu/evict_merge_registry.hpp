@@ -47,6 +47,7 @@ inline bool is_merge_policy(const std::string& name) {
   return false;
 }
 
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_merge_kv_cache(const cache::PolicyInfo& info, const cache::ResolvedParams& p,
                                   const cache::CacheShape& shape, const Executor& executor,
                                   std::unique_ptr<cache::KvCache>* out, std::string* error) {

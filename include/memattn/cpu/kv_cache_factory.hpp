@@ -64,6 +64,10 @@ inline std::string kv_policy_names() {
 }
 
 // Builds the cache a spec describes. On error *error says what is wrong and what exists.
+// make_kv_cache and the make_*_kv_cache factories it calls are function templates (of nothing) so
+// that only a translation unit that calls one instantiates every cache class: as plain inline
+// functions they cost every includer of these headers (the umbrella's too) ~6 s of GCC's front end.
+template <int = 0>
 inline Status make_kv_cache(const std::string& spec, const cache::CacheShape& shape, const Executor& executor,
                             std::unique_ptr<cache::KvCache>* out, std::string* error) {
   std::string ignored;

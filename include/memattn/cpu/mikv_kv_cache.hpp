@@ -646,6 +646,7 @@ inline const cache::PolicyInfo& mikv_policy_info() {
   return info;
 }
 
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_mikv_kv_cache(const cache::ResolvedParams& p, const cache::CacheShape& shape, const Executor& executor,
                                  std::unique_ptr<cache::KvCache>* out, std::string* error) {
   const cache::PolicyInfo& info = mikv_policy_info();

@@ -425,6 +425,7 @@ inline const cache::PolicyInfo& sentencekv_policy_info() {
   return info;
 }
 
+template <int = 0>  // a template: instantiated only where called (kv_cache_factory.hpp)
 inline Status make_sentencekv_kv_cache(const cache::ResolvedParams& p, const cache::CacheShape& shape,
                                        const Executor& executor, std::unique_ptr<cache::KvCache>* out,
                                        std::string* error) {
