@@ -3,13 +3,14 @@
 // (cuda/dense_decode_params.cuh): output and LSE against the fp64 naive decode for fp16 and bf16,
 // head_dim 64 / 128 / 256, every row tile (GQA groups x query tokens 1..12), ragged lengths, a
 // sliding window, head- and token-major caches, one split and many; raw logits (the eviction
-// scores' input) against fp64 q.k.
+// scores' input) against fp64 q.k. Also the emulator's cp.async model, which the pipelines rely on.
 #include "emu/simt.hpp"  // first: it defines the CUDA built-ins the kernel headers use
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "common/dense_problem.hpp"
@@ -121,4 +122,32 @@ TEST_CASE("emulated dense decode == fp64 (head dims, row tiles, splits, windows,
     w.head_dim = 256;
     check<Half>(w, 3, true);
   }
+}
+
+// The emulator's cp.async model (simt.hpp), through the kernels' own helpers: a copy's destination
+// reads 0xFF from its issue until the issuing thread's wait_group retires its commit group; the
+// source is read at issue.
+TEST_CASE("emulated cp.async lands at the wait_group that retires its group", "[emu][decode]") {
+  namespace kd = memattn::kernels::detail;
+  alignas(16) std::uint32_t src[3][4] = {{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}};
+  std::vector<std::uint32_t> seen;
+  memattn_emu::launch(dim3(1), dim3(32), 64, [&] {
+    MEMATTN_DYNAMIC_SMEM(std::uint32_t, sm);
+    if (threadIdx.x != 0) return;
+    for (int i = 0; i < 16; ++i) sm[i] = 0u;
+    kd::cp_async_16(sm, src[0]);
+    kd::cp_async_commit();
+    kd::cp_async_16(sm + 4, src[1]);
+    kd::cp_async_commit();
+    kd::cp_async_16(sm + 8, src[2]);  // not committed: no wait_group retires it
+    src[2][0] = 99;                   // the source was read at issue
+    seen.push_back(sm[0]), seen.push_back(sm[4]), seen.push_back(sm[8]);
+    kd::cp_async_wait<1>();  // group 0 lands, group 1 may still be in flight
+    seen.push_back(sm[0]), seen.push_back(sm[4]);
+    kd::cp_async_wait<0>();
+    seen.push_back(sm[4]), seen.push_back(sm[8]), seen.push_back(sm[12]);
+  });
+  const std::vector<std::uint32_t> want = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 1u, 0xFFFFFFFFu,
+                                           5u,          0xFFFFFFFFu, 0u};
+  CHECK(seen == want);
 }
