@@ -17,10 +17,10 @@
 // kernel never wrote shows; cp.async (async_copy) reads its source at issue, fills its destination
 // with 0xFF bytes at once and writes the data only when the issuing thread's wait_group retires
 // its group, so that reading a stage before the wait, or overwriting one another warp still reads
-// (a copy issued into it before the barrier that frees it), shows as garbage; atomics are plain read-modify-writes; ex2.approx is exp2f;
-// mma.sync m16n8k16 sums its 16 products in fp32 in k order after the PTX fragment layout; CUB's
-// BlockScan is shim/cub's stand-in. Not emulated: other CUB primitives, warp-divergent
-// collectives, timing.
+// (a copy issued into it before the barrier that frees it), shows as garbage; atomics are plain
+// read-modify-writes; ex2.approx is exp2f; mma.sync m16n8k16 sums its 16 products in fp32 in k
+// order after the PTX fragment layout; CUB's BlockScan is shim/cub's stand-in. Not emulated: other
+// CUB primitives, warp-divergent collectives, timing.
 #pragma once
 
 #define MEMATTN_SIMT_EMULATION 1
