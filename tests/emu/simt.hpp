@@ -5,22 +5,22 @@
 //
 // Model: one CTA at a time, in launch order or (ReverseCtas) the reverse, its threads too, so that
 // a kernel whose CTAs race through global memory (one reads what another writes in the same
-// launch), or whose warps race through shared memory between barriers, fails in one of the
-// orders. Each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with its
-// own stack, run cooperatively on the calling OS thread until it reaches a barrier: __syncthreads
-// waits for every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes,
-// __reduce_max_sync, mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier
-// (as exited threads do on the GPU). Collectives exchange their operands through per-thread slots
+// launch), or whose warps race through shared memory between barriers, fails in one of the orders.
+// Each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with its own stack,
+// run cooperatively on the calling OS thread until it reaches a barrier: __syncthreads waits for
+// every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes, __reduce_max_sync,
+// mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier (as
+// exited threads do on the GPU). Collectives exchange their operands through per-thread slots
 // between two warp barriers. A barrier nobody can complete (divergent collectives) aborts with a
-// message. __shared__ variables become function statics (one CTA runs at a time); dynamic shared
-// memory starts as 0xFF bytes (NaN floats, -1 integers) in every CTA, so a read of memory the
-// kernel never wrote shows; cp.async (async_copy) reads its source at issue, fills its destination
-// with 0xFF bytes at once and writes the data only when the issuing thread's wait_group retires
-// its group, so that reading a stage before the wait, or overwriting one another warp still reads
-// (a copy issued into it before the barrier that frees it), shows as garbage; atomics are plain
-// read-modify-writes; ex2.approx is exp2f; mma.sync m16n8k16 sums its 16 products in fp32 in k
-// order after the PTX fragment layout; CUB's BlockScan is shim/cub's stand-in. Not emulated: other
-// CUB primitives, warp-divergent collectives, timing.
+// message. Static shared variables (MEMATTN_SHARED) become function statics (one CTA runs at a
+// time); they and dynamic shared memory start as 0xFF bytes (NaN floats, -1 integers) in every CTA,
+// so a read of memory the kernel never wrote shows; cp.async (async_copy) reads its source at
+// issue, fills its destination with 0xFF bytes at once and writes the data only when the issuing
+// thread's wait_group retires its group, so that reading a stage before the wait, or overwriting
+// one another warp still reads (a copy issued into it before the barrier that frees it), shows as
+// garbage; atomics are plain read-modify-writes; ex2.approx is exp2f; mma.sync m16n8k16 sums its 16
+// products in fp32 in k order after the PTX fragment layout; CUB's BlockScan is shim/cub's
+// stand-in. Not emulated: other CUB primitives, warp-divergent collectives, timing.
 #pragma once
 
 #define MEMATTN_SIMT_EMULATION 1
@@ -47,6 +47,11 @@
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 #define MEMATTN_DYNAMIC_SMEM(T, name) T* const name = reinterpret_cast<T*>(::memattn_emu::dynamic_smem())
+// A static shared variable: a function static that the first thread of each CTA to reach the
+// declaration fills with 0xFF bytes, so no CTA reads what an earlier one left there.
+#define MEMATTN_SHARED(T, name, dims) \
+  static T name dims;                 \
+  ::memattn_emu::fresh_shared(&name, sizeof(name))
 
 namespace memattn_emu {
 
@@ -82,6 +87,7 @@ struct Cta {
   int cur = -1;
   std::function<void()> body;
   std::vector<unsigned char> smem;
+  std::vector<const void*> fresh;  // static shared variables already filled for this CTA
 };
 
 inline bool& reverse_ctas() {
@@ -102,6 +108,13 @@ inline Cta*& cta() {
 }
 inline Fiber& me() { return cta()->fibers[static_cast<std::size_t>(cta()->cur)]; }
 inline unsigned char* dynamic_smem() { return cta()->smem.data(); }
+inline void fresh_shared(void* p, std::size_t n) {
+  std::vector<const void*>& f = cta()->fresh;
+  for (const void* q : f)
+    if (q == p) return;
+  f.push_back(p);
+  std::memset(p, 0xFF, n);
+}
 inline int lane_id() { return me().lin & 31; }
 
 inline void yield(Wait w) {
@@ -205,6 +218,7 @@ inline void run_cta(Cta& c) {
 __attribute__((noinline)) inline void start_cta(Cta& c, uint3 bid, std::size_t smem_bytes, std::size_t stack_bytes) {
   c.bid = bid;
   c.smem.assign(smem_bytes + 16, 0xFF);
+  c.fresh.clear();
   const int n = static_cast<int>(c.fibers.size());
   for (int i = 0; i < n; ++i) {
     Fiber& f = c.fibers[static_cast<std::size_t>(i)];

@@ -37,6 +37,11 @@
 #ifndef MEMATTN_DYNAMIC_SMEM
 #define MEMATTN_DYNAMIC_SMEM(T, name) extern __shared__ __align__(16) T name[]
 #endif
+// A kernel's static shared variable `T name dims` (dims: array extents or nothing). The emulator
+// defines it too, to give every CTA the variable filled with 0xFF bytes.
+#ifndef MEMATTN_SHARED
+#define MEMATTN_SHARED(T, name, dims) __shared__ T name dims
+#endif
 
 #if defined(__CUDA_ARCH__)
 #define MEMATTN_DEVICE_COMPILE 1

@@ -466,7 +466,7 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   constexpr int kStages = Cfg::kStages;
   constexpr int kStageVecs = Cfg::kUnroll * 2 * kDecodeThreads;  // uint4 per pipeline stage
 
-  __shared__ __align__(16) unsigned char smem[Cfg::kSmemBytes];
+  MEMATTN_SHARED(__align__(16) unsigned char, smem, [Cfg::kSmemBytes]);
   uint4* pipe = reinterpret_cast<uint4*>(smem);
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -646,9 +646,9 @@ template <class T, int D>
 MEMATTN_KERNEL void __launch_bounds__(kMergeThreads) dense_decode_merge_kernel(const DenseDecodeParams p) {
   constexpr int kLanes = D / 8;
   constexpr int kSlices = kMergeThreads / kLanes;
-  __shared__ float sm_max[kMergeThreads / 32];
-  __shared__ float sm_sum[kMergeThreads / 32];
-  __shared__ __align__(16) float sm_acc[kSlices][D];
+  MEMATTN_SHARED(float, sm_max, [kMergeThreads / 32]);
+  MEMATTN_SHARED(float, sm_sum, [kMergeThreads / 32]);
+  MEMATTN_SHARED(__align__(16) float, sm_acc, [kSlices][D]);
 
   const int tid = static_cast<int>(threadIdx.x);
   const std::int64_t row = blockIdx.x;  // (b * Tq + t) * Hq + hq

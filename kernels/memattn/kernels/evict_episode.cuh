@@ -74,8 +74,8 @@ MEMATTN_DEVICE bool route_better(double bs, int bi, double as, int ai) {
 template <class T>
 MEMATTN_KERNEL void __launch_bounds__(kEpisodeRouteThreads) episode_route_kernel(const EpisodeRouteParams<T> p) {
   constexpr int kWarps = kEpisodeRouteThreads / 32;
-  __shared__ double s_red[kWarps];
-  __shared__ int s_idx[kWarps];
+  MEMATTN_SHARED(double, s_red, [kWarps]);
+  MEMATTN_SHARED(int, s_idx, [kWarps]);
   const int b = static_cast<int>(blockIdx.x);
   const int tid = static_cast<int>(threadIdx.x), warp = tid >> 5, lane = tid & 31;
   const int count = p.count[b];

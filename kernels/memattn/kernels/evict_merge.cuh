@@ -136,7 +136,7 @@ __global__ void MEMATTN_HIDDEN evict_nearest_cos_kernel(const EvictNearestCosPar
   }
   __syncthreads();
   // 2. threshold: mean best similarity in slot order (one thread, deterministic)
-  __shared__ float s_tau;
+  MEMATTN_SHARED(float, s_tau, );
   if (threadIdx.x == 0) {
     double sum = 0;
     for (int j = 0; j < n; ++j)

@@ -102,10 +102,14 @@ __global__ void __launch_bounds__(kThreads) MEMATTN_HIDDEN evict_select_kernel(c
   static_assert(kV == 1 || kV == 4, "1 or 4 slots per thread per step");
   constexpr int kStep = kThreads * kV;
   using BlockScan = cub::BlockScan<int, kThreads>;
-  __shared__ typename BlockScan::TempStorage scan;
-  __shared__ int hist[256];
-  __shared__ unsigned long long s_prefix;
-  __shared__ int s_need, s_cand, s_bad, s_offset, s_done;
+  MEMATTN_SHARED(typename BlockScan::TempStorage, scan, );
+  MEMATTN_SHARED(int, hist, [256]);
+  MEMATTN_SHARED(unsigned long long, s_prefix, );
+  MEMATTN_SHARED(int, s_need, );
+  MEMATTN_SHARED(int, s_cand, );
+  MEMATTN_SHARED(int, s_bad, );
+  MEMATTN_SHARED(int, s_offset, );
+  MEMATTN_SHARED(int, s_done, );
   const int seg = blockIdx.x;
   const int tid = threadIdx.x;
   const std::int64_t base = static_cast<std::int64_t>(seg) * p.stride;

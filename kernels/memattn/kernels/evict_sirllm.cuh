@@ -67,8 +67,8 @@ MEMATTN_DEVICE bool finite4(const float4& a) {
 template <bool kVec4>
 MEMATTN_KERNEL void __launch_bounds__(kTokenLogprobThreads) token_logprob_kernel(const TokenLogprobParams p) {
   constexpr int kWarps = kTokenLogprobThreads / 32;
-  __shared__ float s_m[kWarps];
-  __shared__ double s_s[kWarps];
+  MEMATTN_SHARED(float, s_m, [kWarps]);
+  MEMATTN_SHARED(double, s_s, [kWarps]);
   const int tid = static_cast<int>(threadIdx.x);
   std::int64_t r = blockIdx.x;
   if (p.shift) {
@@ -158,7 +158,7 @@ struct SirllmUpdateParams {
 // grid = segments; block = kSirllmUpdateThreads.
 MEMATTN_KERNEL void __launch_bounds__(kSirllmUpdateThreads) sirllm_update_kernel(const SirllmUpdateParams p) {
   constexpr int kThreads = kSirllmUpdateThreads, kWarps = kThreads / 32;
-  __shared__ float s_max[kWarps];
+  MEMATTN_SHARED(float, s_max, [kWarps]);
   const int tid = static_cast<int>(threadIdx.x);
   const int seg = static_cast<int>(blockIdx.x);
   const int b = seg / p.segments_per_sequence;

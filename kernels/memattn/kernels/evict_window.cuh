@@ -535,7 +535,7 @@ MEMATTN_KERNEL void __launch_bounds__(kWindowKvThreads) windowkv_stats_kernel(co
 // through shared memory), then the slots' ranks inside the window. Ranks are stable_sort's:
 // rank(x) = #{y : v_y > v_x} + #{y < x : v_y == v_x}.
 MEMATTN_KERNEL void __launch_bounds__(kWindowKvThreads) windowkv_rank_kernel(const WindowKvParams p, const WindowKvWork wk) {
-  __shared__ float ws_s[kWindowKvThreads];
+  MEMATTN_SHARED(float, ws_s, [kWindowKvThreads]);
   const int b = static_cast<int>(blockIdx.y);
   const int w = static_cast<int>(blockIdx.x) * kWindowKvThreads + static_cast<int>(threadIdx.x);
   const int n = windowkv_rev(p, b), R = p.block;

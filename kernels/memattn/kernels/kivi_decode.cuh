@@ -45,11 +45,14 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
   const int g = p.q_heads / c.num_kv_heads;
   const long long N = p.n_tokens[b];
   const long long nq = N - R > 0 ? (N - R) / G * G : 0;
-  __shared__ float q_s[kKiviMaxGroup][kKiviMaxDim];
-  __shared__ float qs_s[kKiviMaxGroup][kKiviMaxDim];
-  __shared__ float acc[kKiviMaxGroup][kKiviMaxDim];
-  __shared__ float pr[kKiviMaxGroup][kKiviMaxTile];
-  __shared__ float beta[kKiviMaxGroup], m_s[kKiviMaxGroup], l_s[kKiviMaxGroup], alpha[kKiviMaxGroup];
+  MEMATTN_SHARED(float, q_s, [kKiviMaxGroup][kKiviMaxDim]);
+  MEMATTN_SHARED(float, qs_s, [kKiviMaxGroup][kKiviMaxDim]);
+  MEMATTN_SHARED(float, acc, [kKiviMaxGroup][kKiviMaxDim]);
+  MEMATTN_SHARED(float, pr, [kKiviMaxGroup][kKiviMaxTile]);
+  MEMATTN_SHARED(float, beta, [kKiviMaxGroup]);
+  MEMATTN_SHARED(float, m_s, [kKiviMaxGroup]);
+  MEMATTN_SHARED(float, l_s, [kKiviMaxGroup]);
+  MEMATTN_SHARED(float, alpha, [kKiviMaxGroup]);
   for (int i = threadIdx.x; i < g * D; i += kThreads) {
     const int gi = i / D, ch = i % D;
     q_s[gi][ch] = p.q[(static_cast<std::size_t>(b) * p.q_heads + h * g + gi) * D + ch] * p.scale;

@@ -216,7 +216,7 @@ MEMATTN_KERNEL void __launch_bounds__(128, 1) linear_decode_kernel(const LinearD
 template <class T, linear::FeatureMap FM, int DK>
 MEMATTN_KERNEL void __launch_bounds__(128) linear_decode_z_kernel(const LinearDecodeParams p) {
   constexpr int kPer = (LinearDecodeConfig<FM, DK>::kPhi + 127) / 128;
-  __shared__ float kraw[DK];
+  MEMATTN_SHARED(float, kraw, [DK]);
   const int tid = threadIdx.x;
   const int hs = static_cast<int>(blockIdx.x % p.state_heads), n = static_cast<int>(blockIdx.x / p.state_heads);
   if (n >= p.num_seqs) return;

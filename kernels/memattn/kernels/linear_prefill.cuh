@@ -558,8 +558,8 @@ MEMATTN_KERNEL void __launch_bounds__(128) linear_z0_kernel(const LinearPrefillP
 // Segment table of the sequence-parallel path: seg_prefix[n] = Σ_{m<n} max(1, ceil(len_m/L)).
 MEMATTN_KERNEL void __launch_bounds__(1024) linear_segments_kernel(const LinearPrefillParams p) {
   using Scan = cub::BlockScan<int, 1024>;
-  __shared__ typename Scan::TempStorage temp;
-  __shared__ int carry;
+  MEMATTN_SHARED(typename Scan::TempStorage, temp, );
+  MEMATTN_SHARED(int, carry, );
   if (threadIdx.x == 0) carry = 0;
   __syncthreads();
   for (int base = 0; base < p.num_seqs; base += 1024) {

@@ -71,8 +71,8 @@ MEMATTN_DEVICE int seq_of_row(const std::int32_t* cu, const std::int32_t* lens, 
 template <class T>
 MEMATTN_KERNEL void __launch_bounds__(kWindowThreads) sliding_window_kernel(const SlidingWindowParams p) {
   using P2 = lin::Pair<T>;
-  __shared__ float qs[4][256];
-  __shared__ float ps[4][linear::kMaxWindow + 1];
+  MEMATTN_SHARED(float, qs, [4][256]);
+  MEMATTN_SHARED(float, ps, [4][linear::kMaxWindow + 1]);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const std::int64_t item = static_cast<std::int64_t>(blockIdx.x) * 4 + warp;
   if (item >= static_cast<std::int64_t>(p.rows) * p.q_heads) return;

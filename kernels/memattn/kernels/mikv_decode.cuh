@@ -137,12 +137,14 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) mikv_decode_kernel(const MikvDec
   const quant::MixedRowLayout lay_lo = quant::mixed_row_layout(p.lo_cfg), lay_hi = quant::mixed_row_layout(p.hi_cfg);
   const bool lo_blocks = p.lo_format == MikvLowFormat::kBlocks;
   float* stash = p.probs + sg.stash_offset;
-  __shared__ float q_s[kMikvMaxGroup][kMikvMaxDim];   // τ q
-  __shared__ float qb_s[kMikvMaxGroup][kMikvMaxDim];  // τ q / b
-  __shared__ float qsum_s[kMikvMaxGroup][kMikvMaxGroups];
-  __shared__ float acc[kMikvMaxGroup][kMikvMaxDim];
-  __shared__ float pr[kMikvMaxGroup][kMikvTile];
-  __shared__ float m_s[kMikvMaxGroup], l_s[kMikvMaxGroup], alpha[kMikvMaxGroup];
+  MEMATTN_SHARED(float, q_s, [kMikvMaxGroup][kMikvMaxDim]);   // τ q
+  MEMATTN_SHARED(float, qb_s, [kMikvMaxGroup][kMikvMaxDim]);  // τ q / b
+  MEMATTN_SHARED(float, qsum_s, [kMikvMaxGroup][kMikvMaxGroups]);
+  MEMATTN_SHARED(float, acc, [kMikvMaxGroup][kMikvMaxDim]);
+  MEMATTN_SHARED(float, pr, [kMikvMaxGroup][kMikvTile]);
+  MEMATTN_SHARED(float, m_s, [kMikvMaxGroup]);
+  MEMATTN_SHARED(float, l_s, [kMikvMaxGroup]);
+  MEMATTN_SHARED(float, alpha, [kMikvMaxGroup]);
   for (int i = threadIdx.x; i < G * D; i += kThreads) {
     const int gi = i / D, ch = i % D;
     const float x = p.q[(static_cast<std::size_t>(blockIdx.x) * G + gi) * D + ch] * p.scale;

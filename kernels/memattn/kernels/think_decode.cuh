@@ -140,8 +140,10 @@ template <int kCh, bool kQuant>
 MEMATTN_KERNEL void __launch_bounds__(kThinKThreads, kCh == 1 ? 4 : 3)
 think_decode_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   MEMATTN_DYNAMIC_SMEM(float4, think_smem4);
-  __shared__ float m_s[kThinKMaxGroup], l_s[kThinKMaxGroup], alpha_s[kThinKMaxGroup];
-  __shared__ short vslot_s[kThinKMaxDim];  // value extension: channel c's slot in the kept list (-1: pruned)
+  MEMATTN_SHARED(float, m_s, [kThinKMaxGroup]);
+  MEMATTN_SHARED(float, l_s, [kThinKMaxGroup]);
+  MEMATTN_SHARED(float, alpha_s, [kThinKMaxGroup]);
+  MEMATTN_SHARED(short, vslot_s, [kThinKMaxDim]);  // value extension: channel c's slot in the kept list (-1: pruned)
   const long long s = blockIdx.x;
   const int split = blockIdx.y;
   const int b = static_cast<int>(s / p.kv_heads), h = static_cast<int>(s % p.kv_heads);

@@ -202,7 +202,7 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   constexpr int kStages = Cfg::kStages;
   constexpr int kStageVecs = Cfg::kUnroll * 2 * kDecodeThreads;
 
-  __shared__ __align__(16) unsigned char smem[Cfg::kSmemBytes];
+  MEMATTN_SHARED(__align__(16) unsigned char, smem, [Cfg::kSmemBytes]);
   uint4* pipe = reinterpret_cast<uint4*>(smem);
 
   const int tid = static_cast<int>(threadIdx.x);
