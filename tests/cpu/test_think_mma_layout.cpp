@@ -67,14 +67,15 @@ TEST_CASE("think mma layout: code pairs give the exact codes the channel maps na
 }
 
 TEST_CASE("think mma layout: the key and channel maps are the bijections the products need", "[think][mma]") {
-  // QK keys and PV keys cover a tile once each
-  for (int m = 0; m < 2; ++m) {
-    int hit[32] = {};
-    for (int k = 0; k < 16; ++k) ++hit[mm::pv_key(m, k)];
-    for (int n = 2 * m; n < 2 * m + 2; ++n)
-      for (int col = 0; col < 8; ++col) CHECK(mm::qk_key(n, col) / 16 == m);
-    for (int k = 16 * m; k < 16 * m + 16; ++k) CHECK(hit[k] == 1);
-  }
+  // QK keys and PV keys cover a tile once each (both key pair strides)
+  for (int ps : {4, 8})
+    for (int m = 0; m < 2; ++m) {
+      int hit[32] = {};
+      for (int k = 0; k < 16; ++k) ++hit[mm::pv_key(m, k, ps)];
+      for (int n = 2 * m; n < 2 * m + 2; ++n)
+        for (int col = 0; col < 8; ++col) CHECK(mm::qk_key(n, col, ps) / 16 == m);
+      for (int k = 16 * m; k < 16 * m + 16; ++k) CHECK(hit[k] == 1);
+    }
   // QK slots over two chunks, PV channels over head_dim 64 and 128 (D / 8 n-tiles x 8 columns)
   int ch[64] = {};
   for (int j = 0; j < 4; ++j)
@@ -103,17 +104,29 @@ TEST_CASE("think mma layout: the key and channel maps are the bijections the pro
         CHECK(mm::qk_channel(step, 2 * t4 + 8) == base + 2 * j + 1);
         CHECK(mm::qk_channel(step, 2 * t4 + 9) == base + 2 * j + 5);
       }
-  for (int m = 0; m < 2; ++m)
-    for (int t4 = 0; t4 < 4; ++t4)
-      for (int e = 0; e < 2; ++e) {
-        CHECK(mm::pv_key(m, 2 * t4 + e) == mm::pv_lane_key(m, t4, e));
-        CHECK(mm::pv_key(m, 2 * t4 + 8 + e) == mm::pv_lane_key(m, t4, 2 + e));
-      }
-  // C columns of n-tiles 2m, 2m + 1 are the A columns of PV k-step m: same keys
-  for (int t4 = 0; t4 < 4; ++t4)
+  for (int ps : {4, 8})
     for (int m = 0; m < 2; ++m)
-      for (int e = 0; e < 2; ++e) {
-        CHECK(mm::qk_key(2 * m, 2 * t4 + e) == mm::pv_key(m, 2 * t4 + e));
-        CHECK(mm::qk_key(2 * m + 1, 2 * t4 + e) == mm::pv_key(m, 2 * t4 + 8 + e));
-      }
+      for (int t4 = 0; t4 < 4; ++t4)
+        for (int e = 0; e < 2; ++e) {
+          CHECK(mm::pv_key(m, 2 * t4 + e, ps) == mm::pv_lane_key(m, t4, e, ps));
+          CHECK(mm::pv_key(m, 2 * t4 + 8 + e, ps) == mm::pv_lane_key(m, t4, 2 + e, ps));
+        }
+  // the B registers' key pairs: (t, t + 4), (t + 8, t + 12) as the token-major codes are read
+  // (two keys' code words), (t, t + 8), (t + 4, t + 12) as one word of channel-major 2-bit codes
+  // pairs them (keys i, i + 8 in its halves)
+  for (int t4 = 0; t4 < 4; ++t4) {
+    CHECK(mm::pv_lane_key(0, t4, 1) - mm::pv_lane_key(0, t4, 0) == 4);
+    CHECK(mm::pv_lane_key(0, t4, 2) == t4 + 8);
+    CHECK(mm::pv_lane_key(0, t4, 1, 8) - mm::pv_lane_key(0, t4, 0, 8) == 8);
+    CHECK(mm::pv_lane_key(0, t4, 2, 8) == t4 + 4);
+    CHECK(mm::pv_lane_key(0, t4, 3, 8) == t4 + 12);
+  }
+  // C columns of n-tiles 2m, 2m + 1 are the A columns of PV k-step m: same keys
+  for (int ps : {4, 8})
+    for (int t4 = 0; t4 < 4; ++t4)
+      for (int m = 0; m < 2; ++m)
+        for (int e = 0; e < 2; ++e) {
+          CHECK(mm::qk_key(2 * m, 2 * t4 + e, ps) == mm::pv_key(m, 2 * t4 + e, ps));
+          CHECK(mm::qk_key(2 * m + 1, 2 * t4 + e, ps) == mm::pv_key(m, 2 * t4 + 8 + e, ps));
+        }
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/test_data.hpp"
+#include "emu/emu_launch.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cuda/kivi_params.cuh"
 
@@ -35,6 +36,9 @@ using memattn_test::worse;
 // The GPU test's bound on |o - fp64| / max|v| over the state: codes and scales enter the products
 // exactly, only the fp32 accumulation differs.
 constexpr double kOracleTol = 1e-5;
+// The split-KV call on tensor cores: quantization spec Q-K1 (2e-3); its values enter the products
+// as fp16 c s_v + z_v (2^-12 of |v|).
+constexpr double kQK1Tol = 2e-3;
 
 // Host buffers behind a device view, 0xFF (NaN halves) where nothing was written, so a kernel
 // that reads a byte it never wrote shows.
@@ -66,6 +70,22 @@ void decode(const mk::KiviCacheView& c, const std::vector<float>& q, std::vector
   const mk::KiviDecodeParams p = memattn::cuda::kivi_decode_params(c, q.data(), o.data(), n_tokens.data(), B, Hq);
   memattn_emu::launch(dim3(static_cast<unsigned>(B), static_cast<unsigned>(c.num_kv_heads)), dim3(128), 0,
                       [&] { mk::kivi_decode_kernel<128>(p); });
+}
+
+// As cuda::kivi_decode's split-KV call, on `sms` SMs; returns whether it took the tensor cores.
+bool decode_split(const mk::KiviCacheView& c, const std::vector<float>& q, std::vector<float>& o, const std::vector<int>& n_tokens,
+                  int Hq, int max_tokens, int split_keys, bool tensor_cores, int sms = 4) {
+  const int B = static_cast<int>(n_tokens.size());
+  REQUIRE(memattn::cuda::kivi_decode_check(c, q.data(), o.data(), n_tokens.data(), B, Hq) == Status::kSuccess);
+  memattn::cuda::KiviPlan pl;
+  REQUIRE(memattn::cuda::kivi_plan(c, B, max_tokens, split_keys, tensor_cores, sms, &pl) == Status::kSuccess);
+  memattn_emu_test::HostWs ws(memattn::cuda::kivi_workspace_bytes(c, B, Hq, pl));
+  memattn::Workspace carve(ws.data(), ws.bytes);
+  const memattn::cuda::KiviBuffers buf = memattn::cuda::kivi_carve(carve, c, B, Hq, pl);
+  REQUIRE(carve.status() == Status::kSuccess);
+  REQUIRE(memattn::cuda::kivi_decode_launches(c, q.data(), o.data(), n_tokens.data(), B, Hq, pl, buf, memattn_emu_test::emu_launch) ==
+          Status::kSuccess);
+  return pl.mma;
 }
 
 // Largest |o - fp64 attention| / max|v| over the query heads of (b, h), the reference attending
@@ -151,6 +171,9 @@ struct KiviCase {
   int D, Hq, Hkv, bits_k, bits_v, residual;
   std::vector<int> prefill;  // tokens per sequence before the decode steps
   int steps;
+  int group = 32;
+  int split_keys = 32;       // of the split-KV calls after each step (0: planned)
+  bool flushes = true;       // prefilled to flush during the steps
 };
 
 void run_case(const KiviCase& kc) {
@@ -162,6 +185,7 @@ void run_case(const KiviCase& kc) {
   cfg.bits_k = kc.bits_k;
   cfg.bits_v = kc.bits_v;
   cfg.residual = kc.residual;
+  cfg.group = kc.group;
   memattn::cache::CacheShape shape;
   shape.layers = 1;
   shape.q_heads = Hq;
@@ -188,8 +212,8 @@ void run_case(const KiviCase& kc) {
   std::vector<int> n(kc.prefill);
   std::vector<std::uint32_t> flags(static_cast<std::size_t>(B), 0);
   const std::size_t kv_row = static_cast<std::size_t>(Hkv * D), q_row = static_cast<std::size_t>(Hq * D);
-  double worst = 0, worst_cpu = 0;
-  int flushes = 0;
+  double worst = 0, worst_cpu = 0, worst_split[2] = {0, 0};  // CUDA cores, tensor cores
+  int flushes = 0, mma_calls = 0;
   for (int step = 0; step < kc.steps; ++step) {
     INFO("step " << step);
     tokens(rng, B * kv_row, &k, &v);
@@ -208,6 +232,16 @@ void run_case(const KiviCase& kc) {
       flushed[static_cast<std::size_t>(b)] = cpu->quantized_tokens(b, 0) != nq;
     }
     decode(dev.view, q, o, n, Hq);
+    // the split-KV call, on CUDA cores and (where the layout allows) tensor cores
+    std::vector<float> os[2] = {std::vector<float>(q.size(), NAN), std::vector<float>(q.size(), NAN)};
+    for (int tc = 0; tc < 2; ++tc) {
+      const bool mma = decode_split(dev.view, q, os[tc], n, Hq, shape.max_tokens, kc.split_keys, tc == 1);
+      REQUIRE(mma == (tc == 1 && memattn::cuda::kivi_mma_layout(dev.view)));
+      mma_calls += mma;
+      for (int b = 0; b < B; ++b)
+        for (int h = 0; h < Hkv; ++h)
+          worst_split[tc] = worse(worst_split[tc], oracle_error(dev.view, q, os[tc], b, h, n[static_cast<std::size_t>(b)], Hq));
+    }
     for (int b = 0; b < B; ++b) {
       int differ = 0;
       zip_state(*cpu, dev.view, b, [&](const void* a, const void* c, std::size_t bytes) { differ += std::memcmp(a, c, bytes) != 0; });
@@ -219,9 +253,12 @@ void run_case(const KiviCase& kc) {
         worst_cpu = worse(worst_cpu, std::abs(o[i] - o_cpu[i]) / std::max(1.f, std::abs(o_cpu[i])));
     }
   }
-  INFO("fp64 error " << worst << ", CPU cache error " << worst_cpu << ", flushes " << flushes);
-  CHECK(flushes >= B - 1);  // every sequence but possibly one is prefilled to just before a flush
+  INFO("fp64 error " << worst << ", CPU cache error " << worst_cpu << ", flushes " << flushes << ", split-KV: CUDA cores "
+                      << worst_split[0] << ", tensor cores " << worst_split[1] << " (" << mma_calls << " calls)");
+  if (kc.flushes) CHECK(flushes >= B - 1);  // every sequence but possibly one is prefilled to just before a flush
   CHECK(worst < kOracleTol);
+  CHECK(worst_split[0] < kOracleTol);
+  CHECK(worst_split[1] < (mma_calls > 0 ? kQK1Tol : kOracleTol));
   CHECK(worst_cpu < 1e-5);
   for (std::uint32_t f : flags) CHECK(f == 0);
 }
@@ -239,6 +276,21 @@ TEST_CASE("emulated KIVI append + decode == CPU KiviKvCache (bits, head dims, GQ
     run_case({128, 2, 2, 2, 8, 32, {33, 62}, 36});
     run_case({64, 8, 2, 8, 2, 0, {20, 40}, 30});
     run_case({64, 4, 4, 4, 4, 32, {90, 0}, 30});
+  }
+}
+
+// The split-KV call's tensor-core path reads the KIVI records in place: channel-major V codes
+// (at 2 bits a word pairs keys i, i + 8), group-major V meta, blocks Hkv records apart; the ring
+// rides in one more partial. Every layout the path takes (head_dim 64 / 128, 2- / 4-bit K and V,
+// groups 32 / 64 / 128, so tiles inside a block), GQA 1 / 4 / 8, splits that start inside a block,
+// sequences with no quantised token or an empty ring (R = 0).
+TEST_CASE("emulated KIVI split-KV decode on tensor cores (records read in place) == fp64 attention", "[emu][kivi]") {
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    run_case({128, 8, 2, 2, 2, 64, {300, 10, 191}, 4, 64, 96, false});
+    run_case({64, 4, 4, 4, 2, 0, {255, 128}, 3, 128, 64, false});
+    run_case({128, 8, 1, 2, 4, 32, {200, 97, 0}, 3, 32, 32, false});
+    run_case({64, 2, 2, 4, 4, 128, {400, 140}, 3, 64, 0, false});
   }
 }
 

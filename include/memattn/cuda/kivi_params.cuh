@@ -5,10 +5,15 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "memattn/core/status.hpp"
+#include "memattn/core/workspace.hpp"
+#include "memattn/cuda/think_params.cuh"
 #include "memattn/kernels/kivi_append.cuh"
 #include "memattn/kernels/kivi_decode.cuh"
 
@@ -46,6 +51,146 @@ inline Status kivi_decode_check(const kernels::KiviCacheView& cache, const float
 inline kernels::KiviDecodeParams kivi_decode_params(const kernels::KiviCacheView& cache, const float* q, float* o, const int* n_tokens,
                                                     int batch, int q_heads) {
   return kernels::KiviDecodeParams{cache, q, o, n_tokens, batch, q_heads, 1.f / std::sqrt(static_cast<float>(cache.cfg.head_dim))};
+}
+
+// The split-KV call: the tensor-core kernel of the composed cache (think_decode_mma.cuh, over KIVI
+// records) on the blocks where the layout allows it (kivi_mma_layout), with the ring in one more
+// partial from the CUDA-core kernel; else the CUDA-core kernel split over its tiles.
+struct KiviPlan {
+  bool mma = false;
+  int splits = 1;      // mma: the tensor-core kernel's grid splits (the ring's slot is `splits`); else the CUDA-core kernel's
+  int split_keys = 0;  // mma: tokens per split (a multiple of 32)
+  int split_tiles = 0; // CUDA-core: tiles per split
+  int slots() const { return mma ? splits + 1 : splits; }
+};
+
+// The tensor-core kernel reads head_dim 64 / 128, 2- / 4-bit K and V, value groups of a multiple of
+// 32 channels, records from a 16-byte aligned base (every section of a record is a multiple of 16
+// bytes, quantization spec 5.1).
+inline bool kivi_mma_layout(const kernels::KiviCacheView& c) {
+  auto bits_ok = [](int b) { return b == 2 || b == 4; };
+  return (c.cfg.head_dim == 64 || c.cfg.head_dim == 128) && bits_ok(c.cfg.bits_k) && bits_ok(c.cfg.bits_v) &&
+         c.cfg.vg() % 32 == 0 && reinterpret_cast<std::uintptr_t>(c.blocks) % 16 == 0 && c.layout.bytes % 16 == 0;
+}
+
+// Splits for sequences of at most max_tokens tokens on `sms` SMs: about 8 CTAs per SM (the tensor-core
+// kernel: splits of at least kThinKMmaMinSplit tokens; the CUDA-core kernel: at least 256); split_keys
+// > 0 forces the tokens per split, tensor_cores = false the CUDA-core kernel.
+inline Status kivi_plan(const kernels::KiviCacheView& c, int batch, int max_tokens, int split_keys, bool tensor_cores, int sms,
+                        KiviPlan* pl) {
+  if (max_tokens < 1 || split_keys < 0 || batch < 1) return Status::kErrorInvalidArgument;
+  KiviPlan r;
+  r.mma = tensor_cores && kivi_mma_layout(c);
+  int keys = split_keys;
+  if (keys == 0) {
+    if (sms < 1) return Status::kErrorInvalidArgument;
+    const long long segments = static_cast<long long>(batch) * c.num_kv_heads;
+    const long long want = std::max<long long>(1, (8LL * sms + segments - 1) / segments);
+    keys = static_cast<int>(std::max<long long>(r.mma ? think_detail::kThinKMmaMinSplit : 256, (max_tokens + want - 1) / want));
+  }
+  if (r.mma) {
+    r.split_keys = (keys + kernels::kThinKTile - 1) / kernels::kThinKTile * kernels::kThinKTile;
+    r.splits = (max_tokens + r.split_keys - 1) / r.split_keys;
+  } else {
+    const int G = c.cfg.group;
+    r.split_tiles = (keys + G - 1) / G;
+    const int tiles = (max_tokens + G - 1) / G;  // blocks + ring chunks of a sequence of max_tokens
+    r.splits = (tiles + r.split_tiles - 1) / r.split_tiles;
+  }
+  if (r.splits > 65535) return Status::kErrorInvalidArgument;
+  *pl = r;
+  return Status::kSuccess;
+}
+
+// Workspace: the partials ([slots][B * Hq] rows of head_dim floats, then of (m, l)), and the
+// tensor-core kernel's n_q ([B * Hkv] ints); none for one CUDA-core split.
+struct KiviBuffers {
+  float* acc = nullptr;
+  float* ml = nullptr;
+  int* n_q = nullptr;
+};
+inline KiviBuffers kivi_carve(Workspace& ws, const kernels::KiviCacheView& c, int batch, int q_heads, const KiviPlan& pl) {
+  KiviBuffers b;
+  if (!pl.mma && pl.splits <= 1) return b;
+  const std::size_t rows = static_cast<std::size_t>(pl.slots()) * static_cast<std::size_t>(batch) * static_cast<std::size_t>(q_heads);
+  b.acc = ws.take<float>(rows * static_cast<std::size_t>(c.cfg.head_dim));
+  b.ml = ws.take<float>(rows * 2);
+  if (pl.mma) b.n_q = ws.take<int>(static_cast<std::size_t>(batch) * static_cast<std::size_t>(c.num_kv_heads));
+  return b;
+}
+inline std::size_t kivi_workspace_bytes(const kernels::KiviCacheView& c, int batch, int q_heads, const KiviPlan& pl) {
+  Workspace sizing;
+  kivi_carve(sizing, c, batch, q_heads, pl);
+  return sizing.required();
+}
+
+struct KiviDecodeKernel {
+  static constexpr auto kernel = kernels::kivi_decode_kernel<128>;
+};
+
+// The kernels of a checked, planned split-KV call (buffers carved by kivi_carve), in order (launch
+// as in think_launches).
+template <class Launch>
+Status kivi_decode_launches(const kernels::KiviCacheView& c, const float* q, float* o, const int* n_tokens, int batch, int q_heads,
+                            const KiviPlan& pl, const KiviBuffers& buf, Launch&& launch) {
+  kernels::KiviDecodeParams kp = kivi_decode_params(c, q, o, n_tokens, batch, q_heads);
+  const dim3 kgrid(static_cast<unsigned>(batch), static_cast<unsigned>(c.num_kv_heads));
+  if (!pl.mma && pl.splits <= 1) return launch(KiviDecodeKernel{}, kgrid, dim3(128), 0, kp);
+  const int D = c.cfg.head_dim;
+  kernels::ThinKSplit sp;
+  sp.splits = pl.slots();
+  sp.split_keys = pl.split_keys;
+  sp.acc = buf.acc;
+  sp.ml = buf.ml;
+  kp.part_acc = sp.acc;
+  kp.part_ml = sp.ml;
+  // what think_combine_kernel (and the tensor-core kernel) read of the ThinK parameters
+  kernels::ThinKDecodeParams tp{};
+  tp.q = q;
+  tp.o = o;
+  tp.batch = batch;
+  tp.q_heads = q_heads;
+  tp.kv_heads = c.num_kv_heads;
+  tp.head_dim = D;
+  tp.scale = kp.scale;
+  tp.path = 3;
+  const dim3 grid1(static_cast<unsigned>(batch) * static_cast<unsigned>(c.num_kv_heads));
+  if (!pl.mma) {
+    kp.split_tiles = pl.split_tiles;
+    MEMATTN_RETURN_IF_ERROR(launch(KiviDecodeKernel{}, dim3(kgrid.x, kgrid.y, static_cast<unsigned>(pl.splits)), dim3(128), 0, kp));
+    return launch(think_detail::CombineKernel{}, grid1, dim3(kernels::kThinKThreads), 0, tp, sp);
+  }
+  // the ring first: it also writes n_q, which the tensor-core kernel reads
+  kp.ring_slot = pl.splits;
+  kp.n_q_out = buf.n_q;
+  MEMATTN_RETURN_IF_ERROR(launch(KiviDecodeKernel{}, kgrid, dim3(128), 0, kp));
+  tp.n_q = buf.n_q;
+  tp.d_keep = D;
+  tp.kq = reinterpret_cast<const std::uint32_t*>(c.blocks + c.layout.kc);
+  tp.kqm = reinterpret_cast<const std::uint16_t*>(c.blocks + c.layout.km);
+  tp.vq = reinterpret_cast<const std::uint32_t*>(c.blocks + c.layout.vc);
+  tp.vqm = reinterpret_cast<const std::uint16_t*>(c.blocks + c.layout.vm);
+  tp.qgroup = c.cfg.group;
+  tp.bits_k = c.cfg.bits_k;
+  tp.bits_v = c.cfg.bits_v;
+  tp.v_group = c.cfg.vg();
+  tp.v_words = D * c.cfg.bits_v / 32;
+  tp.rec_block_bytes = static_cast<int>(c.layout.bytes) * c.num_kv_heads;
+  tp.rec_head_bytes = static_cast<int>(c.layout.bytes);
+  tp.rec_seq_bytes = static_cast<long long>(c.layout.bytes) * c.num_kv_heads * c.max_blocks;
+  auto mma = [&](auto kernel_type, int kb, int vb) {
+    const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(D, kb, kernels::think_mma::rec_v_row_bytes(D, vb), D / tp.v_group);
+    return launch(kernel_type, dim3(grid1.x, static_cast<unsigned>(pl.splits)), dim3(kernels::think_mma::kThreads),
+                  kernels::think_mma::smem_bytes(geo, D), tp, sp);
+  };
+  auto bits = [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    using namespace think_detail;
+    if (tp.bits_k == 2) return tp.bits_v == 2 ? mma(MmaKernel<kD, 2, 2, kD / 32, true>{}, 2, 2) : mma(MmaKernel<kD, 2, 4, kD / 32, true>{}, 2, 4);
+    return tp.bits_v == 2 ? mma(MmaKernel<kD, 4, 2, kD / 32, true>{}, 4, 2) : mma(MmaKernel<kD, 4, 4, kD / 32, true>{}, 4, 4);
+  };
+  MEMATTN_RETURN_IF_ERROR(D == 64 ? bits(std::integral_constant<int, 64>{}) : bits(std::integral_constant<int, 128>{}));
+  return launch(think_detail::CombineKernel{}, grid1, dim3(kernels::kThinKThreads), 0, tp, sp);
 }
 
 }  // namespace cuda

@@ -52,6 +52,7 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
       return Status::kErrorInvalidArgument;
   }
   if (p.path < 0 || p.path > 4) return Status::kErrorInvalidArgument;
+  if (p.rec_block_bytes != 0) return Status::kErrorInvalidArgument;  // KIVI cache records: cuda::kivi_decode
   if (p.scores != nullptr && (p.scores_row_stride < 1 || p.scores_seg_stride < static_cast<long long>(p.q_heads / p.kv_heads) * p.scores_row_stride))
     return Status::kErrorInvalidArgument;
   return Status::kSuccess;
@@ -165,9 +166,9 @@ template <int D, int R, bool kQuant>
 struct LanesKernel {
   static constexpr auto kernel = kernels::think_decode_lanes_kernel<D, R, kQuant>;
 };
-template <int D, int KB, int VB, int KC>
+template <int D, int KB, int VB, int KC, bool kRec = false>
 struct MmaKernel {
-  static constexpr auto kernel = kernels::think_decode_mma_kernel<D, KB, VB, KC>;
+  static constexpr auto kernel = kernels::think_decode_mma_kernel<D, KB, VB, KC, kRec>;
 };
 template <int D>
 struct Mma16Kernel {

@@ -5,9 +5,14 @@
 // so codes enter the products as exact small integers. All g query heads of a KV head share one
 // CTA and one read of each block (GQA read-once).
 //
-// This is the straightforward CUDA-core version: one CTA (128 threads) per (sequence, KV head),
-// no split-KV, no tensor cores (the §6.2-§6.5 design is not implemented yet). NaN is never
-// laundered: the running max propagates NaN.
+// This is the straightforward CUDA-core version: one CTA (128 threads) per (sequence, KV head)
+// and split, no tensor cores. Split-KV (cuda::kivi_decode's workspace call): split z of grid.z
+// takes tiles [z split_tiles, (z + 1) split_tiles) of the (sequence, KV head)'s tiles (its blocks,
+// then the ring in chunks of up to G tokens) and writes a partial (unnormalised acc, m in natural
+// log, l; an empty split m = -inf) for think_combine_kernel. Ring mode (ring_slot >= 0): only the
+// ring's tiles, into partial slot ring_slot, beside the tensor-core kernel's splits over the
+// blocks (think_decode_mma.cuh over KIVI records); it also writes the segment's quantised token
+// count to n_q_out, that kernel's n_q. NaN is never laundered: the running max propagates NaN.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,6 +33,13 @@ struct KiviDecodeParams {
   int batch;
   int q_heads;
   float scale;           // softmax scale τ
+  // split-KV (optional): partials at slot k of [slots][B * Hkv][g][D] (acc) and [..][g][2] (m, l)
+  // instead of o
+  float* part_acc = nullptr;
+  float* part_ml = nullptr;
+  int split_tiles = 0;   // tiles per split (blockIdx.z); 0: all
+  int ring_slot = -1;    // >= 0: ring mode, see above
+  int* n_q_out = nullptr;
 };
 
 constexpr int kKiviMaxGroup = 8;    // query heads per KV head
@@ -66,7 +78,16 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
   // Tiles: quantised blocks, then the ring in chunks of up to G tokens.
   const long long ring_tokens = N - nq;
   const long long tiles = nq / G + (ring_tokens + G - 1) / G;
-  for (long long tile = 0; tile < tiles; ++tile) {
+  long long tile_lo = 0, tile_hi = tiles;
+  if (p.ring_slot >= 0) {
+    tile_lo = nq / G;
+    if (threadIdx.x == 0) p.n_q_out[static_cast<long long>(b) * c.num_kv_heads + h] = static_cast<int>(nq);
+  } else if (p.split_tiles > 0) {
+    tile_lo = static_cast<long long>(blockIdx.z) * p.split_tiles;
+    tile_lo = tile_lo < tiles ? tile_lo : tiles;
+    tile_hi = tile_lo + p.split_tiles < tiles ? tile_lo + p.split_tiles : tiles;
+  }
+  for (long long tile = tile_lo; tile < tile_hi; ++tile) {
     const bool quantised = tile < nq / G;
     const long long t0 = quantised ? tile * G : nq + (tile - nq / G) * G;
     const int T = quantised ? G : static_cast<int>(ring_tokens - (t0 - nq) < G ? ring_tokens - (t0 - nq) : G);
@@ -133,6 +154,19 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
       acc[gi][ch] = acc[gi][ch] * alpha[gi] + s;
     }
     __syncthreads();
+  }
+  if (p.part_acc != nullptr) {
+    const long long slot = p.ring_slot >= 0 ? p.ring_slot : blockIdx.z;
+    const long long row0 = ((slot * gridDim.x + b) * c.num_kv_heads + h) * g;  // [slot][b][h] row of head 0
+    for (int i = threadIdx.x; i < g * D; i += kThreads) {
+      const int gi = i / D, ch = i % D;
+      p.part_acc[(row0 + gi) * D + ch] = acc[gi][ch];
+      if (ch == 0) {
+        p.part_ml[(row0 + gi) * 2] = m_s[gi];
+        p.part_ml[(row0 + gi) * 2 + 1] = l_s[gi];
+      }
+    }
+    return;
   }
   for (int i = threadIdx.x; i < g * D; i += kThreads) {
     const int gi = i / D, ch = i % D;

@@ -101,6 +101,15 @@ struct ThinKDecodeParams {
   // 4 = tensor cores over every region (think_decode_mma16.cuh for the fp16 ones)
   // (kErrorNotSupported where the layout does not fit)
   int path;
+  // KIVI cache records (path 3's kernel only, set by cuda::kivi_decode; rec_block_bytes = 0: the
+  // layout above): the KIVI region is the full blocks of a kernels::KiviCacheView (qgroup tokens
+  // each, d_keep = head_dim, channels unused), kq / kqm / vq / vqm point at the sections of the
+  // first record, segment (b, h) starts b * rec_seq_bytes + h * rec_head_bytes bytes on, its
+  // block i i * rec_block_bytes bytes later; in a block, V codes are channel-major (qgroup codes
+  // per channel) and V meta group-major (index j * qgroup + token), as quant::BlockView reads them.
+  int rec_block_bytes;
+  int rec_head_bytes;
+  long long rec_seq_bytes;
 };
 
 constexpr int kThinKMaxGroup = 8;

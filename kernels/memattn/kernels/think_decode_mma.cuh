@@ -74,6 +74,9 @@ MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes
   g.bytes = g.v_meta + round16(kTileKeys * v_groups * 4);
   return g;
 }
+// KIVI cache records (the kernel's kRec): the stage's V code region as stage_geom's rows: 8 lane
+// groups of D / 8 channel rows of 32 codes plus one spare row each.
+MEMATTN_HOST_DEVICE int rec_v_row_bytes(int head_dim, int bits_v) { return (head_dim + 8) * bits_v / 8; }
 // Dynamic shared memory of the kernel: the stages and the CTA's q region at q_offset (first its 8
 // rows of head_dim + 4 floats, the padding putting the rows a quarter-warp reads in different
 // banks; then, per lane, q~'s fp16 hi / lo A fragments, 32 D bytes), or the end-of-split merge if
@@ -132,6 +135,14 @@ template <int kBits>
 MEMATTN_DEVICE std::uint32_t exact_codes(std::uint32_t biased, int i) {
   return hfma2_bits(biased, exact_pair_scale<kBits>(i), exact_pair_bias<kBits>(i));
 }
+// A pair of codes masked at bit kShift (<= 8) of each 16-bit half, OR-ed into the fp16 1024 (1024 +
+// 2^kShift c) -> the exact codes: one HFMA2 by (2^-kShift, -1024 2^-kShift)
+template <int kShift>
+MEMATTN_DEVICE std::uint32_t exact_at(std::uint32_t biased) {
+  static_assert(kShift >= 0 && kShift <= 8, "inside the fp16 mantissa with codes up to 4 bits");
+  constexpr std::uint32_t sc = static_cast<std::uint32_t>(15 - kShift) << 10, bi = 0x8000u | (static_cast<std::uint32_t>(25 - kShift) << 10);
+  return hfma2_bits(biased, sc | (sc << 16), bi | (bi << 16));
+}
 // x0, x1 -> fp16 pairs hi = rn(x), lo = rn(x - hi)
 MEMATTN_DEVICE void split2(float x0, float x1, std::uint32_t* hi, std::uint32_t* lo) {
   const __half2 h = __floats2half2_rn(x0, x1);
@@ -167,6 +178,13 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
 #pragma unroll 1
     for (int off = lane * N; off < bytes; off += 32 * N) piece(off);
   }
+}
+
+// One cp.async of N = 8 or 16 bytes.
+template <int N>
+MEMATTN_DEVICE void rec_piece(unsigned char* dst, const unsigned char* src) {
+  if constexpr (N == 16) detail::cp_async_16(dst, src);
+  else think_lanes::cp_async_ca<N>(dst, src);
 }
 
 // A warp's cp.async pipeline over its items (tiles), kS stages deep, no CTA barrier:
@@ -311,11 +329,17 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // logits of its quantised tokens when p.scores is set.
 // 3 CTAs (12 warps) per SM at D = 128, 4 at D = 64: <= 168 / 128 registers (ptxas: 168 / 128; no
 // spills but for D = 128, KC = 4 on sm_90: 12-16 bytes, loop invariants, 3-4 L1 loads per tile).
-template <int D, int KB, int VB, int KC>
+// kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
+// the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
+// 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.
+template <int D, int KB, int VB, int KC, bool kRec = false>
 MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using namespace think_mma;
   static_assert(KC >= 1 && KC * kChunkChannels <= D, "1 .. D / 32 chunks of kept channels");
+  static_assert(!kRec || KC * kChunkChannels == D, "KIVI records hold every key channel");
+  constexpr int kPs = kRec && VB == 2 ? 8 : 4;     // key pair stride of the PV B registers
+  constexpr int kRecRow = kTileKeys * VB / 8;      // kRec: bytes of one channel's codes of a tile
   constexpr int kLaneCh = D / 8;                   // value channels per lane: one per PV n-tile
   constexpr int kNTiles = kLaneCh;
   constexpr int kCodeBytes = kLaneCh * VB / 8;     // a lane's value codes of one key: 2, 4 or 8 bytes
@@ -350,20 +374,21 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   const int my_blocks = n_blk > warp ? (n_blk - warp + kWarps - 1) / kWarps : 0;
   const int items = my_blocks * parts.cpb;  // this warp's tiles: its blocks' sub-tiles in order
 
-  const StageGeom geo = stage_geom(dk, KB, p.v_words * 4, ngv);
+  const StageGeom geo = stage_geom(dk, KB, kRec ? rec_v_row_bytes(D, VB) : p.v_words * 4, ngv);
   unsigned char* wstage = smem + warp * kStages * geo.bytes;
   const int k_row = dk * KB / 8, v_row = p.v_words * 4;
-  const long long kq_block_bytes = static_cast<long long>(p.kq_block_words) * 4;
+  const long long kq_block_bytes = kRec ? p.rec_block_bytes : static_cast<long long>(p.kq_block_words) * 4;
+  const long long kqm_block_bytes = kRec ? p.rec_block_bytes : dk * 4;
   // q of the CTA's heads over the kept-channel slots, base-2 domain, in shared memory (read once,
   // into the A fragments below); 0 past d_keep and for heads >= G
   constexpr float kLog2e = 1.4426950408889634f;
   float* const q_s = reinterpret_cast<float*>(smem + q_offset(geo));
   {
     const float* qg = p.q + (static_cast<long long>(b) * p.q_heads + h * G) * D;
-    const std::uint8_t* chl = p.channels + s * dk;
+    const std::uint8_t* chl = kRec ? nullptr : p.channels + s * dk;
     for (int i = static_cast<int>(threadIdx.x); i < kThinKMaxGroup * D; i += kThreads) {
       const int r = i / D, slot = i % D;
-      q_s[r * q_stride(D) + slot] = r < G && slot < dk ? qg[r * D + chl[slot]] * (p.scale * kLog2e) : 0.f;
+      q_s[r * q_stride(D) + slot] = r < G && slot < dk ? qg[r * D + (kRec ? slot : chl[slot])] * (p.scale * kLog2e) : 0.f;
     }
   }
   __syncthreads();
@@ -406,10 +431,15 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   }
   const uint4* const q_frag = reinterpret_cast<const uint4*>(q_s);
 
-  const unsigned char* const kq_seg = reinterpret_cast<const unsigned char*>(p.kq + s * p.kq_seg_stride);
-  const unsigned char* const kqm_seg = reinterpret_cast<const unsigned char*>(p.kqm + s * p.kqm_seg_stride);
-  const unsigned char* const vq_seg = reinterpret_cast<const unsigned char*>(p.vq + s * p.vq_seg_stride);
-  const unsigned char* const vqm_seg = reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
+  const long long rec_seg = kRec ? b * p.rec_seq_bytes + static_cast<long long>(h) * p.rec_head_bytes : 0;
+  const unsigned char* const kq_seg =
+      kRec ? reinterpret_cast<const unsigned char*>(p.kq) + rec_seg : reinterpret_cast<const unsigned char*>(p.kq + s * p.kq_seg_stride);
+  const unsigned char* const kqm_seg =
+      kRec ? reinterpret_cast<const unsigned char*>(p.kqm) + rec_seg : reinterpret_cast<const unsigned char*>(p.kqm + s * p.kqm_seg_stride);
+  const unsigned char* const vq_seg =
+      kRec ? reinterpret_cast<const unsigned char*>(p.vq) + rec_seg : reinterpret_cast<const unsigned char*>(p.vq + s * p.vq_seg_stride);
+  const unsigned char* const vqm_seg =
+      kRec ? reinterpret_cast<const unsigned char*>(p.vqm) + rec_seg : reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
   const bool vqm16 = (reinterpret_cast<std::uintptr_t>(vqm_seg) & 15u) == 0 && ngv % 4 == 0;  // V meta of a tile in 16-byte pieces
   // The issuing cursor runs kStages - 1 items ahead of the consuming one.
   TileCursor ahead, cur;
@@ -428,13 +458,30 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       const long long k_off = static_cast<long long>(blk) * kq_block_bytes + (slot - lo) * k_row;
       warp_copy<16, kTileKeys * KC * kChunkChannels * KB / 8 + 16>(st, kq_seg + k_off, round16(rows * k_row), lane);
       if (slot == lo || slot <= parts.q0)
-        warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + static_cast<long long>(blk) * (dk * 4), dk * 4, lane);
-      const unsigned char* const v_src = vq_seg + static_cast<long long>(slot) * v_row;
-      if (v_row == D * VB / 8) warp_copy<16, kTileKeys * D * VB / 8>(st + geo.v_codes, v_src, rows * v_row, lane);
-      else warp_copy<16>(st + geo.v_codes, v_src, rows * v_row, lane);  // padded rows (v_words past the codes)
-      const unsigned char* const vm_src = vqm_seg + static_cast<long long>(slot) * (ngv * 4);
-      if (vqm16) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
-      else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+        warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + blk * kqm_block_bytes, dk * 4, lane);
+      if constexpr (kRec) {
+        // channel ch's kRecRow code bytes of the tile to lane group ch / kLaneCh's rows, one spare
+        // row per group (rec_v_row_bytes: the 8 groups' rows start in different banks); V meta rows
+        // of the kTileKeys keys per value group
+        const long long rec = blk * kq_block_bytes;
+        const unsigned char* const v_src = vq_seg + rec + (slot - lo) * VB / 8;
+#pragma unroll
+        for (int i = 0; i < D / 32; ++i) {
+          const int ch = 32 * i + lane;
+          rec_piece<kRecRow>(st + geo.v_codes + ((ch / kLaneCh) * (kLaneCh + 1) + ch % kLaneCh) * kRecRow,
+                             v_src + static_cast<long long>(ch) * (p.qgroup * VB / 8));
+        }
+        const unsigned char* const vm_src = vqm_seg + rec + (slot - lo) * 4;
+        if (lane < ngv * 8)  // 16-byte pieces: 8 per value group
+          detail::cp_async_16(st + geo.v_meta + lane * 16, vm_src + static_cast<long long>(lane >> 3) * p.qgroup * 4 + (lane & 7) * 16);
+      } else {
+        const unsigned char* const v_src = vq_seg + static_cast<long long>(slot) * v_row;
+        if (v_row == D * VB / 8) warp_copy<16, kTileKeys * D * VB / 8>(st + geo.v_codes, v_src, rows * v_row, lane);
+        else warp_copy<16>(st + geo.v_codes, v_src, rows * v_row, lane);  // padded rows (v_words past the codes)
+        const unsigned char* const vm_src = vqm_seg + static_cast<long long>(slot) * (ngv * 4);
+        if (vqm16) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+        else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
+      }
     }
     ahead.next(parts);
     ahead_stage = next_stage(ahead_stage);
@@ -458,6 +505,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     const int base = max(slot, parts.q0), end = min(min(slot + kTileKeys, cur.hi), parts.q1);
     unsigned char* const st = wstage + stage * geo.bytes;
     std::uint32_t* const vm = reinterpret_cast<std::uint32_t*>(st + geo.v_meta);
+    // V meta (s, z) of (key, value group j) in the stage: token-major, or group-major (kRec)
+    auto vm_index = [ngv](int key, int j) { return kRec ? j * kTileKeys + key : key * ngv + j; };
     cur.next(parts);
     stage = next_stage(stage);
     if (base >= end) continue;  // warp-uniform
@@ -488,7 +537,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 #pragma unroll
     for (int n = 0; n < 4; ++n) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const unsigned char* row = st + qk_key(n, gi) * k_row;
+      const unsigned char* row = st + qk_key(n, gi, kPs) * k_row;
 #pragma unroll
       for (int c = 0; c < KC; ++c) {
         std::uint32_t w;
@@ -513,13 +562,13 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       for (int n = 0; n < 4; ++n)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int t = slot + qk_key(n, 2 * t4 + e);
+          const int t = slot + qk_key(n, 2 * t4 + e, kPs);
           if (t < base || t >= end) lg[n][e] = -INFINITY;
         }
       if (slot + lane < base || slot + lane >= end)
 #pragma unroll
         for (int j = 0; j < D / 32; ++j)
-          if (j < ngv) vm[lane * ngv + j] = 0u;
+          if (j < ngv) vm[vm_index(lane, j)] = 0u;
       __syncwarp();
     }
     if (scores != nullptr && gi < G)
@@ -527,7 +576,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       for (int n = 0; n < 4; ++n)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int t = slot + qk_key(n, 2 * t4 + e);
+          const int t = slot + qk_key(n, 2 * t4 + e, kPs);
           if (t >= base && t < end) scores[t] = lg[n][e] * detail::kLn2;
         }
 
@@ -541,7 +590,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
     __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
 #pragma unroll
     for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
-      if (j < ngv) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane * ngv + j])));
+      if (j < ngv) szmax = __hmax2(szmax, __habs2(as_h2(vm[vm_index(lane, j)])));
     const float2 szf = __half22float2(szmax);
     const float vmax = warp_max_nonneg(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
@@ -560,39 +609,62 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 
     // Values: two k-steps of 16 keys; the lane's 4 keys (pv_lane_key) as two B pairs, their
     // prescaled (s, z) of group v_grp, and the codes of its kLaneCh channels.
-    const unsigned char* vc = st + geo.v_codes + gi * kCodeBytes;
 #pragma unroll
     for (int ms = 0; ms < 2; ++ms) {
       std::uint32_t pa[4];  // P: keys pv_lane_key(ms, t4, 0..3) hold pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
       split2(pk[2 * ms][0], pk[2 * ms][1], &pa[0], &pa[1]);
       split2(pk[2 * ms + 1][0], pk[2 * ms + 1][1], &pa[2], &pa[3]);
-      std::uint32_t mw[4], cw[4][kCodeWords];
+      std::uint32_t mw[4];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int key = pv_lane_key(ms, t4, k);
-        mw[k] = vm[key * ngv + v_grp];  // (0, 0) for a masked key
-        const unsigned char* src = vc + key * v_row;
-        if (kCodeBytes == 2) cw[k][0] = *reinterpret_cast<const std::uint16_t*>(src);
-        else if (kCodeBytes == 4) cw[k][0] = *reinterpret_cast<const std::uint32_t*>(src);
-        else {
-          const uint2 u = *reinterpret_cast<const uint2*>(src);
-          cw[k][0] = u.x;
-          cw[k][kCodeWords - 1] = u.y;
-        }
-      }
+      for (int k = 0; k < 4; ++k) mw[k] = vm[vm_index(pv_lane_key(ms, t4, k, kPs), v_grp)];  // (0, 0) for a masked key
       const std::uint32_t s01 = hmul2_bits(halves(mw[0], mw[1], false), v_scale2);
       const std::uint32_t z01 = hmul2_bits(halves(mw[0], mw[1], true), v_scale2);
       const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), v_scale2);
       const std::uint32_t z23 = hmul2_bits(halves(mw[2], mw[3], true), v_scale2);
+      if constexpr (kRec) {
+        // channel n of the lane's group: its codes of this k-step's 16 keys, shifted so that the
+        // lane's first key sits at bit 0 of each 16-bit half: at 2 bits one word, keys (t, t + 8)
+        // at bits 0 and (t + 4, t + 12) at bits 8 of the halves; at 4 bits two words of 8 keys,
+        // (t, t + 4) and (t + 8, t + 12) at bits 0
+        const unsigned char* const vrow = st + geo.v_codes + gi * (kLaneCh + 1) * kRecRow;
 #pragma unroll
-      for (int hf = 0; hf < kHalves; ++hf) {
-        const std::uint32_t x01 = halves(cw[0][hf >> 1], cw[1][hf >> 1], hf & 1);
-        const std::uint32_t x23 = halves(cw[2][hf >> 1], cw[3][hf >> 1], hf & 1);
+        for (int n = 0; n < kNTiles; ++n) {
+          std::uint32_t b0, b1;
+          if constexpr (VB == 2) {
+            const std::uint32_t x = *reinterpret_cast<const std::uint32_t*>(vrow + n * kRecRow + 4 * ms) >> (2 * t4);
+            b0 = exact_at<0>(and_or(x, 0x00030003u, kMagic));
+            b1 = exact_at<8>(and_or(x, 0x03000300u, kMagic));
+          } else {
+            const uint2 w = *reinterpret_cast<const uint2*>(vrow + n * kRecRow + 8 * ms);
+            b0 = exact_at<0>(and_or(w.x >> (4 * t4), 0x000F000Fu, kMagic));
+            b1 = exact_at<0>(and_or(w.y >> (4 * t4), 0x000F000Fu, kMagic));
+          }
+          mma16816(o[n], pa, hfma2_bits(b0, s01, z01), hfma2_bits(b1, s23, z23));
+        }
+      } else {
+        const unsigned char* vc = st + geo.v_codes + gi * kCodeBytes;
+        std::uint32_t cw[4][kCodeWords];
 #pragma unroll
-        for (int i = 0; i < kPerHalf; ++i) {
-          const std::uint32_t b0 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x01, i), i), s01, z01);
-          const std::uint32_t b1 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x23, i), i), s23, z23);
-          mma16816(o[hf * kPerHalf + i], pa, b0, b1);
+        for (int k = 0; k < 4; ++k) {
+          const unsigned char* src = vc + pv_lane_key(ms, t4, k) * v_row;
+          if (kCodeBytes == 2) cw[k][0] = *reinterpret_cast<const std::uint16_t*>(src);
+          else if (kCodeBytes == 4) cw[k][0] = *reinterpret_cast<const std::uint32_t*>(src);
+          else {
+            const uint2 u = *reinterpret_cast<const uint2*>(src);
+            cw[k][0] = u.x;
+            cw[k][kCodeWords - 1] = u.y;
+          }
+        }
+#pragma unroll
+        for (int hf = 0; hf < kHalves; ++hf) {
+          const std::uint32_t x01 = halves(cw[0][hf >> 1], cw[1][hf >> 1], hf & 1);
+          const std::uint32_t x23 = halves(cw[2][hf >> 1], cw[3][hf >> 1], hf & 1);
+#pragma unroll
+          for (int i = 0; i < kPerHalf; ++i) {
+            const std::uint32_t b0 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x01, i), i), s01, z01);
+            const std::uint32_t b1 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x23, i), i), s23, z23);
+            mma16816(o[hf * kPerHalf + i], pa, b0, b1);
+          }
         }
       }
     }

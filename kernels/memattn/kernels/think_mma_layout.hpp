@@ -46,14 +46,20 @@ MEMATTN_HOST_DEVICE int quad(int lane) { return lane & 3; }
 
 // Key (0..31 in the tile) of column `col` of QK n-tile n (0..3). A lane's 4 PV keys are 4 apart
 // (pv_lane_key), so that the 4 lanes of a quad read rows in different shared-memory banks.
-MEMATTN_HOST_DEVICE int qk_key(int n, int col) { return 16 * (n >> 1) + (col >> 1) + 8 * (n & 1) + 4 * (col & 1); }
+// ps (the key pair stride) is the distance of the two keys in a PV B register: 4, or 8 for the
+// channel-major 2-bit value codes of KIVI cache records (a code word of one channel holds 16 keys,
+// and one mask picks keys i and i + 8 out of its two 16-bit halves): the B registers of lane quad
+// t hold keys (t, t + ps) and (t + 12 - ps, t + 12) of the k-step.
+MEMATTN_HOST_DEVICE int qk_key(int n, int col, int ps = 4) {
+  return 16 * (n >> 1) + (col >> 1) + (12 - ps) * (n & 1) + ps * (col & 1);
+}
 // Kept-channel slot of k-slot k (0..15) of QK k-step j: chunk j / 2, lane quad t = (k % 8) / 2
 // owns slots [32 (j / 2) + 8 t, + 8), in the order codes8_to_pairs produces them.
 MEMATTN_HOST_DEVICE int qk_channel(int j, int k) {
   return kChunkChannels * (j >> 1) + 8 * ((k & 7) >> 1) + 2 * (j & 1) + (k >> 3) + 4 * (k & 1);
 }
 // Key (0..31) of k-slot k of PV k-step m (0, 1): the QK C columns of n-tiles 2m, 2m + 1.
-MEMATTN_HOST_DEVICE int pv_key(int m, int k) { return 16 * m + ((k & 7) >> 1) + 8 * (k >> 3) + 4 * (k & 1); }
+MEMATTN_HOST_DEVICE int pv_key(int m, int k, int ps = 4) { return 16 * m + ((k & 7) >> 1) + (12 - ps) * (k >> 3) + ps * (k & 1); }
 // Value channel of column col of PV n-tile n: lane row group col owns the D / 8 = lane_ch
 // consecutive channels [lane_ch col, + lane_ch), one per n-tile.
 MEMATTN_HOST_DEVICE int pv_channel(int n, int col, int lane_ch) { return lane_ch * col + n; }
@@ -62,7 +68,7 @@ MEMATTN_HOST_DEVICE int pv_channel(int n, int col, int lane_ch) { return lane_ch
 // slots 2t, 2t + 1, 2t + 8, 2t + 9) in PV k-step m; the layout functions above name the same
 // elements (tests/cpu/test_think_mma_layout.cpp checks it).
 MEMATTN_HOST_DEVICE int qk_lane_slot(int c, int t) { return kChunkChannels * c + 8 * t; }
-MEMATTN_HOST_DEVICE int pv_lane_key(int m, int t, int i) { return 16 * m + t + 4 * i; }
+MEMATTN_HOST_DEVICE int pv_lane_key(int m, int t, int i, int ps = 4) { return 16 * m + t + ps * (i & 1) + (12 - ps) * (i >> 1); }
 
 // (x & mask) | bits in one LOP3 (ptxas splits the C expression into two when both are immediates)
 MEMATTN_HOST_DEVICE std::uint32_t and_or(std::uint32_t x, std::uint32_t mask, std::uint32_t bits) {
