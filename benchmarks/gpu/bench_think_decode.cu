@@ -203,7 +203,9 @@ __global__ void fill_records(std::uint8_t* blocks, std::size_t records, memattn:
   }
 }
 
-double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, double* bytes_read) {
+// The KIVI cache's own decode (cuda::kivi_decode): kernel 0 the one-CTA-per-head call, 1 the
+// split-KV call on CUDA cores, 2 on tensor cores (the composed cache's kernel over the records).
+double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, double* bytes_read, int kernel = 0) {
   const int Hq = 32, Hkv = 8, D = 128;
   memattn::quant::KvQuantConfig cfg;
   cfg.head_dim = D;
@@ -233,9 +235,18 @@ double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, doub
   BENCH_CUDA(cudaMemcpy(n, hn.data(), sizeof(int) * B, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(q, hq.data(), sizeof(float) * hq.size(), cudaMemcpyHostToDevice));
   const memattn::kernels::KiviCacheView view{cfg, lay, blocks, rk, rv, Hkv, max_blocks};
+  std::size_t ws_bytes = 0;
+  void* ws = nullptr;
+  if (kernel > 0) {
+    if (memattn::cuda::kivi_decode_workspace_size(view, B, Hq, L, &ws_bytes, 0, kernel == 2) != memattn::Status::kSuccess) *ok = false;
+    BENCH_CUDA(cudaMalloc(&ws, ws_bytes + 1));
+  }
   const double us = median_us(iters, [&] {
-    if (memattn::cuda::kivi_decode(view, q, o, n, B, Hq, nullptr) != memattn::Status::kSuccess) *ok = false;
+    const memattn::Status st = kernel == 0 ? memattn::cuda::kivi_decode(view, q, o, n, B, Hq, nullptr)
+                                           : memattn::cuda::kivi_decode(view, q, o, n, B, Hq, L, ws, ws_bytes, nullptr, 0, kernel == 2);
+    if (st != memattn::Status::kSuccess) *ok = false;
   });
+  if (ws != nullptr) BENCH_CUDA(cudaFree(ws));
   std::vector<float> out(static_cast<std::size_t>(B) * Hq * D);
   BENCH_CUDA(cudaMemcpy(out.data(), o, sizeof(float) * out.size(), cudaMemcpyDeviceToHost));
   for (float x : out) *ok = *ok && x == x;
@@ -410,13 +421,18 @@ int main(int argc, char** argv) {
                   "\"d_keep\": %d, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   path == 1 ? "tile" : "mma16", B, L, dk, us, us / base, bytes, bytes / us * 1e-3);
     }
-    for (auto [bk, bv] : {std::pair<int, int>{4, 2}, std::pair<int, int>{2, 2}}) {
-      double kb = 0;
-      const double kus = time_kivi(B, L, bk, bv, iters, &ok, &kb);
-      std::printf("{\"bench\": \"kivi_decode\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, \"us\": %.2f, "
-                  "\"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
-                  B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3);
-    }
+    // KIVI's own decode: split-KV on tensor cores and on CUDA cores; the one-CTA call (4/2 only,
+    // ~100x slower: few iterations)
+    for (auto [bk, bv] : {std::pair<int, int>{4, 2}, std::pair<int, int>{2, 2}, std::pair<int, int>{4, 4}})
+      for (int kernel : {2, 1, 0}) {
+        if (kernel == 0 && (bk != 4 || bv != 2)) continue;
+        double kb = 0;
+        const double kus = time_kivi(B, L, bk, bv, kernel == 0 ? 3 : iters, &ok, &kb, kernel);
+        const char* names[] = {"cta", "split", "mma"};
+        std::printf("{\"bench\": \"kivi_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, "
+                    "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
+                    names[kernel], B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3, 100.0 * kb / kus * 1e-3 / copy);
+      }
     // kernels: tile, lanes, mma (tensor cores over the KIVI blocks, lane groups over the tail),
     // mma+mma16 (tensor cores over both, path 4); with and without H2O scores; the mma kernel also
     // without pruning (KIVI alone through the composed decode)

@@ -1,7 +1,8 @@
 // KIVI on the GPU vs the shared host math: decode appends give block bytes identical to
 // quant::quantize_block on the same fp16 tokens (the CPU cache's quantiser), rings bit-equal to
-// the input, and the fused decode matches an fp64 oracle over the dequantised state. Exits 77
-// without a device (gpu_test_main.cpp).
+// the input, and the fused decode matches an fp64 oracle over the dequantised state, as does the
+// split-KV call on CUDA cores (1e-5) and on tensor cores (where kivi_mma_layout holds: quantization
+// spec Q-K1, 2e-3). Exits 77 without a device (gpu_test_main.cpp).
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
@@ -56,7 +57,22 @@ void run_case(int D, int Hq, int Hkv, int kb, int vb, int R, int T) {
   float* dout = dev_alloc<float>(static_cast<std::size_t>(B) * Hq * D);
   std::vector<Half> step_k(static_cast<std::size_t>(B) * Hkv * D), step_v(step_k.size());
   std::vector<float> q(static_cast<std::size_t>(B) * Hq * D), out(q.size());
-  double worst = 0;
+  // the split-KV call: CUDA cores, tensor cores (64-token splits, so several per sequence)
+  std::vector<float> out_split[2] = {out, out};
+  std::size_t ws_bytes[2] = {0, 0};
+  void* ws[2] = {nullptr, nullptr};
+  for (int tc = 0; tc < 2; ++tc) {
+    REQUIRE(cuda::kivi_decode_workspace_size(view, B, Hq, T, &ws_bytes[tc], 64, tc == 1) == Status::kSuccess);
+    ws[tc] = dev_alloc<unsigned char>(ws_bytes[tc] + 1);
+  }
+  const bool mma = cuda::kivi_mma_layout(view);
+  // a short workspace or no bound: rejected, nothing written (n_tokens is not even read)
+  CHECK(cuda::kivi_decode(view, dq, dout, dn, B, Hq, T, ws[1], ws_bytes[1] - 1, nullptr, 64) == Status::kErrorWorkspaceTooSmall);
+  CHECK(cuda::kivi_decode(view, dq, dout, dn, B, Hq, 0, ws[1], ws_bytes[1], nullptr, 64) == Status::kErrorInvalidArgument);
+  CHECK(cuda::kivi_decode(view, dq, dout, dn, B, Hq, T, nullptr, 0, nullptr, 64) == Status::kErrorNullPointer);
+  REQUIRE(cudaMemcpy(out.data(), dout, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (float x : out) REQUIRE(x == 0.f);  // dev_alloc's zeros
+  double worst = 0, worst_split[2] = {0, 0};
   for (int t = 0; t < T; ++t) {
     for (int b = 0; b < B; ++b)
       for (int i = 0; i < Hkv * D; ++i) {
@@ -74,6 +90,11 @@ void run_case(int D, int Hq, int Hkv, int kb, int vb, int R, int T) {
     REQUIRE(cuda::kivi_decode(view, dq, dout, dn, B, Hq, nullptr) == Status::kSuccess);
     REQUIRE(cudaMemcpy(out.data(), dout, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
     if (t % 7 != 0 && t != T - 1) continue;
+    for (int tc = 0; tc < 2; ++tc) {
+      REQUIRE(cudaMemset(dout, 0xFF, out.size() * 4) == cudaSuccess);
+      REQUIRE(cuda::kivi_decode(view, dq, dout, dn, B, Hq, T, ws[tc], ws_bytes[tc], nullptr, 64, tc == 1) == Status::kSuccess);
+      REQUIRE(cudaMemcpy(out_split[tc].data(), dout, out.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    }
     // Copy the state back; check bytes and the decode output.
     std::vector<std::uint8_t> blocks(static_cast<std::size_t>(B) * max_blocks * Hkv * lay.bytes);
     std::vector<Half> rk(static_cast<std::size_t>(B) * rows * Hkv * D), rv(rk.size());
@@ -140,13 +161,18 @@ void run_case(int D, int Hq, int Hkv, int kb, int vb, int R, int T) {
             for (int ch = 0; ch < D; ++ch) o[static_cast<std::size_t>(ch)] += pw * V[u][static_cast<std::size_t>(ch)];
           }
           for (int ch = 0; ch < D; ++ch) {
-            const double e = std::abs(out[(static_cast<std::size_t>(b) * Hq + h * g + gi) * D + ch] - o[static_cast<std::size_t>(ch)] / l) / vmax;
-            worst = memattn_gpu_test::worse(worst, e);
+            const std::size_t i = (static_cast<std::size_t>(b) * Hq + h * g + gi) * D + ch;
+            const double ref = o[static_cast<std::size_t>(ch)] / l;
+            worst = memattn_gpu_test::worse(worst, std::abs(out[i] - ref) / vmax);
+            for (int tc = 0; tc < 2; ++tc) worst_split[tc] = memattn_gpu_test::worse(worst_split[tc], std::abs(out_split[tc][i] - ref) / vmax);
           }
         }
       }
   }
+  INFO("split-KV: CUDA cores " << worst_split[0] << ", tensor cores " << worst_split[1] << " (kernel: " << (mma ? "mma" : "CUDA cores") << ")");
   CHECK(worst < 1e-5);
+  CHECK(worst_split[0] < 1e-5);
+  CHECK(worst_split[1] < (mma ? 2e-3 : 1e-5));
   std::uint32_t flags[2] = {1, 1};
   REQUIRE(cudaMemcpy(flags, dflags, sizeof(flags), cudaMemcpyDeviceToHost) == cudaSuccess);
   CHECK(flags[0] == 0);
@@ -160,6 +186,8 @@ void run_case(int D, int Hq, int Hkv, int kb, int vb, int R, int T) {
   cudaFree(dflags);
   cudaFree(dq);
   cudaFree(dout);
+  cudaFree(ws[0]);
+  cudaFree(ws[1]);
 }
 
 }  // namespace
@@ -179,4 +207,7 @@ TEST_CASE("kivi cuda: bad arguments rejected before any launch", "[kivi][gpu]") 
   CHECK(cuda::kivi_decode(view, nullptr, nullptr, nullptr, 1, 4, nullptr) == Status::kErrorNullPointer);
   view.cfg.residual = 48;
   CHECK(cuda::kivi_decode(view, nullptr, nullptr, nullptr, 1, 4, nullptr) == Status::kErrorInvalidArgument);
+  std::size_t bytes = 0;
+  CHECK(cuda::kivi_decode_workspace_size(view, 1, 4, 1024, &bytes) == Status::kErrorInvalidArgument);
+  CHECK(cuda::kivi_decode(view, nullptr, nullptr, nullptr, 1, 4, 1024, nullptr, 0, nullptr) == Status::kErrorInvalidArgument);
 }

@@ -74,9 +74,11 @@ MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes
   g.bytes = g.v_meta + round16(kTileKeys * v_groups * 4);
   return g;
 }
-// KIVI cache records (the kernel's kRec): the stage's V code region as stage_geom's rows: 8 lane
-// groups of D / 8 channel rows of 32 codes plus one spare row each.
-MEMATTN_HOST_DEVICE int rec_v_row_bytes(int head_dim, int bits_v) { return (head_dim + 8) * bits_v / 8; }
+// KIVI cache records (the kernel's kRec): the stage's V codes, per lane group (D / 8 channels), per
+// PV k-step its channels' codes of 16 keys (2 bits_v bytes each), then 16 spare bytes (so that the
+// 8 groups start in different banks); as stage_geom's rows of 32 keys.
+MEMATTN_HOST_DEVICE int rec_group_bytes(int head_dim, int bits_v) { return head_dim / 8 * 4 * bits_v + 16; }
+MEMATTN_HOST_DEVICE int rec_v_row_bytes(int head_dim, int bits_v) { return 8 * rec_group_bytes(head_dim, bits_v) / kTileKeys; }
 // Dynamic shared memory of the kernel: the stages and the CTA's q region at q_offset (first its 8
 // rows of head_dim + 4 floats, the padding putting the rows a quarter-warp reads in different
 // banks; then, per lane, q~'s fp16 hi / lo A fragments, 32 D bytes), or the end-of-split merge if
@@ -180,11 +182,10 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
   }
 }
 
-// One cp.async of N = 8 or 16 bytes.
+// One cp.async of N = 4 or 8 bytes.
 template <int N>
 MEMATTN_DEVICE void rec_piece(unsigned char* dst, const unsigned char* src) {
-  if constexpr (N == 16) detail::cp_async_16(dst, src);
-  else think_lanes::cp_async_ca<N>(dst, src);
+  think_lanes::cp_async_ca<N>(dst, src);
 }
 
 // A warp's cp.async pipeline over its items (tiles), kS stages deep, no CTA barrier:
@@ -339,13 +340,14 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   static_assert(KC >= 1 && KC * kChunkChannels <= D, "1 .. D / 32 chunks of kept channels");
   static_assert(!kRec || KC * kChunkChannels == D, "KIVI records hold every key channel");
   constexpr int kPs = kRec && VB == 2 ? 8 : 4;     // key pair stride of the PV B registers
-  constexpr int kRecRow = kTileKeys * VB / 8;      // kRec: bytes of one channel's codes of a tile
   constexpr int kLaneCh = D / 8;                   // value channels per lane: one per PV n-tile
   constexpr int kNTiles = kLaneCh;
   constexpr int kCodeBytes = kLaneCh * VB / 8;     // a lane's value codes of one key: 2, 4 or 8 bytes
   constexpr int kCodeWords = kCodeBytes < 4 ? 1 : kCodeBytes / 4;
   constexpr int kHalves = kCodeBytes / 2;          // 16-bit pieces of them, 16 / VB channels each
   constexpr int kPerHalf = 16 / VB;
+  constexpr int kRecStep = 2 * VB;                 // kRec: bytes of one channel's codes of a PV k-step (16 keys)
+  constexpr int kRecGroup = kLaneCh * 4 * VB + 16; // kRec: a lane group's stage bytes (rec_group_bytes)
   MEMATTN_DYNAMIC_SMEM(unsigned char, smem);
 
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
@@ -460,17 +462,18 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       if (slot == lo || slot <= parts.q0)
         warp_copy<16, D * 4>(st + geo.k_meta, kqm_seg + blk * kqm_block_bytes, dk * 4, lane);
       if constexpr (kRec) {
-        // channel ch's kRecRow code bytes of the tile to lane group ch / kLaneCh's rows, one spare
-        // row per group (rec_v_row_bytes: the 8 groups' rows start in different banks); V meta rows
-        // of the kTileKeys keys per value group
+        // channel ch's codes of the tile's two PV k-steps to lane group ch / kLaneCh's k-step rows
+        // (rec_group_bytes); the lane copies channels D / 32 lane + i; V meta rows of the kTileKeys
+        // keys per value group
         const long long rec = blk * kq_block_bytes;
-        const unsigned char* const v_src = vq_seg + rec + (slot - lo) * VB / 8;
+        const int ch0 = lane * (D / 32);
+        unsigned char* const v_dst = st + geo.v_codes + (ch0 / kLaneCh) * kRecGroup + (ch0 % kLaneCh) * kRecStep;
+        const unsigned char* const v_src = vq_seg + rec + (slot - lo) * VB / 8 + ch0 * (p.qgroup * VB / 8);
 #pragma unroll
-        for (int i = 0; i < D / 32; ++i) {
-          const int ch = 32 * i + lane;
-          rec_piece<kRecRow>(st + geo.v_codes + ((ch / kLaneCh) * (kLaneCh + 1) + ch % kLaneCh) * kRecRow,
-                             v_src + static_cast<long long>(ch) * (p.qgroup * VB / 8));
-        }
+        for (int i = 0; i < D / 32; ++i)
+#pragma unroll
+          for (int ms = 0; ms < 2; ++ms)
+            rec_piece<kRecStep>(v_dst + ms * (kLaneCh * kRecStep) + i * kRecStep, v_src + i * (p.qgroup * VB / 8) + ms * kRecStep);
         const unsigned char* const vm_src = vqm_seg + rec + (slot - lo) * 4;
         if (lane < ngv * 8)  // 16-byte pieces: 8 per value group
           detail::cp_async_16(st + geo.v_meta + lane * 16, vm_src + static_cast<long long>(lane >> 3) * p.qgroup * 4 + (lane & 7) * 16);
@@ -622,24 +625,28 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), v_scale2);
       const std::uint32_t z23 = hmul2_bits(halves(mw[2], mw[3], true), v_scale2);
       if constexpr (kRec) {
-        // channel n of the lane's group: its codes of this k-step's 16 keys, shifted so that the
-        // lane's first key sits at bit 0 of each 16-bit half: at 2 bits one word, keys (t, t + 8)
-        // at bits 0 and (t + 4, t + 12) at bits 8 of the halves; at 4 bits two words of 8 keys,
-        // (t, t + 4) and (t + 8, t + 12) at bits 0
-        const unsigned char* const vrow = st + geo.v_codes + gi * (kLaneCh + 1) * kRecRow;
+        // channel n of the lane's group: its codes of this k-step's 16 keys (16-byte loads of 4
+        // channels at 2 bits, 2 at 4), shifted so that the lane's first key sits at bit 0 of each
+        // 16-bit half: at 2 bits one word, keys (t, t + 8) at bits 0 and (t + 4, t + 12) at bits 8
+        // of the halves; at 4 bits two words of 8 keys, (t, t + 4) and (t + 8, t + 12) at bits 0
+        const unsigned char* const vrow = st + geo.v_codes + gi * kRecGroup + ms * (kLaneCh * kRecStep);
 #pragma unroll
-        for (int n = 0; n < kNTiles; ++n) {
-          std::uint32_t b0, b1;
-          if constexpr (VB == 2) {
-            const std::uint32_t x = *reinterpret_cast<const std::uint32_t*>(vrow + n * kRecRow + 4 * ms) >> (2 * t4);
-            b0 = exact_at<0>(and_or(x, 0x00030003u, kMagic));
-            b1 = exact_at<8>(and_or(x, 0x03000300u, kMagic));
-          } else {
-            const uint2 w = *reinterpret_cast<const uint2*>(vrow + n * kRecRow + 8 * ms);
-            b0 = exact_at<0>(and_or(w.x >> (4 * t4), 0x000F000Fu, kMagic));
-            b1 = exact_at<0>(and_or(w.y >> (4 * t4), 0x000F000Fu, kMagic));
+        for (int c = 0; c < kLaneCh * kRecStep / 16; ++c) {
+          const uint4 w4 = *reinterpret_cast<const uint4*>(vrow + 16 * c);
+          const std::uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
+#pragma unroll
+          for (int e = 0; e < 16 / kRecStep; ++e) {
+            std::uint32_t b0, b1;
+            if constexpr (VB == 2) {
+              const std::uint32_t x = w[e] >> (2 * t4);
+              b0 = exact_at<0>(and_or(x, 0x00030003u, kMagic));
+              b1 = exact_at<8>(and_or(x, 0x03000300u, kMagic));
+            } else {
+              b0 = exact_at<0>(and_or(w[2 * e] >> (4 * t4), 0x000F000Fu, kMagic));
+              b1 = exact_at<0>(and_or(w[2 * e + 1] >> (4 * t4), 0x000F000Fu, kMagic));
+            }
+            mma16816(o[c * (16 / kRecStep) + e], pa, hfma2_bits(b0, s01, z01), hfma2_bits(b1, s23, z23));
           }
-          mma16816(o[n], pa, hfma2_bits(b0, s01, z01), hfma2_bits(b1, s23, z23));
         }
       } else {
         const unsigned char* vc = st + geo.v_codes + gi * kCodeBytes;
