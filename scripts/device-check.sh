@@ -450,8 +450,15 @@ if think or kivi or composed:
                 kivi_gates["kivi_%d%d_B%d_L%d" % (r["kbits"], r["vbits"], r["B"], r["L"])] = {
                     "speedup_vs_sdpa": r["speedup_vs_sdpa"], "target": gate, "pct_copy_bw": r.get("pct_copy_bw"),
                     "pass": r["speedup_vs_sdpa"] >= gate and r.get("pct_copy_bw", 0) >= 80}
+        if "append_over_decode" in r:  # quantize-append of a flushing step < 5% of the layer's decode step
+            kivi_gates["kivi_append_%d%d_B%d_L%d" % (r["kbits"], r["vbits"], r["B"], r["L"])] = {
+                "append_us": r["append_us"], "append_over_decode": r["append_over_decode"], "pass": r["append_over_decode"] < 0.05}
     summary["kivi_gates"] = kivi_gates
     for name, g in kivi_gates.items():
+        if "append_us" in g:
+            print("  %s: %.1f us = %.2f%% of the decode step (target < 5%%) -> %s" % (
+                name, g["append_us"], 100 * g["append_over_decode"], "pass" if g["pass"] else "MISSED"))
+            continue
         print("  %s: x%.2f SDPA (target %.1f), %.0f%% copy bw -> %s" % (name, g["speedup_vs_sdpa"], g["target"],
               g["pct_copy_bw"] or 0, "pass" if g["pass"] else "MISSED"))
     print("\n==== ThinK two-segment decode and KIVI decode (issue 7), ratios to the dense bf16 decode and KIVI 4/2")
