@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "memattn/core/status.hpp"
 #include "memattn/core/workspace.hpp"
@@ -66,11 +65,12 @@ struct KiviPlan {
 
 // The tensor-core kernel reads head_dim 64 / 128, 2- / 4-bit K and V, value groups of a multiple of
 // 32 channels, records from a 16-byte aligned base (every section of a record is a multiple of 16
-// bytes, quantization spec 5.1).
+// bytes, quantization spec 5.1), Hkv records (one block of every KV head) in an int of bytes.
 inline bool kivi_mma_layout(const kernels::KiviCacheView& c) {
   auto bits_ok = [](int b) { return b == 2 || b == 4; };
   return (c.cfg.head_dim == 64 || c.cfg.head_dim == 128) && bits_ok(c.cfg.bits_k) && bits_ok(c.cfg.bits_v) &&
-         c.cfg.vg() % 32 == 0 && reinterpret_cast<std::uintptr_t>(c.blocks) % 16 == 0 && c.layout.bytes % 16 == 0;
+         c.cfg.vg() % 32 == 0 && reinterpret_cast<std::uintptr_t>(c.blocks) % 16 == 0 && c.layout.bytes % 16 == 0 &&
+         c.layout.bytes * static_cast<std::size_t>(c.num_kv_heads) <= 0x7FFFFFFFu;  // ThinKDecodeParams::rec_block_bytes
 }
 
 // Splits for sequences of at most max_tokens tokens on `sms` SMs: about 8 CTAs per SM (the tensor-core
@@ -178,18 +178,9 @@ Status kivi_decode_launches(const kernels::KiviCacheView& c, const float* q, flo
   tp.rec_block_bytes = static_cast<int>(c.layout.bytes) * c.num_kv_heads;
   tp.rec_head_bytes = static_cast<int>(c.layout.bytes);
   tp.rec_seq_bytes = static_cast<long long>(c.layout.bytes) * c.num_kv_heads * c.max_blocks;
-  auto mma = [&](auto kernel_type, int kb, int vb) {
-    const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(D, kb, kernels::think_mma::rec_v_row_bytes(D, vb), D / tp.v_group);
-    return launch(kernel_type, dim3(grid1.x, static_cast<unsigned>(pl.splits)), dim3(kernels::think_mma::kThreads),
-                  kernels::think_mma::smem_bytes(geo, D), tp, sp);
-  };
-  auto bits = [&](auto d) {
-    constexpr int kD = decltype(d)::value;
-    using namespace think_detail;
-    if (tp.bits_k == 2) return tp.bits_v == 2 ? mma(MmaKernel<kD, 2, 2, kD / 32, true>{}, 2, 2) : mma(MmaKernel<kD, 2, 4, kD / 32, true>{}, 2, 4);
-    return tp.bits_v == 2 ? mma(MmaKernel<kD, 4, 2, kD / 32, true>{}, 4, 2) : mma(MmaKernel<kD, 4, 4, kD / 32, true>{}, 4, 4);
-  };
-  MEMATTN_RETURN_IF_ERROR(D == 64 ? bits(std::integral_constant<int, 64>{}) : bits(std::integral_constant<int, 128>{}));
+  const Status st = D == 64 ? think_detail::launch_mma_d<64, true>(tp, sp, pl.splits, launch)
+                            : think_detail::launch_mma_d<128, true>(tp, sp, pl.splits, launch);
+  MEMATTN_RETURN_IF_ERROR(st);
   return launch(think_detail::CombineKernel{}, grid1, dim3(kernels::kThinKThreads), 0, tp, sp);
 }
 

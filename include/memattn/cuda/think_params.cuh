@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "memattn/core/status.hpp"
 #include "memattn/kernels/think_decode.cuh"
@@ -217,17 +218,22 @@ Status launch_lanes(const kernels::ThinKDecodeParams& p, const kernels::ThinKSpl
   return launch_lanes_d<256, kQuant>(p, sp, launch);
 }
 
-template <int D, class Launch>
+// The tensor-core kernel over the KIVI region, grid_splits splits (kRec: in KIVI cache records,
+// cuda::kivi_decode; every key channel, so one chunk count).
+template <int D, bool kRec = false, class Launch>
 Status launch_mma_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, int grid_splits, Launch& launch) {
-  return kernels::with_mma_chunks<D>(p.d_keep, [&](auto kc) {
-    auto bits = [&](auto kernel_type, int kb) {
-      const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(p.d_keep, kb, p.v_words * 4, p.head_dim / p.v_group);
+  auto chunks = [&](auto kc) {
+    auto bits = [&](auto kernel_type, int kb, int vb) {
+      const int v_row = kRec ? kernels::think_mma::rec_v_row_bytes(D, vb) : p.v_words * 4;
+      const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(p.d_keep, kb, v_row, p.head_dim / p.v_group);
       return launch(kernel_type, think_grid(p, grid_splits), dim3(kernels::think_mma::kThreads), kernels::think_mma::smem_bytes(geo, D), p, sp);
     };
     constexpr int KC = decltype(kc)::value;
-    if (p.bits_k == 2) return p.bits_v == 2 ? bits(MmaKernel<D, 2, 2, KC>{}, 2) : bits(MmaKernel<D, 2, 4, KC>{}, 2);
-    return p.bits_v == 2 ? bits(MmaKernel<D, 4, 2, KC>{}, 4) : bits(MmaKernel<D, 4, 4, KC>{}, 4);
-  });
+    if (p.bits_k == 2) return p.bits_v == 2 ? bits(MmaKernel<D, 2, 2, KC, kRec>{}, 2, 2) : bits(MmaKernel<D, 2, 4, KC, kRec>{}, 2, 4);
+    return p.bits_v == 2 ? bits(MmaKernel<D, 4, 2, KC, kRec>{}, 4, 2) : bits(MmaKernel<D, 4, 4, KC, kRec>{}, 4, 4);
+  };
+  if constexpr (kRec) return chunks(std::integral_constant<int, D / 32>{});
+  else return kernels::with_mma_chunks<D>(p.d_keep, chunks);
 }
 
 // Path 3: sp.splits = 2 * N partial slots, N = grid splits of each kernel; the tensor-core kernel
