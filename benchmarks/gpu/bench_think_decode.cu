@@ -409,6 +409,22 @@ int main(int argc, char** argv) {
       shape_b > 0 && shape_l > 0 ? std::vector<std::pair<int, int>>{{shape_b, shape_l}}
       : smoke                    ? std::vector<std::pair<int, int>>{{2, 256}}
                                  : std::vector<std::pair<int, int>>{{16, 4096}, {16, 65536}, {1, 65536}};
+  // KIVI's own decode: split-KV on tensor cores and on CUDA cores; the one-CTA call (4/2 only,
+  // ~100x slower: few iterations)
+  auto kivi_rows = [&](int B, int L, double base, bool one_cta) {
+    for (auto [bk, bv] : {std::pair<int, int>{4, 2}, std::pair<int, int>{2, 2}, std::pair<int, int>{4, 4}})
+      for (int kernel : {2, 1, 0}) {
+        if (kernel == 0 && (!one_cta || bk != 4 || bv != 2)) continue;
+        double kb = 0, app = 0;
+        const double kus = time_kivi(B, L, bk, bv, kernel == 0 ? 3 : iters, &ok, &kb, kernel, kernel == 2 ? &app : nullptr);
+        const char* names[] = {"cta", "split", "mma"};
+        char extra[96] = "";
+        if (app > 0) std::snprintf(extra, sizeof extra, ", \"append_us\": %.2f, \"append_over_decode\": %.4f", app, app / kus);
+        std::printf("{\"bench\": \"kivi_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, "
+                    "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f%s}\n",
+                    names[kernel], B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3, 100.0 * kb / kus * 1e-3 / copy, extra);
+      }
+  };
   for (auto [B, L] : shapes) {
     const double base = time_case(B, L, 0.f, iters, &ok);  // tile kernel, lambda 0: the rows' ratio base
     for (int path : {1, 2, 4}) {
@@ -443,20 +459,7 @@ int main(int argc, char** argv) {
                   "\"d_keep\": %d, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f}\n",
                   path == 1 ? "tile" : "mma16", B, L, dk, us, us / base, bytes, bytes / us * 1e-3);
     }
-    // KIVI's own decode: split-KV on tensor cores and on CUDA cores; the one-CTA call (4/2 only,
-    // ~100x slower: few iterations)
-    for (auto [bk, bv] : {std::pair<int, int>{4, 2}, std::pair<int, int>{2, 2}, std::pair<int, int>{4, 4}})
-      for (int kernel : {2, 1, 0}) {
-        if (kernel == 0 && (bk != 4 || bv != 2)) continue;
-        double kb = 0, app = 0;
-        const double kus = time_kivi(B, L, bk, bv, kernel == 0 ? 3 : iters, &ok, &kb, kernel, kernel == 2 ? &app : nullptr);
-        const char* names[] = {"cta", "split", "mma"};
-        char extra[96] = "";
-        if (app > 0) std::snprintf(extra, sizeof extra, ", \"append_us\": %.2f, \"append_over_decode\": %.4f", app, app / kus);
-        std::printf("{\"bench\": \"kivi_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, "
-                    "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f%s}\n",
-                    names[kernel], B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3, 100.0 * kb / kus * 1e-3 / copy, extra);
-      }
+    kivi_rows(B, L, base, true);
     // kernels: tile, lanes, mma (tensor cores over the KIVI blocks, lane groups over the tail),
     // mma+mma16 (tensor cores over both, path 4); with and without H2O scores; the mma kernel also
     // without pruning (KIVI alone through the composed decode)
@@ -485,5 +488,7 @@ int main(int argc, char** argv) {
                   keys, B, L, cus, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
     }
   }
+  // issue 4's second shape (B 1 x 128K; SDPA's peer rows have it), KIVI rows only
+  if (!smoke && shape_b == 0) kivi_rows(1, 131072, time_case(1, 131072, 0.f, iters, &ok), false);
   return ok ? 0 : 1;
 }
