@@ -34,6 +34,8 @@
 // measured before the 2026-11-27 rewrite of its dequantisation, not re-timed). Path 3's values
 // are fp16 (c s_v + z_v, 2^-12 of |v|) and its logits fp32-exact: outputs meet the quantization
 // spec's Q-K1 (robust relative 2e-3) against fp32 dequantisation, paths 1 and 2 1e-4.
+// Path 3's kernel also serves cuda::kivi_decode (kivi.cuh), reading a KIVI cache's records in
+// place (ThinKDecodeParams::rec_*; think_decode refuses those fields: kErrorInvalidArgument).
 // Path 4: the fp16 regions on tensor cores too (think_decode_mma16.cuh: q as fp16 hi / lo, exact
 // fp16 keys and values, fp32 accumulation: the lane-group kernel's results to ~1e-6), the KIVI
 // region as in path 3; the lane-group kernel's layout (padded old rows included) at head_dim 64 /
@@ -45,7 +47,7 @@
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
 // in [1, head_dim], row/segment strides too small, KIVI bits not 2/4/8, group not 32/64/128,
 // v_group not dividing head_dim, block/row words too few, kq_first without n_blocks, path not
-// 0-4), kErrorNotSupported (paths 2-4 on a layout their kernels cannot read; path 3, or 4 with a
+// 0-4, rec_block_bytes set), kErrorNotSupported (paths 2-4 on a layout their kernels cannot read; path 3, or 4 with a
 // KIVI region, without the split-KV workspace),
 // kErrorGqaRatio (more than 8 query heads per KV head or not a multiple), kErrorInvalidShape
 // (batch < 1), kErrorNoDevice / kErrorCudaRuntime.
