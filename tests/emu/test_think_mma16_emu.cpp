@@ -207,6 +207,9 @@ TEST_CASE("path 4 rejects layouts it cannot read", "[emu][think]") {
   }
   p.path = 5;
   CHECK(memattn::cuda::think_decode_check(p) == Status::kErrorInvalidArgument);
+  p.path = 4;
+  p.rec_block_bytes = 1024;  // KIVI cache records: cuda::kivi_decode's, not think_decode's
+  CHECK(memattn::cuda::think_decode_check(p) == Status::kErrorInvalidArgument);
   CHECK(launches == 0);
   CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == 7.f; }));
 }
