@@ -232,15 +232,17 @@ void run_case(const KiviCase& kc) {
       flushed[static_cast<std::size_t>(b)] = cpu->quantized_tokens(b, 0) != nq;
     }
     decode(dev.view, q, o, n, Hq);
-    // the split-KV call, on CUDA cores and (where the layout allows) tensor cores
-    std::vector<float> os[2] = {std::vector<float>(q.size(), NAN), std::vector<float>(q.size(), NAN)};
-    for (int tc = 0; tc < 2; ++tc) {
-      const bool mma = decode_split(dev.view, q, os[tc], n, Hq, shape.max_tokens, kc.split_keys, tc == 1);
+    // the split-KV call, on CUDA cores (several splits, and one: no workspace) and, where the
+    // layout allows, tensor cores
+    for (int call = 0; call < 3; ++call) {
+      const int tc = call == 1;
+      std::vector<float> os(q.size(), NAN);
+      const bool mma = decode_split(dev.view, q, os, n, Hq, shape.max_tokens, call == 2 ? 1 << 20 : kc.split_keys, tc == 1);
       REQUIRE(mma == (tc == 1 && memattn::cuda::kivi_mma_layout(dev.view)));
       mma_calls += mma;
       for (int b = 0; b < B; ++b)
         for (int h = 0; h < Hkv; ++h)
-          worst_split[tc] = worse(worst_split[tc], oracle_error(dev.view, q, os[tc], b, h, n[static_cast<std::size_t>(b)], Hq));
+          worst_split[tc] = worse(worst_split[tc], oracle_error(dev.view, q, os, b, h, n[static_cast<std::size_t>(b)], Hq));
     }
     for (int b = 0; b < B; ++b) {
       int differ = 0;
