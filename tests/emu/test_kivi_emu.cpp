@@ -328,6 +328,13 @@ TEST_CASE("emulated KIVI: non-finite k / v stored as given, flagged, quantised p
       std::vector<float> q(static_cast<std::size_t>(B * Hq * D)), o(q.size(), NAN);
       for (float& x : q) x = nd(rng);
       decode(dev.view, q, o, n, Hq);
+      // the split-KV call on CUDA cores and on tensor cores (this layout takes them): the same
+      // outputs, poison included
+      std::vector<float> os[2] = {o, o};
+      for (int tc = 0; tc < 2; ++tc) {
+        std::fill(os[tc].begin(), os[tc].end(), NAN);
+        REQUIRE(decode_split(dev.view, q, os[tc], n, Hq, T, 32, tc == 1) == (tc == 1));
+      }
       CHECK(flags[0] == 0);
       CHECK(flags[1] == (t >= kStep ? quant::kQuantNonFinite : 0u));
       CHECK(flags[2] == (t >= vStep ? quant::kQuantNonFinite : 0u));
@@ -351,13 +358,19 @@ TEST_CASE("emulated KIVI: non-finite k / v stored as given, flagged, quantised p
           }
           if (!k_bad && !v_bad) {
             CHECK(oracle_error(dev.view, q, o, b, h, t + 1, Hq) < kOracleTol);
+            CHECK(oracle_error(dev.view, q, os[0], b, h, t + 1, Hq) < kOracleTol);
+            CHECK(oracle_error(dev.view, q, os[1], b, h, t + 1, Hq) < kQK1Tol);
             continue;
           }
           // A NaN key poisons every logit of the head; an infinite value its channel (then, once
           // quantised, its value group).
           for (int gi = 0; gi < Hq / Hkv; ++gi)
-            for (int ch = k_bad ? 0 : vChannel; ch < (k_bad ? D : vChannel + 1); ++ch)
-              CHECK_FALSE(std::isfinite(o[(static_cast<std::size_t>(b) * Hq + h * (Hq / Hkv) + gi) * D + ch]));
+            for (int ch = k_bad ? 0 : vChannel; ch < (k_bad ? D : vChannel + 1); ++ch) {
+              const std::size_t i = (static_cast<std::size_t>(b) * Hq + h * (Hq / Hkv) + gi) * D + ch;
+              CHECK_FALSE(std::isfinite(o[i]));
+              CHECK_FALSE(std::isfinite(os[0][i]));
+              CHECK_FALSE(std::isfinite(os[1][i]));
+            }
         }
     }
   }

@@ -284,7 +284,9 @@ MEMATTN_DEVICE void stash_warp_state(unsigned char* smem, int warp, int lane, co
 // End of a split: merges the kWarps warps' states of the CTA's G heads (stash_warp_state's, after
 // a __syncthreads) in a fixed order, into the split partial at slot slot_id (m in natural log;
 // -inf for an empty split, which the combine ignores) or, when `final` (the only split), into o
-// and lse.
+// and lse. NaN is never laundered: a warp whose logits were all NaN keeps m = -inf (the running
+// max drops NaN) but l = NaN, and that makes the head's whole partial NaN (m included, so that the
+// combine keeps it).
 template <int D>
 MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDecodeParams& p, const ThinKSplit& sp,
                                       long long s, long long slot_id, bool final) {
@@ -295,10 +297,17 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
   for (int i = static_cast<int>(threadIdx.x); i < G * D; i += kThreads) {
     const int r = i / D, ch = i % D;
     float mx = -INFINITY;
+    bool poisoned = false;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_ml[(w * kThinKMaxGroup + r) * 2]);
+    for (int w = 0; w < kWarps; ++w) {
+      const float lw = sm_ml[(w * kThinKMaxGroup + r) * 2 + 1];
+      mx = fmaxf(mx, sm_ml[(w * kThinKMaxGroup + r) * 2]);
+      poisoned = poisoned || lw != lw;
+    }
     float acc = 0.f, lsum = 0.f;
-    if (mx != -INFINITY) {
+    if (poisoned) {
+      mx = acc = lsum = __int_as_float(0x7FC00000);
+    } else if (mx != -INFINITY) {
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) {
         const float mw = sm_ml[(w * kThinKMaxGroup + r) * 2];
@@ -309,8 +318,9 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
       }
     }
     if (final) {
-      p.o[(row0 + r) * D + ch] = lsum > 0.f ? acc / lsum : 0.f;
-      if (p.lse != nullptr && ch == 0) p.lse[row0 + r] = lsum > 0.f ? (mx + log2f(lsum)) * detail::kLn2 : -INFINITY;
+      const bool some = lsum > 0.f || poisoned;
+      p.o[(row0 + r) * D + ch] = some ? acc / lsum : 0.f;
+      if (p.lse != nullptr && ch == 0) p.lse[row0 + r] = some ? (mx + log2f(lsum)) * detail::kLn2 : -INFINITY;
       continue;
     }
     sp.acc[(slot_id * G + r) * D + ch] = acc;
