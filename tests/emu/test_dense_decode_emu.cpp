@@ -124,6 +124,53 @@ TEST_CASE("emulated dense decode == fp64 (head dims, row tiles, splits, windows,
   }
 }
 
+// NaN is never laundered, also not when every key a lane group's stream (or a whole split)
+// holds is NaN, where the running max stays -inf and only l carries the NaN: a NaN query element
+// makes its row's output and LSE NaN; NaN keys over tokens [0, 96) of one (sequence, KV head) make
+// its query heads' rows NaN (all splits, one split); every other row is what fp64 gives.
+TEST_CASE("emulated dense decode: NaN queries and keys stay NaN", "[emu][decode]") {
+  for (bool reverse : {false, true})
+    for (int splits : {1, 5}) {
+      memattn_emu::ReverseCtas order(reverse);
+      INFO("splits " << splits << " reversed " << reverse);
+      DecodeShape s;
+      s.batch = 2;
+      s.q_heads = 8;
+      s.kv_heads = 2;
+      s.head_dim = 64;
+      s.capacity = 300;
+      s.lens = {300, 250};
+      DecodeProblem<Half> pr(s);
+      const std::int64_t D = s.head_dim, G = s.q_heads / s.kv_heads;
+      pr.q[static_cast<std::size_t>((0 * s.q_heads + 1) * D + 3)] = Half{0x7E00};  // (b 0, query head 1)
+      for (std::int64_t t = 0; t < 96; ++t)                                          // (b 1, KV head 1)
+        for (std::int64_t e = 0; e < D; ++e) pr.k[static_cast<std::size_t>(((1 * s.kv_heads + 1) * s.capacity + t) * D + e)] = Half{0x7E00};
+      auto a = pr.args();
+      a.seq_lens_host = s.lens.data();
+      memattn::cuda::DenseDecodeTuning tuning;
+      tuning.num_splits = splits;
+      memattn::cuda::DenseDecodePlan pl;
+      REQUIRE(emulated_decode(a, tuning, &pl) == Status::kSuccess);
+      const auto ref = memattn_test::naive_decode(a, s.lens.data());
+      double worst = 0;
+      for (std::int64_t r = 0; r < s.batch * s.q_heads; ++r) {
+        const std::int64_t b = r / s.q_heads, hq = r % s.q_heads;
+        const bool poisoned = (b == 0 && hq == 1) || (b == 1 && hq / G == 1);
+        INFO("row " << r);
+        if (poisoned) {
+          CHECK_FALSE(std::isfinite(pr.lse[static_cast<std::size_t>(r)]));
+          for (std::int64_t e = 0; e < D; ++e) CHECK_FALSE(std::isfinite(memattn::to_float(pr.o[static_cast<std::size_t>(r * D + e)])));
+          continue;
+        }
+        for (std::int64_t e = 0; e < D; ++e) {
+          const std::size_t i = static_cast<std::size_t>(r * D + e);
+          worst = memattn_test::worse(worst, std::abs(memattn::to_float(pr.o[i]) - ref.o[i]));
+        }
+      }
+      CHECK(worst <= 2e-3);
+    }
+}
+
 // The emulator's cp.async model (simt.hpp), through the kernels' own helpers: a copy's destination
 // reads 0xFF from its issue until the issuing thread's wait_group retires its commit group; the
 // source is read at issue.

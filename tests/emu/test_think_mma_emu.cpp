@@ -321,7 +321,58 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
   if (td::mma_layout(p)) CHECK(runs == 10);  // paths 3 and 4 ran (split-KV modes)
 }
 
+// Poison is never laundered: one KIVI block's key channel of segment 0 holding the quantiser's
+// poison meta (scale = zero = fp16 NaN, as for a non-finite input) makes every output of that
+// segment's heads non-finite on every path and split mode, and leaves the other segments as
+// they were.
+void check_poison(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps) {
+  namespace td = memattn::cuda::think_detail;
+  INFO("kind " << static_cast<int>(kind) << " D " << D << " bits " << bits_k << "/" << bits_v << " reversed "
+               << memattn_emu::reverse_ctas());
+  ComposedCase c;
+  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 99u + static_cast<unsigned>(D), &c, 8));
+  std::vector<float> out, lse, scores;
+  mk::ThinKDecodeParams p = params_of(c, false, &out, &lse, &scores);
+  REQUIRE(c.n_q[0] > 0);
+  std::uint16_t* meta = const_cast<std::uint16_t*>(p.kqm);  // segment 0, block 0, kept channel slot 1
+  meta[2] = meta[3] = 0x7E00;
+  const int G = Hq / Hkv, max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
+  int runs = 0;
+  for (int path = 1; path <= 4; ++path)
+    for (int mode = 0; mode < 3; ++mode) {
+      INFO("path " << path << " mode " << mode);
+      p.path = path;
+      if ((path == 2 && p.d_keep % 8 != 0) || (path >= 3 && (mode == 0 || !td::mma_layout(p)))) continue;
+      mk::ThinKSplit sp;
+      if (mode > 0) REQUIRE(td::plan(p, max_tokens, mode == 1 ? 32 : 0, 132, &sp) == Status::kSuccess);
+      std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
+      if (sp.splits > 1) td::carve(p, ws.data(), td::workspace_bytes(p, sp), &sp);
+      std::fill(out.begin(), out.end(), NAN);
+      REQUIRE(td::think_launches(p, sp, memattn_emu_test::emu_launch) == Status::kSuccess);
+      ++runs;
+      int laundered = 0, lost = 0;
+      for (int r = 0; r < B * Hq; ++r)
+        for (int e = 0; e < D; ++e) {
+          const float x = out[static_cast<std::size_t>(r * D + e)];
+          if (r < G) laundered += std::isfinite(x);  // segment 0 = (b 0, KV head 0): query heads 0 .. G - 1
+          else lost += !std::isfinite(x);
+        }
+      CHECK(laundered == 0);
+      CHECK(lost == 0);
+      for (int r = 0; r < G; ++r) CHECK_FALSE(std::isfinite(lse[static_cast<std::size_t>(r)]));
+    }
+  CHECK(runs >= 5);
+}
+
 }  // namespace
+
+TEST_CASE("emulated composed decode: a poisoned KIVI block stays non-finite on every path", "[emu][compose]") {
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    check_poison(ComposedKind::kThinkKivi, 2, 8, 2, 64, 4, 2, 90, 3);
+    check_poison(ComposedKind::kKivi, 2, 4, 2, 128, 2, 2, 120, 2);
+  }
+}
 
 TEST_CASE("emulated composed decode, all paths (tile, lane groups, tensor cores: KIVI region, every region) == CPU composed cache", "[emu][compose]") {
   for (bool reverse : {false, true}) {

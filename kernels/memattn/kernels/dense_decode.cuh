@@ -417,7 +417,8 @@ MEMATTN_DEVICE void stash_group_state(unsigned char* smem, int group, int lane, 
 
 // Row r, channels [c * 8, c * 8 + 8) of the stashed streams merged in a fixed group order: o =
 // sum_g 2^(m_g - mx) acc_g (not normalised), *mx = max_g m_g (base 2; -inf when every stream is
-// empty), *lsum = sum_g 2^(m_g - mx) l_g.
+// empty), *lsum = sum_g 2^(m_g - mx) l_g. NaN is never laundered: a stream whose logits were all
+// NaN keeps m = -inf (the running max drops NaN) but l = NaN, and makes o, *mx and *lsum NaN.
 template <int D, int R>
 MEMATTN_DEVICE void merge_group_states(const unsigned char* smem, int r, int c, float (&o)[8], float* mx_out, float* lsum_out) {
   constexpr int kGroups = DenseDecodeConfig<D, R>::kGroups;
@@ -425,12 +426,20 @@ MEMATTN_DEVICE void merge_group_states(const unsigned char* smem, int r, int c, 
   const float(*sm_m)[R] = reinterpret_cast<const float(*)[R]>(smem + kGroups * R * D * 4);
   const float(*sm_l)[R] = reinterpret_cast<const float(*)[R]>(smem + kGroups * R * D * 4 + kGroups * R * 4);
   float mx = -INFINITY;
+  bool poisoned = false;
 #pragma unroll
-  for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, sm_m[g][r]);
+  for (int g = 0; g < kGroups; ++g) {
+    mx = fmaxf(mx, sm_m[g][r]);
+    poisoned = poisoned || sm_l[g][r] != sm_l[g][r];
+  }
 #pragma unroll
   for (int i = 0; i < 8; ++i) o[i] = 0.f;
   float lsum = 0.f;
-  if (mx != -INFINITY) {
+  if (poisoned) {
+    mx = lsum = __int_as_float(0x7FC00000);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = mx;
+  } else if (mx != -INFINITY) {
 #pragma unroll
     for (int g = 0; g < kGroups; ++g) {
       const float mg = sm_m[g][r];
@@ -596,10 +605,11 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     if (f >= rows) continue;
     float o[8], mx, lsum;
     detail::merge_group_states<D, R>(smem, r, c, o, &mx, &lsum);
-    const float inv = lsum > 0.f ? __fdividef(1.f, lsum) : 0.f;
+    const bool some = lsum > 0.f || lsum != lsum;  // keys seen, or poison (NaN stays NaN)
+    const float inv = some ? __fdividef(1.f, lsum) : 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) o[i] *= inv;
-    const float lse2 = lsum > 0.f ? mx + log2f(lsum) : -INFINITY;
+    const float lse2 = some ? mx + log2f(lsum) : -INFINITY;
     const int t = f / p.group;
     const int hq = h * p.group + f % p.group;
     if (direct) {

@@ -364,18 +364,19 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
     float o[8], mx, lsum;
     detail::merge_group_states<D, R>(smem, r, cp, o, &mx, &lsum);
     if (sp.splits == 1) {
-      const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
+      const bool some = lsum > 0.f || lsum != lsum;  // keys seen, or poison (NaN stays NaN)
+      const float inv = some ? 1.f / lsum : 0.f;
       float* op = p.o + (static_cast<long long>(b) * p.q_heads + h * G + r) * D + cp * 8;
 #pragma unroll
       for (int i = 0; i < 8; ++i) op[i] = o[i] * inv;
       if (p.lse != nullptr && cp == 0)
-        p.lse[static_cast<long long>(b) * p.q_heads + h * G + r] = lsum > 0.f ? (mx + log2f(lsum)) * kLn2 : -INFINITY;
+        p.lse[static_cast<long long>(b) * p.q_heads + h * G + r] = some ? (mx + log2f(lsum)) * kLn2 : -INFINITY;
     } else {
       float* ap = sp.acc + (slot * G + r) * D + cp * 8;
 #pragma unroll
       for (int i = 0; i < 8; ++i) ap[i] = o[i];
       if (cp == 0) {
-        sp.ml[(slot * G + r) * 2] = mx * kLn2;  // -inf for an empty split: ignored by the combine
+        sp.ml[(slot * G + r) * 2] = mx * kLn2;  // -inf for an empty split: ignored by the combine; NaN for poison: kept
         sp.ml[(slot * G + r) * 2 + 1] = lsum;
       }
     }
