@@ -272,6 +272,31 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
 }
 
 // The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
+// order, the combine) on every path (1 tile kernel, 2 lane groups, 3 tensor cores + lane groups,
+// 4 tensor cores over every region) and split mode (one CTA per segment, 32-token splits, planned
+// splits) the layout allows; then f(path) with the output in place. Returns the calls run.
+template <class F>
+int each_path(mk::ThinKDecodeParams p, int max_tokens, std::vector<float>& out, F&& f) {
+  namespace td = memattn::cuda::think_detail;
+  int runs = 0;
+  for (int path = 1; path <= 4; ++path)
+    for (int mode = 0; mode < 3; ++mode) {
+      INFO("path " << path << " mode " << mode);
+      p.path = path;
+      if ((path == 2 && p.d_keep % 8 != 0) || (path >= 3 && (mode == 0 || !td::mma_layout(p)))) continue;
+      mk::ThinKSplit sp;
+      if (mode > 0) REQUIRE(td::plan(p, max_tokens, mode == 1 ? 32 : 0, 132, &sp) == Status::kSuccess);
+      std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
+      if (sp.splits > 1) td::carve(p, ws.data(), td::workspace_bytes(p, sp), &sp);
+      std::fill(out.begin(), out.end(), NAN);
+      REQUIRE(td::think_launches(p, sp, memattn_emu_test::emu_launch) == Status::kSuccess);
+      ++runs;
+      f(path);
+    }
+  return runs;
+}
+
+// The whole call as cuda::think_decode makes it (checks, path, plan, workspace, the kernels in
 // order, the combine) for path 1 (tile kernel), 2 (lane-group kernel), 3 (tensor cores +
 // lane groups) and 4 (tensor cores over every region), with one CTA per segment, 32-token splits
 // and the planned splits: the output equals the CPU composed cache's (row-relative 1e-4 on paths
@@ -288,35 +313,23 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
   REQUIRE(memattn::cuda::think_decode_check(p) == Status::kSuccess);
   const int max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
   std::vector<float> ref_lse;
-  int runs = 0;
-  for (int path = 1; path <= 4; ++path)
-    for (int mode = 0; mode < 3; ++mode) {  // one CTA per segment, 32-token splits, planned splits
-      INFO("path " << path << " mode " << mode);
-      p.path = path;
-      if ((path == 2 && p.d_keep % 8 != 0) || (path >= 3 && (mode == 0 || !td::mma_layout(p)))) continue;
-      mk::ThinKSplit sp;
-      if (mode > 0) REQUIRE(td::plan(p, max_tokens, mode == 1 ? 32 : 0, 132, &sp) == Status::kSuccess);
-      std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
-      if (sp.splits > 1) td::carve(p, ws.data(), td::workspace_bytes(p, sp), &sp);
-      std::fill(out.begin(), out.end(), NAN);
-      REQUIRE(td::think_launches(p, sp, memattn_emu_test::emu_launch) == Status::kSuccess);
-      ++runs;
-      double worst = 0;
-      for (int r = 0; r < B * Hq; ++r) {
-        double row = 0;
-        for (int e = 0; e < D; ++e) row = std::max(row, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + e)])));
-        for (int e = 0; e < D; ++e) {
-          const std::size_t i = static_cast<std::size_t>(r * D + e);
-          worst = memattn_test::worse(worst, std::abs(static_cast<double>(out[i]) - c.out_cpu[i]) / std::max(row, 1e-30));
-        }
+  const int runs = each_path(p, max_tokens, out, [&](int path) {
+    double worst = 0;
+    for (int r = 0; r < B * Hq; ++r) {
+      double row = 0;
+      for (int e = 0; e < D; ++e) row = std::max(row, std::abs(static_cast<double>(c.out_cpu[static_cast<std::size_t>(r * D + e)])));
+      for (int e = 0; e < D; ++e) {
+        const std::size_t i = static_cast<std::size_t>(r * D + e);
+        worst = memattn_test::worse(worst, std::abs(static_cast<double>(out[i]) - c.out_cpu[i]) / std::max(row, 1e-30));
       }
-      INFO("output " << worst);
-      CHECK(worst <= (path >= 3 ? kQK1Output : 1e-4));
-      if (ref_lse.empty()) ref_lse = lse;
-      double wl = 0;
-      for (std::size_t i = 0; i < lse.size(); ++i) wl = memattn_test::worse(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
-      CHECK(wl <= 1e-4);
     }
+    INFO("output " << worst);
+    CHECK(worst <= (path >= 3 ? kQK1Output : 1e-4));
+    if (ref_lse.empty()) ref_lse = lse;
+    double wl = 0;
+    for (std::size_t i = 0; i < lse.size(); ++i) wl = memattn_test::worse(wl, static_cast<double>(std::abs(lse[i] - ref_lse[i])));
+    CHECK(wl <= 1e-4);
+  });
   CHECK(runs >= 5);
   if (td::mma_layout(p)) CHECK(runs == 10);  // paths 3 and 4 ran (split-KV modes)
 }
@@ -326,7 +339,6 @@ void check_paths(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, i
 // segment's heads non-finite on every path and split mode, and leaves the other segments as
 // they were.
 void check_poison(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps) {
-  namespace td = memattn::cuda::think_detail;
   INFO("kind " << static_cast<int>(kind) << " D " << D << " bits " << bits_k << "/" << bits_v << " reversed "
                << memattn_emu::reverse_ctas());
   ComposedCase c;
@@ -337,30 +349,18 @@ void check_poison(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, 
   std::uint16_t* meta = const_cast<std::uint16_t*>(p.kqm);  // segment 0, block 0, kept channel slot 1
   meta[2] = meta[3] = 0x7E00;
   const int G = Hq / Hkv, max_tokens = *std::max_element(c.n_total.begin(), c.n_total.end());
-  int runs = 0;
-  for (int path = 1; path <= 4; ++path)
-    for (int mode = 0; mode < 3; ++mode) {
-      INFO("path " << path << " mode " << mode);
-      p.path = path;
-      if ((path == 2 && p.d_keep % 8 != 0) || (path >= 3 && (mode == 0 || !td::mma_layout(p)))) continue;
-      mk::ThinKSplit sp;
-      if (mode > 0) REQUIRE(td::plan(p, max_tokens, mode == 1 ? 32 : 0, 132, &sp) == Status::kSuccess);
-      std::vector<float> ws(td::workspace_bytes(p, sp) / sizeof(float) + 4, NAN);
-      if (sp.splits > 1) td::carve(p, ws.data(), td::workspace_bytes(p, sp), &sp);
-      std::fill(out.begin(), out.end(), NAN);
-      REQUIRE(td::think_launches(p, sp, memattn_emu_test::emu_launch) == Status::kSuccess);
-      ++runs;
-      int laundered = 0, lost = 0;
-      for (int r = 0; r < B * Hq; ++r)
-        for (int e = 0; e < D; ++e) {
-          const float x = out[static_cast<std::size_t>(r * D + e)];
-          if (r < G) laundered += std::isfinite(x);  // segment 0 = (b 0, KV head 0): query heads 0 .. G - 1
-          else lost += !std::isfinite(x);
-        }
-      CHECK(laundered == 0);
-      CHECK(lost == 0);
-      for (int r = 0; r < G; ++r) CHECK_FALSE(std::isfinite(lse[static_cast<std::size_t>(r)]));
-    }
+  const int runs = each_path(p, max_tokens, out, [&](int) {
+    int laundered = 0, lost = 0;
+    for (int r = 0; r < B * Hq; ++r)
+      for (int e = 0; e < D; ++e) {
+        const float x = out[static_cast<std::size_t>(r * D + e)];
+        if (r < G) laundered += std::isfinite(x);  // segment 0 = (b 0, KV head 0): query heads 0 .. G - 1
+        else lost += !std::isfinite(x);
+      }
+    CHECK(laundered == 0);
+    CHECK(lost == 0);
+    for (int r = 0; r < G; ++r) CHECK_FALSE(std::isfinite(lse[static_cast<std::size_t>(r)]));
+  });
   CHECK(runs >= 5);
 }
 
