@@ -14,6 +14,7 @@
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
 #   mma_profile    ncu of the tensor-core KIVI-region kernel (path 3) in the composed rows -> bench.log
+#   kivi_profile   ncu of the same kernel over KIVI records (kivi_decode split-KV, K2V2) -> bench.log
 #   mma16_profile  ncu of the fp16 tensor-core kernel (path 4) in the ThinK rows      -> bench.log
 #   scores_profile ncu of the dense decode with / without fp32 and fp16 logits and of the score
 #              epilogue at B = 16, L = 64K (issue 5's <= 10% gate; when ncu exists)  -> bench.log
@@ -145,6 +146,11 @@ if command -v ncu >/dev/null 2>&1; then
   run_step mma_profile 60 "$OUT/bench.log" ncu -k regex:think_decode_mma_kernel -c 2 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section InstructionStats \
     "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
+  # The same kernel over KIVI cache records (cuda::kivi_decode's split-KV call, issue 4's gates):
+  # K2V2, B = 16, L = 64K, its first launch (the kRec instance, by mangled name).
+  run_step kivi_profile 60 "$OUT/bench.log" ncu --kernel-name-base mangled -k regex:think_decode_mma_kernelILi128ELi2ELi2ELi4ELb1 \
+    -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+    --section InstructionStats "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
   # Per-SASS-instruction executed counts and stall samples of the same kernel (where its ~80
   # warp instructions per key go; gzip'd CSV in $OUT), one launch.
   mma_source() {
