@@ -72,10 +72,7 @@ inline Status plan(const kernels::KiviCacheView& cache, int batch, int max_token
 inline Status kivi_decode_workspace_size(const kernels::KiviCacheView& cache, int batch, int q_heads, int max_tokens,
                                          std::size_t* bytes, int split_keys = 0, bool tensor_cores = true) {
   if (bytes == nullptr) return Status::kErrorNullPointer;
-  MEMATTN_RETURN_IF_ERROR(kivi_check_view(cache));
-  if (batch <= 0) return Status::kErrorInvalidShape;
-  if (q_heads <= 0 || q_heads % cache.num_kv_heads != 0 || q_heads / cache.num_kv_heads > kernels::kKiviMaxGroup)
-    return Status::kErrorGqaRatio;
+  MEMATTN_RETURN_IF_ERROR(kivi_check_shape(cache, batch, q_heads));
   if (!device_available()) return Status::kErrorNoDevice;
   KiviPlan pl;
   MEMATTN_RETURN_IF_ERROR(kivi_detail::plan(cache, batch, max_tokens, split_keys, tensor_cores, &pl));

@@ -37,14 +37,20 @@ inline Status kivi_append_check(const kernels::KiviCacheView& cache, const Half*
   return Status::kSuccess;
 }
 
-inline Status kivi_decode_check(const kernels::KiviCacheView& cache, const float* q, const float* o, const int* n_tokens, int batch,
-                                int q_heads) {
+// The view, the batch and the GQA ratio (what the decode's workspace size depends on).
+inline Status kivi_check_shape(const kernels::KiviCacheView& cache, int batch, int q_heads) {
   MEMATTN_RETURN_IF_ERROR(kivi_check_view(cache));
-  if (q == nullptr || o == nullptr || n_tokens == nullptr) return Status::kErrorNullPointer;
   if (batch <= 0) return Status::kErrorInvalidShape;
   if (q_heads <= 0 || q_heads % cache.num_kv_heads != 0 || q_heads / cache.num_kv_heads > kernels::kKiviMaxGroup)
     return Status::kErrorGqaRatio;
   return Status::kSuccess;
+}
+
+inline Status kivi_decode_check(const kernels::KiviCacheView& cache, const float* q, const float* o, const int* n_tokens, int batch,
+                                int q_heads) {
+  MEMATTN_RETURN_IF_ERROR(kivi_check_view(cache));
+  if (q == nullptr || o == nullptr || n_tokens == nullptr) return Status::kErrorNullPointer;
+  return kivi_check_shape(cache, batch, q_heads);
 }
 
 inline kernels::KiviDecodeParams kivi_decode_params(const kernels::KiviCacheView& cache, const float* q, float* o, const int* n_tokens,

@@ -415,6 +415,9 @@ MEMATTN_DEVICE void stash_group_state(unsigned char* smem, int group, int lane, 
   }
 }
 
+// A merged row's l: keys were seen (l > 0), or poison (NaN), which its output and LSE keep.
+MEMATTN_DEVICE bool keys_or_poison(float lsum) { return lsum > 0.f || lsum != lsum; }
+
 // Row r, channels [c * 8, c * 8 + 8) of the stashed streams merged in a fixed group order: o =
 // sum_g 2^(m_g - mx) acc_g (not normalised), *mx = max_g m_g (base 2; -inf when every stream is
 // empty), *lsum = sum_g 2^(m_g - mx) l_g. NaN is never laundered: a stream whose logits were all
@@ -605,7 +608,7 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     if (f >= rows) continue;
     float o[8], mx, lsum;
     detail::merge_group_states<D, R>(smem, r, c, o, &mx, &lsum);
-    const bool some = lsum > 0.f || lsum != lsum;  // keys seen, or poison (NaN stays NaN)
+    const bool some = detail::keys_or_poison(lsum);
     const float inv = some ? __fdividef(1.f, lsum) : 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) o[i] *= inv;

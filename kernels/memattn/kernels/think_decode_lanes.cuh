@@ -364,7 +364,7 @@ think_decode_lanes_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
     float o[8], mx, lsum;
     detail::merge_group_states<D, R>(smem, r, cp, o, &mx, &lsum);
     if (sp.splits == 1) {
-      const bool some = lsum > 0.f || lsum != lsum;  // keys seen, or poison (NaN stays NaN)
+      const bool some = detail::keys_or_poison(lsum);
       const float inv = some ? 1.f / lsum : 0.f;
       float* op = p.o + (static_cast<long long>(b) * p.q_heads + h * G + r) * D + cp * 8;
 #pragma unroll

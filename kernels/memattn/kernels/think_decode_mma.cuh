@@ -138,12 +138,11 @@ MEMATTN_DEVICE std::uint32_t exact_codes(std::uint32_t biased, int i) {
   return hfma2_bits(biased, exact_pair_scale<kBits>(i), exact_pair_bias<kBits>(i));
 }
 // A pair of codes masked at bit kShift (<= 8) of each 16-bit half, OR-ed into the fp16 1024 (1024 +
-// 2^kShift c) -> the exact codes: one HFMA2 by (2^-kShift, -1024 2^-kShift)
+// 2^kShift c) -> the exact codes: one HFMA2 (exact_shift_scale / _bias, think_mma_layout.hpp)
 template <int kShift>
 MEMATTN_DEVICE std::uint32_t exact_at(std::uint32_t biased) {
   static_assert(kShift >= 0 && kShift <= 8, "inside the fp16 mantissa with codes up to 4 bits");
-  constexpr std::uint32_t sc = static_cast<std::uint32_t>(15 - kShift) << 10, bi = 0x8000u | (static_cast<std::uint32_t>(25 - kShift) << 10);
-  return hfma2_bits(biased, sc | (sc << 16), bi | (bi << 16));
+  return hfma2_bits(biased, exact_shift_scale(kShift), exact_shift_bias(kShift));
 }
 // x0, x1 -> fp16 pairs hi = rn(x), lo = rn(x - hi)
 MEMATTN_DEVICE void split2(float x0, float x1, std::uint32_t* hi, std::uint32_t* lo) {
@@ -180,12 +179,6 @@ MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int 
 #pragma unroll 1
     for (int off = lane * N; off < bytes; off += 32 * N) piece(off);
   }
-}
-
-// One cp.async of N = 4 or 8 bytes.
-template <int N>
-MEMATTN_DEVICE void rec_piece(unsigned char* dst, const unsigned char* src) {
-  think_lanes::cp_async_ca<N>(dst, src);
 }
 
 // A warp's cp.async pipeline over its items (tiles), kS stages deep, no CTA barrier:
@@ -318,7 +311,7 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
       }
     }
     if (final) {
-      const bool some = lsum > 0.f || poisoned;
+      const bool some = detail::keys_or_poison(lsum);
       p.o[(row0 + r) * D + ch] = some ? acc / lsum : 0.f;
       if (p.lse != nullptr && ch == 0) p.lse[row0 + r] = some ? (mx + log2f(lsum)) * detail::kLn2 : -INFINITY;
       continue;
@@ -483,7 +476,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
         for (int i = 0; i < D / 32; ++i)
 #pragma unroll
           for (int ms = 0; ms < 2; ++ms)
-            rec_piece<kRecStep>(v_dst + ms * (kLaneCh * kRecStep) + i * kRecStep, v_src + i * (p.qgroup * VB / 8) + ms * kRecStep);
+            think_lanes::cp_async_ca<kRecStep>(v_dst + ms * (kLaneCh * kRecStep) + i * kRecStep, v_src + i * (p.qgroup * VB / 8) + ms * kRecStep);
         const unsigned char* const vm_src = vqm_seg + rec + (slot - lo) * 4;
         if (lane < ngv * 8)  // 16-byte pieces: 8 per value group
           detail::cp_async_16(st + geo.v_meta + lane * 16, vm_src + static_cast<long long>(lane >> 3) * p.qgroup * 4 + (lane & 7) * 16);

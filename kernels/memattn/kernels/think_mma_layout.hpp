@@ -92,15 +92,21 @@ MEMATTN_HOST_DEVICE std::uint32_t code_pair(std::uint32_t x, int i) {
   const std::uint32_t src = i < kPerByte ? x : x >> 8;
   return and_or(src, mask << (kBits * (i % kPerByte)), kMagic);
 }
+// A code masked at bit `shift` (<= 9: inside the mantissa) of a half: (2^-shift, -1024 2^-shift)
+// in both halves turn 1024 + 2^shift c into c.
+MEMATTN_HOST_DEVICE constexpr std::uint32_t exact_shift_scale(int shift) {
+  return (static_cast<std::uint32_t>(15 - shift) << 10) | (static_cast<std::uint32_t>(15 - shift) << 26);
+}
+MEMATTN_HOST_DEVICE constexpr std::uint32_t exact_shift_bias(int shift) {
+  return (0x8000u | (static_cast<std::uint32_t>(25 - shift) << 10)) * 0x10001u;
+}
 template <int kBits>
 MEMATTN_HOST_DEVICE std::uint32_t exact_pair_scale(int i) {  // 2^-(kBits i') in both halves
-  const std::uint32_t h = static_cast<std::uint32_t>(15 - kBits * (i % (8 / kBits))) << 10;
-  return h | (h << 16);
+  return exact_shift_scale(kBits * (i % (8 / kBits)));
 }
 template <int kBits>
 MEMATTN_HOST_DEVICE std::uint32_t exact_pair_bias(int i) {  // -1024 2^-(kBits i') in both halves
-  const std::uint32_t h = 0x8000u | (static_cast<std::uint32_t>(25 - kBits * (i % (8 / kBits))) << 10);
-  return h | (h << 16);
+  return exact_shift_bias(kBits * (i % (8 / kBits)));
 }
 
 // 8 key codes of kBits packed LSB-first in the low 8 * kBits bits of w -> 4 biased pairs:
