@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the lent GPU machine (H100/H200 with CUDA, CMake, PyTorch; no network, no apt).
 # Build here first:  bash scripts/build-gpu.sh   (writes build-gpu/bin, sm_90 SASS, static runtime)
-# Then on the device:  run(command="bash scripts/device-check.sh", carry=["build-gpu/bin"])
+# Then on the device:  run(command="bash scripts/device-check.sh", carry=["build-gpu/pack"])
 #
 # Steps (each under `timeout`, each step's exit status recorded; a failing step never stops the
 # run; steps are skipped once the time budget is spent, so the whole run stays under 6 minutes):
@@ -12,13 +12,13 @@
 #              compaction to a 25% budget, issue 5)                              -> bench.jsonl, bench.log
 #   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI, composed
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
+#   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
 #   mma_profile    ncu of the tensor-core KIVI-region kernel (path 3) in the composed rows -> bench.log
 #   kivi_profile   ncu of the same kernel over KIVI records (kivi_decode split-KV, K2V2) -> bench.log
 #   mma16_profile  ncu of the fp16 tensor-core kernel (path 4) in the ThinK rows      -> bench.log
 #   scores_profile ncu of the dense decode with / without fp32 and fp16 logits and of the score
 #              epilogue at B = 16, L = 64K (issue 5's <= 10% gate; when ncu exists)  -> bench.log
-#   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   memcheck   compute-sanitizer --tool memcheck  on all test cases but [sweep]  -> sanitizer.log
 #   racecheck  compute-sanitizer --tool racecheck on the [sanitize] test cases   -> sanitizer.log
 #   sweep      bench_dense_decode_cuda --sweep (forced split counts, for tuning)  -> sweep.jsonl
@@ -45,6 +45,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT="${OUT:-$PWD/device-check-out}"
 mkdir -p "$OUT"
 export BIN=build-gpu/bin
+# carried as build-gpu/pack/bin.tar.gz (scripts/build-gpu.sh): unpack it on every run (a warm machine
+# keeps the last call's build-gpu/bin, which would be stale)
+if [ -f build-gpu/pack/bin.tar.gz ]; then
+  mkdir -p build-gpu && tar -C build-gpu -xzf build-gpu/pack/bin.tar.gz || echo "device-check: cannot unpack build-gpu/pack/bin.tar.gz" >&2
+fi
 # The toolkit's tools (compute-sanitizer, nvcc) may not be on PATH there.
 export PATH="$PATH:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer"
 BUDGET="${MEMATTN_CHECK_BUDGET:-330}"
@@ -123,7 +128,7 @@ if [ -f "$TESTS_TSV" ]; then
     run_step "test:$name" 90 "$OUT/tests.log" "${cmd[@]}"
   done <"$TESTS_TSV"
 else
-  log "no $TESTS_TSV (run scripts/build-gpu.sh and carry build-gpu/bin); trying the known binary"
+  log "no $TESTS_TSV (run scripts/build-gpu.sh and carry build-gpu/pack); trying the known binary"
   run_step "test:test_dense_decode_cuda" 150 "$OUT/tests.log" "$BIN/test_dense_decode_cuda"
 fi
 
@@ -135,6 +140,9 @@ rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 # ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
 run_step think_bench 120 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
+# The peer (PyTorch SDPA) before the profiles: issue 4's KIVI gates and the dense-decode ratios need it.
+export PYTHONUNBUFFERED=1
+run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 # Where the ThinK / composed decode loses time (it runs at a fraction of the dense decode's rate):
 # Nsight Compute on its first launches, if the toolkit has it (appended to bench.log).
 if command -v ncu >/dev/null 2>&1; then
@@ -175,8 +183,6 @@ if command -v ncu >/dev/null 2>&1; then
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
     "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
 fi
-export PYTHONUNBUFFERED=1
-run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
 
 # ---- linear attention (issue 8): benchmark, fla / SDPA peer, memcheck on its [sanitize] cases ----
 LINEAR_JSONL=/tmp/memattn-linear.jsonl
@@ -213,6 +219,10 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     --print-limit 10 "$BIN/test_composed_cuda"
   run_step mikv_memcheck 60 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
     --print-limit 10 "$BIN/test_mikv_cuda"
+  # Issue 4 (sixteenth session, no device): the KIVI split-KV call (tensor-core record kernel, ring
+  # partial, combine) and its bad-argument cases.
+  run_step kivi_memcheck 90 "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 99 \
+    --print-limit 10 "$BIN/test_kivi_cuda"
 fi
 
 # ---- sanitizers: memcheck on every case but the random sweep; racecheck on the [sanitize] cases
@@ -452,7 +462,7 @@ if think or kivi or composed:
         if best:
             r["speedup_vs_sdpa"] = round(best / r["us"], 3)
             gate = {(2, 2): 4.5, (4, 4): 2.8}.get((r["kbits"], r["vbits"]))
-            if gate and r.get("kernel") == "mma":
+            if gate and r.get("kernel") == "mma" and "split_keys" not in r:  # forced split sizes: tuning rows
                 kivi_gates["kivi_%d%d_B%d_L%d" % (r["kbits"], r["vbits"], r["B"], r["L"])] = {
                     "speedup_vs_sdpa": r["speedup_vs_sdpa"], "target": gate, "pct_copy_bw": r.get("pct_copy_bw"),
                     "pass": r["speedup_vs_sdpa"] >= gate and r.get("pct_copy_bw", 0) >= 80}
@@ -479,7 +489,8 @@ if think or kivi or composed:
             what = "%s prune %.2f%s%s" % (r.get("kernel", "tile"), r["prune"], " vprune %.2f" % r["vprune"] if "vprune" in r else "",
                                           " h2o %+.1f%%" % (100 * r["h2o_overhead"]) if "h2o_overhead" in r else "")
         else:
-            what = "kivi %d/%d %s%s" % (r["kbits"], r["vbits"], r.get("kernel", "cta"),
+            what = "kivi %d/%d %s%s%s" % (r["kbits"], r["vbits"], r.get("kernel", "cta"),
+                                          " split %d" % r["split_keys"] if "split_keys" in r else "",
                                         " %.0f%% copy bw, x%.2f SDPA" % (r["pct_copy_bw"], r["speedup_vs_sdpa"])
                                         if "speedup_vs_sdpa" in r and "pct_copy_bw" in r else "")
         print("  B=%-3s L=%-6s %-30s %9.1f us  x%.3f vs prune 0  %s  %s" % (

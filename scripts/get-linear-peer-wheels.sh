@@ -4,7 +4,7 @@
 # transformers but no network:
 #   bash scripts/get-linear-peer-wheels.sh
 #   bash scripts/build-gpu.sh
-#   run(command="MEMATTN_CHECK_ONLY=linear bash scripts/device-check.sh", carry=["build-gpu/bin", ".whl"])
+#   run(command="MEMATTN_CHECK_ONLY=linear bash scripts/device-check.sh", carry=["build-gpu/pack", ".whl"])
 # device-check.sh installs .whl/*.whl into /tmp/memattn-site (no deps, no index) before
 # benchmarks/gpu/linear_peer.py runs. Pinned: flash-linear-attention 0.5.2 and its fla-core.
 set -euo pipefail

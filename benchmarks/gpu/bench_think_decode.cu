@@ -206,9 +206,10 @@ __global__ void fill_records(std::uint8_t* blocks, std::size_t records, memattn:
 // The KIVI cache's own decode (cuda::kivi_decode): kernel 0 the one-CTA-per-head call, 1 the
 // split-KV call on CUDA cores, 2 on tensor cores (the composed cache's kernel over the records).
 // append_us: also the decode quantize-append of one token per sequence at N = L (a step that
-// flushes a block: issue 4's "< 5% of the decode step").
+// flushes a block: issue 4's "< 5% of the decode step"). split_keys: the split call's forced
+// tokens per split (0: its plan).
 double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, double* bytes_read, int kernel = 0,
-                 double* append_us = nullptr) {
+                 double* append_us = nullptr, int split_keys = 0) {
   const int Hq = 32, Hkv = 8, D = 128;
   memattn::quant::KvQuantConfig cfg;
   cfg.head_dim = D;
@@ -241,12 +242,12 @@ double time_kivi(int B, int L, int bits_k, int bits_v, int iters, bool* ok, doub
   std::size_t ws_bytes = 0;
   void* ws = nullptr;
   if (kernel > 0) {
-    if (memattn::cuda::kivi_decode_workspace_size(view, B, Hq, L, &ws_bytes, 0, kernel == 2) != memattn::Status::kSuccess) *ok = false;
+    if (memattn::cuda::kivi_decode_workspace_size(view, B, Hq, L, &ws_bytes, split_keys, kernel == 2) != memattn::Status::kSuccess) *ok = false;
     BENCH_CUDA(cudaMalloc(&ws, ws_bytes + 1));
   }
   const double us = median_us(iters, [&] {
     const memattn::Status st = kernel == 0 ? memattn::cuda::kivi_decode(view, q, o, n, B, Hq, nullptr)
-                                           : memattn::cuda::kivi_decode(view, q, o, n, B, Hq, L, ws, ws_bytes, nullptr, 0, kernel == 2);
+                                           : memattn::cuda::kivi_decode(view, q, o, n, B, Hq, L, ws, ws_bytes, nullptr, split_keys, kernel == 2);
     if (st != memattn::Status::kSuccess) *ok = false;
   });
   if (ws != nullptr) BENCH_CUDA(cudaFree(ws));
@@ -423,6 +424,18 @@ int main(int argc, char** argv) {
         std::printf("{\"bench\": \"kivi_decode\", \"kernel\": \"%s\", \"B\": %d, \"L\": %d, \"kbits\": %d, \"vbits\": %d, "
                     "\"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f%s}\n",
                     names[kernel], B, L, bk, bv, kus, kus / base, kb, kb / kus * 1e-3, 100.0 * kb / kus * 1e-3 / copy, extra);
+      }
+    // B = 1 leaves most SMs idle unless the splits are short: the plan's 2048-token splits give 1.3
+    // waves of the tensor-core kernel at 128K (3 CTAs per SM); forced sizes incl. one wave (1344 /
+    // 2688 tokens at 64K / 128K: 49 splits x 8 heads <= 396 slots)
+    if (B == 1)
+      for (int keys : {1024, 1344, 2688, 4096}) {
+        if (keys >= L) continue;
+        double kb = 0;
+        const double kus = time_kivi(B, L, 2, 2, iters, &ok, &kb, 2, nullptr, keys);
+        std::printf("{\"bench\": \"kivi_decode\", \"kernel\": \"mma\", \"split_keys\": %d, \"B\": %d, \"L\": %d, \"kbits\": 2, "
+                    "\"vbits\": 2, \"us\": %.2f, \"ratio_vs_prune0\": %.3f, \"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
+                    keys, B, L, kus, kus / base, kb, kb / kus * 1e-3, 100.0 * kb / kus * 1e-3 / copy);
       }
   };
   for (auto [B, L] : shapes) {
