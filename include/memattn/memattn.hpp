@@ -59,6 +59,7 @@
 #include "memattn/cache/kv_spec.hpp"
 
 // cpu: Eigen implementations (also the reference for the CUDA path)
+#include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/compresskv_kv_cache.hpp"
 #include "memattn/cpu/compresskv_scores.hpp"
 #include "memattn/cpu/composed_kv_cache.hpp"

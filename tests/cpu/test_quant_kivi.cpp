@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "memattn/cpu/code_unpack.hpp"
 #include "memattn/quant/kivi.hpp"
 
 using namespace memattn;
@@ -88,6 +89,25 @@ TEST_CASE("packing: golden words, LSB-first", "[quant]") {
       pack_code(words.data(), static_cast<std::int64_t>(e), bits, codes[e]);
     }
     for (std::size_t e = 0; e < codes.size(); ++e) REQUIRE(unpack_code(words.data(), static_cast<std::int64_t>(e), bits) == codes[e]);
+  }
+}
+
+// The CPU decodes' bulk unpacking (byte tables for 2/4/8 bits, per code for 3) == unpack_code for
+// every width, with counts that end inside a byte and inside a word.
+TEST_CASE("bulk code unpacking matches unpack_code", "[quant]") {
+  std::mt19937 rng(11);
+  std::vector<std::uint32_t> words(40);
+  for (auto& w : words) w = static_cast<std::uint32_t>(rng());
+  for (int bits : {2, 3, 4, 8}) {
+    const int per = 32 / bits;
+    for (std::int64_t count : {std::int64_t{0}, std::int64_t{1}, std::int64_t{3}, std::int64_t{per - 1}, std::int64_t{per + 1},
+                               std::int64_t{7 * per + 5}, std::int64_t{40 * per}}) {
+      std::vector<float> out(static_cast<std::size_t>(count) + 1, -1.f);
+      cpu::unpack_codes(words.data(), count, bits, out.data());
+      for (std::int64_t e = 0; e < count; ++e)
+        REQUIRE(out[static_cast<std::size_t>(e)] == static_cast<float>(unpack_code(words.data(), e, bits)));
+      REQUIRE(out[static_cast<std::size_t>(count)] == -1.f);  // nothing past count
+    }
   }
 }
 

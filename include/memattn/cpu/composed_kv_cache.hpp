@@ -46,6 +46,7 @@
 #include "memattn/cache/compose.hpp"
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/core/executor.hpp"
+#include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
@@ -295,7 +296,7 @@ class ComposedKvCache final : public cache::KvCache {
     std::size_t bytes() const { return (q.sq.capacity() + o.sq.capacity()) * sizeof(float); }
   };
   struct Worker {
-    std::vector<float> kq, kt, vv, s, qr, qc, tmp;
+    std::vector<float> kq, kt, vv, s, qr, qc, tmp, meta;
     std::vector<double> acc;
     std::vector<std::uint64_t> keys;
     std::vector<std::int32_t> keep;
@@ -426,19 +427,10 @@ class ComposedKvCache final : public cache::KvCache {
     const quant::GroupMeta m{Half{b.km[static_cast<std::size_t>(2 * c)]}, Half{b.km[static_cast<std::size_t>(2 * c + 1)]}};
     return quant::decode(quant::unpack_code(b.kc.data(), t * d_keep_ + c, cfg_.quant.bits_k), m);
   }
-  // Codes [0, count) of a packed stream (qmath layout: LSB-first in uint32 words) as floats.
-  static void unpack_run(const std::uint32_t* w, std::int64_t count, int bits, float* dst) {
-    const int per = 32 / bits;
-    const std::uint32_t mask = (1u << bits) - 1u;
-    for (std::int64_t i = 0; i < count;) {
-      const std::uint32_t word = w[i / per];
-      for (int k = 0; k < per && i < count; ++k, ++i) dst[i] = static_cast<float>((word >> (k * bits)) & mask);
-    }
-  }
   void v_row_values(const Segment& sg, std::int64_t j, float* dst) const {
     const std::int64_t D = shape_.head_dim, GV = cfg_.quant.vg();
     const std::uint16_t* m = sg.vqm.data() + j * 2 * v_groups_;
-    unpack_run(sg.vq.data() + j * v_words_, D, cfg_.quant.bits_v, dst);
+    unpack_codes(sg.vq.data() + j * v_words_, D, cfg_.quant.bits_v, dst);
     for (std::int64_t g = 0; g < v_groups_; ++g) {  // == quant::decode(code, meta) per value
       const float sc = half_to_float(Half{m[2 * g]}), z = half_to_float(Half{m[2 * g + 1]});
       for (std::int64_t c = g * GV; c < (g + 1) * GV; ++c) dst[c] = std::fma(dst[c], sc, z);
@@ -499,14 +491,17 @@ class ComposedKvCache final : public cache::KvCache {
     w.vv.resize(static_cast<std::size_t>(N * D));
     // fp32 copies of every region once per call (the query blocks below share them)
     std::int64_t j = 0;
-    for (const QBlock& b : sg.blocks) {  // codes streamed word by word, then code * scale + zero per channel
+    w.meta.resize(static_cast<std::size_t>(2 * kw));
+    float *sc = w.meta.data(), *z = sc + kw;
+    for (const QBlock& b : sg.blocks) {  // codes unpacked in bulk, then code * scale + zero along each row
       float* dst = w.kq.data() + j * kw;
-      unpack_run(b.kc.data(), b.n * kw, cfg_.quant.bits_k, dst);
+      unpack_codes(b.kc.data(), b.n * kw, cfg_.quant.bits_k, dst);
       for (std::int64_t c = 0; c < kw; ++c) {
-        const float sc = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c)]});
-        const float z = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c + 1)]});
-        for (std::int64_t t = 0; t < b.n; ++t) dst[t * kw + c] = std::fma(dst[t * kw + c], sc, z);
+        sc[c] = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c)]});
+        z[c] = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c + 1)]});
       }
+      for (std::int64_t t = 0; t < b.n; ++t)
+        for (std::int64_t c = 0; c < kw; ++c) dst[t * kw + c] = std::fma(dst[t * kw + c], sc[c], z[c]);
       j += b.n;
     }
     if (sg.n_old > 0) to_float_n(sg.k_old.data(), sg.n_old * kw, w.kq.data() + sg.nq * kw);

@@ -36,6 +36,7 @@
 
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/core/executor.hpp"
+#include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/quant/kivi.hpp"
@@ -393,44 +394,8 @@ class KiviKvCache final : public cache::KvCache {
     });
   }
 
-  // Codes as exact small-integer floats: K token-major (G x D), V channel-major (D x G), both in
-  // the order of their bit streams (LSB-first in little-endian words, so byte i holds codes
-  // 8i/b .. 8i/b + 8/b - 1). 2- and 4-bit codes go through a byte -> floats table (one 16/8-byte
-  // copy per code byte instead of a shift, mask and convert per code: unpacking was most of the
-  // decode time); 8-bit codes convert directly.
-  template <int kBits>
-  struct ByteTable {
-    static constexpr int kPer = 8 / kBits;
-    float v[256][kPer];
-    ByteTable() {
-      for (int b = 0; b < 256; ++b)
-        for (int j = 0; j < kPer; ++j) v[b][j] = static_cast<float>((b >> (j * kBits)) & ((1 << kBits) - 1));
-    }
-  };
-  template <int kBits>
-  static void unpack_bytes(const std::uint8_t* src, std::int64_t count, float* dst) {
-    static const ByteTable<kBits> table;
-    constexpr int kPer = 8 / kBits;
-    for (std::int64_t i = 0; i < count / kPer; ++i) std::memcpy(dst + i * kPer, table.v[src[i]], sizeof(table.v[0]));
-  }
-  static bool little_endian() {
-    const std::uint32_t one = 1;
-    unsigned char first = 0;
-    std::memcpy(&first, &one, 1);
-    return first == 1;
-  }
-  static void unpack_codes(const std::uint32_t* w, std::int64_t count, int bits, float* dst) {
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(w);
-    if (little_endian()) {
-      if (bits == 2) return unpack_bytes<2>(bytes, count, dst);
-      if (bits == 4) return unpack_bytes<4>(bytes, count, dst);
-      for (std::int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(bytes[i]);
-      return;
-    }
-    const std::uint32_t mask = (1u << bits) - 1u;
-    const int per = 32 / bits;
-    for (std::int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>((w[i / per] >> ((i % per) * bits)) & mask);
-  }
+  // Codes as exact small-integer floats (code_unpack.hpp): K token-major (G x D), V channel-major
+  // (D x G), both in the order of their bit streams.
   template <class M, class R>
   void unpack_block(const quant::BlockView& bv, M& Kc, M& VcT, R& sk, R& zk, M& sv, M& zv, float* meta) const {
     const std::int64_t G = cfg_.group, D = cfg_.head_dim, GV = cfg_.vg();

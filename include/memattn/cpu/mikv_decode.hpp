@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "memattn/core/status.hpp"
+#include "memattn/cpu/code_unpack.hpp"
 #include "memattn/quant/mixed_format.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -25,25 +26,6 @@ using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 using Map = Eigen::Map<RowMatrix>;
 using ConstMap = Eigen::Map<const RowMatrix>;
 using StrideMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
-
-template <int kBits>
-void unpack_row(const std::uint32_t* w, int D, float* dst) {
-  constexpr int kPer = 32 / kBits;
-  constexpr std::uint32_t kMask = (1u << kBits) - 1u;
-  for (int c0 = 0, i = 0; c0 < D; c0 += kPer, ++i) {
-    const std::uint32_t word = w[i];
-    const int m = std::min(kPer, D - c0);
-    for (int e = 0; e < m; ++e) dst[c0 + e] = static_cast<float>((word >> (e * kBits)) & kMask);
-  }
-}
-inline void unpack_codes(const std::uint32_t* w, int bits, int D, float* dst) {
-  switch (bits) {
-    case 2: unpack_row<2>(w, D, dst); break;
-    case 3: unpack_row<3>(w, D, dst); break;
-    case 4: unpack_row<4>(w, D, dst); break;
-    default: unpack_row<8>(w, D, dst); break;
-  }
-}
 
 // One tile of T records: codes (T x D) and meta (T x groups) of K or V.
 struct Tile {
@@ -56,7 +38,7 @@ inline void unpack_tile(const std::uint8_t* records, std::int64_t t0, std::int64
   const int D = cfg.head_dim, J = cfg.groups;
   for (std::int64_t t = 0; t < T; ++t) {
     const quant::MixedRowView r{records + static_cast<std::size_t>(t0 + t) * lay.bytes, cfg, lay};
-    unpack_codes(keys ? r.kc() : r.vc(), cfg.bits, D, out.code + t * D);
+    unpack_codes(keys ? r.kc() : r.vc(), D, cfg.bits, out.code + t * D);
     for (int j = 0; j < J; ++j) {
       const quant::GroupMeta m = keys ? r.k_meta(j) : r.v_meta(j);
       out.scale[t * J + j] = half_to_float(m.scale);
