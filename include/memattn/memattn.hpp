@@ -78,6 +78,7 @@
 #include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/token_logprobs.hpp"
+#include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/kv_cache_factory.hpp"

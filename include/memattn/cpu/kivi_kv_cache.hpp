@@ -11,14 +11,13 @@
 //
 // attend(): the chunk's queries attend over the state before the chunk (quantised blocks, then
 // the ring) and, causally, over the chunk's own tokens in fp16 (prefill never reads dequantised
-// copies of the chunk it is computing, §4.2); one online softmax over all three segments. The
-// blocks are dequantised 256 tokens at a time into fp32 scratch (code * scale + zero, the spec's
-// canonical value) and enter one Eigen product per tile and side. Folding the scales into the
-// query per 32-token block (§6.1) needed ~20 small Eigen expressions per block (K2V2, 8K, one
-// decode step on 1 thread: 11.4-12.6 ms before the tiles, 9.7 ms with them, 8.2 ms once the
-// softmax kept Eigen's vectorised exp for rows without masked entries). Then the chunk is
-// appended: the blocks the new canonical state needs are
-// quantised (one task per block and head), the tail goes to the ring.
+// copies of the chunk it is computing, §4.2); one online softmax over all three segments. For a
+// decode step's rows on AVX2 builds, logits and values come straight from the codes with the
+// scales folded in (kivi_block_decode.hpp, §7). Otherwise the blocks are dequantised 256 tokens
+// at a time into fp32 scratch (code * scale + zero, the spec's canonical value) and enter one
+// Eigen product per tile and side (folding the scales with Eigen needed ~20 small expressions
+// per 32-token block, slower). Then the chunk is appended: the blocks the new canonical state
+// needs are quantised (one task per block and head), the tail goes to the ring.
 //
 // Bytes reported: allocated block records (metadata included) + ring capacity, all sequences and
 // layers. Bad input (NaN/Inf or |x| > 65504 in k or v, which fp16 storage cannot hold) returns
@@ -41,6 +40,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/quant/kivi.hpp"
 
@@ -314,7 +314,7 @@ class KiviKvCache final : public cache::KvCache {
     // Per-worker scratch: Q, acc (rows x D), S (rows x tile), K/V tiles (tile x D), m, l, alpha
     // (rows), one block's V codes (G x D) and metadata (4 D + 2 G D/GV).
     const std::size_t need = static_cast<std::size_t>(2 * max_rows * D + max_rows * tile + 2 * tile * D + 3 * max_rows + G * D +
-                                                      4 * D + 2 * G * (D / GV));
+                                                      4 * D + 2 * G * (D / GV) + kivi_block::scratch_floats(cfg_));
     for (auto& s : scratch_)
       if (s.buf.size() < need) s.buf.resize(need);
     const float tau = 1.f / std::sqrt(static_cast<float>(D));
@@ -335,6 +335,7 @@ class KiviKvCache final : public cache::KvCache {
       Softmax sm{take(rows), take(rows), take(rows), rows};
       float* v_codes = take(G * D);
       float* meta = take(4 * D + 2 * G * (D / GV));
+      float* fused_buf = take(kivi_block::scratch_floats(cfg_));
       for (std::int64_t i = t0; i < t1; ++i)
         for (std::int64_t gi = 0; gi < g; ++gi) {
           const float* src = q.ptr(i, h * g + gi);
@@ -346,12 +347,27 @@ class KiviKvCache final : public cache::KvCache {
         sm.l[r] = 0;
       }
 
-      // 1. Quantised blocks, TB at a time, dequantised to fp32 (quant::decode per code): one
-      //    product for the tile's logits, one for its values (few, larger Eigen products: per
-      //    32-token block, expression overhead outweighed the math).
+      // 1. Quantised blocks, TB at a time. Decode-sized row counts on AVX2 builds: logits and
+      //    values straight from the codes (kivi_block_decode.hpp); otherwise the blocks are
+      //    dequantised to fp32 (quant::decode per code) for one product for the tile's logits and
+      //    one for its values (few, larger Eigen products: per 32-token block, expression overhead
+      //    outweighed the math). One softmax step per tile either way.
+      const bool fused = rows <= kivi_block::kMaxRows && kivi_block::available(cfg_);
       for (std::int64_t j0 = 0; j0 < nb; j0 += TB) {
         const std::int64_t T = std::min(TB, nb - j0) * G;
         Map K(k_buf, T, D), VT(v_buf, D, T), S(s_buf, rows, T);
+        if (fused) {
+          for (std::int64_t b = 0; b < T / G; ++b) {
+            if (j0 + b + 1 < nb) kivi_block::prefetch(quant::BlockView{record(sg, j0 + b + 1, h), cfg_, layout_});
+            kivi_block::scores(quant::BlockView{record(sg, j0 + b, h), cfg_, layout_}, Q.data(), static_cast<int>(rows), D,
+                               s_buf + b * G, T, fused_buf);
+          }
+          sm.step(S, acc);
+          for (std::int64_t b = 0; b < T / G; ++b)
+            kivi_block::values(quant::BlockView{record(sg, j0 + b, h), cfg_, layout_}, s_buf + b * G, static_cast<int>(rows), T,
+                               acc.data(), D, fused_buf);
+          continue;
+        }
         for (std::int64_t b = 0; b < T / G; ++b)
           dequant_block(quant::BlockView{record(sg, j0 + b, h), cfg_, layout_}, k_buf + b * G * D, v_buf + b * G, T, v_codes, meta);
         S.noalias() = Q * K.transpose();

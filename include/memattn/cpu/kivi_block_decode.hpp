@@ -1,0 +1,280 @@
+// Decode-sized attention over one KIVI block record, straight from its codes (quantisation spec
+// §7's optimised CPU decode): scales and zeros are folded into the float operands (§6.1) and the
+// codes become floats inside AVX2 registers, so nothing is dequantised to memory.
+//   keys:   s(t) = sum_c q_c (code_tc s_c + z_c) = sum_c (q_c s_c) code_tc + sum_c q_c z_c
+//   values: o_c += sum_t p_t (code_ct s_tj + z_tj) = sum_t (p_t s_tj) code_ct + sum_t p_t z_tj
+// The tiled path of KiviKvCache (dequantise 256 tokens to fp32, then Eigen products) moved ~1.3 MB
+// through L2 per tile and was bound by it; this path reads each code once. Both compute the same
+// canonical values in fp32 with a different summation order (differences ~1e-7 relative).
+//
+// Used by KiviKvCache for up to kMaxRows query rows (a decode step's GQA group) when the build
+// has AVX2 and FMA (available()); other builds and prefill keep the tiled path.
+#pragma once
+
+#include <cstdint>
+
+#include "memattn/cpu/convert.hpp"
+#include "memattn/quant/kivi.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MEMATTN_KIVI_FUSED_AVX2 1
+// Full unrolling of the small constant loops keeps the accumulators in registers.
+#if defined(__clang__)
+#define MEMATTN_KIVI_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define MEMATTN_KIVI_UNROLL _Pragma("GCC unroll 16")
+#else
+#define MEMATTN_KIVI_UNROLL
+#endif
+#endif
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cpu {
+namespace kivi_block {
+
+constexpr int kMaxRows = 16;  // query rows per call (processed 4 at a time)
+constexpr int kRowChunk = 4;
+
+// True when this build has the vector path and the config suits it (8-channel vectors must not
+// straddle a value group).
+inline bool available(const quant::KvQuantConfig& c) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  return c.vg() % 8 == 0 && c.head_dim % 8 == 0;
+#else
+  (void)c;
+  return false;
+#endif
+}
+
+// Floats of scratch that scores() and values() need.
+inline std::int64_t scratch_floats(const quant::KvQuantConfig& c) {
+  const std::int64_t D = c.head_dim, G = c.group, J = D / c.vg();
+  return kRowChunk * D + 2 * D + 2 * G * J + kRowChunk * J * G + kRowChunk * J + 16;
+}
+
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+namespace detail {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Pairs m[2i], m[2i + 1] (i < 8: half2 {scale, zero} metadata as floats) split into two vectors.
+inline void split_pairs(const float* m, __m256* first, __m256* second) {
+  const __m256 a = _mm256_loadu_ps(m), b = _mm256_loadu_ps(m + 8);
+  // per 128-bit half: (a0 a2 b0 b2 | a4 a6 b4 b6); the 64-bit permute restores element order
+  *first = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  *second = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+// out[i] = x[i] * first(m)[i] for i < n (a multiple of 8); returns sum_i x[i] * second(m)[i]:
+// the folded operand and the zero-point term of one row (8 partial sums, then a horizontal sum).
+inline float fold(const float* x, const float* m, int n, float* out) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    __m256 sc, ze;
+    split_pairs(m + 2 * i, &sc, &ze);
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(xv, sc));
+    acc = _mm256_fmadd_ps(xv, ze, acc);
+  }
+  return hsum(acc);
+}
+
+// Codes e .. e + 7 of a token-major K section (e a multiple of 8) as floats.
+template <int B>
+inline __m256 key_codes(const std::uint32_t* w, std::int64_t e) {
+  if (B == 8) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(w) + e));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+  }
+  const std::int64_t bit = e * B;
+  const __m256i shifts = B == 2 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i word = _mm256_set1_epi32(static_cast<int>(w[bit >> 5] >> (bit & 31)));
+  const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(word, shifts), _mm256_set1_epi32((1 << B) - 1));
+  return _mm256_cvtepi32_ps(codes);
+}
+
+// Rows r0 .. r0 + NR - 1: S[r][t] = qs_r . codes_t + cz[r], two tokens at a time (2 NR
+// independent FMA chains).
+template <int B, int NR>
+inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
+                        std::int64_t lds) {
+  for (int t = 0; t < G; t += 2) {
+    __m256 a[2][NR];
+    MEMATTN_KIVI_UNROLL
+    for (int u = 0; u < 2; ++u)
+      MEMATTN_KIVI_UNROLL
+      for (int r = 0; r < NR; ++r) a[u][r] = _mm256_setzero_ps();
+    for (int c = 0; c < D; c += 8) {
+      const __m256 k0 = key_codes<B>(kc, static_cast<std::int64_t>(t) * D + c);
+      const __m256 k1 = key_codes<B>(kc, static_cast<std::int64_t>(t + 1) * D + c);
+      MEMATTN_KIVI_UNROLL
+      for (int r = 0; r < NR; ++r) {
+        const __m256 q = _mm256_loadu_ps(qs + r * D + c);
+        a[0][r] = _mm256_fmadd_ps(q, k0, a[0][r]);
+        a[1][r] = _mm256_fmadd_ps(q, k1, a[1][r]);
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      S[r * lds + t] = hsum(a[0][r]) + cz[r];
+      S[r * lds + t + 1] = hsum(a[1][r]) + cz[r];
+    }
+  }
+}
+
+// Rows r0 .. r0 + NR - 1 of acc += P V over channels [c0, c0 + 8 CG): the channels' code words
+// are gathered once per word, then each token is a uniform shift, a mask, a convert and NR FMAs
+// with its folded probability pv[r][t] (CG channel vectors at a time: CG NR FMA chains).
+template <int B, int NR, int CG>
+inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv, float zs_add[NR], float* acc,
+                        std::int64_t ldacc) {
+  constexpr int kPer = 32 / B;
+  const int W = G * B / 32;  // words per channel
+  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(W));
+  const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
+  __m256 a[CG][NR];
+  MEMATTN_KIVI_UNROLL
+  for (int g = 0; g < CG; ++g)
+    MEMATTN_KIVI_UNROLL
+    for (int r = 0; r < NR; ++r) a[g][r] = _mm256_setzero_ps();
+  for (int w = 0; w < W; ++w) {
+    __m256i words[CG];
+    MEMATTN_KIVI_UNROLL
+    for (int g = 0; g < CG; ++g)
+      words[g] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(vc + static_cast<std::int64_t>(c0 + 8 * g) * W + w), idx, 4);
+    const float* pt = pv + w * kPer;
+    MEMATTN_KIVI_UNROLL
+    for (int u = 0; u < kPer; ++u) {
+      __m256 p[NR];
+      MEMATTN_KIVI_UNROLL
+      for (int r = 0; r < NR; ++r) p[r] = _mm256_broadcast_ss(pt + r * G + u);
+      MEMATTN_KIVI_UNROLL
+      for (int g = 0; g < CG; ++g) {
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_and_si256(words[g], mask));
+        words[g] = _mm256_srli_epi32(words[g], B);
+        MEMATTN_KIVI_UNROLL
+        for (int r = 0; r < NR; ++r) a[g][r] = _mm256_fmadd_ps(p[r], f, a[g][r]);
+      }
+    }
+  }
+  for (int g = 0; g < CG; ++g)
+    for (int r = 0; r < NR; ++r) {
+      float* dst = acc + r * ldacc + c0 + 8 * g;
+      const __m256 z = _mm256_set1_ps(zs_add[r]);
+      _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), _mm256_add_ps(a[g][r], z)));
+    }
+}
+
+template <int NR>
+inline void scores_chunk(int bits, const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
+                         std::int64_t lds) {
+  if (bits == 2) scores_rows<2, NR>(kc, G, D, qs, cz, S, lds);
+  else if (bits == 4) scores_rows<4, NR>(kc, G, D, qs, cz, S, lds);
+  else scores_rows<8, NR>(kc, G, D, qs, cz, S, lds);
+}
+
+template <int B, int NR>
+inline void values_chunk_bits(const std::uint32_t* vc, int G, int D, int GV, const float* pv, const float* zs, float* acc,
+                              std::int64_t ldacc) {
+  const int J = D / GV;
+  for (int c0 = 0; c0 < D;) {
+    const int j = c0 / GV;
+    float z[NR];
+    for (int r = 0; r < NR; ++r) z[r] = zs[r * J + j];
+    const float* pj = pv + static_cast<std::int64_t>(j) * NR * G;
+    if (c0 + 16 <= (j + 1) * GV) {
+      values_rows<B, NR, 2>(vc, G, c0, pj, z, acc, ldacc);
+      c0 += 16;
+    } else {
+      values_rows<B, NR, 1>(vc, G, c0, pj, z, acc, ldacc);
+      c0 += 8;
+    }
+  }
+}
+
+template <int NR>
+inline void values_chunk(int bits, const std::uint32_t* vc, int G, int D, int GV, const float* pv, const float* zs,
+                         float* acc, std::int64_t ldacc) {
+  if (bits == 2) values_chunk_bits<2, NR>(vc, G, D, GV, pv, zs, acc, ldacc);
+  else if (bits == 4) values_chunk_bits<4, NR>(vc, G, D, GV, pv, zs, acc, ldacc);
+  else values_chunk_bits<8, NR>(vc, G, D, GV, pv, zs, acc, ldacc);
+}
+
+}  // namespace detail
+#endif
+
+// Asks for a block record ahead of its use (a hint; no effect on results). A head's records are
+// Hkv records apart, a stride the hardware prefetchers do not follow, so without it every block
+// started with cache misses on its metadata and codes.
+inline void prefetch(const quant::BlockView& bv) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  const char* p = reinterpret_cast<const char*>(bv.rec);
+  for (std::size_t b = 0; b < bv.lay.bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+#else
+  (void)bv;
+#endif
+}
+
+// S[r * lds + t] = Q_r . k(t) for the block's G tokens and rows r < rows <= kMaxRows (Q rows ldq
+// apart, already scaled by tau). Requires available(bv.cfg).
+inline void scores(const quant::BlockView& bv, const float* Q, int rows, std::int64_t ldq, float* S, std::int64_t lds,
+                   float* scratch) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  const int G = bv.cfg.group, D = bv.cfg.head_dim;
+  float* meta = scratch;          // 2 D: half2 {scale, zero} per channel
+  float* qs = meta + 2 * D;       // kRowChunk x D: q s
+  float* cz = qs + kRowChunk * D;  // kRowChunk: q . z
+  to_float_n(reinterpret_cast<const Half*>(bv.rec + bv.lay.km), 2 * D, meta);
+  for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
+    for (int r = 0; r < nr; ++r) cz[r] = detail::fold(Q + (r0 + r) * ldq, meta, D, qs + r * D);
+    float* Sr = S + r0 * lds;
+    switch (nr) {
+      case 1: detail::scores_chunk<1>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
+      case 2: detail::scores_chunk<2>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
+      case 3: detail::scores_chunk<3>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
+      default: detail::scores_chunk<4>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
+    }
+  }
+#else
+  (void)bv, (void)Q, (void)rows, (void)ldq, (void)S, (void)lds, (void)scratch;
+#endif
+}
+
+// acc[r * ldacc + c] += sum_t P[r * ldp + t] v(t, c) for the block's G tokens, rows r < rows <=
+// kMaxRows. Requires available(bv.cfg).
+inline void values(const quant::BlockView& bv, const float* P, int rows, std::int64_t ldp, float* acc, std::int64_t ldacc,
+                   float* scratch) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  const int G = bv.cfg.group, D = bv.cfg.head_dim, GV = bv.cfg.vg(), J = D / GV;
+  float* meta = scratch;                // 2 G J: half2 {scale, zero} per (group j, token t)
+  float* pv = meta + 2 * G * J;         // [j][r][t]: p s of the row chunk
+  float* zs = pv + kRowChunk * J * G;   // [r][j]: sum_t p z
+  to_float_n(reinterpret_cast<const Half*>(bv.rec + bv.lay.vm), 2 * G * J, meta);
+  for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
+    for (int r = 0; r < nr; ++r) {
+      const float* p = P + (r0 + r) * ldp;
+      for (int j = 0; j < J; ++j) zs[r * J + j] = detail::fold(p, meta + 2 * j * G, G, pv + (static_cast<std::int64_t>(j) * nr + r) * G);
+    }
+    float* ar = acc + r0 * ldacc;
+    switch (nr) {
+      case 1: detail::values_chunk<1>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
+      case 2: detail::values_chunk<2>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
+      case 3: detail::values_chunk<3>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
+      default: detail::values_chunk<4>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
+    }
+  }
+#else
+  (void)bv, (void)P, (void)rows, (void)ldp, (void)acc, (void)ldacc, (void)scratch;
+#endif
+}
+
+}  // namespace kivi_block
+}  // namespace cpu
+MEMATTN_NAMESPACE_END
