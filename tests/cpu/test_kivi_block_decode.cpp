@@ -1,8 +1,10 @@
 // The AVX2 KIVI block decode (cpu/kivi_block_decode.hpp), built with -mavx2 -mfma (the other
-// tests are portable, so they run the cache's tiled path): block logits and value sums against
+// tests are portable, so they run the caches' tiled paths): block logits and value sums against
 // fp64 sums over quant::BlockView's canonical values for every bit width, group, head_dim, value
-// group and row count; poisoned groups stay NaN; and the KIVI cache's decode on this path against
-// an fp64 oracle over its dequantised state. Exits early (passing) on CPUs without AVX2 / FMA.
+// group and row count; poisoned groups stay NaN; the KIVI cache's decode and the composed caches'
+// decode (pruned key widths that are not a multiple of 8, blocks partly filled by eviction,
+// per-token value codes) on this path against fp64 oracles over their dequantised contents.
+// Exits early (passing) on CPUs without AVX2 / FMA.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -11,6 +13,8 @@
 #include <random>
 #include <vector>
 
+#include "common/composed_oracle.hpp"
+#include "memattn/cpu/composed_kv_cache.hpp"
 #include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 
@@ -293,4 +297,67 @@ TEST_CASE("KIVI cache decode on the fused path == fp64 oracle on the dequantised
         CHECK(c->quantized_tokens(0, 0) >= 256);
         CHECK(worst < 2e-6);
       }
+}
+
+// Composed caches with a KIVI region, decoded one token at a time (2 query rows per KV head: the
+// fused path), against fp64 attention over the cache's own dequantised / pruned contents.
+TEST_CASE("composed caches on the fused path == fp64 over their contents (pruned widths, partial blocks)", "[kivi][avx2]") {
+  if (skip()) return;
+  using namespace memattn_test::composed;
+  auto shape = [](int D) {
+    cache::CacheShape s;
+    s.layers = 2;
+    s.q_heads = 4;
+    s.kv_heads = 2;
+    s.head_dim = D;
+    s.max_tokens = 400;
+    s.max_sequences = 2;
+    return s;
+  };
+  const std::vector<int> chunks = {70, 1, 1, 40, 1, 1, 1, 33, 1, 1, 20, 1, 1};
+  for (int kb : {2, 4, 8})
+    for (int vb : {2, 8}) {
+      INFO("K" << kb << "V" << vb);
+      {  // think+kivi, D 64, lambda 0.4: d_keep 39 (codes straddle words)
+        using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::KiviQuant>;
+        Cache::Config cfg;
+        cfg.prune.prune = 0.4f;
+        cfg.prune.window = 8;
+        cfg.prune.recent = 16;
+        cfg.quant.bits_k = kb;
+        cfg.quant.bits_v = vb;
+        cfg.quant.residual = 0;
+        std::unique_ptr<Cache> c;
+        REQUIRE(Cache::create(shape(64), cfg, "think+kivi", Executor{}, &c) == Status::kSuccess);
+        check_against_contents(*c, shape(64), chunks, 5, 2e-5);
+        CHECK(c->quantized_tokens(0, 0, 0) > 0);
+        CHECK(c->channels(0, 0, 0).size() == 39u);
+      }
+      {  // h2o+think+kivi, D 32: eviction leaves blocks partly filled (odd token counts)
+        using Cache = cpu::ComposedKvCache<evict::H2O, prune::ThinK, quant::KiviQuant>;
+        Cache::Config cfg;
+        cfg.evict = evict::h2o_params(96, 24);
+        cfg.prune.prune = 0.4f;
+        cfg.prune.window = 8;
+        cfg.prune.recent = 16;
+        cfg.quant.bits_k = kb;
+        cfg.quant.bits_v = vb;
+        cfg.quant.residual = 0;
+        std::unique_ptr<Cache> c;
+        REQUIRE(Cache::create(shape(32), cfg, "h2o+think+kivi", Executor{}, &c) == Status::kSuccess);
+        check_against_contents(*c, shape(32), chunks, 3, 2e-5);
+        CHECK(c->quantized_tokens(0, 0, 0) > 0);
+      }
+      {  // kivi alone through the composed cache, D 128 (aligned widths)
+        using Cache = cpu::ComposedKvCache<evict::NoEvict, prune::NoPrune, quant::KiviQuant>;
+        Cache::Config cfg;
+        cfg.quant.bits_k = kb;
+        cfg.quant.bits_v = vb;
+        cfg.quant.residual = 32;
+        std::unique_ptr<Cache> c;
+        REQUIRE(Cache::create(shape(128), cfg, "kivi", Executor{}, &c) == Status::kSuccess);
+        check_against_contents(*c, shape(128), chunks, 9, 2e-5);
+        CHECK(c->quantized_tokens(0, 0, 0) > 0);
+      }
+    }
 }

@@ -49,6 +49,7 @@
 #include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/evict_select.hpp"
+#include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/prune/think.hpp"
 #include "memattn/quant/qmath.hpp"
@@ -297,6 +298,7 @@ class ComposedKvCache final : public cache::KvCache {
   };
   struct Worker {
     std::vector<float> kq, kt, vv, s, qr, qc, tmp, meta;
+    std::vector<float> fused, vmeta;  // kivi_block scratch; per-group value metadata of a token tile
     std::vector<double> acc;
     std::vector<std::uint64_t> keys;
     std::vector<std::int32_t> keep;
@@ -489,11 +491,22 @@ class ComposedKvCache final : public cache::KvCache {
     w.kq.resize(static_cast<std::size_t>(nk * kw));
     w.kt.resize(static_cast<std::size_t>(sg.n_tail * D));
     w.vv.resize(static_cast<std::size_t>(N * D));
-    // fp32 copies of every region once per call (the query blocks below share them)
+    // Decode-sized row counts on AVX2 builds read the KIVI region straight from its codes
+    // (kivi_block_decode.hpp: scales folded, codes unpacked in registers); otherwise every region
+    // is copied to fp32 once per call (the query blocks below share the copies).
+    constexpr std::int64_t kBlock = 32;  // query tokens per block
+    const std::int64_t rows_max = std::min(n, kBlock) * G;
+    const bool fused = kQuant && sg.nq > 0 && rows_max <= kivi_block::kMaxRows &&
+                       kivi_block::available(cfg_.quant);
+    if (fused) {
+      w.fused.resize(static_cast<std::size_t>(kivi_block::scratch_floats(cfg_.quant)));
+      w.vmeta.resize(static_cast<std::size_t>(4 * v_groups_ * kivi_block::kTokenTile));
+    }
     std::int64_t j = 0;
     w.meta.resize(static_cast<std::size_t>(2 * kw));
     float *sc = w.meta.data(), *z = sc + kw;
     for (const QBlock& b : sg.blocks) {  // codes unpacked in bulk, then code * scale + zero along each row
+      if (fused) break;
       float* dst = w.kq.data() + j * kw;
       unpack_codes(b.kc.data(), b.n * kw, cfg_.quant.bits_k, dst);
       for (std::int64_t c = 0; c < kw; ++c) {
@@ -506,15 +519,13 @@ class ComposedKvCache final : public cache::KvCache {
     }
     if (sg.n_old > 0) to_float_n(sg.k_old.data(), sg.n_old * kw, w.kq.data() + sg.nq * kw);
     to_float_n(sg.k_tail.data(), sg.n_tail * D, w.kt.data());
-    for (std::int64_t i = 0; i < sg.nq; ++i) v_row_values(sg, i, w.vv.data() + i * D);
+    for (std::int64_t i = 0; i < sg.nq && !fused; ++i) v_row_values(sg, i, w.vv.data() + i * D);
     for (std::int64_t i = 0; i < sg.n_old; ++i) old_value_row(sg, i, w.vv.data() + (sg.nq + i) * D);
     to_float_n(sg.v_tail.data(), sg.n_tail * D, w.vv.data() + (sg.nq + sg.n_old) * D);
 
     using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Map = Eigen::Map<RowMatrix>;
     const float tau = 1.f / std::sqrt(static_cast<float>(D));  // of the full d (§3.6)
-    constexpr std::int64_t kBlock = 32;                         // query tokens per block
-    const std::int64_t rows_max = std::min(n, kBlock) * G;
     w.qr.resize(static_cast<std::size_t>(rows_max * D));
     w.qc.resize(static_cast<std::size_t>(rows_max * kw));
     w.s.resize(static_cast<std::size_t>(rows_max * N));
@@ -530,7 +541,18 @@ class ComposedKvCache final : public cache::KvCache {
           for (std::int64_t c = 0; c < D; ++c) Q(r, c) = src[c] * tau;
           for (std::int64_t c = 0; c < kw; ++c) Qc(r, c) = pruned ? Q(r, sg.ch[static_cast<std::size_t>(c)]) : Q(r, c);
         }
-      if (nk > 0) S.leftCols(nk).noalias() = Qc * Kq.transpose();
+      if (fused) {
+        std::int64_t first = 0;
+        for (const QBlock& b : sg.blocks) {
+          kivi_block::scores_codes(b.kc.data(), static_cast<std::int64_t>(b.kc.size() * 4), b.km.data(), static_cast<int>(b.n),
+                                   static_cast<int>(kw), cfg_.quant.bits_k,
+                                   Qc.data(), static_cast<int>(rows), kw, S.data() + first, vis, w.fused.data());
+          first += b.n;
+        }
+        if (sg.n_old > 0) S.middleCols(sg.nq, sg.n_old).noalias() = Qc * Kq.middleRows(sg.nq, sg.n_old).transpose();
+      } else if (nk > 0) {
+        S.leftCols(nk).noalias() = Qc * Kq.transpose();
+      }
       S.rightCols(vis - nk).noalias() = Q * Kt.topRows(vis - nk).transpose();
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t t = t0 + r / G, hi = N0 + t + 1;  // causal: slots [0, hi)
@@ -540,7 +562,12 @@ class ComposedKvCache final : public cache::KvCache {
         row.tail(vis - hi).setZero();
         row /= row.head(hi).sum();
       }
-      O.noalias() = S * V.topRows(vis);
+      if (fused) {
+        O.noalias() = S.rightCols(vis - sg.nq) * V.middleRows(sg.nq, vis - sg.nq);
+        attend_quantised_values(sg, S, rows, vis, O.data(), w);
+      } else {
+        O.noalias() = S * V.topRows(vis);
+      }
       for (std::int64_t t = t0; t < t1; ++t)
         for (std::int64_t g = 0; g < G; ++g)
           std::memcpy(out.ptr(t, h * G + g), O.row((t - t0) * G + g).data(), static_cast<std::size_t>(D) * sizeof(float));
@@ -557,6 +584,26 @@ class ComposedKvCache final : public cache::KvCache {
       }
     }
     return Status::kSuccess;
+  }
+
+  // O += P V over the quantised rows, straight from their per-token codes, kTokenTile tokens at a
+  // time (each tile's value metadata transposed to per-group float rows for the folding).
+  template <class SMap>
+  void attend_quantised_values(const Segment& sg, const SMap& S, std::int64_t rows, std::int64_t ld, float* O, Worker& w) const {
+    const std::int64_t D = shape_.head_dim, J = v_groups_, T = kivi_block::kTokenTile;
+    float *raw = w.vmeta.data(), *sc = raw + 2 * J * T, *ze = sc + J * T;
+    for (std::int64_t t0 = 0; t0 < sg.nq; t0 += T) {
+      const std::int64_t nt = std::min(T, sg.nq - t0);
+      to_float_n(reinterpret_cast<const Half*>(sg.vqm.data() + t0 * 2 * J), nt * 2 * J, raw);
+      for (std::int64_t t = 0; t < nt; ++t)
+        for (std::int64_t g = 0; g < J; ++g) {
+          sc[g * T + t] = raw[(t * J + g) * 2];
+          ze[g * T + t] = raw[(t * J + g) * 2 + 1];
+        }
+      kivi_block::values_tokens(sg.vq.data() + t0 * v_words_, v_words_, static_cast<int>(nt), static_cast<int>(D),
+                                cfg_.quant.vg(), cfg_.quant.bits_v, sc, ze, T, S.data() + t0, static_cast<int>(rows), ld, O, D,
+                                w.fused.data());
+    }
   }
 
   // ---- end of chunk, one segment: evict -> choose channels -> migrate -> quantise ----

@@ -11,7 +11,9 @@
 // has AVX2 and FMA (available()); other builds and prefill keep the tiled path.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "memattn/cpu/convert.hpp"
 #include "memattn/quant/kivi.hpp"
@@ -47,10 +49,14 @@ inline bool available(const quant::KvQuantConfig& c) {
 #endif
 }
 
-// Floats of scratch that scores() and values() need.
+constexpr int kTokenTile = 256;  // most tokens per values_tokens() call
+
+// Floats of scratch that scores(), scores_codes(), values() and values_tokens() need.
 inline std::int64_t scratch_floats(const quant::KvQuantConfig& c) {
   const std::int64_t D = c.head_dim, G = c.group, J = D / c.vg();
-  return kRowChunk * D + 2 * D + 2 * G * J + kRowChunk * J * G + kRowChunk * J + 16;
+  const std::int64_t blocks = kRowChunk * D + 2 * D + 2 * G * J + kRowChunk * J * G + kRowChunk * J;
+  const std::int64_t tokens = kRowChunk * kTokenTile + kRowChunk;
+  return (blocks > tokens ? blocks : tokens) + 16;
 }
 
 #if defined(MEMATTN_KIVI_FUSED_AVX2)
@@ -75,14 +81,21 @@ inline void split_pairs(const float* m, __m256* first, __m256* second) {
 // the folded operand and the zero-point term of one row (8 partial sums, then a horizontal sum).
 inline float fold(const float* x, const float* m, int n, float* out) {
   __m256 acc = _mm256_setzero_ps();
-  for (int i = 0; i < n; i += 8) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
     __m256 sc, ze;
     split_pairs(m + 2 * i, &sc, &ze);
     const __m256 xv = _mm256_loadu_ps(x + i);
     _mm256_storeu_ps(out + i, _mm256_mul_ps(xv, sc));
     acc = _mm256_fmadd_ps(xv, ze, acc);
   }
-  return hsum(acc);
+  float sum = hsum(acc);
+  for (; i < n; ++i) {  // pruned key widths (ThinK without granularity): the last few channels
+    out[i] = x[i] * m[2 * i];
+    sum = std::fma(x[i], m[2 * i + 1], sum);
+  }
+  for (; i % 8 != 0; ++i) out[i] = 0.f;  // the padding the last code vector meets
+  return sum;
 }
 
 // Codes e .. e + 7 of a token-major K section (e a multiple of 8) as floats.
@@ -99,23 +112,44 @@ inline __m256 key_codes(const std::uint32_t* w, std::int64_t e) {
   return _mm256_cvtepi32_ps(codes);
 }
 
+// The same for any e (a key width that is not a multiple of 8): the 8 codes may straddle words,
+// so they come from an unaligned 8-byte load (a partial copy at the end of the `bytes` codes).
+// Codes past the width belong to the next token or are 0: finite, and their q is 0.
+template <int B>
+inline __m256 key_codes_any(const std::uint32_t* w, std::int64_t e, std::int64_t bytes) {
+  const std::int64_t bit = e * B, at = bit >> 3;
+  std::uint64_t u = 0;
+  std::memcpy(&u, reinterpret_cast<const std::uint8_t*>(w) + at, static_cast<std::size_t>(at + 8 <= bytes ? 8 : bytes - at));
+  u >>= bit & 7;
+  if (B == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(u))));
+  const __m256i shifts = B == 2 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i word = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(u)));
+  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(word, shifts), _mm256_set1_epi32((1 << B) - 1)));
+}
+
+template <int B, bool kAligned>
+inline __m256 codes8(const std::uint32_t* w, std::int64_t e, std::int64_t bytes) {
+  return kAligned ? key_codes<B>(w, e) : key_codes_any<B>(w, e, bytes);
+}
+
 // Rows r0 .. r0 + NR - 1: S[r][t] = qs_r . codes_t + cz[r], two tokens at a time (2 NR
-// independent FMA chains).
-template <int B, int NR>
+// independent FMA chains). qs rows are D8 = D rounded up to 8 long, zero past D.
+template <int B, int NR, bool kAligned>
 inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
-                        std::int64_t lds) {
-  for (int t = 0; t < G; t += 2) {
+                        std::int64_t lds, std::int64_t bytes) {
+  const int D8 = (D + 7) / 8 * 8;
+  for (int t = 0; t + 1 < G; t += 2) {
     __m256 a[2][NR];
     MEMATTN_KIVI_UNROLL
     for (int u = 0; u < 2; ++u)
       MEMATTN_KIVI_UNROLL
       for (int r = 0; r < NR; ++r) a[u][r] = _mm256_setzero_ps();
     for (int c = 0; c < D; c += 8) {
-      const __m256 k0 = key_codes<B>(kc, static_cast<std::int64_t>(t) * D + c);
-      const __m256 k1 = key_codes<B>(kc, static_cast<std::int64_t>(t + 1) * D + c);
+      const __m256 k0 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
+      const __m256 k1 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t + 1) * D + c, bytes);
       MEMATTN_KIVI_UNROLL
       for (int r = 0; r < NR; ++r) {
-        const __m256 q = _mm256_loadu_ps(qs + r * D + c);
+        const __m256 q = _mm256_loadu_ps(qs + r * D8 + c);
         a[0][r] = _mm256_fmadd_ps(q, k0, a[0][r]);
         a[1][r] = _mm256_fmadd_ps(q, k1, a[1][r]);
       }
@@ -124,6 +158,18 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
       S[r * lds + t] = hsum(a[0][r]) + cz[r];
       S[r * lds + t + 1] = hsum(a[1][r]) + cz[r];
     }
+  }
+  if (G % 2 != 0) {  // a partly filled block of the composed cache: the last token alone
+    const int t = G - 1;
+    __m256 a[NR];
+    MEMATTN_KIVI_UNROLL
+    for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
+    for (int c = 0; c < D; c += 8) {
+      const __m256 k0 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
+      MEMATTN_KIVI_UNROLL
+      for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + r * D8 + c), k0, a[r]);
+    }
+    for (int r = 0; r < NR; ++r) S[r * lds + t] = hsum(a[r]) + cz[r];
   }
 }
 
@@ -172,10 +218,83 @@ inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv,
 
 template <int NR>
 inline void scores_chunk(int bits, const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
-                         std::int64_t lds) {
-  if (bits == 2) scores_rows<2, NR>(kc, G, D, qs, cz, S, lds);
-  else if (bits == 4) scores_rows<4, NR>(kc, G, D, qs, cz, S, lds);
-  else scores_rows<8, NR>(kc, G, D, qs, cz, S, lds);
+                         std::int64_t lds, std::int64_t bytes) {
+  const bool aligned = D % 8 == 0;
+  if (bits == 2) aligned ? scores_rows<2, NR, true>(kc, G, D, qs, cz, S, lds, bytes) : scores_rows<2, NR, false>(kc, G, D, qs, cz, S, lds, bytes);
+  else if (bits == 4) aligned ? scores_rows<4, NR, true>(kc, G, D, qs, cz, S, lds, bytes) : scores_rows<4, NR, false>(kc, G, D, qs, cz, S, lds, bytes);
+  else aligned ? scores_rows<8, NR, true>(kc, G, D, qs, cz, S, lds, bytes) : scores_rows<8, NR, false>(kc, G, D, qs, cz, S, lds, bytes);
+}
+
+// Rows r0 .. r0 + NR - 1 of acc += P V over channels [c0, c0 + 8 CG) for n tokens of token-major
+// codes (token t's codes from word t * wpt): per token a key-style unpack and NR FMAs with its
+// folded probability pv[r][t].
+template <int B, int NR, int CG>
+inline void values_tokens_rows(const std::uint32_t* vc, std::int64_t wpt, int n, int c0, const float* pv, const float* zs,
+                               float* acc, std::int64_t ldacc) {
+  __m256 a[CG][NR];
+  MEMATTN_KIVI_UNROLL
+  for (int g = 0; g < CG; ++g)
+    MEMATTN_KIVI_UNROLL
+    for (int r = 0; r < NR; ++r) a[g][r] = _mm256_setzero_ps();
+  for (int t = 0; t < n; ++t) {
+    __m256 p[NR];
+    MEMATTN_KIVI_UNROLL
+    for (int r = 0; r < NR; ++r) p[r] = _mm256_broadcast_ss(pv + r * n + t);
+    MEMATTN_KIVI_UNROLL
+    for (int g = 0; g < CG; ++g) {
+      const __m256 f = key_codes<B>(vc + t * wpt, c0 + 8 * g);
+      MEMATTN_KIVI_UNROLL
+      for (int r = 0; r < NR; ++r) a[g][r] = _mm256_fmadd_ps(p[r], f, a[g][r]);
+    }
+  }
+  for (int g = 0; g < CG; ++g)
+    for (int r = 0; r < NR; ++r) {
+      float* dst = acc + r * ldacc + c0 + 8 * g;
+      _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), _mm256_add_ps(a[g][r], _mm256_set1_ps(zs[r]))));
+    }
+}
+
+template <int B, int NR>
+inline void values_tokens_chunk(const std::uint32_t* vc, std::int64_t wpt, int n, int D, int GV, const float* sc,
+                                const float* ze, std::int64_t ldm, const float* P, std::int64_t ldp, float* acc,
+                                std::int64_t ldacc, float* pv, float* zs) {
+  for (int j = 0; j < D / GV; ++j) {
+    for (int r = 0; r < NR; ++r) {  // pv[r][t] = p s_tj, zs[r] = sum_t p z_tj
+      const float *p = P + r * ldp, *s = sc + j * ldm, *z = ze + j * ldm;
+      float* o = pv + r * n;
+      __m256 zacc = _mm256_setzero_ps();
+      int t = 0;
+      for (; t + 8 <= n; t += 8) {
+        const __m256 pt = _mm256_loadu_ps(p + t);
+        _mm256_storeu_ps(o + t, _mm256_mul_ps(pt, _mm256_loadu_ps(s + t)));
+        zacc = _mm256_fmadd_ps(pt, _mm256_loadu_ps(z + t), zacc);
+      }
+      float zsum = hsum(zacc);
+      for (; t < n; ++t) {
+        o[t] = p[t] * s[t];
+        zsum = std::fma(p[t], z[t], zsum);
+      }
+      zs[r] = zsum;
+    }
+    for (int c0 = j * GV; c0 < (j + 1) * GV;) {
+      if (c0 + 16 <= (j + 1) * GV) {
+        values_tokens_rows<B, NR, 2>(vc, wpt, n, c0, pv, zs, acc, ldacc);
+        c0 += 16;
+      } else {
+        values_tokens_rows<B, NR, 1>(vc, wpt, n, c0, pv, zs, acc, ldacc);
+        c0 += 8;
+      }
+    }
+  }
+}
+
+template <int NR>
+inline void values_tokens_bits(int bits, const std::uint32_t* vc, std::int64_t wpt, int n, int D, int GV, const float* sc,
+                               const float* ze, std::int64_t ldm, const float* P, std::int64_t ldp, float* acc,
+                               std::int64_t ldacc, float* pv, float* zs) {
+  if (bits == 2) values_tokens_chunk<2, NR>(vc, wpt, n, D, GV, sc, ze, ldm, P, ldp, acc, ldacc, pv, zs);
+  else if (bits == 4) values_tokens_chunk<4, NR>(vc, wpt, n, D, GV, sc, ze, ldm, P, ldp, acc, ldacc, pv, zs);
+  else values_tokens_chunk<8, NR>(vc, wpt, n, D, GV, sc, ze, ldm, P, ldp, acc, ldacc, pv, zs);
 }
 
 template <int B, int NR>
@@ -220,30 +339,39 @@ inline void prefetch(const quant::BlockView& bv) {
 #endif
 }
 
-// S[r * lds + t] = Q_r . k(t) for the block's G tokens and rows r < rows <= kMaxRows (Q rows ldq
-// apart, already scaled by tau). Requires available(bv.cfg).
-inline void scores(const quant::BlockView& bv, const float* Q, int rows, std::int64_t ldq, float* S, std::int64_t lds,
-                   float* scratch) {
+// S[r * lds + t] = Q_r . k(t) for n tokens of token-major K codes (kc: element t * D + c, `bytes`
+// of them) with half2 {scale, zero} per channel (km), rows r < rows <= kMaxRows (Q rows ldq
+// apart, already scaled by tau). D up to the scratch's head_dim, any width (the composed cache's
+// pruned blocks: kept channels only, possibly partly filled, come here directly).
+inline void scores_codes(const std::uint32_t* kc, std::int64_t bytes, const std::uint16_t* km, int n, int D, int bits,
+                         const float* Q, int rows, std::int64_t ldq, float* S, std::int64_t lds, float* scratch) {
 #if defined(MEMATTN_KIVI_FUSED_AVX2)
-  const int G = bv.cfg.group, D = bv.cfg.head_dim;
-  float* meta = scratch;          // 2 D: half2 {scale, zero} per channel
-  float* qs = meta + 2 * D;       // kRowChunk x D: q s
-  float* cz = qs + kRowChunk * D;  // kRowChunk: q . z
-  to_float_n(reinterpret_cast<const Half*>(bv.rec + bv.lay.km), 2 * D, meta);
+  const int D8 = (D + 7) / 8 * 8;
+  float* meta = scratch;            // 2 D: half2 {scale, zero} per channel
+  float* qs = meta + 2 * D;         // kRowChunk x D8: q s, zero-padded
+  float* cz = qs + kRowChunk * D8;  // kRowChunk: q . z
+  to_float_n(reinterpret_cast<const Half*>(km), 2 * D, meta);
   for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
     const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
-    for (int r = 0; r < nr; ++r) cz[r] = detail::fold(Q + (r0 + r) * ldq, meta, D, qs + r * D);
+    for (int r = 0; r < nr; ++r) cz[r] = detail::fold(Q + (r0 + r) * ldq, meta, D, qs + r * D8);
     float* Sr = S + r0 * lds;
     switch (nr) {
-      case 1: detail::scores_chunk<1>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
-      case 2: detail::scores_chunk<2>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
-      case 3: detail::scores_chunk<3>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
-      default: detail::scores_chunk<4>(bv.cfg.bits_k, bv.kc(), G, D, qs, cz, Sr, lds); break;
+      case 1: detail::scores_chunk<1>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
+      case 2: detail::scores_chunk<2>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
+      case 3: detail::scores_chunk<3>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
+      default: detail::scores_chunk<4>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
     }
   }
 #else
-  (void)bv, (void)Q, (void)rows, (void)ldq, (void)S, (void)lds, (void)scratch;
+  (void)kc, (void)bytes, (void)km, (void)n, (void)D, (void)bits, (void)Q, (void)rows, (void)ldq, (void)S, (void)lds, (void)scratch;
 #endif
+}
+
+// The same for one KIVI block record's G tokens. Requires available(bv.cfg).
+inline void scores(const quant::BlockView& bv, const float* Q, int rows, std::int64_t ldq, float* S, std::int64_t lds,
+                   float* scratch) {
+  scores_codes(bv.kc(), static_cast<std::int64_t>(bv.lay.km - bv.lay.kc), reinterpret_cast<const std::uint16_t*>(bv.rec + bv.lay.km),
+               bv.cfg.group, bv.cfg.head_dim, bv.cfg.bits_k, Q, rows, ldq, S, lds, scratch);
 }
 
 // acc[r * ldacc + c] += sum_t P[r * ldp + t] v(t, c) for the block's G tokens, rows r < rows <=
@@ -272,6 +400,33 @@ inline void values(const quant::BlockView& bv, const float* P, int rows, std::in
   }
 #else
   (void)bv, (void)P, (void)rows, (void)ldp, (void)acc, (void)ldacc, (void)scratch;
+#endif
+}
+
+// acc[r * ldacc + c] += sum_t P[r * ldp + t] (code(t, c) sc[j * ldm + t] + ze[j * ldm + t]) for
+// n <= kTokenTile tokens of token-major value codes (token t's D codes from word t * wpt;
+// j = c / GV, GV a multiple of 8): the composed cache's per-token value rows, with their
+// metadata transposed to per-group float rows by the caller. rows <= kMaxRows.
+inline void values_tokens(const std::uint32_t* vc, std::int64_t wpt, int n, int D, int GV, int bits, const float* sc,
+                          const float* ze, std::int64_t ldm, const float* P, int rows, std::int64_t ldp, float* acc,
+                          std::int64_t ldacc, float* scratch) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  float* pv = scratch;                  // kRowChunk x n
+  float* zs = pv + kRowChunk * kTokenTile;  // kRowChunk
+  for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
+    const float* Pr = P + r0 * ldp;
+    float* ar = acc + r0 * ldacc;
+    switch (nr) {
+      case 1: detail::values_tokens_bits<1>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
+      case 2: detail::values_tokens_bits<2>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
+      case 3: detail::values_tokens_bits<3>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
+      default: detail::values_tokens_bits<4>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
+    }
+  }
+#else
+  (void)vc, (void)wpt, (void)n, (void)D, (void)GV, (void)bits, (void)sc, (void)ze, (void)ldm, (void)P, (void)rows, (void)ldp,
+      (void)acc, (void)ldacc, (void)scratch;
 #endif
 }
 
