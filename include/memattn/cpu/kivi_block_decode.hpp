@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "memattn/cpu/convert.hpp"
 #include "memattn/quant/kivi.hpp"
@@ -102,6 +103,14 @@ inline float fold(const float* x, const float* m, int n, float* out) {
   return sum;
 }
 
+// The 8 B-bit codes at the low end of a word (B = 2 / 4) as floats: broadcast, variable shift, mask.
+template <int B>
+inline __m256 word_codes(std::uint32_t word) {
+  const __m256i shifts = B == 2 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i codes = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(codes, _mm256_set1_epi32((1 << B) - 1)));
+}
+
 // Codes e .. e + 7 of a token-major K section (e a multiple of 8) as floats.
 template <int B>
 inline __m256 key_codes(const std::uint32_t* w, std::int64_t e) {
@@ -110,10 +119,7 @@ inline __m256 key_codes(const std::uint32_t* w, std::int64_t e) {
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
   }
   const std::int64_t bit = e * B;
-  const __m256i shifts = B == 2 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  const __m256i word = _mm256_set1_epi32(static_cast<int>(w[bit >> 5] >> (bit & 31)));
-  const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(word, shifts), _mm256_set1_epi32((1 << B) - 1));
-  return _mm256_cvtepi32_ps(codes);
+  return word_codes<B>(w[bit >> 5] >> (bit & 31));
 }
 
 // The same for any e (a key width that is not a multiple of 8): the 8 codes may straddle words,
@@ -126,9 +132,7 @@ inline __m256 key_codes_any(const std::uint32_t* w, std::int64_t e, std::int64_t
   std::memcpy(&u, reinterpret_cast<const std::uint8_t*>(w) + at, static_cast<std::size_t>(at + 8 <= bytes ? 8 : bytes - at));
   u >>= bit & 7;
   if (B == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(u))));
-  const __m256i shifts = B == 2 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  const __m256i word = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(u)));
-  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(word, shifts), _mm256_set1_epi32((1 << B) - 1)));
+  return word_codes<B>(static_cast<std::uint32_t>(u));
 }
 
 template <int B, bool kAligned>
@@ -220,15 +224,6 @@ inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv,
     }
 }
 
-template <int NR>
-inline void scores_chunk(int bits, const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
-                         std::int64_t lds, std::int64_t bytes) {
-  const bool aligned = D % 8 == 0;
-  if (bits == 2) aligned ? scores_rows<2, NR, true>(kc, G, D, qs, cz, S, lds, bytes) : scores_rows<2, NR, false>(kc, G, D, qs, cz, S, lds, bytes);
-  else if (bits == 4) aligned ? scores_rows<4, NR, true>(kc, G, D, qs, cz, S, lds, bytes) : scores_rows<4, NR, false>(kc, G, D, qs, cz, S, lds, bytes);
-  else aligned ? scores_rows<8, NR, true>(kc, G, D, qs, cz, S, lds, bytes) : scores_rows<8, NR, false>(kc, G, D, qs, cz, S, lds, bytes);
-}
-
 // Rows r0 .. r0 + NR - 1 of acc += P V over channels [c0, c0 + 8 CG) for n tokens of token-major
 // codes (token t's codes from word t * wpt): per token a key-style unpack and NR FMAs with its
 // folded probability pv[r][t].
@@ -292,15 +287,6 @@ inline void values_tokens_chunk(const std::uint32_t* vc, std::int64_t wpt, int n
   }
 }
 
-template <int NR>
-inline void values_tokens_bits(int bits, const std::uint32_t* vc, std::int64_t wpt, int n, int D, int GV, const float* sc,
-                               const float* ze, std::int64_t ldm, const float* P, std::int64_t ldp, float* acc,
-                               std::int64_t ldacc, float* pv, float* zs) {
-  if (bits == 2) values_tokens_chunk<2, NR>(vc, wpt, n, D, GV, sc, ze, ldm, P, ldp, acc, ldacc, pv, zs);
-  else if (bits == 4) values_tokens_chunk<4, NR>(vc, wpt, n, D, GV, sc, ze, ldm, P, ldp, acc, ldacc, pv, zs);
-  else values_tokens_chunk<8, NR>(vc, wpt, n, D, GV, sc, ze, ldm, P, ldp, acc, ldacc, pv, zs);
-}
-
 template <int B, int NR>
 inline void values_chunk_bits(const std::uint32_t* vc, int G, int D, int GV, const float* pv, const float* zs, float* acc,
                               std::int64_t ldacc) {
@@ -320,12 +306,23 @@ inline void values_chunk_bits(const std::uint32_t* vc, int G, int D, int GV, con
   }
 }
 
-template <int NR>
-inline void values_chunk(int bits, const std::uint32_t* vc, int G, int D, int GV, const float* pv, const float* zs,
-                         float* acc, std::int64_t ldacc) {
-  if (bits == 2) values_chunk_bits<2, NR>(vc, G, D, GV, pv, zs, acc, ldacc);
-  else if (bits == 4) values_chunk_bits<4, NR>(vc, G, D, GV, pv, zs, acc, ldacc);
-  else values_chunk_bits<8, NR>(vc, G, D, GV, pv, zs, acc, ldacc);
+
+// Calls f(std::integral_constant<int, N>) for N = nr (1 .. kRowChunk rows: the accumulator
+// counts are template constants) and for N = bits (2 / 4 / 8).
+template <class F>
+inline void with_rows(int nr, F&& f) {
+  switch (nr) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+template <class F>
+inline void with_bits(int bits, F&& f) {
+  if (bits == 2) f(std::integral_constant<int, 2>{});
+  else if (bits == 4) f(std::integral_constant<int, 4>{});
+  else f(std::integral_constant<int, 8>{});
 }
 
 }  // namespace detail
@@ -359,12 +356,12 @@ inline void scores_codes(const std::uint32_t* kc, std::int64_t bytes, const std:
     const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
     for (int r = 0; r < nr; ++r) cz[r] = detail::fold(Q + (r0 + r) * ldq, meta, D, qs + r * D8);
     float* Sr = S + r0 * lds;
-    switch (nr) {
-      case 1: detail::scores_chunk<1>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
-      case 2: detail::scores_chunk<2>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
-      case 3: detail::scores_chunk<3>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
-      default: detail::scores_chunk<4>(bits, kc, n, D, qs, cz, Sr, lds, bytes); break;
-    }
+    detail::with_rows(nr, [&](auto R) {
+      detail::with_bits(bits, [&](auto B) {
+        if (D % 8 == 0) detail::scores_rows<B, R, true>(kc, n, D, qs, cz, Sr, lds, bytes);
+        else detail::scores_rows<B, R, false>(kc, n, D, qs, cz, Sr, lds, bytes);
+      });
+    });
   }
 #else
   (void)kc, (void)bytes, (void)km, (void)n, (void)D, (void)bits, (void)Q, (void)rows, (void)ldq, (void)S, (void)lds, (void)scratch;
@@ -395,12 +392,9 @@ inline void values(const quant::BlockView& bv, const float* P, int rows, std::in
       for (int j = 0; j < J; ++j) zs[r * J + j] = detail::fold(p, meta + 2 * j * G, G, pv + (static_cast<std::int64_t>(j) * nr + r) * G);
     }
     float* ar = acc + r0 * ldacc;
-    switch (nr) {
-      case 1: detail::values_chunk<1>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
-      case 2: detail::values_chunk<2>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
-      case 3: detail::values_chunk<3>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
-      default: detail::values_chunk<4>(bv.cfg.bits_v, bv.vc(), G, D, GV, pv, zs, ar, ldacc); break;
-    }
+    detail::with_rows(nr, [&](auto R) {
+      detail::with_bits(bv.cfg.bits_v, [&](auto B) { detail::values_chunk_bits<B, R>(bv.vc(), G, D, GV, pv, zs, ar, ldacc); });
+    });
   }
 #else
   (void)bv, (void)P, (void)rows, (void)ldp, (void)acc, (void)ldacc, (void)scratch;
@@ -421,12 +415,11 @@ inline void values_tokens(const std::uint32_t* vc, std::int64_t wpt, int n, int 
     const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
     const float* Pr = P + r0 * ldp;
     float* ar = acc + r0 * ldacc;
-    switch (nr) {
-      case 1: detail::values_tokens_bits<1>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
-      case 2: detail::values_tokens_bits<2>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
-      case 3: detail::values_tokens_bits<3>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
-      default: detail::values_tokens_bits<4>(bits, vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs); break;
-    }
+    detail::with_rows(nr, [&](auto R) {
+      detail::with_bits(bits, [&](auto B) {
+        detail::values_tokens_chunk<B, R>(vc, wpt, n, D, GV, sc, ze, ldm, Pr, ldp, ar, ldacc, pv, zs);
+      });
+    });
   }
 #else
   (void)vc, (void)wpt, (void)n, (void)D, (void)GV, (void)bits, (void)sc, (void)ze, (void)ldm, (void)P, (void)rows, (void)ldp,
