@@ -66,6 +66,7 @@
 #include "memattn/cpu/composed_kv_factory.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_attention.hpp"
+#include "memattn/cpu/dense_block_decode.hpp"
 #include "memattn/cpu/dense_kv_cache.hpp"
 #include "memattn/cpu/epicache_kv_cache.hpp"
 #include "memattn/cpu/evict_kv_cache.hpp"

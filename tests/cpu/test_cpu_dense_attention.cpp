@@ -1,6 +1,8 @@
 // CPU dense attention against the fp64 naive reference: random data, odd lengths, GQA 1/4/8,
 // sliding window on/off, L = 1, several query tokens, strided caches, all three dtypes; and the
-// consistency of prefill with decode (a prefill row equals decode over the same prefix).
+// consistency of prefill with decode (a prefill row equals decode over the same prefix). Built
+// twice: portable, and as test_cpu_dense_attention_avx2 (-mavx2 -mfma -mf16c), whose decode rows
+// take the vector block path (cpu/dense_block_decode.hpp).
 #include <catch2/catch.hpp>
 #include <vector>
 

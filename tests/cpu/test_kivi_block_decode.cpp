@@ -1,10 +1,10 @@
-// The AVX2 KIVI block decode (cpu/kivi_block_decode.hpp), built with -mavx2 -mfma (the other
+// The AVX2 KIVI block decode (cpu/kivi_block_decode.hpp), built with -mavx2 -mfma -mf16c (the other
 // tests are portable, so they run the caches' tiled paths): block logits and value sums against
 // fp64 sums over quant::BlockView's canonical values for every bit width, group, head_dim, value
 // group and row count; poisoned groups stay NaN; the KIVI cache's decode and the composed caches'
 // decode (pruned key widths that are not a multiple of 8, blocks partly filled by eviction,
 // per-token value codes) on this path against fp64 oracles over their dequantised contents.
-// Exits early (passing) on CPUs without AVX2 / FMA.
+// main: avx2_main.cpp (skipped on CPUs without AVX2 / FMA / F16C).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -18,35 +18,9 @@
 #include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kivi_kv_cache.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <cpuid.h>
-#endif
-
 using namespace memattn;
 
 namespace {
-
-// CPUID: leaf 1 ECX FMA (12), OSXSAVE (27), AVX (28); leaf 7 EBX AVX2 (5).
-bool cpu_has_avx2_fma() {
-#if defined(__AVX2__) && defined(__FMA__)
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid(1, &a, &b, &c, &d) == 0) return false;
-  const unsigned need1 = (1u << 12) | (1u << 27) | (1u << 28);
-  if ((c & need1) != need1) return false;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
-  return (b & (1u << 5)) != 0;
-#else
-  return false;
-#endif
-}
-
-bool skip() {
-  if (!cpu_has_avx2_fma()) {
-    WARN("no AVX2 / FMA on this CPU (or not compiled with them): the fused KIVI block decode is not checked here");
-    return true;
-  }
-  return false;
-}
 
 struct Block {
   quant::KvQuantConfig cfg;
@@ -142,7 +116,6 @@ void check_block(const Block& b, int rows, std::mt19937& rng, Worst* ws, Worst* 
 }  // namespace
 
 TEST_CASE("fused KIVI block decode: logits and value sums == fp64 over the canonical values", "[kivi][avx2]") {
-  if (skip()) return;
   std::mt19937 rng(7u);
   int configs = 0;
   for (int D : {8, 64, 128, 256})
@@ -175,7 +148,6 @@ TEST_CASE("fused KIVI block decode: logits and value sums == fp64 over the canon
 }
 
 TEST_CASE("fused KIVI block decode: poisoned groups give NaN exactly where fp64 does", "[kivi][avx2]") {
-  if (skip()) return;
   std::mt19937 rng(11u);
   quant::KvQuantConfig cfg;
   cfg.head_dim = 64;
@@ -197,7 +169,6 @@ TEST_CASE("fused KIVI block decode: poisoned groups give NaN exactly where fp64 
 // Decode through the cache on this path vs fp64 attention over the state it held before each
 // step (dequantised blocks, fp16 ring) plus the step's own token in fp16.
 TEST_CASE("KIVI cache decode on the fused path == fp64 oracle on the dequantised state", "[kivi][avx2]") {
-  if (skip()) return;
   const int Hq = 8, Hkv = 2, g = Hq / Hkv;
   for (int D : {64, 128})
     for (int kb : {2, 4})
@@ -329,7 +300,6 @@ void check_composed(typename Cache::Config cfg, int D, int kb, int vb, const cha
 }
 
 TEST_CASE("composed caches on the fused path == fp64 over their contents (pruned widths, partial blocks)", "[kivi][avx2]") {
-  if (skip()) return;
   for (int kb : {2, 4, 8})
     for (int vb : {2, 8}) {
       INFO("K" << kb << "V" << vb);

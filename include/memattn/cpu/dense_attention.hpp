@@ -3,8 +3,10 @@
 // reference the CUDA kernels are checked against. Conventions: attention/dense_args.hpp.
 //
 // Work is organised per (sequence, KV head, block of query tokens): the rows of a block are all
-// query heads of the GQA group for those tokens, so every key block is converted to fp32 once and
-// used by the whole group (Q·Kᵀ and P·V are small GEMMs). Scratch is two-phase:
+// query heads of the GQA group for those tokens, so every key block is read once for the whole
+// group. Up to 16 rows (decode) on AVX2 builds, Q·Kᵀ and P·V read the cache rows directly
+// (dense_block_decode.hpp); otherwise each key block is converted to fp32 scratch and Q·Kᵀ, P·V
+// are small Eigen products. Scratch is two-phase:
 //   dense_decode_workspace_size(args, &bytes); dense_decode(args, ws, bytes);
 // the overloads without a workspace allocate it themselves (convenience, not for hot paths).
 #pragma once
@@ -20,6 +22,7 @@
 #include "memattn/attention/dense_args.hpp"
 #include "memattn/core/workspace.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/dense_block_decode.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
@@ -81,18 +84,24 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
   std::fill(sc.m, sc.m + rows, kNegInf);
   std::fill(sc.l, sc.l + rows, 0.f);
 
+  // Few rows (one decode token's GQA group): vector builds read K and V straight from the cache
+  // (dense_block_decode.hpp); others convert each block to fp32 and skip GEMM packing for Q·Kᵀ.
+  const bool direct = rows <= kLazyRows && dense_block::available<T>(D);
   for (std::int64_t j0 = kmin; j0 < kmax; j0 += kKeyBlock) {
     const std::int64_t n = std::min(kKeyBlock, kmax - j0);
-    load_rows(k_base + j0 * k_stride, k_stride, n, D, sc.k);
-    load_rows(v_base + j0 * v_stride, v_stride, n, D, sc.v);
-    MatrixMap K(sc.k, n, D);
-    MatrixMap V(sc.v, n, D);
     Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> S(sc.s, rows, n, Eigen::OuterStride<>(kKeyBlock));
-    // Few rows (one decode token's GQA group): a coefficient-based product beats GEMM packing.
-    if (rows <= kLazyRows) {
-      S.noalias() = Q.lazyProduct(K.transpose());
+    if (direct) {
+      dense_block::scores(k_base + j0 * k_stride, k_stride, static_cast<int>(n), static_cast<int>(D), sc.q,
+                          static_cast<int>(rows), D, sc.s, kKeyBlock);
     } else {
-      S.noalias() = Q * K.transpose();
+      load_rows(k_base + j0 * k_stride, k_stride, n, D, sc.k);
+      load_rows(v_base + j0 * v_stride, v_stride, n, D, sc.v);
+      MatrixMap K(sc.k, n, D);
+      if (rows <= kLazyRows) {
+        S.noalias() = Q.lazyProduct(K.transpose());
+      } else {
+        S.noalias() = Q * K.transpose();
+      }
     }
     for (std::int64_t r = 0; r < rows; ++r) {
       auto srow = S.row(r).array();
@@ -111,7 +120,12 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
       Acc.row(r) *= alpha;
       sc.m[r] = m_new;
     }
-    Acc.noalias() += S * V;
+    if (direct) {
+      dense_block::values(v_base + j0 * v_stride, v_stride, static_cast<int>(n), static_cast<int>(D), sc.s,
+                          static_cast<int>(rows), kKeyBlock, sc.acc, D);
+    } else {
+      Acc.noalias() += S * MatrixMap(sc.v, n, D);
+    }
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     Acc.row(r) /= sc.l[r];

@@ -128,8 +128,13 @@ inline __m256 key_codes(const std::uint32_t* w, std::int64_t e) {
 template <int B>
 inline __m256 key_codes_any(const std::uint32_t* w, std::int64_t e, std::int64_t bytes) {
   const std::int64_t bit = e * B, at = bit >> 3;
+  const std::uint8_t* src = reinterpret_cast<const std::uint8_t*>(w) + at;
   std::uint64_t u = 0;
-  std::memcpy(&u, reinterpret_cast<const std::uint8_t*>(w) + at, static_cast<std::size_t>(at + 8 <= bytes ? 8 : bytes - at));
+  if (at + 8 <= bytes) {
+    std::memcpy(&u, src, 8);  // constant size: one load (a variable size is a libc call)
+  } else {
+    std::memcpy(&u, src, static_cast<std::size_t>(bytes - at));
+  }
   u >>= bit & 7;
   if (B == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(u))));
   return word_codes<B>(static_cast<std::uint32_t>(u));

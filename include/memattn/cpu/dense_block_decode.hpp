@@ -1,0 +1,217 @@
+// Decode-sized Q·Kᵀ and P·V over one key block of a dense fp16 / bf16 / fp32 KV head, read
+// straight from the cache rows (AVX2 + FMA; F16C for fp16). The portable path of dense_attention.hpp converts
+// each block of K and V to fp32 scratch (load_rows), then runs an Eigen lazy product for Q·Kᵀ and
+// a packed GEMM for P·V: three extra passes over the block and a horizontal sum per (row, key).
+// Here each K/V vector is converted in a register and used by every query row of the GQA group
+// (4 rows at a time), and the per-(row, key) sums of two keys x four rows are reduced together.
+// Same values in fp32 as the portable path, in a different summation order (tests bound both
+// against fp64).
+//
+// Used by cpu::detail::attend_rows for up to kMaxRows rows (one decode token's GQA group, or a
+// few tokens of it) when available<T>(D); prefill-sized row counts keep the GEMM path.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "memattn/core/dtype.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MEMATTN_DENSE_FUSED_AVX2 1
+#if defined(__clang__)
+#define MEMATTN_DENSE_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define MEMATTN_DENSE_UNROLL _Pragma("GCC unroll 16")
+#else
+#define MEMATTN_DENSE_UNROLL
+#endif
+#endif
+
+MEMATTN_NAMESPACE_BEGIN
+namespace cpu {
+namespace dense_block {
+
+constexpr int kMaxRows = 16;    // query rows per call (processed 4 at a time)
+constexpr int kValueTile = 32;  // value rows per pass of values()
+
+// True when this build has the vector path for element type T and head_dim D (whole 8-lane vectors).
+template <class T>
+constexpr bool available(std::int64_t D) {
+#if defined(MEMATTN_DENSE_FUSED_AVX2)
+#if defined(__F16C__)
+  constexpr bool kType = std::is_same<T, float>::value || std::is_same<T, BFloat16>::value || std::is_same<T, Half>::value;
+#else
+  constexpr bool kType = std::is_same<T, float>::value || std::is_same<T, BFloat16>::value;
+#endif
+  return kType && D % 8 == 0 && D > 0;
+#else
+  (void)D;
+  return false;
+#endif
+}
+
+#if defined(MEMATTN_DENSE_FUSED_AVX2)
+namespace detail {
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const BFloat16* p) {  // bf16 = the high half of fp32
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+#if defined(__F16C__)
+inline __m256 load8(const Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+#endif
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// The 8 horizontal sums of v[0..7] as one vector (lane i = sum of v[i]): 6 hadds instead of 8 hsums.
+inline __m256 hsum8(const __m256 v[8]) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a = [v0 v1 v2 v3 (channels 0-3) | v0 v1 v2 v3 (channels 4-7)], b likewise for v4..v7
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// Rows 0 .. NR - 1: S[r * lds + t] = Q_r . k_t, two keys at a time (2 NR independent FMA chains).
+template <class T, int NR>
+inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* Q, std::int64_t ldq, float* S,
+                        std::int64_t lds) {
+  int t = 0;
+  for (; t + 1 < n; t += 2) {
+    __m256 a[2 * NR];
+    MEMATTN_DENSE_UNROLL
+    for (int i = 0; i < 2 * NR; ++i) a[i] = _mm256_setzero_ps();
+    const T *k0 = k + t * ks, *k1 = k0 + ks;
+    for (int c = 0; c < D; c += 8) {
+      const __m256 x0 = load8(k0 + c), x1 = load8(k1 + c);
+      MEMATTN_DENSE_UNROLL
+      for (int r = 0; r < NR; ++r) {
+        const __m256 q = _mm256_loadu_ps(Q + r * ldq + c);
+        a[2 * r] = _mm256_fmadd_ps(q, x0, a[2 * r]);
+        a[2 * r + 1] = _mm256_fmadd_ps(q, x1, a[2 * r + 1]);
+      }
+    }
+    if constexpr (NR == 4) {  // lane 2r + u = row r, key t + u
+      alignas(32) float s[8];
+      _mm256_store_ps(s, hsum8(a));
+      MEMATTN_DENSE_UNROLL
+      for (int r = 0; r < NR; ++r) {
+        S[r * lds + t] = s[2 * r];
+        S[r * lds + t + 1] = s[2 * r + 1];
+      }
+    } else {
+      for (int r = 0; r < NR; ++r) {
+        S[r * lds + t] = hsum(a[2 * r]);
+        S[r * lds + t + 1] = hsum(a[2 * r + 1]);
+      }
+    }
+  }
+  if (t < n) {  // an odd last key
+    __m256 a[NR];
+    MEMATTN_DENSE_UNROLL
+    for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
+    const T* k0 = k + t * ks;
+    for (int c = 0; c < D; c += 8) {
+      const __m256 x0 = load8(k0 + c);
+      MEMATTN_DENSE_UNROLL
+      for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(Q + r * ldq + c), x0, a[r]);
+    }
+    for (int r = 0; r < NR; ++r) S[r * lds + t] = hsum(a[r]);
+  }
+}
+
+// Rows 0 .. NR - 1 of acc += P V over channels [c0, c0 + 8 CG): per key NR broadcasts of its
+// probabilities, CG converted value vectors, CG NR FMAs.
+template <class T, int NR, int CG>
+inline void values_rows(const T* v, std::int64_t vs, int n, int c0, const float* P, std::int64_t ldp, float* acc,
+                        std::int64_t ldacc) {
+  __m256 a[CG][NR];
+  MEMATTN_DENSE_UNROLL
+  for (int g = 0; g < CG; ++g)
+    MEMATTN_DENSE_UNROLL
+    for (int r = 0; r < NR; ++r) a[g][r] = _mm256_setzero_ps();
+  for (int t = 0; t < n; ++t) {
+    __m256 p[NR];
+    MEMATTN_DENSE_UNROLL
+    for (int r = 0; r < NR; ++r) p[r] = _mm256_broadcast_ss(P + r * ldp + t);
+    const T* row = v + t * vs + c0;
+    MEMATTN_DENSE_UNROLL
+    for (int g = 0; g < CG; ++g) {
+      const __m256 x = load8(row + 8 * g);
+      MEMATTN_DENSE_UNROLL
+      for (int r = 0; r < NR; ++r) a[g][r] = _mm256_fmadd_ps(p[r], x, a[g][r]);
+    }
+  }
+  for (int g = 0; g < CG; ++g)
+    for (int r = 0; r < NR; ++r) {
+      float* dst = acc + r * ldacc + c0 + 8 * g;
+      _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), a[g][r]));
+    }
+}
+
+// Calls f(std::integral_constant<int, N>) for N = nr (1 .. 4).
+template <class F>
+inline void with_rows(int nr, F&& f) {
+  switch (nr) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+}  // namespace detail
+#endif
+
+// S[r * lds + t] = Q[r * ldq ..] . k[t * ks ..] for t < n, r < rows <= kMaxRows, over D channels.
+// Requires available<T>(D).
+template <class T>
+inline void scores(const T* k, std::int64_t ks, int n, int D, const float* Q, int rows, std::int64_t ldq, float* S,
+                   std::int64_t lds) {
+#if defined(MEMATTN_DENSE_FUSED_AVX2)
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int nr = rows - r0 < 4 ? rows - r0 : 4;
+    detail::with_rows(nr, [&](auto R) { detail::scores_rows<T, R>(k, ks, n, D, Q + r0 * ldq, ldq, S + r0 * lds, lds); });
+  }
+#else
+  (void)k, (void)ks, (void)n, (void)D, (void)Q, (void)rows, (void)ldq, (void)S, (void)lds;
+#endif
+}
+
+// acc[r * ldacc + c] += sum_{t < n} P[r * ldp + t] v[t * vs + c] for r < rows <= kMaxRows, c < D.
+// Requires available<T>(D).
+template <class T>
+inline void values(const T* v, std::int64_t vs, int n, int D, const float* P, int rows, std::int64_t ldp, float* acc,
+                   std::int64_t ldacc) {
+#if defined(MEMATTN_DENSE_FUSED_AVX2)
+  // Each pass over a channel slice touches one cache line per row: kValueTile rows at a time stay
+  // in L1 across the slices (a whole 128-row block of fp32 rows, 64 KiB at D = 128, does not, and
+  // the strided passes then reread it from L2 or memory: fp32 at 16K tokens was 10% slower).
+  for (int t0 = 0; t0 < n; t0 += kValueTile) {
+    const int nt = n - t0 < kValueTile ? n - t0 : kValueTile;
+    const T* vt = v + t0 * vs;
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int nr = rows - r0 < 4 ? rows - r0 : 4;
+      detail::with_rows(nr, [&](auto R) {
+        const float* p = P + r0 * ldp + t0;
+        float* a = acc + r0 * ldacc;
+        int c0 = 0;
+        for (; c0 + 16 <= D; c0 += 16) detail::values_rows<T, R, 2>(vt, vs, nt, c0, p, ldp, a, ldacc);
+        if (c0 < D) detail::values_rows<T, R, 1>(vt, vs, nt, c0, p, ldp, a, ldacc);
+      });
+    }
+  }
+#else
+  (void)v, (void)vs, (void)n, (void)D, (void)P, (void)rows, (void)ldp, (void)acc, (void)ldacc;
+#endif
+}
+
+}  // namespace dense_block
+}  // namespace cpu
+MEMATTN_NAMESPACE_END
