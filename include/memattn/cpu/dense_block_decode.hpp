@@ -54,6 +54,8 @@ constexpr bool available(std::int64_t D) {
 #if defined(MEMATTN_DENSE_FUSED_AVX2)
 namespace detail {
 
+constexpr int kAhead = 16;  // keys ahead that scores_rows() prefetches (16-bit rows)
+
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const BFloat16* p) {  // bf16 = the high half of fp32
   const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -88,6 +90,15 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
     MEMATTN_DENSE_UNROLL
     for (int i = 0; i < 2 * NR; ++i) a[i] = _mm256_setzero_ps();
     const T *k0 = k + t * ks, *k1 = k0 + ks;
+    if (sizeof(T) == 2 && t + kAhead + 1 < n) {  // 16-bit rows: fp16 at 16K tokens 8.4-9.2 -> 7.6-8.0 ms;
+      // fp32 rows (twice the bytes per FMA) were 0-10% slower with it: the hardware prefetch suffices
+      const char* a0 = reinterpret_cast<const char*>(k0 + kAhead * ks);
+      const char* a1 = reinterpret_cast<const char*>(k1 + kAhead * ks);
+      for (int b = 0; b < D * static_cast<int>(sizeof(T)); b += 64) {
+        _mm_prefetch(a0 + b, _MM_HINT_T0);
+        _mm_prefetch(a1 + b, _MM_HINT_T0);
+      }
+    }
     for (int c = 0; c < D; c += 8) {
       const __m256 x0 = load8(k0 + c), x1 = load8(k1 + c);
       MEMATTN_DENSE_UNROLL
