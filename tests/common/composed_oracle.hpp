@@ -1,7 +1,7 @@
 // fp64 oracle for composed KV caches (cpu::ComposedKvCache): chunks of random tokens, the
 // cache's own dequantised / pruned contents as fp64 keys and values, causal attention per query
-// row. Shared by test_composed_kv_cache (portable build) and test_kivi_block_decode (AVX2 build,
-// the fused KIVI region).
+// row. Shared by test_composed_kv_cache (portable build), test_kivi_block_decode (AVX2 build, the
+// fused KIVI region) and test_dense_block_decode (AVX2 build, the fp16 regions read directly).
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "common/test_data.hpp"
 #include "memattn/cache/kv_cache.hpp"
 #include "memattn/core/dtype.hpp"
+#include "memattn/core/executor.hpp"
+#include "memattn/prune/think.hpp"
 
 namespace memattn_test {
 namespace composed {
@@ -179,6 +182,37 @@ void check_against_contents(Cache& c, const cache::CacheShape& s, const std::vec
     }
     REQUIRE(c.end_chunk(0, {}) == Status::kSuccess);
   }
+}
+
+// ThinK at lambda 0.4 over the last 8 queries, 16 recent tokens kept full width.
+inline prune::ThinK::Params think_params() {
+  prune::ThinK::Params p;
+  p.prune = 0.4f;
+  p.window = 8;
+  p.recent = 16;
+  return p;
+}
+
+// A composed cache (2 layers, 2 KV heads, q_heads / 2 query rows per KV head and token) through
+// prefill chunks and single decode tokens, each attend checked by check_against_contents. The
+// vector tests run it on their builds' decode paths (the single tokens: kivi_block / dense_block).
+template <class Cache>
+void check_composed(typename Cache::Config cfg, int D, int kb, int vb, const char* name, std::uint32_t seed,
+                    int q_heads = 4) {
+  cache::CacheShape s;
+  s.layers = 2;
+  s.q_heads = q_heads;
+  s.kv_heads = 2;
+  s.head_dim = D;
+  s.max_tokens = 400;
+  s.max_sequences = 2;
+  cfg.quant.bits_k = kb;
+  cfg.quant.bits_v = vb;
+  std::unique_ptr<Cache> c;
+  REQUIRE(Cache::create(s, cfg, name, Executor{}, &c) == Status::kSuccess);
+  check_against_contents(*c, s, {70, 1, 1, 40, 1, 1, 1, 33, 1, 1, 20, 1, 1}, seed, 2e-5);
+  if (Cache::kQuant) CHECK(c->quantized_tokens(0, 0, 0) > 0);
+  if (Cache::kPrunes) CHECK(c->channels(0, 0, 0).size() == static_cast<std::size_t>(D - (2 * D) / 5));  // lambda 0.4
 }
 
 }  // namespace composed

@@ -270,35 +270,6 @@ TEST_CASE("KIVI cache decode on the fused path == fp64 oracle on the dequantised
       }
 }
 
-// Composed caches with a KIVI region, decoded one token at a time (2 query rows per KV head: the
-// fused path), against fp64 attention over the cache's own dequantised / pruned contents.
-// ThinK at lambda 0.4 over the last 8 queries, 16 recent tokens kept full width.
-static prune::ThinK::Params think_params() {
-  prune::ThinK::Params p;
-  p.prune = 0.4f;
-  p.window = 8;
-  p.recent = 16;
-  return p;
-}
-
-template <class Cache>
-void check_composed(typename Cache::Config cfg, int D, int kb, int vb, const char* name, std::uint32_t seed) {
-  cache::CacheShape s;
-  s.layers = 2;
-  s.q_heads = 4;
-  s.kv_heads = 2;
-  s.head_dim = D;
-  s.max_tokens = 400;
-  s.max_sequences = 2;
-  cfg.quant.bits_k = kb;
-  cfg.quant.bits_v = vb;
-  std::unique_ptr<Cache> c;
-  REQUIRE(Cache::create(s, cfg, name, Executor{}, &c) == Status::kSuccess);
-  memattn_test::composed::check_against_contents(*c, s, {70, 1, 1, 40, 1, 1, 1, 33, 1, 1, 20, 1, 1}, seed, 2e-5);
-  CHECK(c->quantized_tokens(0, 0, 0) > 0);
-  if (Cache::kPrunes) CHECK(c->channels(0, 0, 0).size() == static_cast<std::size_t>(D - (2 * D) / 5));  // lambda 0.4
-}
-
 TEST_CASE("composed caches on the fused path == fp64 over their contents (pruned widths, partial blocks)", "[kivi][avx2]") {
   for (int kb : {2, 4, 8})
     for (int vb : {2, 8}) {
@@ -306,20 +277,20 @@ TEST_CASE("composed caches on the fused path == fp64 over their contents (pruned
       // think+kivi, D 64, lambda 0.4: d_keep 39 (codes straddle words)
       using ThinKKivi = cpu::ComposedKvCache<evict::NoEvict, prune::ThinK, quant::KiviQuant>;
       ThinKKivi::Config a;
-      a.prune = think_params();
+      a.prune = memattn_test::composed::think_params();
       a.quant.residual = 0;
-      check_composed<ThinKKivi>(a, 64, kb, vb, "think+kivi", 5);
+      memattn_test::composed::check_composed<ThinKKivi>(a, 64, kb, vb, "think+kivi", 5);
       // h2o+think+kivi, D 32 (d_keep 20): eviction leaves blocks partly filled (odd token counts)
       using H2OThinKKivi = cpu::ComposedKvCache<evict::H2O, prune::ThinK, quant::KiviQuant>;
       H2OThinKKivi::Config b;
       b.evict = evict::h2o_params(96, 24);
-      b.prune = think_params();
+      b.prune = memattn_test::composed::think_params();
       b.quant.residual = 0;
-      check_composed<H2OThinKKivi>(b, 32, kb, vb, "h2o+think+kivi", 3);
+      memattn_test::composed::check_composed<H2OThinKKivi>(b, 32, kb, vb, "h2o+think+kivi", 3);
       // kivi alone through the composed cache, D 128 (aligned widths)
       using Kivi = cpu::ComposedKvCache<evict::NoEvict, prune::NoPrune, quant::KiviQuant>;
       Kivi::Config k;
       k.quant.residual = 32;
-      check_composed<Kivi>(k, 128, kb, vb, "kivi", 9);
+      memattn_test::composed::check_composed<Kivi>(k, 128, kb, vb, "kivi", 9);
     }
 }

@@ -48,6 +48,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/dense_block_decode.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
@@ -488,52 +489,58 @@ class ComposedKvCache final : public cache::KvCache {
     const std::int64_t nk = sg.nq + sg.n_old, N = sg.size(), N0 = N - n;  // N0: slots before the chunk
     const bool pruned = kPrunes && !sg.ch.empty();
     const std::int64_t kw = dk;  // width of the quantised/old keys (no old keys exist before the channel choice)
-    w.kq.resize(static_cast<std::size_t>(nk * kw));
-    w.kt.resize(static_cast<std::size_t>(sg.n_tail * D));
-    w.vv.resize(static_cast<std::size_t>(N * D));
-    // Decode-sized row counts on AVX2 builds read the KIVI region straight from its codes
-    // (kivi_block_decode.hpp: scales folded, codes unpacked in registers); otherwise every region
-    // is copied to fp32 once per call (the query blocks below share the copies).
+    const std::int64_t ldqc = (kw + 7) / 8 * 8;  // pruned query rows, zero-padded to whole vectors
+    // Decode-sized row counts on AVX2 builds read every region where it is stored: the KIVI blocks
+    // from their codes (kivi_block_decode.hpp: scales folded, codes unpacked in registers), the
+    // fp16 rows directly (dense_block_decode.hpp). Otherwise (prefill, portable builds, pruned value
+    // channels) every region is copied to fp32 once per call and the query blocks below share them.
     constexpr std::int64_t kBlock = 32;  // query tokens per block
     const std::int64_t rows_max = std::min(n, kBlock) * G;
-    const bool fused = kQuant && sg.nq > 0 && rows_max <= kivi_block::kMaxRows &&
-                       kivi_block::available(cfg_.quant);
+    const bool fused = kQuant && sg.nq > 0 && rows_max <= kivi_block::kMaxRows && kivi_block::available(cfg_.quant);
+    const bool direct = rows_max <= dense_block::kMaxRows && dense_block::available<Half>(D) && dv_keep_ == D &&
+                        (!kQuant || sg.nq == 0 || fused);
     if (fused) {
       w.fused.resize(static_cast<std::size_t>(kivi_block::scratch_floats(cfg_.quant)));
       w.vmeta.resize(static_cast<std::size_t>(4 * v_groups_ * kivi_block::kTokenTile));
     }
-    std::int64_t j = 0;
-    w.meta.resize(static_cast<std::size_t>(2 * kw));
-    float *sc = w.meta.data(), *z = sc + kw;
-    for (const QBlock& b : sg.blocks) {  // codes unpacked in bulk, then code * scale + zero along each row
-      if (fused) break;
-      float* dst = w.kq.data() + j * kw;
-      unpack_codes(b.kc.data(), b.n * kw, cfg_.quant.bits_k, dst);
-      for (std::int64_t c = 0; c < kw; ++c) {
-        sc[c] = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c)]});
-        z[c] = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c + 1)]});
+    if (!direct) {
+      w.kq.resize(static_cast<std::size_t>(nk * kw));
+      w.kt.resize(static_cast<std::size_t>(sg.n_tail * D));
+      w.vv.resize(static_cast<std::size_t>(N * D));
+      std::int64_t j = 0;
+      w.meta.resize(static_cast<std::size_t>(2 * kw));
+      float *sc = w.meta.data(), *z = sc + kw;
+      for (const QBlock& b : sg.blocks) {  // codes unpacked in bulk, then code * scale + zero along each row
+        if (fused) break;
+        float* dst = w.kq.data() + j * kw;
+        unpack_codes(b.kc.data(), b.n * kw, cfg_.quant.bits_k, dst);
+        for (std::int64_t c = 0; c < kw; ++c) {
+          sc[c] = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c)]});
+          z[c] = half_to_float(Half{b.km[static_cast<std::size_t>(2 * c + 1)]});
+        }
+        for (std::int64_t t = 0; t < b.n; ++t)
+          for (std::int64_t c = 0; c < kw; ++c) dst[t * kw + c] = std::fma(dst[t * kw + c], sc[c], z[c]);
+        j += b.n;
       }
-      for (std::int64_t t = 0; t < b.n; ++t)
-        for (std::int64_t c = 0; c < kw; ++c) dst[t * kw + c] = std::fma(dst[t * kw + c], sc[c], z[c]);
-      j += b.n;
+      if (sg.n_old > 0) to_float_n(sg.k_old.data(), sg.n_old * kw, w.kq.data() + sg.nq * kw);
+      to_float_n(sg.k_tail.data(), sg.n_tail * D, w.kt.data());
+      for (std::int64_t i = 0; i < sg.nq && !fused; ++i) v_row_values(sg, i, w.vv.data() + i * D);
+      for (std::int64_t i = 0; i < sg.n_old; ++i) old_value_row(sg, i, w.vv.data() + (sg.nq + i) * D);
+      to_float_n(sg.v_tail.data(), sg.n_tail * D, w.vv.data() + (sg.nq + sg.n_old) * D);
     }
-    if (sg.n_old > 0) to_float_n(sg.k_old.data(), sg.n_old * kw, w.kq.data() + sg.nq * kw);
-    to_float_n(sg.k_tail.data(), sg.n_tail * D, w.kt.data());
-    for (std::int64_t i = 0; i < sg.nq && !fused; ++i) v_row_values(sg, i, w.vv.data() + i * D);
-    for (std::int64_t i = 0; i < sg.n_old; ++i) old_value_row(sg, i, w.vv.data() + (sg.nq + i) * D);
-    to_float_n(sg.v_tail.data(), sg.n_tail * D, w.vv.data() + (sg.nq + sg.n_old) * D);
 
     using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Map = Eigen::Map<RowMatrix>;
     const float tau = 1.f / std::sqrt(static_cast<float>(D));  // of the full d (§3.6)
     w.qr.resize(static_cast<std::size_t>(rows_max * D));
-    w.qc.resize(static_cast<std::size_t>(rows_max * kw));
+    w.qc.assign(static_cast<std::size_t>(rows_max * ldqc), 0.f);
     w.s.resize(static_cast<std::size_t>(rows_max * N));
     w.tmp.resize(static_cast<std::size_t>(rows_max * D));
-    Map Kq(w.kq.data(), nk, kw), Kt(w.kt.data(), sg.n_tail, D), V(w.vv.data(), N, D);
+    Map Kq(w.kq.data(), direct ? 0 : nk, kw), Kt(w.kt.data(), direct ? 0 : sg.n_tail, D), V(w.vv.data(), direct ? 0 : N, D);
     for (std::int64_t t0 = 0; t0 < n; t0 += kBlock) {
       const std::int64_t t1 = std::min(n, t0 + kBlock), rows = (t1 - t0) * G, vis = N0 + t1;
-      Map Q(w.qr.data(), rows, D), Qc(w.qc.data(), rows, kw), S(w.s.data(), rows, vis), O(w.tmp.data(), rows, D);
+      Map Q(w.qr.data(), rows, D), S(w.s.data(), rows, vis), O(w.tmp.data(), rows, D);
+      Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> Qc(w.qc.data(), rows, kw, Eigen::OuterStride<>(ldqc));
       for (std::int64_t t = t0; t < t1; ++t)
         for (std::int64_t g = 0; g < G; ++g) {
           const float* src = q.ptr(t, h * G + g);
@@ -546,14 +553,24 @@ class ComposedKvCache final : public cache::KvCache {
         for (const QBlock& b : sg.blocks) {
           kivi_block::scores_codes(b.kc.data(), static_cast<std::int64_t>(b.kc.size() * 4), b.km.data(), static_cast<int>(b.n),
                                    static_cast<int>(kw), cfg_.quant.bits_k,
-                                   Qc.data(), static_cast<int>(rows), kw, S.data() + first, vis, w.fused.data());
+                                   Qc.data(), static_cast<int>(rows), ldqc, S.data() + first, vis, w.fused.data());
           first += b.n;
         }
-        if (sg.n_old > 0) S.middleCols(sg.nq, sg.n_old).noalias() = Qc * Kq.middleRows(sg.nq, sg.n_old).transpose();
-      } else if (nk > 0) {
-        S.leftCols(nk).noalias() = Qc * Kq.transpose();
       }
-      S.rightCols(vis - nk).noalias() = Q * Kt.topRows(vis - nk).transpose();
+      if (direct) {
+        if (sg.n_old > 0)
+          dense_block::scores(sg.k_old.data(), kw, static_cast<int>(sg.n_old), static_cast<int>(kw), Qc.data(),
+                              static_cast<int>(rows), ldqc, S.data() + sg.nq, vis);
+        dense_block::scores(sg.k_tail.data(), D, static_cast<int>(vis - nk), static_cast<int>(D), Q.data(),
+                            static_cast<int>(rows), D, S.data() + nk, vis);
+      } else {
+        if (fused) {
+          if (sg.n_old > 0) S.middleCols(sg.nq, sg.n_old).noalias() = Qc * Kq.middleRows(sg.nq, sg.n_old).transpose();
+        } else if (nk > 0) {
+          S.leftCols(nk).noalias() = Qc * Kq.transpose();
+        }
+        S.rightCols(vis - nk).noalias() = Q * Kt.topRows(vis - nk).transpose();
+      }
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t t = t0 + r / G, hi = N0 + t + 1;  // causal: slots [0, hi)
         auto row = S.row(r);
@@ -562,7 +579,15 @@ class ComposedKvCache final : public cache::KvCache {
         row.tail(vis - hi).setZero();
         row /= row.head(hi).sum();
       }
-      if (fused) {
+      if (direct) {
+        O.setZero();
+        if (sg.n_old > 0)
+          dense_block::values(sg.v_old.data(), D, static_cast<int>(sg.n_old), static_cast<int>(D), S.data() + sg.nq,
+                              static_cast<int>(rows), vis, O.data(), D);
+        dense_block::values(sg.v_tail.data(), D, static_cast<int>(vis - nk), static_cast<int>(D), S.data() + nk,
+                            static_cast<int>(rows), vis, O.data(), D);
+        if (fused) attend_quantised_values(sg, S, rows, vis, O.data(), w);
+      } else if (fused) {
         O.noalias() = S.rightCols(vis - sg.nq) * V.middleRows(sg.nq, vis - sg.nq);
         attend_quantised_values(sg, S, rows, vis, O.data(), w);
       } else {

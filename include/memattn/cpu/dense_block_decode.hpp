@@ -35,20 +35,22 @@ namespace dense_block {
 constexpr int kMaxRows = 16;    // query rows per call (processed 4 at a time)
 constexpr int kValueTile = 32;  // value rows per pass of values()
 
-// True when this build has the vector path for element type T and head_dim D (whole 8-lane vectors).
+// True when this build has the vector path for element type T (scores() of any width).
 template <class T>
-constexpr bool available(std::int64_t D) {
-#if defined(MEMATTN_DENSE_FUSED_AVX2)
-#if defined(__F16C__)
-  constexpr bool kType = std::is_same<T, float>::value || std::is_same<T, BFloat16>::value || std::is_same<T, Half>::value;
+constexpr bool supported() {
+#if defined(MEMATTN_DENSE_FUSED_AVX2) && defined(__F16C__)
+  return std::is_same<T, float>::value || std::is_same<T, BFloat16>::value || std::is_same<T, Half>::value;
+#elif defined(MEMATTN_DENSE_FUSED_AVX2)
+  return std::is_same<T, float>::value || std::is_same<T, BFloat16>::value;
 #else
-  constexpr bool kType = std::is_same<T, float>::value || std::is_same<T, BFloat16>::value;
-#endif
-  return kType && D % 8 == 0 && D > 0;
-#else
-  (void)D;
   return false;
 #endif
+}
+
+// ... and for both scores() and values() at head_dim D (values() takes whole 8-lane vectors).
+template <class T>
+constexpr bool available(std::int64_t D) {
+  return supported<T>() && D % 8 == 0 && D > 0;
 }
 
 #if defined(MEMATTN_DENSE_FUSED_AVX2)
@@ -64,6 +66,14 @@ inline __m256 load8(const BFloat16* p) {  // bf16 = the high half of fp32
 #if defined(__F16C__)
 inline __m256 load8(const Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 #endif
+
+// The first m < 8 elements, zeros after (a row's last partial vector: no read past it).
+template <class T>
+inline __m256 load_part(const T* p, int m) {
+  T tmp[8];
+  for (int i = 0; i < 8; ++i) tmp[i] = i < m ? p[i] : T{};
+  return load8(tmp);
+}
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -84,6 +94,7 @@ inline __m256 hsum8(const __m256 v[8]) {
 template <class T, int NR>
 inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* Q, std::int64_t ldq, float* S,
                         std::int64_t lds) {
+  const int Df = D / 8 * 8;  // channels in whole vectors
   int t = 0;
   for (; t + 1 < n; t += 2) {
     __m256 a[2 * NR];
@@ -99,15 +110,17 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
         _mm_prefetch(a1 + b, _MM_HINT_T0);
       }
     }
-    for (int c = 0; c < D; c += 8) {
-      const __m256 x0 = load8(k0 + c), x1 = load8(k1 + c);
+    auto step = [&](int c, __m256 x0, __m256 x1) {
       MEMATTN_DENSE_UNROLL
       for (int r = 0; r < NR; ++r) {
         const __m256 q = _mm256_loadu_ps(Q + r * ldq + c);
         a[2 * r] = _mm256_fmadd_ps(q, x0, a[2 * r]);
         a[2 * r + 1] = _mm256_fmadd_ps(q, x1, a[2 * r + 1]);
       }
-    }
+    };
+    int c = 0;
+    for (; c < Df; c += 8) step(c, load8(k0 + c), load8(k1 + c));
+    if (c < D) step(c, load_part(k0 + c, D - c), load_part(k1 + c, D - c));  // a width not a multiple of 8
     if constexpr (NR == 4) {  // lane 2r + u = row r, key t + u
       alignas(32) float s[8];
       _mm256_store_ps(s, hsum8(a));
@@ -129,7 +142,7 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
     for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
     const T* k0 = k + t * ks;
     for (int c = 0; c < D; c += 8) {
-      const __m256 x0 = load8(k0 + c);
+      const __m256 x0 = c < Df ? load8(k0 + c) : load_part(k0 + c, D - c);
       MEMATTN_DENSE_UNROLL
       for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(Q + r * ldq + c), x0, a[r]);
     }
@@ -180,8 +193,9 @@ inline void with_rows(int nr, F&& f) {
 }  // namespace detail
 #endif
 
-// S[r * lds + t] = Q[r * ldq ..] . k[t * ks ..] for t < n, r < rows <= kMaxRows, over D channels.
-// Requires available<T>(D).
+// S[r * lds + t] = Q[r * ldq ..] . k[t * ks ..] for t < n, r < rows <= kMaxRows, over D channels,
+// any D >= 1 (ThinK's pruned keys: 77 of 128). Q rows are read for D rounded up to 8 columns:
+// those past D meet zero keys and must be finite. Requires supported<T>().
 template <class T>
 inline void scores(const T* k, std::int64_t ks, int n, int D, const float* Q, int rows, std::int64_t ldq, float* S,
                    std::int64_t lds) {
