@@ -40,6 +40,7 @@
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/dense_block_decode.hpp"
 #include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/quant/kivi.hpp"
@@ -374,8 +375,25 @@ class KiviKvCache final : public cache::KvCache {
         sm.step(S, acc);
         acc.noalias() += S * VT.transpose();
       }
-      // 2. The ring (tokens [n_q, len)), exact fp16.
-      if (nr > 0) {
+      // 2. The ring (tokens [n_q, len)), exact fp16. Decode-sized row counts on AVX2 builds read
+      //    its rows in place (dense_block_decode.hpp; at most two runs: the ring wraps).
+      if (nr > 0 && rows <= dense_block::kMaxRows && dense_block::available<Half>(D)) {
+        Map S(s_buf, rows, nr);
+        const std::int64_t RR = ring_rows(), ld = Hkv * D;
+        for (std::int64_t t = 0, run = 0; t < nr; t += run) {
+          const std::int64_t row = (sg.nq + t) % RR;
+          run = std::min(nr - t, RR - row);
+          dense_block::scores(sg.ring_k.data() + (row * Hkv + h) * D, ld, static_cast<int>(run), static_cast<int>(D), Q.data(),
+                              static_cast<int>(rows), D, s_buf + t, nr);
+        }
+        sm.step(S, acc);
+        for (std::int64_t t = 0, run = 0; t < nr; t += run) {
+          const std::int64_t row = (sg.nq + t) % RR;
+          run = std::min(nr - t, RR - row);
+          dense_block::values(sg.ring_v.data() + (row * Hkv + h) * D, ld, static_cast<int>(run), static_cast<int>(D),
+                              s_buf + t, static_cast<int>(rows), nr, acc.data(), D);
+        }
+      } else if (nr > 0) {
         Map K(k_buf, nr, D), V(v_buf, nr, D), S(s_buf, rows, nr);
         for (std::int64_t t = 0; t < nr; ++t) {
           to_float_n(sg.ring_k.data() + ring_offset(sg.nq + t, h), D, k_buf + t * D);
