@@ -3,7 +3,8 @@
 // fp16 / bf16 / fp32 rows against fp64 sums, for every row count up to kMaxRows (4-row chunks and the
 // 1-3-row remainders), odd and even key counts, head dims with an odd number of 8-lane vectors or
 // a partial last one (scores: ThinK's pruned widths), and row strides wider than D; the fp16
-// composed caches (ThinK, H2O + ThinK) whose decode reads their regions with it, against fp64.
+// composed caches (ThinK, H2O + ThinK) whose decode reads their regions with it, and the eviction
+// decode probabilities (H2O's accumulation) that read their keys with it, against fp64.
 // test_cpu_dense_attention_avx2 runs the whole dense decode suite on this path.
 #include <catch2/catch.hpp>
 
@@ -15,6 +16,7 @@
 #include "common/composed_oracle.hpp"
 #include "memattn/cpu/composed_kv_cache.hpp"
 #include "memattn/cpu/dense_block_decode.hpp"
+#include "memattn/cpu/evict_scores.hpp"
 
 using namespace memattn;
 
@@ -122,4 +124,46 @@ TEST_CASE("fp16 composed caches on the direct path == fp64 over their contents",
   c.prune = think_params();
   c.prune.vprune = 0.25f;
   check_composed<ThinK>(c, 64, 2, 2, "think:vprune", 17, 8);
+}
+
+// H2O / Scissorhands decode probabilities (cpu::decode_probs) read the keys with the block
+// kernel on this path: pbar_j = reduce_g exp(tau q_g . k_j - lse_g) against fp64.
+TEMPLATE_TEST_CASE("eviction decode probabilities on the direct path == fp64", "[dense_block][evict]", float, Half) {
+  const int G = GENERATE(1, 3, 4, 8), D = 64, N = 300;  // 300 keys: three 128-key blocks, the last partial
+  std::mt19937 rng(static_cast<unsigned>(G));
+  const auto k = random_rows<TestType>(N, D + 8, rng);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> q(static_cast<std::size_t>(G * D)), lse(static_cast<std::size_t>(G));
+  for (auto& x : q) x = nd(rng);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<std::vector<double>> p(static_cast<std::size_t>(G), std::vector<double>(N));
+  for (int g = 0; g < G; ++g) {
+    double mx = -INFINITY, l = 0;
+    for (int j = 0; j < N; ++j) {
+      double d = 0;
+      for (int c = 0; c < D; ++c) d += static_cast<double>(q[g * D + c]) * to_float(k[j * (D + 8) + c]);
+      p[g][j] = d * scale;
+      mx = std::max(mx, p[g][j]);
+    }
+    for (int j = 0; j < N; ++j) l += std::exp(p[g][j] - mx);
+    lse[g] = static_cast<float>(mx + std::log(l));
+    for (int j = 0; j < N; ++j) p[g][j] = std::exp(p[g][j] - mx - std::log(l));
+  }
+  std::vector<float> scratch(cpu::probs_scratch_elems(G, D));
+  for (evict::GroupReduce red : {evict::GroupReduce::kMean, evict::GroupReduce::kMax}) {
+    std::vector<float> got(N, -1.f);
+    int calls = 0;
+    REQUIRE(cpu::decode_probs(q.data(), D, lse.data(), G, D, static_cast<float>(scale), k.data(), D + 8, N, red, scratch.data(),
+                              [&](std::int64_t j, float pbar) {
+                                got[static_cast<std::size_t>(j)] = pbar;
+                                ++calls;
+                              }) == Status::kSuccess);
+    REQUIRE(calls == N);
+    for (int j = 0; j < N; ++j) {
+      double want = 0;
+      for (int g = 0; g < G; ++g) want = red == evict::GroupReduce::kMax ? std::max(want, p[g][j]) : want + p[g][j] / G;
+      INFO("G " << G << " slot " << j);
+      REQUIRE(std::fabs(got[j] - want) <= 2e-5 * want + 1e-9);
+    }
+  }
 }

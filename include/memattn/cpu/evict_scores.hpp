@@ -21,6 +21,7 @@
 
 #include "memattn/core/status.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/dense_block_decode.hpp"
 #include "memattn/evict/policy.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -53,15 +54,27 @@ Status decode_probs(const float* q, std::int64_t q_stride, const float* lse, std
   for (std::int64_t g = 0; g < G; ++g)
     for (std::int64_t d = 0; d < D; ++d) qb[g * D + d] = q[g * q_stride + d] * scale;
   ConstMap Q(qb, G, D);
+  // AVX2 builds read the key rows in place (dense_block_decode.hpp) and take the exponentials
+  // a row at a time in Eigen's vector exp: the scalar std::exp per (head, key) and the fp32 copy
+  // of the keys were most of H2O's CPU step overhead.
+  const bool direct = G <= dense_block::kMaxRows && dense_block::available<T>(D);
   for (std::int64_t j0 = 0; j0 < visible; j0 += kBlock) {
     const std::int64_t nb = std::min(kBlock, visible - j0);
-    load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
-    ConstMap K(kb, nb, D);
     Map S(sb, G, nb);
-    S.noalias() = Q.lazyProduct(K.transpose());
+    if (direct) {
+      dense_block::scores(k + j0 * k_stride, k_stride, static_cast<int>(nb), static_cast<int>(D), qb, static_cast<int>(G), D,
+                          sb, nb);
+      for (std::int64_t g = 0; g < G; ++g) S.row(g) = (S.row(g).array() - lse[g]).exp().matrix();
+    } else {
+      load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
+      ConstMap K(kb, nb, D);
+      S.noalias() = Q.lazyProduct(K.transpose());
+      for (std::int64_t g = 0; g < G; ++g)
+        for (std::int64_t c = 0; c < nb; ++c) S(g, c) = std::exp(S(g, c) - lse[g]);
+    }
     for (std::int64_t c = 0; c < nb; ++c) {
       float acc = 0.f;
-      for (std::int64_t g = 0; g < G; ++g) acc = evict::group_combine(reduce, acc, std::exp(S(g, c) - lse[g]), static_cast<int>(g));
+      for (std::int64_t g = 0; g < G; ++g) acc = evict::group_combine(reduce, acc, S(g, c), static_cast<int>(g));
       fn(j0 + c, evict::group_finish(reduce, acc, static_cast<int>(G)));
     }
   }
