@@ -88,6 +88,7 @@
 #include "memattn/cpu/mikv_kv_cache.hpp"
 #include "memattn/cpu/mom.hpp"
 #include "memattn/cpu/sentencekv_kv_cache.hpp"
+#include "memattn/cpu/simd_avx2.hpp"
 #include "memattn/cpu/sliding_window.hpp"
 
 // memory: virtual KV buffers (contiguous virtual ranges backed on demand; the CUDA VMM backend is

@@ -15,17 +15,10 @@
 #include <type_traits>
 
 #include "memattn/core/dtype.hpp"
+#include "memattn/cpu/simd_avx2.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#if defined(MEMATTN_SIMD_AVX2)
 #define MEMATTN_DENSE_FUSED_AVX2 1
-#if defined(__clang__)
-#define MEMATTN_DENSE_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define MEMATTN_DENSE_UNROLL _Pragma("GCC unroll 16")
-#else
-#define MEMATTN_DENSE_UNROLL
-#endif
 #endif
 
 MEMATTN_NAMESPACE_BEGIN
@@ -75,12 +68,8 @@ inline __m256 load_part(const T* p, int m) {
   return load8(tmp);
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using simd::hsum;
+using simd::with_rows;
 
 // The 8 horizontal sums of v[0..7] as one vector (lane i = sum of v[i]): 6 hadds instead of 8 hsums.
 inline __m256 hsum8(const __m256 v[8]) {
@@ -98,7 +87,7 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
   int t = 0;
   for (; t + 1 < n; t += 2) {
     __m256 a[2 * NR];
-    MEMATTN_DENSE_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int i = 0; i < 2 * NR; ++i) a[i] = _mm256_setzero_ps();
     const T *k0 = k + t * ks, *k1 = k0 + ks;
     if (sizeof(T) == 2 && t + kAhead + 1 < n) {  // 16-bit rows: fp16 at 16K tokens 8.4-9.2 -> 7.6-8.0 ms;
@@ -111,7 +100,7 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
       }
     }
     auto step = [&](int c, __m256 x0, __m256 x1) {
-      MEMATTN_DENSE_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) {
         const __m256 q = _mm256_loadu_ps(Q + r * ldq + c);
         a[2 * r] = _mm256_fmadd_ps(q, x0, a[2 * r]);
@@ -124,7 +113,7 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
     if constexpr (NR == 4) {  // lane 2r + u = row r, key t + u
       alignas(32) float s[8];
       _mm256_store_ps(s, hsum8(a));
-      MEMATTN_DENSE_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) {
         S[r * lds + t] = s[2 * r];
         S[r * lds + t + 1] = s[2 * r + 1];
@@ -138,12 +127,12 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
   }
   if (t < n) {  // an odd last key
     __m256 a[NR];
-    MEMATTN_DENSE_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
     const T* k0 = k + t * ks;
     for (int c = 0; c < D; c += 8) {
       const __m256 x0 = c < Df ? load8(k0 + c) : load_part(k0 + c, D - c);
-      MEMATTN_DENSE_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(Q + r * ldq + c), x0, a[r]);
     }
     for (int r = 0; r < NR; ++r) S[r * lds + t] = hsum(a[r]);
@@ -155,39 +144,8 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
 template <class T, int NR, int CG>
 inline void values_rows(const T* v, std::int64_t vs, int n, int c0, const float* P, std::int64_t ldp, float* acc,
                         std::int64_t ldacc) {
-  __m256 a[CG][NR];
-  MEMATTN_DENSE_UNROLL
-  for (int g = 0; g < CG; ++g)
-    MEMATTN_DENSE_UNROLL
-    for (int r = 0; r < NR; ++r) a[g][r] = _mm256_setzero_ps();
-  for (int t = 0; t < n; ++t) {
-    __m256 p[NR];
-    MEMATTN_DENSE_UNROLL
-    for (int r = 0; r < NR; ++r) p[r] = _mm256_broadcast_ss(P + r * ldp + t);
-    const T* row = v + t * vs + c0;
-    MEMATTN_DENSE_UNROLL
-    for (int g = 0; g < CG; ++g) {
-      const __m256 x = load8(row + 8 * g);
-      MEMATTN_DENSE_UNROLL
-      for (int r = 0; r < NR; ++r) a[g][r] = _mm256_fmadd_ps(p[r], x, a[g][r]);
-    }
-  }
-  for (int g = 0; g < CG; ++g)
-    for (int r = 0; r < NR; ++r) {
-      float* dst = acc + r * ldacc + c0 + 8 * g;
-      _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), a[g][r]));
-    }
-}
-
-// Calls f(std::integral_constant<int, N>) for N = nr (1 .. 4).
-template <class F>
-inline void with_rows(int nr, F&& f) {
-  switch (nr) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    default: f(std::integral_constant<int, 4>{}); break;
-  }
+  simd::accumulate_pv<NR, CG>(
+      n, P, ldp, [&](int t, int g) { return load8(v + t * vs + c0 + 8 * g); }, nullptr, acc, ldacc, c0);
 }
 
 }  // namespace detail

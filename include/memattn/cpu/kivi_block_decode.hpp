@@ -21,19 +21,11 @@
 #include <type_traits>
 
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/simd_avx2.hpp"
 #include "memattn/quant/kivi.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#if defined(MEMATTN_SIMD_AVX2)
 #define MEMATTN_KIVI_FUSED_AVX2 1
-// Full unrolling of the small constant loops keeps the accumulators in registers.
-#if defined(__clang__)
-#define MEMATTN_KIVI_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define MEMATTN_KIVI_UNROLL _Pragma("GCC unroll 16")
-#else
-#define MEMATTN_KIVI_UNROLL
-#endif
 #endif
 
 MEMATTN_NAMESPACE_BEGIN
@@ -67,12 +59,8 @@ inline std::int64_t scratch_floats(const quant::KvQuantConfig& c) {
 #if defined(MEMATTN_KIVI_FUSED_AVX2)
 namespace detail {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using simd::hsum;
+using simd::with_rows;
 
 // Pairs m[2i], m[2i + 1] (i < 8: half2 {scale, zero} metadata as floats) split into two vectors.
 inline void split_pairs(const float* m, __m256* first, __m256* second) {
@@ -153,14 +141,14 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
   const int D8 = (D + 7) / 8 * 8;
   for (int t = 0; t + 1 < G; t += 2) {
     __m256 a[2][NR];
-    MEMATTN_KIVI_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int u = 0; u < 2; ++u)
-      MEMATTN_KIVI_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) a[u][r] = _mm256_setzero_ps();
     for (int c = 0; c < D; c += 8) {
       const __m256 k0 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
       const __m256 k1 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t + 1) * D + c, bytes);
-      MEMATTN_KIVI_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) {
         const __m256 q = _mm256_loadu_ps(qs + r * D8 + c);
         a[0][r] = _mm256_fmadd_ps(q, k0, a[0][r]);
@@ -175,11 +163,11 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
   if (G % 2 != 0) {  // a partly filled block of the composed cache: the last token alone
     const int t = G - 1;
     __m256 a[NR];
-    MEMATTN_KIVI_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
     for (int c = 0; c < D; c += 8) {
       const __m256 k0 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
-      MEMATTN_KIVI_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + r * D8 + c), k0, a[r]);
     }
     for (int r = 0; r < NR; ++r) S[r * lds + t] = hsum(a[r]) + cz[r];
@@ -197,26 +185,26 @@ inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv,
   const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(W));
   const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
   __m256 a[CG][NR];
-  MEMATTN_KIVI_UNROLL
+  MEMATTN_SIMD_UNROLL
   for (int g = 0; g < CG; ++g)
-    MEMATTN_KIVI_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int r = 0; r < NR; ++r) a[g][r] = _mm256_setzero_ps();
   for (int w = 0; w < W; ++w) {
     __m256i words[CG];
-    MEMATTN_KIVI_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int g = 0; g < CG; ++g)
       words[g] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(vc + static_cast<std::int64_t>(c0 + 8 * g) * W + w), idx, 4);
     const float* pt = pv + w * kPer;
-    MEMATTN_KIVI_UNROLL
+    MEMATTN_SIMD_UNROLL
     for (int u = 0; u < kPer; ++u) {
       __m256 p[NR];
-      MEMATTN_KIVI_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) p[r] = _mm256_broadcast_ss(pt + r * G + u);
-      MEMATTN_KIVI_UNROLL
+      MEMATTN_SIMD_UNROLL
       for (int g = 0; g < CG; ++g) {
         const __m256 f = _mm256_cvtepi32_ps(_mm256_and_si256(words[g], mask));
         words[g] = _mm256_srli_epi32(words[g], B);
-        MEMATTN_KIVI_UNROLL
+        MEMATTN_SIMD_UNROLL
         for (int r = 0; r < NR; ++r) a[g][r] = _mm256_fmadd_ps(p[r], f, a[g][r]);
       }
     }
@@ -235,27 +223,8 @@ inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv,
 template <int B, int NR, int CG>
 inline void values_tokens_rows(const std::uint32_t* vc, std::int64_t wpt, int n, int c0, const float* pv, const float* zs,
                                float* acc, std::int64_t ldacc) {
-  __m256 a[CG][NR];
-  MEMATTN_KIVI_UNROLL
-  for (int g = 0; g < CG; ++g)
-    MEMATTN_KIVI_UNROLL
-    for (int r = 0; r < NR; ++r) a[g][r] = _mm256_setzero_ps();
-  for (int t = 0; t < n; ++t) {
-    __m256 p[NR];
-    MEMATTN_KIVI_UNROLL
-    for (int r = 0; r < NR; ++r) p[r] = _mm256_broadcast_ss(pv + r * n + t);
-    MEMATTN_KIVI_UNROLL
-    for (int g = 0; g < CG; ++g) {
-      const __m256 f = key_codes<B>(vc + t * wpt, c0 + 8 * g);
-      MEMATTN_KIVI_UNROLL
-      for (int r = 0; r < NR; ++r) a[g][r] = _mm256_fmadd_ps(p[r], f, a[g][r]);
-    }
-  }
-  for (int g = 0; g < CG; ++g)
-    for (int r = 0; r < NR; ++r) {
-      float* dst = acc + r * ldacc + c0 + 8 * g;
-      _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), _mm256_add_ps(a[g][r], _mm256_set1_ps(zs[r]))));
-    }
+  simd::accumulate_pv<NR, CG>(
+      n, pv, n, [&](int t, int g) { return key_codes<B>(vc + t * wpt, c0 + 8 * g); }, zs, acc, ldacc, c0);
 }
 
 template <int B, int NR>
@@ -312,17 +281,8 @@ inline void values_chunk_bits(const std::uint32_t* vc, int G, int D, int GV, con
 }
 
 
-// Calls f(std::integral_constant<int, N>) for N = nr (1 .. kRowChunk rows: the accumulator
-// counts are template constants) and for N = bits (2 / 4 / 8).
-template <class F>
-inline void with_rows(int nr, F&& f) {
-  switch (nr) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    default: f(std::integral_constant<int, 4>{}); break;
-  }
-}
+// Calls f(std::integral_constant<int, N>) for N = bits (2 / 4 / 8); with_rows (simd_avx2.hpp)
+// does the same for the row count.
 template <class F>
 inline void with_bits(int bits, F&& f) {
   if (bits == 2) f(std::integral_constant<int, 2>{});
