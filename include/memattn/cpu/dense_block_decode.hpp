@@ -1,14 +1,16 @@
 // Decode-sized Q·Kᵀ and P·V over one key block of a dense fp16 / bf16 / fp32 KV head, read
-// straight from the cache rows (AVX2 + FMA; F16C for fp16). The portable path of dense_attention.hpp converts
-// each block of K and V to fp32 scratch (load_rows), then runs an Eigen lazy product for Q·Kᵀ and
-// a packed GEMM for P·V: three extra passes over the block and a horizontal sum per (row, key).
-// Here each K/V vector is converted in a register and used by every query row of the GQA group
-// (4 rows at a time), and the per-(row, key) sums of two keys x four rows are reduced together.
-// Same values in fp32 as the portable path, in a different summation order (tests bound both
-// against fp64).
+// straight from the cache rows (AVX2 + FMA; F16C for fp16). The portable path of
+// dense_attention.hpp converts each block of K and V to fp32 scratch (load_rows), then runs an
+// Eigen lazy product for Q·Kᵀ and a packed GEMM for P·V: three extra passes over the block and a
+// horizontal sum per (row, key). Here each K/V vector is converted in a register and used by
+// every query row of the GQA group (4 rows at a time), and the per-(row, key) sums of two keys x
+// four rows are reduced together. Same values in fp32 as the portable path, in a different
+// summation order (tests bound both against fp64).
 //
-// Used by cpu::detail::attend_rows for up to kMaxRows rows (one decode token's GQA group, or a
-// few tokens of it) when available<T>(D); prefill-sized row counts keep the GEMM path.
+// Used for up to kMaxRows rows (one decode token's GQA group, or a few tokens of it) by
+// cpu::detail::attend_rows (dense decode, when available<T>(D)), the composed cache's fp16
+// regions, the KIVI cache's ring and the eviction decode probabilities; prefill-sized row counts
+// keep their Eigen paths.
 #pragma once
 
 #include <cstdint>
@@ -90,8 +92,9 @@ inline void scores_rows(const T* k, std::int64_t ks, int n, int D, const float* 
     MEMATTN_SIMD_UNROLL
     for (int i = 0; i < 2 * NR; ++i) a[i] = _mm256_setzero_ps();
     const T *k0 = k + t * ks, *k1 = k0 + ks;
-    if (sizeof(T) == 2 && t + kAhead + 1 < n) {  // 16-bit rows: fp16 at 16K tokens 8.4-9.2 -> 7.6-8.0 ms;
-      // fp32 rows (twice the bytes per FMA) were 0-10% slower with it: the hardware prefetch suffices
+    // Keys kAhead rows ahead, 16-bit rows only: fp16 at 16K tokens 8.4-9.2 -> 7.6-8.0 ms, while
+    // fp32 rows (twice the bytes per FMA) were 0-10% slower with it (the hardware prefetch suffices).
+    if (sizeof(T) == 2 && t + kAhead + 1 < n) {
       const char* a0 = reinterpret_cast<const char*>(k0 + kAhead * ks);
       const char* a1 = reinterpret_cast<const char*>(k1 + kAhead * ks);
       for (int b = 0; b < D * static_cast<int>(sizeof(T)); b += 64) {
