@@ -380,19 +380,22 @@ class KiviKvCache final : public cache::KvCache {
       if (nr > 0 && rows <= dense_block::kMaxRows && dense_block::available<Half>(D)) {
         Map S(s_buf, rows, nr);
         const std::int64_t RR = ring_rows(), ld = Hkv * D;
-        for (std::int64_t t = 0, run = 0; t < nr; t += run) {
-          const std::int64_t row = (sg.nq + t) % RR;
-          run = std::min(nr - t, RR - row);
-          dense_block::scores(sg.ring_k.data() + (row * Hkv + h) * D, ld, static_cast<int>(run), static_cast<int>(D), Q.data(),
-                              static_cast<int>(rows), D, s_buf + t, nr);
-        }
+        auto runs = [&](auto&& fn) {  // fn(first ring token t, its row offset, tokens in the run)
+          for (std::int64_t t = 0, run = 0; t < nr; t += run) {
+            const std::int64_t row = (sg.nq + t) % RR;
+            run = std::min(nr - t, RR - row);
+            fn(t, (row * Hkv + h) * D, static_cast<int>(run));
+          }
+        };
+        runs([&](std::int64_t t, std::int64_t off, int run) {
+          dense_block::scores(sg.ring_k.data() + off, ld, run, static_cast<int>(D), Q.data(), static_cast<int>(rows), D,
+                              s_buf + t, nr);
+        });
         sm.step(S, acc);
-        for (std::int64_t t = 0, run = 0; t < nr; t += run) {
-          const std::int64_t row = (sg.nq + t) % RR;
-          run = std::min(nr - t, RR - row);
-          dense_block::values(sg.ring_v.data() + (row * Hkv + h) * D, ld, static_cast<int>(run), static_cast<int>(D),
-                              s_buf + t, static_cast<int>(rows), nr, acc.data(), D);
-        }
+        runs([&](std::int64_t t, std::int64_t off, int run) {
+          dense_block::values(sg.ring_v.data() + off, ld, run, static_cast<int>(D), s_buf + t, static_cast<int>(rows), nr,
+                              acc.data(), D);
+        });
       } else if (nr > 0) {
         Map K(k_buf, nr, D), V(v_buf, nr, D), S(s_buf, rows, nr);
         for (std::int64_t t = 0; t < nr; ++t) {
