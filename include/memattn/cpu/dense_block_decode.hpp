@@ -71,15 +71,8 @@ inline __m256 load_part(const T* p, int m) {
 }
 
 using simd::hsum;
+using simd::hsum8;
 using simd::with_rows;
-
-// The 8 horizontal sums of v[0..7] as one vector (lane i = sum of v[i]): 6 hadds instead of 8 hsums.
-inline __m256 hsum8(const __m256 v[8]) {
-  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  // a = [v0 v1 v2 v3 (channels 0-3) | v0 v1 v2 v3 (channels 4-7)], b likewise for v4..v7
-  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-}
 
 // Rows 0 .. NR - 1: S[r * lds + t] = Q_r . k_t, two keys at a time (2 NR independent FMA chains).
 template <class T, int NR>

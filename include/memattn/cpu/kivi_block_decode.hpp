@@ -70,42 +70,74 @@ inline void split_pairs(const float* m, __m256* first, __m256* second) {
   *second = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
-// out[i] = x[i] * first(m)[i] for i < n (a multiple of 8); returns sum_i x[i] * second(m)[i]:
-// the folded operand and the zero-point term of one row (8 partial sums, then a horizontal sum).
-inline float fold(const float* x, const float* m, int n, float* out) {
+// n half2 {scale, zero} metadata entries as two float arrays: split once per record instead of
+// once per query row and fold.
+inline void split_meta(const Half* m, int n, float* scale, float* zero) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    alignas(32) float f[16];
+    to_float_n(m + 2 * i, 16, f);
+    __m256 sc, ze;
+    split_pairs(f, &sc, &ze);
+    _mm256_storeu_ps(scale + i, sc);
+    _mm256_storeu_ps(zero + i, ze);
+  }
+  for (; i < n; ++i) {  // pruned key widths (ThinK without granularity): the last few channels
+    scale[i] = half_to_float(m[2 * i]);
+    zero[i] = half_to_float(m[2 * i + 1]);
+  }
+}
+
+// out[i] = x[i] sc[i] for i < n; returns sum_i x[i] ze[i]: the folded operand and the zero-point
+// term of one row (8 partial sums, then a horizontal sum).
+inline float fold(const float* x, const float* sc, const float* ze, int n, float* out) {
   __m256 acc = _mm256_setzero_ps();
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 sc, ze;
-    split_pairs(m + 2 * i, &sc, &ze);
     const __m256 xv = _mm256_loadu_ps(x + i);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(xv, sc));
-    acc = _mm256_fmadd_ps(xv, ze, acc);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(xv, _mm256_loadu_ps(sc + i)));
+    acc = _mm256_fmadd_ps(xv, _mm256_loadu_ps(ze + i), acc);
   }
   float sum = hsum(acc);
-  for (; i < n; ++i) {  // pruned key widths (ThinK without granularity): the last few channels
-    out[i] = x[i] * m[2 * i];
-    sum = std::fma(x[i], m[2 * i + 1], sum);
+  for (; i < n; ++i) {
+    out[i] = x[i] * sc[i];
+    sum = std::fma(x[i], ze[i], sum);
   }
-  for (; i % 8 != 0; ++i) out[i] = 0.f;  // the padding the last code vector meets
   return sum;
 }
 
-// The 8 B-bit codes at the low end of a word (B = 2 / 4) as floats: broadcast, variable shift, mask.
-template <int B>
+// The 8 B-bit codes of a word starting at bit kFrom (B = 2 / 4) as floats: broadcast, variable
+// shift, mask, convert. The word comes straight from memory where the compiler sees a load.
+template <int B, int kFrom = 0>
 inline __m256 word_codes(std::uint32_t word) {
-  const __m256i shifts = B == 2 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i shifts = B == 2 ? _mm256_setr_epi32(kFrom, kFrom + 2, kFrom + 4, kFrom + 6, kFrom + 8, kFrom + 10, kFrom + 12, kFrom + 14)
+                                : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
   const __m256i codes = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts);
   return _mm256_cvtepi32_ps(_mm256_and_si256(codes, _mm256_set1_epi32((1 << B) - 1)));
 }
 
-// Codes e .. e + 7 of a token-major K section (e a multiple of 8) as floats.
+// How scores_rows addresses a call's token-major key codes:
+//   kTokenWords: every token starts on a word (D B % 32 == 0, D % 8 == 0): each 8-code vector is
+//                a whole word (B = 4), half of one (B = 2: one load serves 16 channels) or two
+//                (B = 8), at an offset known at compile time. Every full-width KIVI block but
+//                B = 2 with D % 16 == 8.
+//   kVector:     D % 8 == 0: a vector's 8 codes lie within one word, at a shift found at run time.
+//   kAny:        any width (the composed cache's pruned blocks): the codes may straddle words.
+enum class KeyWidth { kTokenWords, kVector, kAny };
+
+inline KeyWidth key_width(int D, int B) {
+  if (D % 8 != 0) return KeyWidth::kAny;
+  return D * B % 32 == 0 ? KeyWidth::kTokenWords : KeyWidth::kVector;
+}
+
+// Codes e .. e + 7 of a token-major K section (e a multiple of 8; D % 8 == 0) as floats.
 template <int B>
 inline __m256 key_codes(const std::uint32_t* w, std::int64_t e) {
   if (B == 8) {
     const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(w) + e));
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
   }
+  if (B == 4) return word_codes<4>(w[e >> 3]);  // 8 codes per word: e a multiple of 8 is word-aligned
   const std::int64_t bit = e * B;
   return word_codes<B>(w[bit >> 5] >> (bit & 31));
 }
@@ -128,36 +160,56 @@ inline __m256 key_codes_any(const std::uint32_t* w, std::int64_t e, std::int64_t
   return word_codes<B>(static_cast<std::uint32_t>(u));
 }
 
-template <int B, bool kAligned>
+template <int B, KeyWidth kMode>
 inline __m256 codes8(const std::uint32_t* w, std::int64_t e, std::int64_t bytes) {
-  return kAligned ? key_codes<B>(w, e) : key_codes_any<B>(w, e, bytes);
+  return kMode == KeyWidth::kAny ? key_codes_any<B>(w, e, bytes) : key_codes<B>(w, e);
 }
 
 // Rows r0 .. r0 + NR - 1: S[r][t] = qs_r . codes_t + cz[r], two tokens at a time (2 NR
-// independent FMA chains). qs rows are D8 = D rounded up to 8 long, zero past D.
-template <int B, int NR, bool kAligned>
+// independent FMA chains, reduced by one hadd tree for 4 rows). qs rows are D8 = D rounded up to
+// 8 long, zero past D.
+template <int B, int NR, KeyWidth kMode>
 inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
                         std::int64_t lds, std::int64_t bytes) {
   const int D8 = (D + 7) / 8 * 8;
   for (int t = 0; t + 1 < G; t += 2) {
-    __m256 a[2][NR];
+    __m256 a[2 * NR];  // a[2 r + u]: row r, token t + u
     MEMATTN_SIMD_UNROLL
-    for (int u = 0; u < 2; ++u)
-      MEMATTN_SIMD_UNROLL
-      for (int r = 0; r < NR; ++r) a[u][r] = _mm256_setzero_ps();
-    for (int c = 0; c < D; c += 8) {
-      const __m256 k0 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
-      const __m256 k1 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t + 1) * D + c, bytes);
+    for (int i = 0; i < 2 * NR; ++i) a[i] = _mm256_setzero_ps();
+    auto step = [&](int c, __m256 k0, __m256 k1) {
       MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) {
         const __m256 q = _mm256_loadu_ps(qs + r * D8 + c);
-        a[0][r] = _mm256_fmadd_ps(q, k0, a[0][r]);
-        a[1][r] = _mm256_fmadd_ps(q, k1, a[1][r]);
+        a[2 * r] = _mm256_fmadd_ps(q, k0, a[2 * r]);
+        a[2 * r + 1] = _mm256_fmadd_ps(q, k1, a[2 * r + 1]);
       }
+    };
+    if constexpr (kMode == KeyWidth::kTokenWords && B == 2) {  // one word: 16 channels of a token
+      const std::uint32_t* w0 = kc + static_cast<std::int64_t>(t) * (D / 16);
+      const std::uint32_t* w1 = w0 + D / 16;
+      for (int c = 0; c < D; c += 16) {
+        const std::uint32_t x0 = w0[c / 16], x1 = w1[c / 16];
+        step(c, word_codes<2>(x0), word_codes<2>(x1));
+        step(c + 8, word_codes<2, 16>(x0), word_codes<2, 16>(x1));
+      }
+    } else {
+      for (int c = 0; c < D; c += 8)
+        step(c, codes8<B, kMode>(kc, static_cast<std::int64_t>(t) * D + c, bytes),
+             codes8<B, kMode>(kc, static_cast<std::int64_t>(t + 1) * D + c, bytes));
     }
-    for (int r = 0; r < NR; ++r) {
-      S[r * lds + t] = hsum(a[0][r]) + cz[r];
-      S[r * lds + t + 1] = hsum(a[1][r]) + cz[r];
+    if constexpr (NR == 4) {
+      alignas(32) float s[8];
+      _mm256_store_ps(s, simd::hsum8(a));
+      MEMATTN_SIMD_UNROLL
+      for (int r = 0; r < NR; ++r) {
+        S[r * lds + t] = s[2 * r] + cz[r];
+        S[r * lds + t + 1] = s[2 * r + 1] + cz[r];
+      }
+    } else {
+      for (int r = 0; r < NR; ++r) {
+        S[r * lds + t] = hsum(a[2 * r]) + cz[r];
+        S[r * lds + t + 1] = hsum(a[2 * r + 1]) + cz[r];
+      }
     }
   }
   if (G % 2 != 0) {  // a partly filled block of the composed cache: the last token alone
@@ -166,7 +218,7 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
     MEMATTN_SIMD_UNROLL
     for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
     for (int c = 0; c < D; c += 8) {
-      const __m256 k0 = codes8<B, kAligned>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
+      const __m256 k0 = codes8<B, kMode>(kc, static_cast<std::int64_t>(t) * D + c, bytes);
       MEMATTN_SIMD_UNROLL
       for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + r * D8 + c), k0, a[r]);
     }
@@ -174,15 +226,63 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
   }
 }
 
+// The W code words of channels c0 .. c0 + 7 (channel-major: channel c's words at c W .. c W + W - 1,
+// W = G B / 32 = 2 .. 32) as W vectors: out[w * 8 + i] = word w of channel c0 + i. The 8 W words
+// are contiguous, so they come from W plain loads and a transpose in registers; the gathers this
+// replaces (one per word vector) were 28% of the value pass (perf).
+inline void channel_words(const std::uint32_t* base, int W, std::uint32_t* out) {
+  auto ld = [&](int i) { return _mm256_loadu_ps(reinterpret_cast<const float*>(base) + 8 * i); };
+  auto st = [&](int w, __m256 x) { _mm256_store_ps(reinterpret_cast<float*>(out) + 8 * w, x); };
+  if (W == 2) {  // [c0w0 c0w1 c1w0 c1w1 | c2.. c3..], [c4.. | c6..]: even words, then odd ones
+    __m256 w0, w1;
+    split_pairs(reinterpret_cast<const float*>(base), &w0, &w1);
+    st(0, w0);
+    st(1, w1);
+    return;
+  }
+  if (W == 4) {  // rows: channel pairs; unpacks give lanes in channel order 0 2 4 6 | 1 3 5 7
+    const __m256 r0 = ld(0), r1 = ld(1), r2 = ld(2), r3 = ld(3);
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    auto fix = [&](__m256 x) { return _mm256_permutevar8x32_ps(x, order); };
+    st(0, fix(_mm256_shuffle_ps(t0, t2, 0x44)));
+    st(1, fix(_mm256_shuffle_ps(t0, t2, 0xEE)));
+    st(2, fix(_mm256_shuffle_ps(t1, t3, 0x44)));
+    st(3, fix(_mm256_shuffle_ps(t1, t3, 0xEE)));
+    return;
+  }
+  for (int k = 0; k < W / 8; ++k) {  // W >= 8: an 8 x 8 transpose per 8 words of each channel
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(base) + i * W + 8 * k);
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      st(8 * k + i, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+      st(8 * k + i + 4, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    }
+  }
+}
+
 // Rows r0 .. r0 + NR - 1 of acc += P V over channels [c0, c0 + 8 CG): the channels' code words
-// are gathered once per word, then each token is a uniform shift, a mask, a convert and NR FMAs
-// with its folded probability pv[r][t] (CG channel vectors at a time: CG NR FMA chains).
+// are transposed once (channel_words), then each token is a uniform shift, a mask, a convert and
+// NR FMAs with its folded probability pv[r][t] (CG channel vectors at a time: CG NR FMA chains).
 template <int B, int NR, int CG>
 inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv, float zs_add[NR], float* acc,
                         std::int64_t ldacc) {
   constexpr int kPer = 32 / B;
   const int W = G * B / 32;  // words per channel
-  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(W));
+  alignas(32) std::uint32_t tw[CG][32 * 8];  // W <= 32
+  MEMATTN_SIMD_UNROLL
+  for (int g = 0; g < CG; ++g) channel_words(vc + static_cast<std::int64_t>(c0 + 8 * g) * W, W, tw[g]);
   const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
   __m256 a[CG][NR];
   MEMATTN_SIMD_UNROLL
@@ -192,8 +292,7 @@ inline void values_rows(const std::uint32_t* vc, int G, int c0, const float* pv,
   for (int w = 0; w < W; ++w) {
     __m256i words[CG];
     MEMATTN_SIMD_UNROLL
-    for (int g = 0; g < CG; ++g)
-      words[g] = _mm256_i32gather_epi32(reinterpret_cast<const int*>(vc + static_cast<std::int64_t>(c0 + 8 * g) * W + w), idx, 4);
+    for (int g = 0; g < CG; ++g) words[g] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tw[g] + 8 * w));
     const float* pt = pv + w * kPer;
     MEMATTN_SIMD_UNROLL
     for (int u = 0; u < kPer; ++u) {
@@ -232,23 +331,8 @@ inline void values_tokens_chunk(const std::uint32_t* vc, std::int64_t wpt, int n
                                 const float* ze, std::int64_t ldm, const float* P, std::int64_t ldp, float* acc,
                                 std::int64_t ldacc, float* pv, float* zs) {
   for (int j = 0; j < D / GV; ++j) {
-    for (int r = 0; r < NR; ++r) {  // pv[r][t] = p s_tj, zs[r] = sum_t p z_tj
-      const float *p = P + r * ldp, *s = sc + j * ldm, *z = ze + j * ldm;
-      float* o = pv + r * n;
-      __m256 zacc = _mm256_setzero_ps();
-      int t = 0;
-      for (; t + 8 <= n; t += 8) {
-        const __m256 pt = _mm256_loadu_ps(p + t);
-        _mm256_storeu_ps(o + t, _mm256_mul_ps(pt, _mm256_loadu_ps(s + t)));
-        zacc = _mm256_fmadd_ps(pt, _mm256_loadu_ps(z + t), zacc);
-      }
-      float zsum = hsum(zacc);
-      for (; t < n; ++t) {
-        o[t] = p[t] * s[t];
-        zsum = std::fma(p[t], z[t], zsum);
-      }
-      zs[r] = zsum;
-    }
+    for (int r = 0; r < NR; ++r)  // pv[r][t] = p s_tj, zs[r] = sum_t p z_tj
+      zs[r] = fold(P + r * ldp, sc + j * ldm, ze + j * ldm, n, pv + r * n);
     for (int c0 = j * GV; c0 < (j + 1) * GV;) {
       if (c0 + 16 <= (j + 1) * GV) {
         values_tokens_rows<B, NR, 2>(vc, wpt, n, c0, pv, zs, acc, ldacc);
@@ -313,18 +397,29 @@ inline void scores_codes(const std::uint32_t* kc, std::int64_t bytes, const std:
                          const float* Q, int rows, std::int64_t ldq, float* S, std::int64_t lds, float* scratch) {
 #if defined(MEMATTN_KIVI_FUSED_AVX2)
   const int D8 = (D + 7) / 8 * 8;
-  float* meta = scratch;            // 2 D: half2 {scale, zero} per channel
-  float* qs = meta + 2 * D;         // kRowChunk x D8: q s, zero-padded
+  float* sc = scratch;              // D: per-channel scale
+  float* ze = sc + D;               // D: per-channel zero
+  float* qs = ze + D;               // kRowChunk x D8: q s, zero-padded
   float* cz = qs + kRowChunk * D8;  // kRowChunk: q . z
-  to_float_n(reinterpret_cast<const Half*>(km), 2 * D, meta);
+  detail::split_meta(reinterpret_cast<const Half*>(km), D, sc, ze);
   for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
     const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
-    for (int r = 0; r < nr; ++r) cz[r] = detail::fold(Q + (r0 + r) * ldq, meta, D, qs + r * D8);
+    for (int r = 0; r < nr; ++r) {
+      cz[r] = detail::fold(Q + (r0 + r) * ldq, sc, ze, D, qs + r * D8);
+      for (int c = D; c < D8; ++c) qs[r * D8 + c] = 0.f;  // the padding the last code vector meets
+    }
     float* Sr = S + r0 * lds;
     detail::with_rows(nr, [&](auto R) {
       detail::with_bits(bits, [&](auto B) {
-        if (D % 8 == 0) detail::scores_rows<B, R, true>(kc, n, D, qs, cz, Sr, lds, bytes);
-        else detail::scores_rows<B, R, false>(kc, n, D, qs, cz, Sr, lds, bytes);
+        switch (detail::key_width(D, B)) {
+          case detail::KeyWidth::kTokenWords:
+            detail::scores_rows<B, R, detail::KeyWidth::kTokenWords>(kc, n, D, qs, cz, Sr, lds, bytes);
+            break;
+          case detail::KeyWidth::kVector:
+            detail::scores_rows<B, R, detail::KeyWidth::kVector>(kc, n, D, qs, cz, Sr, lds, bytes);
+            break;
+          default: detail::scores_rows<B, R, detail::KeyWidth::kAny>(kc, n, D, qs, cz, Sr, lds, bytes);
+        }
       });
     });
   }
@@ -346,15 +441,17 @@ inline void values(const quant::BlockView& bv, const float* P, int rows, std::in
                    float* scratch) {
 #if defined(MEMATTN_KIVI_FUSED_AVX2)
   const int G = bv.cfg.group, D = bv.cfg.head_dim, GV = bv.cfg.vg(), J = D / GV;
-  float* meta = scratch;                // 2 G J: half2 {scale, zero} per (group j, token t)
-  float* pv = meta + 2 * G * J;         // [j][r][t]: p s of the row chunk
+  float* sc = scratch;                  // G J: scale per (group j, token t)
+  float* ze = sc + G * J;               // G J: zero per (group j, token t)
+  float* pv = ze + G * J;               // [j][r][t]: p s of the row chunk
   float* zs = pv + kRowChunk * J * G;   // [r][j]: sum_t p z
-  to_float_n(reinterpret_cast<const Half*>(bv.rec + bv.lay.vm), 2 * G * J, meta);
+  detail::split_meta(reinterpret_cast<const Half*>(bv.rec + bv.lay.vm), G * J, sc, ze);
   for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
     const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
     for (int r = 0; r < nr; ++r) {
       const float* p = P + (r0 + r) * ldp;
-      for (int j = 0; j < J; ++j) zs[r * J + j] = detail::fold(p, meta + 2 * j * G, G, pv + (static_cast<std::int64_t>(j) * nr + r) * G);
+      for (int j = 0; j < J; ++j)
+        zs[r * J + j] = detail::fold(p, sc + j * G, ze + j * G, G, pv + (static_cast<std::int64_t>(j) * nr + r) * G);
     }
     float* ar = acc + r0 * ldacc;
     detail::with_rows(nr, [&](auto R) {

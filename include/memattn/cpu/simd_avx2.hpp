@@ -1,5 +1,5 @@
 // Small AVX2 pieces shared by the CPU decode kernels (kivi_block_decode.hpp and
-// dense_block_decode.hpp): the horizontal sum, the row-count dispatcher that makes accumulator
+// dense_block_decode.hpp): the horizontal sums, the row-count dispatcher that makes accumulator
 // counts template constants, and the P·V accumulation loop over one slice of channels. Compiles
 // to nothing without AVX2 + FMA (MEMATTN_SIMD_AVX2 undefined); the kernels then report themselves
 // unavailable.
@@ -34,6 +34,14 @@ inline float hsum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// The 8 horizontal sums of v[0..7] as one vector (lane i = sum of v[i]): 6 hadds instead of 8 hsums.
+inline __m256 hsum8(const __m256 v[8]) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a = [v0 v1 v2 v3 (channels 0-3) | v0 v1 v2 v3 (channels 4-7)], b likewise for v4..v7
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
 // Calls f(std::integral_constant<int, N>) for N = nr, 1 .. 4 query rows (more: 4).
