@@ -172,6 +172,9 @@ template <int B, int NR, KeyWidth kMode>
 inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, const float* cz, float* S,
                         std::int64_t lds, std::int64_t bytes) {
   const int D8 = (D + 7) / 8 * 8;
+  __m256 czv = _mm256_setzero_ps();  // 4 rows: cz in the hadd tree's lane order
+  if constexpr (NR == 4) czv = _mm256_setr_ps(cz[0], cz[0], cz[1], cz[1], cz[2], cz[2], cz[3], cz[3]);
+  (void)czv;
   for (int t = 0; t + 1 < G; t += 2) {
     __m256 a[2 * NR];  // a[2 r + u]: row r, token t + u
     MEMATTN_SIMD_UNROLL
@@ -197,14 +200,13 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
         step(c, codes8<B, kMode>(kc, static_cast<std::int64_t>(t) * D + c, bytes),
              codes8<B, kMode>(kc, static_cast<std::int64_t>(t + 1) * D + c, bytes));
     }
-    if constexpr (NR == 4) {
-      alignas(32) float s[8];
-      _mm256_store_ps(s, simd::hsum8(a));
-      MEMATTN_SIMD_UNROLL
-      for (int r = 0; r < NR; ++r) {
-        S[r * lds + t] = s[2 * r] + cz[r];
-        S[r * lds + t + 1] = s[2 * r + 1] + cz[r];
-      }
+    if constexpr (NR == 4) {  // lanes 2 r, 2 r + 1: row r's two tokens, one 8-byte store per row
+      const __m256 v = _mm256_add_ps(simd::hsum8(a), czv);
+      const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+      _mm_storel_pi(reinterpret_cast<__m64*>(S + t), lo);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(S + lds + t), lo);
+      _mm_storel_pi(reinterpret_cast<__m64*>(S + 2 * lds + t), hi);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(S + 3 * lds + t), hi);
     } else {
       for (int r = 0; r < NR; ++r) {
         S[r * lds + t] = hsum(a[2 * r]) + cz[r];
