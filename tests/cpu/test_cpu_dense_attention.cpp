@@ -4,6 +4,8 @@
 // twice: portable, and as test_cpu_dense_attention_avx2 (-mavx2 -mfma -mf16c), whose decode rows
 // take the vector block path (cpu/dense_block_decode.hpp).
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "common/dense_problem.hpp"
@@ -102,6 +104,77 @@ TEST_CASE("decode with lse absent still writes the output", "[decode]") {
   const NaiveResult ref = naive_decode(a, nullptr);
   CHECK(max_scaled_error(p.o.data(), ref.o, 1.5e-3, 1.5e-3) <= 1.0);
   CHECK(p.lse[0] == -777.f);
+}
+
+// DecodeArgs::scores / scores_half (the eviction epilogue's input): raw logits scale * q.k of the
+// keys each row sees, -inf for keys of the batch entry's range the row does not see, nothing
+// written outside that range; the output and lse are those of a decode without logits.
+TEMPLATE_TEST_CASE("decode writes the raw logits in the CUDA kernel's layout", "[decode][scores]", float, Half) {
+  const bool half_logits = GENERATE(false, true);
+  DecodeShape s;
+  s.batch = 2;
+  s.q_tokens = GENERATE(1, 3, 70);  // 70: two query blocks (64 tokens each) with different key ranges
+  s.q_heads = 8;
+  s.kv_heads = 2;
+  s.head_dim = 64;
+  s.capacity = 300;
+  s.lens = {80, 300};
+  s.window = GENERATE(0, 37);
+  const std::int64_t G = s.q_heads / s.kv_heads, F = s.q_tokens * G;
+  DecodeProblem<TestType> p(s, 17), plain(s, 17);
+  auto a = p.args();
+  const std::size_t n = static_cast<std::size_t>(s.batch * s.kv_heads * F * s.capacity);
+  std::vector<float> logits(n, std::nanf(""));
+  std::vector<Half> logits_half(n, from_float<Half>(-777.f));
+  if (half_logits)
+    a.scores_half = make_view<4>(logits_half.data(), {s.batch, s.kv_heads, F, s.capacity});
+  else
+    a.scores = make_view<4>(logits.data(), {s.batch, s.kv_heads, F, s.capacity});
+  REQUIRE(cpu::dense_decode(a) == Status::kSuccess);
+  REQUIRE(cpu::dense_decode(plain.args()) == Status::kSuccess);
+  for (std::size_t i = 0; i < p.o.size(); ++i) REQUIRE(to_float(p.o[i]) == to_float(plain.o[i]));
+  for (std::size_t i = 0; i < p.lse.size(); ++i) REQUIRE(p.lse[i] == plain.lse[i]);
+
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  const double rel = half_logits ? 1e-3 : 1e-5;
+  double worst = 0, worst_mass = 0;
+  std::int64_t neg_inf = 0, untouched = 0;
+  for (std::int64_t b = 0; b < s.batch; ++b) {
+    const std::int64_t L = s.lens[static_cast<std::size_t>(b)];
+    auto lo_of = [&](std::int64_t t) { return s.window > 0 ? std::max<std::int64_t>(0, L - s.q_tokens + t - s.window + 1) : 0; };
+    const std::int64_t b_lo = lo_of(0), b_hi = L;  // keys some token of b sees
+    for (std::int64_t h = 0; h < s.kv_heads; ++h)
+      for (std::int64_t t = 0; t < s.q_tokens; ++t)
+        for (std::int64_t g = 0; g < G; ++g) {
+          const std::int64_t f = t * G + g, lo = lo_of(t), hi = L - s.q_tokens + t + 1;
+          double mass = 0;
+          for (std::int64_t j = 0; j < s.capacity; ++j) {
+            const std::size_t i = static_cast<std::size_t>(((b * s.kv_heads + h) * F + f) * s.capacity + j);
+            const float got = half_logits ? to_float(logits_half[i]) : logits[i];
+            if (j < b_lo || j >= b_hi) {  // outside every row's range: not written
+              const bool kept = half_logits ? logits_half[i].bits == from_float<Half>(-777.f).bits : std::isnan(got);
+              REQUIRE(kept);
+              ++untouched;
+            } else if (j < lo || j >= hi) {
+              REQUIRE(got == -std::numeric_limits<float>::infinity());
+              ++neg_inf;
+            } else {
+              double x = 0;
+              for (std::int64_t e = 0; e < s.head_dim; ++e)
+                x += static_cast<double>(to_float(*a.q.ptr(b, t, h * G + g, e))) * to_float(*a.k_cache.ptr(b, h, j, e));
+              x *= scale;
+              worst = std::max(worst, std::abs(got - x) / std::max(1.0, std::abs(x)));
+              mass += std::exp(static_cast<double>(got) - *a.lse.ptr(b, t, h * G + g));
+            }
+          }
+          worst_mass = std::max(worst_mass, std::abs(mass - 1.0));
+        }
+  }
+  INFO("logits " << worst << " probability mass " << worst_mass);
+  CHECK(worst <= rel);
+  CHECK(worst_mass <= (half_logits ? 0.05 : 1e-4));
+  CHECK(untouched > 0);
+  if (s.q_tokens > 1) CHECK(neg_inf > 0);  // later tokens see keys earlier ones do not
 }
 
 TEMPLATE_TEST_CASE("prefill matches the fp64 reference", "[prefill]", float, Half, BFloat16) {

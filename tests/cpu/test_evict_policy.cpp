@@ -85,7 +85,9 @@ TEST_CASE("select_keep: exact budget, protected kept, chronological, ties by pos
       const int r = static_cast<int>(rng() % levels);
       x = r == 0 ? ((rng() & 1) ? -0.f : 0.f) : (r == 1 ? -std::numeric_limits<float>::infinity() : static_cast<float>(r));
     }
-    const std::int64_t C = 1 + static_cast<std::int64_t>(rng() % (n + 8));
+    // every third case evicts only a few candidates (kth_largest's one-pass path, as at decode)
+    const std::int64_t C = it % 3 == 0 ? std::max<std::int64_t>(1, n - 1 - static_cast<std::int64_t>(rng() % 20))
+                                       : 1 + static_cast<std::int64_t>(rng() % (n + 8));
     Protection pr;
     pr.n_sink = static_cast<std::int32_t>(rng() % 6);
     pr.n_recent = static_cast<std::int32_t>(rng() % 20);

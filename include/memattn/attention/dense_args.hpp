@@ -42,15 +42,15 @@ struct DecodeArgs {
   TensorView<float, 3> lse;    // [B, Tq, Hq], optional
   float scale = 0.f;           // 0: 1/sqrt(D)
   std::int32_t window = 0;     // 0: no sliding window
-  // CUDA only, optional (token-eviction scores, spec eviction.md §4.3): the raw logits
-  // scale * q.k the kernel computes, [B, Hkv, Tq * G, Lcap] fp32 with keys contiguous, row
-  // f = t * G + g; -inf for keys a row does not see; keys outside every row's range are not
-  // written. Needs lse. The CPU back-end rejects it (its eviction caches use cpu::decode_probs).
+  // Optional (token-eviction scores, spec eviction.md §4.3): the raw logits scale * q.k the
+  // decode computes, [B, Hkv, Tq * G, Lcap] fp32 with keys contiguous, row f = t * G + g; -inf
+  // for keys a row does not see; keys outside every row's range are not written. Needs lse.
+  // Both back-ends write it (the CPU one bit-identical to the logits its own softmax used).
   TensorView<float, 4> scores;
   // Alternative to `scores` (at most one of the two): the same logits rounded to fp16, half the
   // bytes written by the decode and read by the eviction epilogue; the rounding (2^-11 of |s|)
   // moves p = exp(s - lse) by up to |s| * 2^-11 relative, so near-ties may rank differently
-  // than with fp32 logits or on the CPU.
+  // than with fp32 logits.
   TensorView<Half, 4> scores_half;
 };
 

@@ -6,7 +6,9 @@
 // query heads of the GQA group for those tokens, so every key block is read once for the whole
 // group. Up to 16 rows (decode) on AVX2 builds, Q·Kᵀ and P·V read the cache rows directly
 // (dense_block_decode.hpp); otherwise each key block is converted to fp32 scratch and Q·Kᵀ, P·V
-// are small Eigen products. Scratch is two-phase:
+// are small Eigen products. Decode can also write the raw logits scale * q.k it computes
+// (DecodeArgs::scores / scores_half, the token-eviction epilogue's input), in the layout the CUDA
+// kernel writes them. Scratch is two-phase:
 //   dense_decode_workspace_size(args, &bytes); dense_decode(args, ws, bytes);
 // the overloads without a workspace allocate it themselves (convenience, not for hot paths).
 #pragma once
@@ -62,16 +64,50 @@ void plan(W& ws, std::int64_t max_rows, std::int64_t D, Scratch* s) {
   s->lse = ws.template take<float>(static_cast<std::size_t>(max_rows));
 }
 
+// Raw-logit rows of one block (DecodeArgs::scores or scores_half): block row r at r * stride,
+// keys contiguous. Absent when both pointers are null.
+struct LogitRows {
+  float* f32 = nullptr;
+  Half* f16 = nullptr;
+  std::int64_t stride = 0;
+  bool present() const { return f32 != nullptr || f16 != nullptr; }
+  void put(std::int64_t r, std::int64_t j0, const float* src, std::int64_t n) const {
+    if (f32 != nullptr)
+      std::copy(src, src + n, f32 + r * stride + j0);
+    else
+      from_float_n(src, n, f16 + r * stride + j0);
+  }
+  void mask(std::int64_t r, std::int64_t j0, std::int64_t j1) const {  // -inf on keys [j0, j1)
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    if (f32 != nullptr)
+      std::fill(f32 + r * stride + j0, f32 + r * stride + std::max(j0, j1), kNegInf);
+    else
+      std::fill(f16 + r * stride + j0, f16 + r * stride + std::max(j0, j1), from_float<Half>(kNegInf));
+  }
+};
+
+// The optional logit outputs of a decode, [B, Hkv, Tq * G, Lcap].
+struct LogitOut {
+  TensorView<float, 4> f32;
+  TensorView<Half, 4> f16;
+  LogitRows rows(std::int64_t b, std::int64_t kh, std::int64_t f0) const {
+    if (f32.data != nullptr) return LogitRows{f32.ptr(b, kh, f0, 0), nullptr, f32.stride[2]};
+    if (f16.data != nullptr) return LogitRows{nullptr, f16.ptr(b, kh, f0, 0), f16.stride[2]};
+    return LogitRows{};
+  }
+};
+
 inline std::int64_t max_rows(std::int64_t q_tokens, std::int64_t group) {
   return std::min(q_tokens, kQueryBlock) * group;
 }
 
 // Attends `rows` pre-scaled query rows (sc.q) to the keys of one KV head; row r sees keys
 // [sc.lo[r], sc.hi[r]), a non-empty range. Writes normalised outputs into sc.acc and the lse
-// (natural log, unscaled by log2e) into lse_out.
+// (natural log, unscaled by log2e) into lse_out, and, when `logits` is present, each row's raw
+// logits over the keys [kmin, kmax) of all rows (-inf where the row does not see the key).
 template <class T>
 void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* k_base, std::int64_t k_stride,
-                 const T* v_base, std::int64_t v_stride, float* lse_out) {
+                 const T* v_base, std::int64_t v_stride, float* lse_out, const LogitRows& logits) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   std::int64_t kmin = sc.lo[0], kmax = sc.hi[0];
   for (std::int64_t r = 1; r < rows; ++r) {
@@ -108,11 +144,13 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
       const std::int64_t vis_lo = std::max<std::int64_t>(sc.lo[r] - j0, 0);
       const std::int64_t vis_hi = std::min<std::int64_t>(sc.hi[r] - j0, n);
       if (vis_lo >= vis_hi) {  // nothing visible in this block for this row
+        if (logits.present()) logits.mask(r, j0, j0 + n);
         srow.setZero();
         continue;
       }
       for (std::int64_t c = 0; c < vis_lo; ++c) srow(c) = kNegInf;
       for (std::int64_t c = vis_hi; c < n; ++c) srow(c) = kNegInf;
+      if (logits.present()) logits.put(r, j0, sc.s + r * kKeyBlock, n);
       const float m_new = std::max(sc.m[r], srow.segment(vis_lo, vis_hi - vis_lo).maxCoeff());
       const float alpha = std::exp(sc.m[r] - m_new);  // 0 when the running max was -inf
       srow = (srow - m_new).exp();
@@ -135,12 +173,22 @@ void attend_rows(const Scratch& sc, std::int64_t rows, std::int64_t D, const T* 
 
 // Shared driver: for each (b, kv head, block of query tokens) gather the group's query rows,
 // attend, scatter. `range(b, t, &lo, &hi)` gives query token t's visible keys; `kv(b, kh)`
-// returns {k_base, k_row_stride, v_base, v_row_stride} for that head.
+// returns {k_base, k_row_stride, v_base, v_row_stride} for that head. With `logits` present, row
+// f = t * G + g gets the raw logits of every key some query token of b sees (-inf where it does
+// not see it); other keys are not written (the CUDA kernel's contract, dense_args.hpp).
 template <class T, class TQ, class RangeFn, class KvFn>
 void run_blocks(const TensorView<const TQ, 4>& q, const TensorView<TQ, 4>& o, const TensorView<float, 3>& lse,
-                const attention::AttentionDims& d, float scale, const Scratch& sc, RangeFn range, KvFn kv) {
+                const attention::AttentionDims& d, float scale, const Scratch& sc, RangeFn range, KvFn kv,
+                const LogitOut& logits = {}) {
   const std::int64_t G = d.group(), D = d.head_dim;
   for (std::int64_t b = 0; b < d.batch; ++b) {
+    std::int64_t b_lo = 0, b_hi = 0;  // keys some query token of b sees
+    for (std::int64_t t = 0; t < d.q_tokens; ++t) {
+      std::int64_t lo = 0, hi = 0;
+      range(b, t, &lo, &hi);
+      b_lo = t == 0 ? lo : std::min(b_lo, lo);
+      b_hi = t == 0 ? hi : std::max(b_hi, hi);
+    }
     for (std::int64_t kh = 0; kh < d.kv_heads; ++kh) {
       const auto head = kv(b, kh);
       for (std::int64_t t0 = 0; t0 < d.q_tokens; t0 += kQueryBlock) {
@@ -158,7 +206,16 @@ void run_blocks(const TensorView<const TQ, 4>& q, const TensorView<TQ, 4>& o, co
             for (std::int64_t x = 0; x < D; ++x) qr[x] *= scale;
           }
         }
-        attend_rows(sc, rows, D, head.k, head.k_stride, head.v, head.v_stride, sc.lse);
+        const LogitRows lr = logits.rows(b, kh, t0 * G);
+        attend_rows(sc, rows, D, head.k, head.k_stride, head.v, head.v_stride, sc.lse, lr);
+        if (lr.present()) {  // keys other token blocks see, outside this block's [kmin, kmax)
+          const std::int64_t kmin = *std::min_element(sc.lo, sc.lo + rows);
+          const std::int64_t kmax = *std::max_element(sc.hi, sc.hi + rows);
+          for (std::int64_t r = 0; r < rows; ++r) {
+            lr.mask(r, b_lo, kmin);
+            lr.mask(r, kmax, b_hi);
+          }
+        }
         for (std::int64_t t = 0; t < nt; ++t) {
           for (std::int64_t g = 0; g < G; ++g) {
             const std::int64_t r = t * G + g;
@@ -182,7 +239,6 @@ struct KvHead {
 template <class W, class T, class TQ>
 Status plan_decode(W& ws, const attention::DecodeArgs<T, TQ>& a, attention::AttentionDims* d, Scratch* sc) {
   MEMATTN_RETURN_IF_ERROR(attention::validate_decode(a, a.seq_lens, d));
-  if (a.scores.data != nullptr || a.scores_half.data != nullptr) return Status::kErrorNotSupported;  // CUDA-only outputs (see DecodeArgs)
   plan(ws, max_rows(d->q_tokens, d->group()), d->head_dim, sc);
   return Status::kSuccess;
 }
@@ -235,7 +291,7 @@ Status dense_decode(const attention::DecodeArgs<T, TQ>& a, void* workspace, std:
     return detail::KvHead<T>{a.k_cache.ptr(b, kh, 0), a.k_cache.stride[2], a.v_cache.ptr(b, kh, 0),
                              a.v_cache.stride[2]};
   };
-  detail::run_blocks<T>(a.q, a.o, a.lse, d, scale, sc, range, kv);
+  detail::run_blocks<T>(a.q, a.o, a.lse, d, scale, sc, range, kv, detail::LogitOut{a.scores, a.scores_half});
   return Status::kSuccess;
 }
 

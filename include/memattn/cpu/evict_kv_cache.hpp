@@ -9,10 +9,11 @@
 // keeps slots chronological or fills the evicted slots from the tail (kCanFillHoles, §5.5).
 //
 // attend(): append the chunk to every KV head's segment, dense decode attention of the chunk's G
-// query heads per KV head (returns the LSE), then the policy's decode epilogue: for each chunk query
-// p̄_j = R_g exp(tau q_g.k_j - lse_g) over the slots it saw (H2O accumulation, Scissorhands
-// history) -- the column sums of a prefill chunk and the per-step probabilities of decode are the
-// same two-pass scheme with pass 1 taken from the attention. Window scorers (SnapKV, PyramidKV)
+// query heads per KV head (returns the LSE and the raw logits), then the policy's decode epilogue:
+// for each chunk query p̄_j = R_g exp(s_{g,j} - lse_g) over the slots it saw (H2O accumulation,
+// Scissorhands history) -- the column sums of a prefill chunk and the per-step probabilities of
+// decode, with the keys read once (chunks too long to hold their logits recompute them from the
+// keys, cpu::decode_probs). Window scorers (SnapKV, PyramidKV)
 // keep the last w queries (fp16, per layer) as their observation window.
 // end_chunk(): the trigger decides per segment; budgets (allocator, P = tokens seen) -> scores ->
 // deterministic top-k with protected ranges -> in-place ordered compaction of K, V, pos and state
@@ -88,6 +89,7 @@ class EvictKvCache final : public RetentionKvCache {
   // selections and consecutive-set mergers (KVMerger) rely on: those compact in order.
   static constexpr bool kCanFillHoles = !kWindow && !kLayerShared && !kShared && !Merger::kGroupsBeforeSelect;
   static constexpr std::int64_t kGranule = 16;  // capacity granule (tokens)
+  static constexpr std::int64_t kMaxLogitFloats = std::int64_t{1} << 22;  // decode logits per worker (16 MiB)
 
   const char* spec() const override { return spec_.c_str(); }
   std::uint32_t wanted_signals() const override {
@@ -135,10 +137,17 @@ class EvictKvCache final : public RetentionKvCache {
       const Segment& s0 = segment(seq, layer, 0);
       MEMATTN_RETURN_IF_ERROR(dense_decode_workspace_size(decode_args(s0, q, out, 0, n, &probe), &need));
     }
+    // Probability scorers take p = exp(s - lse) from the logits the decode writes (one pass over
+    // the keys); a chunk whose logits would not fit kMaxLogitFloats recomputes them per token.
+    std::int64_t cap = 0;
+    for (std::int64_t h = 0; h < Hkv; ++h) cap = std::max(cap, segment(seq, layer, h).capacity);
+    const bool fused_probs = Scorer::kNeedsDecodeProbs && n * G * cap <= kMaxLogitFloats;
     for (auto& w : workers_) {
       w.ws.resize(need);
       if (w.lse.size() < static_cast<std::size_t>(n * G)) w.lse.resize(static_cast<std::size_t>(n * G));
       if (w.probs.size() < probs_scratch_elems(G, D)) w.probs.resize(probs_scratch_elems(G, D));
+      if (fused_probs && w.logits.size() < static_cast<std::size_t>(n * G * cap))
+        w.logits.resize(static_cast<std::size_t>(n * G * cap));
     }
     const float scale = 1.f / std::sqrt(static_cast<float>(D));
     std::vector<Status> status(static_cast<std::size_t>(Hkv), Status::kSuccess);
@@ -157,15 +166,20 @@ class EvictKvCache final : public RetentionKvCache {
       auto a = decode_args(sg, q, out, h, n, &seq_len);
       seq_len = static_cast<std::int32_t>(base + n);
       a.lse = make_view<3>(w.lse.data(), {1, n, G});
+      if (fused_probs) a.scores = make_view<4>(w.logits.data(), {1, 1, n * G, sg.capacity});
       Status st = dense_decode(a, w.ws.data(), need);
       if (st == Status::kSuccess && Scorer::kNeedsDecodeProbs) {
         for (std::int64_t t = 0; t < n && st == Status::kSuccess; ++t) {
           const std::int64_t visible = base + t + 1;
-          st = decode_probs(q.ptr(t, h * G), q.stride[1], w.lse.data() + t * G, G, D, scale, sg.k.data(), D, visible,
-                            params_.scorer_reduce(), w.probs.data(), [&](std::int64_t slot, float pbar) {
-                              Policy::on_decode_prob(params_.policy, sg.state.data(), slot, pbar, visible,
-                                                     static_cast<std::int32_t>(len + t));
-                            });
+          auto on_prob = [&](std::int64_t slot, float pbar) {
+            Policy::on_decode_prob(params_.policy, sg.state.data(), slot, pbar, visible, static_cast<std::int32_t>(len + t));
+          };
+          if (fused_probs)
+            st = logit_probs(w.logits.data() + t * G * sg.capacity, sg.capacity, w.lse.data() + t * G, G, visible,
+                             params_.scorer_reduce(), w.probs.data(), on_prob);
+          else
+            st = decode_probs(q.ptr(t, h * G), q.stride[1], w.lse.data() + t * G, G, D, scale, sg.k.data(), D, visible,
+                              params_.scorer_reduce(), w.probs.data(), on_prob);
         }
       }
       sg.size = base + n;
@@ -325,7 +339,7 @@ class EvictKvCache final : public RetentionKvCache {
   };
   struct Worker {
     HostWorkspace ws;
-    std::vector<float> lse, probs, scores, colsum, qrows, headcol, tok, wscore;
+    std::vector<float> lse, probs, logits, scores, colsum, qrows, headcol, tok, wscore;
     std::vector<std::int64_t> order;
     std::vector<std::uint8_t> prio;
     std::vector<std::uint64_t> keys;

@@ -1,10 +1,13 @@
 // Attention-based eviction scores on the CPU without an N x N matrix (spec eviction.md §4):
 //
-//   decode_probs(...)   epilogue of the decode attention (§4.3): given the LSE the attention
-//                       returned for one query token's G heads, p_{g,j} = exp(tau*q_g.k_j - lse_g),
-//                       GQA-reduced p̄_j = R_g p_{g,j}, handed to a callback per slot (H2O
-//                       accumulation, Scissorhands history). Applied to every query of a prefill
-//                       chunk it yields the all-query column sums of §4.2 with pass 1 for free.
+//   logit_probs(...)    epilogue of the decode attention (§4.3): given the raw logits the decode
+//                       wrote (DecodeArgs::scores) and the LSE it returned for one query token's
+//                       G heads, p_{g,j} = exp(s_{g,j} - lse_g), GQA-reduced p̄_j = R_g p_{g,j},
+//                       handed to a callback per slot (H2O accumulation, Scissorhands history).
+//                       Applied to every query of a prefill chunk it yields the all-query column
+//                       sums of §4.2 with pass 1 for free.
+//   decode_probs(...)   the same without stored logits: recomputes tau*q_g.k_j from the keys (a
+//                       second pass over them, for callers that cannot hold the logits).
 //   query_lse(...)      pass 1 of §4.1: natural-log LSE of G query rows over a key prefix.
 //   window_colsum(...)  §4.1: two passes (LSE, then exp(s - lse) summed per column), the G heads
 //                       reduced (mean|max|sum) after the window sum, fixed loop order (deterministic).
@@ -31,6 +34,25 @@ constexpr std::int64_t kBlock = 128;
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMap = Eigen::Map<const RowMatrix>;
 using Map = Eigen::Map<RowMatrix>;
+
+// Block epilogue: S (G rows of nb logits, row stride ld) becomes p = exp(S - lse_g) in place
+// (Eigen's vector exp), reduced over the heads into row 0 as evict::group_combine / group_finish
+// would (same order, whole rows at a time), then fn(j0 + c, R_g p_{g,c}) per column.
+template <class Fn>
+void reduce_probs(float* S, std::int64_t ld, const float* lse, std::int64_t G, std::int64_t nb, std::int64_t j0,
+                  evict::GroupReduce reduce, Fn& fn) {
+  Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> P(S, G, nb, Eigen::OuterStride<>(ld));
+  for (std::int64_t g = 0; g < G; ++g) P.row(g) = (P.row(g).array() - lse[g]).exp().matrix();
+  auto acc = P.row(0).array();
+  for (std::int64_t g = 1; g < G; ++g) {
+    if (reduce == evict::GroupReduce::kMax)
+      acc = acc.max(P.row(g).array());
+    else
+      acc += P.row(g).array();
+  }
+  if (reduce == evict::GroupReduce::kMean) acc /= static_cast<float>(G);
+  for (std::int64_t c = 0; c < nb; ++c) fn(j0 + c, S[c]);
+}
 }  // namespace evict_detail
 
 // Scratch floats for decode_probs / query_lse with `rows` query rows of dimension D.
@@ -64,19 +86,32 @@ Status decode_probs(const float* q, std::int64_t q_stride, const float* lse, std
     if (direct) {
       dense_block::scores(k + j0 * k_stride, k_stride, static_cast<int>(nb), static_cast<int>(D), qb, static_cast<int>(G), D,
                           sb, nb);
-      for (std::int64_t g = 0; g < G; ++g) S.row(g) = (S.row(g).array() - lse[g]).exp().matrix();
     } else {
       load_rows(k + j0 * k_stride, k_stride, nb, D, kb);
       ConstMap K(kb, nb, D);
       S.noalias() = Q.lazyProduct(K.transpose());
-      for (std::int64_t g = 0; g < G; ++g)
-        for (std::int64_t c = 0; c < nb; ++c) S(g, c) = std::exp(S(g, c) - lse[g]);
     }
-    for (std::int64_t c = 0; c < nb; ++c) {
-      float acc = 0.f;
-      for (std::int64_t g = 0; g < G; ++g) acc = evict::group_combine(reduce, acc, S(g, c), static_cast<int>(g));
-      fn(j0 + c, evict::group_finish(reduce, acc, static_cast<int>(G)));
-    }
+    evict_detail::reduce_probs(sb, nb, lse, G, nb, j0, reduce, fn);
+  }
+  return Status::kSuccess;
+}
+
+// Scratch floats for logit_probs with G heads.
+inline std::size_t logit_probs_scratch_elems(std::int64_t G) { return static_cast<std::size_t>(G * evict_detail::kBlock); }
+
+// s: the G logit rows of one query token (row g at s + g * ld, keys contiguous, as the decode
+// wrote them); lse[G] as the decode returned it. fn(slot, pbar) for every slot of [0, visible) in
+// increasing order; the logits are not modified.
+template <class Fn>
+Status logit_probs(const float* s, std::int64_t ld, const float* lse, std::int64_t G, std::int64_t visible,
+                   evict::GroupReduce reduce, float* scratch, Fn&& fn) {
+  using namespace evict_detail;
+  if (s == nullptr || lse == nullptr || scratch == nullptr) return Status::kErrorNullPointer;
+  if (G <= 0 || visible < 0 || ld < visible) return Status::kErrorInvalidShape;
+  for (std::int64_t j0 = 0; j0 < visible; j0 += kBlock) {
+    const std::int64_t nb = std::min(kBlock, visible - j0);
+    for (std::int64_t g = 0; g < G; ++g) std::copy(s + g * ld + j0, s + g * ld + j0 + nb, scratch + g * nb);
+    reduce_probs(scratch, nb, lse, G, nb, j0, reduce, fn);
   }
   return Status::kSuccess;
 }

@@ -8,7 +8,8 @@
 //                      the evicted slots below it (slot replacement, §5.5)
 //
 // Selection is on the unique 64-bit key (score, position) of evict/key.hpp: O(N) expected with
-// std::nth_element, then one flag pass in slot order. Exact count (§0.3.6):
+// std::nth_element (or, when only a few candidates go, as at a decode step, one pass keeping the
+// smallest few keys), then one flag pass in slot order. Exact count (§0.3.6):
 //   kept = min(N, max(C, |protected|)).
 #pragma once
 
@@ -24,6 +25,28 @@
 
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
+
+// The k-th largest of n distinct keys (1 <= k < n); may reorder keys. Decode-time eviction drops
+// one or a few candidates: the (n - k + 1)-th smallest then comes from one pass with a sorted
+// buffer of the smallest keys seen, cheaper than nth_element's partitioning.
+inline std::uint64_t kth_largest(std::uint64_t* keys, std::int64_t n, std::int64_t k) {
+  constexpr std::int64_t kFew = 16;
+  const std::int64_t m = n - k + 1;  // rank from the bottom
+  if (m > kFew) {
+    std::nth_element(keys, keys + (k - 1), keys + n, std::greater<std::uint64_t>());
+    return keys[k - 1];
+  }
+  std::uint64_t low[kFew];  // the m smallest keys seen, ascending
+  std::int64_t have = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint64_t x = keys[i];
+    if (have == m && x >= low[m - 1]) continue;
+    std::int64_t at = have < m ? have++ : m - 1;
+    for (; at > 0 && low[at - 1] > x; --at) low[at] = low[at - 1];
+    low[at] = x;
+  }
+  return low[m - 1];
+}
 
 // Scratch: one uint64 key per slot.
 inline std::size_t select_workspace_elems(std::int64_t n) { return n > 0 ? static_cast<std::size_t>(n) : 0; }
@@ -57,10 +80,7 @@ inline Status select_keep(const float* scores, const std::int32_t* pos, const st
   const std::int64_t k = target - protected_count;  // candidates admitted, 0 <= k <= candidates
   std::uint64_t theta = 0;                          // admit keys >= theta
   bool admit_all = k == candidates, admit_none = k == 0;
-  if (!admit_all && !admit_none) {
-    std::nth_element(scratch, scratch + (k - 1), scratch + candidates, std::greater<std::uint64_t>());
-    theta = scratch[k - 1];
-  }
+  if (!admit_all && !admit_none) theta = kth_largest(scratch, candidates, k);
   std::int64_t out = 0;
   for (std::int64_t j = 0; j < n; ++j) {
     bool f = is_prot(j);
