@@ -4,11 +4,14 @@
 // every L, measured in the same run; "think:prune=0" is the same composed code path with nothing pruned (the
 // like-for-like peer: its ratio to "full" is the code-path difference, think:λ / think:0 the byte effect). The ThinK cache holds L - 32 keys with d_keep channels and
 // the newest 32 at full width, so the key bytes it reads shrink by about λ; values are full width.
+// MiKV rows (issue 7's other cache): 256 High tokens exact, the rest 2-bit (per-token keys, and
+// per-channel key blocks with lowk=1), filled by chunks of 256 so the demotions run as in serving.
 // Single-threaded, like memattn.
 //
 //   bench_think_decode [--benchmark_filter=L:4096] ...
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -25,7 +28,8 @@ namespace {
 
 constexpr std::int64_t kHq = 32, kHkv = 8, kD = 128;
 const std::int64_t kLengths[] = {1024, 4096, 16384};
-const char* kSpecs[] = {"full", "think:prune=0", "think:prune=0.4", "think:prune=0.5", "kivi:kbits=4,vbits=2", "think:prune=0.4+kivi:kbits=4,vbits=2"};
+const char* kSpecs[] = {"full", "think:prune=0", "think:prune=0.4", "think:prune=0.5", "kivi:kbits=4,vbits=2", "think:prune=0.4+kivi:kbits=4,vbits=2",
+                        "mikv:budget=256,high=16,low=2", "mikv:budget=256,high=16,low=2,lowk=1"};
 bool g_failed = false;
 std::map<std::pair<std::string, std::int64_t>, double> g_time;  // seconds per step
 
@@ -46,7 +50,7 @@ memattn::Status step(memattn::cache::KvCache& c, const std::vector<float>& q, co
   return c.end_chunk(0, {});
 }
 
-void fill(memattn::cache::KvCache& c, std::int64_t L) {
+void fill(memattn::cache::KvCache& c, std::int64_t L, bool chunked) {
   const auto q = random_values(static_cast<std::size_t>(L * kHq * kD), 1);
   const auto k = random_values(static_cast<std::size_t>(L * kHkv * kD), 2);
   const auto v = random_values(k.size(), 3);
@@ -61,7 +65,19 @@ void fill(memattn::cache::KvCache& c, std::int64_t L) {
   const memattn::Status a = c.append(0, 0, make_view<3>(k.data(), {L, kHkv, kD}), make_view<3>(v.data(), {L, kHkv, kD}));
   if (a == memattn::Status::kSuccess) {
     if (c.end_chunk(0, {}) != memattn::Status::kSuccess) g_failed = true;
-  } else if (a != memattn::Status::kErrorNotSupported || step(c, q, k, v, o, L) != memattn::Status::kSuccess) {
+  } else if (a != memattn::Status::kErrorNotSupported) {
+    g_failed = true;
+  } else if (chunked) {  // MiKV: chunks of 256, each demoting what falls out of the High budget
+    constexpr std::int64_t kChunk = 256;
+    for (std::int64_t t = 0; t < L && !g_failed; t += kChunk) {
+      const std::int64_t n = std::min(kChunk, L - t);
+      std::vector<float> qc(q.begin() + t * kHq * kD, q.begin() + (t + n) * kHq * kD);
+      std::vector<float> kc(k.begin() + t * kHkv * kD, k.begin() + (t + n) * kHkv * kD);
+      std::vector<float> vc(v.begin() + t * kHkv * kD, v.begin() + (t + n) * kHkv * kD);
+      std::vector<float> oc(qc.size());
+      if (step(c, qc, kc, vc, oc, n) != memattn::Status::kSuccess) g_failed = true;
+    }
+  } else if (step(c, q, k, v, o, L) != memattn::Status::kSuccess) {
     g_failed = true;
   }
 }
@@ -80,7 +96,8 @@ void bm_decode(benchmark::State& state, std::string spec, std::int64_t L) {
     g_failed = true;
     return;
   }
-  fill(*c, L);
+  const bool chunked = spec.rfind("mikv", 0) == 0;
+  fill(*c, L, chunked);
   const auto q = random_values(static_cast<std::size_t>(kHq * kD), 4);
   const auto k = random_values(static_cast<std::size_t>(kHkv * kD), 5);
   const auto v = random_values(k.size(), 6);
@@ -89,7 +106,7 @@ void bm_decode(benchmark::State& state, std::string spec, std::int64_t L) {
   for (auto _ : state) {
     if (++steps % 512 == 0) {  // keep the length near L
       state.PauseTiming();
-      fill(*c, L);
+      fill(*c, L, chunked);
       state.ResumeTiming();
     }
     if (step(*c, q, k, v, o, 1) != memattn::Status::kSuccess) g_failed = true;

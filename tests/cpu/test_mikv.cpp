@@ -4,6 +4,8 @@
 // (every tier, causal chunk), tier invariants (exact budgets, sinks/recent exact, monotone
 // precision), byte budgets, bad inputs; the lowk=1 Low tier exported in the CUDA decode's block
 // layout (what tests/gpu/test_mikv_cuda.cu uploads) and its CPU reference.
+// Built twice: portable, and as test_mikv_avx2 (-mavx2 -mfma -mf16c), whose decode steps read the
+// tiers in place (cpu/mikv_decode.hpp: codes through the KIVI block kernels, exact rows as fp16).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -325,10 +327,26 @@ double run_chunk_checked(C& c, const cache::CacheShape& s, int seq, const Chunk&
   return worst;
 }
 
+// test_mikv_avx2 (MEMATTN_TEST_MIKV_LOCAL) builds its caches here, with this binary's flags: the
+// shared factory is compiled portable, and linking it would mix two builds of the same inline code.
+Status make_cache(const std::string& spec, const cache::CacheShape& s, std::unique_ptr<cache::KvCache>* c, std::string* e) {
+#if defined(MEMATTN_TEST_MIKV_LOCAL)
+  std::vector<cache::PolicySpec> parts;
+  MEMATTN_RETURN_IF_ERROR(cache::parse_kv_spec(spec, &parts, e));
+  if (parts.size() != 1 || parts[0].name != "mikv") return Status::kErrorInvalidArgument;
+  cache::ResolvedParams params;
+  MEMATTN_RETURN_IF_ERROR(cache::resolve_params(parts[0], cpu::mikv_policy_info(), &params, e));
+  MEMATTN_RETURN_IF_ERROR(cache::validate_shape(s));
+  return cpu::make_mikv_kv_cache(params, s, Executor{}, c, e);
+#else
+  return memattn_test::make_kv_cache(spec, s, Executor{}, c, e);
+#endif
+}
+
 std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::CacheShape& s, std::string* err = nullptr) {
   std::unique_ptr<cache::KvCache> c;
   std::string e;
-  const Status st = memattn_test::make_kv_cache(spec, s, Executor{}, &c, &e);
+  const Status st = make_cache(spec, s, &c, &e);
   if (err) *err = e;
   if (st != Status::kSuccess) return nullptr;
   return c;
@@ -338,8 +356,9 @@ std::unique_ptr<cache::KvCache> make(const std::string& spec, const cache::Cache
 
 // Decode == fp64 over the dequantised cache at every chunk, plus the tier invariants.
 template <class C>
-void check_decode_and_tiers(const std::vector<std::string>& specs) {
-  const cache::CacheShape s = small_shape();
+void check_decode_and_tiers(const std::vector<std::string>& specs, int head_dim = 16) {
+  cache::CacheShape s = small_shape();
+  s.head_dim = head_dim;
   for (const std::string& spec : specs) {
     INFO(spec);
     auto base = make(spec, s);
@@ -400,6 +419,11 @@ TEST_CASE("mikv decode == fp64 attention over the dequantised mixed cache; tier 
       "mikv:budget=24,high=8,low=2,track=1,balance=0",
       "mikv:budget=24,low=2,exact=1,gqa=1",
   });
+}
+
+TEST_CASE("mikv decode at head_dim 64 (groups of 32 channels: whole code words per 16 channels)", "[mikv]") {
+  check_decode_and_tiers<Cache>({"mikv:budget=24,high=16,low=2", "mikv:budget=24,high=8,low=4,lowbudget=30,recent=8"}, 64);
+  check_decode_and_tiers<BlockCache>({"mikv:budget=24,high=16,low=2,lowk=1", "mikv:budget=24,high=8,low=4,lowk=1"}, 64);
 }
 
 TEST_CASE("mikv lowk=1: per-channel key blocks, same decode and tier invariants", "[mikv]") {

@@ -228,6 +228,45 @@ inline void scores_rows(const std::uint32_t* kc, int G, int D, const float* qs, 
   }
 }
 
+// Rows 0..3 (q: 4 x D, zero rows past the caller's count): out lanes 2 r + u = Q_r . k(t + u) for
+// the tokens t, t + 1 of token-major per-token key codes (token t's words at kc + t wpt) with a
+// scale and zero per (token, group of GV channels): sum_j s_j (q_Gj . code_Gj) + z_j qsum_rj.
+// Each group's 8 dot products come out of one hadd tree and take their scale as one FMA.
+template <int B>
+inline __m256 token_pair_scores(const std::uint32_t* w0, const std::uint32_t* w1, int J, int GV, const float* q, int D,
+                                const float* qsum, const float* s0, const float* s1, const float* z0, const float* z1,
+                                std::int64_t ldm) {
+  __m256 total = _mm256_setzero_ps();
+  for (int j = 0; j < J; ++j) {
+    __m256 a[8];
+    MEMATTN_SIMD_UNROLL
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+    auto step = [&](int c, __m256 k0, __m256 k1) {
+      MEMATTN_SIMD_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        const __m256 qv = _mm256_loadu_ps(q + r * D + c);
+        a[2 * r] = _mm256_fmadd_ps(qv, k0, a[2 * r]);
+        a[2 * r + 1] = _mm256_fmadd_ps(qv, k1, a[2 * r + 1]);
+      }
+    };
+    if (B == 2 && GV % 16 == 0) {  // one word: 16 channels of a token (groups start on words)
+      for (int c = j * GV; c < (j + 1) * GV; c += 16) {
+        const std::uint32_t x0 = w0[c / 16], x1 = w1[c / 16];
+        step(c, word_codes<2>(x0), word_codes<2>(x1));
+        step(c + 8, word_codes<2, 16>(x0), word_codes<2, 16>(x1));
+      }
+    } else {
+      for (int c = j * GV; c < (j + 1) * GV; c += 8) step(c, key_codes<B>(w0, c), key_codes<B>(w1, c));
+    }
+    const float sa = s0[j * ldm], sb = s1[j * ldm], za = z0[j * ldm], zb = z1[j * ldm];
+    const float* qs = qsum + 4 * j;  // qsum[4 j + r]
+    const __m256 scale = _mm256_setr_ps(sa, sb, sa, sb, sa, sb, sa, sb);
+    const __m256 zero = _mm256_setr_ps(za * qs[0], zb * qs[0], za * qs[1], zb * qs[1], za * qs[2], zb * qs[2], za * qs[3], zb * qs[3]);
+    total = _mm256_add_ps(_mm256_fmadd_ps(simd::hsum8(a), scale, total), zero);
+  }
+  return total;
+}
+
 // The W code words of channels c0 .. c0 + 7 (channel-major: channel c's words at c W .. c W + W - 1,
 // W = G B / 32 = 2 .. 32) as W vectors: out[w * 8 + i] = word w of channel c0 + i. The 8 W words
 // are contiguous, so they come from W plain loads and a transpose in registers; the gathers this
@@ -488,6 +527,50 @@ inline void values_tokens(const std::uint32_t* vc, std::int64_t wpt, int n, int 
 #else
   (void)vc, (void)wpt, (void)n, (void)D, (void)GV, (void)bits, (void)sc, (void)ze, (void)ldm, (void)P, (void)rows, (void)ldp,
       (void)acc, (void)ldacc, (void)scratch;
+#endif
+}
+
+// Floats of scratch scores_tokens() needs at head_dim D with J groups.
+inline std::int64_t scores_tokens_scratch(int D, int J) { return 4 * static_cast<std::int64_t>(D) + 4 * J; }
+
+// S[r * lds + t] = sum_j (sc[j * ldm + t] (Q_r,Gj . code(t, Gj)) + ze[j * ldm + t] sum(Q_r,Gj)) for
+// n tokens of token-major key codes quantised per (token, group of GV channels): MiKV's per-token
+// rows (token t's D codes from word t * wpt), their metadata transposed to per-group float rows
+// by the caller. D % 8 == 0, GV % 8 == 0, bits 2 / 4 / 8, rows <= kMaxRows (4 at a time).
+inline void scores_tokens(const std::uint32_t* kc, std::int64_t wpt, int n, int D, int GV, int bits, const float* sc,
+                          const float* ze, std::int64_t ldm, const float* Q, int rows, std::int64_t ldq, float* S,
+                          std::int64_t lds, float* scratch) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  const int J = D / GV;
+  float* q = scratch;         // 4 x D, rows past nr zero
+  float* qsum = q + 4 * D;    // [j][r]
+  for (int r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const int nr = rows - r0 < kRowChunk ? rows - r0 : kRowChunk;
+    for (int r = 0; r < kRowChunk; ++r)
+      for (int c = 0; c < D; ++c) q[r * D + c] = r < nr ? Q[(r0 + r) * ldq + c] : 0.f;
+    for (int j = 0; j < J; ++j)
+      for (int r = 0; r < kRowChunk; ++r) {
+        float t = 0.f;
+        for (int c = j * GV; c < (j + 1) * GV; ++c) t += q[r * D + c];
+        qsum[4 * j + r] = t;
+      }
+    float* Sr = S + r0 * lds;
+    detail::with_bits(bits, [&](auto B) {
+      for (int t = 0; t < n; t += 2) {
+        const int u = t + 1 < n ? t + 1 : t;  // an odd last token pairs with itself
+        alignas(32) float out[8];
+        _mm256_store_ps(out, detail::token_pair_scores<B>(kc + t * wpt, kc + u * wpt, J, GV, q, D, qsum, sc + t, sc + u,
+                                                          ze + t, ze + u, ldm));
+        for (int r = 0; r < nr; ++r) {
+          Sr[r * lds + t] = out[2 * r];
+          if (u != t) Sr[r * lds + u] = out[2 * r + 1];
+        }
+      }
+    });
+  }
+#else
+  (void)kc, (void)wpt, (void)n, (void)D, (void)GV, (void)bits, (void)sc, (void)ze, (void)ldm, (void)Q, (void)rows, (void)ldq,
+      (void)S, (void)lds, (void)scratch;
 #endif
 }
 

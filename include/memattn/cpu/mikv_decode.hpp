@@ -7,6 +7,10 @@
 // with q' = tau * q / b (balanced keys, b = per-channel balancer) and Gj the channels of group j.
 // Dead slots (live bit clear) get logit -inf. The cache (cpu/mikv_kv_cache.hpp) puts these
 // logits, those of its exact rows and of the chunk into one stash and runs one softmax over all.
+// Decode-sized row counts on AVX2 builds (direct()) read the codes in place with the KIVI decode's
+// kernels (kivi_block_decode.hpp: scores_tokens / values_tokens for the per-token records,
+// scores_codes for the per-channel key blocks of lowk=1); other builds and prefill unpack 64-slot
+// tiles to fp32 for Eigen products. Same canonical values, different summation order.
 #pragma once
 
 #include <Eigen/Core>
@@ -16,6 +20,8 @@
 
 #include "memattn/core/status.hpp"
 #include "memattn/cpu/code_unpack.hpp"
+#include "memattn/cpu/dense_block_decode.hpp"
+#include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/quant/mixed_format.hpp"
 
 MEMATTN_NAMESPACE_BEGIN
@@ -46,12 +52,61 @@ inline void unpack_tile(const std::uint8_t* records, std::int64_t t0, std::int64
     }
   }
 }
+
+constexpr std::int64_t kDirectTile = kivi_block::kTokenTile;  // tokens per direct call
+
+// Direct path scratch: per-group scale / zero rows of a tile, then the kernels' own scratch.
+inline std::int64_t direct_scratch(const quant::MixedRowConfig& cfg) {
+  const std::int64_t D = cfg.head_dim, J = cfg.groups, D8 = (D + 7) / 8 * 8;
+  const std::int64_t kernels = std::max<std::int64_t>({kivi_block::scores_tokens_scratch(cfg.head_dim, cfg.groups),
+                                                       2 * D + kivi_block::kRowChunk * (D8 + 1),  // scores_codes
+                                                       kivi_block::kRowChunk * (kDirectTile + 1)});  // values_tokens
+  return 2 * J * std::max<std::int64_t>(kDirectTile, D) + kernels + 16;
+}
+
+// Metadata of n token records (half2 {scale, zero} per group at byte `off` of each record, or
+// packed [token][group][2] when stride is 0) as per-group float rows sc[j * ld + t], ze[j * ld + t].
+inline void transpose_meta(const std::uint16_t* m, std::size_t stride_halves, std::int64_t n, std::int64_t J, float* sc,
+                           float* ze, std::int64_t ld) {
+  for (std::int64_t t = 0; t < n; ++t) {
+    const std::uint16_t* row = m + static_cast<std::size_t>(t) * stride_halves;
+    std::int64_t j = 0;
+#if defined(__F16C__)
+    for (; j + 2 <= J; j += 2) {  // two groups' half2 in one conversion (the software one was 10% of a step)
+      alignas(16) float f[4];
+      _mm_store_ps(f, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 2 * j))));
+      sc[j * ld + t] = f[0];
+      ze[j * ld + t] = f[1];
+      sc[(j + 1) * ld + t] = f[2];
+      ze[(j + 1) * ld + t] = f[3];
+    }
+#endif
+    for (; j < J; ++j) {
+      sc[j * ld + t] = half_to_float(Half{row[2 * j]});
+      ze[j * ld + t] = half_to_float(Half{row[2 * j + 1]});
+    }
+  }
+}
 }  // namespace mikv_detail
 
-// Scratch floats for mixed_rows_logits / mixed_rows_values with `rows` query rows.
+// True when mixed_rows_* and block_pool_* read the codes in place for `rows` query rows.
+inline bool mixed_direct(const quant::MixedRowConfig& cfg, std::int64_t rows) {
+#if defined(MEMATTN_KIVI_FUSED_AVX2)
+  const int GV = cfg.groups > 0 ? cfg.head_dim / cfg.groups : 0;
+  return rows <= kivi_block::kMaxRows && (cfg.bits == 2 || cfg.bits == 4 || cfg.bits == 8) && cfg.head_dim % 8 == 0 &&
+         GV > 0 && GV % 8 == 0 && dense_block::available<Half>(cfg.head_dim);
+#else
+  (void)cfg, (void)rows;
+  return false;
+#endif
+}
+
+// Scratch floats for mixed_rows_logits / mixed_rows_values and block_pool_logits / _values with
+// `rows` query rows.
 inline std::size_t mixed_rows_scratch_elems(std::int64_t rows, const quant::MixedRowConfig& cfg) {
   const std::int64_t T = mikv_detail::kTile, D = cfg.head_dim, J = cfg.groups;
-  return static_cast<std::size_t>(T * D + 2 * T * J + rows * J + rows * T + rows * T);
+  const std::int64_t tiled = T * D + 2 * T * J + rows * J + rows * T + rows * T;
+  return static_cast<std::size_t>(std::max(tiled, mikv_detail::direct_scratch(cfg)));
 }
 
 // Logits of `rows` query rows qb (rows x D, row-major, already tau-scaled and divided by the key
@@ -65,6 +120,23 @@ inline Status mixed_rows_logits(const std::uint8_t* records, const std::uint32_t
     return Status::kErrorNullPointer;
   const quant::MixedRowLayout lay = quant::mixed_row_layout(cfg);
   const std::int64_t D = cfg.head_dim, J = cfg.groups, GS = cfg.group_size();
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  if (mixed_direct(cfg, rows)) {
+    const std::int64_t T = kDirectTile;
+    float *sc = scratch, *ze = sc + J * T, *ks = ze + J * T;
+    for (std::int64_t t0 = 0; t0 < n; t0 += T) {
+      const std::int64_t nt = std::min(T, n - t0);
+      const std::uint8_t* rec = records + static_cast<std::size_t>(t0) * lay.bytes;
+      transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + lay.km), lay.bytes / 2, nt, J, sc, ze, T);
+      kivi_block::scores_tokens(reinterpret_cast<const std::uint32_t*>(rec + lay.kc), static_cast<std::int64_t>(lay.bytes / 4),
+                                static_cast<int>(nt), static_cast<int>(D), static_cast<int>(GS), cfg.bits, sc, ze, T, qb,
+                                static_cast<int>(rows), D, S + t0, ld, ks);
+    }
+    for (std::int64_t s = 0; s < n; ++s)
+      if (!((live[s >> 5] >> (s & 31)) & 1u))
+        for (std::int64_t r = 0; r < rows; ++r) S[r * ld + s] = kNegInf;
+    return Status::kSuccess;
+  }
   float* code = scratch;
   float* sk = code + kTile * D;
   float* zk = sk + kTile * J;
@@ -73,7 +145,6 @@ inline Status mixed_rows_logits(const std::uint8_t* records, const std::uint32_t
   ConstMap Q(qb, rows, D);
   Map Qsum(qsum, rows, J);
   for (std::int64_t j = 0; j < J; ++j) Qsum.col(j) = Q.middleCols(j * GS, GS).rowwise().sum();
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (std::int64_t t0 = 0; t0 < n; t0 += kTile) {
     const std::int64_t T = std::min(kTile, n - t0);
     unpack_tile(records, t0, T, cfg, lay, true, Tile{code, sk, zk});
@@ -102,6 +173,19 @@ inline Status mixed_rows_values(const std::uint8_t* records, std::int64_t n, con
   if (records == nullptr || P == nullptr || acc == nullptr || scratch == nullptr) return Status::kErrorNullPointer;
   const quant::MixedRowLayout lay = quant::mixed_row_layout(cfg);
   const std::int64_t D = cfg.head_dim, J = cfg.groups, GS = cfg.group_size();
+  if (mixed_direct(cfg, rows)) {
+    const std::int64_t T = kDirectTile;
+    float *sc = scratch, *ze = sc + J * T, *ks = ze + J * T;
+    for (std::int64_t t0 = 0; t0 < n; t0 += T) {
+      const std::int64_t nt = std::min(T, n - t0);
+      const std::uint8_t* rec = records + static_cast<std::size_t>(t0) * lay.bytes;
+      transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + lay.vm), lay.bytes / 2, nt, J, sc, ze, T);
+      kivi_block::values_tokens(reinterpret_cast<const std::uint32_t*>(rec + lay.vc), static_cast<std::int64_t>(lay.bytes / 4),
+                                static_cast<int>(nt), static_cast<int>(D), static_cast<int>(GS), cfg.bits, sc, ze, T, P + t0,
+                                static_cast<int>(rows), ld, acc, D, ks);
+    }
+    return Status::kSuccess;
+  }
   float* code = scratch;
   float* sv = code + kTile * D;
   float* zv = sv + kTile * J;
@@ -123,6 +207,46 @@ inline Status mixed_rows_values(const std::uint8_t* records, std::int64_t n, con
     }
   }
   return Status::kSuccess;
+}
+
+// The lowk=1 Low tier (quant::MixedBlockPool) read in place, for mixed_direct(pool.config(), rows):
+// S[r][s] = qb_r . k_s for every slot (row stride ld; dead slots -inf), the full blocks from their
+// per-channel key codes, the staged rows as fp16.
+template <class Pool>
+void block_pool_logits(const Pool& pool, const float* qb, std::int64_t rows, float* S, std::int64_t ld, float* scratch) {
+  const quant::MixedRowConfig& cfg = pool.config();
+  const int D = cfg.head_dim;
+  constexpr std::int64_t G = Pool::kBlock;
+  for (std::int64_t b = 0; b < pool.blocks(); ++b)
+    kivi_block::scores_codes(pool.key_codes() + b * static_cast<std::int64_t>(pool.key_words()),
+                             static_cast<std::int64_t>(pool.key_words() * 4), pool.key_meta_bits() + b * 2 * D, static_cast<int>(G), D,
+                             cfg.bits, qb, static_cast<int>(rows), D, S + b * G, ld, scratch);
+  const std::int64_t staged = pool.slots() - pool.blocks() * G;
+  if (staged > 0)
+    dense_block::scores(pool.staged_keys(), D, static_cast<int>(staged), D, qb, static_cast<int>(rows), D, S + pool.blocks() * G, ld);
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (std::int64_t s = 0; s < pool.slots(); ++s)
+    if (!pool.is_live(s))
+      for (std::int64_t r = 0; r < rows; ++r) S[r * ld + s] = kNegInf;
+}
+
+// acc (rows x D) += P (row stride ld; 0 on dead slots) times the pool's values.
+template <class Pool>
+void block_pool_values(const Pool& pool, const float* P, std::int64_t ld, std::int64_t rows, float* acc, float* scratch) {
+  const quant::MixedRowConfig& cfg = pool.config();
+  const std::int64_t D = cfg.head_dim, J = cfg.groups, T = mikv_detail::kDirectTile;
+  const std::int64_t quantised = pool.blocks() * Pool::kBlock, words = static_cast<std::int64_t>(cfg.code_words());
+  float *sc = scratch, *ze = sc + J * T, *ks = ze + J * T;
+  for (std::int64_t t0 = 0; t0 < quantised; t0 += T) {
+    const std::int64_t nt = std::min(T, quantised - t0);
+    mikv_detail::transpose_meta(pool.value_meta_bits() + t0 * 2 * J, static_cast<std::size_t>(2 * J), nt, J, sc, ze, T);
+    kivi_block::values_tokens(pool.value_codes() + t0 * words, words, static_cast<int>(nt), static_cast<int>(D),
+                              static_cast<int>(D / J), cfg.bits, sc, ze, T, P + t0, static_cast<int>(rows), ld, acc, D, ks);
+  }
+  const std::int64_t staged = pool.slots() - quantised;
+  if (staged > 0)
+    dense_block::values(pool.staged_values(), D, static_cast<int>(staged), static_cast<int>(D), P + quantised,
+                        static_cast<int>(rows), ld, acc, D);
 }
 
 }  // namespace cpu

@@ -371,55 +371,66 @@ class MixedKvCache final : public cache::KvCache {
           Qb((i - t0) * G + g, c) = src[c] * tau / sg.bal[static_cast<std::size_t>(c)];
         }
       }
-    // 1. logits of every tier into one stash
+    // 1. logits of every tier into one stash (decode-sized row counts on AVX2 builds read every
+    // tier where it is stored: codes in place, exact rows as fp16; cpu/mikv_decode.hpp)
+    const bool direct = mixed_direct(lo_cfg_, rows) && mixed_direct(hi_cfg_, rows);
     if constexpr (kChannelLow) {
-      sg.lo.logits(Qb.data(), rows, S.data(), ncol, scratch);
+      if (direct)
+        block_pool_logits(sg.lo, Qb.data(), rows, S.data(), ncol, scratch);
+      else
+        sg.lo.logits(Qb.data(), rows, S.data(), ncol, scratch);
     } else {
       MEMATTN_RETURN_IF_ERROR(mixed_rows_logits(sg.lo.records(), sg.lo.live_bits(), nlo, lo_cfg_, Qb.data(), rows, S.data(), ncol, scratch));
     }
     MEMATTN_RETURN_IF_ERROR(
         mixed_rows_logits(sg.hi8.records(), sg.hi8.live_bits(), nh8, hi_cfg_, Qb.data(), rows, S.data() + nlo, ncol, scratch));
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    float* S_exact = S.data() + nlo + nh8;
+    if (direct && ne > 0)
+      dense_block::scores(sg.k.data(), D, static_cast<int>(ne), static_cast<int>(D), Q.data(), static_cast<int>(rows), D,
+                          S_exact, ncol);
     for (std::int64_t j0 = 0; j0 < ne; j0 += mikv_detail::kTile) {
       const std::int64_t T = std::min(mikv_detail::kTile, ne - j0);
-      load_rows(sg.k.data() + j0 * D, D, T, D, kt);
-      mikv_detail::ConstMap K(kt, T, D);
-      mikv_detail::StrideMap St(S.data() + nlo + nh8 + j0, rows, T, Eigen::OuterStride<>(ncol));
-      St.noalias() = Q * K.transpose();
+      mikv_detail::StrideMap St(S_exact + j0, rows, T, Eigen::OuterStride<>(ncol));
+      if (!direct) {
+        load_rows(sg.k.data() + j0 * D, D, T, D, kt);
+        St.noalias() = Q * mikv_detail::ConstMap(kt, T, D).transpose();
+      }
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int32_t qpos = static_cast<std::int32_t>(len + t0 + r / G);
         for (std::int64_t t = 0; t < T; ++t)
           if (sg.pos[static_cast<std::size_t>(j0 + t)] > qpos) St(r, t) = kNegInf;
       }
     }
-    // 2. one softmax over all tiers
+    // 2. one softmax over all tiers (every row sees at least its own token: mx is finite)
     for (std::int64_t r = 0; r < rows; ++r) {
-      float mx = kNegInf;
-      for (std::int64_t j = 0; j < ncol; ++j) mx = std::max(mx, S(r, j));
-      float sum = 0.f;
-      for (std::int64_t j = 0; j < ncol; ++j) {
-        const float e = S(r, j) == kNegInf ? 0.f : std::exp(S(r, j) - mx);
-        S(r, j) = e;
-        sum += e;
-      }
+      auto row = S.row(r).array();
+      const float mx = row.maxCoeff();
+      row = (row - mx).exp();  // exp(-inf) = 0 for dead and future slots
       m[r] = mx;
-      l[r] = sum;
+      l[r] = row.sum();
     }
     // 3. P.V per tier
     Acc.setZero();
     if constexpr (kChannelLow) {
-      sg.lo.values(S.data(), ncol, rows, Acc.data(), scratch);
+      if (direct)
+        block_pool_values(sg.lo, S.data(), ncol, rows, Acc.data(), scratch);
+      else
+        sg.lo.values(S.data(), ncol, rows, Acc.data(), scratch);
     } else {
       MEMATTN_RETURN_IF_ERROR(mixed_rows_values(sg.lo.records(), nlo, lo_cfg_, S.data(), ncol, rows, Acc.data(), scratch));
     }
     MEMATTN_RETURN_IF_ERROR(mixed_rows_values(sg.hi8.records(), nh8, hi_cfg_, S.data() + nlo, ncol, rows, Acc.data(), scratch));
-    for (std::int64_t j0 = 0; j0 < ne; j0 += mikv_detail::kTile) {
-      const std::int64_t T = std::min(mikv_detail::kTile, ne - j0);
-      load_rows(sg.v.data() + j0 * D, D, T, D, vt);
-      mikv_detail::ConstMap V(vt, T, D);
-      Eigen::Map<const mikv_detail::RowMatrix, 0, Eigen::OuterStride<>> Pt(S.data() + nlo + nh8 + j0, rows, T,
-                                                                          Eigen::OuterStride<>(ncol));
-      Acc.noalias() += Pt * V;
+    if (direct && ne > 0) {
+      dense_block::values(sg.v.data(), D, static_cast<int>(ne), static_cast<int>(D), S_exact, static_cast<int>(rows), ncol,
+                          Acc.data(), D);
+    } else {
+      for (std::int64_t j0 = 0; j0 < ne; j0 += mikv_detail::kTile) {
+        const std::int64_t T = std::min(mikv_detail::kTile, ne - j0);
+        load_rows(sg.v.data() + j0 * D, D, T, D, vt);
+        Eigen::Map<const mikv_detail::RowMatrix, 0, Eigen::OuterStride<>> Pt(S_exact + j0, rows, T, Eigen::OuterStride<>(ncol));
+        Acc.noalias() += Pt * mikv_detail::ConstMap(vt, T, D);
+      }
     }
     for (std::int64_t i = t0; i < t1; ++i)
       for (std::int64_t g = 0; g < G; ++g) {
