@@ -7,7 +7,7 @@
 // with q' = tau * q / b (balanced keys, b = per-channel balancer) and Gj the channels of group j.
 // Dead slots (live bit clear) get logit -inf. The cache (cpu/mikv_kv_cache.hpp) puts these
 // logits, those of its exact rows and of the chunk into one stash and runs one softmax over all.
-// Decode-sized row counts on AVX2 builds (direct()) read the codes in place with the KIVI decode's
+// Decode-sized row counts on AVX2 builds (mixed_direct()) read the codes in place with the KIVI decode's
 // kernels (kivi_block_decode.hpp: scores_tokens / values_tokens for the per-token records,
 // scores_codes for the per-channel key blocks of lowk=1); other builds and prefill unpack 64-slot
 // tiles to fp32 for Eigen products. Same canonical values, different summation order.
@@ -61,11 +61,11 @@ inline std::int64_t direct_scratch(const quant::MixedRowConfig& cfg) {
   const std::int64_t kernels = std::max<std::int64_t>({kivi_block::scores_tokens_scratch(cfg.head_dim, cfg.groups),
                                                        2 * D + kivi_block::kRowChunk * (D8 + 1),  // scores_codes
                                                        kivi_block::kRowChunk * (kDirectTile + 1)});  // values_tokens
-  return 2 * J * std::max<std::int64_t>(kDirectTile, D) + kernels + 16;
+  return 2 * J * kDirectTile + kernels + 16;
 }
 
-// Metadata of n token records (half2 {scale, zero} per group at byte `off` of each record, or
-// packed [token][group][2] when stride is 0) as per-group float rows sc[j * ld + t], ze[j * ld + t].
+// The half2 {scale, zero} of J groups of n tokens (token t's at m + t * stride_halves) as
+// per-group float rows sc[j * ld + t], ze[j * ld + t], the layout the KIVI token kernels fold.
 inline void transpose_meta(const std::uint16_t* m, std::size_t stride_halves, std::int64_t n, std::int64_t J, float* sc,
                            float* ze, std::int64_t ld) {
   for (std::int64_t t = 0; t < n; ++t) {
