@@ -87,6 +87,21 @@ inline void transpose_meta(const std::uint16_t* m, std::size_t stride_halves, st
     }
   }
 }
+
+// Token records [0, n) in tiles of kDirectTile: fn(t0, nt, first record, sc, ze, kernel scratch)
+// with the metadata at byte meta_off of each record transposed into sc / ze (row stride
+// kDirectTile).
+template <class Fn>
+void record_tiles(const std::uint8_t* records, std::int64_t n, const quant::MixedRowLayout& lay, std::size_t meta_off,
+                  std::int64_t J, float* scratch, Fn&& fn) {
+  float *sc = scratch, *ze = sc + J * kDirectTile, *ks = ze + J * kDirectTile;
+  for (std::int64_t t0 = 0; t0 < n; t0 += kDirectTile) {
+    const std::int64_t nt = std::min(kDirectTile, n - t0);
+    const std::uint8_t* rec = records + static_cast<std::size_t>(t0) * lay.bytes;
+    transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + meta_off), lay.bytes / 2, nt, J, sc, ze, kDirectTile);
+    fn(t0, static_cast<int>(nt), rec, sc, ze, ks);
+  }
+}
 }  // namespace mikv_detail
 
 // True when mixed_rows_* and block_pool_* read the codes in place for `rows` query rows.
@@ -122,16 +137,12 @@ inline Status mixed_rows_logits(const std::uint8_t* records, const std::uint32_t
   const std::int64_t D = cfg.head_dim, J = cfg.groups, GS = cfg.group_size();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   if (mixed_direct(cfg, rows)) {
-    const std::int64_t T = kDirectTile;
-    float *sc = scratch, *ze = sc + J * T, *ks = ze + J * T;
-    for (std::int64_t t0 = 0; t0 < n; t0 += T) {
-      const std::int64_t nt = std::min(T, n - t0);
-      const std::uint8_t* rec = records + static_cast<std::size_t>(t0) * lay.bytes;
-      transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + lay.km), lay.bytes / 2, nt, J, sc, ze, T);
+    record_tiles(records, n, lay, lay.km, J, scratch, [&](std::int64_t t0, int nt, const std::uint8_t* rec, const float* sc,
+                                                          const float* ze, float* ks) {
       kivi_block::scores_tokens(reinterpret_cast<const std::uint32_t*>(rec + lay.kc), static_cast<std::int64_t>(lay.bytes / 4),
-                                static_cast<int>(nt), static_cast<int>(D), static_cast<int>(GS), cfg.bits, sc, ze, T, qb,
+                                nt, static_cast<int>(D), static_cast<int>(GS), cfg.bits, sc, ze, kDirectTile, qb,
                                 static_cast<int>(rows), D, S + t0, ld, ks);
-    }
+    });
     for (std::int64_t s = 0; s < n; ++s)
       if (!((live[s >> 5] >> (s & 31)) & 1u))
         for (std::int64_t r = 0; r < rows; ++r) S[r * ld + s] = kNegInf;
@@ -174,16 +185,12 @@ inline Status mixed_rows_values(const std::uint8_t* records, std::int64_t n, con
   const quant::MixedRowLayout lay = quant::mixed_row_layout(cfg);
   const std::int64_t D = cfg.head_dim, J = cfg.groups, GS = cfg.group_size();
   if (mixed_direct(cfg, rows)) {
-    const std::int64_t T = kDirectTile;
-    float *sc = scratch, *ze = sc + J * T, *ks = ze + J * T;
-    for (std::int64_t t0 = 0; t0 < n; t0 += T) {
-      const std::int64_t nt = std::min(T, n - t0);
-      const std::uint8_t* rec = records + static_cast<std::size_t>(t0) * lay.bytes;
-      transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + lay.vm), lay.bytes / 2, nt, J, sc, ze, T);
+    record_tiles(records, n, lay, lay.vm, J, scratch, [&](std::int64_t t0, int nt, const std::uint8_t* rec, const float* sc,
+                                                          const float* ze, float* ks) {
       kivi_block::values_tokens(reinterpret_cast<const std::uint32_t*>(rec + lay.vc), static_cast<std::int64_t>(lay.bytes / 4),
-                                static_cast<int>(nt), static_cast<int>(D), static_cast<int>(GS), cfg.bits, sc, ze, T, P + t0,
+                                nt, static_cast<int>(D), static_cast<int>(GS), cfg.bits, sc, ze, kDirectTile, P + t0,
                                 static_cast<int>(rows), ld, acc, D, ks);
-    }
+    });
     return Status::kSuccess;
   }
   float* code = scratch;
