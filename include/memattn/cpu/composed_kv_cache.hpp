@@ -49,6 +49,7 @@
 #include "memattn/cpu/code_unpack.hpp"
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_block_decode.hpp"
+#include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/kivi_block_decode.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
@@ -300,6 +301,7 @@ class ComposedKvCache final : public cache::KvCache {
   struct Worker {
     std::vector<float> kq, kt, vv, s, qr, qc, tmp, meta;
     std::vector<float> fused, vmeta;  // kivi_block scratch; per-group value metadata of a token tile
+    std::vector<float> pbar;          // GQA-reduced probabilities of one query token
     std::vector<double> acc;
     std::vector<std::uint64_t> keys;
     std::vector<std::int32_t> keep;
@@ -597,14 +599,12 @@ class ComposedKvCache final : public cache::KvCache {
         for (std::int64_t g = 0; g < G; ++g)
           std::memcpy(out.ptr(t, h * G + g), O.row((t - t0) * G + g).data(), static_cast<std::size_t>(D) * sizeof(float));
       if constexpr (kEvicts && cache::EvictTraits<Evict>::kDecodeProbs) {
+        w.pbar.resize(static_cast<std::size_t>(vis));
         for (std::int64_t t = t0; t < t1; ++t) {
           const std::int64_t hi = N0 + t + 1;
-          for (std::int64_t c = 0; c < hi; ++c) {
-            float acc = 0.f;
-            for (std::int64_t g = 0; g < G; ++g)
-              acc = evict::group_combine(cfg_.reduce, acc, S((t - t0) * G + g, c), static_cast<int>(g));
-            Evict::on_decode_prob(cfg_.evict, sg.state.data(), c, evict::group_finish(cfg_.reduce, acc, static_cast<int>(G)), hi);
-          }
+          group_reduce_rows(S.data() + (t - t0) * G * vis, vis, G, hi, cfg_.reduce, w.pbar.data());
+          for (std::int64_t c = 0; c < hi; ++c)
+            Evict::on_decode_prob(cfg_.evict, sg.state.data(), c, w.pbar[static_cast<std::size_t>(c)], hi);
         }
       }
     }

@@ -34,23 +34,34 @@ constexpr std::int64_t kBlock = 128;
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMap = Eigen::Map<const RowMatrix>;
 using Map = Eigen::Map<RowMatrix>;
+}  // namespace evict_detail
 
+// out[c] = R_g P[g * ld + c] for c < n over G rows: evict::group_combine / group_finish in the
+// same order, whole rows at a time (vectorised). out may be P's first row.
+inline void group_reduce_rows(const float* P, std::int64_t ld, std::int64_t G, std::int64_t n, evict::GroupReduce reduce,
+                              float* out) {
+  using Row = Eigen::Map<Eigen::ArrayXf>;
+  using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
+  Row acc(out, n);
+  if (out != P) acc = ConstRow(P, n);
+  for (std::int64_t g = 1; g < G; ++g) {
+    if (reduce == evict::GroupReduce::kMax)
+      acc = acc.max(ConstRow(P + g * ld, n));
+    else
+      acc += ConstRow(P + g * ld, n);
+  }
+  if (reduce == evict::GroupReduce::kMean) acc /= static_cast<float>(G);
+}
+
+namespace evict_detail {
 // Block epilogue: S (G rows of nb logits, row stride ld) becomes p = exp(S - lse_g) in place
-// (Eigen's vector exp), reduced over the heads into row 0 as evict::group_combine / group_finish
-// would (same order, whole rows at a time), then fn(j0 + c, R_g p_{g,c}) per column.
+// (Eigen's vector exp), reduced over the heads into row 0, then fn(j0 + c, R_g p_{g,c}) per column.
 template <class Fn>
 void reduce_probs(float* S, std::int64_t ld, const float* lse, std::int64_t G, std::int64_t nb, std::int64_t j0,
                   evict::GroupReduce reduce, Fn& fn) {
   Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> P(S, G, nb, Eigen::OuterStride<>(ld));
   for (std::int64_t g = 0; g < G; ++g) P.row(g) = (P.row(g).array() - lse[g]).exp().matrix();
-  auto acc = P.row(0).array();
-  for (std::int64_t g = 1; g < G; ++g) {
-    if (reduce == evict::GroupReduce::kMax)
-      acc = acc.max(P.row(g).array());
-    else
-      acc += P.row(g).array();
-  }
-  if (reduce == evict::GroupReduce::kMean) acc /= static_cast<float>(G);
+  group_reduce_rows(S, ld, G, nb, reduce, S);
   for (std::int64_t c = 0; c < nb; ++c) fn(j0 + c, S[c]);
 }
 }  // namespace evict_detail

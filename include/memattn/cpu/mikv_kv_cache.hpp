@@ -346,8 +346,8 @@ class MixedKvCache final : public cache::KvCache {
     const std::int64_t nlo = sg.lo.slots(), nh8 = sg.hi8.slots(), ne = sg.size, ncol = nlo + nh8 + ne;
     std::size_t pool_scratch = std::max(mixed_rows_scratch_elems(rows, lo_cfg_), mixed_rows_scratch_elems(rows, hi_cfg_));
     if constexpr (kChannelLow) pool_scratch = std::max(pool_scratch, LowPool::scratch_elems(lo_cfg_));
-    const std::size_t need = static_cast<std::size_t>(rows * ncol + 3 * rows * D + 2 * rows + 2 * mikv_detail::kTile * D) +
-                             pool_scratch;
+    const std::size_t need =
+        static_cast<std::size_t>(rows * ncol + ncol + 3 * rows * D + 2 * rows + 2 * mikv_detail::kTile * D) + pool_scratch;
     if (w.buf.size() < need) w.buf.resize(need);
     float* p = w.buf.data();
     auto take = [&](std::int64_t count) {
@@ -361,6 +361,7 @@ class MixedKvCache final : public cache::KvCache {
     float* l = take(rows);
     float* kt = take(mikv_detail::kTile * D);
     float* vt = take(mikv_detail::kTile * D);
+    float* pbar = take(ncol);  // one query token's GQA-reduced probabilities
     float* scratch = p;
     const float tau = 1.f / std::sqrt(static_cast<float>(D));
     for (std::int64_t i = t0; i < t1; ++i)
@@ -441,24 +442,31 @@ class MixedKvCache final : public cache::KvCache {
     // 4. fused score epilogue: p = e / l per head, GQA-reduced, query tokens in order
     if constexpr (Scorer::kNeedsDecodeProbs) {
       const bool track = cfg_.policy.track_low_scores;
+      using Row = Eigen::Map<Eigen::ArrayXf>;
+      const std::int64_t c0 = track ? 0 : nlo, nc = ncol - c0;  // the columns whose scores are kept
       for (std::int64_t i = t0; i < t1; ++i) {
         const std::int64_t r0 = (i - t0) * G;
         const std::int64_t visible = sg.lo.live() + sg.hi8.live() + ne - (n - 1 - i);
-        auto pbar = [&](std::int64_t col) {
-          float acc = 0.f;
-          for (std::int64_t g = 0; g < G; ++g)
-            acc = evict::group_combine(cfg_.reduce, acc, S(r0 + g, col) / l[r0 + g], static_cast<int>(g));
-          return evict::group_finish(cfg_.reduce, acc, static_cast<int>(G));
-        };
+        // p = e / l per head, reduced over the group in evict::group_combine's order, whole rows
+        Row acc(pbar + c0, nc);
+        acc = Row(S.data() + r0 * ncol + c0, nc) / l[r0];
+        for (std::int64_t g = 1; g < G; ++g) {
+          const Row e(S.data() + (r0 + g) * ncol + c0, nc);
+          if (cfg_.reduce == evict::GroupReduce::kMax)
+            acc = acc.max(e / l[r0 + g]);
+          else
+            acc += e / l[r0 + g];
+        }
+        if (cfg_.reduce == evict::GroupReduce::kMean) acc /= static_cast<float>(G);
         if (track)
           for (std::int64_t s = 0; s < nlo; ++s)
-            if (sg.lo.is_live(s)) SP::on_decode_prob(score_params_, sg.lo.state(), s, pbar(s), visible);
+            if (sg.lo.is_live(s)) SP::on_decode_prob(score_params_, sg.lo.state(), s, pbar[s], visible);
         for (std::int64_t s = 0; s < nh8; ++s)
-          if (sg.hi8.is_live(s)) SP::on_decode_prob(score_params_, sg.hi8.state(), s, pbar(nlo + s), visible);
+          if (sg.hi8.is_live(s)) SP::on_decode_prob(score_params_, sg.hi8.state(), s, pbar[nlo + s], visible);
         const std::int32_t qpos = static_cast<std::int32_t>(len + i);
         for (std::int64_t j = 0; j < ne; ++j)
           if (sg.pos[static_cast<std::size_t>(j)] <= qpos)
-            SP::on_decode_prob(score_params_, sg.state.data(), j, pbar(nlo + nh8 + j), visible);
+            SP::on_decode_prob(score_params_, sg.state.data(), j, pbar[nlo + nh8 + j], visible);
       }
     }
     return Status::kSuccess;
