@@ -54,15 +54,16 @@ inline void group_reduce_rows(const float* P, std::int64_t ld, std::int64_t G, s
 }
 
 namespace evict_detail {
-// Block epilogue: S (G rows of nb logits, row stride ld) becomes p = exp(S - lse_g) in place
-// (Eigen's vector exp), reduced over the heads into row 0, then fn(j0 + c, R_g p_{g,c}) per column.
+// Block epilogue: the G rows of nb logits at s (row stride lds; may be P itself) become
+// p = exp(s - lse_g) in P (G x nb, contiguous; Eigen's vector exp), reduced over the heads into
+// P's row 0, then fn(j0 + c, R_g p_{g,c}) per column.
 template <class Fn>
-void reduce_probs(float* S, std::int64_t ld, const float* lse, std::int64_t G, std::int64_t nb, std::int64_t j0,
-                  evict::GroupReduce reduce, Fn& fn) {
-  Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> P(S, G, nb, Eigen::OuterStride<>(ld));
-  for (std::int64_t g = 0; g < G; ++g) P.row(g) = (P.row(g).array() - lse[g]).exp().matrix();
-  group_reduce_rows(S, ld, G, nb, reduce, S);
-  for (std::int64_t c = 0; c < nb; ++c) fn(j0 + c, S[c]);
+void reduce_probs(const float* s, std::int64_t lds, float* P, const float* lse, std::int64_t G, std::int64_t nb,
+                  std::int64_t j0, evict::GroupReduce reduce, Fn& fn) {
+  for (std::int64_t g = 0; g < G; ++g)
+    Eigen::Map<Eigen::ArrayXf>(P + g * nb, nb) = (Eigen::Map<const Eigen::ArrayXf>(s + g * lds, nb) - lse[g]).exp();
+  group_reduce_rows(P, nb, G, nb, reduce, P);
+  for (std::int64_t c = 0; c < nb; ++c) fn(j0 + c, P[c]);
 }
 }  // namespace evict_detail
 
@@ -102,7 +103,7 @@ Status decode_probs(const float* q, std::int64_t q_stride, const float* lse, std
       ConstMap K(kb, nb, D);
       S.noalias() = Q.lazyProduct(K.transpose());
     }
-    evict_detail::reduce_probs(sb, nb, lse, G, nb, j0, reduce, fn);
+    evict_detail::reduce_probs(sb, nb, sb, lse, G, nb, j0, reduce, fn);
   }
   return Status::kSuccess;
 }
@@ -111,8 +112,8 @@ Status decode_probs(const float* q, std::int64_t q_stride, const float* lse, std
 inline std::size_t logit_probs_scratch_elems(std::int64_t G) { return static_cast<std::size_t>(G * evict_detail::kBlock); }
 
 // s: the G logit rows of one query token (row g at s + g * ld, keys contiguous, as the decode
-// wrote them); lse[G] as the decode returned it. fn(slot, pbar) for every slot of [0, visible) in
-// increasing order; the logits are not modified.
+// wrote them); lse[G] as the decode returned it; scratch: logit_probs_scratch_elems(G) floats.
+// fn(slot, pbar) for every slot of [0, visible) in increasing order; the logits are not modified.
 template <class Fn>
 Status logit_probs(const float* s, std::int64_t ld, const float* lse, std::int64_t G, std::int64_t visible,
                    evict::GroupReduce reduce, float* scratch, Fn&& fn) {
@@ -121,8 +122,7 @@ Status logit_probs(const float* s, std::int64_t ld, const float* lse, std::int64
   if (G <= 0 || visible < 0 || ld < visible) return Status::kErrorInvalidShape;
   for (std::int64_t j0 = 0; j0 < visible; j0 += kBlock) {
     const std::int64_t nb = std::min(kBlock, visible - j0);
-    for (std::int64_t g = 0; g < G; ++g) std::copy(s + g * ld + j0, s + g * ld + j0 + nb, scratch + g * nb);
-    reduce_probs(scratch, nb, lse, G, nb, j0, reduce, fn);
+    reduce_probs(s + j0, ld, scratch, lse, G, nb, j0, reduce, fn);
   }
   return Status::kSuccess;
 }

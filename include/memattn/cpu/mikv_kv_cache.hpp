@@ -39,6 +39,7 @@
 #include "memattn/cache/kv_spec.hpp"
 #include "memattn/core/executor.hpp"
 #include "memattn/cpu/convert.hpp"
+#include "memattn/cpu/evict_scores.hpp"
 #include "memattn/cpu/evict_select.hpp"
 #include "memattn/cpu/evict_tiered.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
@@ -442,22 +443,12 @@ class MixedKvCache final : public cache::KvCache {
     // 4. fused score epilogue: p = e / l per head, GQA-reduced, query tokens in order
     if constexpr (Scorer::kNeedsDecodeProbs) {
       const bool track = cfg_.policy.track_low_scores;
-      using Row = Eigen::Map<Eigen::ArrayXf>;
       const std::int64_t c0 = track ? 0 : nlo, nc = ncol - c0;  // the columns whose scores are kept
+      for (std::int64_t r = 0; r < rows; ++r) S.row(r).tail(nc) /= l[r];  // p = e / l (S is done with)
       for (std::int64_t i = t0; i < t1; ++i) {
         const std::int64_t r0 = (i - t0) * G;
         const std::int64_t visible = sg.lo.live() + sg.hi8.live() + ne - (n - 1 - i);
-        // p = e / l per head, reduced over the group in evict::group_combine's order, whole rows
-        Row acc(pbar + c0, nc);
-        acc = Row(S.data() + r0 * ncol + c0, nc) / l[r0];
-        for (std::int64_t g = 1; g < G; ++g) {
-          const Row e(S.data() + (r0 + g) * ncol + c0, nc);
-          if (cfg_.reduce == evict::GroupReduce::kMax)
-            acc = acc.max(e / l[r0 + g]);
-          else
-            acc += e / l[r0 + g];
-        }
-        if (cfg_.reduce == evict::GroupReduce::kMean) acc /= static_cast<float>(G);
+        group_reduce_rows(S.data() + r0 * ncol + c0, ncol, G, nc, cfg_.reduce, pbar + c0);
         if (track)
           for (std::int64_t s = 0; s < nlo; ++s)
             if (sg.lo.is_live(s)) SP::on_decode_prob(score_params_, sg.lo.state(), s, pbar[s], visible);
