@@ -56,6 +56,38 @@ inline void to_float_n(const Half* src, std::int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
+// fp32 -> fp16, round to nearest even, bit-identical to float_to_half: F16C (whose NaN rule is
+// the one float_to_half copies), else the same branch-free in SSE2 integer lanes.
+inline void from_float_n(const float* src, std::int64_t n, Half* dst) {
+  std::int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif defined(__SSE2__)
+  auto four = [](const float* s) {  // 4 results in the low 16 bits of 32-bit lanes
+    const __m128i x = _mm_castps_si128(_mm_loadu_ps(s));
+    const __m128i sign = _mm_and_si128(_mm_srli_epi32(x, 16), _mm_set1_epi32(0x8000));
+    const __m128i a = _mm_and_si128(x, _mm_set1_epi32(0x7fffffff));  // signed compares are safe
+    const __m128i odd = _mm_and_si128(_mm_srli_epi32(a, 13), _mm_set1_epi32(1));
+    const __m128i normal = _mm_srli_epi32(_mm_add_epi32(_mm_add_epi32(a, _mm_set1_epi32(static_cast<int>(0xc8000fffu))), odd), 13);
+    const __m128 r = _mm_add_ps(_mm_castsi128_ps(a), _mm_set1_ps(0.5f));  // subnormal: units of 2^-24, FPU rounds
+    const __m128i sub = _mm_sub_epi32(_mm_castps_si128(r), _mm_set1_epi32(0x3f000000));
+    const __m128i is_sub = _mm_cmplt_epi32(a, _mm_set1_epi32(0x38800000));
+    const __m128i is_big = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x477fefff));  // Inf after rounding, Inf, NaN
+    const __m128i is_nan = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x7f800000));
+    const __m128i nan = _mm_and_si128(is_nan, _mm_or_si128(_mm_set1_epi32(0x200), _mm_and_si128(_mm_srli_epi32(a, 13), _mm_set1_epi32(0x3ff))));
+    __m128i out = _mm_or_si128(_mm_and_si128(is_sub, sub), _mm_andnot_si128(is_sub, normal));
+    out = _mm_or_si128(_mm_and_si128(is_big, _mm_or_si128(_mm_set1_epi32(0x7c00), nan)), _mm_andnot_si128(is_big, out));
+    out = _mm_or_si128(out, sign);
+    return _mm_srai_epi32(_mm_slli_epi32(out, 16), 16);  // sign-extended: packs keeps the 16 bits
+  };
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_packs_epi32(four(src + i), four(src + i + 4)));
+#endif
+  for (; i < n; ++i) dst[i] = float_to_half(src[i]);
+}
+
 template <class T>
 void from_float_n(const float* src, std::int64_t n, T* dst) {
   for (std::int64_t i = 0; i < n; ++i) dst[i] = from_float<T>(src[i]);

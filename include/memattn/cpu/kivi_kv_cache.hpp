@@ -42,6 +42,7 @@
 #include "memattn/cpu/convert.hpp"
 #include "memattn/cpu/dense_block_decode.hpp"
 #include "memattn/cpu/kivi_block_decode.hpp"
+#include "memattn/cpu/kivi_quantize.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/quant/kivi.hpp"
 
@@ -241,7 +242,11 @@ class KiviKvCache final : public cache::KvCache {
     auto row = [&](const std::vector<Half>& ring, const std::vector<Half>& chunk, std::int64_t pos, std::int64_t h) {
       return pos < len ? ring.data() + ring_offset(pos, h) : chunk.data() + ((pos - len) * Hkv + h) * D;
     };
-    executor_.for_each((j1 - j0) * Hkv, [&](std::int64_t task, int) {
+    const std::size_t qfloats = (kivi_quant::scratch_bytes(cfg_) + sizeof(float) - 1) / sizeof(float);
+    if (j1 > j0)
+      for (auto& s : scratch_)
+        if (s.buf.size() < qfloats) s.buf.resize(qfloats);
+    executor_.for_each((j1 - j0) * Hkv, [&](std::int64_t task, int worker) {
       const std::int64_t j = j0 + task / Hkv, h = task % Hkv;
       const Half* kr[128];
       const Half* vr[128];
@@ -249,7 +254,8 @@ class KiviKvCache final : public cache::KvCache {
         kr[t] = row(sg.ring_k, chunk_k_, j * G + t, h);
         vr[t] = row(sg.ring_v, chunk_v_, j * G + t, h);
       }
-      quant::quantize_block(cfg_, kr, vr, record(sg, j, h));
+      kivi_quant::quantize_block(cfg_, kr, vr, record(sg, j, h),
+                                 reinterpret_cast<std::uint8_t*>(scratch_[static_cast<std::size_t>(worker)].buf.data()));
     });
     for (std::int64_t pos = std::max(len, nq1); pos < len + n; ++pos)
       for (std::int64_t h = 0; h < Hkv; ++h) {
@@ -287,8 +293,9 @@ class KiviKvCache final : public cache::KvCache {
         } else {
           a = std::exp(m[r] - mx);  // m = -inf: 0
           // Eigen vectorises exp but not select: the select only for rows with masked entries
-          // (Eigen's exp of -inf is 0 only on some SIMD targets; 3e-39 on SSE2)
-          if ((row == kNegInf).any())
+          // (Eigen's exp of -inf is 0 only on some SIMD targets; 3e-39 on SSE2). The vector min
+          // finds them; any() over the comparison was a scalar loop (half of this function).
+          if (row.template minCoeff<Eigen::PropagateNumbers>() == kNegInf)
             row = (row == kNegInf).select(0.f, (row - mx).exp());
           else
             row = (row - mx).exp();

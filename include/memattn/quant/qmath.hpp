@@ -72,6 +72,16 @@ struct GroupMeta {
   Half zero;
 };
 
+// Scale and zero for codes 0..L of a finite group of fp16 values whose minimum is mn and maximum
+// mx (fp16 inputs are at most 65504 in magnitude, so fp16 metadata cannot overflow). Bulk CPU
+// quantisers that find the range with vector min / max share this step.
+MEMATTN_HOST_DEVICE GroupMeta range_params(double mn, double mx, int L) {
+  const Half z = f16_round_down(mn);
+  Half s = f16_round_up((mx - half_to_double(z)) / static_cast<double>(L));
+  if ((s.bits & 0x7FFFu) == 0) s.bits = kHalfMinSubnormal;
+  return GroupMeta{s, z};
+}
+
 // Scale and zero of a group of n fp16 values x[i * stride] for codes 0..L. Returns kQuantOk or
 // kQuantNonFinite (then meta is the poison pair).
 MEMATTN_HOST_DEVICE std::uint32_t group_params(const Half* x, int n, int stride, int L, GroupMeta* meta) {
@@ -89,12 +99,7 @@ MEMATTN_HOST_DEVICE std::uint32_t group_params(const Half* x, int n, int stride,
     meta->zero.bits = kPoisonMeta;
     return kQuantNonFinite;
   }
-  // fp16 inputs are at most 65504 in magnitude, so fp16 metadata cannot overflow.
-  const Half z = f16_round_down(mn);
-  Half s = f16_round_up((mx - half_to_double(z)) / static_cast<double>(L));
-  if ((s.bits & 0x7FFFu) == 0) s.bits = kHalfMinSubnormal;
-  meta->scale = s;
-  meta->zero = z;
+  *meta = range_params(mn, mx, L);
   return kQuantOk;
 }
 

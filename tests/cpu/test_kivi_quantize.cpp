@@ -1,0 +1,164 @@
+// The AVX2 quantiser (cpu/quantize_codes.hpp, cpu/kivi_quantize.hpp) against the scalar fp64 one that the GPU
+// shares (quant::quantize_block): every byte of the record and the flags, for every bit width,
+// group, value group and head_dim the config allows, on random, tied, constant, subnormal, large
+// and non-finite data. Both records start as garbage, so a byte the vector path leaves unwritten
+// fails too. Built with -mavx2 -mfma -mf16c; main: avx2_main.cpp.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "memattn/cpu/kivi_quantize.hpp"
+#include "memattn/cpu/quantize_codes.hpp"
+
+#if !defined(MEMATTN_QUANT_AVX2)
+#error "test_kivi_quantize is built with -mavx2 -mfma -mf16c: the vector quantiser must be enabled"
+#endif
+
+using namespace memattn;
+
+namespace {
+
+enum class Data { kNormal, kTies, kConstant, kTiny, kLarge, kNonFinite, kSignedZeros };
+
+std::vector<Half> make_rows(Data kind, int G, int D, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_int_distribution<int> small(-6, 6);
+  std::vector<Half> x(static_cast<std::size_t>(G) * D);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    float f = 0.f;
+    switch (kind) {
+      case Data::kNormal: f = nd(rng) * (1.f + static_cast<float>(i % 7)); break;
+      case Data::kTies: f = 0.25f * static_cast<float>(small(rng)); break;  // (x - z) / s lands on .5
+      case Data::kConstant: f = 1.5f; break;  // s = 2^-24, every code 0
+      case Data::kTiny: f = nd(rng) * 3e-7f; break;  // fp16 subnormals, scale floor 2^-24
+      case Data::kLarge: f = nd(rng) * 20000.f; break;
+      case Data::kNonFinite: f = nd(rng); break;
+      case Data::kSignedZeros: f = (rng() & 1) ? 0.f : -0.f; break;
+    }
+    x[i] = float_to_half(f);
+  }
+  if (kind == Data::kLarge) x[0] = float_to_half(65504.f), x[1] = float_to_half(-65504.f);
+  if (kind == Data::kNonFinite) {
+    const float bad[] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                         std::numeric_limits<float>::quiet_NaN()};
+    for (int i = 0; i < 5; ++i) x[rng() % x.size()] = float_to_half(bad[i % 3]);
+    x[x.size() - 1].bits = 0x7C01;  // a signalling-NaN pattern
+  }
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("AVX2 KIVI quantiser writes quant::quantize_block's record bit for bit", "[kivi][quant][avx2]") {
+  std::mt19937 rng(11);
+  const Data kinds[] = {Data::kNormal, Data::kTies, Data::kConstant, Data::kTiny, Data::kLarge, Data::kNonFinite, Data::kSignedZeros};
+  int configs = 0, blocks = 0, vector_blocks = 0;
+  for (int D : {8, 16, 40, 64, 96, 128, 256})
+    for (int G : {32, 64, 128})
+      for (int GV : {0, 8, 12, 16, 32, 64})
+        for (int bk : {2, 4, 8})
+          for (int bv : {2, 4, 8}) {
+            quant::KvQuantConfig cfg;
+            cfg.head_dim = D;
+            cfg.group = G;
+            cfg.v_group = GV;
+            cfg.bits_k = bk;
+            cfg.bits_v = bv;
+            cfg.residual = G;
+            if (cfg.validate() != Status::kSuccess) continue;
+            ++configs;
+            const quant::BlockLayout lay = quant::block_layout(cfg);
+            for (Data kind : kinds) {
+              if (kind != Data::kNormal && (bk != bv || G != 32) && kind != Data::kNonFinite) continue;
+              const std::vector<Half> k = make_rows(kind, G, D, rng), v = make_rows(kind, G, D, rng);
+              std::vector<const Half*> kr(static_cast<std::size_t>(G)), vr(kr.size());
+              for (int t = 0; t < G; ++t) {
+                kr[static_cast<std::size_t>(t)] = k.data() + static_cast<std::ptrdiff_t>(t) * D;
+                vr[static_cast<std::size_t>(t)] = v.data() + static_cast<std::ptrdiff_t>(t) * D;
+              }
+              std::vector<std::uint32_t> want(lay.bytes / 4, 0xA5A5A5A5u), got(lay.bytes / 4, 0x5A5A5A5Au);
+              std::vector<std::uint8_t> scratch(cpu::kivi_quant::scratch_bytes(cfg), 0xEE);
+              const std::uint32_t fw = quant::quantize_block(cfg, kr.data(), vr.data(), reinterpret_cast<std::uint8_t*>(want.data()));
+              const std::uint32_t fg =
+                  cpu::kivi_quant::quantize_block(cfg, kr.data(), vr.data(), reinterpret_cast<std::uint8_t*>(got.data()), scratch.data());
+              INFO("D " << D << " G " << G << " GV " << cfg.vg() << " bits " << bk << "/" << bv << " data " << static_cast<int>(kind));
+              REQUIRE(fg == fw);
+              REQUIRE(std::memcmp(want.data(), got.data(), lay.bytes) == 0);
+              if (kind == Data::kNonFinite) CHECK(fw == quant::kQuantNonFinite);
+              ++blocks;
+              vector_blocks += cfg.vg() % 8 == 0;
+            }
+          }
+  CHECK(configs > 300);
+  CHECK(vector_blocks > 1000);
+  CHECK(vector_blocks < blocks);  // value groups of 12 take the scalar path
+}
+
+// The pieces the composed cache uses directly: per-channel groups of any width (its pruned keys)
+// and per-token groups, each packed as a stream from element 0, against group_params / encode /
+// pack_code on a zeroed stream (tails of n B % 32 bits included).
+TEST_CASE("AVX2 quantiser pieces: any key width and per-token groups == the scalar quantiser", "[kivi][quant][avx2]") {
+  std::mt19937 rng(5);
+  const Data kinds[] = {Data::kNormal, Data::kTies, Data::kTiny, Data::kNonFinite, Data::kSignedZeros};
+  for (int bits : {2, 4, 8})
+    for (int G : {1, 3, 32, 64})
+      for (int width : {1, 5, 8, 13, 77, 128})
+        for (Data kind : kinds) {
+          INFO("bits " << bits << " G " << G << " width " << width << " data " << static_cast<int>(kind));
+          const int L = (1 << bits) - 1;
+          const std::vector<Half> x = make_rows(kind, G, width, rng);
+          std::vector<const Half*> rows(static_cast<std::size_t>(G));
+          for (int t = 0; t < G; ++t) rows[static_cast<std::size_t>(t)] = x.data() + static_cast<std::ptrdiff_t>(t) * width;
+          const std::size_t words = (static_cast<std::size_t>(G) * width * bits + 31) / 32;
+          std::vector<std::uint32_t> want(words, 0u), got(words, 0u);
+          std::vector<std::uint16_t> want_meta(2 * static_cast<std::size_t>(width)), got_meta(want_meta.size(), 0xBEEF);
+          std::uint32_t want_flags = 0;
+          std::vector<Half> col(static_cast<std::size_t>(G));
+          for (int c = 0; c < width; ++c) {
+            for (int t = 0; t < G; ++t) col[static_cast<std::size_t>(t)] = x[static_cast<std::size_t>(t * width + c)];
+            quant::GroupMeta m;
+            want_flags |= quant::group_params(col.data(), G, 1, L, &m);
+            want_meta[2 * static_cast<std::size_t>(c)] = m.scale.bits;
+            want_meta[2 * static_cast<std::size_t>(c) + 1] = m.zero.bits;
+            for (int t = 0; t < G; ++t)
+              quant::pack_code(want.data(), static_cast<std::int64_t>(t) * width + c, bits, quant::encode(col[static_cast<std::size_t>(t)], m, L));
+          }
+          std::vector<std::uint8_t> codes(static_cast<std::size_t>(G) * width);
+          const std::uint32_t got_flags = cpu::quant_codes::channel_groups(rows.data(), G, width, L, got_meta.data(), codes.data());
+          cpu::quant_codes::pack_stream(codes.data(), static_cast<std::int64_t>(codes.size()), bits, reinterpret_cast<std::uint8_t*>(got.data()));
+          CHECK(got_flags == want_flags);
+          CHECK(got_meta == want_meta);
+          CHECK(got == want);
+        }
+  for (int bits : {2, 4, 8})
+    for (int D : {8, 16, 64, 128, 256})
+      for (int GV : {8, 16, 32, 64})
+        for (Data kind : kinds) {
+          if (D % GV != 0) continue;
+          INFO("bits " << bits << " D " << D << " GV " << GV << " data " << static_cast<int>(kind));
+          const int L = (1 << bits) - 1;
+          const std::vector<Half> x = make_rows(kind, 1, D, rng);
+          const std::size_t words = (static_cast<std::size_t>(D) * bits + 31) / 32;
+          std::vector<std::uint32_t> want(words, 0u), got(words, 0u);
+          std::vector<std::uint16_t> want_meta(2 * static_cast<std::size_t>(D / GV)), got_meta(want_meta.size(), 0xBEEF);
+          std::uint32_t want_flags = 0;
+          for (int j = 0; j < D / GV; ++j) {
+            quant::GroupMeta m;
+            want_flags |= quant::group_params(x.data() + j * GV, GV, 1, L, &m);
+            want_meta[2 * static_cast<std::size_t>(j)] = m.scale.bits;
+            want_meta[2 * static_cast<std::size_t>(j) + 1] = m.zero.bits;
+            for (int c = j * GV; c < (j + 1) * GV; ++c) quant::pack_code(want.data(), c, bits, quant::encode(x[static_cast<std::size_t>(c)], m, L));
+          }
+          std::vector<std::uint8_t> codes(static_cast<std::size_t>(D));
+          const std::uint32_t got_flags = cpu::quant_codes::token_groups(x.data(), D, GV, L, got_meta.data(), codes.data());
+          cpu::quant_codes::pack_stream(codes.data(), D, bits, reinterpret_cast<std::uint8_t*>(got.data()));
+          CHECK(got_flags == want_flags);
+          CHECK(got_meta == want_meta);
+          CHECK(got == want);
+        }
+}
