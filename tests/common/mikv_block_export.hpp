@@ -32,9 +32,9 @@ struct MikvBlockExport {
   std::vector<memattn::Half> ks, vs;         // staging rows [slots - blocks*32][D], keys balanced
 };
 
-template <class State>
-MikvBlockExport export_block_pool(const memattn::quant::MixedBlockPool<State>& p) {
-  using P = memattn::quant::MixedBlockPool<State>;
+template <class State, class Codec>
+MikvBlockExport export_block_pool(const memattn::quant::MixedBlockPool<State, Codec>& p) {
+  using P = memattn::quant::MixedBlockPool<State, Codec>;
   const memattn::quant::MixedRowConfig& cfg = p.config();
   const std::size_t D = static_cast<std::size_t>(cfg.head_dim), nb = static_cast<std::size_t>(p.blocks());
   const std::size_t rows = nb * static_cast<std::size_t>(P::kBlock), staged = static_cast<std::size_t>(p.staged());
@@ -94,8 +94,9 @@ inline void export_decode(const MikvBlockExport& e, const memattn::quant::MixedR
 
 // One decode step of one segment: q [G][D] (unscaled, scale 1/sqrt(D)), every exact row visible.
 // out [G][D]; p [G][lo + hi + exact] normalised probabilities (dead slots 0).
-template <class State>
-memattn::Status mikv_block_reference(const memattn::quant::MixedBlockPool<State>& lo, const memattn::quant::MixedRowPool<State>& hi,
+template <class State, class Codec>
+memattn::Status mikv_block_reference(const memattn::quant::MixedBlockPool<State, Codec>& lo,
+                                     const memattn::quant::MixedRowPool<State, Codec>& hi,
                                      const memattn::Half* k, const memattn::Half* v, std::int64_t ne, const float* bal,
                                      const float* q, std::int64_t G, std::vector<float>* out, std::vector<float>* p) {
   using namespace memattn;
@@ -109,7 +110,7 @@ memattn::Status mikv_block_reference(const memattn::quant::MixedBlockPool<State>
       Q[i] = q[i] * tau;
       Qb[i] = q[i] * tau / bal[c];
     }
-  std::vector<float> scratch(std::max(quant::MixedBlockPool<State>::scratch_elems(lo.config()),
+  std::vector<float> scratch(std::max(quant::MixedBlockPool<State, Codec>::scratch_elems(lo.config()),
                                       cpu::mixed_rows_scratch_elems(G, hi.config())));
   lo.logits(Qb.data(), G, S.data(), N, scratch.data());
   MEMATTN_RETURN_IF_ERROR(

@@ -1,8 +1,9 @@
-// The AVX2 quantiser (cpu/quantize_codes.hpp, cpu/kivi_quantize.hpp) against the scalar fp64 one that the GPU
-// shares (quant::quantize_block): every byte of the record and the flags, for every bit width,
-// group, value group and head_dim the config allows, on random, tied, constant, subnormal, large
-// and non-finite data. Both records start as garbage, so a byte the vector path leaves unwritten
-// fails too. Built with -mavx2 -mfma -mf16c; main: avx2_main.cpp.
+// The AVX2 quantiser (cpu/quantize_codes.hpp, cpu/kivi_quantize.hpp) against the scalar fp64 one
+// that the GPU shares (quant/qmath.hpp, quant::quantize_block): every byte of the KIVI record and
+// the flags, for every bit width, group, value group and head_dim the config allows, on random,
+// tied, constant, subnormal, large and non-finite data (both records start as garbage, so a byte
+// the vector path leaves unwritten fails too); the pieces at any key width; the Codec the MiKV
+// pools and the composed cache use. Built with -mavx2 -mfma -mf16c; main: avx2_main.cpp.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -14,6 +15,8 @@
 
 #include "memattn/cpu/kivi_quantize.hpp"
 #include "memattn/cpu/quantize_codes.hpp"
+#include "memattn/quant/mixed_block_store.hpp"
+#include "memattn/quant/mixed_store.hpp"
 
 #if !defined(MEMATTN_QUANT_AVX2)
 #error "test_kivi_quantize is built with -mavx2 -mfma -mf16c: the vector quantiser must be enabled"
@@ -161,4 +164,73 @@ TEST_CASE("AVX2 quantiser pieces: any key width and per-token groups == the scal
           CHECK(got_meta == want_meta);
           CHECK(got == want);
         }
+}
+
+// cpu::quant_codes::Codec, which the MiKV pools and the composed cache are built with, against
+// quant::ScalarCodec: 2/4/8-bit codes take the vector path, 3-bit codes and value groups that are
+// not whole vectors the scalar one; then whole MiKV records and lowk=1 blocks built both ways.
+TEST_CASE("quant_codes::Codec writes quant::ScalarCodec's bits (MiKV rows and blocks, composed blocks)", "[kivi][quant][avx2]") {
+  using Codec = cpu::quant_codes::Codec;
+  using Scalar = quant::ScalarCodec;
+  std::mt19937 rng(9);
+  for (int bits : {2, 3, 4, 8})
+    for (Data kind : {Data::kNormal, Data::kTies, Data::kNonFinite}) {
+      for (int G : {1, 32})
+        for (int width : {5, 77, 128}) {
+          INFO("channels: bits " << bits << " G " << G << " width " << width);
+          const std::vector<Half> x = make_rows(kind, G, width, rng);
+          std::vector<const Half*> rows(static_cast<std::size_t>(G));
+          for (int t = 0; t < G; ++t) rows[static_cast<std::size_t>(t)] = x.data() + static_cast<std::ptrdiff_t>(t) * width;
+          const std::size_t words = static_cast<std::size_t>(quant::packed_words(static_cast<std::int64_t>(G) * width, bits));
+          std::vector<std::uint32_t> a(words, 0u), b(words, 0u);
+          std::vector<std::uint16_t> ma(2 * static_cast<std::size_t>(width)), mb(ma.size(), 0xBEEF);
+          CHECK(Codec::channels(rows.data(), G, width, bits, mb.data(), b.data()) ==
+                Scalar::channels(rows.data(), G, width, bits, ma.data(), a.data()));
+          CHECK(a == b);
+          CHECK(ma == mb);
+        }
+      for (int n : {16, 96, 256})
+        for (int GV : {8, 12, 16, 32}) {
+          if (n % GV != 0) continue;
+          INFO("tokens: bits " << bits << " n " << n << " GV " << GV);
+          const std::vector<Half> x = make_rows(kind, 1, n, rng);
+          const std::size_t words = static_cast<std::size_t>(quant::packed_words(n, bits));
+          std::vector<std::uint32_t> a(words, 0u), b(words, 0u);
+          std::vector<std::uint16_t> ma(2 * static_cast<std::size_t>(n / GV)), mb(ma.size(), 0xBEEF);
+          CHECK(Codec::tokens(x.data(), n, GV, bits, mb.data(), b.data()) == Scalar::tokens(x.data(), n, GV, bits, ma.data(), a.data()));
+          CHECK(a == b);
+          CHECK(ma == mb);
+        }
+    }
+  for (int bits : {2, 3, 4, 8})
+    for (int groups : {1, 2, 4}) {
+      INFO("MiKV bits " << bits << " groups " << groups);
+      quant::MixedRowConfig cfg;
+      cfg.head_dim = 64;
+      cfg.bits = bits;
+      cfg.groups = groups;
+      REQUIRE(cfg.validate() == Status::kSuccess);
+      quant::MixedRowPool<float> rows_s(cfg);
+      quant::MixedRowPool<float, Codec> rows_v(cfg);
+      quant::MixedBlockPool<float> blocks_s(cfg);
+      quant::MixedBlockPool<float, Codec> blocks_v(cfg);
+      std::uint32_t fs = 0, fv = 0;
+      for (int t = 0; t < 70; ++t) {
+        const std::vector<Half> k = make_rows(t % 9 == 4 ? Data::kTies : Data::kNormal, 1, 64, rng),
+                                v = make_rows(Data::kNormal, 1, 64, rng);
+        rows_s.insert(k.data(), v.data(), t, 0.f, &fs);
+        rows_v.insert(k.data(), v.data(), t, 0.f, &fv);
+        blocks_s.insert(k.data(), v.data(), t, 0.f, &fs);
+        blocks_v.insert(k.data(), v.data(), t, 0.f, &fv);
+      }
+      CHECK(fs == fv);
+      const std::size_t rec = rows_s.layout().bytes * static_cast<std::size_t>(rows_s.slots());
+      CHECK(std::memcmp(rows_s.records(), rows_v.records(), rec) == 0);
+      REQUIRE(blocks_s.blocks() == 2);
+      const std::size_t nb = static_cast<std::size_t>(blocks_s.blocks()), G = 32;
+      CHECK(std::memcmp(blocks_s.key_codes(), blocks_v.key_codes(), nb * blocks_s.key_words() * 4) == 0);
+      CHECK(std::memcmp(blocks_s.key_meta_bits(), blocks_v.key_meta_bits(), nb * 64 * 2 * 2) == 0);
+      CHECK(std::memcmp(blocks_s.value_codes(), blocks_v.value_codes(), nb * G * static_cast<std::size_t>(cfg.code_words()) * 4) == 0);
+      CHECK(std::memcmp(blocks_s.value_meta_bits(), blocks_v.value_meta_bits(), nb * G * static_cast<std::size_t>(groups) * 2 * 2) == 0);
+    }
 }

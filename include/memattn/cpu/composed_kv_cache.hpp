@@ -442,62 +442,26 @@ class ComposedKvCache final : public cache::KvCache {
       for (std::int64_t c = g * GV; c < (g + 1) * GV; ++c) dst[c] = std::fma(dst[c], sc, z);
     }
   }
-  // Quantises the first G old rows (keys d_keep wide, values D wide) into one block.
+  // Quantises the first G old rows (keys d_keep wide, values D wide) into one block, through the
+  // vector quantiser on AVX2 builds (quantize_codes.hpp; the same bits as the scalar one).
   void quantize_front(Segment& sg) {
     const std::int64_t G = cfg_.quant.group, D = shape_.head_dim, dk = d_keep_, GV = cfg_.quant.vg();
-    const int Lk = cfg_.quant.levels_k(), Lv = cfg_.quant.levels_v();
     QBlock b;
     b.n = G;
     b.kc.assign(static_cast<std::size_t>((G * dk * cfg_.quant.bits_k + 31) / 32), 0u);
     b.km.resize(static_cast<std::size_t>(2 * dk));
+    std::vector<const Half*> rows(static_cast<std::size_t>(G));
+    for (std::int64_t t = 0; t < G; ++t) rows[static_cast<std::size_t>(t)] = sg.k_old.data() + t * dk;
+    quant_codes::Codec::channels(rows.data(), static_cast<int>(G), static_cast<int>(dk), cfg_.quant.bits_k, b.km.data(), b.kc.data());
     fit(sg.vq, sg.nq + G, v_words_);
     fit(sg.vqm, sg.nq + G, 2 * v_groups_);
-#if defined(MEMATTN_QUANT_AVX2)
-    if (GV % 8 == 0) {  // the vector quantiser: the same codes and metadata (quantize_codes.hpp)
-      std::vector<std::uint8_t> codes(static_cast<std::size_t>(G * std::max(dk, D)));
-      std::vector<const Half*> rows(static_cast<std::size_t>(G));
-      for (std::int64_t t = 0; t < G; ++t) rows[static_cast<std::size_t>(t)] = sg.k_old.data() + t * dk;
-      quant_codes::channel_groups(rows.data(), static_cast<int>(G), static_cast<int>(dk), Lk, b.km.data(), codes.data());
-      quant_codes::pack_stream(codes.data(), G * dk, cfg_.quant.bits_k, reinterpret_cast<std::uint8_t*>(b.kc.data()));
-      for (std::int64_t t = 0; t < G; ++t) {
-        std::uint32_t* w = sg.vq.data() + (sg.nq + t) * v_words_;
-        std::fill(w, w + v_words_, 0u);  // pack_stream writes ceil(D bits / 8) bytes of the words
-        quant_codes::token_groups(sg.v_old.data() + t * D, static_cast<int>(D), static_cast<int>(GV), Lv,
-                                  sg.vqm.data() + (sg.nq + t) * 2 * v_groups_, codes.data());
-        quant_codes::pack_stream(codes.data(), D, cfg_.quant.bits_v, reinterpret_cast<std::uint8_t*>(w));
-      }
-      finish_block(sg, std::move(b));
-      return;
-    }
-#endif
-    std::vector<Half> col(static_cast<std::size_t>(G));
-    for (std::int64_t c = 0; c < dk; ++c) {
-      for (std::int64_t t = 0; t < G; ++t) col[static_cast<std::size_t>(t)] = sg.k_old[static_cast<std::size_t>(t * dk + c)];
-      quant::GroupMeta m;
-      quant::group_params(col.data(), static_cast<int>(G), 1, Lk, &m);
-      b.km[static_cast<std::size_t>(2 * c)] = m.scale.bits;
-      b.km[static_cast<std::size_t>(2 * c + 1)] = m.zero.bits;
-      for (std::int64_t t = 0; t < G; ++t)
-        quant::pack_code(b.kc.data(), t * dk + c, cfg_.quant.bits_k, quant::encode(col[static_cast<std::size_t>(t)], m, Lk));
-    }
     for (std::int64_t t = 0; t < G; ++t) {
       std::uint32_t* w = sg.vq.data() + (sg.nq + t) * v_words_;
       std::fill(w, w + v_words_, 0u);
-      std::uint16_t* mm = sg.vqm.data() + (sg.nq + t) * 2 * v_groups_;
-      const Half* row = sg.v_old.data() + t * D;  // full width: vprune does not compose with KIVI
-      for (std::int64_t j = 0; j < v_groups_; ++j) {
-        quant::GroupMeta m;
-        quant::group_params(row + j * GV, static_cast<int>(GV), 1, Lv, &m);
-        mm[2 * j] = m.scale.bits;
-        mm[2 * j + 1] = m.zero.bits;
-        for (std::int64_t c = j * GV; c < (j + 1) * GV; ++c) quant::pack_code(w, c, cfg_.quant.bits_v, quant::encode(row[c], m, Lv));
-      }
+      // full width: vprune does not compose with KIVI
+      quant_codes::Codec::tokens(sg.v_old.data() + t * D, static_cast<int>(D), static_cast<int>(GV), cfg_.quant.bits_v,
+                                 sg.vqm.data() + (sg.nq + t) * 2 * v_groups_, w);
     }
-    finish_block(sg, std::move(b));
-  }
-  // Appends block b (the first G old rows, quantised) and drops those rows.
-  void finish_block(Segment& sg, QBlock b) {
-    const std::int64_t G = cfg_.quant.group, D = shape_.head_dim, dk = d_keep_;
     sg.blocks.push_back(std::move(b));
     // drop the G rows from the fp16 old keys and values
     std::memmove(sg.k_old.data(), sg.k_old.data() + G * dk, static_cast<std::size_t>((sg.n_old - G) * dk) * sizeof(Half));

@@ -211,11 +211,13 @@ class KiviKvCache final : public cache::KvCache {
     return segments_[static_cast<std::size_t>(seq) * shape_.layers + layer];
   }
   std::size_t lines_per_record() const { return layout_.bytes / sizeof(Line); }
+  // The record spans lines_per_record() lines: addressed from the Line array, not one Line's member
+  // (whose 16 bytes the compiler would take as the object's bounds).
   const std::uint8_t* record(const Segment& sg, std::int64_t j, std::int64_t h) const {
-    return sg.blocks[static_cast<std::size_t>(j * shape_.kv_heads + h) * lines_per_record()].b;
+    return reinterpret_cast<const std::uint8_t*>(sg.blocks.data() + static_cast<std::size_t>(j * shape_.kv_heads + h) * lines_per_record());
   }
   std::uint8_t* record(Segment& sg, std::int64_t j, std::int64_t h) {
-    return sg.blocks[static_cast<std::size_t>(j * shape_.kv_heads + h) * lines_per_record()].b;
+    return reinterpret_cast<std::uint8_t*>(sg.blocks.data() + static_cast<std::size_t>(j * shape_.kv_heads + h) * lines_per_record());
   }
 
   void add_bytes(std::size_t b) {

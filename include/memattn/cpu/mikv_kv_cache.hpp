@@ -44,6 +44,7 @@
 #include "memattn/cpu/evict_tiered.hpp"
 #include "memattn/cpu/kv_cache_helpers.hpp"
 #include "memattn/cpu/mikv_decode.hpp"
+#include "memattn/cpu/quantize_codes.hpp"
 #include "memattn/quant/mixed.hpp"
 #include "memattn/quant/mixed_block_store.hpp"
 #include "memattn/quant/mixed_store.hpp"
@@ -58,8 +59,8 @@ class MixedKvCache final : public cache::KvCache {
   using Params = typename Policy::Params;
   using State = typename Policy::State;
   using SP = typename Policy::ScorePolicy;
-  using Pool = quant::MixedRowPool<State>;
-  using LowPool = std::conditional_t<kChannelLow, quant::MixedBlockPool<State>, Pool>;
+  using Pool = quant::MixedRowPool<State, quant_codes::Codec>;  // vector quantiser on AVX2 builds (same bits)
+  using LowPool = std::conditional_t<kChannelLow, quant::MixedBlockPool<State, quant_codes::Codec>, Pool>;
   static constexpr bool kHasState = Scorer::kState != evict::StateKind::kNone;
   static constexpr std::int64_t kGranule = 16;
   static constexpr std::int64_t kQueryBlock = 64;

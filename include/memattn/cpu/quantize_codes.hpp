@@ -7,13 +7,15 @@
 // time into the LSB-first bit stream (pack_stream), or through 8 x 8 byte transposes for KIVI's
 // channel-major value section (pack_transposed).
 //
-// Available when MEMATTN_QUANT_AVX2 is defined (AVX2 + FMA + F16C builds); callers keep the
-// scalar path otherwise. tests/cpu/test_kivi_quantize.cpp compares every user with the scalar code.
+// The pieces exist when MEMATTN_QUANT_AVX2 is defined (AVX2 + FMA + F16C builds); Codec, the
+// interface the storage classes take (quant::ScalarCodec's), uses them there and the scalar
+// functions elsewhere. tests/cpu/test_kivi_quantize.cpp compares both with the scalar code.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "memattn/cpu/simd_avx2.hpp"
 #include "memattn/quant/qmath.hpp"
@@ -245,6 +247,34 @@ inline void pack_stream(const std::uint8_t* bytes, std::int64_t n, int bits, std
   with_bits(bits, [&](auto b) { pack_stream<decltype(b)::value>(bytes, n, section); });
 }
 #endif
+
+// quant::ScalarCodec's interface and bits on the pieces above; the scalar functions for 3-bit
+// codes (10 per word, not one stream), value groups that are not whole vectors, or non-AVX2 builds.
+struct Codec {
+  static std::uint32_t channels(const Half* const* rows, int G, int width, int bits, std::uint16_t* meta, std::uint32_t* words) {
+#if defined(MEMATTN_QUANT_AVX2)
+    if (bits == 2 || bits == 4 || bits == 8) {
+      thread_local std::vector<std::uint8_t> codes;
+      codes.resize(static_cast<std::size_t>(G) * static_cast<std::size_t>(width));
+      const std::uint32_t flags = channel_groups(rows, G, width, (1 << bits) - 1, meta, codes.data());
+      pack_stream(codes.data(), static_cast<std::int64_t>(codes.size()), bits, reinterpret_cast<std::uint8_t*>(words));
+      return flags;
+    }
+#endif
+    return quant::quantize_channels(rows, G, width, bits, meta, words);
+  }
+  static std::uint32_t tokens(const Half* x, int n, int GV, int bits, std::uint16_t* meta, std::uint32_t* words) {
+#if defined(MEMATTN_QUANT_AVX2)
+    if ((bits == 2 || bits == 4 || bits == 8) && GV % 8 == 0 && n <= 256) {
+      std::uint8_t codes[256];
+      const std::uint32_t flags = token_groups(x, n, GV, (1 << bits) - 1, meta, codes);
+      pack_stream(codes, n, bits, reinterpret_cast<std::uint8_t*>(words));
+      return flags;
+    }
+#endif
+    return quant::quantize_tokens(x, n, GV, bits, meta, words);
+  }
+};
 
 }  // namespace quant_codes
 }  // namespace cpu

@@ -42,7 +42,8 @@ inline double mixed_block_token_bytes(const MixedRowConfig& c, std::size_t state
          4.0 * c.groups + sizeof(std::int32_t) + static_cast<double>(state_bytes) + 1.0;
 }
 
-template <class State>
+// Codec: how blocks are quantised (quant::ScalarCodec, or cpu::quant_codes::Codec: same bits).
+template <class State, class Codec = ScalarCodec>
 class MixedBlockPool {
  public:
   static constexpr std::int64_t kBlock = 32;  // tokens per block (G)
@@ -214,32 +215,19 @@ class MixedBlockPool {
   // Quantises the G staged rows into block `blocks_`.
   std::uint32_t flush() {
     const std::size_t D = static_cast<std::size_t>(D_), G = static_cast<std::size_t>(kBlock);
-    const int bits = cfg_.bits, L = (1 << bits) - 1, groups = cfg_.groups, GV = D_ / groups;
+    const int bits = cfg_.bits, groups = cfg_.groups, GV = static_cast<int>(D_) / groups;
     const std::size_t b = static_cast<std::size_t>(blocks_);
     ++blocks_;
     resize_blocks();
-    std::uint32_t flags = kQuantOk;
     std::uint32_t* kc = kc_.data() + b * kwords_;
     std::fill(kc, kc + kwords_, 0u);
-    for (std::size_t c = 0; c < D; ++c) {
-      GroupMeta m;
-      flags |= group_params(ks_.data() + c, kBlock, D_, L, &m);
-      km_[b * 2 * D + 2 * c] = m.scale.bits;
-      km_[b * 2 * D + 2 * c + 1] = m.zero.bits;
-      for (std::size_t t = 0; t < G; ++t) pack_code(kc, static_cast<std::int64_t>(t * D + c), bits, encode(ks_[t * D + c], m, L));
-    }
+    const Half* rows[kBlock];
+    for (std::size_t t = 0; t < G; ++t) rows[t] = ks_.data() + t * D;
+    std::uint32_t flags = Codec::channels(rows, static_cast<int>(kBlock), static_cast<int>(D_), bits, km_.data() + b * 2 * D, kc);
     for (std::size_t t = 0; t < G; ++t) {
       std::uint32_t* vc = vc_.data() + (b * G + t) * vwords_;
       std::fill(vc, vc + vwords_, 0u);
-      std::uint16_t* vm = vm_.data() + (b * G + t) * 2 * static_cast<std::size_t>(groups);
-      const Half* row = vs_.data() + t * D;
-      for (int g = 0; g < groups; ++g) {
-        GroupMeta m;
-        flags |= group_params(row + g * GV, GV, 1, L, &m);
-        vm[2 * g] = m.scale.bits;
-        vm[2 * g + 1] = m.zero.bits;
-        for (int c = g * GV; c < (g + 1) * GV; ++c) pack_code(vc, c, bits, encode(row[c], m, L));
-      }
+      flags |= Codec::tokens(vs_.data() + t * D, static_cast<int>(D_), GV, bits, vm_.data() + (b * G + t) * 2 * static_cast<std::size_t>(groups), vc);
     }
     stage_ = 0;
     release_staging();

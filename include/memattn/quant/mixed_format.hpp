@@ -85,32 +85,18 @@ struct MixedRowView {
 };
 
 // Quantises one token: k_bal[c] = k_c * b_c and v[c] (fp16, D values each) into rec (record bytes,
-// 4-B aligned). Returns the OR of QuantFlags (a non-finite group is written poisoned).
+// 4-B aligned). Returns the OR of QuantFlags (a non-finite group is written poisoned). Codec:
+// quant::ScalarCodec or one that writes the same bits (cpu::quant_codes::Codec).
+template <class Codec = ScalarCodec>
 MEMATTN_HOST_DEVICE std::uint32_t quantize_row(const MixedRowConfig& cfg, const Half* k_bal, const Half* v,
                                                std::uint8_t* rec) {
   const MixedRowLayout lay = mixed_row_layout(cfg);
-  const int D = cfg.head_dim, GS = cfg.group_size(), L = cfg.levels();
-  std::uint32_t flags = 0;
   std::uint32_t* kc = reinterpret_cast<std::uint32_t*>(rec + lay.kc);
   std::uint32_t* vc = reinterpret_cast<std::uint32_t*>(rec + lay.vc);
-  std::uint16_t* km = reinterpret_cast<std::uint16_t*>(rec + lay.km);
-  std::uint16_t* vm = reinterpret_cast<std::uint16_t*>(rec + lay.vm);
   for (int i = 0; i < cfg.code_words(); ++i) kc[i] = vc[i] = 0;
-  for (int j = 0; j < cfg.groups; ++j) {
-    GroupMeta mk, mv;
-    flags |= group_params(k_bal + j * GS, GS, 1, L, &mk);
-    flags |= group_params(v + j * GS, GS, 1, L, &mv);
-    km[2 * j] = mk.scale.bits;
-    km[2 * j + 1] = mk.zero.bits;
-    vm[2 * j] = mv.scale.bits;
-    vm[2 * j + 1] = mv.zero.bits;
-    for (int c = j * GS; c < (j + 1) * GS; ++c) {
-      pack_code(kc, c, cfg.bits, encode(k_bal[c], mk, L));
-      pack_code(vc, c, cfg.bits, encode(v[c], mv, L));
-    }
-  }
-  (void)D;
-  return flags;
+  const int D = cfg.head_dim, GS = cfg.group_size();
+  return Codec::tokens(k_bal, D, GS, cfg.bits, reinterpret_cast<std::uint16_t*>(rec + lay.km), kc) |
+         Codec::tokens(v, D, GS, cfg.bits, reinterpret_cast<std::uint16_t*>(rec + lay.vm), vc);
 }
 
 // ---- channel balancer (§8.5) ----------------------------------------------------------------

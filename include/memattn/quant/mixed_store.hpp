@@ -20,7 +20,8 @@
 MEMATTN_NAMESPACE_BEGIN
 namespace quant {
 
-template <class State>
+// Codec: how records are quantised (quant::ScalarCodec, or cpu::quant_codes::Codec: same bits).
+template <class State, class Codec = ScalarCodec>
 class MixedRowPool {
  public:
   static constexpr std::int64_t kPage = 32;  // slots per page
@@ -51,7 +52,7 @@ class MixedRowPool {
       if (end_ == capacity()) resize_pages(capacity() / kPage + 1);
       ++end_;
     }
-    *flags |= quantize_row(cfg_, k_bal, v, reinterpret_cast<std::uint8_t*>(rec_.data()) + static_cast<std::size_t>(s) * lay_.bytes);
+    *flags |= quantize_row<Codec>(cfg_, k_bal, v, reinterpret_cast<std::uint8_t*>(rec_.data()) + static_cast<std::size_t>(s) * lay_.bytes);
     pos_[static_cast<std::size_t>(s)] = pos;
     state_[static_cast<std::size_t>(s)] = st;
     live_[static_cast<std::size_t>(s >> 5)] |= 1u << (s & 31);

@@ -133,5 +133,52 @@ MEMATTN_HOST_DEVICE std::uint32_t unpack_code(const std::uint32_t* words, std::i
   return (words[e / per] >> (static_cast<int>(e % per) * bits)) & mask;
 }
 
+// ---- Group-and-pack of whole sections (every format here is built from these two) ----
+// `words` must be zeroed by the caller (pack_code ORs into them). Both return the OR of QuantFlags.
+// Per-channel groups: channel c of rows[t] over t < G, for c < width; code of (t, c) at element
+// t * width + c, {scale, zero} bits at meta[2 c], [2 c + 1].
+MEMATTN_HOST_DEVICE std::uint32_t quantize_channels(const Half* const* rows, int G, int width, int bits, std::uint16_t* meta,
+                                                    std::uint32_t* words) {
+  const int L = (1 << bits) - 1;
+  std::uint32_t flags = kQuantOk;
+  Half col[128];  // G <= 128
+  for (int c = 0; c < width; ++c) {
+    for (int t = 0; t < G; ++t) col[t] = rows[t][c];
+    GroupMeta m;
+    flags |= group_params(col, G, 1, L, &m);
+    meta[2 * c] = m.scale.bits;
+    meta[2 * c + 1] = m.zero.bits;
+    for (int t = 0; t < G; ++t) pack_code(words, static_cast<std::int64_t>(t) * width + c, bits, encode(col[t], m, L));
+  }
+  return flags;
+}
+// Per-token groups: x[0 .. n) in groups of GV; code of x[c] at element c, meta of group j at
+// meta[2 j], [2 j + 1].
+MEMATTN_HOST_DEVICE std::uint32_t quantize_tokens(const Half* x, int n, int GV, int bits, std::uint16_t* meta,
+                                                  std::uint32_t* words) {
+  const int L = (1 << bits) - 1;
+  std::uint32_t flags = kQuantOk;
+  for (int j = 0; j < n / GV; ++j) {
+    GroupMeta m;
+    flags |= group_params(x + j * GV, GV, 1, L, &m);
+    meta[2 * j] = m.scale.bits;
+    meta[2 * j + 1] = m.zero.bits;
+    for (int c = j * GV; c < (j + 1) * GV; ++c) pack_code(words, c, bits, encode(x[c], m, L));
+  }
+  return flags;
+}
+
+// The codec the storage classes are templated on (quant/mixed_store.hpp, mixed_block_store.hpp,
+// the composed cache): these scalar functions, or cpu::quant_codes::Codec (AVX2), which writes
+// the same bits.
+struct ScalarCodec {
+  static MEMATTN_HOST_DEVICE std::uint32_t channels(const Half* const* rows, int G, int width, int bits, std::uint16_t* meta, std::uint32_t* words) {
+    return quantize_channels(rows, G, width, bits, meta, words);
+  }
+  static MEMATTN_HOST_DEVICE std::uint32_t tokens(const Half* x, int n, int GV, int bits, std::uint16_t* meta, std::uint32_t* words) {
+    return quantize_tokens(x, n, GV, bits, meta, words);
+  }
+};
+
 }  // namespace quant
 MEMATTN_NAMESPACE_END
