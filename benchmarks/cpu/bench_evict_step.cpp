@@ -4,7 +4,9 @@
 // chronological: every row after the victim moves) or hole filling (spec §5.5 slot replacement:
 // the new row moves into the victim's slot). After the table, one line per case: time per step and
 // the policy's overhead over the dense step at the same length (issue 5: CPU policy overhead linear
-// in tokens; hole filling removes the O(C·D) move).
+// in tokens; hole filling removes the O(C·D) move). h2o_think_kivi: the composed cache (issue 7,
+// `h2o:budget=C+think:prune=0.4+kivi:kbits=4,vbits=2`) at its budget, evicting from its quantised
+// blocks at every step.
 //
 //   bench_evict_step [--benchmark_filter=C:2048] [--benchmark_repetitions=3] ...
 #include <benchmark/benchmark.h>
@@ -21,6 +23,7 @@
 #include <memattn/cpu/dense_kv_cache.hpp>
 #include <memattn/cpu/evict_kv_cache.hpp>
 
+#include "kv_factory.hpp"
 #include "kv_step_bench.hpp"
 #include "thread_pool.hpp"
 
@@ -31,8 +34,15 @@ const std::int64_t kBudgets[] = {512, 2048};
 using kv_step_bench::Case;
 using kv_step_bench::random_floats;
 
-enum class Kind { kDense, kOrdered, kHoles };
-const char* kind_name(Kind k) { return k == Kind::kDense ? "dense_fp16" : k == Kind::kOrdered ? "h2o_ordered" : "h2o_holes"; }
+enum class Kind { kDense, kOrdered, kHoles, kComposed };
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kDense: return "dense_fp16";
+    case Kind::kOrdered: return "h2o_ordered";
+    case Kind::kHoles: return "h2o_holes";
+    default: return "h2o_think_kivi";
+  }
+}
 
 memattn::cache::CacheShape shape(std::int64_t C) {
   memattn::cache::CacheShape s;
@@ -73,7 +83,13 @@ memattn::Status fill(Kind kind, std::int64_t C, Case* c) {
 memattn::Status make_case(Kind kind, std::int64_t C, Case* c) {
   c->pool.reset(new memattn_llama::ThreadPool(1));
   const auto s = shape(C);
-  if (kind == Kind::kDense) {
+  if (kind == Kind::kComposed) {  // issue 7's composition, evicting into its quantised blocks
+    const std::string spec = "h2o:budget=" + std::to_string(C) + "+think:prune=0.4+kivi:kbits=4,vbits=2";
+    std::string err;
+    const memattn::Status st = memattn_llama::make_kv_cache(spec, s, c->pool->executor(), &c->cache, &err);
+    if (st != memattn::Status::kSuccess) std::fprintf(stderr, "bench_evict_step: %s\n", err.c_str());
+    MEMATTN_RETURN_IF_ERROR(st);
+  } else if (kind == Kind::kDense) {
     std::unique_ptr<memattn::cpu::DenseKvCache<memattn::Half>> d;
     MEMATTN_RETURN_IF_ERROR(memattn::cpu::DenseKvCache<memattn::Half>::create(s, c->pool->executor(), &d));
     c->cache = std::move(d);
@@ -122,7 +138,7 @@ class OverheadReporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
-    std::printf("\nTime per decode step (us); overhead = H2O step - dense step at the same C (same run):\n");
+    std::printf("\nTime per decode step (us); overhead = evicting step - dense fp16 step at the same C (same run):\n");
     for (const std::string& name : order_) {  // name: step/<kind>/C:<C>
       const std::size_t a = name.find('/') + 1, b = name.find("/C:");
       const std::string kind = name.substr(a, b - a), tail = name.substr(b);
@@ -148,7 +164,7 @@ class OverheadReporter : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   for (std::int64_t C : kBudgets)
-    for (Kind k : {Kind::kDense, Kind::kOrdered, Kind::kHoles}) {
+    for (Kind k : {Kind::kDense, Kind::kOrdered, Kind::kHoles, Kind::kComposed}) {
       const std::string name = std::string("step/") + kind_name(k) + "/C:" + std::to_string(C);
       benchmark::RegisterBenchmark(name.c_str(), [k, C](benchmark::State& s) { bm_step(s, k, C); })
           ->Unit(benchmark::kMicrosecond);

@@ -179,6 +179,25 @@ TEST_CASE("compaction permutes K, V, positions and state together (P-6: state[sl
   }
 }
 
+TEST_CASE("compact_rows == an out-of-place gather for any ascending keep set (runs, holes, none)", "[evict]") {
+  std::mt19937 rng(3);
+  for (int run = 0; run < 400; ++run) {
+    const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 60), row = 1 + static_cast<std::int64_t>(rng() % 3);
+    std::vector<std::int32_t> keep;
+    const unsigned density = rng() % 4;  // 0: few kept .. 3: most kept (long runs)
+    for (std::int32_t j = 0; j < n; ++j)
+      if (rng() % 4 <= density) keep.push_back(j);
+    std::vector<int> base(static_cast<std::size_t>(n * row));
+    for (std::size_t i = 0; i < base.size(); ++i) base[i] = static_cast<int>(i);
+    std::vector<int> want;
+    for (std::int32_t j : keep)
+      for (std::int64_t c = 0; c < row; ++c) want.push_back(base[static_cast<std::size_t>(j * row + c)]);
+    cpu::compact_rows(base.data(), row, keep.data(), static_cast<std::int64_t>(keep.size()));
+    base.resize(want.size());
+    REQUIRE(base == want);
+  }
+}
+
 // ---- scorers vs fp64 oracles -------------------------------------------------------------------
 
 static double reduce64(GroupReduce r, const std::vector<double>& xs) {

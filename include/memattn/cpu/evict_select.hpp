@@ -100,10 +100,14 @@ inline Status select_keep(const float* scores, const std::int32_t* pos, std::int
 // In-place ordered gather of `count` rows of `row` elements each.
 template <class T>
 void compact_rows(T* base, std::int64_t row, const std::int32_t* keep, std::int64_t count) {
-  for (std::int64_t i = 0; i < count; ++i) {
-    const std::int64_t src = keep[i];
-    if (src == i) continue;
-    std::memmove(base + i * row, base + src * row, static_cast<std::size_t>(row) * sizeof(T));
+  std::int64_t i = 0;
+  while (i < count && keep[i] == i) ++i;  // rows before the first evicted slot stay
+  while (i < count) {  // one move per run of consecutive kept slots (a decode step's: one run)
+    std::int64_t j = i + 1;
+    while (j < count && keep[j] == keep[j - 1] + 1) ++j;
+    // dest i < source keep[i]; later runs read from keep[j] >= j, past every row written so far
+    std::memmove(base + i * row, base + static_cast<std::int64_t>(keep[i]) * row, static_cast<std::size_t>((j - i) * row) * sizeof(T));
+    i = j;
   }
 }
 
