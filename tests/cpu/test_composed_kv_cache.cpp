@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/composed_oracle.hpp"
@@ -172,6 +174,64 @@ TEST_CASE("composed h2o+think+kivi decode = fp64 attention over the dequantised 
       const std::int32_t* pos = c->segment_positions(0, l, h);
       for (std::int64_t j = 1; j < 96; ++j) CHECK(pos[j] > pos[j - 1]);  // chronological
     }
+}
+
+// check_against_contents follows the cache's own contents, so it cannot see a compaction that
+// keeps the wrong codes. This pins them: a token that was already quantised keeps its dequantised
+// key and value bit for bit through every later eviction (codes move inside their block, never
+// requantised), for 2/4/8-bit keys at a pruned width (ThinK, 19 of 32 channels) and full width.
+TEMPLATE_TEST_CASE("eviction from quantised blocks keeps every kept token's codes (by position)", "[compose]", prune::ThinK,
+                   prune::NoPrune) {
+  const auto s = shape_of(32);
+  using Cache = cpu::ComposedKvCache<evict::H2O, TestType, quant::KiviQuant>;
+  for (int bits : {2, 4, 8}) {
+    INFO("bits_k " << bits);
+    typename Cache::Config cfg;
+    cfg.evict = evict::h2o_params(96, 8);
+    if constexpr (std::is_same<TestType, prune::ThinK>::value) {
+      cfg.prune.prune = 0.4f;
+      cfg.prune.window = 8;
+      cfg.prune.recent = 8;
+    }
+    cfg.quant.bits_k = bits;
+    cfg.quant.bits_v = 2;
+    cfg.quant.group = 32;
+    cfg.quant.residual = 0;
+    std::unique_ptr<Cache> c;
+    REQUIRE(Cache::create(s, cfg, "h2o+kivi", Executor{}, &c) == Status::kSuccess);
+    std::map<std::int32_t, std::vector<float>> seen[2][2];  // [layer][head]: position -> key ++ value
+    std::int64_t compared = 0, moved = 0;
+    std::uint32_t seed = 50;
+    for (int n : {90, 1, 1, 1, 1, 40, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}) {
+      for (int layer = 0; layer < s.layers; ++layer) {
+        Chunk ch = random_chunk(s, n, seed += 10);
+        REQUIRE(attend(*c, 0, layer, s, ch, n) == Status::kSuccess);
+      }
+      REQUIRE(c->end_chunk(0, {}) == Status::kSuccess);
+      for (int layer = 0; layer < s.layers; ++layer)
+        for (int h = 0; h < s.kv_heads; ++h) {
+          auto& prev = seen[layer][h];
+          std::map<std::int32_t, std::vector<float>> now;
+          const std::int32_t* pos = c->segment_positions(0, layer, h);
+          for (std::int64_t j = 0; j < c->quantized_tokens(0, layer, h); ++j) {
+            std::vector<float> kv(64);
+            const std::int64_t w = c->key(0, layer, h, j, kv.data());
+            c->value(0, layer, h, j, kv.data() + w);
+            kv.resize(static_cast<std::size_t>(w + 32));
+            const auto it = prev.find(pos[j]);
+            if (it != prev.end()) {
+              ++compared;
+              REQUIRE(std::memcmp(it->second.data(), kv.data(), kv.size() * sizeof(float)) == 0);
+              moved += std::distance(prev.begin(), it) != j;  // an earlier quantised token was evicted
+            }
+            now[pos[j]] = kv;
+          }
+          prev.swap(now);
+        }
+    }
+    CHECK(compared > 1000);
+    CHECK(moved > 20);
+  }
 }
 
 TEST_CASE("composed knorm+kivi, scissorhands+think, think+kivi, streaming+think+kivi decode = fp64 over contents",

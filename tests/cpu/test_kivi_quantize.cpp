@@ -234,3 +234,25 @@ TEST_CASE("quant_codes::Codec writes quant::ScalarCodec's bits (MiKV rows and bl
       CHECK(std::memcmp(blocks_s.value_meta_bits(), blocks_v.value_meta_bits(), nb * G * static_cast<std::size_t>(groups) * 2 * 2) == 0);
     }
 }
+
+// The stream <-> byte conversions every build uses (the composed cache's compaction unpacks a
+// block's keys, moves the kept rows and packs them again): against quant::pack_code / unpack_code
+// for every length up to 70 codes (tails of every size).
+TEST_CASE("pack_stream / unpack_stream == quant::pack_code / unpack_code at every length", "[kivi][quant]") {
+  std::mt19937 rng(13);
+  for (int bits : {2, 4, 8})
+    for (std::int64_t n = 1; n <= 70; ++n) {
+      INFO("bits " << bits << " n " << n);
+      std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
+      for (auto& c : codes) c = static_cast<std::uint8_t>(rng() & ((1u << bits) - 1));
+      const std::size_t words = static_cast<std::size_t>((n * bits + 31) / 32);
+      std::vector<std::uint32_t> want(words, 0u), got(words, 0u);
+      for (std::int64_t e = 0; e < n; ++e) quant::pack_code(want.data(), e, bits, codes[static_cast<std::size_t>(e)]);
+      cpu::quant_codes::pack_stream(codes.data(), n, bits, reinterpret_cast<std::uint8_t*>(got.data()));
+      REQUIRE(got == want);
+      std::vector<std::uint8_t> back(static_cast<std::size_t>(n) + 8, 0xEE);
+      cpu::quant_codes::unpack_stream(reinterpret_cast<const std::uint8_t*>(want.data()), n, bits, back.data());
+      for (std::int64_t e = 0; e < n; ++e) REQUIRE(back[static_cast<std::size_t>(e)] == quant::unpack_code(want.data(), e, bits));
+      for (std::size_t e = static_cast<std::size_t>(n); e < back.size(); ++e) REQUIRE(back[e] == 0xEE);  // nothing past n
+    }
+}

@@ -728,6 +728,7 @@ class ComposedKvCache final : public cache::KvCache {
     if constexpr (kQuant) {
       std::vector<QBlock> blocks;
       blocks.reserve(sg.blocks.size());
+      std::vector<std::uint8_t> codes;  // one block's K codes, one byte each
       std::int64_t stay = 0;  // slots [0, stay) are kept in place: their blocks do not change
       while (stay < count && keep[stay] == stay) ++stay;
       std::int64_t lo = 0;
@@ -741,12 +742,14 @@ class ComposedKvCache final : public cache::KvCache {
         }
         const std::int64_t m = region(lo, lo + n0, &f);
         if (m > 0) {
-          for (std::int64_t i = 0; i < m; ++i) {
-            const std::int64_t src = local[static_cast<std::size_t>(i)];
-            if (src == i) continue;
-            for (std::int64_t c = 0; c < dk; ++c)
-              quant::pack_code(b.kc.data(), i * dk + c, cfg_.quant.bits_k,
-                               quant::unpack_code(b.kc.data(), src * dk + c, cfg_.quant.bits_k));
+          if (m < n0) {  // the block lost rows: codes to bytes, kept rows moved, packed again (exact)
+            const int bits = cfg_.quant.bits_k;
+            codes.resize(static_cast<std::size_t>(n0 * dk));
+            auto* words = reinterpret_cast<std::uint8_t*>(b.kc.data());
+            quant_codes::unpack_stream(words, n0 * dk, bits, codes.data());
+            compact_rows(codes.data(), dk, local.data(), m);
+            std::fill(b.kc.begin(), b.kc.end(), 0u);
+            quant_codes::pack_stream(codes.data(), m * dk, bits, words);
           }
           b.n = m;
           b.kc.resize(static_cast<std::size_t>((m * dk * cfg_.quant.bits_k + 31) / 32));

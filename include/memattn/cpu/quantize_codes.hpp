@@ -7,9 +7,11 @@
 // time into the LSB-first bit stream (pack_stream), or through 8 x 8 byte transposes for KIVI's
 // channel-major value section (pack_transposed).
 //
-// The pieces exist when MEMATTN_QUANT_AVX2 is defined (AVX2 + FMA + F16C builds); Codec, the
-// interface the storage classes take (quant::ScalarCodec's), uses them there and the scalar
-// functions elsewhere. tests/cpu/test_kivi_quantize.cpp compares both with the scalar code.
+// The stream packing (pack_stream / unpack_stream, 2/4/8-bit codes) is plain integer code for every
+// build; the quantising pieces exist when MEMATTN_QUANT_AVX2 is defined (AVX2 + FMA + F16C
+// builds). Codec, the interface the storage classes take (quant::ScalarCodec's), uses them there
+// and the scalar functions elsewhere. tests/cpu/test_kivi_quantize.cpp compares both with the
+// scalar code.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,105 @@
 MEMATTN_NAMESPACE_BEGIN
 namespace cpu {
 namespace quant_codes {
+
+// ---- Code streams <-> one byte per code (plain integer code, every build) ----
+namespace detail {
+
+// 8 B-bit codes, one per byte, as the 8 B bits of the LSB-first stream.
+template <int B>
+inline std::uint64_t squeeze(std::uint64_t x) {
+  if (B == 4) {
+    x = (x | x >> 4) & 0x00FF00FF00FF00FFull;
+    x = (x | x >> 8) & 0x0000FFFF0000FFFFull;
+    x = (x | x >> 16) & 0xFFFFFFFFull;
+  } else if (B == 2) {
+    x = (x | x >> 6) & 0x000F000F000F000Full;
+    x = (x | x >> 12) & 0x000000FF000000FFull;
+    x = (x | x >> 24) & 0xFFFFull;
+  }
+  return x;
+}
+
+// Stores the 8 codes of elements e .. e + 7 (e a multiple of 8) of a bit stream.
+template <int B>
+inline void store8(std::uint8_t* section, std::int64_t e, std::uint64_t code_bytes8) {
+  const std::uint64_t bits = squeeze<B>(code_bytes8);
+  std::memcpy(section + e * B / 8, &bits, B);  // B bytes = 8 codes (little-endian)
+}
+
+// The inverse: 8 B bits of the stream -> one code per byte.
+template <int B>
+inline std::uint64_t spread(std::uint64_t x) {
+  if (B == 4) {
+    x = (x | x << 16) & 0x0000FFFF0000FFFFull;
+    x = (x | x << 8) & 0x00FF00FF00FF00FFull;
+    x = (x | x << 4) & 0x0F0F0F0F0F0F0F0Full;
+  } else if (B == 2) {
+    x = (x | x << 24) & 0x000000FF000000FFull;
+    x = (x | x << 12) & 0x000F000F000F000Full;
+    x = (x | x << 6) & 0x0303030303030303ull;
+  }
+  return x;
+}
+
+}  // namespace detail
+
+// The n codes of bytes[] as elements 0 .. n - 1 of the bit stream at `section`. Whole bytes are
+// written; a tail of n B % 8 bits is written with zero bits after it, as the scalar packer leaves
+// a zeroed stream. Bytes past ceil(n B / 8) are untouched.
+template <int B>
+inline void pack_stream(const std::uint8_t* bytes, std::int64_t n, std::uint8_t* section) {
+  std::int64_t e = 0;
+  for (; e + 8 <= n; e += 8) {
+    std::uint64_t b;
+    std::memcpy(&b, bytes + e, 8);
+    detail::store8<B>(section, e, b);
+  }
+  if (e < n) {
+    std::uint64_t b = 0;
+    std::memcpy(&b, bytes + e, static_cast<std::size_t>(n - e));
+    const std::uint64_t bits = detail::squeeze<B>(b);
+    std::memcpy(section + e * B / 8, &bits, static_cast<std::size_t>(((n - e) * B + 7) / 8));
+  }
+}
+
+// Elements 0 .. n - 1 of the B-bit stream at `section` as one code per byte (reads the
+// ceil(n B / 8) bytes that hold them).
+template <int B>
+inline void unpack_stream(const std::uint8_t* section, std::int64_t n, std::uint8_t* bytes) {
+  std::int64_t e = 0;
+  for (; e + 8 <= n; e += 8) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, section + e * B / 8, B);
+    const std::uint64_t b = detail::spread<B>(bits);
+    std::memcpy(bytes + e, &b, 8);
+  }
+  if (e < n) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, section + e * B / 8, static_cast<std::size_t>(((n - e) * B + 7) / 8));
+    const std::uint64_t b = detail::spread<B>(bits);
+    std::memcpy(bytes + e, &b, static_cast<std::size_t>(n - e));
+  }
+}
+
+// f(std::integral_constant<int, B>{}) for bits = 2, 4 or 8.
+template <class F>
+inline auto with_bits(int bits, F&& f) {
+  switch (bits) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+// n codes of bytes[] packed at `section` with a run-time bit width.
+inline void pack_stream(const std::uint8_t* bytes, std::int64_t n, int bits, std::uint8_t* section) {
+  with_bits(bits, [&](auto b) { pack_stream<decltype(b)::value>(bytes, n, section); });
+}
+// The same with a run-time bit width.
+inline void unpack_stream(const std::uint8_t* section, std::int64_t n, int bits, std::uint8_t* bytes) {
+  with_bits(bits, [&](auto b) { unpack_stream<decltype(b)::value>(section, n, bytes); });
+}
 
 #if defined(MEMATTN_QUANT_AVX2)
 namespace detail {
@@ -64,28 +165,6 @@ inline std::uint64_t code_bytes(__m256 x, const __m256d z[2], const __m256d s[2]
   const __m128i hi = codes4(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), z[1], s[1], L);
   const __m128i w = _mm_packus_epi32(lo, hi);
   return static_cast<std::uint64_t>(_mm_cvtsi128_si64(_mm_packus_epi16(w, w)));
-}
-
-// 8 B-bit codes, one per byte, as the 8 B bits of the LSB-first stream.
-template <int B>
-inline std::uint64_t squeeze(std::uint64_t x) {
-  if (B == 4) {
-    x = (x | x >> 4) & 0x00FF00FF00FF00FFull;
-    x = (x | x >> 8) & 0x0000FFFF0000FFFFull;
-    x = (x | x >> 16) & 0xFFFFFFFFull;
-  } else if (B == 2) {
-    x = (x | x >> 6) & 0x000F000F000F000Full;
-    x = (x | x >> 12) & 0x000000FF000000FFull;
-    x = (x | x >> 24) & 0xFFFFull;
-  }
-  return x;
-}
-
-// Stores the 8 codes of elements e .. e + 7 (e a multiple of 8) of a bit stream.
-template <int B>
-inline void store8(std::uint8_t* section, std::int64_t e, std::uint64_t code_bytes8) {
-  const std::uint64_t bits = squeeze<B>(code_bytes8);
-  std::memcpy(section + e * B / 8, &bits, B);  // B bytes = 8 codes (little-endian)
 }
 
 // rows[i] (8 bytes each) -> out[k] = byte k of every row (an 8 x 8 byte transpose).
@@ -200,25 +279,6 @@ inline std::uint32_t token_groups(const Half* x, int n, int GV, int L, std::uint
   return flags;
 }
 
-// The n codes of bytes[] as elements 0 .. n - 1 of the bit stream at `section`. Whole bytes are
-// written; a tail of n B % 8 bits is written with zero bits after it, as the scalar packer leaves
-// a zeroed stream. Bytes past ceil(n B / 8) are untouched.
-template <int B>
-inline void pack_stream(const std::uint8_t* bytes, std::int64_t n, std::uint8_t* section) {
-  std::int64_t e = 0;
-  for (; e + 8 <= n; e += 8) {
-    std::uint64_t b;
-    std::memcpy(&b, bytes + e, 8);
-    detail::store8<B>(section, e, b);
-  }
-  if (e < n) {
-    std::uint64_t b = 0;
-    std::memcpy(&b, bytes + e, static_cast<std::size_t>(n - e));
-    const std::uint64_t bits = detail::squeeze<B>(b);
-    std::memcpy(section + e * B / 8, &bits, static_cast<std::size_t>(((n - e) * B + 7) / 8));
-  }
-}
-
 // bytes[] as G x D codes (token-major) into a channel-major stream (element c G + t); G, D
 // multiples of 8.
 template <int B>
@@ -232,20 +292,6 @@ inline void pack_transposed(const std::uint8_t* bytes, int G, int D, std::uint8_
     }
 }
 
-// f(std::integral_constant<int, B>{}) for bits = 2, 4 or 8.
-template <class F>
-inline auto with_bits(int bits, F&& f) {
-  switch (bits) {
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    default: return f(std::integral_constant<int, 8>{});
-  }
-}
-
-// n codes of bytes[] packed at `section` with a run-time bit width.
-inline void pack_stream(const std::uint8_t* bytes, std::int64_t n, int bits, std::uint8_t* section) {
-  with_bits(bits, [&](auto b) { pack_stream<decltype(b)::value>(bytes, n, section); });
-}
 #endif
 
 // quant::ScalarCodec's interface and bits on the pieces above; the scalar functions for 3-bit
