@@ -106,7 +106,7 @@ MEMATTN_HOST_DEVICE std::uint32_t quantize_block(const KvQuantConfig& cfg, const
                                                  const Half* const* v_rows, std::uint8_t* rec) {
   const BlockLayout lay = block_layout(cfg);
   const int G = cfg.group, D = cfg.head_dim, GV = cfg.vg();
-  const int Lk = cfg.levels_k(), Lv = cfg.levels_v();
+  const int Lv = cfg.levels_v();
   std::uint32_t flags = 0;
   std::uint32_t* kc = reinterpret_cast<std::uint32_t*>(rec + lay.kc);
   std::uint32_t* vc = reinterpret_cast<std::uint32_t*>(rec + lay.vc);
@@ -114,15 +114,7 @@ MEMATTN_HOST_DEVICE std::uint32_t quantize_block(const KvQuantConfig& cfg, const
   std::uint16_t* vm = reinterpret_cast<std::uint16_t*>(rec + lay.vm);
   for (std::size_t i = 0; i < (lay.km - lay.kc) / 4; ++i) kc[i] = 0;
   for (std::size_t i = 0; i < (lay.vm - lay.vc) / 4; ++i) vc[i] = 0;
-  Half col[128] = {};  // one K channel over the G tokens (G <= 128)
-  for (int c = 0; c < D; ++c) {
-    for (int t = 0; t < G; ++t) col[t] = k_rows[t][c];
-    GroupMeta m;
-    flags |= group_params(col, G, 1, Lk, &m);
-    km[2 * c] = m.scale.bits;
-    km[2 * c + 1] = m.zero.bits;
-    for (int t = 0; t < G; ++t) pack_code(kc, static_cast<std::int64_t>(t) * D + c, cfg.bits_k, encode(col[t], m, Lk));
-  }
+  flags |= quantize_channels(k_rows, G, D, cfg.bits_k, km, kc);  // K per channel, token-major codes
   for (int t = 0; t < G; ++t) {
     for (int j = 0; j < D / GV; ++j) {
       GroupMeta m;

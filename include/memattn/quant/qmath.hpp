@@ -134,7 +134,8 @@ MEMATTN_HOST_DEVICE std::uint32_t unpack_code(const std::uint32_t* words, std::i
 }
 
 // ---- Group-and-pack of whole sections (every format here is built from these two) ----
-// `words` must be zeroed by the caller (pack_code ORs into them). Both return the OR of QuantFlags.
+// `words` must be zeroed by the caller (the packers write the stream's codes, not the bits after
+// it). Both return the OR of QuantFlags.
 // Per-channel groups: channel c of rows[t] over t < G, for c < width; code of (t, c) at element
 // t * width + c, {scale, zero} bits at meta[2 c], [2 c + 1].
 MEMATTN_HOST_DEVICE std::uint32_t quantize_channels(const Half* const* rows, int G, int width, int bits, std::uint16_t* meta,
