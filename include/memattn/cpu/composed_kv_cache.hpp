@@ -491,7 +491,7 @@ class ComposedKvCache final : public cache::KvCache {
                         (!kQuant || sg.nq == 0 || fused);
     if (fused) {
       w.fused.resize(static_cast<std::size_t>(kivi_block::scratch_floats(cfg_.quant)));
-      w.vmeta.resize(static_cast<std::size_t>(4 * v_groups_ * kivi_block::kTokenTile));
+      w.vmeta.resize(static_cast<std::size_t>(2 * v_groups_ * kivi_block::kTokenTile));
     }
     if (!direct) {
       w.kq.resize(static_cast<std::size_t>(nk * kw));
@@ -604,15 +604,10 @@ class ComposedKvCache final : public cache::KvCache {
   template <class SMap>
   void attend_quantised_values(const Segment& sg, const SMap& S, std::int64_t rows, std::int64_t ld, float* O, Worker& w) const {
     const std::int64_t D = shape_.head_dim, J = v_groups_, T = kivi_block::kTokenTile;
-    float *raw = w.vmeta.data(), *sc = raw + 2 * J * T, *ze = sc + J * T;
+    float *sc = w.vmeta.data(), *ze = sc + J * T;
     for (std::int64_t t0 = 0; t0 < sg.nq; t0 += T) {
       const std::int64_t nt = std::min(T, sg.nq - t0);
-      to_float_n(reinterpret_cast<const Half*>(sg.vqm.data() + t0 * 2 * J), nt * 2 * J, raw);
-      for (std::int64_t t = 0; t < nt; ++t)
-        for (std::int64_t g = 0; g < J; ++g) {
-          sc[g * T + t] = raw[(t * J + g) * 2];
-          ze[g * T + t] = raw[(t * J + g) * 2 + 1];
-        }
+      kivi_block::transpose_meta(sg.vqm.data() + t0 * 2 * J, static_cast<std::size_t>(2 * J), nt, J, sc, ze, T);
       kivi_block::values_tokens(sg.vq.data() + t0 * v_words_, v_words_, static_cast<int>(nt), static_cast<int>(D),
                                 cfg_.quant.vg(), cfg_.quant.bits_v, sc, ze, T, S.data() + t0, static_cast<int>(rows), ld, O, D,
                                 w.fused.data());

@@ -64,30 +64,6 @@ inline std::int64_t direct_scratch(const quant::MixedRowConfig& cfg) {
   return 2 * J * kDirectTile + kernels + 16;
 }
 
-// The half2 {scale, zero} of J groups of n tokens (token t's at m + t * stride_halves) as
-// per-group float rows sc[j * ld + t], ze[j * ld + t], the layout the KIVI token kernels fold.
-inline void transpose_meta(const std::uint16_t* m, std::size_t stride_halves, std::int64_t n, std::int64_t J, float* sc,
-                           float* ze, std::int64_t ld) {
-  for (std::int64_t t = 0; t < n; ++t) {
-    const std::uint16_t* row = m + static_cast<std::size_t>(t) * stride_halves;
-    std::int64_t j = 0;
-#if defined(__F16C__)
-    for (; j + 2 <= J; j += 2) {  // two groups' half2 in one conversion (the software one was 10% of a step)
-      alignas(16) float f[4];
-      _mm_store_ps(f, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 2 * j))));
-      sc[j * ld + t] = f[0];
-      ze[j * ld + t] = f[1];
-      sc[(j + 1) * ld + t] = f[2];
-      ze[(j + 1) * ld + t] = f[3];
-    }
-#endif
-    for (; j < J; ++j) {
-      sc[j * ld + t] = half_to_float(Half{row[2 * j]});
-      ze[j * ld + t] = half_to_float(Half{row[2 * j + 1]});
-    }
-  }
-}
-
 // Token records [0, n) in tiles of kDirectTile: fn(t0, nt, first record, sc, ze, kernel scratch)
 // with the metadata at byte meta_off of each record transposed into sc / ze (row stride
 // kDirectTile).
@@ -98,7 +74,7 @@ void record_tiles(const std::uint8_t* records, std::int64_t n, const quant::Mixe
   for (std::int64_t t0 = 0; t0 < n; t0 += kDirectTile) {
     const std::int64_t nt = std::min(kDirectTile, n - t0);
     const std::uint8_t* rec = records + static_cast<std::size_t>(t0) * lay.bytes;
-    transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + meta_off), lay.bytes / 2, nt, J, sc, ze, kDirectTile);
+    kivi_block::transpose_meta(reinterpret_cast<const std::uint16_t*>(rec + meta_off), lay.bytes / 2, nt, J, sc, ze, kDirectTile);
     fn(t0, static_cast<int>(nt), rec, sc, ze, ks);
   }
 }
@@ -246,7 +222,7 @@ void block_pool_values(const Pool& pool, const float* P, std::int64_t ld, std::i
   float *sc = scratch, *ze = sc + J * T, *ks = ze + J * T;
   for (std::int64_t t0 = 0; t0 < quantised; t0 += T) {
     const std::int64_t nt = std::min(T, quantised - t0);
-    mikv_detail::transpose_meta(pool.value_meta_bits() + t0 * 2 * J, static_cast<std::size_t>(2 * J), nt, J, sc, ze, T);
+    kivi_block::transpose_meta(pool.value_meta_bits() + t0 * 2 * J, static_cast<std::size_t>(2 * J), nt, J, sc, ze, T);
     kivi_block::values_tokens(pool.value_codes() + t0 * words, words, static_cast<int>(nt), static_cast<int>(D),
                               static_cast<int>(D / J), cfg.bits, sc, ze, T, P + t0, static_cast<int>(rows), ld, acc, D, ks);
   }
