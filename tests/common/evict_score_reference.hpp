@@ -28,7 +28,7 @@ inline ScoreMismatches check_scores(const ScoreShape& c, const std::vector<memat
                                     const std::vector<std::int32_t>& lens, const std::vector<float>& acc0,
                                     const std::vector<std::uint64_t>& hist0, const std::vector<float>& logits,
                                     const std::vector<float>& acc, const std::vector<std::uint64_t>& hist, int reduce, float gamma,
-                                    bool check_logits) {
+                                    bool check_logits, double acc_tol = 1e-4) {
   ScoreMismatches bad;
   const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
   const double tau = 1.0 / std::sqrt(static_cast<double>(c.D));
@@ -77,7 +77,7 @@ inline ScoreMismatches check_scores(const ScoreShape& c, const std::vector<memat
           href = (href << 1) | (pbar < thr ? 1u : 0u);
         }
         const std::size_t at = (static_cast<std::size_t>(b) * c.Hkv + h) * c.L + j;
-        if (!(std::fabs(acc[at] - ref) <= 1e-4 * std::fabs(ref) + 1e-6)) ++bad.acc;
+        if (!(std::fabs(acc[at] - ref) <= acc_tol * std::fabs(ref) + 1e-6)) ++bad.acc;
         if (!ambiguous && hist[at] != href) ++bad.hist;
       }
       // keys past the sequence keep their state

@@ -11,10 +11,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "common/evict_score_reference.hpp"
+#include "memattn/cuda/decode_accumulate_params.cuh"
 #include "memattn/cuda/evict_scores_params.cuh"
 
 namespace {
@@ -94,4 +96,144 @@ TEST_CASE("emulated decode logits + score epilogue == fp64 (H2O accumulation, Sc
     check({1, 3, 3, 64, 332, 3, 0}, 2, rng);    // four keys per thread, Tq 3
     check({2, 1, 8, 128, 256, 1, 100}, 0, rng);  // four keys per thread, window, planned splits
   }
+}
+
+namespace {
+
+// cuda::decode_accumulate's host half on the emulator (plan on 132 SMs, as emulated_decode).
+Status emulated_accumulate(const memattn::attention::DecodeArgs<Half>& a, const mc::DecodeScoreState& st,
+                           const mc::DenseDecodeTuning& tuning, memattn_emu_test::HostWs* ws, bool* fused) {
+  namespace cd = memattn::cuda::detail;
+  memattn::attention::AttentionDims d;
+  MEMATTN_RETURN_IF_ERROR(cd::check_accumulate(a, st, &d));
+  mc::DenseDecodePlan pl;
+  MEMATTN_RETURN_IF_ERROR(cd::make_plan(a, d, memattn_emu::kDecodeSms, tuning, &pl));
+  memattn::Workspace sizing;
+  cd::carve_accumulate(sizing, d, pl);
+  if (ws->bytes < sizing.required()) *ws = memattn_emu_test::HostWs(sizing.required());
+  memattn::Workspace w(ws->data(), ws->bytes);
+  const cd::AccumulateBuffers buf = cd::carve_accumulate(w, d, pl);
+  MEMATTN_RETURN_IF_ERROR(w.status());
+  mk::DenseDecodeParams p;
+  mk::EvictScoreParams ep;
+  cd::accumulate_params(a, d, pl, st, buf, &p, &ep);
+  *fused = cd::accumulate_fused(pl, ep);
+  return cd::accumulate_phases<Half>(p, ep, pl, buf, memattn_emu_test::emu_launch);
+}
+
+// decode_accumulate == the decode writing fp16 logits + the epilogue kernel, bit for bit (acc and
+// o), over two steps with one workspace (the tickets must come back to zero), and == fp64.
+void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool expect_fused, std::mt19937& rng) {
+  const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
+  INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window " << c.window
+            << " splits " << splits << " reversed " << memattn_emu::reverse_ctas());
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<Half> q(static_cast<std::size_t>(c.B) * c.Tq * Hq * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D), v(k.size());
+  for (auto& x : q) x = memattn::from_float<Half>(nd(rng));
+  for (auto& x : k) x = memattn::from_float<Half>(nd(rng));
+  for (auto& x : v) x = memattn::from_float<Half>(nd(rng));
+  std::vector<std::int32_t> lens(static_cast<std::size_t>(c.B));
+  for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + 3);
+  std::vector<float> acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
+  for (auto& x : acc0) x = std::fabs(nd(rng));
+  mc::DenseDecodeTuning tuning;
+  tuning.num_splits = splits;
+  memattn_emu_test::HostWs ws(64);
+  for (const int reduce : {0, 1, 2})
+    for (const float gamma : {1.f, 0.9f}) {
+      INFO("reduce " << reduce << " gamma " << gamma);
+      memattn::attention::DecodeArgs<Half> a;
+      a.q = memattn::make_view<4>(static_cast<const Half*>(q.data()), {c.B, c.Tq, Hq, c.D});
+      a.k_cache = memattn::make_view<4>(static_cast<const Half*>(k.data()), {c.B, c.Hkv, c.L, c.D});
+      a.v_cache = memattn::make_view<4>(static_cast<const Half*>(v.data()), {c.B, c.Hkv, c.L, c.D});
+      a.seq_lens = lens.data();
+      a.seq_lens_host = lens.data();
+      a.window = c.window;
+      // the reference: two steps of decode (fp16 logits) + epilogue
+      std::vector<Half> o_ref(q.size()), o(q.size());
+      std::vector<float> lse(static_cast<std::size_t>(c.B) * c.Tq * Hq);
+      std::vector<Half> logits(static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L);
+      std::vector<float> acc_ref = acc0, acc = acc0;
+      memattn::attention::DecodeArgs<Half> r = a;
+      r.o = memattn::make_view<4>(o_ref.data(), {c.B, c.Tq, Hq, c.D});
+      r.lse = memattn::make_view<3>(lse.data(), {c.B, c.Tq, Hq});
+      r.scores_half = memattn::make_view<4>(logits.data(), {c.B, c.Hkv, rows, c.L});
+      mk::EvictScoreParams ep = mc::evict_score_params(r, gamma, reduce);
+      ep.acc = acc_ref.data();
+      ep.state_stride[0] = static_cast<std::int64_t>(c.Hkv) * c.L;
+      ep.state_stride[1] = c.L;
+      mc::DecodeScoreState st;
+      st.acc = acc.data();
+      st.stride[0] = ep.state_stride[0];
+      st.stride[1] = ep.state_stride[1];
+      st.gamma = gamma;
+      st.reduce = reduce;
+      a.o = memattn::make_view<4>(o.data(), {c.B, c.Tq, Hq, c.D});
+      for (int step = 0; step < 2; ++step) {
+        mc::DenseDecodePlan pl;
+        REQUIRE(memattn_emu::emulated_decode(r, tuning, &pl) == Status::kSuccess);
+        REQUIRE(emulated_epilogue(ep, mk::EvictScoreMode::kAccumulate) == Status::kSuccess);
+        bool fused = false;
+        REQUIRE(emulated_accumulate(a, st, tuning, &ws, &fused) == Status::kSuccess);
+        CHECK(fused == expect_fused);
+        CHECK(std::memcmp(o.data(), o_ref.data(), o.size() * sizeof(Half)) == 0);
+        CHECK(std::memcmp(acc.data(), acc_ref.data(), acc.size() * sizeof(float)) == 0);
+        if (step == 0) {  // one step against fp64; fp16 logits move p by up to |s| 2^-11 relative
+          std::vector<std::uint64_t> hist0(acc0.size()), hist(acc0.size());
+          std::vector<float> no_logits;
+          const memattn_test::ScoreMismatches bad =
+              memattn_test::check_scores(c, q, k, lens, acc0, hist0, no_logits, acc, hist, reduce, gamma, false, 4e-3);
+          CHECK(bad.acc == 0);
+        }
+      }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("emulated decode_accumulate (fused H2O tail) == decode + epilogue, bit for bit, and == fp64", "[emu][evict]") {
+  std::mt19937 rng(91);
+  for (bool reverse : {false, true}) {
+    memattn_emu::ReverseCtas order(reverse);
+    check_accumulate({2, 2, 4, 64, 300, 1, 0}, 3, true, rng);     // fused, several splits, ragged
+    check_accumulate({1, 2, 4, 128, 256, 1, 0}, 1, true, rng);    // fused, one split (direct path)
+    check_accumulate({1, 3, 4, 64, 332, 2, 0}, 2, true, rng);     // Tq 2: 8 rows, one tile
+    check_accumulate({2, 1, 8, 128, 256, 1, 100}, 0, true, rng);  // window, planned splits
+    check_accumulate({1, 3, 3, 64, 332, 3, 0}, 2, false, rng);    // 9 rows: two tiles, unfused
+    check_accumulate({1, 2, 4, 64, 301, 1, 0}, 2, false, rng);    // Lcap % 4 != 0: unfused
+  }
+}
+
+TEST_CASE("decode_accumulate rejects bad arguments before any launch", "[emu][evict]") {
+  std::vector<Half> q(4 * 64), kv(1 * 1 * 16 * 64), o(q.size());
+  std::vector<float> acc(16);
+  std::vector<Half> logits(4 * 16);
+  memattn::attention::DecodeArgs<Half> a;
+  a.q = memattn::make_view<4>(static_cast<const Half*>(q.data()), {1, 1, 4, 64});
+  a.k_cache = memattn::make_view<4>(static_cast<const Half*>(kv.data()), {1, 1, 16, 64});
+  a.v_cache = memattn::make_view<4>(static_cast<const Half*>(kv.data()), {1, 1, 16, 64});
+  a.o = memattn::make_view<4>(o.data(), {1, 1, 4, 64});
+  mc::DecodeScoreState st;
+  st.acc = acc.data();
+  st.stride[0] = 16;
+  st.stride[1] = 16;
+  memattn_emu_test::HostWs ws(1 << 16);
+  bool fused = false;
+  const std::vector<float> acc_before = acc;
+  mc::DecodeScoreState bad = st;
+  bad.acc = nullptr;
+  CHECK(emulated_accumulate(a, bad, {}, &ws, &fused) == Status::kErrorNullPointer);
+  bad = st;
+  bad.gamma = 1.5f;
+  CHECK(emulated_accumulate(a, bad, {}, &ws, &fused) == Status::kErrorInvalidArgument);
+  bad = st;
+  bad.reduce = 3;
+  CHECK(emulated_accumulate(a, bad, {}, &ws, &fused) == Status::kErrorInvalidArgument);
+  memattn::attention::DecodeArgs<Half> own = a;
+  own.scores_half = memattn::make_view<4>(logits.data(), {1, 1, 4, 16});
+  CHECK(emulated_accumulate(own, st, {}, &ws, &fused) == Status::kErrorInvalidArgument);
+  CHECK(acc == acc_before);
+  CHECK(emulated_accumulate(a, st, {}, &ws, &fused) == Status::kSuccess);
+  CHECK(fused);
+  CHECK(acc != acc_before);
 }
