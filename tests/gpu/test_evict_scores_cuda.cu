@@ -3,16 +3,19 @@
 // fp16 inputs: the logits, H2O accumulation (gamma 1 and 0.9; GQA mean, max, sum) and the
 // Scissorhands history bits, for Tq 1 and 3, per-sequence lengths, a window, forced split counts.
 // The decode output must not change when the logits are requested; fp16 logits are the fp32 ones
-// rounded, and the epilogue reads them the same way. Exits 77 without a device.
+// rounded, and the epilogue reads them the same way; cuda::decode_accumulate (the fused tail) is
+// bit for bit the fp16-logit decode + epilogue. Exits 77 without a device.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "common/evict_score_reference.hpp"
+#include "memattn/cuda/decode_accumulate.cuh"
 #include "memattn/cuda/dense_decode.cuh"
 #include "memattn/cuda/evict_scores.cuh"
 #include "device_vectors.hpp"
@@ -317,4 +320,78 @@ TEST_CASE("score outputs: bad arguments get a Status", "[evict][gpu]") {
   cudaFree(f);
   cudaFree(d);
   cudaFree(o);
+}
+
+// cuda::decode_accumulate (the decode with the fused H2O tail): o, lse and the accumulators bit
+// for bit those of dense_decode with fp16 logits + the epilogue, over three steps on one
+// workspace (tickets reset, scratch reused), GQA mean / max / sum, gamma 0.9; shapes that take the
+// fused path (one row tile, 4-key aligned state: long contexts with many splits, one split, Tq 2,
+// a window) and two that take the unfused one (9 rows; Lcap % 4 != 0).
+TEST_CASE("decode_accumulate == decode (fp16 logits) + epilogue, bit for bit", "[evict][gpu]") {
+  const Case cases[] = {{3, 8, 4, 128, 20000, 1, 0, 0}, {2, 2, 4, 128, 700, 1, 0, 1}, {2, 3, 4, 64, 4096, 2, 0, 0},
+                        {2, 2, 8, 128, 9000, 1, 1000, 0}, {1, 3, 3, 64, 333, 3, 0, 2},     {2, 2, 4, 128, 701, 1, 0, 3}};
+  std::mt19937 rng(93);
+  for (const Case& c : cases) {
+    const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
+    INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window " << c.window);
+    const Inputs in(c, rng, 1.f);
+    std::vector<Half> o(in.q.size());
+    std::vector<float> lse(static_cast<std::size_t>(c.B) * c.Tq * Hq, NAN);
+    Half *d_oref = upload(o), *d_o = upload(o);
+    float *d_lref = upload(lse), *d_l = upload(lse);
+    Half* d_logits = upload(std::vector<Half>(static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L));
+    mc::DenseDecodeTuning tuning;
+    tuning.num_splits = c.splits;
+    for (const int reduce : {0, 1, 2}) {
+      INFO("reduce " << reduce);
+      float *dacc_ref = upload(in.acc0), *dacc = upload(in.acc0);
+      memattn::attention::DecodeArgs<Half> r = in.args();
+      r.o = memattn::make_view<4>(d_oref, {c.B, c.Tq, Hq, c.D});
+      r.lse = memattn::make_view<3>(d_lref, {c.B, c.Tq, Hq});
+      r.scores_half = memattn::make_view<4>(d_logits, {c.B, c.Hkv, rows, c.L});
+      mk::EvictScoreParams ep = mc::evict_score_params(r, 0.9f, reduce);
+      ep.acc = dacc_ref;
+      ep.state_stride[0] = static_cast<std::int64_t>(c.Hkv) * c.L;
+      ep.state_stride[1] = c.L;
+      memattn::attention::DecodeArgs<Half> a = in.args();
+      a.o = memattn::make_view<4>(d_o, {c.B, c.Tq, Hq, c.D});
+      a.lse = memattn::make_view<3>(d_l, {c.B, c.Tq, Hq});
+      mc::DecodeScoreState st;
+      st.acc = dacc;
+      st.stride[0] = ep.state_stride[0];
+      st.stride[1] = ep.state_stride[1];
+      st.gamma = 0.9f;
+      st.reduce = reduce;
+      std::size_t ref_bytes = 0, bytes = 0;
+      REQUIRE(mc::dense_decode_workspace_size(r, &ref_bytes, tuning) == Status::kSuccess);
+      REQUIRE(mc::decode_accumulate_workspace_size(a, &bytes, tuning) == Status::kSuccess);
+      void *ws_ref = nullptr, *ws = nullptr;
+      REQUIRE(cudaMalloc(&ws_ref, ref_bytes + 256) == cudaSuccess);
+      REQUIRE(cudaMalloc(&ws, bytes) == cudaSuccess);
+      REQUIRE(cudaMemset(ws, 0xFF, bytes) == cudaSuccess);  // scratch: any content
+      for (int step = 0; step < 3; ++step) {
+        REQUIRE(mc::dense_decode(r, ws_ref, ref_bytes, nullptr, tuning) == Status::kSuccess);
+        REQUIRE(mc::evict_accumulate_scores(ep, mk::EvictScoreMode::kAccumulate, nullptr) == Status::kSuccess);
+        REQUIRE(mc::decode_accumulate(a, st, ws, bytes, nullptr, tuning) == Status::kSuccess);
+      }
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      const auto acc_ref = download(dacc_ref, in.acc0.size()), acc = download(dacc, in.acc0.size());
+      const auto oref = download(d_oref, o.size()), og = download(d_o, o.size());
+      const auto lref = download(d_lref, lse.size()), lg = download(d_l, lse.size());
+      int bad_acc = 0, bad_o = 0, changed = 0;
+      for (std::size_t i = 0; i < acc.size(); ++i) {
+        bad_acc += std::memcmp(&acc[i], &acc_ref[i], sizeof(float)) != 0;
+        changed += acc[i] != in.acc0[i];
+      }
+      for (std::size_t i = 0; i < og.size(); ++i) bad_o += og[i].bits != oref[i].bits;
+      for (std::size_t i = 0; i < lg.size(); ++i) bad_o += std::memcmp(&lg[i], &lref[i], sizeof(float)) != 0;
+      CHECK(bad_acc == 0);
+      CHECK(bad_o == 0);
+      CHECK(changed > 0);
+      for (void* p : {static_cast<void*>(dacc_ref), static_cast<void*>(dacc), ws_ref, ws}) cudaFree(p);
+    }
+    for (void* p : {static_cast<void*>(d_oref), static_cast<void*>(d_o), static_cast<void*>(d_lref), static_cast<void*>(d_l),
+                    static_cast<void*>(d_logits)})
+      cudaFree(p);
+  }
 }
