@@ -178,9 +178,9 @@ if command -v ncu >/dev/null 2>&1; then
     "$BIN/bench_think_decode_cuda" --shape 16:65536 --iters 1
   # Issue 5's fused-score cost at B = 16, L = 64K: the decode without logits, with fp32 and fp16
   # logits, and the epilogue (launch order: default, h2o_scores + epilogue, scores_only,
-  # h2o_scores_f16 + epilogue, scores_only_f16, scores_only_l2, h2o_fused), with the DRAM traffic
-  # and issue stalls.
-  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 9 \
+  # h2o_scores_f16 + epilogue, scores_only_f16, scores_only_l2, then the evict-first rows), with
+  # the DRAM traffic and issue stalls.
+  run_step scores_profile 90 "$OUT/bench.log" ncu -k "regex:dense_decode_split_kernel|evict_score_epilogue" -c 10 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
     "$BIN/bench_dense_decode_cuda" --shape 16:65536 --iters 1 --warmup 0
 fi
@@ -331,7 +331,8 @@ for r in read_jsonl("bench.jsonl"):
         compact.setdefault((r["shape"]["B"], r["shape"]["L"]), {})[r["variant"]] = r
 for key in sorted(ours):
     row = {"B": key[0], "L": key[1], "decode_us": ours[key]["us"]}
-    for variant in ("scores_only", "scores_only_f16", "h2o_scores_f16", "scores_only_l2", "h2o_fused"):
+    for variant in ("scores_only", "scores_only_f16", "h2o_scores_f16", "scores_only_l2", "default_ef", "h2o_scores_f16_ef",
+                    "scores_only_f16_ef", "h2o_scores_ef", "h2o_accumulate", "h2o_accumulate_ef"):
         rec = next((r for r in read_jsonl("bench.jsonl") if r.get("variant") == variant and "us" in r
                     and (r["shape"]["B"], r["shape"]["L"]) == key), None)
         if rec:
@@ -339,9 +340,9 @@ for key in sorted(ours):
     if "h2o_scores_f16_us" in row:
         row["score_overhead_f16"] = round(row["h2o_scores_f16_us"] / ours[key]["us"] - 1.0, 4)
         row["score_gate_le_10pct_f16"] = row["score_overhead_f16"] <= 0.10
-    if "h2o_fused_us" in row:  # cuda::decode_accumulate: the gate's candidate
-        row["score_overhead_fused"] = round(row["h2o_fused_us"] / ours[key]["us"] - 1.0, 4)
-        row["score_gate_le_10pct_fused"] = row["score_overhead_fused"] <= 0.10
+    for variant in ("h2o_scores_f16_ef", "h2o_scores_ef", "h2o_accumulate", "h2o_accumulate_ef"):
+        if variant + "_us" in row:  # over the plain decode without a cache policy
+            row["score_overhead_" + variant] = round(row[variant + "_us"] / ours[key]["us"] - 1.0, 4)
     if key in h2o:
         row["h2o_scores_us"] = h2o[key]["us"]
         row["score_overhead"] = round(h2o[key]["us"] / ours[key]["us"] - 1.0, 4)
@@ -444,8 +445,16 @@ for r in evict_rows:
             "%+.1f%%" % (100 * r["score_overhead_f16"]) if "score_overhead_f16" in r else "-",
             r.get("scores_only_f16_us", "-")) +
         "  [fp32 logits kept in L2: %s us]" % r.get("scores_only_l2_us", "-") +
-        "  FUSED decode_accumulate %s us (%s)" % (
-            r.get("h2o_fused_us", "-"), "%+.1f%%" % (100 * r["score_overhead_fused"]) if "score_overhead_fused" in r else "-"))
+        "  K/V evict-first: decode %s us, +scores f16 %s us (%s), fp32 %s us (%s), decode writing f16 %s us;"
+        " decode_accumulate %s us (%s), evict-first %s us (%s)" % (
+            r.get("default_ef_us", "-"), r.get("h2o_scores_f16_ef_us", "-"),
+            "%+.1f%%" % (100 * r["score_overhead_h2o_scores_f16_ef"]) if "score_overhead_h2o_scores_f16_ef" in r else "-",
+            r.get("h2o_scores_ef_us", "-"),
+            "%+.1f%%" % (100 * r["score_overhead_h2o_scores_ef"]) if "score_overhead_h2o_scores_ef" in r else "-",
+            r.get("scores_only_f16_ef_us", "-"), r.get("h2o_accumulate_us", "-"),
+            "%+.1f%%" % (100 * r["score_overhead_h2o_accumulate"]) if "score_overhead_h2o_accumulate" in r else "-",
+            r.get("h2o_accumulate_ef_us", "-"),
+            "%+.1f%%" % (100 * r["score_overhead_h2o_accumulate_ef"]) if "score_overhead_h2o_accumulate_ef" in r else "-"))
 think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
 kivi = read_json_lines(os.path.join(out, "bench.log"), '"kivi_decode"')
 composed = read_json_lines(os.path.join(out, "bench.log"), '"composed_decode"')

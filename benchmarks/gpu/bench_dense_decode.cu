@@ -12,8 +12,8 @@
 // Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate; with
 // fp16 logits "h2o_scores_f16"; the decode writing logits alone "scores_only[_f16]"; the same
 // with every (sequence, KV head) writing over one head's rows, which stay in L2, "scores_only_l2";
-// cuda::decode_accumulate, which keeps its fp16 logits in L2 and accumulates in the decode's last
-// split per head, "h2o_fused")
+// cuda::decode_accumulate (decode + epilogue over workspace fp16 logits) "h2o_accumulate"; the
+// suffix "_ef": K and V streamed with an L2 evict-first policy, DenseDecodeTuning::kv_evict_first)
 // and the compaction of the whole cache to a 25% budget ("bench": "evict_compact", < one decode step).
 // Exits 77 when no CUDA device is present.
 #include <cuda_runtime.h>
@@ -143,7 +143,7 @@ Status decode_logits_in_l2(const att::DecodeArgs<T>& a, void* ws, std::size_t ws
 bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::DenseDecodeTuning& tuning,
              const char* variant, BFloat16* q, BFloat16* k, BFloat16* v, BFloat16* o, unsigned char* flush,
              std::size_t flush_bytes, FILE* json, bool h2o = false, bool epilogue = true, bool half_logits = false,
-             bool logits_in_l2 = false, bool fused = false) {
+             bool logits_in_l2 = false, bool accumulate = false) {
   const int Hq = 32, Hkv = 8, D = 128, Tq = 1;
   att::DecodeArgs<BFloat16> a;
   a.q = memattn::make_view<4>(static_cast<const BFloat16*>(q), {s.B, Tq, Hq, D});
@@ -159,7 +159,7 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
     BENCH_CUDA(cudaMalloc(&acc, static_cast<std::size_t>(s.B) * Hkv * s.L * sizeof(float)));
     BENCH_CUDA(cudaMemset(acc, 0, static_cast<std::size_t>(s.B) * Hkv * s.L * sizeof(float)));
     a.lse = memattn::make_view<3>(lse, {s.B, Tq, Hq});
-    if (fused) {
+    if (accumulate) {
       // cuda::decode_accumulate owns its (fp16) logits
     } else if (half_logits) a.scores_half = memattn::make_view<4>(static_cast<memattn::Half*>(scores), {s.B, Hkv, Tq * G, s.L});
     else a.scores = memattn::make_view<4>(static_cast<float*>(scores), {s.B, Hkv, Tq * G, s.L});
@@ -177,7 +177,7 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
   state.stride[0] = ep.state_stride[0];
   state.stride[1] = ep.state_stride[1];
   auto step = [&](cudaStream_t st_) {
-    if (fused) return mc::decode_accumulate(a, state, ws_ptr(), ws_size(), st_, tuning);
+    if (accumulate) return mc::decode_accumulate(a, state, ws_ptr(), ws_size(), st_, tuning);
     Status r = logits_in_l2 ? decode_logits_in_l2(a, ws_ptr(), ws_size(), st_, tuning)
                             : mc::dense_decode(a, ws_ptr(), ws_size(), st_, tuning);
     if (r == Status::kSuccess && h2o && epilogue && !logits_in_l2) r = mc::evict_accumulate_scores(ep, memattn::kernels::EvictScoreMode::kAccumulate, st_);
@@ -201,7 +201,7 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
   mc::DenseDecodePlan plan;
   Status st = mc::dense_decode_plan(a, &plan, tuning);
   if (st == Status::kSuccess)
-    st = fused ? mc::decode_accumulate_workspace_size(a, &ws_bytes, tuning) : mc::dense_decode_workspace_size(a, &ws_bytes, tuning);
+    st = accumulate ? mc::decode_accumulate_workspace_size(a, &ws_bytes, tuning) : mc::dense_decode_workspace_size(a, &ws_bytes, tuning);
   if (st != Status::kSuccess) {
     emit(std::string(head) + ",\"error\":\"" + memattn::status_message(st) + "\"}");
     return false;
@@ -449,8 +449,15 @@ int main(int argc, char** argv) {
     ok = run_one(opt, dev, s, tuning, "scores_only_f16", q, k, v, o, flush, flush_bytes, json, true, false, true) && ok;
     // diagnostic: the same fp32 stores, kept in L2 (their cost without their HBM traffic)
     ok = run_one(opt, dev, s, tuning, "scores_only_l2", q, k, v, o, flush, flush_bytes, json, true, false, false, true) && ok;
-    // issue 5's gate: decode + H2O accumulation in one call, the logits kept in L2
-    ok = run_one(opt, dev, s, tuning, "h2o_fused", q, k, v, o, flush, flush_bytes, json, true, true, true, false, true) && ok;
+    // L2 policy for the streamed K / V (the logits' write traffic cost +11% without one)
+    mc::DenseDecodeTuning ef;
+    ef.kv_evict_first = true;
+    ok = run_one(opt, dev, s, ef, "default_ef", q, k, v, o, flush, flush_bytes, json) && ok;
+    ok = run_one(opt, dev, s, ef, "h2o_scores_f16_ef", q, k, v, o, flush, flush_bytes, json, true, true, true) && ok;
+    ok = run_one(opt, dev, s, ef, "scores_only_f16_ef", q, k, v, o, flush, flush_bytes, json, true, false, true) && ok;
+    ok = run_one(opt, dev, s, ef, "h2o_scores_ef", q, k, v, o, flush, flush_bytes, json, true) && ok;
+    ok = run_one(opt, dev, s, tuning, "h2o_accumulate", q, k, v, o, flush, flush_bytes, json, true, true, true, false, true) && ok;
+    ok = run_one(opt, dev, s, ef, "h2o_accumulate_ef", q, k, v, o, flush, flush_bytes, json, true, true, true, false, true) && ok;
     ok = run_compact(opt, dev, s, k, v, false, flush, flush_bytes, json) && ok;
     ok = run_compact(opt, dev, s, k, v, true, flush, flush_bytes, json) && ok;
     if (opt.sweep) {

@@ -398,12 +398,6 @@ T __ldcs(const T* p) {
   return *p;
 }
 template <class T>
-T __ldcg(const T* p) {
-  return *p;
-}
-// One CTA runs at a time and every access is a plain load or store: nothing to order.
-inline void __threadfence() {}
-template <class T>
 void __stcs(T* p, T v) {
   *p = v;
 }

@@ -102,7 +102,7 @@ namespace {
 
 // cuda::decode_accumulate's host half on the emulator (plan on 132 SMs, as emulated_decode).
 Status emulated_accumulate(const memattn::attention::DecodeArgs<Half>& a, const mc::DecodeScoreState& st,
-                           const mc::DenseDecodeTuning& tuning, memattn_emu_test::HostWs* ws, bool* fused) {
+                           const mc::DenseDecodeTuning& tuning, memattn_emu_test::HostWs* ws) {
   namespace cd = memattn::cuda::detail;
   memattn::attention::AttentionDims d;
   MEMATTN_RETURN_IF_ERROR(cd::check_accumulate(a, st, &d));
@@ -117,13 +117,12 @@ Status emulated_accumulate(const memattn::attention::DecodeArgs<Half>& a, const 
   mk::DenseDecodeParams p;
   mk::EvictScoreParams ep;
   cd::accumulate_params(a, d, pl, st, buf, &p, &ep);
-  *fused = cd::accumulate_fused(pl, ep);
-  return cd::accumulate_phases<Half>(p, ep, pl, buf, memattn_emu_test::emu_launch);
+  return cd::accumulate_phases<Half>(p, ep, pl, memattn_emu_test::emu_launch);
 }
 
 // decode_accumulate == the decode writing fp16 logits + the epilogue kernel, bit for bit (acc and
-// o), over two steps with one workspace (the tickets must come back to zero), and == fp64.
-void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool expect_fused, std::mt19937& rng) {
+// o), over two steps with one workspace, and == fp64; K and V streamed evict-first or not.
+void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool evict_first, std::mt19937& rng) {
   const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
   INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window " << c.window
             << " splits " << splits << " reversed " << memattn_emu::reverse_ctas());
@@ -138,6 +137,7 @@ void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool expect
   for (auto& x : acc0) x = std::fabs(nd(rng));
   mc::DenseDecodeTuning tuning;
   tuning.num_splits = splits;
+  tuning.kv_evict_first = evict_first;
   memattn_emu_test::HostWs ws(64);
   for (const int reduce : {0, 1, 2})
     for (const float gamma : {1.f, 0.9f}) {
@@ -173,9 +173,7 @@ void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool expect
         mc::DenseDecodePlan pl;
         REQUIRE(memattn_emu::emulated_decode(r, tuning, &pl) == Status::kSuccess);
         REQUIRE(emulated_epilogue(ep, mk::EvictScoreMode::kAccumulate) == Status::kSuccess);
-        bool fused = false;
-        REQUIRE(emulated_accumulate(a, st, tuning, &ws, &fused) == Status::kSuccess);
-        CHECK(fused == expect_fused);
+        REQUIRE(emulated_accumulate(a, st, tuning, &ws) == Status::kSuccess);
         CHECK(std::memcmp(o.data(), o_ref.data(), o.size() * sizeof(Half)) == 0);
         CHECK(std::memcmp(acc.data(), acc_ref.data(), acc.size() * sizeof(float)) == 0);
         if (step == 0) {  // one step against fp64; fp16 logits move p by up to |s| 2^-11 relative
@@ -191,16 +189,16 @@ void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool expect
 
 }  // namespace
 
-TEST_CASE("emulated decode_accumulate (fused H2O tail) == decode + epilogue, bit for bit, and == fp64", "[emu][evict]") {
+TEST_CASE("emulated decode_accumulate == decode (fp16 logits) + epilogue, bit for bit, and == fp64", "[emu][evict]") {
   std::mt19937 rng(91);
   for (bool reverse : {false, true}) {
     memattn_emu::ReverseCtas order(reverse);
-    check_accumulate({2, 2, 4, 64, 300, 1, 0}, 3, true, rng);     // fused, several splits, ragged
-    check_accumulate({1, 2, 4, 128, 256, 1, 0}, 1, true, rng);    // fused, one split (direct path)
-    check_accumulate({1, 3, 4, 64, 332, 2, 0}, 2, true, rng);     // Tq 2: 8 rows, one tile
-    check_accumulate({2, 1, 8, 128, 256, 1, 100}, 0, true, rng);  // window, planned splits
-    check_accumulate({1, 3, 3, 64, 332, 3, 0}, 2, false, rng);    // 9 rows: two tiles, unfused
-    check_accumulate({1, 2, 4, 64, 301, 1, 0}, 2, false, rng);    // Lcap % 4 != 0: unfused
+    check_accumulate({2, 2, 4, 64, 300, 1, 0}, 3, true, rng);      // several splits, ragged
+    check_accumulate({1, 2, 4, 128, 256, 1, 0}, 1, false, rng);    // one split (direct path)
+    check_accumulate({1, 3, 4, 64, 332, 2, 0}, 2, true, rng);      // Tq 2
+    check_accumulate({2, 1, 8, 128, 256, 1, 100}, 0, false, rng);  // window, planned splits
+    check_accumulate({1, 3, 3, 64, 332, 3, 0}, 2, true, rng);      // 9 rows: two row tiles
+    check_accumulate({1, 2, 4, 64, 301, 1, 0}, 2, false, rng);     // Lcap % 4 != 0: scalar epilogue
   }
 }
 
@@ -218,22 +216,20 @@ TEST_CASE("decode_accumulate rejects bad arguments before any launch", "[emu][ev
   st.stride[0] = 16;
   st.stride[1] = 16;
   memattn_emu_test::HostWs ws(1 << 16);
-  bool fused = false;
   const std::vector<float> acc_before = acc;
   mc::DecodeScoreState bad = st;
   bad.acc = nullptr;
-  CHECK(emulated_accumulate(a, bad, {}, &ws, &fused) == Status::kErrorNullPointer);
+  CHECK(emulated_accumulate(a, bad, {}, &ws) == Status::kErrorNullPointer);
   bad = st;
   bad.gamma = 1.5f;
-  CHECK(emulated_accumulate(a, bad, {}, &ws, &fused) == Status::kErrorInvalidArgument);
+  CHECK(emulated_accumulate(a, bad, {}, &ws) == Status::kErrorInvalidArgument);
   bad = st;
   bad.reduce = 3;
-  CHECK(emulated_accumulate(a, bad, {}, &ws, &fused) == Status::kErrorInvalidArgument);
+  CHECK(emulated_accumulate(a, bad, {}, &ws) == Status::kErrorInvalidArgument);
   memattn::attention::DecodeArgs<Half> own = a;
   own.scores_half = memattn::make_view<4>(logits.data(), {1, 1, 4, 16});
-  CHECK(emulated_accumulate(own, st, {}, &ws, &fused) == Status::kErrorInvalidArgument);
+  CHECK(emulated_accumulate(own, st, {}, &ws) == Status::kErrorInvalidArgument);
   CHECK(acc == acc_before);
-  CHECK(emulated_accumulate(a, st, {}, &ws, &fused) == Status::kSuccess);
-  CHECK(fused);
+  CHECK(emulated_accumulate(a, st, {}, &ws) == Status::kSuccess);
   CHECK(acc != acc_before);
 }

@@ -3,8 +3,8 @@
 // fp16 inputs: the logits, H2O accumulation (gamma 1 and 0.9; GQA mean, max, sum) and the
 // Scissorhands history bits, for Tq 1 and 3, per-sequence lengths, a window, forced split counts.
 // The decode output must not change when the logits are requested; fp16 logits are the fp32 ones
-// rounded, and the epilogue reads them the same way; cuda::decode_accumulate (the fused tail) is
-// bit for bit the fp16-logit decode + epilogue. Exits 77 without a device.
+// rounded, and the epilogue reads them the same way; cuda::decode_accumulate is bit for bit the
+// fp16-logit decode + epilogue. Exits 77 without a device.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
@@ -322,11 +322,10 @@ TEST_CASE("score outputs: bad arguments get a Status", "[evict][gpu]") {
   cudaFree(o);
 }
 
-// cuda::decode_accumulate (the decode with the fused H2O tail): o, lse and the accumulators bit
-// for bit those of dense_decode with fp16 logits + the epilogue, over three steps on one
-// workspace (tickets reset, scratch reused), GQA mean / max / sum, gamma 0.9; shapes that take the
-// fused path (one row tile, 4-key aligned state: long contexts with many splits, one split, Tq 2,
-// a window) and two that take the unfused one (9 rows; Lcap % 4 != 0).
+// cuda::decode_accumulate (decode + epilogue over workspace fp16 logits, K and V evict-first):
+// o, lse and the accumulators bit for bit those of dense_decode with fp16 logits + the epilogue,
+// over three steps on one workspace, GQA mean / max / sum, gamma 0.9; long contexts with many
+// splits, one split, Tq 2, a window, 9 rows (two row tiles), Lcap % 4 != 0.
 TEST_CASE("decode_accumulate == decode (fp16 logits) + epilogue, bit for bit", "[evict][gpu]") {
   const Case cases[] = {{3, 8, 4, 128, 20000, 1, 0, 0}, {2, 2, 4, 128, 700, 1, 0, 1}, {2, 3, 4, 64, 4096, 2, 0, 0},
                         {2, 2, 8, 128, 9000, 1, 1000, 0}, {1, 3, 3, 64, 333, 3, 0, 2},     {2, 2, 4, 128, 701, 1, 0, 3}};
@@ -342,6 +341,7 @@ TEST_CASE("decode_accumulate == decode (fp16 logits) + epilogue, bit for bit", "
     Half* d_logits = upload(std::vector<Half>(static_cast<std::size_t>(c.B) * c.Hkv * rows * c.L));
     mc::DenseDecodeTuning tuning;
     tuning.num_splits = c.splits;
+    tuning.kv_evict_first = c.L > 1000;
     for (const int reduce : {0, 1, 2}) {
       INFO("reduce " << reduce);
       float *dacc_ref = upload(in.acc0), *dacc = upload(in.acc0);

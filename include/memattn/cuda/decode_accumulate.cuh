@@ -1,7 +1,7 @@
 // Decode attention + H2O / A2SF score accumulation in one call (issue 5, spec eviction.md §4.3):
-// what cuda::dense_decode with DecodeArgs::scores followed by evict_accumulate_scores(kAccumulate)
-// computes, bit for bit with fp16 logits, without sending the logits through DRAM (design and
-// fallback: memattn/cuda/decode_accumulate_params.cuh).
+// cuda::dense_decode writing fp16 logits into the workspace, then evict_accumulate_scores
+// (kAccumulate): bit for bit what those two calls give with DecodeArgs::scores_half, without the
+// caller managing the logits.
 //
 //   cuda::DecodeScoreState st{acc, {Hkv * Lcap, Lcap}, /*gamma*/ 1.f, /*reduce: mean*/ 0};
 //   std::size_t bytes = 0;
@@ -60,7 +60,7 @@ Status decode_accumulate(const attention::DecodeArgs<T>& args, const DecodeScore
     kernels::EvictScoreParams ep;
     detail::accumulate_params(args, d, pl, state, buf, &p, &ep);
     if (cudaPeekAtLastError() != cudaSuccess) return Status::kErrorCudaRuntime;
-    return detail::accumulate_phases<T>(p, ep, pl, buf, stream_launch(stream));
+    return detail::accumulate_phases<T>(p, ep, pl, stream_launch(stream));
   }
 }
 

@@ -32,6 +32,8 @@ struct DenseDecodeTuning {
   int target_ctas_per_sm = 8;    // heuristic: aim for about this many CTAs per SM in total
   int min_keys_per_split = 256;  // heuristic: no split shorter than this (amortises the epilogue)
   int max_splits = 256;          // hard cap (bounds the workspace and the merge; at most 4096)
+  bool kv_evict_first = false;   // stream K and V with an L2 evict-first policy (benchmarked
+                                 // against none: bench_dense_decode_cuda's "_ef" rows)
 };
 
 // The launch configuration dense_decode would use (for benchmarks, logs and tests).
@@ -46,6 +48,7 @@ struct DenseDecodePlan {
   std::int64_t decode_ctas = 0;
   std::int64_t merge_ctas = 0;  // 0 when num_splits == 1 (no merge launch)
   std::size_t workspace_bytes = 0;
+  bool kv_evict_first = false;  // from the tuning
 };
 
 namespace detail {
@@ -169,6 +172,7 @@ Status make_plan(const attention::DecodeArgs<T>& a, const attention::AttentionDi
   float* pls = nullptr;
   plan_workspace(sizing, d, pl.num_splits, &po, &pls);
   pl.workspace_bytes = sizing.required();
+  pl.kv_evict_first = tuning.kv_evict_first;
   *plan = pl;
   return Status::kSuccess;
 }
@@ -215,6 +219,7 @@ kernels::DenseDecodeParams decode_params(const attention::DecodeArgs<T>& a, cons
   p.num_splits = pl.num_splits;
   p.window = a.window;
   p.scale_log2 = attention::resolve_scale(a.scale, d.head_dim) * attention::kLog2e;
+  p.kv_evict_first = pl.kv_evict_first;
   return p;
 }
 

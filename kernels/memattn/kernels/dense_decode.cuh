@@ -55,7 +55,6 @@
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
-#include "memattn/kernels/evict_scores.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace kernels {
@@ -115,12 +114,8 @@ struct DenseDecodeParams {
   int row_tiles = 1, num_splits = 1;
   int window = 0;
   float scale_log2 = 0.f;  // softmax scale * log2(e)
-  // Fused H2O accumulation (cuda::decode_accumulate; fuse.acc == nullptr: off): one row tile,
-  // fp16 logits in `scores` (workspace scratch, rows 128-byte aligned), part_lse written for every
-  // split count, tickets[b * Hkv + h] zeroed before the launch. The last split CTA of a (b, h)
-  // runs evict_accumulate_fused and discards the logits' L2 lines.
-  EvictScoreParams fuse;
-  unsigned* tickets = nullptr;
+  // K and V copied with an L2 evict-first policy (DenseDecodeTuning::kv_evict_first).
+  bool kv_evict_first = false;
 };
 
 namespace detail {
@@ -133,7 +128,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 MEMATTN_DEVICE float fast_exp2(float x) { return exp2f(x); }
 MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem) { memattn_emu::async_copy(smem, gmem, 16); }
 MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem, std::uint64_t) { memattn_emu::async_copy(smem, gmem, 16); }
-MEMATTN_DEVICE std::uint64_t kv_stream_policy(bool) { return 0; }
+MEMATTN_DEVICE std::uint64_t evict_first_policy() { return 0; }
 MEMATTN_DEVICE void cp_async_commit() { memattn_emu::async_commit(); }
 template <int N>
 MEMATTN_DEVICE void cp_async_wait() {
@@ -151,17 +146,15 @@ MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 }
-// The same with an L2 eviction policy (kv_stream_policy).
+// The same with an L2 cache policy (evict_first_policy). An explicit evict-normal policy is not
+// the same as none: it made the plain decode 10% slower on an H200 (1004 -> 1109 us at B 16, L 64K).
 MEMATTN_DEVICE void cp_async_16(void* smem, const void* gmem, std::uint64_t policy) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "l"(policy) : "memory");
 }
-// K and V are read once: evict-first when the fused score tail needs the logits written beside
-// them to stay in L2 until the last split reads them; evict-normal (the default) otherwise.
-MEMATTN_DEVICE std::uint64_t kv_stream_policy(bool evict_first) {
+MEMATTN_DEVICE std::uint64_t evict_first_policy() {
   std::uint64_t pol;
-  if (evict_first) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-  else asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(pol));
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
   return pol;
 }
 MEMATTN_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -231,14 +224,19 @@ MEMATTN_DEVICE bool sequence_invalid(int len, int q_tokens, int capacity) {
 // barrier: cp.async.wait_group of the thread's own groups is enough.
 template <class T, int D, int R>
 MEMATTN_DEVICE void issue_chunk(uint4* stage, const T* kb, const T* vb, std::int64_t ks, std::int64_t vs, int base,
-                                int group, int s1, int tid, std::uint64_t pol) {
+                                int group, int s1, int tid, bool hint, std::uint64_t pol) {
   using Cfg = DenseDecodeConfig<D, R>;
 #pragma unroll
   for (int u = 0; u < Cfg::kUnroll; ++u) {
     int j = base + group * Cfg::kUnroll + u;
     j = j < s1 ? j : s1 - 1;
-    cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks, pol);
-    cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs, pol);
+    if (hint) {
+      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks, pol);
+      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs, pol);
+    } else {
+      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks);
+      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs);
+    }
   }
 }
 
@@ -263,12 +261,17 @@ struct RowBounds {
 // first key (key base + group * kUnroll), consecutive u are kstep / vstep elements apart (one row).
 template <class T, int D, int R>
 MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std::int64_t kstep, std::int64_t vstep,
-                                     int tid, std::uint64_t pol) {
+                                     int tid, bool hint, std::uint64_t pol) {
   using Cfg = DenseDecodeConfig<D, R>;
 #pragma unroll
   for (int u = 0; u < Cfg::kUnroll; ++u) {
-    cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep, pol);
-    cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep, pol);
+    if (hint) {
+      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep, pol);
+      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep, pol);
+    } else {
+      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep);
+      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep);
+    }
   }
 }
 
@@ -487,85 +490,6 @@ MEMATTN_DEVICE void merge_group_states(const unsigned char* smem, int r, int c, 
   *lsum_out = lsum;
 }
 
-// Block-wide max / sum over kMergeThreads threads in a fixed order (deterministic).
-template <bool kMax>
-MEMATTN_DEVICE float block_reduce(float x, float* sm_warp) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float y = __shfl_xor_sync(0xffffffffu, x, off);
-    x = kMax ? fmaxf(x, y) : x + y;
-  }
-  const int warp = static_cast<int>(threadIdx.x) / 32;
-  if ((threadIdx.x & 31) == 0) sm_warp[warp] = x;
-  __syncthreads();
-  float r = sm_warp[0];
-#pragma unroll
-  for (int w = 1; w < kMergeThreads / 32; ++w) r = kMax ? fmaxf(r, sm_warp[w]) : r + sm_warp[w];
-  return r;
-}
-
-
-// The weights of a row's S split partials (pl: their base-2 lse's): *mx = max_s pl[s], *m_use =
-// mx or 0 when every split is empty, *wsum = sum_s 2^(pl[s] - m_use), reduced by the CTA in a
-// fixed order (the merge kernel and the fused score tail get bitwise the same LSE). ld(ptr) loads
-// one value (at L2 in the fused tail: other CTAs wrote them in this launch).
-template <class Load>
-MEMATTN_DEVICE void split_weights(const float* pl, int S, float* sm_max, float* sm_sum, const Load& ld, float* mx_out,
-                                  float* m_use_out, float* wsum_out) {
-  const int tid = static_cast<int>(threadIdx.x);
-  float mx = -INFINITY;
-  for (int s = tid; s < S; s += kMergeThreads) mx = fmaxf(mx, ld(pl + s));
-  mx = block_reduce<true>(mx, sm_max);
-  // Every row of a valid sequence sees at least one key, so mx is finite; stay safe anyway.
-  const float m_use = mx == -INFINITY ? 0.f : mx;
-  float wsum = 0.f;
-  for (int s = tid; s < S; s += kMergeThreads) wsum += fast_exp2(ld(pl + s) - m_use);
-  *wsum_out = block_reduce<false>(wsum, sm_sum);
-  *mx_out = mx;
-  *m_use_out = m_use;
-}
-
-// The fused H2O tail of a split CTA (DenseDecodeParams::fuse), after its partial is written: the
-// classic last-block pattern (fence, ticket; the last of the (b, h)'s num_splits CTAs goes on),
-// then the rows' LSEs as the merge computes them, the accumulation over the whole sequence
-// (evict_accumulate_fused) and the discard of the logits' L2 lines. Tickets start at 0
-// (decode_tickets_reset_kernel before the launch). One row tile (rows = Tq * G <= R).
-template <int D, int R>
-MEMATTN_DEVICE void fused_score_tail(const DenseDecodeParams& p, unsigned char* smem, int b, int h, int len, int tid) {
-  float* sm_lse = reinterpret_cast<float*>(smem);  // [R], natural log
-  float* sm_max = sm_lse + kDecodeMaxRowTile;
-  float* sm_sum = sm_max + kMergeThreads / 32;
-  unsigned* sm_last = reinterpret_cast<unsigned*>(sm_sum + kMergeThreads / 32);
-  const int bh = b * p.kv_heads + h;
-  const int S = p.num_splits;
-  __threadfence();  // this CTA's logits and partial, device-wide, before its ticket
-  __syncthreads();  // (also: every thread is done with the merge's shared memory)
-  if (tid == 0) *sm_last = S == 1 || atomicAdd(p.tickets + bh, 1u) == static_cast<unsigned>(S - 1) ? 1u : 0u;
-  __syncthreads();
-  if (*sm_last == 0u) return;  // uniform: another split finishes this (b, h)
-  __threadfence();  // the other splits' logits and partials
-  const int rows = p.q_tokens * p.group;
-  const auto ld = [](const float* a) { return __ldcg(a); };
-  for (int f = 0; f < rows; ++f) {
-    const int t = f / p.group;
-    const std::int64_t prow = (static_cast<std::int64_t>(b) * p.q_tokens + t) * p.q_heads + h * p.group + f % p.group;
-    if (S == 1) {  // the CTA's own lse2 (what the direct path wrote to lse)
-      if (tid == 0) sm_lse[f] = p.part_lse[prow] * kLn2;
-      continue;
-    }
-    float mx, m_use, wsum;
-    split_weights(p.part_lse + prow * S, S, sm_max, sm_sum, ld, &mx, &m_use, &wsum);
-    if (tid == 0) sm_lse[f] = (wsum > 0.f ? mx + log2f(wsum) : -INFINITY) * kLn2;
-  }
-  __syncthreads();
-  evict_accumulate_fused<kDecodeThreads, R>(p.fuse, b, h, len, sm_lse, tid);
-  __syncthreads();  // every read of the logits is done
-  const __half* srow = reinterpret_cast<const __half*>(p.fuse.scores_half) + b * p.fuse.scores_stride[0] + h * p.fuse.scores_stride[1];
-  const int lines = (len + 63) / 64;  // 128-byte lines of a row (rows are 128-byte aligned)
-  for (int i = tid; i < rows * lines; i += kDecodeThreads)
-    discard_l2_line(const_cast<__half*>(srow + (i / lines) * p.fuse.scores_stride[2] + (i % lines) * 64));
-}
-
 }  // namespace detail
 
 // grid.x = B * Hkv * row_tiles * num_splits (split fastest), block = kDecodeThreads.
@@ -634,17 +558,17 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   const std::int64_t ks = p.k_stride[2];
   const std::int64_t vs = p.v_stride[2];
   const int nchunks = s0 < s1 ? (s1 - s0 + kChunk - 1) / kChunk : 0;
-  const bool fused = p.fuse.acc != nullptr;  // uniform
-  const std::uint64_t pol = detail::kv_stream_policy(fused);
+  const bool hint = p.kv_evict_first;  // uniform
+  const std::uint64_t pol = hint ? detail::evict_first_policy() : 0;
   // Copies chunk c into its stage: full chunks with pointer steps, the tail chunk clamped.
   auto issue = [&](int c) {
     uint4* stage = pipe + (c % kStages) * kStageVecs;
     const int base = s0 + c * kChunk;
     if (base + kChunk <= s1) {
       const std::int64_t j = base + group * Cfg::kUnroll;
-      detail::issue_full_chunk<T, D, R>(stage, kb + j * ks, vb + j * vs, ks, vs, tid, pol);
+      detail::issue_full_chunk<T, D, R>(stage, kb + j * ks, vb + j * vs, ks, vs, tid, hint, pol);
     } else {
-      detail::issue_chunk<T, D, R>(stage, kb, vb, ks, vs, base, group, s1, tid, pol);
+      detail::issue_chunk<T, D, R>(stage, kb, vb, ks, vs, base, group, s1, tid, hint, pol);
     }
   };
 
@@ -718,21 +642,40 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
     const float lse2 = some ? mx + log2f(lsum) : -INFINITY;
     const int t = f / p.group;
     const int hq = h * p.group + f % p.group;
-    const std::int64_t prow = (static_cast<std::int64_t>(b) * Tq + t) * p.q_heads + hq;
     if (direct) {
       T* op = static_cast<T*>(p.o) + b * p.o_stride[0] + t * p.o_stride[1] + hq * p.o_stride[2] + c * 8;
       *reinterpret_cast<uint4*>(op) = detail::Pack8<T>::pack(o);
       if (p.lse && c == 0) p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 * detail::kLn2;
-      if (fused && c == 0) p.part_lse[prow] = lse2;  // the fused tail's LSE source
     } else {
+      const std::int64_t prow = (static_cast<std::int64_t>(b) * Tq + t) * p.q_heads + hq;
       float4* dst = reinterpret_cast<float4*>(p.part_o + (prow * p.num_splits + split) * D + c * 8);
       dst[0] = make_float4(o[0], o[1], o[2], o[3]);
       dst[1] = make_float4(o[4], o[5], o[6], o[7]);
       if (c == 0) p.part_lse[prow * p.num_splits + split] = lse2;
     }
   }
-  if (fused) detail::fused_score_tail<D, R>(p, smem, b, h, len, tid);
 }
+
+namespace detail {
+
+// Block-wide max / sum over kMergeThreads threads in a fixed order (deterministic).
+template <bool kMax>
+MEMATTN_DEVICE float block_reduce(float x, float* sm_warp) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = kMax ? fmaxf(x, y) : x + y;
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  if ((threadIdx.x & 31) == 0) sm_warp[warp] = x;
+  __syncthreads();
+  float r = sm_warp[0];
+#pragma unroll
+  for (int w = 1; w < kMergeThreads / 32; ++w) r = kMax ? fmaxf(r, sm_warp[w]) : r + sm_warp[w];
+  return r;
+}
+
+}  // namespace detail
 
 // Combines the num_splits partials of each output row: one CTA (kMergeThreads) per row of
 // [B, Tq, Hq]. The split lse's are reduced by the whole CTA (max, then the sum of weights
@@ -757,8 +700,14 @@ MEMATTN_KERNEL void __launch_bounds__(kMergeThreads) dense_decode_merge_kernel(c
 
   const int S = p.num_splits;
   const float* pl = p.part_lse + row * S;
-  float mx, m_use, wsum;
-  detail::split_weights(pl, S, sm_max, sm_sum, [](const float* a) { return *a; }, &mx, &m_use, &wsum);
+  float mx = -INFINITY;
+  for (int s = tid; s < S; s += kMergeThreads) mx = fmaxf(mx, pl[s]);
+  mx = detail::block_reduce<true>(mx, sm_max);
+  // Every row of a valid sequence sees at least one key, so mx is finite; stay safe anyway.
+  const float m_use = mx == -INFINITY ? 0.f : mx;
+  float wsum = 0.f;
+  for (int s = tid; s < S; s += kMergeThreads) wsum += detail::fast_exp2(pl[s] - m_use);
+  wsum = detail::block_reduce<false>(wsum, sm_sum);
 
   const int lane = tid % kLanes;
   const int slice = tid / kLanes;
@@ -805,12 +754,6 @@ MEMATTN_KERNEL void __launch_bounds__(kMergeThreads) dense_decode_merge_kernel(c
     const float lse2 = wsum > 0.f ? mx + log2f(wsum) : -INFINITY;
     p.lse[b * p.lse_stride[0] + t * p.lse_stride[1] + hq * p.lse_stride[2]] = lse2 * detail::kLn2;
   }
-}
-
-// Zeroes the fused tail's tickets before a decode_accumulate launch (the workspace is scratch).
-MEMATTN_KERNEL void decode_tickets_reset_kernel(unsigned* tickets, int n) {
-  for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < n; i += static_cast<int>(gridDim.x * blockDim.x))
-    tickets[i] = 0u;
 }
 
 }  // namespace kernels

@@ -16,7 +16,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "memattn/core/config.hpp"
 #include "memattn/core/dtype.hpp"
@@ -151,82 +150,6 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_k
 #pragma unroll
     for (int i = 0; i < V; ++i)
       if (i < nk) p.acc[state_at + i] = acc[i];
-  }
-}
-
-// The decode's fused tail (cuda::decode_accumulate, issue 5's <= 10% gate): the last split CTA of
-// a (sequence b, KV head h) to finish accumulates p̄ of every key of the sequence, as the kernel
-// above does with V = 4 and kAccumulate, from the fp16 logits the splits wrote moments before
-// (still in L2: the decode streams K and V with an evict-first policy) and lse_s[f], the natural
-// LSE of row f. One CTA does a whole sequence, so each thread issues the loads of kFusedBatch
-// quads before its first exp. Logits are read at L2 (__ldcg: other CTAs wrote them in this
-// launch). rows = Tq * G <= kRows; the wrapper checked evict_scores_vec4.
-constexpr int kFusedBatch = 4;
-
-#if defined(MEMATTN_SIMT_EMULATION)
-// The emulator's discard: the line's contents become garbage (0xFF: NaN in fp16), as on the GPU
-// they become undefined, so a read after the discard shows.
-MEMATTN_DEVICE void discard_l2_line(void* line) { std::memset(line, 0xFF, 128); }
-#else
-// Drops a 128-byte L2 line without writing it back: the logits die in L2, never reaching DRAM.
-MEMATTN_DEVICE void discard_l2_line(void* line) { asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(line) : "memory"); }
-#endif
-
-template <int kThreads, int kRows>
-MEMATTN_DEVICE void evict_accumulate_fused(const EvictScoreParams& p, int b, int h, int len, const float* lse_s, int tid) {
-  const int rows = p.q_tokens * p.group;
-  const __half* srow = reinterpret_cast<const __half*>(p.scores_half) + b * p.scores_stride[0] + h * p.scores_stride[1];
-  float* arow = p.acc + b * p.state_stride[0] + h * p.state_stride[1];
-  constexpr int kStep = kThreads * kEvictScoreVec;
-  for (int base = tid * kEvictScoreVec; base < len; base += kStep * kFusedBatch) {
-    uint2 s[kFusedBatch][kRows];
-    float4 a[kFusedBatch];
-#pragma unroll
-    for (int k = 0; k < kFusedBatch; ++k) {
-      const int j0 = base + k * kStep;
-      if (j0 >= len) continue;
-      a[k] = *reinterpret_cast<const float4*>(arow + j0);
-#pragma unroll
-      for (int f = 0; f < kRows; ++f)
-        if (f < rows) s[k][f] = __ldcg(reinterpret_cast<const uint2*>(srow + f * p.scores_stride[2] + j0));
-    }
-#pragma unroll
-    for (int k = 0; k < kFusedBatch; ++k) {
-      const int j0 = base + k * kStep;
-      if (j0 >= len) continue;
-      const int nk = len - j0 < kEvictScoreVec ? len - j0 : kEvictScoreVec;
-      float acc[kEvictScoreVec] = {a[k].x, a[k].y, a[k].z, a[k].w};
-      for (int t = 0; t < p.q_tokens; ++t) {
-        const int pos = len - p.q_tokens + t;
-        const int lo = p.window > 0 ? pos - p.window + 1 : 0;
-        if (j0 > pos || j0 + nk - 1 < lo) continue;
-        float pbar[kEvictScoreVec] = {};
-#pragma unroll
-        for (int f = 0; f < kRows; ++f) {
-          if (f / p.group != t || f >= rows) continue;
-          const float2 lo2 = __half22float2(*reinterpret_cast<const __half2*>(&s[k][f].x));
-          const float2 hi2 = __half22float2(*reinterpret_cast<const __half2*>(&s[k][f].y));
-          const float sv[kEvictScoreVec] = {lo2.x, lo2.y, hi2.x, hi2.y};
-          const bool first = f % p.group == 0;
-#pragma unroll
-          for (int i = 0; i < kEvictScoreVec; ++i) {
-            const float pr = expf(sv[i] - lse_s[f]);
-            pbar[i] = first ? pr : (p.reduce == 1 ? fmaxf(pbar[i], pr) : pbar[i] + pr);
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < kEvictScoreVec; ++i) {
-          const int j = j0 + i;
-          if (i >= nk || j > pos || j < lo) continue;
-          acc[i] = p.gamma * acc[i] + (p.reduce == 0 ? pbar[i] / static_cast<float>(p.group) : pbar[i]);
-        }
-      }
-      if (nk == kEvictScoreVec) {
-        *reinterpret_cast<float4*>(arow + j0) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-      } else {
-        for (int i = 0; i < nk; ++i) arow[j0 + i] = acc[i];
-      }
-    }
   }
 }
 
