@@ -172,14 +172,16 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
     CHECK(worst <= 2e-5);
   }
   // Auto (path 0) with a long bound (the caller's max_tokens may exceed every segment): path 3
-  // where mma_layout holds, the lane-group / tile kernel otherwise; same output and LSE.
+  // where mma_layout holds, path 4 without a KIVI region (mma16_auto), the lane-group / tile
+  // kernel otherwise; same output and LSE.
   {
     namespace td = cuda::think_detail;
     p.path = 0;
     const int bound = std::max(max_tokens, td::kThinKMmaAutoTokens);
     const bool mma = td::mma_layout(p);
-    CHECK(td::resolve_path(p, bound).path == (mma ? 3 : 0));
-    CHECK(td::resolve_path(p, td::kThinKMmaAutoTokens - 1).path == 0);
+    const int fp16_auto = td::mma16_auto(p) ? 4 : 0;  // no KIVI region: path 4
+    CHECK(td::resolve_path(p, bound).path == (mma ? 3 : fp16_auto));
+    CHECK(td::resolve_path(p, td::kThinKMmaAutoTokens - 1).path == fp16_auto);
     if (mma) ++g_mma_auto_runs;
     std::fill(out.begin(), out.end(), NAN);
     REQUIRE(cudaMemcpy(d_out, out.data(), out.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);

@@ -108,12 +108,21 @@ inline bool mma16_layout(const kernels::ThinKDecodeParams& p) {
   return lanes_layout(p) && (p.n_q == nullptr || mma_layout(p));
 }
 
+// Auto (path 0): the fp16 tensor-core kernel (path 4) for caches without a KIVI region whose rows
+// it reads without padding (d_keep, and dv_keep with the value extension, multiples of 8). H200,
+// 2026-11-28, vs the lane-group kernel: ThinK λ 0.4 at B 16 x 64K 838 vs 1040 us, B 16 x 4096 77
+// vs 111 us, B 1 x 64K 110 vs 292 us; with vprune 0.4 660 vs 16060 us (the tile kernel).
+inline bool mma16_auto(const kernels::ThinKDecodeParams& p) {
+  return p.n_q == nullptr && p.d_keep % 8 == 0 && (p.v_channels == nullptr || p.dv_keep % 8 == 0) && mma16_layout(p);
+}
+
 // Auto (path 0) in the split-KV call: the tensor-core kernel for long KIVI regions (measured above).
 constexpr int kThinKMmaAutoTokens = 4096;
 constexpr int kThinKMmaMinSplit = 2048;
 inline kernels::ThinKDecodeParams resolve_path(const kernels::ThinKDecodeParams& p, int max_tokens) {
   kernels::ThinKDecodeParams r = p;
-  if (p.path == 0 && max_tokens >= kThinKMmaAutoTokens && mma_layout(p)) r.path = 3;
+  if (p.path == 0 && mma16_auto(p)) r.path = 4;
+  else if (p.path == 0 && max_tokens >= kThinKMmaAutoTokens && mma_layout(p)) r.path = 3;
   return r;
 }
 
