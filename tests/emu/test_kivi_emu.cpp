@@ -375,3 +375,64 @@ TEST_CASE("emulated KIVI: non-finite k / v stored as given, flagged, quantised p
     }
   }
 }
+
+namespace {
+
+// fast_code (the append kernel's fp32 code estimate) with its quant::encode fallback near rounding
+// boundaries == quant::encode for every finite fp16 x of each group range tried.
+template <int L>
+long long fast_code_mismatches(std::uint16_t a, std::uint16_t b, long long* checked, long long* fallbacks) {
+  namespace ka = mk::kivi_append_detail;
+  auto value = [](std::uint16_t h) { return quant::half_to_double(memattn::Half{h}); };
+  double lo = value(a), hi = value(b);
+  if (lo > hi) std::swap(lo, hi);
+  const quant::GroupMeta m = quant::range_params(lo, hi, L);
+  const uint2 sm = ka::smem_meta(m.scale.bits | (static_cast<std::uint32_t>(m.zero.bits) << 16));
+  long long bad = 0;
+  for (std::uint32_t x = 0; x < 65536; ++x) {
+    if ((x & 0x7C00u) == 0x7C00u || value(static_cast<std::uint16_t>(x)) < lo || value(static_cast<std::uint16_t>(x)) > hi) continue;
+    bool near = false;
+    std::uint32_t code = ka::fast_code<L>(static_cast<std::uint16_t>(x), sm, &near);
+    if (near) {
+      ++*fallbacks;
+      code = quant::encode(memattn::Half{static_cast<std::uint16_t>(x)}, ka::group_meta(sm), L);
+    }
+    ++*checked;
+    bad += code != quant::encode(memattn::Half{static_cast<std::uint16_t>(x)}, m, L);
+  }
+  return bad;
+}
+
+}  // namespace
+
+TEST_CASE("KIVI append's fp32 code estimate + encode fallback == quant::encode (every x of random groups)", "[emu][kivi]") {
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> any(0, 0xFFFF);
+  auto finite = [&] {
+    for (;;) {
+      const std::uint16_t h = static_cast<std::uint16_t>(any(rng));
+      if ((h & 0x7C00u) != 0x7C00u) return h;
+    }
+  };
+  long long checked = 0, fallbacks = 0, bad = 0;
+  for (int i = 0; i < 48; ++i) {
+    std::uint16_t a = finite(), b = 0;
+    switch (i % 4) {
+      case 0: b = finite(); break;                                                  // any two values
+      case 1: b = static_cast<std::uint16_t>(a ^ (any(rng) & 0x03FF)); break;       // same exponent
+      case 2: b = static_cast<std::uint16_t>((a & 0x8000) | std::min(0x7BFF, (a & 0x7FFF) + (any(rng) & 0x1FFF))); break;
+      default: {  // integer ranges: many exact ties (x - z) / s = k + 1/2
+        const int lo = any(rng) % 64 - 32, hi = lo + 1 + any(rng) % 300;
+        a = memattn::float_to_half(static_cast<float>(lo)).bits;
+        b = memattn::float_to_half(static_cast<float>(hi)).bits;
+      }
+    }
+    bad += fast_code_mismatches<3>(a, b, &checked, &fallbacks);
+    bad += fast_code_mismatches<15>(a, b, &checked, &fallbacks);
+    bad += fast_code_mismatches<255>(a, b, &checked, &fallbacks);
+  }
+  INFO("checked " << checked << " codes, " << fallbacks << " through the fallback");
+  CHECK(bad == 0);
+  CHECK(checked > 1000000);
+  CHECK(fallbacks > 0);  // the boundary band is reached (ties of the integer ranges)
+}
