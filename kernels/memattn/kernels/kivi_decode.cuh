@@ -248,6 +248,7 @@ MEMATTN_KERNEL void __launch_bounds__(kThreads) kivi_decode_kernel(const KiviDec
         }
       }
       sum = warp_sum(sum);
+      __syncwarp();  // every lane has read m_s[gi] (racecheck: WAR between lanes 31 and 0 without it)
       if (lane == 0) {
         l_s[gi] = l_s[gi] * a + sum;
         m_s[gi] = mx;
