@@ -332,7 +332,7 @@ for r in read_jsonl("bench.jsonl"):
 for key in sorted(ours):
     row = {"B": key[0], "L": key[1], "decode_us": ours[key]["us"]}
     for variant in ("scores_only", "scores_only_f16", "h2o_scores_f16", "scores_only_l2", "default_ef", "h2o_scores_f16_ef",
-                    "scores_only_f16_ef", "h2o_scores_ef", "h2o_accumulate", "h2o_accumulate_ef", "scores_only_blocked"):
+                    "scores_only_f16_ef", "h2o_scores_ef", "h2o_accumulate", "h2o_accumulate_ef"):
         rec = next((r for r in read_jsonl("bench.jsonl") if r.get("variant") == variant and "us" in r
                     and (r["shape"]["B"], r["shape"]["L"]) == key), None)
         if rec:
@@ -454,8 +454,7 @@ for r in evict_rows:
             r.get("scores_only_f16_ef_us", "-"), r.get("h2o_accumulate_us", "-"),
             "%+.1f%%" % (100 * r["score_overhead_h2o_accumulate"]) if "score_overhead_h2o_accumulate" in r else "-",
             r.get("h2o_accumulate_ef_us", "-"),
-            "%+.1f%%" % (100 * r["score_overhead_h2o_accumulate_ef"]) if "score_overhead_h2o_accumulate_ef" in r else "-") +
-        " [its decode writing blocked fp16 logits: %s us]" % r.get("scores_only_blocked_us", "-"))
+            "%+.1f%%" % (100 * r["score_overhead_h2o_accumulate_ef"]) if "score_overhead_h2o_accumulate_ef" in r else "-"))
 think = read_json_lines(os.path.join(out, "bench.log"), '"think_decode"')
 kivi = read_json_lines(os.path.join(out, "bench.log"), '"kivi_decode"')
 composed = read_json_lines(os.path.join(out, "bench.log"), '"composed_decode"')

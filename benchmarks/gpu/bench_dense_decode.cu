@@ -12,8 +12,7 @@
 // Each shape also times the fused H2O scores ("variant": "h2o_scores", issue 5's <= 10% gate; with
 // fp16 logits "h2o_scores_f16"; the decode writing logits alone "scores_only[_f16]"; the same
 // with every (sequence, KV head) writing over one head's rows, which stay in L2, "scores_only_l2";
-// cuda::decode_accumulate (decode + epilogue over workspace fp16 logits, blocked: whole sectors per
-// warp store) "h2o_accumulate", its decode alone "scores_only_blocked"; the
+// cuda::decode_accumulate (decode + epilogue over workspace fp16 logits) "h2o_accumulate"; the
 // suffix "_ef": K and V streamed with an L2 evict-first policy, DenseDecodeTuning::kv_evict_first)
 // and the compaction of the whole cache to a 25% budget ("bench": "evict_compact", < one decode step).
 // Exits 77 when no CUDA device is present.
@@ -135,23 +134,6 @@ Status decode_logits_in_l2(const att::DecodeArgs<T>& a, void* ws, std::size_t ws
   return mc::detail::launch_params<T>(p, pl, stream);
 }
 
-// cuda::decode_accumulate's decode without its epilogue (the cost of its blocked fp16 logits).
-Status decode_blocked_only(const att::DecodeArgs<BFloat16>& a, const mc::DecodeScoreState& st, void* ws, std::size_t ws_bytes,
-                           cudaStream_t stream, const mc::DenseDecodeTuning& tuning) {
-  memattn::attention::AttentionDims d;
-  mc::DenseDecodePlan pl;
-  Status r = mc::detail::check_accumulate(a, st, &d);
-  if (r == Status::kSuccess) r = mc::detail::plan_for_current_device(a, tuning, &d, &pl);
-  if (r != Status::kSuccess) return r;
-  memattn::Workspace w(ws, ws_bytes);
-  const mc::detail::AccumulateBuffers buf = mc::detail::carve_accumulate(w, d, pl);
-  if (w.status() != Status::kSuccess) return w.status();
-  memattn::kernels::DenseDecodeParams p;
-  memattn::kernels::EvictScoreParams ep;
-  mc::detail::accumulate_params(a, d, pl, st, buf, &p, &ep);
-  return mc::detail::launch_params<BFloat16>(p, pl, stream);
-}
-
 // Times one configuration; returns false on a memattn error (printed as a JSON line).
 // h2o: also the fused eviction scores (raw logits + LSE from the decode, then the H2O epilogue
 // over an fp32 accumulator), timed together: issue 5's "<= 10% over plain decode" gate;
@@ -195,9 +177,7 @@ bool run_one(const Options& opt, const Device& dev, const Shape& s, const mc::De
   state.stride[0] = ep.state_stride[0];
   state.stride[1] = ep.state_stride[1];
   auto step = [&](cudaStream_t st_) {
-    if (accumulate)
-      return epilogue ? mc::decode_accumulate(a, state, ws_ptr(), ws_size(), st_, tuning)
-                      : decode_blocked_only(a, state, ws_ptr(), ws_size(), st_, tuning);
+    if (accumulate) return mc::decode_accumulate(a, state, ws_ptr(), ws_size(), st_, tuning);
     Status r = logits_in_l2 ? decode_logits_in_l2(a, ws_ptr(), ws_size(), st_, tuning)
                             : mc::dense_decode(a, ws_ptr(), ws_size(), st_, tuning);
     if (r == Status::kSuccess && h2o && epilogue && !logits_in_l2) r = mc::evict_accumulate_scores(ep, memattn::kernels::EvictScoreMode::kAccumulate, st_);
@@ -478,7 +458,6 @@ int main(int argc, char** argv) {
     ok = run_one(opt, dev, s, ef, "h2o_scores_ef", q, k, v, o, flush, flush_bytes, json, true) && ok;
     ok = run_one(opt, dev, s, tuning, "h2o_accumulate", q, k, v, o, flush, flush_bytes, json, true, true, true, false, true) && ok;
     ok = run_one(opt, dev, s, ef, "h2o_accumulate_ef", q, k, v, o, flush, flush_bytes, json, true, true, true, false, true) && ok;
-    ok = run_one(opt, dev, s, tuning, "scores_only_blocked", q, k, v, o, flush, flush_bytes, json, true, false, true, false, true) && ok;
     ok = run_compact(opt, dev, s, k, v, false, flush, flush_bytes, json) && ok;
     ok = run_compact(opt, dev, s, k, v, true, flush, flush_bytes, json) && ok;
     if (opt.sweep) {

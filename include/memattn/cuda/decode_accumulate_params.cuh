@@ -3,9 +3,8 @@
 // logic on the CPU emulator: the state argument, the checks, the workspace carving (the decode's
 // partials, fp16 logits, the LSE when the caller wants none) and the launch sequence over a
 // caller-given launcher: the decode writing fp16 logits into the workspace, then the epilogue.
-// The logits are blocked (DenseDecodeParams::scores_blocked: 8 keys x all rows of a KV head per
-// 16 * rows bytes), so that every warp store fills whole 32-byte sectors; the results are those
-// of the row-major layout bit for bit.
+// Row-major logits: a blocked layout (8 keys x all rows per block, whole 32-byte sectors per warp
+// store) and a fused last-split tail were both slower on an H200 (docs/gpu-check-log.md).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,17 +36,17 @@ namespace detail {
 struct AccumulateBuffers {
   float* part_o = nullptr;
   float* part_lse = nullptr;
-  Half* logits = nullptr;  // [B, Hkv, ceil(Lcap / 8), Tq * G, 8]
+  Half* logits = nullptr;  // [B, Hkv, Tq * G, Lcap4]: rows of Lcap rounded up to 4 keys
   float* lse = nullptr;    // [B, Tq, Hq]: used when args.lse is absent
 };
 
-inline std::int64_t logit_blocks(std::int64_t capacity) { return (capacity + 7) / 8; }
+inline std::int64_t logit_row_elems(std::int64_t capacity) { return (capacity + 3) / 4 * 4; }
 
 // The one carving of decode_accumulate's workspace (sizing and running).
 inline AccumulateBuffers carve_accumulate(Workspace& ws, const attention::AttentionDims& d, const DenseDecodePlan& pl) {
   AccumulateBuffers buf;
   plan_workspace(ws, d, pl.num_splits, &buf.part_o, &buf.part_lse);
-  buf.logits = ws.take<Half>(static_cast<std::size_t>(d.batch * d.kv_heads * logit_blocks(d.kv_capacity) * d.q_tokens * d.group() * 8));
+  buf.logits = ws.take<Half>(static_cast<std::size_t>(d.batch * d.kv_heads * d.q_tokens * d.group() * logit_row_elems(d.kv_capacity)));
   buf.lse = ws.take<float>(static_cast<std::size_t>(d.batch * d.q_tokens * d.q_heads));
   return buf;
 }
@@ -68,13 +67,12 @@ void accumulate_params(const attention::DecodeArgs<T>& a, const attention::Atten
                        const DecodeScoreState& st, const AccumulateBuffers& buf, kernels::DenseDecodeParams* p,
                        kernels::EvictScoreParams* ep) {
   *p = decode_params(a, d, pl, buf.part_o, buf.part_lse);
-  const std::int64_t block = d.q_tokens * d.group() * 8;  // elements per 8 keys of a KV head
+  const std::int64_t row = logit_row_elems(d.kv_capacity), rows = d.q_tokens * d.group();
   p->scores = buf.logits;
   p->scores_half = true;
-  p->scores_blocked = true;
-  p->scores_stride[2] = block;
-  p->scores_stride[1] = logit_blocks(d.kv_capacity) * block;
-  p->scores_stride[0] = d.kv_heads * p->scores_stride[1];
+  p->scores_stride[0] = d.kv_heads * rows * row;
+  p->scores_stride[1] = rows * row;
+  p->scores_stride[2] = row;
   if (p->lse == nullptr) {
     p->lse = buf.lse;
     p->lse_stride[0] = d.q_tokens * d.q_heads;
@@ -83,7 +81,6 @@ void accumulate_params(const attention::DecodeArgs<T>& a, const attention::Atten
   }
   kernels::EvictScoreParams e;
   e.scores_half = buf.logits;
-  e.blocked = true;
   for (int i = 0; i < 3; ++i) {
     e.scores_stride[i] = p->scores_stride[i];
     e.lse_stride[i] = p->lse_stride[i];

@@ -105,10 +105,6 @@ struct DenseDecodeParams {
   void* scores = nullptr;
   bool scores_half = false;
   std::int64_t scores_stride[3] = {};  // b, h, f (keys contiguous), elements
-  // Blocked layout (cuda::decode_accumulate's own logits): (f, j) at b s[0] + h s[1] + (j / 8) s[2]
-  // + f * 8 + j % 8, so that a warp's store (8 keys x R rows) fills whole 32-byte sectors in fp16
-  // too. (Half-sector fp16 rows cost as much as fp32 ones on an H200: +11% of the decode either way.)
-  bool scores_blocked = false;
   std::int64_t q_stride[3] = {};    // b, t, h
   std::int64_t k_stride[3] = {};    // b, h, l
   std::int64_t v_stride[3] = {};    // b, h, l
@@ -279,16 +275,13 @@ MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std
   }
 }
 
-// The raw-logit rows of a tile (ptr == nullptr: not requested): row r, key j at element
-// r * row_stride + j, or (blocked) (j / 8) * row_stride + r * 8 + j % 8; fp32, or rounded to fp16
-// with half.
+// The raw-logit rows of a tile (ptr == nullptr: not requested): row r at element r * row_stride,
+// fp32, or rounded to fp16 with half.
 struct ScoreRows {
   void* ptr = nullptr;
   std::int64_t row_stride = 0;
   bool half = false;
-  bool blocked = false;
-  MEMATTN_DEVICE void store(int r, int j, float v) const {
-    const std::int64_t at = blocked ? (j >> 3) * row_stride + r * 8 + (j & 7) : r * row_stride + j;
+  MEMATTN_DEVICE void store(std::int64_t at, float v) const {
     if (half) static_cast<__half*>(ptr)[at] = __float2half_rn(v);
     else static_cast<float*>(ptr)[at] = v;
   }
@@ -383,7 +376,7 @@ MEMATTN_DEVICE void decode_chunk(const uint4* stage, int tid, int base, int grou
       }
       const int su = idx % U, sr = idx / U;
       const int j = base + group * U + su;
-      if (idx < kN && j < s1 && rb.row0 + sr < rb.rows) scores.store(sr, j, pick[0] * kLn2);
+      if (idx < kN && j < s1 && rb.row0 + sr < rb.rows) scores.store(sr * scores.row_stride + j, pick[0] * kLn2);
     }
   }
   // Online softmax (base 2) with lazy rescaling: the running max m only moves (and acc, l are
@@ -607,11 +600,10 @@ dense_decode_split_kernel(const DenseDecodeParams p) {
   // Row row0 of this tile in the optional raw-logit output (nullptr: not requested).
   detail::ScoreRows srow;
   if (p.scores != nullptr) {
-    const std::int64_t at = b * p.scores_stride[0] + h * p.scores_stride[1] + row0 * (p.scores_blocked ? 8 : p.scores_stride[2]);
+    const std::int64_t at = b * p.scores_stride[0] + h * p.scores_stride[1] + row0 * p.scores_stride[2];
     srow.ptr = static_cast<char*>(p.scores) + at * (p.scores_half ? 2 : 4);
     srow.row_stride = p.scores_stride[2];
     srow.half = p.scores_half;
-    srow.blocked = p.scores_blocked;
   }
   for (int c = 0; c < nchunks; ++c) {
     const int next = c + kStages - 1;

@@ -31,7 +31,6 @@ struct EvictScoreParams {
   const float* scores = nullptr;  // [B, Hkv, Tq * G, Lcap] raw logits (dense_decode's output)
   const Half* scores_half = nullptr;   // or the same rounded to fp16 (DecodeArgs::scores_half)
   std::int64_t scores_stride[3] = {};  // b, h, f (elements)
-  bool blocked = false;  // (f, j) at b s[0] + h s[1] + (j / 8) s[2] + f * 8 + j % 8 (DenseDecodeParams::scores_blocked)
   const float* lse = nullptr;     // [B, Tq, Hq] natural log (dense_decode's output)
   std::int64_t lse_stride[3] = {};     // b, t, hq
   const std::int32_t* seq_lens = nullptr;  // device [B], optional (nullptr: Lcap)
@@ -96,10 +95,7 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_k
     const float4 a4 = *reinterpret_cast<const float4*>(p.acc + state_at);
     acc[0] = a4.x, acc[1] = a4.y, acc[2] = a4.z, acc[3] = a4.w;
   }
-  // this thread's keys in row 0, and the step between rows
-  const std::int64_t srow =
-      b * p.scores_stride[0] + h * p.scores_stride[1] + (p.blocked ? (j0 >> 3) * p.scores_stride[2] + (j0 & 7) : j0);
-  const std::int64_t fstep = p.blocked ? 8 : p.scores_stride[2];
+  const std::int64_t srow = b * p.scores_stride[0] + h * p.scores_stride[1] + j0;
   const float* lrow = p.lse + b * p.lse_stride[0] + h * p.group * p.lse_stride[2];
 #pragma unroll 1
   for (int t = 0; t < p.q_tokens; ++t) {
@@ -114,7 +110,7 @@ MEMATTN_KERNEL void __launch_bounds__(kEvictScoreThreads) evict_score_epilogue_k
       for (int k = 0; k < kEvictScorePrefetch; ++k) {
         const int g = g0 + k;
         if (g < p.group) {
-          evict_load_logits<V>(p, srow + (t * p.group + g) * fstep, s[k]);
+          evict_load_logits<V>(p, srow + (t * p.group + g) * p.scores_stride[2], s[k]);
           l[k] = lrow[t * p.lse_stride[1] + g * p.lse_stride[2]];
         }
       }
