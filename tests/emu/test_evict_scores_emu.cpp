@@ -31,19 +31,30 @@ Status emulated_epilogue(const mk::EvictScoreParams& p, mk::EvictScoreMode mode)
   return mc::evict_score_launch(p, mode, memattn_emu_test::emu_launch);
 }
 
+// Random fp16 q, k, v, lengths L and L / 2 + extra (at least Tq), |N(0, 1)| accumulators.
+struct ScoreInputs {
+  std::vector<Half> q, k, v;
+  std::vector<std::int32_t> lens;
+  std::vector<float> acc0;
+  ScoreInputs(const memattn_test::ScoreShape& c, int extra, std::mt19937& rng)
+      : q(static_cast<std::size_t>(c.B) * c.Tq * c.Hkv * c.G * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D),
+        v(k.size()), lens(static_cast<std::size_t>(c.B)), acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (auto* t : {&q, &k, &v})
+      for (auto& x : *t) x = memattn::from_float<Half>(nd(rng));
+    for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + extra);
+    for (auto& x : acc0) x = std::fabs(nd(rng));
+  }
+};
+
 void check(const memattn_test::ScoreShape& c, int splits, std::mt19937& rng) {
   const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
   INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window " << c.window
             << " splits " << splits << " reversed " << memattn_emu::reverse_ctas());
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<Half> q(static_cast<std::size_t>(c.B) * c.Tq * Hq * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D), v(k.size());
-  for (auto& x : q) x = memattn::from_float<Half>(nd(rng));
-  for (auto& x : k) x = memattn::from_float<Half>(nd(rng));
-  for (auto& x : v) x = memattn::from_float<Half>(nd(rng));
-  std::vector<std::int32_t> lens(static_cast<std::size_t>(c.B));
-  for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + 1);
-  std::vector<float> acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
-  for (auto& x : acc0) x = std::fabs(nd(rng));
+  const ScoreInputs in(c, 1, rng);
+  const std::vector<Half>&q = in.q, &k = in.k, &v = in.v;
+  const std::vector<std::int32_t>& lens = in.lens;
+  const std::vector<float>& acc0 = in.acc0;
   std::vector<std::uint64_t> hist0(acc0.size());
   for (auto& x : hist0) x = (static_cast<std::uint64_t>(rng()) << 32) | rng();
 
@@ -126,15 +137,10 @@ void check_accumulate(const memattn_test::ScoreShape& c, int splits, bool evict_
   const int Hq = c.Hkv * c.G, rows = c.Tq * c.G;
   INFO("B " << c.B << " Hkv " << c.Hkv << " G " << c.G << " D " << c.D << " L " << c.L << " Tq " << c.Tq << " window " << c.window
             << " splits " << splits << " reversed " << memattn_emu::reverse_ctas());
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<Half> q(static_cast<std::size_t>(c.B) * c.Tq * Hq * c.D), k(static_cast<std::size_t>(c.B) * c.Hkv * c.L * c.D), v(k.size());
-  for (auto& x : q) x = memattn::from_float<Half>(nd(rng));
-  for (auto& x : k) x = memattn::from_float<Half>(nd(rng));
-  for (auto& x : v) x = memattn::from_float<Half>(nd(rng));
-  std::vector<std::int32_t> lens(static_cast<std::size_t>(c.B));
-  for (int b = 0; b < c.B; ++b) lens[static_cast<std::size_t>(b)] = b == 0 ? c.L : std::max(c.Tq, c.L / 2 + 3);
-  std::vector<float> acc0(static_cast<std::size_t>(c.B) * c.Hkv * c.L);
-  for (auto& x : acc0) x = std::fabs(nd(rng));
+  const ScoreInputs in(c, 3, rng);
+  const std::vector<Half>&q = in.q, &k = in.k, &v = in.v;
+  const std::vector<std::int32_t>& lens = in.lens;
+  const std::vector<float>& acc0 = in.acc0;
   mc::DenseDecodeTuning tuning;
   tuning.num_splits = splits;
   tuning.kv_evict_first = evict_first;
