@@ -217,6 +217,18 @@ MEMATTN_DEVICE void load_metas(const uint2* p, uint2 (&m)[kN]) {
   }
 }
 
+// word with the codes flagged in near_mask (fast_code's *near) replaced by enc(i), quant::encode's.
+template <int kBits, class Encode>
+MEMATTN_DEVICE std::uint32_t encode_near(std::uint32_t word, std::uint32_t near_mask, const Encode& enc) {
+  constexpr std::uint32_t L = (1u << kBits) - 1u;
+  while (near_mask != 0u) {  // rare
+    const int i = __ffs(static_cast<int>(near_mask)) - 1;
+    near_mask &= near_mask - 1u;
+    word = (word & ~(L << (i * kBits))) | (enc(i) << (i * kBits));
+  }
+  return word;
+}
+
 // K code words of staged rows [0, nt) (xs: [nt][D]; km: meta per channel): word w of the chunk holds
 // stream elements w*P .. w*P + P - 1, P = 32 / kBits, element e = t*D + c being xs[e].
 template <int kBits, int kThreads>
@@ -242,14 +254,10 @@ MEMATTN_DEVICE void k_words(const Half* xs, const uint2* km, int D, int nt, std:
       word |= fast_code<L>(static_cast<std::uint16_t>(x[i / 2] >> (16 * (i % 2))), m[i], &near) << (i * kBits);
       near_mask |= static_cast<std::uint32_t>(near) << i;
     }
-    while (near_mask != 0u) {  // rare: quant::encode decides
-      const int i = __ffs(static_cast<int>(near_mask)) - 1;
-      near_mask &= near_mask - 1u;
-      const int c = c0 + i < D ? c0 + i : c0 + i - D;
-      const std::uint32_t code = quant::encode(xs[w * P + i], group_meta(km[c]), L);
-      word = (word & ~(static_cast<std::uint32_t>(L) << (i * kBits))) | (code << (i * kBits));
-    }
-    out[w] = word;
+    out[w] = encode_near<kBits>(word, near_mask, [&](int i) {  // metas from shared memory, not m[i]:
+      const int c = c0 + i < D ? c0 + i : c0 + i - D;            // a run-time index would put m in local memory
+      return quant::encode(xs[w * P + i], group_meta(km[c]), L);
+    });
   }
 }
 
@@ -272,13 +280,9 @@ MEMATTN_DEVICE void v_words(const Half* xs, const uint2* vm, int D, int GV, int 
       word |= fast_code<L>(xs[(t + i) * D + c].bits, m[i], &near) << (i * kBits);
       near_mask |= static_cast<std::uint32_t>(near) << i;
     }
-    while (near_mask != 0u) {  // rare: quant::encode decides
-      const int i = __ffs(static_cast<int>(near_mask)) - 1;
-      near_mask &= near_mask - 1u;
-      const std::uint32_t code = quant::encode(xs[(t + i) * D + c], group_meta(mp[i]), L);
-      word = (word & ~(static_cast<std::uint32_t>(L) << (i * kBits))) | (code << (i * kBits));
-    }
-    out[static_cast<std::size_t>(c) * (G / P) + (c0 + t) / P] = word;
+    out[static_cast<std::size_t>(c) * (G / P) + (c0 + t) / P] = encode_near<kBits>(word, near_mask, [&](int i) {
+      return quant::encode(xs[(t + i) * D + c], group_meta(mp[i]), L);
+    });
   }
 }
 
