@@ -52,7 +52,9 @@ Status decode_accumulate(const attention::DecodeArgs<T>& args, const DecodeScore
     return Status::kErrorUnsupportedDtype;
   } else {
     DenseDecodePlan pl;
-    MEMATTN_RETURN_IF_ERROR(detail::plan_for_current_device(args, tuning, &d, &pl));
+    int sms = 0;  // (check_accumulate ran check_args: plan without repeating it)
+    MEMATTN_RETURN_IF_ERROR(sm_count(&sms));
+    MEMATTN_RETURN_IF_ERROR(detail::make_plan(args, d, sms, tuning, &pl));
     Workspace ws(workspace, workspace_bytes);
     const detail::AccumulateBuffers buf = detail::carve_accumulate(ws, d, pl);
     MEMATTN_RETURN_IF_ERROR(ws.status());

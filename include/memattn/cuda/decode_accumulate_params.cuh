@@ -79,25 +79,16 @@ void accumulate_params(const attention::DecodeArgs<T>& a, const attention::Atten
     p->lse_stride[1] = d.q_heads;
     p->lse_stride[2] = 1;
   }
-  kernels::EvictScoreParams e;
+  kernels::EvictScoreParams e = evict_score_params(a, st.gamma, st.reduce);  // shape, lengths, window
   e.scores_half = buf.logits;
   for (int i = 0; i < 3; ++i) {
     e.scores_stride[i] = p->scores_stride[i];
     e.lse_stride[i] = p->lse_stride[i];
   }
   e.lse = p->lse;
-  e.seq_lens = a.seq_lens;
   e.acc = st.acc;
   e.state_stride[0] = st.stride[0];
   e.state_stride[1] = st.stride[1];
-  e.batch = static_cast<int>(d.batch);
-  e.kv_heads = static_cast<int>(d.kv_heads);
-  e.group = static_cast<int>(d.group());
-  e.q_tokens = static_cast<int>(d.q_tokens);
-  e.kv_capacity = static_cast<int>(d.kv_capacity);
-  e.window = a.window;
-  e.gamma = st.gamma;
-  e.reduce = st.reduce;
   *ep = e;
 }
 
