@@ -164,6 +164,12 @@ MEMATTN_DEVICE void cp_async_wait() {
 }
 #endif
 
+// K / V piece copy: with the evict-first policy when hinted (DenseDecodeParams::kv_evict_first).
+MEMATTN_DEVICE void cp_async_kv(void* smem, const void* gmem, bool hint, std::uint64_t pol) {
+  if (hint) cp_async_16(smem, gmem, pol);
+  else cp_async_16(smem, gmem);
+}
+
 MEMATTN_DEVICE uint4 load_ro(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 
 // 8 packed 16-bit values <-> 8 floats.
@@ -230,13 +236,8 @@ MEMATTN_DEVICE void issue_chunk(uint4* stage, const T* kb, const T* vb, std::int
   for (int u = 0; u < Cfg::kUnroll; ++u) {
     int j = base + group * Cfg::kUnroll + u;
     j = j < s1 ? j : s1 - 1;
-    if (hint) {
-      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks, pol);
-      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs, pol);
-    } else {
-      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks);
-      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs);
-    }
+    cp_async_kv(stage + (u * 2 + 0) * Cfg::kThreads + tid, kb + static_cast<std::int64_t>(j) * ks, hint, pol);
+    cp_async_kv(stage + (u * 2 + 1) * Cfg::kThreads + tid, vb + static_cast<std::int64_t>(j) * vs, hint, pol);
   }
 }
 
@@ -265,13 +266,8 @@ MEMATTN_DEVICE void issue_full_chunk(uint4* stage, const T* kp, const T* vp, std
   using Cfg = DenseDecodeConfig<D, R>;
 #pragma unroll
   for (int u = 0; u < Cfg::kUnroll; ++u) {
-    if (hint) {
-      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep, pol);
-      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep, pol);
-    } else {
-      cp_async_16(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep);
-      cp_async_16(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep);
-    }
+    cp_async_kv(stage + (u * 2 + 0) * Cfg::kThreads + tid, kp + u * kstep, hint, pol);
+    cp_async_kv(stage + (u * 2 + 1) * Cfg::kThreads + tid, vp + u * vstep, hint, pol);
   }
 }
 
