@@ -75,6 +75,7 @@ PY
 TARGETS+=(bench_dense_decode_cuda)
 TARGETS+=(bench_linear_cuda)  # issue 8
 TARGETS+=(bench_memory_cuda)  # issue 9
+TARGETS+=(bench_think_decode_cuda_ctas3)  # issue 7: path 3's occupancy A/B (device-check step mma_ctas3)
 echo "build-gpu: building ${TARGETS[*]} for CUDA arch $ARCH"
 cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}"
 # Host symbols are of no use on the device and push build-gpu/bin past the 64 MiB carry limit

@@ -12,6 +12,8 @@
 #              compaction to a 25% budget, issue 5)                              -> bench.jsonl, bench.log
 #   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI, composed
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
+#   mma_ctas3  the same at B = 16, L = 64K with path 3's kernel built for 3 CTAs per SM instead
+#              of 4 (its occupancy A/B; the copy line says mma_min_ctas)          -> bench.log
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
 #   mma_profile    ncu of the tensor-core KIVI-region kernel (path 3) in the composed rows -> bench.log
@@ -140,6 +142,8 @@ rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 # ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
 run_step think_bench 120 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
+# Path 3's occupancy A/B: the same rows at B = 16, L = 64K, its kernel built for 3 CTAs per SM.
+run_step mma_ctas3 60 "$OUT/bench.log" "$BIN/bench_think_decode_cuda_ctas3" --shape 16:65536
 # The peer (PyTorch SDPA) before the profiles: issue 4's KIVI gates and the dense-decode ratios need it.
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"

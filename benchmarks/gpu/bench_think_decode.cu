@@ -405,7 +405,8 @@ int main(int argc, char** argv) {
   }
   bool ok = true;
   const double copy = copy_gbps(smoke, iters);
-  std::printf("{\"bench\": \"copy\", \"GBps\": %.1f}\n", copy);
+  // mma_min_ctas: path 3's __launch_bounds__ (bench_think_decode_cuda_ctas3 is built with 3)
+  std::printf("{\"bench\": \"copy\", \"GBps\": %.1f, \"mma_min_ctas\": %d}\n", copy, memattn::kernels::think_mma::kMinCtas);
   const std::vector<std::pair<int, int>> shapes =
       shape_b > 0 && shape_l > 0 ? std::vector<std::pair<int, int>>{{shape_b, shape_l}}
       : smoke                    ? std::vector<std::pair<int, int>>{{2, 256}}

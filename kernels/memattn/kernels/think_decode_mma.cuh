@@ -20,11 +20,16 @@
 // 23.5 per key (~975, 30.5, before the tile cursor, the compile-time chunk count and the masked
 // keys' zeroed V meta): cp.async issue ~129, QK ~194, softmax and value prescale ~70, PV ~330.
 // At 80% of an H100's 3.35 TB/s and ~90.5 bytes per key that is ~66% of the SM's issue slots
-// at 1.98 GHz; an H200's 4.8 TB/s would need ~95%.
+// at 1.98 GHz; an H200's 4.8 TB/s would need ~95%. The H200 profile of that version: 56% issue
+// utilisation at 3 CTAs (12 warps) per SM, mostly fixed-latency dependency stalls, so the PV
+// product is now transposed (O^T = V^T P^T, quantization spec 6.4): 8 instead of 16 accumulator
+// tiles (32 registers fewer, so 4 CTAs fit in 128 registers), 16 instead of 32 MMAs and no hi / lo
+// split of P per tile (static count of the main loop, sm_90, KC = 3: 1,425 -> 1,297 SASS
+// instructions, HMMA 62 -> 46).
 //
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands), the values are fp16 c s_v +
-// z_v (2^-12 of |v|), p enters as fp16 hi + lo, accumulation is fp32. Power-of-two prescales keep
+// z_v (2^-12 of |v|), p enters as fp16 (2^-12; l sums the fp32 p), accumulation is fp32. Power-of-two prescales keep
 // the fp16 operands normal and finite: q~ per head in [1/2, 1) (|q'| <= |s| <= 65504), the values
 // per warp under 2^15 (raised, with an exact rescale of the accumulators, as larger value scales
 // arrive).
@@ -54,6 +59,15 @@ namespace think_mma {
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kStages = 3;
+// CTAs per SM the kernel is compiled for (__launch_bounds__; 4: <= 128 registers). The H200
+// profile of the earlier layout (ncu, B 16 x 64K) showed 3 CTAs (12 warps, 168 registers), 56%
+// issue utilisation, mostly fixed-latency dependency stalls: more warps hide them. At 4 the
+// sm_90 / sm_80 instances spill 4-40 bytes of loop invariants (D = 128, KC = 3-4); not yet timed
+// on a GPU against 3 (bench_think_decode_cuda_ctas3 is the same benchmark built with 3).
+#ifndef MEMATTN_THINK_MMA_MIN_CTAS
+#define MEMATTN_THINK_MMA_MIN_CTAS 4
+#endif
+constexpr int kMinCtas = MEMATTN_THINK_MMA_MIN_CTAS;
 
 MEMATTN_HOST_DEVICE int round16(int x) { return (x + 15) / 16 * 16; }
 // Chunks of 32 kept key channels a block row spans: the kernel's KC (compile-time, so that the
@@ -229,10 +243,10 @@ struct TileCursor {
 MEMATTN_DEVICE int next_stage(int stage) { return stage + 1 == kStages ? 0 : stage + 1; }
 
 // One tile's online-softmax step of a warp (head gi's keys in the quad, base 2): the running max
-// m moves with a lazy rescale of l and the kNT accumulator n-tiles o (a warp vote), and pk gets
-// 2^(lg - m) (0 for a masked key, lg = -inf), summed into l.
-template <int kN, int kNT>
-MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, float& l, float (&o)[kNT][4], float (&pk)[kN][2]) {
+// m moves with a lazy rescale of l and of the accumulators (rescale(alpha), alpha = head gi's
+// factor; a warp vote), and pk gets 2^(lg - m) (0 for a masked key, lg = -inf), summed into l.
+template <int kN, class Rescale>
+MEMATTN_DEVICE void online_softmax_step(const float (&lg)[kN][2], float& m, float& l, Rescale&& rescale, float (&pk)[kN][2]) {
   float tmax = -INFINITY;
 #pragma unroll
   for (int n = 0; n < kN; ++n) tmax = fmaxf(tmax, fmaxf(lg[n][0], lg[n][1]));
@@ -240,8 +254,7 @@ MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, floa
   if (__any_sync(0xFFFFFFFFu, m_new > m)) {
     const float alpha = m_new > m ? detail::fast_exp2(m - m_new) : 1.f;  // 0 when m = -inf
     l *= alpha;
-#pragma unroll
-    for (int n = 0; n < kNT; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
+    rescale(alpha);
     m = m_new;
   }
   const float m_use = m == -INFINITY ? 0.f : m;
@@ -253,25 +266,51 @@ MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, floa
       l += pk[n][e];
     }
 }
+// The same with kNT accumulator n-tiles o whose rows are head gi (hi and lo rows).
+template <int kN, int kNT>
+MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, float& l, float (&o)[kNT][4], float (&pk)[kN][2]) {
+  online_softmax_step(lg, m, l, [&](float alpha) {
+#pragma unroll
+    for (int n = 0; n < kNT; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
+  }, pk);
+}
 
 // A warp's state at the end of its split, for merge_warp_states (after a __syncthreads that frees
-// the stages): head gi's outputs (hi rows + lo rows, times out_scale) at channel(n, column), and
-// (m, quad sum of l). sm_acc = smem [warp][8][D] floats, sm_ml after it [warp][8][2].
+// the stages): sm_acc = smem [warp][8 heads][D] floats, then sm_ml [warp][8][2] (m, quad sum of l
+// of head gi). stash_warp_state: accumulators whose rows are head gi (hi rows + lo rows, times
+// out_scale) at channel(n, column); stash_warp_state_t: transposed ones (rows = channels
+// channel(2 n + e / 2, gi), columns = heads 2 t4 + e % 2), as the tensor-core PV of path 3 holds them.
+template <int D>
+MEMATTN_DEVICE float* stash_warp_ml(unsigned char* smem, int warp, int lane, float m, float l) {
+  const int gi = row_group(lane);
+  l = quad_sum(l);
+  float* sm_acc = reinterpret_cast<float*>(smem);
+  float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
+  if (quad(lane) == 0) {
+    sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
+    sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
+  }
+  return sm_acc + warp * kThinKMaxGroup * D;
+}
 template <int D, int kNT, class Channel>
 MEMATTN_DEVICE void stash_warp_state(unsigned char* smem, int warp, int lane, const float (&o)[kNT][4], float m, float l,
                                      float out_scale, Channel channel) {
   const int gi = row_group(lane), t4 = quad(lane);
-  l = quad_sum(l);
-  float* sm_acc = reinterpret_cast<float*>(smem);
-  float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
+  float* const acc = stash_warp_ml<D>(smem, warp, lane, m, l);
 #pragma unroll
   for (int n = 0; n < kNT; ++n)
 #pragma unroll
-    for (int e = 0; e < 2; ++e) sm_acc[(warp * kThinKMaxGroup + gi) * D + channel(n, 2 * t4 + e)] = (o[n][e] + o[n][e + 2]) * out_scale;
-  if (t4 == 0) {
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
-  }
+    for (int e = 0; e < 2; ++e) acc[gi * D + channel(n, 2 * t4 + e)] = (o[n][e] + o[n][e + 2]) * out_scale;
+}
+template <int D, int kMT, class Channel>
+MEMATTN_DEVICE void stash_warp_state_t(unsigned char* smem, int warp, int lane, const float (&o)[kMT][4], float m, float l,
+                                       float out_scale, Channel channel) {
+  const int gi = row_group(lane), t4 = quad(lane);
+  float* const acc = stash_warp_ml<D>(smem, warp, lane, m, l);
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[(2 * t4 + (e & 1)) * D + channel(2 * mt + (e >> 1), gi)] = o[mt][e] * out_scale;
 }
 
 // End of a split: merges the kWarps warps' states of the CTA's G heads (stash_warp_state's, after
@@ -331,20 +370,21 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// 3 CTAs (12 warps) per SM at D = 128, 4 at D = 64: <= 168 / 128 registers (ptxas: 168 / 128; no
-// spills but for D = 128, KC = 4 on sm_90: 12-16 bytes, loop invariants, 3-4 L1 loads per tile).
+// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills 4-40 bytes of loop
+// invariants at D = 128, KC = 3-4, 1-4 L1 loads per tile).
 // kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
 // the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
 // 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.
 template <int D, int KB, int VB, int KC, bool kRec = false>
-MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
+MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     think_decode_mma_kernel(const ThinKDecodeParams p, const ThinKSplit sp) {
   using namespace think_mma;
   static_assert(KC >= 1 && KC * kChunkChannels <= D, "1 .. D / 32 chunks of kept channels");
   static_assert(!kRec || KC * kChunkChannels == D, "KIVI records hold every key channel");
   constexpr int kPs = kRec && VB == 2 ? 8 : 4;     // key pair stride of the PV B registers
   constexpr int kLaneCh = D / 8;                   // value channels per lane: one per PV n-tile
-  constexpr int kNTiles = kLaneCh;
+  constexpr int kNTiles = kLaneCh;                // the lane's value channels: its codes' n-tile order
+  constexpr int kMTiles = kNTiles / 2;             // PV m-tiles: rows gi / gi + 8 = the lane's channels 2 mt, 2 mt + 1
   constexpr int kCodeBytes = kLaneCh * VB / 8;     // a lane's value codes of one key: 2, 4 or 8 bytes
   constexpr int kCodeWords = kCodeBytes < 4 ? 1 : kCodeBytes / 4;
   constexpr int kHalves = kCodeBytes / 2;          // 16-bit pieces of them, 16 / VB channels each
@@ -494,9 +534,10 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   };
   warp_pipeline_prime<kStages>(items, issue);
 
-  float o[kNTiles][4], m = -INFINITY, l = 0.f;
+  // O^T accumulators: m-tile mt, rows = channels pv_channel(2 mt + e / 2, gi), columns = heads 2 t4 + e % 2
+  float o[kMTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
-  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  for (int n = 0; n < kMTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   int v_exp = -1;  // exponent field of the largest value bound seen (warp)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
@@ -588,7 +629,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
 
     // Online softmax of head gi (the quad holds its 32 keys), lazy rescale (warp vote).
     float pk[4][2];
-    online_softmax_tile(lg, m, l, o, pk);
+    // The accumulators' columns are heads 2 t4, 2 t4 + 1: their factors from lanes 8 t4, 8 t4 + 4.
+    online_softmax_step(lg, m, l, [&](float alpha) {
+      const float a0 = __shfl_sync(0xFFFFFFFFu, alpha, 8 * t4), a1 = __shfl_sync(0xFFFFFFFFu, alpha, 8 * t4 + 4);
+#pragma unroll
+      for (int n = 0; n < kMTiles; ++n) o[n][0] *= a0, o[n][1] *= a1, o[n][2] *= a0, o[n][3] *= a1;
+    }, pk);
 
     // Value prescale: 2^13 / (the largest bound max(16 |s_v|, |z_v|) seen, rounded down to a power
     // of two, >= 1/4), so |c s_v + z_v| < 2^15 in fp16 and fp16 scales stay normal; raised with an
@@ -606,20 +652,30 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
       if (v_exp >= 0) {
         const float r = ns * v_inv;  // new scale / old scale: an exact power of two (<= 1)
 #pragma unroll
-        for (int n = 0; n < kNTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
+        for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
       }
       v_exp = e_new, v_inv = ni;
       const std::uint32_t hb = bits_of(__floats2half2_rn(ns, ns));  // a power of two in [2^-114, 2^15]: 0 only for poison
       v_scale2 = hb;
     }
 
-    // Values: two k-steps of 16 keys; the lane's 4 keys (pv_lane_key) as two B pairs, their
-    // prescaled (s, z) of group v_grp, and the codes of its kLaneCh channels.
+    // Values: two k-steps of 16 keys, O^T (channels x heads) += V^T (channels x keys) P^T (keys x
+    // heads). P^T is the QK result as it lies (B: the lane's keys pv_lane_key(ms, t4, 0..3) of head
+    // gi, pk[2 ms][0, 1] and pk[2 ms + 1][0, 1], in fp16); V^T's m-tile mt holds the lane's
+    // channels 2 mt (row gi) and 2 mt + 1 (row gi + 8) of its 4 keys, dequantised with the
+    // prescaled (s, z) of group v_grp: the pairs `pair` gets per channel n, in order.
 #pragma unroll
     for (int ms = 0; ms < 2; ++ms) {
-      std::uint32_t pa[4];  // P: keys pv_lane_key(ms, t4, 0..3) hold pk[2 ms][0, 1], pk[2 ms + 1][0, 1]
-      split2(pk[2 * ms][0], pk[2 * ms][1], &pa[0], &pa[1]);
-      split2(pk[2 * ms + 1][0], pk[2 * ms + 1][1], &pa[2], &pa[3]);
+      const std::uint32_t pb0 = bits_of(__floats2half2_rn(pk[2 * ms][0], pk[2 * ms][1]));
+      const std::uint32_t pb1 = bits_of(__floats2half2_rn(pk[2 * ms + 1][0], pk[2 * ms + 1][1]));
+      std::uint32_t va[4];
+      // channel n's values of keys (0, 1) and (2, 3): A registers 0, 2 of m-tile n / 2 (even n)
+      // or 1, 3 (odd n, which completes the m-tile)
+      auto pair = [&](int n, std::uint32_t v01, std::uint32_t v23) {
+        va[n & 1] = v01;
+        va[2 + (n & 1)] = v23;
+        if (n & 1) mma16816(o[n >> 1], va, pb0, pb1);
+      };
       std::uint32_t mw[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) mw[k] = vm[vm_index(pv_lane_key(ms, t4, k, kPs), v_grp)];  // (0, 0) for a masked key
@@ -648,7 +704,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
               b0 = exact_at<0>(and_or(w[2 * e] >> (4 * t4), 0x000F000Fu, kMagic));
               b1 = exact_at<0>(and_or(w[2 * e + 1] >> (4 * t4), 0x000F000Fu, kMagic));
             }
-            mma16816(o[c * (16 / kRecStep) + e], pa, hfma2_bits(b0, s01, z01), hfma2_bits(b1, s23, z23));
+            pair(c * (16 / kRecStep) + e, hfma2_bits(b0, s01, z01), hfma2_bits(b1, s23, z23));
           }
         }
       } else {
@@ -673,7 +729,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
           for (int i = 0; i < kPerHalf; ++i) {
             const std::uint32_t b0 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x01, i), i), s01, z01);
             const std::uint32_t b1 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x23, i), i), s23, z23);
-            mma16816(o[hf * kPerHalf + i], pa, b0, b1);
+            pair(hf * kPerHalf + i, b0, b1);
           }
         }
       }
@@ -682,7 +738,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, (D == 128 ? 3 : 4))
   detail::cp_async_wait<0>();
   __syncthreads();  // the merge reuses the stages
 
-  stash_warp_state<D>(smem, warp, lane, o, m, l, v_inv, [](int n, int col) { return pv_channel(n, col, kLaneCh); });
+  stash_warp_state_t<D>(smem, warp, lane, o, m, l, v_inv, [](int n, int row) { return pv_channel(n, row, kLaneCh); });
   __syncthreads();
   merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
 }

@@ -15,14 +15,15 @@
 //           product's exact rounding error + q~'s lo half times s), so a lane's c0 + c2 is a
 //           head's logit to ~2^-22; B = exact fp16 codes. The zero points enter as one more product
 //           per block, q~ (hi / lo) times B = z of the slots, the same for every key column.
-//   values  O[16 x 8 ch]  += P[16 x 16 keys] * V[16 keys x 8 ch]: P rows 0-7 / 8-15 the hi / lo
-//           halves of p; V = the fp16 values c s_v + z_v of the keys (one HFMA2 per pair, with the
-//           warp's power-of-two prescale in s_v and z_v)
-// The QK result is P's A fragment without any data movement (the C layout of two n-tiles is the
-// A layout of one k-step) because the key columns of the QK n-tiles are permuted (qk_key) to the
-// order the PV k-step wants (pv_key); channels are permuted freely inside the reductions (the
-// sums do not care) so that each lane reads contiguous codes: 8 kept-key slots per chunk, and
-// D / 8 consecutive value channels (inside one value group) per key.
+//   values  O^T[16 ch x 8 heads] += V^T[16 ch x 16 keys] * P^T[16 keys x 8 heads]: V^T = the
+//           fp16 values c s_v + z_v of the keys (one HFMA2 per pair, with the warp's power-of-two
+//           prescale in s_v and z_v), rows g / g + 8 of m-tile mt = the lane's value channels
+//           2 mt / 2 mt + 1 (pv_channel); P^T = fp16 p, column g = head g
+// The QK result is P^T's B fragment without any data movement (the C layout of two n-tiles, head
+// g x keys 2t, 2t + 1, is the B layout of one k-step) because the key columns of the QK n-tiles
+// are permuted (qk_key) to the order the PV k-step wants (pv_key); channels are permuted freely
+// inside the reductions (the sums do not care) so that each lane reads contiguous codes: 8
+// kept-key slots per chunk, and D / 8 consecutive value channels (inside one value group) per key.
 //
 // Codes to fp16 (quantization spec 6.5): masking a code inside the 10-bit mantissa of the fp16
 // 1024 (0x6400) gives 1024 + 2^(b i) c, which one HFMA2 by (2^-(b i), -1024 2^-(b i)) turns into
@@ -60,8 +61,9 @@ MEMATTN_HOST_DEVICE int qk_channel(int j, int k) {
 }
 // Key (0..31) of k-slot k of PV k-step m (0, 1): the QK C columns of n-tiles 2m, 2m + 1.
 MEMATTN_HOST_DEVICE int pv_key(int m, int k, int ps = 4) { return 16 * m + ((k & 7) >> 1) + (12 - ps) * (k >> 3) + ps * (k & 1); }
-// Value channel of column col of PV n-tile n: lane row group col owns the D / 8 = lane_ch
-// consecutive channels [lane_ch col, + lane_ch), one per n-tile.
+// Value channel n (0 .. lane_ch - 1) of lane row group col: it owns the D / 8 = lane_ch
+// consecutive channels [lane_ch col, + lane_ch); in PV m-tile mt, channels 2 mt and 2 mt + 1 are
+// its rows col and col + 8.
 MEMATTN_HOST_DEVICE int pv_channel(int n, int col, int lane_ch) { return lane_ch * col + n; }
 
 // What a lane reads: the first of its 8 kept-channel slots in chunk c (QK), its key i (0..3: A
