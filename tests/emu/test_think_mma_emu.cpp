@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -410,4 +411,25 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
   }
   for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count({128, kc}) == 1);
   for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count({64, kc}) == 1);
+}
+
+// The split plan of the tensor-core kernel over a KIVI region (path 3 and cuda::kivi_decode's
+// tensor-core call): one wave of think_mma::kMinCtas CTAs per SM (a partial last wave of equal
+// splits idles its share of the step), splits of at least kThinKMmaMinSplit tokens covering L.
+TEST_CASE("tensor-core composed decode (path 3): the split plan fills one wave", "[compose][emu]") {
+  namespace td = memattn::cuda::think_detail;
+  static const int n_q[1] = {0};
+  for (auto [B, D, L] : {std::tuple<int, int, int>{16, 128, 65536}, {1, 128, 65536}, {16, 128, 4096}, {4, 64, 32768}, {128, 128, 8192}}) {
+    mk::ThinKDecodeParams p{};
+    p.batch = B, p.kv_heads = 8, p.q_heads = 32, p.head_dim = D, p.path = 3, p.n_q = n_q;
+    mk::ThinKSplit sp;
+    REQUIRE(td::plan(p, L, 0, 132, &sp) == Status::kSuccess);
+    const long long segments = 8LL * B, grid_splits = sp.splits / 2;  // slots: the KIVI kernel's, then the fp16 regions'
+    INFO("B " << B << " D " << D << " L " << L << " splits " << grid_splits << " keys " << sp.split_keys);
+    CHECK(sp.splits % 2 == 0);
+    CHECK(grid_splits * segments <= std::max(segments, 132LL * mk::think_mma::kMinCtas));
+    CHECK(grid_splits * sp.split_keys >= L);
+    CHECK(sp.split_keys >= td::kThinKMmaMinSplit);
+    if (B == 16 && L == 65536) CHECK(grid_splits * segments > 132LL * mk::think_mma::kMinCtas * 3 / 4);  // most of the wave
+  }
 }

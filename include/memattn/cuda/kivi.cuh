@@ -13,7 +13,8 @@
 // It runs the composed cache's tensor-core kernel (think_decode_mma.cuh, reading the KIVI records
 // as they are) over the blocks, where head_dim is 64 / 128, K and V 2- / 4-bit and the value
 // groups multiples of 32 channels (kivi_mma_layout), the ring beside it on CUDA cores, and one
-// small combine kernel; elsewhere the CUDA-core kernel split over its tiles (about 8 CTAs per SM;
+// small combine kernel (splits: one wave of the tensor-core kernel, >= 2048 tokens each);
+// elsewhere the CUDA-core kernel split over its tiles (about 8 CTAs per SM;
 // split_keys > 0 forces the tokens per split, tensor_cores = false the CUDA-core kernel). Tensor
 // cores: values enter as fp16 c s_v + z_v (2^-12 of |v|), logits fp32-exact (quantization spec
 // Q-K1, robust relative error 2e-3 against fp32 dequantisation); CUDA cores: 1e-5.

@@ -79,8 +79,9 @@ inline bool kivi_mma_layout(const kernels::KiviCacheView& c) {
          c.layout.bytes * static_cast<std::size_t>(c.num_kv_heads) <= 0x7FFFFFFFu;  // ThinKDecodeParams::rec_block_bytes
 }
 
-// Splits for sequences of at most max_tokens tokens on `sms` SMs: about 8 CTAs per SM (the tensor-core
-// kernel: splits of at least kThinKMmaMinSplit tokens; the CUDA-core kernel: at least 256); split_keys
+// Splits for sequences of at most max_tokens tokens on `sms` SMs: the tensor-core kernel one wave
+// (think_detail::mma_wave_splits), splits of at least kThinKMmaMinSplit tokens; the CUDA-core
+// kernel about 8 CTAs per SM, at least 256 tokens; split_keys
 // > 0 forces the tokens per split, tensor_cores = false the CUDA-core kernel.
 inline Status kivi_plan(const kernels::KiviCacheView& c, int batch, int max_tokens, int split_keys, bool tensor_cores, int sms,
                         KiviPlan* pl) {
@@ -91,7 +92,7 @@ inline Status kivi_plan(const kernels::KiviCacheView& c, int batch, int max_toke
   if (keys == 0) {
     if (sms < 1) return Status::kErrorInvalidArgument;
     const long long segments = static_cast<long long>(batch) * c.num_kv_heads;
-    const long long want = std::max<long long>(1, (8LL * sms + segments - 1) / segments);
+    const long long want = r.mma ? think_detail::mma_wave_splits(segments, sms) : std::max<long long>(1, (8LL * sms + segments - 1) / segments);
     keys = static_cast<int>(std::max<long long>(r.mma ? think_detail::kThinKMmaMinSplit : 256, (max_tokens + want - 1) / want));
   }
   if (r.mma) {

@@ -15,7 +15,8 @@
 // workspace:
 //   std::size_t bytes; cuda::think_decode_workspace_size(p, max_tokens, &bytes);
 //   cuda::think_decode(p, max_tokens, ws, bytes, stream);   // + one small combine kernel
-// Splits fill about 8 CTAs per SM (at least 256 tokens each); split_keys > 0 forces the split size.
+// Splits fill about 8 CTAs per SM (at least 256 tokens each; the tensor-core kernels one wave of
+// their CTAs, path 3's splits at least 2048 tokens); split_keys > 0 forces the split size.
 // Two kernels: the lane-group kernel (think_decode_lanes.cuh: 16-byte pieces, cp.async pipeline,
 // the dense decode's inner loop) for head_dim 64 / 128 / 256 with fp16 rows and segments at
 // multiples of 8 halves from 16-byte aligned bases (pad old rows to a multiple of 8 channels; the

@@ -126,22 +126,33 @@ inline kernels::ThinKDecodeParams resolve_path(const kernels::ThinKDecodeParams&
   return r;
 }
 
+// Splits per segment for the tensor-core kernel of a KIVI region (path 3, cuda::kivi_decode's
+// tensor-core call): one wave of it (think_mma::kMinCtas CTAs per SM), as equal splits that leave
+// a partial last wave idle cost its share of a step (9 splits, the earlier ~8 CTAs per SM, are
+// 1152 CTAs at B 16 x 8 KV heads: 2.2 waves of 528 slots run in 3).
+inline long long mma_wave_splits(long long segments, int sms) {
+  return std::max<long long>(1, kernels::think_mma::kMinCtas * static_cast<long long>(sms) / segments);
+}
+
 // Splits for segments of at most max_tokens tokens on `sms` SMs: about 8 CTAs per SM, >= 256 tokens
 // each (split_keys > 0 forces the split size). Path 4 without a KIVI region: one wave of its
 // kernel (think_mma16::ctas_per_sm per SM at most), as equal splits leave a partial last wave idle
-// (1152 CTAs in 264 slots at B 16 x 8 KV heads would run 5 waves for 4.4 waves of work).
+// (1152 CTAs in 264 slots at B 16 x 8 KV heads would run 5 waves for 4.4 waves of work); path 3
+// likewise (mma_wave_splits).
 inline Status plan(const kernels::ThinKDecodeParams& p, int max_tokens, int split_keys, int sms, kernels::ThinKSplit* sp) {
   if (max_tokens < 1 || split_keys < 0) return Status::kErrorInvalidArgument;
   const long long segments = static_cast<long long>(p.batch) * p.kv_heads;
   int keys = split_keys;
   if (keys == 0) {
     if (sms < 1) return Status::kErrorInvalidArgument;
+    const bool kivi_region = p.path == 3 || (p.path == 4 && p.n_q != nullptr);
     const long long want = p.path == 4 && p.n_q == nullptr
                                ? std::max<long long>(1, kernels::think_mma16::ctas_per_sm(p.head_dim) * static_cast<long long>(sms) / segments)
-                               : std::max<long long>(1, (8LL * sms + segments - 1) / segments);
+                           : kivi_region ? mma_wave_splits(segments, sms)
+                                         : std::max<long long>(1, (8LL * sms + segments - 1) / segments);
     keys = static_cast<int>(std::max<long long>(256, (max_tokens + want - 1) / want));
     // the tensor-core kernel's per-split set-up (q, KIVI scales) needs longer splits
-    if (p.path == 3 || (p.path == 4 && p.n_q != nullptr)) keys = std::max(keys, kThinKMmaMinSplit);
+    if (kivi_region) keys = std::max(keys, kThinKMmaMinSplit);
   }
   keys = (keys + kernels::kThinKTile - 1) / kernels::kThinKTile * kernels::kThinKTile;
   sp->split_keys = keys;
