@@ -18,9 +18,12 @@
 // issue, fills its destination with 0xFF bytes at once and writes the data only when the issuing
 // thread's wait_group retires its group, so that reading a stage before the wait, or overwriting
 // one another warp still reads (a copy issued into it before the barrier that frees it), shows as
-// garbage; atomics are plain read-modify-writes; ex2.approx is exp2f; mma.sync m16n8k16 sums its 16
-// products in fp32 in k order after the PTX fragment layout; CUB's BlockScan is shim/cub's
-// stand-in. Not emulated: other CUB primitives, warp-divergent collectives, timing.
+// garbage; cp.async.bulk copies likewise land only when a thread's try_wait on their mbarrier
+// finds the phase's arrivals in (the expected bytes must match; a thread polling a phase that
+// never completes aborts); atomics are plain read-modify-writes; ex2.approx is exp2f; mma.sync
+// m16n8k16 sums its 16 products in fp32 in k order after the PTX fragment layout; CUB's BlockScan
+// is shim/cub's stand-in. Not emulated: other CUB primitives, warp-divergent collectives, proxy
+// fences, timing.
 #pragma once
 
 #define MEMATTN_SIMT_EMULATION 1
@@ -88,6 +91,19 @@ struct Cta {
   std::function<void()> body;
   std::vector<unsigned char> smem;
   std::vector<const void*> fresh;  // static shared variables already filled for this CTA
+  // mbarriers (sm_90) in shared memory and the cp.async.bulk copies completing on them
+  struct MBarrier {
+    const void* addr = nullptr;
+    int count = 0, pending = 0;  // arrivals per phase, still expected in this one
+    long long tx = 0;            // bytes expected (expect_tx) minus bytes landed
+    unsigned phase = 0;          // parity of the phase in progress
+    struct Bulk {
+      unsigned char* dst;
+      std::vector<unsigned char> bytes;
+    };
+    std::vector<Bulk> copies;  // in flight
+  };
+  std::vector<MBarrier> mbarriers;
 };
 
 inline bool& reverse_ctas() {
@@ -100,6 +116,18 @@ struct ReverseCtas {
   bool saved;
   explicit ReverseCtas(bool on) : saved(reverse_ctas()) { reverse_ctas() = on; }
   ~ReverseCtas() { reverse_ctas() = saved; }
+};
+
+// Whether kernels may use cp.async.bulk (bulk_copy.cuh: sm_90 device code does); BulkCopies
+// switches it for a scope, so that the tests run the cp.async pipelines (sm_80) as well.
+inline bool& bulk_copies() {
+  static bool on = true;
+  return on;
+}
+struct BulkCopies {
+  bool saved;
+  explicit BulkCopies(bool on) : saved(bulk_copies()) { bulk_copies() = on; }
+  ~BulkCopies() { bulk_copies() = saved; }
 };
 
 inline Cta*& cta() {
@@ -147,6 +175,78 @@ inline void async_wait(int n) {
   f.copies.resize(kept);
 }
 
+// mbarrier with a transaction count and cp.async.bulk (global -> shared) completing on it: a bulk
+// copy reads its source at issue and fills its destination with 0xFF bytes; its bytes land when a
+// thread tests the barrier (try_wait) after the phase's last expected arrival, which completes
+// the phase, so a read of a stage before the wait shows garbage. The expected bytes must equal
+// the bytes copied in the phase, sizes and addresses multiples of 16, as on the device.
+inline Cta::MBarrier& mbarrier(const void* a, bool create = false) {
+  for (Cta::MBarrier& b : cta()->mbarriers)
+    if (b.addr == a) return b;
+  if (!create) {
+    std::fprintf(stderr, "memattn_emu: mbarrier %p used before mbarrier.init\n", a);
+    std::abort();
+  }
+  cta()->mbarriers.emplace_back();
+  cta()->mbarriers.back().addr = a;
+  return cta()->mbarriers.back();
+}
+inline void mbarrier_init(void* a, int count) {
+  Cta::MBarrier& b = mbarrier(a, true);
+  b.count = b.pending = count;
+  b.tx = 0;
+  b.phase = 0;
+  b.copies.clear();
+}
+inline void mbarrier_arrive_expect_tx(void* a, int bytes) {
+  Cta::MBarrier& b = mbarrier(a);
+  b.tx += bytes;
+  if (--b.pending < 0) {
+    std::fprintf(stderr, "memattn_emu: more arrivals on mbarrier %p than its count\n", a);
+    std::abort();
+  }
+}
+inline void bulk_copy(void* dst, const void* src, int bytes, void* bar) {
+  if (bytes < 16 || bytes % 16 != 0 || reinterpret_cast<std::uintptr_t>(dst) % 16 != 0 || reinterpret_cast<std::uintptr_t>(src) % 16 != 0) {
+    std::fprintf(stderr, "memattn_emu: cp.async.bulk of %d bytes from %p to %p (16-byte multiples and alignment)\n", bytes, src, dst);
+    std::abort();
+  }
+  Cta::MBarrier& b = mbarrier(bar);
+  const unsigned char* s = static_cast<const unsigned char*>(src);
+  b.copies.push_back({static_cast<unsigned char*>(dst), std::vector<unsigned char>(s, s + bytes)});
+  std::memset(dst, 0xFF, static_cast<std::size_t>(bytes));
+}
+// mbarrier.try_wait.parity: whether the phase of parity `parity` has completed
+inline bool mbarrier_try_wait(void* a, unsigned parity) {
+  Cta::MBarrier& b = mbarrier(a);
+  if (b.phase != (parity & 1u)) return true;
+  if (b.pending > 0) return false;
+  for (const Cta::MBarrier::Bulk& c : b.copies) {
+    std::memcpy(c.dst, c.bytes.data(), c.bytes.size());
+    b.tx -= static_cast<long long>(c.bytes.size());
+  }
+  b.copies.clear();
+  if (b.tx != 0) {
+    std::fprintf(stderr, "memattn_emu: mbarrier %p expected %lld more bytes than were copied\n", a, b.tx);
+    std::abort();
+  }
+  b.phase ^= 1u;
+  b.pending = b.count;
+  return true;
+}
+
+// Polls until the phase of parity `parity` has completed, letting the other threads run between
+// polls; a wait that no thread can end is a bug (abort).
+inline void mbarrier_wait(void* a, unsigned parity) {
+  for (long spins = 0; !mbarrier_try_wait(a, parity); ++spins) {
+    if (spins > (1L << 22)) {
+      std::fprintf(stderr, "memattn_emu: mbarrier %p: the phase of parity %u never completes\n", a, parity);
+      std::abort();
+    }
+    yield(kRunning);
+  }
+}
+
 inline void fiber_entry() {
   cta()->body();
   for (const Fiber::Copy& c : me().copies) std::memcpy(c.dst, c.bytes, static_cast<std::size_t>(c.n));  // they land after exit too
@@ -189,6 +289,8 @@ inline void run_cta(Cta& c) {
       else block_ready = false;
     }
     if (all_done) return;
+    bool spinning = false;  // threads that yielded while polling (mbarrier waits) run again
+    for (const Fiber& f : c.fibers) spinning = spinning || (!f.done && f.wait == kRunning);
     if (block_ready && any_block) {
       for (Fiber& f : c.fibers) f.wait = kRunning;
       continue;
@@ -206,7 +308,7 @@ inline void run_cta(Cta& c) {
         released = true;
       }
     }
-    if (!released) {
+    if (!released && !spinning) {
       std::fprintf(stderr, "memattn_emu: deadlock: threads wait at barriers no group completes\n");
       std::abort();
     }
@@ -219,6 +321,7 @@ __attribute__((noinline)) inline void start_cta(Cta& c, uint3 bid, std::size_t s
   c.bid = bid;
   c.smem.assign(smem_bytes + 16, 0xFF);
   c.fresh.clear();
+  c.mbarriers.clear();
   const int n = static_cast<int>(c.fibers.size());
   for (int i = 0; i < n; ++i) {
     Fiber& f = c.fibers[static_cast<std::size_t>(i)];

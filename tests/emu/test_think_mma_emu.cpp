@@ -367,8 +367,12 @@ void check_poison(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, 
 
 }  // namespace
 
+// Each case runs path 3's tensor-core kernel with both stage pipelines: bulk copies on mbarriers
+// (sm_90) and the lanes' cp.async pieces (sm_80; KIVI records everywhere).
 TEST_CASE("emulated composed decode: a poisoned KIVI block stays non-finite on every path", "[emu][compose]") {
+  for (bool bulk : {true, false})
   for (bool reverse : {false, true}) {
+    memattn_emu::BulkCopies copies(bulk);
     memattn_emu::ReverseCtas order(reverse);
     check_poison(ComposedKind::kThinkKivi, 2, 8, 2, 64, 4, 2, 90, 3);
     check_poison(ComposedKind::kKivi, 2, 4, 2, 128, 2, 2, 120, 2);
@@ -376,7 +380,9 @@ TEST_CASE("emulated composed decode: a poisoned KIVI block stays non-finite on e
 }
 
 TEST_CASE("emulated composed decode, all paths (tile, lane groups, tensor cores: KIVI region, every region) == CPU composed cache", "[emu][compose]") {
+  for (bool bulk : {true, false})
   for (bool reverse : {false, true}) {
+    memattn_emu::BulkCopies copies(bulk);
     memattn_emu::ReverseCtas order(reverse);
     check_paths(ComposedKind::kThinkKivi, 3, 8, 2, 64, 4, 2, 90, 5, 8);
     check_paths(ComposedKind::kKivi, 2, 4, 4, 128, 2, 2, 120, 3, 1);
@@ -385,8 +391,10 @@ TEST_CASE("emulated composed decode, all paths (tile, lane groups, tensor cores:
 }
 
 TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI region", "[emu][compose]") {
+  for (bool bulk : {true, false})
   for (bool reverse : {false, true})
   for (int split : {32, 160}) {
+    memattn_emu::BulkCopies copies(bulk);
     memattn_emu::ReverseCtas order(reverse);
     for (bool full : {false, true}) {
       check(ComposedKind::kKivi, 2, 8, 2, 64, 4, 2, 150, 3, full, split);

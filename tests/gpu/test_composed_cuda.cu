@@ -109,12 +109,14 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
   std::int32_t* d_lens = upload(std::vector<std::int32_t>(c.n_total.begin(), c.n_total.end()));
   // path 1: the tile kernel; 2: the lane-group kernel (d_keep a multiple of 8: KIVI alone, or
   // ThinK with granularity 8); 3: the tensor-core kernel over the KIVI region + the lane-group
-  // kernel; 4: tensor cores over every region; their logits and LSE must agree.
+  // kernel; 4: tensor cores over every region; their logits and LSE must agree. Attempts 12-14:
+  // path 3 again with its stages by cp.async pieces (mma_cp_async; sm_90 takes bulk copies).
   // modes: think_decode_modes.hpp (mode 1's 32-token splits put the regions in different CTAs)
   std::vector<float> ref_lse, ref_scores;
-  for (int attempt = 0; attempt < 12; ++attempt) {
-    const int path = 1 + attempt / 3, mode = attempt % 3;
-    INFO("path " << path << " mode " << mode);
+  for (int attempt = 0; attempt < 15; ++attempt) {
+    const int path = attempt < 12 ? 1 + attempt / 3 : 3, mode = attempt % 3;
+    p.mma_cp_async = attempt >= 12 ? 1 : 0;
+    INFO("path " << path << " mode " << mode << " cp.async " << p.mma_cp_async);
     // paths 2-4 read rows of whole 16-byte pieces; 3 and 4 (split-KV only) the layouts mma_layout accepts
     const bool readable = path == 1 || (path == 2 ? dk % 8 == 0 : mode != 0 && cuda::think_detail::mma_layout(p));
     if (!readable) {

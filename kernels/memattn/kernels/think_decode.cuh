@@ -110,6 +110,9 @@ struct ThinKDecodeParams {
   int rec_block_bytes;
   int rec_head_bytes;
   long long rec_seq_bytes;
+  // path 3's stage copies: 0 = bulk copies on mbarriers where the device has them (sm_90) and
+  // every region is 16-byte aligned, else cp.async pieces; 1 = cp.async pieces (benchmark A/B)
+  int mma_cp_async;
 };
 
 constexpr int kThinKMaxGroup = 8;

@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "memattn/kernels/bulk_copy.cuh"
 #include "memattn/kernels/dense_decode.cuh"
 #include "memattn/kernels/think_decode.cuh"
 #include "memattn/kernels/think_decode_lanes.cuh"
@@ -96,18 +97,19 @@ MEMATTN_HOST_DEVICE int rec_v_row_bytes(int head_dim, int bits_v) { return 8 * r
 // Dynamic shared memory of the kernel: the stages and the CTA's q region at q_offset (first its 8
 // rows of head_dim + 4 floats, the padding putting the rows a quarter-warp reads in different
 // banks; then, per lane, q~'s fp16 hi / lo A fragments, 32 D bytes), or the end-of-split merge if
-// larger.
+// larger; then the warps' stage mbarriers (bulk copies, bar_offset).
 MEMATTN_HOST_DEVICE int q_offset(const StageGeom& g) { return kWarps * kStages * g.bytes; }
 MEMATTN_HOST_DEVICE int q_stride(int head_dim) { return head_dim + 4; }
 MEMATTN_HOST_DEVICE int q_region(int head_dim) {
   const int rows = kThinKMaxGroup * q_stride(head_dim) * 4;
   return rows > 32 * head_dim ? rows : 32 * head_dim;
 }
-MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) {
+MEMATTN_HOST_DEVICE int bar_offset(const StageGeom& g, int head_dim) {
   const int stages = q_offset(g) + q_region(head_dim);
   const int merge = kWarps * kThinKMaxGroup * (head_dim + 2) * 4;
-  return stages > merge ? stages : merge;
+  return ((stages > merge ? stages : merge) + 7) / 8 * 8;
 }
+MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) { return bar_offset(g, head_dim) + kWarps * kStages * 8; }
 
 MEMATTN_DEVICE void mma16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
 #if defined(MEMATTN_SIMT_EMULATION)
@@ -486,11 +488,28 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   const unsigned char* const vqm_seg =
       kRec ? reinterpret_cast<const unsigned char*>(p.vqm) + rec_seg : reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
   const bool vqm16 = (reinterpret_cast<std::uintptr_t>(vqm_seg) & 15u) == 0 && ngv % 4 == 0;  // V meta of a tile in 16-byte pieces
+  // sm_90: lane 0 fills each stage with four bulk copies completing on the stage's mbarrier (the
+  // cp.async pieces and their address arithmetic were a fifth of a tile's instructions), where
+  // every region starts 16-byte aligned (tiles start at multiples of 32 rows of a block); KIVI
+  // records (channel-major V codes in lane-group rows) and other alignments take cp.async.
+  const bool use_bulk = bulk::available() && !kRec && p.mma_cp_async == 0 && vqm16 && bulk::aligned16(kq_seg) && kq_block_bytes % 16 == 0 &&
+                        (kTileKeys * k_row) % 16 == 0 && bulk::aligned16(kqm_seg) && dk % 4 == 0 && bulk::aligned16(vq_seg) &&
+                        v_row % 16 == 0;
+  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem + bar_offset(geo, D)) + warp * kStages;
+  if (use_bulk) {
+    if (lane == 0) {
+      for (int i = 0; i < kStages; ++i) bulk::init(bars + i, 1);
+      bulk::fence_init();
+    }
+    __syncwarp();
+  }
   // The issuing cursor runs kStages - 1 items ahead of the consuming one.
   TileCursor ahead, cur;
   ahead.start(parts, warp);
   cur = ahead;
   int ahead_stage = 0, stage = 0;
+  unsigned parity = 0;  // bulk: of the phase of stage `stage` that the current item waits for
+  unsigned dirty = 0;   // bulk: stages the threads wrote (masked V meta) since their last copy
   // One tile's copies: K code rows of at most D kept channels (+ the 16-byte slack of round16),
   // the K meta of d_keep <= D channels only for the first tile of the block the warp reads (where
   // the block's q' is set), V code rows, V meta rows.
@@ -532,7 +551,36 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     ahead.next(parts);
     ahead_stage = next_stage(ahead_stage);
   };
-  warp_pipeline_prime<kStages>(items, issue);
+  // The same by bulk copies: one arrival per item (expecting its bytes; none for an empty tile).
+  auto issue_bulk = [&]() {
+    if (lane == 0) {
+      std::uint64_t* const bar = bars + ahead_stage;
+      const int base = max(ahead.slot, parts.q0), end = min(min(ahead.slot + kTileKeys, ahead.hi), parts.q1);
+      if (base < end) {
+        const int blk = ahead.blk, lo = ahead.lo, slot = ahead.slot;
+        const int rows = min(kTileKeys, ahead.hi - slot);
+        unsigned char* const st = wstage + ahead_stage * geo.bytes;
+        const int k_bytes = (rows * k_row + 15) & ~15, km_bytes = slot == lo || slot <= parts.q0 ? dk * 4 : 0;
+        const int v_bytes = (rows * v_row + 15) & ~15, vm_bytes = rows * ngv * 4;
+        if ((dirty >> ahead_stage) & 1u) bulk::fence_proxy();  // the threads' writes to the stage come first
+        bulk::arrive_expect_tx(bar, k_bytes + km_bytes + v_bytes + vm_bytes);
+        bulk::copy(st, kq_seg + static_cast<long long>(blk) * kq_block_bytes + (slot - lo) * k_row, k_bytes, bar);
+        if (km_bytes > 0) bulk::copy(st + geo.k_meta, kqm_seg + blk * kqm_block_bytes, km_bytes, bar);
+        bulk::copy(st + geo.v_codes, vq_seg + static_cast<long long>(slot) * v_row, v_bytes, bar);
+        bulk::copy(st + geo.v_meta, vqm_seg + static_cast<long long>(slot) * (ngv * 4), vm_bytes, bar);
+      } else {
+        bulk::arrive_expect_tx(bar, 0);
+      }
+    }
+    dirty &= ~(1u << ahead_stage);
+    ahead.next(parts);
+    ahead_stage = next_stage(ahead_stage);
+  };
+  if (use_bulk) {
+    for (int i = 0; i < kStages - 1 && i < items; ++i) issue_bulk();
+  } else {
+    warp_pipeline_prime<kStages>(items, issue);
+  }
 
   // O^T accumulators: m-tile mt, rows = channels pv_channel(2 mt + e / 2, gi), columns = heads 2 t4 + e % 2
   float o[kMTiles][4], m = -INFINITY, l = 0.f;
@@ -547,15 +595,23 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
   for (int item = 0; item < items; ++item) {
-    warp_pipeline_next<kStages>(item, items, issue);
+    if (use_bulk) {
+      __syncwarp();  // every lane is done with the stage item - 1 used, which the next issue refills
+      if (item + kStages - 1 < items) issue_bulk();
+      bulk::wait(bars + stage, parity);
+    } else {
+      warp_pipeline_next<kStages>(item, items, issue);
+    }
     const int slot = cur.slot, blk = cur.blk;
     const int base = max(slot, parts.q0), end = min(min(slot + kTileKeys, cur.hi), parts.q1);
     unsigned char* const st = wstage + stage * geo.bytes;
+    const unsigned st_bit = 1u << stage;
     std::uint32_t* const vm = reinterpret_cast<std::uint32_t*>(st + geo.v_meta);
     // V meta (s, z) of (key, value group j) in the stage: token-major, or group-major (kRec)
     auto vm_index = [ngv](int key, int j) { return kRec ? j * kTileKeys + key : key * ngv + j; };
     cur.next(parts);
     stage = next_stage(stage);
+    parity ^= stage == 0 ? 1u : 0u;
     if (base >= end) continue;  // warp-uniform
 
     if (blk != meta_blk) {  // a new block: q' = q~ s_K (fp16 hi / lo), the bias q~ . z_K
@@ -616,6 +672,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
 #pragma unroll
         for (int j = 0; j < D / 32; ++j)
           if (j < ngv) vm[vm_index(lane, j)] = 0u;
+      dirty |= st_bit;
       __syncwarp();
     }
     if (scores != nullptr && gi < G)
