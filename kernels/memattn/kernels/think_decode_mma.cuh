@@ -63,8 +63,9 @@ constexpr int kStages = 3;
 // CTAs per SM the kernel is compiled for (__launch_bounds__; 4: <= 128 registers). The H200
 // profile of the earlier layout (ncu, B 16 x 64K) showed 3 CTAs (12 warps, 168 registers), 56%
 // issue utilisation, mostly fixed-latency dependency stalls: more warps hide them. At 4 the
-// sm_90 / sm_80 instances spill 4-40 bytes of loop invariants (D = 128, KC = 3-4); not yet timed
-// on a GPU against 3 (bench_think_decode_cuda_ctas3 is the same benchmark built with 3).
+// instances with KC = 4 at D = 128 spill 16-40 bytes of loop invariants (sm_80 / sm_90), the
+// others none; not yet timed on a GPU against 3 (bench_think_decode_cuda_ctas3 is the same
+// benchmark built with 3).
 #ifndef MEMATTN_THINK_MMA_MIN_CTAS
 #define MEMATTN_THINK_MMA_MIN_CTAS 4
 #endif
@@ -372,8 +373,8 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills 4-40 bytes of loop
-// invariants at D = 128, KC = 3-4, 1-4 L1 loads per tile).
+// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills 16-40 bytes of loop
+// invariants at D = 128, KC = 4).
 // kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
 // the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
 // 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.
