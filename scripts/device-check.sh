@@ -13,7 +13,7 @@
 #   think_bench bench_think_decode_cuda (issue 7, pruned vs full-width keys, KIVI, composed
 #              think+kivi / h2o+think+kivi with % of copy bandwidth)             -> bench.log
 #   mma_ctas3  the same at B = 16, L = 64K with path 3's kernel built for 3 CTAs per SM instead
-#              of 4 (its occupancy A/B; the copy line says mma_min_ctas)          -> bench.log
+#              of 4 (its occupancy A/B)            -> /tmp, summary.json "mma_ctas3" and a table
 #   sdpa       benchmarks/gpu/sdpa_peer.py (PyTorch SDPA flash / cuDNN ...)      -> sdpa.jsonl, bench.log
 #   think_profile  ncu sections of the ThinK / composed decode kernel (when ncu exists) -> bench.log
 #   mma_profile    ncu of the tensor-core KIVI-region kernel (path 3) in the composed rows -> bench.log
@@ -142,8 +142,10 @@ rm -f "$MEMORY_JSONL"
 run_step memory_bench 90 "$OUT/bench.log" "$BIN/bench_memory_cuda" --json "$MEMORY_JSONL"
 # ThinK two-segment decode (issue 7): lambda 0 / 0.4 / 0.5, JSON lines in bench.log.
 run_step think_bench 120 "$OUT/bench.log" "$BIN/bench_think_decode_cuda"
-# Path 3's occupancy A/B: the same rows at B = 16, L = 64K, its kernel built for 3 CTAs per SM.
-run_step mma_ctas3 60 "$OUT/bench.log" "$BIN/bench_think_decode_cuda_ctas3" --shape 16:65536
+# Path 3's occupancy A/B: the same rows at B = 16, L = 64K, its kernel built for 3 CTAs per SM
+# (JSON lines to /tmp: bench.log keeps the default build's rows).
+rm -f /tmp/memattn-mma-ctas3.log
+run_step mma_ctas3 60 /tmp/memattn-mma-ctas3.log "$BIN/bench_think_decode_cuda_ctas3" --shape 16:65536
 # The peer (PyTorch SDPA) before the profiles: issue 4's KIVI gates and the dense-decode ratios need it.
 export PYTHONUNBUFFERED=1
 run_step sdpa 180 "$OUT/bench.log" python3 benchmarks/gpu/sdpa_peer.py --json "$OUT/sdpa.jsonl"
@@ -496,6 +498,20 @@ if think or kivi or composed:
             continue
         print("  %s: x%.2f SDPA (target %.1f), %.0f%% copy bw -> %s" % (name, g["speedup_vs_sdpa"], g["target"],
               g["pct_copy_bw"] or 0, "pass" if g["pass"] else "MISSED"))
+    # path 3's occupancy A/B (step mma_ctas3): the same rows with its kernel built for 3 CTAs per SM
+    ctas3 = read_json_lines("/tmp/memattn-mma-ctas3.log", '"composed_decode"') + \
+        read_json_lines("/tmp/memattn-mma-ctas3.log", '"kivi_decode"')
+    if ctas3:
+        summary["mma_ctas3"] = ctas3
+        key = lambda r: (r["bench"], r.get("kernel"), r["B"], r["L"], r.get("spec"), r.get("kbits"), r.get("vbits"), r.get("split_keys"))
+        base4 = {key(r): r for r in composed + kivi}
+        print("\n==== path 3 at 4 CTAs per SM (default) vs 3 (mma_ctas3), B 16 x 64K")
+        for r in ctas3:
+            b = base4.get(key(r))
+            if b and r.get("kernel", "").startswith("mma"):
+                print("  %-16s %-10s %-42s 4: %8.1f us   3: %8.1f us   x%.3f" % (
+                    r["bench"], r["kernel"], r.get("spec", "kivi %s/%s" % (r.get("kbits"), r.get("vbits"))) +
+                    (" split %d" % r["split_keys"] if "split_keys" in r else ""), b["us"], r["us"], r["us"] / b["us"]))
     print("\n==== ThinK two-segment decode and KIVI decode (issue 7), ratios to the dense bf16 decode and KIVI 4/2")
     for r in think + kivi + composed:
         d = ours.get((r["B"], r["L"]))
