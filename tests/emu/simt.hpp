@@ -106,29 +106,27 @@ struct Cta {
   std::vector<MBarrier> mbarriers;
 };
 
+// A switch of the emulator set for a scope (restored after it).
+template <bool& (*Flag)()>
+struct ScopedSwitch {
+  bool saved;
+  explicit ScopedSwitch(bool on) : saved(Flag()) { Flag() = on; }
+  ~ScopedSwitch() { Flag() = saved; }
+};
 inline bool& reverse_ctas() {
   static bool r = false;
   return r;
 }
 // Runs the CTAs of every launch in its scope in reverse order (z, y, x all descending), and the
 // threads of each CTA last-first.
-struct ReverseCtas {
-  bool saved;
-  explicit ReverseCtas(bool on) : saved(reverse_ctas()) { reverse_ctas() = on; }
-  ~ReverseCtas() { reverse_ctas() = saved; }
-};
-
-// Whether kernels may use cp.async.bulk (bulk_copy.cuh: sm_90 device code does); BulkCopies
-// switches it for a scope, so that the tests run the cp.async pipelines (sm_80) as well.
+using ReverseCtas = ScopedSwitch<reverse_ctas>;
+// Whether kernels may use cp.async.bulk (bulk_copy.cuh: sm_90 device code does); BulkCopies(false)
+// makes the tests run the cp.async pipelines (sm_80) in its scope.
 inline bool& bulk_copies() {
   static bool on = true;
   return on;
 }
-struct BulkCopies {
-  bool saved;
-  explicit BulkCopies(bool on) : saved(bulk_copies()) { bulk_copies() = on; }
-  ~BulkCopies() { bulk_copies() = saved; }
-};
+using BulkCopies = ScopedSwitch<bulk_copies>;
 
 inline Cta*& cta() {
   static Cta* c = nullptr;

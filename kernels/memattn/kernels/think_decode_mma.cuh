@@ -280,9 +280,9 @@ MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, floa
 
 // A warp's state at the end of its split, for merge_warp_states (after a __syncthreads that frees
 // the stages): sm_acc = smem [warp][8 heads][D] floats, then sm_ml [warp][8][2] (m, quad sum of l
-// of head gi). stash_warp_state: accumulators whose rows are head gi (hi rows + lo rows, times
-// out_scale) at channel(n, column); stash_warp_state_t: transposed ones (rows = channels
-// channel(2 n + e / 2, gi), columns = heads 2 t4 + e % 2), as the tensor-core PV of path 3 holds them.
+// of head gi); stash_warp_ml writes the latter and returns the warp's sm_acc rows.
+// stash_warp_state: accumulators whose rows are head gi (hi rows + lo rows, times out_scale) at
+// channel(n, column).
 template <int D>
 MEMATTN_DEVICE float* stash_warp_ml(unsigned char* smem, int warp, int lane, float m, float l) {
   const int gi = row_group(lane);
@@ -304,16 +304,6 @@ MEMATTN_DEVICE void stash_warp_state(unsigned char* smem, int warp, int lane, co
   for (int n = 0; n < kNT; ++n)
 #pragma unroll
     for (int e = 0; e < 2; ++e) acc[gi * D + channel(n, 2 * t4 + e)] = (o[n][e] + o[n][e + 2]) * out_scale;
-}
-template <int D, int kMT, class Channel>
-MEMATTN_DEVICE void stash_warp_state_t(unsigned char* smem, int warp, int lane, const float (&o)[kMT][4], float m, float l,
-                                       float out_scale, Channel channel) {
-  const int gi = row_group(lane), t4 = quad(lane);
-  float* const acc = stash_warp_ml<D>(smem, warp, lane, m, l);
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[(2 * t4 + (e & 1)) * D + channel(2 * mt + (e >> 1), gi)] = o[mt][e] * out_scale;
 }
 
 // End of a split: merges the kWarps warps' states of the CTA's G heads (stash_warp_state's, after
@@ -796,7 +786,13 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   detail::cp_async_wait<0>();
   __syncthreads();  // the merge reuses the stages
 
-  stash_warp_state_t<D>(smem, warp, lane, o, m, l, v_inv, [](int n, int row) { return pv_channel(n, row, kLaneCh); });
+  {  // the transposed accumulators: rows = the lane's channels 2 mt, 2 mt + 1, columns = heads 2 t4, 2 t4 + 1
+    float* const acc = stash_warp_ml<D>(smem, warp, lane, m, l);
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[(2 * t4 + (e & 1)) * D + pv_channel(2 * mt + (e >> 1), gi, kLaneCh)] = o[mt][e] * v_inv;
+  }
   __syncthreads();
   merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
 }
