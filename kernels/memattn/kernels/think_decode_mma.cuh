@@ -24,20 +24,21 @@
 // utilisation at 3 CTAs (12 warps) per SM, mostly fixed-latency dependency stalls, so the PV
 // product is now transposed (O^T = V^T P^T, quantization spec 6.4): 8 instead of 16 accumulator
 // tiles (32 registers fewer, so 4 CTAs fit in 128 registers), 16 instead of 32 MMAs and no hi / lo
-// split of P per tile (static count of the main loop, sm_90, KC = 3: 1,425 -> 1,297 SASS
-// instructions, HMMA 62 -> 46).
+// split of P per tile (static count of the main loop, sm_90, KC = 3, before the bulk copies:
+// 1,425 -> 1,297 SASS instructions, HMMA 62 -> 46).
 //
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands), the values are fp16 c s_v +
-// z_v (2^-12 of |v|), p enters as fp16 (2^-12; l sums the fp32 p), accumulation is fp32. Power-of-two prescales keep
-// the fp16 operands normal and finite: q~ per head in [1/2, 1) (|q'| <= |s| <= 65504), the values
-// per warp under 2^15 (raised, with an exact rescale of the accumulators, as larger value scales
-// arrive).
+// z_v (2^-12 of |v|), p enters as fp16 (2^-12; l sums the fp32 p), accumulation is fp32.
+// Power-of-two prescales keep the fp16 operands normal and finite: q~ per head in [1/2, 1) (|q'|
+// <= |s| <= 65504), the values per warp under 2^15 (raised, with an exact rescale of the
+// accumulators, as larger value scales arrive).
 //
 // Work: grid (segments, splits), 4 warps; a warp takes whole KIVI blocks of its split (block i of
-// the split to warp i % 4) in tiles of 32 keys, staged per warp by cp.async (K codes, K meta,
-// V codes, V meta; kStages deep, no CTA barrier), keeps its own base-2 online softmax, and the
-// warps' states are merged through shared memory at the end into the split's partial.
+// the split to warp i % 4) in tiles of 32 keys, staged per warp (K codes, K meta, V codes, V meta;
+// kStages deep, no CTA barrier) by bulk copies on an mbarrier per stage (sm_90, aligned regions)
+// or cp.async pieces, keeps its own base-2 online softmax, and the warps' states are merged
+// through shared memory at the end into the split's partial.
 #pragma once
 
 #include <cuda_fp16.h>
