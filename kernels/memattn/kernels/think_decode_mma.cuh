@@ -479,7 +479,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       kRec ? reinterpret_cast<const unsigned char*>(p.vq) + rec_seg : reinterpret_cast<const unsigned char*>(p.vq + s * p.vq_seg_stride);
   const unsigned char* const vqm_seg =
       kRec ? reinterpret_cast<const unsigned char*>(p.vqm) + rec_seg : reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
-  const bool vqm16 = (reinterpret_cast<std::uintptr_t>(vqm_seg) & 15u) == 0 && ngv % 4 == 0;  // V meta of a tile in 16-byte pieces
+  const bool vqm16 = bulk::aligned16(vqm_seg) && ngv % 4 == 0;  // V meta of a tile in 16-byte pieces
   // sm_90: lane 0 fills each stage with four bulk copies completing on the stage's mbarrier (the
   // cp.async pieces and their address arithmetic were a fifth of a tile's instructions), where
   // every region starts 16-byte aligned (tiles start at multiples of 32 rows of a block); KIVI
