@@ -63,13 +63,15 @@ MEMATTN_DEVICE void wait(std::uint64_t* bar, unsigned parity) {
       : "memory");
 }
 #else
-// Not compiled for this architecture (callers test available()): never reached.
-MEMATTN_DEVICE void init(std::uint64_t*, int) {}
-MEMATTN_DEVICE void fence_init() {}
-MEMATTN_DEVICE void fence_proxy() {}
-MEMATTN_DEVICE void arrive_expect_tx(std::uint64_t*, int) {}
-MEMATTN_DEVICE void copy(void*, const void*, int, std::uint64_t*) {}
-MEMATTN_DEVICE void wait(std::uint64_t*, unsigned) {}
+// Not on this architecture: callers test available() first; reaching one of these is a bug, and
+// the kernel stops with an error rather than running on without its data.
+MEMATTN_DEVICE void unavailable() { __trap(); }
+MEMATTN_DEVICE void init(std::uint64_t*, int) { unavailable(); }
+MEMATTN_DEVICE void fence_init() { unavailable(); }
+MEMATTN_DEVICE void fence_proxy() { unavailable(); }
+MEMATTN_DEVICE void arrive_expect_tx(std::uint64_t*, int) { unavailable(); }
+MEMATTN_DEVICE void copy(void*, const void*, int, std::uint64_t*) { unavailable(); }
+MEMATTN_DEVICE void wait(std::uint64_t*, unsigned) { unavailable(); }
 #endif
 
 MEMATTN_HOST_DEVICE bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
