@@ -5,6 +5,7 @@
 // (tests/emu/test_think_mma_emu.cpp) and on the GPU (test_composed_cuda, path 3).
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 
@@ -48,6 +49,19 @@ TEST_CASE("think mma layout: code pairs give the exact codes the channel maps na
       CHECK(lo == static_cast<double>((w >> (2 * i)) & 3u));
       CHECK(hi == static_cast<double>((w >> (2 * (i + 4))) & 3u));
     }
+    // the same codes as fp16 subnormals 2^(code_shift - 24) c: times 2^(24 - code_shift) (what
+    // the kernel's q' carries) they are the codes, exactly
+    u32 s4[4], s2[4];
+    mm::codes8_to_pairs<4, true>(w, s4);
+    mm::codes8_to_pairs<2, true>(w & 0xFFFFu, s2);
+    for (int i = 0; i < 4; ++i) {
+      const double u4 = std::ldexp(1.0, 24 - mm::code_shift<4>(i)), u2 = std::ldexp(1.0, 24 - mm::code_shift<2>(i));
+      CHECK((s4[i] & 0x7C007C00u) == 0u);  // exponent fields 0: subnormal (or zero)
+      CHECK(lo_half(s4[i]) * u4 == static_cast<double>((w >> (4 * i)) & 15u));
+      CHECK(hi_half(s4[i]) * u4 == static_cast<double>((w >> (4 * (i + 4))) & 15u));
+      CHECK(lo_half(s2[i]) * u2 == static_cast<double>((w >> (2 * i)) & 3u));
+      CHECK(hi_half(s2[i]) * u2 == static_cast<double>((w >> (2 * (i + 4))) & 3u));
+    }
     // values: half `upper` of keys a and b, position i = channel 16 upper / bits + i of the lane
     for (int upper = 0; upper < 2; ++upper) {
       const u32 x = mm::halves(a, b, upper != 0);
@@ -63,6 +77,13 @@ TEST_CASE("think mma layout: code pairs give the exact codes the channel maps na
         CHECK(hi == static_cast<double>((cb >> (4 * i)) & 15u));
       }
     }
+  }
+}
+
+TEST_CASE("think mma layout: pow2_pair is the fp16 pair of 2^e", "[think][mma]") {
+  for (int e = -14; e <= 15; ++e) {
+    CHECK(lo_half(mm::pow2_pair(e)) == std::ldexp(1.0, e));
+    CHECK(hi_half(mm::pow2_pair(e)) == std::ldexp(1.0, e));
   }
 }
 

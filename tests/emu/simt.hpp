@@ -8,7 +8,7 @@
 // launch), or whose warps race through shared memory between barriers, fails in one of the orders.
 // Each thread of a CTA is a fiber (ucontext to enter, then _setjmp / _longjmp) with its own stack,
 // run cooperatively on the calling OS thread until it reaches a barrier: __syncthreads waits for
-// every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes, __reduce_max_sync,
+// every live thread of the CTA, warp collectives (__syncwarp, shuffles, votes, __reduce_max/add_sync,
 // mma.sync) for every live lane of its warp. A thread that returns leaves every later barrier (as
 // exited threads do on the GPU). Collectives exchange their operands through per-thread slots
 // between two warp barriers. A barrier nobody can complete (divergent collectives) aborts with a
@@ -399,6 +399,14 @@ inline unsigned reduce_max(unsigned v) {
   for (std::uint32_t x : w) mx = x > mx ? x : mx;
   return mx;
 }
+// __reduce_add_sync over the live lanes
+inline unsigned reduce_add(unsigned v) {
+  std::uint32_t w[32];
+  lane_words(v, w);
+  unsigned sum = 0;
+  for (std::uint32_t x : w) sum += x;
+  return sum;
+}
 inline unsigned ballot(bool pred) {
   std::uint32_t w[32];
   lane_words(pred ? 1u : 0u, w);
@@ -485,6 +493,7 @@ T __shfl_sync(unsigned, T v, int src, int = 32) {
 }
 inline unsigned __ballot_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0); }
 inline unsigned __reduce_max_sync(unsigned, unsigned v) { return memattn_emu::reduce_max(v); }
+inline unsigned __reduce_add_sync(unsigned, unsigned v) { return memattn_emu::reduce_add(v); }
 inline int __any_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0) != 0u; }
 inline int __all_sync(unsigned, int pred) {
   const unsigned yes = memattn_emu::ballot(pred != 0);

@@ -207,12 +207,13 @@ std::set<std::pair<int, int>>& chunk_counts_seen() {
 }
 
 void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, bool full,
-           int split_keys, bool extreme = false, float prune = 0.4f, bool pad_v = false) {
+           int split_keys, bool extreme = false, float prune = 0.4f, bool pad_v = false, int v_group = 0) {
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
                << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme << " prune " << prune
-               << " padded V rows " << pad_v);
+               << " padded V rows " << pad_v << " v_group " << v_group);
   ComposedCase c;
-  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8, prune));
+  REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8, prune, v_group));
+  REQUIRE(c.v_group == (v_group > 0 ? v_group : 32));
   if (extreme) make_extreme(&c);
   if (pad_v) pad_value_rows(&c);
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
@@ -416,6 +417,11 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     check(ComposedKind::kH2oThinkKivi, 2, 8, 2, 64, 4, 2, 220, 6, false, split, false, 0.6f);
     check(ComposedKind::kH2oThinkKivi, 2, 8, 2, 128, 4, 2, 200, 4, false, split, false, 0.4f, true);
     check(ComposedKind::kKivi, 1, 4, 1, 64, 2, 4, 150, 2, true, split, false, 0.4f, true);
+    // value groups of 64 and 128 channels (a lane's group v_grp; blocks of 64 / 128 tokens, several
+    // tiles each), extreme scales too
+    check(ComposedKind::kThinkKivi, 2, 8, 2, 128, 4, 2, 300, 2, false, split, false, 0.4f, false, 64);
+    check(ComposedKind::kH2oKivi, 2, 8, 2, 128, 2, 4, 420, 6, false, split, true, 0.4f, false, 128);
+    check(ComposedKind::kKivi, 2, 4, 1, 64, 4, 4, 300, 3, true, split, true, 0.4f, false, 64);
   }
   for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count({128, kc}) == 1);
   for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count({64, kc}) == 1);

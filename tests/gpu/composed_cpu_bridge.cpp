@@ -145,12 +145,13 @@ bool build(const typename Cache::Config& cfg, int B, int Hq, int Hkv, int D, int
 }  // namespace
 
 bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-                       unsigned seed, ComposedCase* out, int granularity, float prune) {
+                       unsigned seed, ComposedCase* out, int granularity, float prune, int v_group) {
   quant::KvQuantConfig q;
   q.bits_k = bits_k;
   q.bits_v = bits_v;
-  q.group = 32;
-  q.residual = 32;
+  q.group = v_group > 32 ? v_group : 32;  // G_V <= G
+  q.v_group = v_group;
+  q.residual = q.group;
   prune::ThinKParams t;
   t.prune = prune;
   t.window = 8;

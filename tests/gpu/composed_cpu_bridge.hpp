@@ -36,6 +36,7 @@ struct ComposedCase {
 // Sequence b gets prefill + 7*b prompt tokens, a chunk of 40, then `steps` decode steps; the exported
 // state is that of the last step with its chunk still open (its token in the tail).
 // granularity: ThinK's d_keep rounding (8: d_keep a multiple of 8, what the lane-group kernel reads);
-// prune: ThinK's pruned fraction of the key channels.
+// prune: ThinK's pruned fraction of the key channels; v_group: KIVI's value group (0: the default,
+// 32 here; 64 / 128 take blocks of as many tokens, G_V <= G).
 bool composed_cpu_case(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-                       unsigned seed, ComposedCase* out, int granularity = 1, float prune = 0.4f);
+                       unsigned seed, ComposedCase* out, int granularity = 1, float prune = 0.4f, int v_group = 0);

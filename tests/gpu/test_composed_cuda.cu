@@ -41,12 +41,12 @@ int g_mma_auto_runs = 0;  // auto calls that resolved to path 3
 
 // full_blocks: the blocks are given as full (kq_first = nullptr); only valid without eviction.
 int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps,
-         bool full_blocks = false, int granularity = 1) {
+         bool full_blocks = false, int granularity = 1, int v_group = 0) {
   INFO("kind " << static_cast<int>(kind) << " full_blocks " << full_blocks << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits "
-               << bits_k << "/" << bits_v << " prefill " << prefill);
+               << bits_k << "/" << bits_v << " prefill " << prefill << " v_group " << v_group);
   ComposedCase c;
   REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 4321u + static_cast<unsigned>(D), &c,
-                            granularity));
+                            granularity, 0.4f, v_group));
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   int quantised = 0;
   for (int n : c.n_q) quantised += n;
@@ -220,6 +220,7 @@ TEST_CASE("composed decode: KIVI and ThinK + KIVI regions on the GPU == CPU comp
   run(ComposedKind::kThinkKivi, 3, 8, 2, 64, 4, 2, 90, 5, false, 8);
   run(ComposedKind::kThinkKivi, 2, 8, 1, 128, 2, 4, 150, 3, false, 8);
   run(ComposedKind::kThinkKivi, 2, 2, 1, 256, 8, 8, 100, 2, true, 8);
+  run(ComposedKind::kThinkKivi, 2, 8, 2, 128, 4, 2, 300, 3, false, 8, 64);  // value groups of 64 channels (blocks of 64)
   CHECK(g_mma_runs > 0);  // the tensor-core path ran (KIVI alone, granularity 8 at D 64 / 128)
   CHECK(g_mma_auto_runs > 0);  // and auto picked it for a long bound
 }

@@ -25,13 +25,20 @@
 // product is now transposed (O^T = V^T P^T, quantization spec 6.4): 8 instead of 16 accumulator
 // tiles (32 registers fewer, so 4 CTAs fit in 128 registers), 16 instead of 32 MMAs and no hi / lo
 // split of P per tile (static count of the main loop, sm_90, KC = 3, before the bulk copies:
-// 1,425 -> 1,297 SASS instructions, HMMA 62 -> 46).
+// 1,425 -> 1,297 SASS instructions, HMMA 62 -> 46). The key codes enter the QK product as fp16
+// subnormals (c 2^(k - 24), the masked bits alone; quantization spec 6.5 removes the 1024 offset
+// with an HFMA2 per pair instead) and q' carries 2^(15 - k - sh): a tile's QK section 191 -> 131
+// SASS instructions (K4, KC 3), the per-block q' set-up 106 -> 142 (the block's largest |s_K|
+// for sh, a power-of-two HMUL2 per scale pair). This relies on mma.sync taking fp16 subnormal
+// operands exactly (the emulator does; test_composed_cuda checks it on the GPU).
 //
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
-// are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands), the values are fp16 c s_v +
-// z_v (2^-12 of |v|), p enters as fp16 (2^-12; l sums the fp32 p), accumulation is fp32.
-// Power-of-two prescales keep the fp16 operands normal and finite: q~ per head in [1/2, 1) (|q'|
-// <= |s| <= 65504), the values per warp under 2^15 (raised, with an exact rescale of the
+// are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands; q' normal down to ~2^-29 of
+// the block's largest |q~ s_K|), the values are fp16 c s_v + z_v (2^-12 of |v|), p enters as
+// fp16 (2^-12; l sums the fp32 p), accumulation is fp32.
+// Power-of-two prescales keep the fp16 operands normal and finite: q~ per head in [1/2, 1), q' =
+// q~ s_K 2^(15 - k - sh) < 2^15 with sh = max(0, 1 + floor(log2 max |s_K|)) per block (undone in
+// fp32 with the logit scale), the values per warp under 2^15 (raised, with an exact rescale of the
 // accumulators, as larger value scales arrive).
 //
 // Work: grid (segments, splits), 4 warps; a warp takes whole KIVI blocks of its split (block i of
@@ -64,9 +71,9 @@ constexpr int kStages = 3;
 // CTAs per SM the kernel is compiled for (__launch_bounds__; 4: <= 128 registers). The H200
 // profile of the earlier layout (ncu, B 16 x 64K) showed 3 CTAs (12 warps, 168 registers), 56%
 // issue utilisation, mostly fixed-latency dependency stalls: more warps hide them. At 4 the
-// instances with KC = 4 at D = 128 spill 16-40 bytes of loop invariants (sm_80 / sm_90), the
-// others none; not yet timed on a GPU against 3 (bench_think_decode_cuda_ctas3 is the same
-// benchmark built with 3).
+// instances with KC = 4 at D = 128 spill 0-4 bytes of loop invariants (KIVI records: 4-24;
+// sm_80 / sm_90), the others none; not yet timed on a GPU against 3
+// (bench_think_decode_cuda_ctas3 is the same benchmark built with 3).
 #ifndef MEMATTN_THINK_MMA_MIN_CTAS
 #define MEMATTN_THINK_MMA_MIN_CTAS 4
 #endif
@@ -96,22 +103,40 @@ MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes
 // 8 groups start in different banks); as stage_geom's rows of 32 keys.
 MEMATTN_HOST_DEVICE int rec_group_bytes(int head_dim, int bits_v) { return head_dim / 8 * 4 * bits_v + 16; }
 MEMATTN_HOST_DEVICE int rec_v_row_bytes(int head_dim, int bits_v) { return 8 * rec_group_bytes(head_dim, bits_v) / kTileKeys; }
-// Dynamic shared memory of the kernel: the stages and the CTA's q region at q_offset (first its 8
+// The CTA's bulk-copy regions (lanes 0..3 of a warp issue one each: K codes, K meta, V codes, V
+// meta): segment base, bytes per block, per row of a block, per token, per row of a copy, stage
+// offset.
+struct BulkRegion {
+  const unsigned char* seg;
+  long long per_block;
+  int per_block_row, per_token, row_bytes, dst;
+};
+// What a stage holds (written by lane 0 of the warp that issues its copies, read by the warp when it
+// consumes it): the tile's first row, block, and its rows [base, end) in the split.
+struct alignas(16) TileInfo {
+  int slot, blk, base, end;
+};
+// Dynamic shared memory of the kernel: a header of kHeader bytes (the warps' stage mbarriers, the
+// bulk regions, the warps' stage TileInfos: at fixed offsets, so that their addresses cost little
+// in the tile loop),
+// then (offsets from the header's end) the stages and the CTA's q region at q_offset (first its 8
 // rows of head_dim + 4 floats, the padding putting the rows a quarter-warp reads in different
 // banks; then, per lane, q~'s fp16 hi / lo A fragments, 32 D bytes), or the end-of-split merge if
-// larger; then the warps' stage mbarriers (bulk copies, bar_offset).
+// larger.
+constexpr int kBarBytes = kWarps * kStages * 8;
+constexpr int kInfoOffset = kBarBytes + 4 * static_cast<int>(sizeof(BulkRegion));
+constexpr int kHeader = (kInfoOffset + kWarps * kStages * static_cast<int>(sizeof(TileInfo)) + 127) / 128 * 128;
 MEMATTN_HOST_DEVICE int q_offset(const StageGeom& g) { return kWarps * kStages * g.bytes; }
 MEMATTN_HOST_DEVICE int q_stride(int head_dim) { return head_dim + 4; }
 MEMATTN_HOST_DEVICE int q_region(int head_dim) {
   const int rows = kThinKMaxGroup * q_stride(head_dim) * 4;
   return rows > 32 * head_dim ? rows : 32 * head_dim;
 }
-MEMATTN_HOST_DEVICE int bar_offset(const StageGeom& g, int head_dim) {
+MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) {
   const int stages = q_offset(g) + q_region(head_dim);
   const int merge = kWarps * kThinKMaxGroup * (head_dim + 2) * 4;
-  return ((stages > merge ? stages : merge) + 7) / 8 * 8;
+  return kHeader + (stages > merge ? stages : merge);
 }
-MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) { return bar_offset(g, head_dim) + kWarps * kStages * 8; }
 
 MEMATTN_DEVICE void mma16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
 #if defined(MEMATTN_SIMT_EMULATION)
@@ -364,8 +389,8 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills 16-40 bytes of loop
-// invariants at D = 128, KC = 4).
+// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 4 bytes of loop
+// invariants at D = 128, KC = 4, 24 in KIVI records).
 // kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
 // the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
 // 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.
@@ -385,7 +410,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   constexpr int kPerHalf = 16 / VB;
   constexpr int kRecStep = 2 * VB;                 // kRec: bytes of one channel's codes of a PV k-step (16 keys)
   constexpr int kRecGroup = kLaneCh * 4 * VB + 16; // kRec: a lane group's stage bytes (rec_group_bytes)
-  MEMATTN_DYNAMIC_SMEM(unsigned char, smem);
+  MEMATTN_DYNAMIC_SMEM(unsigned char, smem_all);
+  unsigned char* const smem = smem_all + kHeader;  // stages, q region, merge (smem_bytes)
 
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
   const int gi = row_group(lane), t4 = quad(lane);
@@ -480,33 +506,47 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   const unsigned char* const vqm_seg =
       kRec ? reinterpret_cast<const unsigned char*>(p.vqm) + rec_seg : reinterpret_cast<const unsigned char*>(p.vqm + s * p.vqm_seg_stride);
   const bool vqm16 = bulk::aligned16(vqm_seg) && ngv % 4 == 0;  // V meta of a tile in 16-byte pieces
-  // sm_90: lane 0 fills each stage with four bulk copies completing on the stage's mbarrier (the
-  // cp.async pieces and their address arithmetic were a fifth of a tile's instructions), where
-  // every region starts 16-byte aligned (tiles start at multiples of 32 rows of a block); KIVI
-  // records (channel-major V codes in lane-group rows) and other alignments take cp.async.
+  // sm_90: lanes 0..3 fill each stage with four bulk copies (one region each, their addresses
+  // computed side by side) completing on the stage's mbarrier (the cp.async pieces and their
+  // address arithmetic were a fifth of a tile's instructions), where every region starts 16-byte
+  // aligned (tiles start at multiples of 32 rows of a block); KIVI records (channel-major V codes
+  // in lane-group rows) and other alignments take cp.async.
   const bool use_bulk = bulk::available() && !kRec && p.mma_cp_async == 0 && vqm16 && bulk::aligned16(kq_seg) && kq_block_bytes % 16 == 0 &&
                         (kTileKeys * k_row) % 16 == 0 && bulk::aligned16(kqm_seg) && dk % 4 == 0 && bulk::aligned16(vq_seg) &&
                         v_row % 16 == 0;
-  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem + bar_offset(geo, D)) + warp * kStages;
+  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_all) + warp * kStages;
+  const BulkRegion* const regions = reinterpret_cast<const BulkRegion*>(smem_all + kBarBytes);
   if (use_bulk) {
     if (lane == 0) {
       for (int i = 0; i < kStages; ++i) bulk::init(bars + i, 1);
       bulk::fence_init();
     }
-    __syncwarp();
+    if (threadIdx.x < 4) {  // for every warp (read after the CTA barrier below)
+      const int r = static_cast<int>(threadIdx.x);
+      BulkRegion g;
+      g.seg = r == 0 ? kq_seg : (r == 1 ? kqm_seg : (r == 2 ? vq_seg : vqm_seg));
+      g.per_block = r == 0 ? kq_block_bytes : (r == 1 ? kqm_block_bytes : 0);
+      g.per_block_row = r == 0 ? k_row : 0;
+      g.per_token = r == 2 ? v_row : (r == 3 ? ngv * 4 : 0);
+      g.row_bytes = r == 0 ? k_row : (r == 2 ? v_row : (r == 3 ? ngv * 4 : 0));
+      g.dst = r == 0 ? 0 : (r == 1 ? geo.k_meta : (r == 2 ? geo.v_codes : geo.v_meta));
+      const_cast<BulkRegion*>(regions)[r] = g;
+    }
+    __syncthreads();
   }
-  // The issuing cursor runs kStages - 1 items ahead of the consuming one.
-  TileCursor ahead, cur;
+  // The issuing cursor runs kStages - 1 items ahead of the consuming one, and leaves each tile's
+  // TileInfo with its stage.
+  TileCursor ahead;
   ahead.start(parts, warp);
-  cur = ahead;
+  TileInfo* const tinfo = reinterpret_cast<TileInfo*>(smem_all + kInfoOffset) + warp * kStages;
   int ahead_stage = 0, stage = 0;
   unsigned parity = 0;  // bulk: of the phase of stage `stage` that the current item waits for
-  unsigned dirty = 0;   // bulk: stages the threads wrote (masked V meta) since their last copy
   // One tile's copies: K code rows of at most D kept channels (+ the 16-byte slack of round16),
   // the K meta of d_keep <= D channels only for the first tile of the block the warp reads (where
   // the block's q' is set), V code rows, V meta rows.
   auto issue = [&](int /*item: the cursor's*/) {
     const int base = max(ahead.slot, parts.q0), end = min(min(ahead.slot + kTileKeys, ahead.hi), parts.q1);
+    if (lane == 0) tinfo[ahead_stage] = TileInfo{ahead.slot, ahead.blk, base, end};
     if (base < end) {
       const int blk = ahead.blk, lo = ahead.lo, slot = ahead.slot;
       const int rows = min(kTileKeys, ahead.hi - slot);
@@ -543,28 +583,26 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     ahead.next(parts);
     ahead_stage = next_stage(ahead_stage);
   };
-  // The same by bulk copies: one arrival per item (expecting its bytes; none for an empty tile).
+  // The same by bulk copies: lanes 0..3 each issue one region's copy (their addresses computed side
+  // by side), after lane 0's one arrival per item expecting their bytes (none for an empty tile).
   auto issue_bulk = [&]() {
-    if (lane == 0) {
-      std::uint64_t* const bar = bars + ahead_stage;
-      const int base = max(ahead.slot, parts.q0), end = min(min(ahead.slot + kTileKeys, ahead.hi), parts.q1);
-      if (base < end) {
-        const int blk = ahead.blk, lo = ahead.lo, slot = ahead.slot;
-        const int rows = min(kTileKeys, ahead.hi - slot);
-        unsigned char* const st = wstage + ahead_stage * geo.bytes;
-        const int k_bytes = (rows * k_row + 15) & ~15, km_bytes = slot == lo || slot <= parts.q0 ? dk * 4 : 0;
-        const int v_bytes = (rows * v_row + 15) & ~15, vm_bytes = rows * ngv * 4;
-        if ((dirty >> ahead_stage) & 1u) bulk::fence_proxy();  // the threads' writes to the stage come first
-        bulk::arrive_expect_tx(bar, k_bytes + km_bytes + v_bytes + vm_bytes);
-        bulk::copy(st, kq_seg + static_cast<long long>(blk) * kq_block_bytes + (slot - lo) * k_row, k_bytes, bar);
-        if (km_bytes > 0) bulk::copy(st + geo.k_meta, kqm_seg + blk * kqm_block_bytes, km_bytes, bar);
-        bulk::copy(st + geo.v_codes, vq_seg + static_cast<long long>(slot) * v_row, v_bytes, bar);
-        bulk::copy(st + geo.v_meta, vqm_seg + static_cast<long long>(slot) * (ngv * 4), vm_bytes, bar);
-      } else {
-        bulk::arrive_expect_tx(bar, 0);
-      }
+    std::uint64_t* const bar = bars + ahead_stage;
+    const int base = max(ahead.slot, parts.q0), end = min(min(ahead.slot + kTileKeys, ahead.hi), parts.q1);
+    if (lane == 0) tinfo[ahead_stage] = TileInfo{ahead.slot, ahead.blk, base, end};
+    int bytes = 0, dst = 0;
+    const unsigned char* src = nullptr;
+    if (lane < 4 && base < end) {
+      const BulkRegion g = regions[lane];
+      const int slot = ahead.slot, rows = min(kTileKeys, ahead.hi - slot);
+      // the K meta only with the first tile of the block the warp reads (where q' is set)
+      bytes = lane == 1 ? (slot == ahead.lo || slot <= parts.q0 ? dk * 4 : 0) : (rows * g.row_bytes + 15) & ~15;
+      src = g.seg + ahead.blk * g.per_block + (slot - ahead.lo) * g.per_block_row + static_cast<long long>(slot) * g.per_token;
+      dst = g.dst;
     }
-    dirty &= ~(1u << ahead_stage);
+    const int total = static_cast<int>(__reduce_add_sync(0xFFFFFFFFu, static_cast<unsigned>(bytes)));
+    if (lane == 0) bulk::arrive_expect_tx(bar, total);
+    __syncwarp();
+    if (bytes > 0) bulk::copy(wstage + ahead_stage * geo.bytes + dst, src, bytes, bar);
     ahead.next(parts);
     ahead_stage = next_stage(ahead_stage);
   };
@@ -581,8 +619,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   int v_exp = -1;  // exponent field of the largest value bound seen (warp)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
-  std::uint32_t qk[KC][2][4];  // q' = q~ s_K of the current block: hi / lo A fragments
-  float bias = 0.f;            // q~ . z_K of head gi over the block's kept channels
+  std::uint32_t qk[KC][2][4];  // q' = q~ s_K 2^(15 - k - sh) of the current block: hi / lo A fragments
+  float lg_scale = 0.f, lg_bias = 0.f;  // logit = (QK product) lg_scale + lg_bias (q_inv 2^(9 + sh), q~ . z_K q_inv)
   int meta_blk = -1;
   float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
 
@@ -594,21 +632,23 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     } else {
       warp_pipeline_next<kStages>(item, items, issue);
     }
-    const int slot = cur.slot, blk = cur.blk;
-    const int base = max(slot, parts.q0), end = min(min(slot + kTileKeys, cur.hi), parts.q1);
+    const TileInfo ti = tinfo[stage];  // lane 0's, a __syncwarp ago at least
+    const int slot = ti.slot, blk = ti.blk, base = ti.base, end = ti.end;
     unsigned char* const st = wstage + stage * geo.bytes;
-    const unsigned st_bit = 1u << stage;
     std::uint32_t* const vm = reinterpret_cast<std::uint32_t*>(st + geo.v_meta);
     // V meta (s, z) of (key, value group j) in the stage: token-major, or group-major (kRec)
     auto vm_index = [ngv](int key, int j) { return kRec ? j * kTileKeys + key : key * ngv + j; };
-    cur.next(parts);
     stage = next_stage(stage);
     parity ^= stage == 0 ? 1u : 0u;
     if (base >= end) continue;  // warp-uniform
 
-    if (blk != meta_blk) {  // a new block: q' = q~ s_K (fp16 hi / lo), the bias q~ . z_K
+    if (blk != meta_blk) {  // a new block: q' = q~ s_K 2^(15 - k - sh) (fp16 hi / lo), the bias q~ . z_K
       meta_blk = blk;
-      float cb[4] = {0.f, 0.f, 0.f, 0.f};
+      // (s, z) pairs of k-step (c, j)'s B registers r = 0, 1 (slots 8 t4 + 2 j + r, + 4), and the
+      // block's largest |s|: q' carries the 2^(24 - k) that the subnormal codes at bit k lack
+      // (code_pair<.., true>), times 2^(-9 - sh) so that |q'| < 2^15 (sh > 0 only for |s| >= 1)
+      std::uint32_t sk[KC][2][2], zk[KC][2][2];
+      __half2 smax2 = __floats2half2_rn(0.f, 0.f);
 #pragma unroll
       for (int c = 0; c < KC; ++c) {
         // (s, z) of slots 8 t4 + e, e = 0..7
@@ -616,15 +656,33 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
         const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4 + 16);
         const std::uint32_t w[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const uint4 f = q_frag[(2 * c + j) * 32 + lane];
-          const std::uint32_t a[4] = {f.x, f.y, f.z, f.w};
-          mul_split2(f.x, f.y, halves(w[2 * j], w[2 * j + 4], false), &qk[c][j][0], &qk[c][j][1]);
-          mul_split2(f.z, f.w, halves(w[2 * j + 1], w[2 * j + 5], false), &qk[c][j][2], &qk[c][j][3]);
-          mma16816(cb, a, halves(w[2 * j], w[2 * j + 4], true), halves(w[2 * j + 1], w[2 * j + 5], true));
-        }
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            sk[c][j][r] = halves(w[2 * j + r], w[2 * j + r + 4], false);
+            zk[c][j][r] = halves(w[2 * j + r], w[2 * j + r + 4], true);
+            smax2 = __hmax2(smax2, __habs2(as_h2(sk[c][j][r])));  // NaN drops out (and stays in q')
+          }
       }
-      bias = cb[0] + cb[2];  // every key column holds it: hi rows + lo rows of head gi
+      // fp16 bits of the largest |s| (non-negative fp16 bits order as their values), the same in
+      // every quad: |s| < 2^(f - 14) for the exponent field f; inf takes 16, like 65504
+      const std::uint32_t sb2 = bits_of(smax2);
+      const int f = static_cast<int>(__reduce_max_sync(0xFFFFFFFFu, max(sb2 & 0xFFFFu, sb2 >> 16)) >> 10);
+      const int sh = f <= 14 ? 0 : (f >= 30 ? 16 : f - 14);
+      float cb[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int c = 0; c < KC; ++c)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const uint4 f4 = q_frag[(2 * c + j) * 32 + lane];
+          const std::uint32_t a[4] = {f4.x, f4.y, f4.z, f4.w};
+          mul_split2(f4.x, f4.y, hmul2_bits(sk[c][j][0], pow2_pair(15 - code_shift<KB>(2 * j) - sh)), &qk[c][j][0], &qk[c][j][1]);
+          mul_split2(f4.z, f4.w, hmul2_bits(sk[c][j][1], pow2_pair(15 - code_shift<KB>(2 * j + 1) - sh)), &qk[c][j][2], &qk[c][j][3]);
+          mma16816(cb, a, zk[c][j][0], zk[c][j][1]);
+        }
+      // every key column holds the bias (hi rows + lo rows of head gi); the products carry 2^(-9 - sh)
+      lg_bias = (cb[0] + cb[2]) * q_inv;
+      lg_scale = q_inv * __uint_as_float(static_cast<std::uint32_t>(127 + 9 + sh) << 23);
     }
 
     // Logits of the 4 n-tiles (keys qk_key(n, 2 t4 + e)), base 2; -inf outside [base, end).
@@ -639,14 +697,12 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
         if (KB == 4) w = *reinterpret_cast<const std::uint32_t*>(row + qk_lane_slot(c, t4) / 2);
         else w = *reinterpret_cast<const std::uint16_t*>(row + qk_lane_slot(c, t4) / 4);
         std::uint32_t pr[4];
-        codes8_to_pairs<KB>(w, pr);
+        codes8_to_pairs<KB, true>(w, pr);  // fp16 subnormal codes: no HFMA2
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          mma16816(acc, qk[c][j], exact_codes<KB>(pr[2 * j], 2 * j), exact_codes<KB>(pr[2 * j + 1], 2 * j + 1));
-        }
+        for (int j = 0; j < 2; ++j) mma16816(acc, qk[c][j], pr[2 * j], pr[2 * j + 1]);
       }
 #pragma unroll
-      for (int e = 0; e < 2; ++e) lg[n][e] = (acc[e] + acc[e + 2] + bias) * q_inv;  // hi rows + lo rows
+      for (int e = 0; e < 2; ++e) lg[n][e] = fmaf(acc[e] + acc[e + 2], lg_scale, lg_bias);  // hi rows + lo rows
     }
     // Keys outside [base, end) (a split's or a partly filled block's edge; warp-uniform test, most
     // tiles are whole) get -inf, and their V meta rows (s, z) = 0, so that their stale or never
@@ -664,7 +720,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
 #pragma unroll
         for (int j = 0; j < D / 32; ++j)
           if (j < ngv) vm[vm_index(lane, j)] = 0u;
-      dirty |= st_bit;
+      // each writer orders its (generic) writes before the bulk copy (async proxy) that refills the
+      // stage, whichever lane issues it after the warp barrier
+      if (use_bulk) bulk::fence_proxy();
       __syncwarp();
     }
     if (scores != nullptr && gi < G)

@@ -10,11 +10,14 @@
 //
 // The products (per KV head, g <= 8 query heads, a tile of 32 keys):
 //   logits  S[16 x 8 keys]  = A[16 x 16 slots] * B[16 slots x 8 keys]: A rows 0-7 hold the hi
-//           fp16 half of q' = q~ s, the product of q~ = tau log2(e) q 2^e (per head, set once per
-//           split) and the key scale of the kept channel (per block), rows 8-15 the lo half (the
-//           product's exact rounding error + q~'s lo half times s), so a lane's c0 + c2 is a
-//           head's logit to ~2^-22; B = exact fp16 codes. The zero points enter as one more product
-//           per block, q~ (hi / lo) times B = z of the slots, the same for every key column.
+//           fp16 half of q' = q~ s 2^(15 - k - sh), the product of q~ = tau log2(e) q 2^e (per
+//           head, set once per split), the key scale of the kept channel (per block) and the
+//           power of two that the code at bit k of its half lacks (sh: per block, for |s| >= 1),
+//           rows 8-15 the lo half (the product's exact rounding error + q~'s lo half times it), so
+//           a lane's c0 + c2 is 2^(-9 - sh) times a head's logit to ~2^-22; B = the codes as fp16
+//           subnormals c 2^(k - 24) (code_pair<.., true>: the masked bits, nothing else). The zero
+//           points enter as one more product per block, q~ (hi / lo) times B = z of the slots, the
+//           same for every key column.
 //   values  O^T[16 ch x 8 heads] += V^T[16 ch x 16 keys] * P^T[16 keys x 8 heads]: V^T = the
 //           fp16 values c s_v + z_v of the keys (one HFMA2 per pair, with the warp's power-of-two
 //           prescale in s_v and z_v), rows g / g + 8 of m-tile mt = the lane's value channels
@@ -27,7 +30,9 @@
 //
 // Codes to fp16 (quantization spec 6.5): masking a code inside the 10-bit mantissa of the fp16
 // 1024 (0x6400) gives 1024 + 2^(b i) c, which one HFMA2 by (2^-(b i), -1024 2^-(b i)) turns into
-// exactly c; codes past the first byte of a 16-bit half take one shift by 8 per word.
+// exactly c (the values: each is then dequantised by one more HFMA2); codes past the first byte
+// of a 16-bit half take one shift by 8 per word. The keys skip the HFMA2: the masked bits alone
+// are the fp16 subnormal 2^(b i - 24) c, and the power of two goes into q'.
 #pragma once
 
 #include <cstdint>
@@ -83,16 +88,29 @@ MEMATTN_HOST_DEVICE std::uint32_t and_or(std::uint32_t x, std::uint32_t mask, st
 #endif
 }
 
+// Bit position kBits i' (i' = i mod (8 / kBits)) at which code_pair leaves position i's codes.
+template <int kBits>
+MEMATTN_HOST_DEVICE constexpr int code_shift(int i) {
+  return kBits * (i % (8 / kBits));
+}
 // Position i of the kBits codes in the two 16-bit halves of x, OR-ed into the fp16 1024 of each
 // half: (1024 + 2^(kBits i') c_lo, 1024 + 2^(kBits i') c_hi), i' = i mod (8 / kBits); positions in
 // the second byte of a half read x >> 8. exact_pair_scale / _bias: the HFMA2 constants giving c.
-template <int kBits>
+// kSubnormal: the masked codes alone, i.e. the fp16 subnormals 2^(code_shift - 24) c, exact
+// (bit k of a half with a zero exponent field is 2^(k - 24)); the power of two goes into the
+// other operand (think_decode_mma.cuh: q' carries 2^(15 - k)), and no HFMA2 removes an offset.
+template <int kBits, bool kSubnormal = false>
 MEMATTN_HOST_DEVICE std::uint32_t code_pair(std::uint32_t x, int i) {
   static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
   constexpr int kPerByte = 8 / kBits;
   constexpr std::uint32_t mask = kBits == 2 ? 0x00030003u : 0x000F000Fu;
   const std::uint32_t src = i < kPerByte ? x : x >> 8;
-  return and_or(src, mask << (kBits * (i % kPerByte)), kMagic);
+  if (kSubnormal) return src & (mask << code_shift<kBits>(i));
+  return and_or(src, mask << code_shift<kBits>(i), kMagic);
+}
+// The fp16 pair (2^e, 2^e) for e in [-14, 15] (a normal power of two).
+MEMATTN_HOST_DEVICE constexpr std::uint32_t pow2_pair(int e) {
+  return static_cast<std::uint32_t>(e + 15) << 10 | static_cast<std::uint32_t>(e + 15) << 26;
 }
 // A code masked at bit `shift` (<= 9: inside the mantissa) of a half: (2^-shift, -1024 2^-shift)
 // in both halves turn 1024 + 2^shift c into c.
@@ -114,11 +132,11 @@ MEMATTN_HOST_DEVICE std::uint32_t exact_pair_bias(int i) {  // -1024 2^-(kBits i
 // 8 key codes of kBits packed LSB-first in the low 8 * kBits bits of w -> 4 biased pairs:
 // out[i] = code_pair of (code i, code i + 4). QK k-step 2c takes out[0], out[1] as its B
 // registers, k-step 2c + 1 out[2], out[3] (qk_channel).
-template <int kBits>
+template <int kBits, bool kSubnormal = false>
 MEMATTN_HOST_DEVICE void codes8_to_pairs(std::uint32_t w, std::uint32_t (&out)[4]) {
   static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
   if (kBits == 2) w = (w & 0xFFFFu) | ((w & 0xFF00u) << 8);  // codes 4..7 to bits 16.. of the high half
-  for (int i = 0; i < 4; ++i) out[i] = code_pair<kBits>(w, i);
+  for (int i = 0; i < 4; ++i) out[i] = code_pair<kBits, kSubnormal>(w, i);
 }
 
 // The 16-bit half `upper` of a and of b in one word (a low): PV B pairs of keys a and b.
