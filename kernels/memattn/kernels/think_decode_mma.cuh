@@ -27,8 +27,8 @@
 // split of P per tile (static count of the main loop, sm_90, KC = 3, before the bulk copies:
 // 1,425 -> 1,297 SASS instructions, HMMA 62 -> 46). The key codes enter the QK product as fp16
 // subnormals (c 2^(k - 24), the masked bits alone; quantization spec 6.5 removes the 1024 offset
-// with an HFMA2 per pair instead) and q' carries 2^(15 - k - sh): a tile's QK section 191 -> 131
-// SASS instructions (K4, KC 3), the per-block q' set-up 106 -> 142 (the block's largest |s_K|
+// with an HFMA2 per pair instead) and q' carries 2^(15 - k - sh): a tile's QK section 191 -> 132
+// SASS instructions (K4, KC 3), the per-block q' set-up 106 -> 144 (the block's largest |s_K|
 // for sh, a power-of-two HMUL2 per scale pair). This relies on mma.sync taking fp16 subnormal
 // operands exactly (the emulator does; test_composed_cuda checks it on the GPU).
 //
