@@ -29,8 +29,11 @@
 // subnormals (c 2^(k - 24), the masked bits alone; quantization spec 6.5 removes the 1024 offset
 // with an HFMA2 per pair instead) and q' carries 2^(15 - k - sh): a tile's QK section 191 -> 132
 // SASS instructions (K4, KC 3), the per-block q' set-up 106 -> 144 (the block's largest |s_K|
-// for sh, a power-of-two HMUL2 per scale pair). This relies on mma.sync taking fp16 subnormal
-// operands exactly (the emulator does; test_composed_cuda checks it on the GPU).
+// for sh, a power-of-two HMUL2 per scale pair); the value codes as well, dequantised by one HFMA2
+// per pair instead of two: P·V 315 -> 256. This relies on mma.sync and HFMA2 taking fp16 subnormal
+// operands exactly (the emulator does; test_composed_cuda checks it on the GPU). The main loop:
+// 1,333 -> 1,168 SASS instructions with the leaner per-tile bookkeeping (bulk copies from lanes
+// 0..3, tile info through the stage).
 //
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands; q' normal down to ~2^-29 of
@@ -38,8 +41,10 @@
 // fp16 (2^-12; l sums the fp32 p), accumulation is fp32.
 // Power-of-two prescales keep the fp16 operands normal and finite: q~ per head in [1/2, 1), q' =
 // q~ s_K 2^(15 - k - sh) < 2^15 with sh = max(0, 1 + floor(log2 max |s_K|)) per block (undone in
-// fp32 with the logit scale), the values per warp under 2^15 (raised, with an exact rescale of the
-// accumulators, as larger value scales arrive).
+// fp32 with the logit scale), the values per warp under 2^15 in KIVI records (raised, with an
+// exact rescale of the accumulators, as larger value scales arrive), under 2^-4 on the composed
+// cache, whose value codes are fp16 subnormals too (the scale follows the tiles' value bound up
+// and, past 2^5, down; see the value prescale below).
 //
 // Work: grid (segments, splits), 4 warps; a warp takes whole KIVI blocks of its split (block i of
 // the split to warp i % 4) in tiles of 32 keys, staged per warp (K codes, K meta, V codes, V meta;
@@ -71,8 +76,8 @@ constexpr int kStages = 3;
 // CTAs per SM the kernel is compiled for (__launch_bounds__; 4: <= 128 registers). The H200
 // profile of the earlier layout (ncu, B 16 x 64K) showed 3 CTAs (12 warps, 168 registers), 56%
 // issue utilisation, mostly fixed-latency dependency stalls: more warps hide them. At 4 the
-// instances with KC = 4 at D = 128 spill 0-4 bytes of loop invariants (KIVI records: 4-24;
-// sm_80 / sm_90), the others none; not yet timed on a GPU against 3
+// instances with KC = 4 at D = 128 spill 0-24 bytes of loop invariants (sm_80 / sm_90; the
+// earlier layouts 40-48), the others none; not yet timed on a GPU against 3
 // (bench_think_decode_cuda_ctas3 is the same benchmark built with 3).
 #ifndef MEMATTN_THINK_MMA_MIN_CTAS
 #define MEMATTN_THINK_MMA_MIN_CTAS 4
@@ -389,8 +394,8 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 4 bytes of loop
-// invariants at D = 128, KC = 4, 24 in KIVI records).
+// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 24 bytes of loop
+// invariants at D = 128, KC = 4).
 // kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
 // the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
 // 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.
@@ -616,9 +621,10 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   float o[kMTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
   for (int n = 0; n < kMTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  int v_exp = -1;  // exponent field of the largest value bound seen (warp)
+  int v_exp = kRec ? -1 : -99;  // kRec: exponent field of the largest value bound seen; else the tile's e (-99: none yet)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
+  std::uint32_t v_sa2 = 0x3C003C00u;     // !kRec: 2^(10 - e) as an fp16 pair
   std::uint32_t qk[KC][2][4];  // q' = q~ s_K 2^(15 - k - sh) of the current block: hi / lo A fragments
   float lg_scale = 0.f, lg_bias = 0.f;  // logit = (QK product) lg_scale + lg_bias (q_inv 2^(9 + sh), q~ . z_K q_inv)
   int meta_blk = -1;
@@ -743,9 +749,16 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       for (int n = 0; n < kMTiles; ++n) o[n][0] *= a0, o[n][1] *= a1, o[n][2] *= a0, o[n][3] *= a1;
     }, pk);
 
-    // Value prescale: 2^13 / (the largest bound max(16 |s_v|, |z_v|) seen, rounded down to a power
-    // of two, >= 1/4), so |c s_v + z_v| < 2^15 in fp16 and fp16 scales stay normal; raised with an
-    // exact rescale of o when this tile has a larger bound. Lane r reads key r's groups.
+    // Value prescale, from the largest bound B = max(16 |s_v|, |z_v|) of the tile (lane r reads key
+    // r's groups), 2^e <= B < 2^(e + 1). KIVI records: 2^(13 - e) for the largest bound seen (e >=
+    // -2), so |c s_v + z_v| < 2^15 in fp16; raised with an exact rescale of o. Else sigma = 2^(-6 -
+    // e) (e in [-5, 18]), raised as the tiles' bound rises and lowered when it falls 2^5 below
+    // (an exact rescale of o each time), so |c s_v + z_v| sigma < 2^-4, and the codes stay fp16
+    // subnormals c 2^(k - 24) (code_pair<.., true>) that one HFMA2 by s_v sigma 2^(24 - k) = (s_v
+    // 2^(10 - e)) 2^(8 - k) (both factors normal fp16) plus z_v sigma dequantises: full fp16
+    // precision for a tile's values down to 2^-6 of its largest at least (2^-10 when its bound set
+    // sigma), so the exact-code HFMA2 of the 1024-offset codes (quantization spec 6.5) is gone; the
+    // records keep it and their running bound's 28 binades.
     __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
 #pragma unroll
     for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
@@ -753,17 +766,36 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     const float2 szf = __half22float2(szmax);
     const float vmax = warp_max_nonneg(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
-    if (e_new > v_exp) {  // warp-uniform
-      float ns, ni;
-      pow2_scale<13, -2>(vmax, &ns, &ni);
-      if (v_exp >= 0) {
-        const float r = ns * v_inv;  // new scale / old scale: an exact power of two (<= 1)
+    if constexpr (kRec) {
+      if (e_new > v_exp) {  // warp-uniform
+        float ns, ni;
+        pow2_scale<13, -2>(vmax, &ns, &ni);
+        if (v_exp >= 0) {
+          const float r = ns * v_inv;  // new scale / old scale: an exact power of two (<= 1)
 #pragma unroll
-        for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
+          for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
+        }
+        v_exp = e_new, v_inv = ni;
+        const std::uint32_t hb = bits_of(__floats2half2_rn(ns, ns));  // a power of two in [2^-114, 2^15]: 0 only for poison
+        v_scale2 = hb;
       }
-      v_exp = e_new, v_inv = ni;
-      const std::uint32_t hb = bits_of(__floats2half2_rn(ns, ns));  // a power of two in [2^-114, 2^15]: 0 only for poison
-      v_scale2 = hb;
+    } else {
+      const int e = e_new == 255 ? 99 : min(18, max(-5, e_new - 127));  // 99: inf / NaN bounds
+      if (e > v_exp || e + 4 < v_exp) {  // warp-uniform; kept while the bound falls by less than 2^4
+        if (v_exp != -99) {
+          const float r = __uint_as_float(static_cast<std::uint32_t>(127 + min(v_exp, 18) - min(e, 18)) << 23);
+#pragma unroll
+          for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
+        }
+        v_exp = e;
+        v_inv = __uint_as_float(static_cast<std::uint32_t>(127 + 6 + min(e, 18)) << 23);
+        // sigma (2^-24 .. 2^-1, exact in fp16) and 2^(10 - e) (2^-8 .. 2^15); 0 for poison, so that
+        // an inf or NaN scale gives NaN values
+        const float sig = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 - 6 - e) << 23);
+        const float sa = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 + 10 - e) << 23);
+        v_scale2 = bits_of(__floats2half2_rn(sig, sig));
+        v_sa2 = bits_of(__floats2half2_rn(sa, sa));
+      }
     }
 
     // Values: two k-steps of 16 keys, O^T (channels x heads) += V^T (channels x keys) P^T (keys x
@@ -786,9 +818,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       std::uint32_t mw[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) mw[k] = vm[vm_index(pv_lane_key(ms, t4, k, kPs), v_grp)];  // (0, 0) for a masked key
-      const std::uint32_t s01 = hmul2_bits(halves(mw[0], mw[1], false), v_scale2);
+      const std::uint32_t s01 = hmul2_bits(halves(mw[0], mw[1], false), kRec ? v_scale2 : v_sa2);
       const std::uint32_t z01 = hmul2_bits(halves(mw[0], mw[1], true), v_scale2);
-      const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), v_scale2);
+      const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), kRec ? v_scale2 : v_sa2);
       const std::uint32_t z23 = hmul2_bits(halves(mw[2], mw[3], true), v_scale2);
       if constexpr (kRec) {
         // channel n of the lane's group: its codes of this k-step's 16 keys (16-byte loads of 4
@@ -828,14 +860,22 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
             cw[k][kCodeWords - 1] = u.y;
           }
         }
+        // s_v sigma 2^(24 - k) per code bit k (8 / VB of them): times the subnormal codes
+        constexpr int kBitsPerByte = 8 / VB;
+        std::uint32_t s01k[kBitsPerByte], s23k[kBitsPerByte];
+#pragma unroll
+        for (int q = 0; q < kBitsPerByte; ++q) {
+          s01k[q] = hmul2_bits(s01, pow2_pair(8 - code_shift<VB>(q)));
+          s23k[q] = hmul2_bits(s23, pow2_pair(8 - code_shift<VB>(q)));
+        }
 #pragma unroll
         for (int hf = 0; hf < kHalves; ++hf) {
           const std::uint32_t x01 = halves(cw[0][hf >> 1], cw[1][hf >> 1], hf & 1);
           const std::uint32_t x23 = halves(cw[2][hf >> 1], cw[3][hf >> 1], hf & 1);
 #pragma unroll
           for (int i = 0; i < kPerHalf; ++i) {
-            const std::uint32_t b0 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x01, i), i), s01, z01);
-            const std::uint32_t b1 = hfma2_bits(exact_codes<VB>(code_pair<VB>(x23, i), i), s23, z23);
+            const std::uint32_t b0 = hfma2_bits(code_pair<VB, true>(x01, i), s01k[i % kBitsPerByte], z01);
+            const std::uint32_t b1 = hfma2_bits(code_pair<VB, true>(x23, i), s23k[i % kBitsPerByte], z23);
             pair(hf * kPerHalf + i, b0, b1);
           }
         }

@@ -30,9 +30,10 @@
 //
 // Codes to fp16 (quantization spec 6.5): masking a code inside the 10-bit mantissa of the fp16
 // 1024 (0x6400) gives 1024 + 2^(b i) c, which one HFMA2 by (2^-(b i), -1024 2^-(b i)) turns into
-// exactly c (the values: each is then dequantised by one more HFMA2); codes past the first byte
-// of a 16-bit half take one shift by 8 per word. The keys skip the HFMA2: the masked bits alone
-// are the fp16 subnormal 2^(b i - 24) c, and the power of two goes into q'.
+// exactly c (KIVI records' values, then dequantised by one more HFMA2); codes past the first
+// byte of a 16-bit half take one shift by 8 per word. The composed cache's keys and values skip
+// that HFMA2: the masked bits alone are the fp16 subnormal 2^(b i - 24) c, and the power of two
+// goes into q' (keys) or into the scale of the one dequantising HFMA2 (values).
 #pragma once
 
 #include <cstdint>
