@@ -1,6 +1,6 @@
 // The fragment bookkeeping of the tensor-core composed decode (kernels/think_mma_layout.hpp):
-// the code-to-fp16 tricks give the exact codes at every position (the biased pair, then the
-// HFMA2 constants evaluated in fp64, which is exact here), and the key / channel maps are the
+// the code-to-fp16 tricks give the exact codes at every position (fp16 subnormals times the power
+// of two the kernel puts in the other factor, in fp64, exact here), and the key / channel maps are the
 // bijections the kernel's reductions rely on. The kernel itself runs on the CPU emulator
 // (tests/emu/test_think_mma_emu.cpp) and on the GPU (test_composed_cuda, path 3).
 #include <catch2/catch.hpp>
@@ -20,14 +20,14 @@ namespace {
 
 double lo_half(u32 x) { return half_to_float(Half{static_cast<std::uint16_t>(x & 0xFFFFu)}); }
 double hi_half(u32 x) { return half_to_float(Half{static_cast<std::uint16_t>(x >> 16)}); }
-// the kernel's exact_codes: biased pair * scale + bias per half (exact: small powers of two)
+// the kernel's codes: fp16 subnormal pairs 2^(k - 24) c (exponent fields 0); times 2^(24 - k)
+// (what q' or the values' scale carries) they are the codes, exactly
 template <int kBits>
-void exact(u32 biased, int i, double* lo, double* hi) {
-  const u32 sc = mm::exact_pair_scale<kBits>(i), bi = mm::exact_pair_bias<kBits>(i);
-  CHECK(lo_half(sc) == hi_half(sc));
-  CHECK(lo_half(bi) == hi_half(bi));
-  *lo = lo_half(biased) * lo_half(sc) + lo_half(bi);
-  *hi = hi_half(biased) * hi_half(sc) + hi_half(bi);
+void exact(u32 pair, int i, double* lo, double* hi) {
+  CHECK((pair & 0x7C007C00u) == 0u);
+  const double unit = std::ldexp(1.0, 24 - mm::code_shift<kBits>(i));
+  *lo = lo_half(pair) * unit;
+  *hi = hi_half(pair) * unit;
 }
 
 }  // namespace
@@ -48,19 +48,6 @@ TEST_CASE("think mma layout: code pairs give the exact codes the channel maps na
       exact<2>(p2[i], i, &lo, &hi);
       CHECK(lo == static_cast<double>((w >> (2 * i)) & 3u));
       CHECK(hi == static_cast<double>((w >> (2 * (i + 4))) & 3u));
-    }
-    // the same codes as fp16 subnormals 2^(code_shift - 24) c: times 2^(24 - code_shift) (what
-    // the kernel's q' carries) they are the codes, exactly
-    u32 s4[4], s2[4];
-    mm::codes8_to_pairs<4, true>(w, s4);
-    mm::codes8_to_pairs<2, true>(w & 0xFFFFu, s2);
-    for (int i = 0; i < 4; ++i) {
-      const double u4 = std::ldexp(1.0, 24 - mm::code_shift<4>(i)), u2 = std::ldexp(1.0, 24 - mm::code_shift<2>(i));
-      CHECK((s4[i] & 0x7C007C00u) == 0u);  // exponent fields 0: subnormal (or zero)
-      CHECK(lo_half(s4[i]) * u4 == static_cast<double>((w >> (4 * i)) & 15u));
-      CHECK(hi_half(s4[i]) * u4 == static_cast<double>((w >> (4 * (i + 4))) & 15u));
-      CHECK(lo_half(s2[i]) * u2 == static_cast<double>((w >> (2 * i)) & 3u));
-      CHECK(hi_half(s2[i]) * u2 == static_cast<double>((w >> (2 * (i + 4))) & 3u));
     }
     // values: half `upper` of keys a and b, position i = channel 16 upper / bits + i of the lane
     for (int upper = 0; upper < 2; ++upper) {

@@ -180,18 +180,6 @@ MEMATTN_DEVICE void mul_split2(std::uint32_t x_hi, std::uint32_t x_lo, std::uint
   *hi = hmul2_bits(x_hi, s);
   *lo = hfma2_bits(x_lo, s, hfms2_bits(x_hi, s, *hi));
 }
-// code_pair (think_mma_layout.hpp) of position i -> the exact codes, times (s, z) pairs: one HFMA2 each
-template <int kBits>
-MEMATTN_DEVICE std::uint32_t exact_codes(std::uint32_t biased, int i) {
-  return hfma2_bits(biased, exact_pair_scale<kBits>(i), exact_pair_bias<kBits>(i));
-}
-// A pair of codes masked at bit kShift (<= 8) of each 16-bit half, OR-ed into the fp16 1024 (1024 +
-// 2^kShift c) -> the exact codes: one HFMA2 (exact_shift_scale / _bias, think_mma_layout.hpp)
-template <int kShift>
-MEMATTN_DEVICE std::uint32_t exact_at(std::uint32_t biased) {
-  static_assert(kShift >= 0 && kShift <= 8, "inside the fp16 mantissa with codes up to 4 bits");
-  return hfma2_bits(biased, exact_shift_scale(kShift), exact_shift_bias(kShift));
-}
 // x0, x1 -> fp16 pairs hi = rn(x), lo = rn(x - hi)
 MEMATTN_DEVICE void split2(float x0, float x1, std::uint32_t* hi, std::uint32_t* lo) {
   const __half2 h = __floats2half2_rn(x0, x1);
@@ -621,10 +609,10 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   float o[kMTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
   for (int n = 0; n < kMTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  int v_exp = kRec ? -1 : -99;  // kRec: exponent field of the largest value bound seen; else the tile's e (-99: none yet)
+  int v_exp = -99;  // the value bound's exponent e that sigma follows (-99: none yet)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
-  std::uint32_t v_sa2 = 0x3C003C00u;     // !kRec: 2^(10 - e) as an fp16 pair
+  std::uint32_t v_sa2 = 0x3C003C00u;     // 2^(10 - e) as an fp16 pair
   std::uint32_t qk[KC][2][4];  // q' = q~ s_K 2^(15 - k - sh) of the current block: hi / lo A fragments
   float lg_scale = 0.f, lg_bias = 0.f;  // logit = (QK product) lg_scale + lg_bias (q_inv 2^(9 + sh), q~ . z_K q_inv)
   int meta_blk = -1;
@@ -652,7 +640,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       meta_blk = blk;
       // (s, z) pairs of k-step (c, j)'s B registers r = 0, 1 (slots 8 t4 + 2 j + r, + 4), and the
       // block's largest |s|: q' carries the 2^(24 - k) that the subnormal codes at bit k lack
-      // (code_pair<.., true>), times 2^(-9 - sh) so that |q'| < 2^15 (sh > 0 only for |s| >= 1)
+      // (code_pair), times 2^(-9 - sh) so that |q'| < 2^15 (sh > 0 only for |s| >= 1)
       std::uint32_t sk[KC][2][2], zk[KC][2][2];
       __half2 smax2 = __floats2half2_rn(0.f, 0.f);
 #pragma unroll
@@ -703,7 +691,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
         if (KB == 4) w = *reinterpret_cast<const std::uint32_t*>(row + qk_lane_slot(c, t4) / 2);
         else w = *reinterpret_cast<const std::uint16_t*>(row + qk_lane_slot(c, t4) / 4);
         std::uint32_t pr[4];
-        codes8_to_pairs<KB, true>(w, pr);  // fp16 subnormal codes: no HFMA2
+        codes8_to_pairs<KB>(w, pr);  // fp16 subnormal codes: no HFMA2
 #pragma unroll
         for (int j = 0; j < 2; ++j) mma16816(acc, qk[c][j], pr[2 * j], pr[2 * j + 1]);
       }
@@ -750,15 +738,13 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     }, pk);
 
     // Value prescale, from the largest bound B = max(16 |s_v|, |z_v|) of the tile (lane r reads key
-    // r's groups), 2^e <= B < 2^(e + 1). KIVI records: 2^(13 - e) for the largest bound seen (e >=
-    // -2), so |c s_v + z_v| < 2^15 in fp16; raised with an exact rescale of o. Else sigma = 2^(-6 -
-    // e) (e in [-5, 18]), raised as the tiles' bound rises and lowered when it falls 2^5 below
-    // (an exact rescale of o each time), so |c s_v + z_v| sigma < 2^-4, and the codes stay fp16
-    // subnormals c 2^(k - 24) (code_pair<.., true>) that one HFMA2 by s_v sigma 2^(24 - k) = (s_v
-    // 2^(10 - e)) 2^(8 - k) (both factors normal fp16) plus z_v sigma dequantises: full fp16
-    // precision for a tile's values down to 2^-6 of its largest at least (2^-10 when its bound set
-    // sigma), so the exact-code HFMA2 of the 1024-offset codes (quantization spec 6.5) is gone; the
-    // records keep it and their running bound's 28 binades.
+    // r's groups), 2^e <= B < 2^(e + 1): sigma = 2^(-6 - e) (e in [-5, 18]), raised as the tiles'
+    // bound rises and lowered when it falls 2^5 below (an exact rescale of o each time), so |c s_v
+    // + z_v| sigma < 2^-4, and the codes stay fp16 subnormals c 2^(k - 24) that one HFMA2 by s_v
+    // sigma 2^(24 - k) = (s_v 2^(10 - e)) 2^(8 - k) (both factors normal fp16) plus z_v sigma
+    // dequantises: full fp16 precision for a tile's values down to 2^-6 of its largest at least
+    // (2^-10 when its bound set sigma), and no exact-code HFMA2 of the 1024-offset codes
+    // (quantization spec 6.5).
     __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
 #pragma unroll
     for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
@@ -766,36 +752,21 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     const float2 szf = __half22float2(szmax);
     const float vmax = warp_max_nonneg(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
-    if constexpr (kRec) {
-      if (e_new > v_exp) {  // warp-uniform
-        float ns, ni;
-        pow2_scale<13, -2>(vmax, &ns, &ni);
-        if (v_exp >= 0) {
-          const float r = ns * v_inv;  // new scale / old scale: an exact power of two (<= 1)
+    const int e = e_new == 255 ? 99 : min(18, max(-5, e_new - 127));  // 99: inf / NaN bounds
+    if (e > v_exp || e + 4 < v_exp) {  // warp-uniform; kept while the bound falls by less than 2^5
+      if (v_exp != -99) {
+        const float r = __uint_as_float(static_cast<std::uint32_t>(127 + min(v_exp, 18) - min(e, 18)) << 23);
 #pragma unroll
-          for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
-        }
-        v_exp = e_new, v_inv = ni;
-        const std::uint32_t hb = bits_of(__floats2half2_rn(ns, ns));  // a power of two in [2^-114, 2^15]: 0 only for poison
-        v_scale2 = hb;
+        for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
       }
-    } else {
-      const int e = e_new == 255 ? 99 : min(18, max(-5, e_new - 127));  // 99: inf / NaN bounds
-      if (e > v_exp || e + 4 < v_exp) {  // warp-uniform; kept while the bound falls by less than 2^4
-        if (v_exp != -99) {
-          const float r = __uint_as_float(static_cast<std::uint32_t>(127 + min(v_exp, 18) - min(e, 18)) << 23);
-#pragma unroll
-          for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
-        }
-        v_exp = e;
-        v_inv = __uint_as_float(static_cast<std::uint32_t>(127 + 6 + min(e, 18)) << 23);
-        // sigma (2^-24 .. 2^-1, exact in fp16) and 2^(10 - e) (2^-8 .. 2^15); 0 for poison, so that
-        // an inf or NaN scale gives NaN values
-        const float sig = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 - 6 - e) << 23);
-        const float sa = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 + 10 - e) << 23);
-        v_scale2 = bits_of(__floats2half2_rn(sig, sig));
-        v_sa2 = bits_of(__floats2half2_rn(sa, sa));
-      }
+      v_exp = e;
+      v_inv = __uint_as_float(static_cast<std::uint32_t>(127 + 6 + min(e, 18)) << 23);
+      // sigma (2^-24 .. 2^-1, exact in fp16) and 2^(10 - e) (2^-8 .. 2^15); 0 for poison, so that
+      // an inf or NaN scale gives NaN values
+      const float sig = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 - 6 - e) << 23);
+      const float sa = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 + 10 - e) << 23);
+      v_scale2 = bits_of(__floats2half2_rn(sig, sig));
+      v_sa2 = bits_of(__floats2half2_rn(sa, sa));
     }
 
     // Values: two k-steps of 16 keys, O^T (channels x heads) += V^T (channels x keys) P^T (keys x
@@ -818,9 +789,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       std::uint32_t mw[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) mw[k] = vm[vm_index(pv_lane_key(ms, t4, k, kPs), v_grp)];  // (0, 0) for a masked key
-      const std::uint32_t s01 = hmul2_bits(halves(mw[0], mw[1], false), kRec ? v_scale2 : v_sa2);
+      const std::uint32_t s01 = hmul2_bits(halves(mw[0], mw[1], false), v_sa2);
       const std::uint32_t z01 = hmul2_bits(halves(mw[0], mw[1], true), v_scale2);
-      const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), kRec ? v_scale2 : v_sa2);
+      const std::uint32_t s23 = hmul2_bits(halves(mw[2], mw[3], false), v_sa2);
       const std::uint32_t z23 = hmul2_bits(halves(mw[2], mw[3], true), v_scale2);
       if constexpr (kRec) {
         // channel n of the lane's group: its codes of this k-step's 16 keys (16-byte loads of 4
@@ -828,22 +799,23 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
         // 16-bit half: at 2 bits one word, keys (t, t + 8) at bits 0 and (t + 4, t + 12) at bits 8
         // of the halves; at 4 bits two words of 8 keys, (t, t + 4) and (t + 8, t + 12) at bits 0
         const unsigned char* const vrow = st + geo.v_codes + gi * kRecGroup + ms * (kLaneCh * kRecStep);
+        const std::uint32_t s01k = hmul2_bits(s01, pow2_pair(8)), s23k = VB == 2 ? s23 : hmul2_bits(s23, pow2_pair(8));
 #pragma unroll
         for (int c = 0; c < kLaneCh * kRecStep / 16; ++c) {
           const uint4 w4 = *reinterpret_cast<const uint4*>(vrow + 16 * c);
           const std::uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
 #pragma unroll
           for (int e = 0; e < 16 / kRecStep; ++e) {
-            std::uint32_t b0, b1;
+            std::uint32_t b0, b1;  // subnormal codes: at bits 0 (b0) and 8 (b1, 2 bits) or 0 (4 bits)
             if constexpr (VB == 2) {
               const std::uint32_t x = w[e] >> (2 * t4);
-              b0 = exact_at<0>(and_or(x, 0x00030003u, kMagic));
-              b1 = exact_at<8>(and_or(x, 0x03000300u, kMagic));
+              b0 = x & 0x00030003u;
+              b1 = x & 0x03000300u;
             } else {
-              b0 = exact_at<0>(and_or(w[2 * e] >> (4 * t4), 0x000F000Fu, kMagic));
-              b1 = exact_at<0>(and_or(w[2 * e + 1] >> (4 * t4), 0x000F000Fu, kMagic));
+              b0 = (w[2 * e] >> (4 * t4)) & 0x000F000Fu;
+              b1 = (w[2 * e + 1] >> (4 * t4)) & 0x000F000Fu;
             }
-            pair(c * (16 / kRecStep) + e, hfma2_bits(b0, s01, z01), hfma2_bits(b1, s23, z23));
+            pair(c * (16 / kRecStep) + e, hfma2_bits(b0, s01k, z01), hfma2_bits(b1, s23k, z23));
           }
         }
       } else {
@@ -874,8 +846,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
           const std::uint32_t x23 = halves(cw[2][hf >> 1], cw[3][hf >> 1], hf & 1);
 #pragma unroll
           for (int i = 0; i < kPerHalf; ++i) {
-            const std::uint32_t b0 = hfma2_bits(code_pair<VB, true>(x01, i), s01k[i % kBitsPerByte], z01);
-            const std::uint32_t b1 = hfma2_bits(code_pair<VB, true>(x23, i), s23k[i % kBitsPerByte], z23);
+            const std::uint32_t b0 = hfma2_bits(code_pair<VB>(x01, i), s01k[i % kBitsPerByte], z01);
+            const std::uint32_t b1 = hfma2_bits(code_pair<VB>(x23, i), s23k[i % kBitsPerByte], z23);
             pair(hf * kPerHalf + i, b0, b1);
           }
         }

@@ -15,25 +15,24 @@
 //           power of two that the code at bit k of its half lacks (sh: per block, for |s| >= 1),
 //           rows 8-15 the lo half (the product's exact rounding error + q~'s lo half times it), so
 //           a lane's c0 + c2 is 2^(-9 - sh) times a head's logit to ~2^-22; B = the codes as fp16
-//           subnormals c 2^(k - 24) (code_pair<.., true>: the masked bits, nothing else). The zero
+//           subnormals c 2^(k - 24) (code_pair: the masked bits, nothing else). The zero
 //           points enter as one more product per block, q~ (hi / lo) times B = z of the slots, the
 //           same for every key column.
 //   values  O^T[16 ch x 8 heads] += V^T[16 ch x 16 keys] * P^T[16 keys x 8 heads]: V^T = the
-//           fp16 values c s_v + z_v of the keys (one HFMA2 per pair, with the warp's power-of-two
-//           prescale in s_v and z_v), rows g / g + 8 of m-tile mt = the lane's value channels
-//           2 mt / 2 mt + 1 (pv_channel); P^T = fp16 p, column g = head g
+//           fp16 values c s_v + z_v of the keys (one HFMA2 per pair on the subnormal codes, with
+//           the warp's power-of-two prescale in s_v and z_v), rows g / g + 8 of m-tile mt = the
+//           lane's value channels 2 mt / 2 mt + 1 (pv_channel); P^T = fp16 p, column g = head g
 // The QK result is P^T's B fragment without any data movement (the C layout of two n-tiles, head
 // g x keys 2t, 2t + 1, is the B layout of one k-step) because the key columns of the QK n-tiles
 // are permuted (qk_key) to the order the PV k-step wants (pv_key); channels are permuted freely
 // inside the reductions (the sums do not care) so that each lane reads contiguous codes: 8
 // kept-key slots per chunk, and D / 8 consecutive value channels (inside one value group) per key.
 //
-// Codes to fp16 (quantization spec 6.5): masking a code inside the 10-bit mantissa of the fp16
-// 1024 (0x6400) gives 1024 + 2^(b i) c, which one HFMA2 by (2^-(b i), -1024 2^-(b i)) turns into
-// exactly c (KIVI records' values, then dequantised by one more HFMA2); codes past the first
-// byte of a 16-bit half take one shift by 8 per word. The composed cache's keys and values skip
-// that HFMA2: the masked bits alone are the fp16 subnormal 2^(b i - 24) c, and the power of two
-// goes into q' (keys) or into the scale of the one dequantising HFMA2 (values).
+// Codes to fp16: the masked bits of a code at bit k of a 16-bit half are, with the half's exponent
+// field zero, the fp16 subnormal 2^(k - 24) c, exact; the power of two goes into q' (keys) or into
+// the scale of the one HFMA2 that dequantises a value pair. (Quantization spec 6.5 ORs the fp16
+// 1024 in and removes it with an HFMA2 per pair instead; that HFMA2 is gone.) Codes past the
+// first byte of a half take one shift by 8 per word.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +45,6 @@ namespace think_mma {
 
 constexpr int kTileKeys = 32;        // keys per tile: 4 QK n-tiles, 2 PV k-steps
 constexpr int kChunkChannels = 32;   // kept key channels per chunk: 2 QK k-steps, 8 per lane
-constexpr std::uint32_t kMagic = 0x64006400u;  // fp16 pair (1024, 1024): 1024 + c for c < 1024 in the mantissa
 
 MEMATTN_HOST_DEVICE int row_group(int lane) { return lane >> 2; }
 MEMATTN_HOST_DEVICE int quad(int lane) { return lane & 3; }
@@ -78,66 +76,36 @@ MEMATTN_HOST_DEVICE int pv_channel(int n, int col, int lane_ch) { return lane_ch
 MEMATTN_HOST_DEVICE int qk_lane_slot(int c, int t) { return kChunkChannels * c + 8 * t; }
 MEMATTN_HOST_DEVICE int pv_lane_key(int m, int t, int i, int ps = 4) { return 16 * m + t + ps * (i & 1) + (12 - ps) * (i >> 1); }
 
-// (x & mask) | bits in one LOP3 (ptxas splits the C expression into two when both are immediates)
-MEMATTN_HOST_DEVICE std::uint32_t and_or(std::uint32_t x, std::uint32_t mask, std::uint32_t bits) {
-#if defined(__CUDA_ARCH__)
-  std::uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "r"(mask), "r"(bits));
-  return r;
-#else
-  return (x & mask) | bits;
-#endif
-}
-
 // Bit position kBits i' (i' = i mod (8 / kBits)) at which code_pair leaves position i's codes.
 template <int kBits>
 MEMATTN_HOST_DEVICE constexpr int code_shift(int i) {
   return kBits * (i % (8 / kBits));
 }
-// Position i of the kBits codes in the two 16-bit halves of x, OR-ed into the fp16 1024 of each
-// half: (1024 + 2^(kBits i') c_lo, 1024 + 2^(kBits i') c_hi), i' = i mod (8 / kBits); positions in
-// the second byte of a half read x >> 8. exact_pair_scale / _bias: the HFMA2 constants giving c.
-// kSubnormal: the masked codes alone, i.e. the fp16 subnormals 2^(code_shift - 24) c, exact
-// (bit k of a half with a zero exponent field is 2^(k - 24)); the power of two goes into the
-// other operand (think_decode_mma.cuh: q' carries 2^(15 - k)), and no HFMA2 removes an offset.
-template <int kBits, bool kSubnormal = false>
+// Position i of the kBits codes in the two 16-bit halves of x, masked where they lie: the fp16
+// subnormals (2^(k - 24) c_lo, 2^(k - 24) c_hi), k = code_shift(i) (bit k of a half with a zero
+// exponent field is 2^(k - 24)), exact; positions in the second byte of a half read x >> 8. The
+// power of two goes into the other factor (think_decode_mma.cuh: q', or the values' scale).
+template <int kBits>
 MEMATTN_HOST_DEVICE std::uint32_t code_pair(std::uint32_t x, int i) {
   static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
   constexpr int kPerByte = 8 / kBits;
   constexpr std::uint32_t mask = kBits == 2 ? 0x00030003u : 0x000F000Fu;
   const std::uint32_t src = i < kPerByte ? x : x >> 8;
-  if (kSubnormal) return src & (mask << code_shift<kBits>(i));
-  return and_or(src, mask << code_shift<kBits>(i), kMagic);
+  return src & (mask << code_shift<kBits>(i));
 }
 // The fp16 pair (2^e, 2^e) for e in [-14, 15] (a normal power of two).
 MEMATTN_HOST_DEVICE constexpr std::uint32_t pow2_pair(int e) {
   return static_cast<std::uint32_t>(e + 15) << 10 | static_cast<std::uint32_t>(e + 15) << 26;
 }
-// A code masked at bit `shift` (<= 9: inside the mantissa) of a half: (2^-shift, -1024 2^-shift)
-// in both halves turn 1024 + 2^shift c into c.
-MEMATTN_HOST_DEVICE constexpr std::uint32_t exact_shift_scale(int shift) {
-  return (static_cast<std::uint32_t>(15 - shift) << 10) | (static_cast<std::uint32_t>(15 - shift) << 26);
-}
-MEMATTN_HOST_DEVICE constexpr std::uint32_t exact_shift_bias(int shift) {
-  return (0x8000u | (static_cast<std::uint32_t>(25 - shift) << 10)) * 0x10001u;
-}
-template <int kBits>
-MEMATTN_HOST_DEVICE std::uint32_t exact_pair_scale(int i) {  // 2^-(kBits i') in both halves
-  return exact_shift_scale(kBits * (i % (8 / kBits)));
-}
-template <int kBits>
-MEMATTN_HOST_DEVICE std::uint32_t exact_pair_bias(int i) {  // -1024 2^-(kBits i') in both halves
-  return exact_shift_bias(kBits * (i % (8 / kBits)));
-}
 
-// 8 key codes of kBits packed LSB-first in the low 8 * kBits bits of w -> 4 biased pairs:
+// 8 key codes of kBits packed LSB-first in the low 8 * kBits bits of w -> 4 subnormal pairs:
 // out[i] = code_pair of (code i, code i + 4). QK k-step 2c takes out[0], out[1] as its B
 // registers, k-step 2c + 1 out[2], out[3] (qk_channel).
-template <int kBits, bool kSubnormal = false>
+template <int kBits>
 MEMATTN_HOST_DEVICE void codes8_to_pairs(std::uint32_t w, std::uint32_t (&out)[4]) {
   static_assert(kBits == 2 || kBits == 4, "2- or 4-bit codes");
   if (kBits == 2) w = (w & 0xFFFFu) | ((w & 0xFF00u) << 8);  // codes 4..7 to bits 16.. of the high half
-  for (int i = 0; i < 4; ++i) out[i] = code_pair<kBits, kSubnormal>(w, i);
+  for (int i = 0; i < 4; ++i) out[i] = code_pair<kBits>(w, i);
 }
 
 // The 16-bit half `upper` of a and of b in one word (a low): PV B pairs of keys a and b.
