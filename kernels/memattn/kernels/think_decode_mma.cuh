@@ -7,7 +7,7 @@
 // Why tensor cores: at K4/V2 a key costs ~100 bytes, so at 80% of an H100's HBM an SM has ~8
 // cycles per key for all g query heads of a KV head; the CUDA-core lane-group kernel issues ~84
 // warp instructions per key (dequantisation, the dot products, per-lane softmax), ~21 cycles.
-// Here a warp turns codes into exact fp16 integers (a logic op and an HFMA2 per code pair,
+// Here a warp turns codes into exact fp16 values (a logic op per code pair: fp16 subnormals,
 // think_mma_layout.hpp) and lets mma.m16n8k16 do the products.
 //
 // Instruction budget per 32-key tile (the measured first version, H200, B 16 x 64K, K4/V2,
