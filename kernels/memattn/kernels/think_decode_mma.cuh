@@ -609,10 +609,10 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   float o[kMTiles][4], m = -INFINITY, l = 0.f;
 #pragma unroll
   for (int n = 0; n < kMTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  int v_exp = -99;  // the value bound's exponent e that sigma follows (-99: none yet)
+  int v_exp = -99;  // the value bound's exponent ve that sigma follows (-99: none yet)
   float v_inv = 1.f;
   std::uint32_t v_scale2 = 0x3C003C00u;  // the values' prescale as an fp16 pair
-  std::uint32_t v_sa2 = 0x3C003C00u;     // 2^(10 - e) as an fp16 pair
+  std::uint32_t v_sa2 = 0x3C003C00u;     // 2^(10 - ve) as an fp16 pair
   std::uint32_t qk[KC][2][4];  // q' = q~ s_K 2^(15 - k - sh) of the current block: hi / lo A fragments
   float lg_scale = 0.f, lg_bias = 0.f;  // logit = (QK product) lg_scale + lg_bias (q_inv 2^(9 + sh), q~ . z_K q_inv)
   int meta_blk = -1;
@@ -737,11 +737,11 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       for (int n = 0; n < kMTiles; ++n) o[n][0] *= a0, o[n][1] *= a1, o[n][2] *= a0, o[n][3] *= a1;
     }, pk);
 
-    // Value prescale, from the largest bound B = max(16 |s_v|, |z_v|) of the tile (lane r reads key
-    // r's groups), 2^e <= B < 2^(e + 1): sigma = 2^(-6 - e) (e in [-5, 18]), raised as the tiles'
-    // bound rises and lowered when it falls 2^5 below (an exact rescale of o each time), so |c s_v
-    // + z_v| sigma < 2^-4, and the codes stay fp16 subnormals c 2^(k - 24) that one HFMA2 by s_v
-    // sigma 2^(24 - k) = (s_v 2^(10 - e)) 2^(8 - k) (both factors normal fp16) plus z_v sigma
+    // Value prescale, from the largest bound B = max(16 |s_v|, |z_v|) of the tile (lane r reads
+    // key r's groups), 2^ve <= B < 2^(ve + 1): sigma = 2^(-6 - ve) (ve in [-5, 18]), raised as the
+    // tiles' bound rises and lowered when it falls 2^5 below (an exact rescale of o each time), so
+    // |c s_v + z_v| sigma < 2^-4, and the codes stay fp16 subnormals c 2^(k - 24) that one HFMA2 by
+    // s_v sigma 2^(24 - k) = (s_v 2^(10 - ve)) 2^(8 - k) (both factors normal fp16) plus z_v sigma
     // dequantises: full fp16 precision for a tile's values down to 2^-6 of its largest at least
     // (2^-10 when its bound set sigma), and no exact-code HFMA2 of the 1024-offset codes
     // (quantization spec 6.5).
@@ -752,19 +752,19 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     const float2 szf = __half22float2(szmax);
     const float vmax = warp_max_nonneg(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
-    const int e = e_new == 255 ? 99 : min(18, max(-5, e_new - 127));  // 99: inf / NaN bounds
-    if (e > v_exp || e + 4 < v_exp) {  // warp-uniform; kept while the bound falls by less than 2^5
+    const int ve = e_new == 255 ? 99 : min(18, max(-5, e_new - 127));  // 99: inf / NaN bounds
+    if (ve > v_exp || ve + 4 < v_exp) {  // warp-uniform; kept while the bound falls by less than 2^5
       if (v_exp != -99) {
-        const float r = __uint_as_float(static_cast<std::uint32_t>(127 + min(v_exp, 18) - min(e, 18)) << 23);
+        const float r = __uint_as_float(static_cast<std::uint32_t>(127 + min(v_exp, 18) - min(ve, 18)) << 23);
 #pragma unroll
         for (int n = 0; n < kMTiles; ++n) o[n][0] *= r, o[n][1] *= r, o[n][2] *= r, o[n][3] *= r;
       }
-      v_exp = e;
-      v_inv = __uint_as_float(static_cast<std::uint32_t>(127 + 6 + min(e, 18)) << 23);
-      // sigma (2^-24 .. 2^-1, exact in fp16) and 2^(10 - e) (2^-8 .. 2^15); 0 for poison, so that
+      v_exp = ve;
+      v_inv = __uint_as_float(static_cast<std::uint32_t>(127 + 6 + min(ve, 18)) << 23);
+      // sigma (2^-24 .. 2^-1, exact in fp16) and 2^(10 - ve) (2^-8 .. 2^15); 0 for poison, so that
       // an inf or NaN scale gives NaN values
-      const float sig = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 - 6 - e) << 23);
-      const float sa = e == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 + 10 - e) << 23);
+      const float sig = ve == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 - 6 - ve) << 23);
+      const float sa = ve == 99 ? 0.f : __uint_as_float(static_cast<std::uint32_t>(127 + 10 - ve) << 23);
       v_scale2 = bits_of(__floats2half2_rn(sig, sig));
       v_sa2 = bits_of(__floats2half2_rn(sa, sa));
     }
