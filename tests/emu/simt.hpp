@@ -391,21 +391,14 @@ inline void lane_words(std::uint32_t v, std::uint32_t (&out)[32]) {
   }
   yield(kWarpBarrier);
 }
-// __reduce_max_sync over the live lanes
-inline unsigned reduce_max(unsigned v) {
+// __reduce_{max,add}_sync over the live lanes (exited lanes read 0: the identity of both)
+template <class Op>
+unsigned lane_reduce(unsigned v, Op op) {
   std::uint32_t w[32];
   lane_words(v, w);
-  unsigned mx = 0;
-  for (std::uint32_t x : w) mx = x > mx ? x : mx;
-  return mx;
-}
-// __reduce_add_sync over the live lanes
-inline unsigned reduce_add(unsigned v) {
-  std::uint32_t w[32];
-  lane_words(v, w);
-  unsigned sum = 0;
-  for (std::uint32_t x : w) sum += x;
-  return sum;
+  unsigned r = 0;
+  for (std::uint32_t x : w) r = op(r, x);
+  return r;
 }
 inline unsigned ballot(bool pred) {
   std::uint32_t w[32];
@@ -492,8 +485,12 @@ T __shfl_sync(unsigned, T v, int src, int = 32) {
   return memattn_emu::exchange(v, src & 31);
 }
 inline unsigned __ballot_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0); }
-inline unsigned __reduce_max_sync(unsigned, unsigned v) { return memattn_emu::reduce_max(v); }
-inline unsigned __reduce_add_sync(unsigned, unsigned v) { return memattn_emu::reduce_add(v); }
+inline unsigned __reduce_max_sync(unsigned, unsigned v) {
+  return memattn_emu::lane_reduce(v, [](unsigned a, unsigned b) { return a > b ? a : b; });
+}
+inline unsigned __reduce_add_sync(unsigned, unsigned v) {
+  return memattn_emu::lane_reduce(v, [](unsigned a, unsigned b) { return a + b; });
+}
 inline int __any_sync(unsigned, int pred) { return memattn_emu::ballot(pred != 0) != 0u; }
 inline int __all_sync(unsigned, int pred) {
   const unsigned yes = memattn_emu::ballot(pred != 0);

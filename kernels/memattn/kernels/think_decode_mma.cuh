@@ -508,7 +508,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
                         (kTileKeys * k_row) % 16 == 0 && bulk::aligned16(kqm_seg) && dk % 4 == 0 && bulk::aligned16(vq_seg) &&
                         v_row % 16 == 0;
   std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_all) + warp * kStages;
-  const BulkRegion* const regions = reinterpret_cast<const BulkRegion*>(smem_all + kBarBytes);
+  BulkRegion* const regions = reinterpret_cast<BulkRegion*>(smem_all + kBarBytes);
   if (use_bulk) {
     if (lane == 0) {
       for (int i = 0; i < kStages; ++i) bulk::init(bars + i, 1);
@@ -523,7 +523,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       g.per_token = r == 2 ? v_row : (r == 3 ? ngv * 4 : 0);
       g.row_bytes = r == 0 ? k_row : (r == 2 ? v_row : (r == 3 ? ngv * 4 : 0));
       g.dst = r == 0 ? 0 : (r == 1 ? geo.k_meta : (r == 2 ? geo.v_codes : geo.v_meta));
-      const_cast<BulkRegion*>(regions)[r] = g;
+      regions[r] = g;
     }
     __syncthreads();
   }
