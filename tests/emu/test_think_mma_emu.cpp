@@ -140,8 +140,8 @@ mk::ThinKDecodeParams params_of(const ComposedCase& c, bool full, std::vector<fl
 }
 
 template <int D, int KB, int VB>
-void run_kernel(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits, int v_groups) {
-  const mk::think_mma::StageGeom geo = mk::think_mma::stage_geom(p.d_keep, KB, p.v_words * 4, v_groups);
+void run_kernel(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits) {
+  const mk::think_mma::StageGeom geo = mk::think_mma::stage_geom(p.d_keep, KB, D * VB / 8, D);
   const int smem = mk::think_mma::smem_bytes(geo, D);
   memattn_emu::launch(dim3(static_cast<unsigned>(segments), static_cast<unsigned>(splits)), dim3(mk::think_mma::kThreads),
                       static_cast<std::size_t>(smem), [&] {
@@ -150,11 +150,11 @@ void run_kernel(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int se
 }
 
 template <int D>
-void dispatch(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits, int v_groups) {
-  if (p.bits_k == 2 && p.bits_v == 2) run_kernel<D, 2, 2>(p, sp, segments, splits, v_groups);
-  else if (p.bits_k == 2) run_kernel<D, 2, 4>(p, sp, segments, splits, v_groups);
-  else if (p.bits_v == 2) run_kernel<D, 4, 2>(p, sp, segments, splits, v_groups);
-  else run_kernel<D, 4, 4>(p, sp, segments, splits, v_groups);
+void dispatch(const mk::ThinKDecodeParams& p, const mk::ThinKSplit& sp, int segments, int splits) {
+  if (p.bits_k == 2 && p.bits_v == 2) run_kernel<D, 2, 2>(p, sp, segments, splits);
+  else if (p.bits_k == 2) run_kernel<D, 2, 4>(p, sp, segments, splits);
+  else if (p.bits_v == 2) run_kernel<D, 4, 2>(p, sp, segments, splits);
+  else run_kernel<D, 4, 4>(p, sp, segments, splits);
 }
 
 // Extreme metadata (quantization spec Q-D4) written over an exported case, for the fp16 prescales
@@ -230,8 +230,8 @@ void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bit
   sp.split_keys = split_keys;
   sp.acc = acc.data();
   sp.ml = ml.data();
-  if (D == 64) dispatch<64>(p, sp, S, splits, c.v_groups);
-  else dispatch<128>(p, sp, S, splits, c.v_groups);
+  if (D == 64) dispatch<64>(p, sp, S, splits);
+  else dispatch<128>(p, sp, S, splits);
 
   double worst_o = 0, worst_lse = 0, worst_logit = 0;
   int compared = 0;

@@ -244,8 +244,8 @@ template <int D, bool kRec = false, class Launch>
 Status launch_mma_d(const kernels::ThinKDecodeParams& p, const kernels::ThinKSplit& sp, int grid_splits, Launch& launch) {
   auto chunks = [&](auto kc) {
     auto bits = [&](auto kernel_type, int kb, int vb) {
-      const int v_row = kRec ? kernels::think_mma::rec_v_row_bytes(D, vb) : p.v_words * 4;
-      const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(p.d_keep, kb, v_row, p.head_dim / p.v_group);
+      const int v_row = kRec ? kernels::think_mma::rec_v_row_bytes(D, vb) : D * vb / 8;  // the stage's rows
+      const kernels::think_mma::StageGeom geo = kernels::think_mma::stage_geom(p.d_keep, kb, v_row, D);
       return launch(kernel_type, think_grid(p, grid_splits), dim3(kernels::think_mma::kThreads), kernels::think_mma::smem_bytes(geo, D), p, sp);
     };
     constexpr int KC = decltype(kc)::value;

@@ -90,17 +90,19 @@ MEMATTN_HOST_DEVICE int round16(int x) { return (x + 15) / 16 * 16; }
 MEMATTN_HOST_DEVICE constexpr int chunks_of(int d_keep) { return (d_keep + kChunkChannels - 1) / kChunkChannels; }
 
 // One warp's stage (bytes): K codes of 32 rows (+ slack: a padded chunk reads up to 16 bytes past
-// the last row), K meta of the block zero-padded to whole chunks, V code rows, V meta rows.
+// the last row), K meta of the block zero-padded to whole chunks, V code rows, V meta rows of
+// head_dim / 32 groups (the most there are; the words past the tile's D / v_group groups stay 0,
+// so that the tile's value bound reads a fixed count without tests).
 struct StageGeom {
   int k_meta, v_codes, v_meta, bytes;
 };
-MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes, int v_groups) {
+MEMATTN_HOST_DEVICE StageGeom stage_geom(int d_keep, int bits_k, int v_row_bytes, int head_dim) {
   StageGeom g;
   const int chunks = chunks_of(d_keep);
   g.k_meta = round16(kTileKeys * d_keep * bits_k / 8 + 16);
   g.v_codes = g.k_meta + chunks * kChunkChannels * 4;
   g.v_meta = g.v_codes + round16(kTileKeys * v_row_bytes);
-  g.bytes = g.v_meta + round16(kTileKeys * v_groups * 4);
+  g.bytes = g.v_meta + round16(kTileKeys * (head_dim / 32) * 4);
   return g;
 }
 // KIVI cache records (the kernel's kRec): the stage's V codes, per lane group (D / 8 channels), per
@@ -398,6 +400,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   constexpr int kNTiles = kLaneCh;                // the lane's value channels: its codes' n-tile order
   constexpr int kMTiles = kNTiles / 2;             // PV m-tiles: rows gi / gi + 8 = the lane's channels 2 mt, 2 mt + 1
   constexpr int kCodeBytes = kLaneCh * VB / 8;     // a lane's value codes of one key: 2, 4 or 8 bytes
+  constexpr int kVRow = D * VB / 8;                // a stage's V code row (global rows may be padded)
   constexpr int kCodeWords = kCodeBytes < 4 ? 1 : kCodeBytes / 4;
   constexpr int kHalves = kCodeBytes / 2;          // 16-bit pieces of them, 16 / VB channels each
   constexpr int kPerHalf = 16 / VB;
@@ -432,9 +435,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   const int my_blocks = n_blk > warp ? (n_blk - warp + kWarps - 1) / kWarps : 0;
   const int items = my_blocks * parts.cpb;  // this warp's tiles: its blocks' sub-tiles in order
 
-  const StageGeom geo = stage_geom(dk, KB, kRec ? rec_v_row_bytes(D, VB) : p.v_words * 4, ngv);
+  const StageGeom geo = stage_geom(dk, KB, kRec ? rec_v_row_bytes(D, VB) : kVRow, D);
   unsigned char* wstage = smem + warp * kStages * geo.bytes;
-  const int k_row = dk * KB / 8, v_row = p.v_words * 4;
+  const int k_row = dk * KB / 8, v_row = p.v_words * 4;  // global rows; the stage's V rows are kVRow
   const long long kq_block_bytes = kRec ? p.rec_block_bytes : static_cast<long long>(p.kq_block_words) * 4;
   const long long kqm_block_bytes = kRec ? p.rec_block_bytes : dk * 4;
   // q of the CTA's heads over the kept-channel slots, base-2 domain, in shared memory (read once,
@@ -450,10 +453,14 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     }
   }
   __syncthreads();
-  // the K meta padding (channels d_keep.. of the last chunk) reads (scale, zero) = 0 in every stage
-  for (int st = 0; st < kStages; ++st)
+  // the K meta padding (channels d_keep.. of the last chunk) reads (scale, zero) = 0 in every
+  // stage, and so do the V meta words past the tile's 32 ngv (no copy writes them)
+  for (int st = 0; st < kStages; ++st) {
     for (int i = dk + lane; i < KC * kChunkChannels; i += 32)
       reinterpret_cast<std::uint32_t*>(wstage + st * geo.bytes + geo.k_meta)[i] = 0u;
+    for (int i = kTileKeys * ngv + lane; i < kTileKeys * (D / 32); i += 32)
+      reinterpret_cast<std::uint32_t*>(wstage + st * geo.bytes + geo.v_meta)[i] = 0u;
+  }
   __syncwarp();
 
   // q~ = q 2^e of head gi (max |q~| in [1/2, 1)), fixed for the split, as fp16 hi / lo A fragments
@@ -506,7 +513,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   // in lane-group rows) and other alignments take cp.async.
   const bool use_bulk = bulk::available() && !kRec && p.mma_cp_async == 0 && vqm16 && bulk::aligned16(kq_seg) && kq_block_bytes % 16 == 0 &&
                         (kTileKeys * k_row) % 16 == 0 && bulk::aligned16(kqm_seg) && dk % 4 == 0 && bulk::aligned16(vq_seg) &&
-                        v_row % 16 == 0;
+                        v_row == kVRow;
   std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_all) + warp * kStages;
   BulkRegion* const regions = reinterpret_cast<BulkRegion*>(smem_all + kBarBytes);
   if (use_bulk) {
@@ -566,8 +573,14 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
           detail::cp_async_16(st + geo.v_meta + lane * 16, vm_src + static_cast<long long>(lane >> 3) * p.qgroup * 4 + (lane & 7) * 16);
       } else {
         const unsigned char* const v_src = vq_seg + static_cast<long long>(slot) * v_row;
-        if (v_row == D * VB / 8) warp_copy<16, kTileKeys * D * VB / 8>(st + geo.v_codes, v_src, rows * v_row, lane);
-        else warp_copy<16>(st + geo.v_codes, v_src, rows * v_row, lane);  // padded rows (v_words past the codes)
+        if (v_row == kVRow) {
+          warp_copy<16, kTileKeys * kVRow>(st + geo.v_codes, v_src, rows * kVRow, lane);
+        } else {  // padded rows (v_words past the codes): their codes only, to rows of kVRow bytes
+          constexpr int kPieces = kVRow / 16;
+#pragma unroll 1
+          for (int i = lane; i < rows * kPieces; i += 32)
+            detail::cp_async_16(st + geo.v_codes + i * 16, v_src + static_cast<long long>(i / kPieces) * v_row + (i % kPieces) * 16);
+        }
         const unsigned char* const vm_src = vqm_seg + static_cast<long long>(slot) * (ngv * 4);
         if (vqm16) warp_copy<16, kTileKeys * D / 32 * 4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
         else warp_copy<4>(st + geo.v_meta, vm_src, rows * ngv * 4, lane);
@@ -737,18 +750,18 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       for (int n = 0; n < kMTiles; ++n) o[n][0] *= a0, o[n][1] *= a1, o[n][2] *= a0, o[n][3] *= a1;
     }, pk);
 
-    // Value prescale, from the largest bound B = max(16 |s_v|, |z_v|) of the tile (lane r reads
-    // key r's groups), 2^ve <= B < 2^(ve + 1): sigma = 2^(-6 - ve) (ve in [-5, 18]), raised as the
+    // Value prescale, from the largest bound B = max(16 |s_v|, |z_v|) of the tile (its 32 ngv V
+    // meta words are contiguous in either layout, then zeros up to 32 D / 32: lane r reads words
+    // r, r + 32, ..), 2^ve <= B < 2^(ve + 1): sigma = 2^(-6 - ve) (ve in [-5, 18]), raised as the
     // tiles' bound rises and lowered when it falls 2^5 below (an exact rescale of o each time), so
     // |c s_v + z_v| sigma < 2^-4, and the codes stay fp16 subnormals c 2^(k - 24) that one HFMA2 by
     // s_v sigma 2^(24 - k) = (s_v 2^(10 - ve)) 2^(8 - k) (both factors normal fp16) plus z_v sigma
     // dequantises: full fp16 precision for a tile's values down to 2^-6 of its largest at least
     // (2^-10 when its bound set sigma), and no exact-code HFMA2 of the 1024-offset codes
     // (quantization spec 6.5).
-    __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of key `lane`
+    __half2 szmax = __floats2half2_rn(0.f, 0.f);  // (max |s_v|, max |z_v|) of the lane's words
 #pragma unroll
-    for (int j = 0; j < D / 32; ++j)  // ngv <= D / 32 (v_group a multiple of 32): no loop control
-      if (j < ngv) szmax = __hmax2(szmax, __habs2(as_h2(vm[vm_index(lane, j)])));
+    for (int j = 0; j < D / 32; ++j) szmax = __hmax2(szmax, __habs2(as_h2(vm[lane + kTileKeys * j])));
     const float2 szf = __half22float2(szmax);
     const float vmax = warp_max_nonneg(fmaxf(16.f * szf.x, szf.y));
     const int e_new = static_cast<int>((__float_as_uint(vmax) >> 23) & 0xFFu);
@@ -823,7 +836,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
         std::uint32_t cw[4][kCodeWords];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const unsigned char* src = vc + pv_lane_key(ms, t4, k) * v_row;
+          const unsigned char* src = vc + pv_lane_key(ms, t4, k) * kVRow;
           if (kCodeBytes == 2) cw[k][0] = *reinterpret_cast<const std::uint16_t*>(src);
           else if (kCodeBytes == 4) cw[k][0] = *reinterpret_cast<const std::uint32_t*>(src);
           else {
