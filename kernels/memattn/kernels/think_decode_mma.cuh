@@ -10,30 +10,18 @@
 // Here a warp turns codes into exact fp16 values (a logic op per code pair: fp16 subnormals,
 // think_mma_layout.hpp) and lets mma.m16n8k16 do the products.
 //
-// Instruction budget per 32-key tile (the measured first version, H200, B 16 x 64K, K4/V2,
-// d_keep 80: ~80 warp instructions per key, 1.3 ms = 15-21% of copy bandwidth; two thirds of it
-// were the per-block q~ set-up with fp32 hi / lo splits and the per-value-group p s_v fragments):
-// the key scales now enter q' with three fp16 ops per slot pair per block, the key zero points as
-// one product per block, the value scales and zero points as one HFMA2 per code pair, so the
-// per-key cost is the unpack (a LOP3 and two fp16 ops per pair of codes), the loads and the MMAs.
-// The sm_90 SASS of that case (KC = 3) now issues ~753 warp instructions on a tile's common path,
-// 23.5 per key (~975, 30.5, before the tile cursor, the compile-time chunk count and the masked
-// keys' zeroed V meta): cp.async issue ~129, QK ~194, softmax and value prescale ~70, PV ~330.
-// At 80% of an H100's 3.35 TB/s and ~90.5 bytes per key that is ~66% of the SM's issue slots
-// at 1.98 GHz; an H200's 4.8 TB/s would need ~95%. The H200 profile of that version: 56% issue
-// utilisation at 3 CTAs (12 warps) per SM, mostly fixed-latency dependency stalls, so the PV
-// product is now transposed (O^T = V^T P^T, quantization spec 6.4): 8 instead of 16 accumulator
-// tiles (32 registers fewer, so 4 CTAs fit in 128 registers), 16 instead of 32 MMAs and no hi / lo
-// split of P per tile (static count of the main loop, sm_90, KC = 3, before the bulk copies:
-// 1,425 -> 1,297 SASS instructions, HMMA 62 -> 46). The key codes enter the QK product as fp16
-// subnormals (c 2^(k - 24), the masked bits alone; quantization spec 6.5 removes the 1024 offset
-// with an HFMA2 per pair instead) and q' carries 2^(15 - k - sh): a tile's QK section 191 -> 132
-// SASS instructions (K4, KC 3), the per-block q' set-up 106 -> 144 (the block's largest |s_K|
-// for sh, a power-of-two HMUL2 per scale pair); the value codes as well, dequantised by one HFMA2
-// per pair instead of two: P·V 315 -> 256. This relies on mma.sync and HFMA2 taking fp16 subnormal
-// operands exactly (the emulator does; test_composed_cuda checks it on the GPU). The main loop:
-// 1,333 -> 1,168 SASS instructions with the leaner per-tile bookkeeping (bulk copies from lanes
-// 0..3, tile info through the stage).
+// Instruction budget (the gate's limit): at 80% of HBM and ~99 bytes per key (K4 / V2, d_keep 80,
+// KIVI group 32) an SMSP has ~860 issue cycles per 32-key tile on an H200 (4.8 TB/s), ~1,240 on
+// an H100 (3.35 TB/s). The sm_90 SASS of that case (KC = 3, a new block every tile) issues ~745
+// warp instructions on a tile's common path: bulk-copy issue and tile bookkeeping ~150, the
+// block's q' set-up ~150, QK ~127, softmax and value bound ~55, P·V ~250 (history and the designs
+// tried: docs/gpu-check-log.md, sessions 6-26). What keeps it there: codes enter the MMAs as fp16
+// subnormals (the masked bits alone, c 2^(k - 24), no offset to remove; quantization spec 6.5
+// removes a 1024 offset with an HFMA2 per pair instead), the key scales once per block into q',
+// the value scale and zero point as one HFMA2 per code pair, P·V transposed (O^T = V^T P^T, spec
+// 6.4: 8 accumulator tiles, 16 MMAs per tile, 4 CTAs in 128 registers). This relies on mma.sync
+// and HFMA2 taking fp16 subnormal operands exactly (the emulator does; test_composed_cuda checks
+// it on the GPU).
 //
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands; q' normal down to ~2^-29 of
@@ -41,10 +29,9 @@
 // fp16 (2^-12; l sums the fp32 p), accumulation is fp32.
 // Power-of-two prescales keep the fp16 operands normal and finite: q~ per head in [1/2, 1), q' =
 // q~ s_K 2^(15 - k - sh) < 2^15 with sh = max(0, 1 + floor(log2 max |s_K|)) per block (undone in
-// fp32 with the logit scale), the values per warp under 2^15 in KIVI records (raised, with an
-// exact rescale of the accumulators, as larger value scales arrive), under 2^-4 on the composed
-// cache, whose value codes are fp16 subnormals too (the scale follows the tiles' value bound up
-// and, past 2^5, down; see the value prescale below).
+// fp32 with the logit scale), the values per warp under 2^-4 (the scale follows the tiles' value
+// bound up and, past 2^5, down, with an exact rescale of the accumulators; see the value prescale
+// below).
 //
 // Work: grid (segments, splits), 4 warps; a warp takes whole KIVI blocks of its split (block i of
 // the split to warp i % 4) in tiles of 32 keys, staged per warp (K codes, K meta, V codes, V meta;
@@ -64,20 +51,19 @@
 #include "memattn/kernels/think_decode.cuh"
 #include "memattn/kernels/think_decode_lanes.cuh"
 #include "memattn/kernels/think_mma_layout.hpp"
+#include "memattn/kernels/think_mma_warp.cuh"
 #include "memattn/kernels/warp_reduce.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
 namespace kernels {
 namespace think_mma {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
 constexpr int kStages = 3;
 // CTAs per SM the kernel is compiled for (__launch_bounds__; 4: <= 128 registers). The H200
 // profile of the earlier layout (ncu, B 16 x 64K) showed 3 CTAs (12 warps, 168 registers), 56%
 // issue utilisation, mostly fixed-latency dependency stalls: more warps hide them. At 4 the
-// instances with KC = 4 at D = 128 spill 0-24 bytes of loop invariants (sm_80 / sm_90; the
-// earlier layouts 40-48), the others none; not yet timed on a GPU against 3
+// instances with KC = 4 at D = 128 spill 0-28 bytes of loop invariants (sm_80 / sm_90; KIVI
+// records the most; the earlier layouts 40-48), the others none; not yet timed on a GPU against 3
 // (bench_think_decode_cuda_ctas3 is the same benchmark built with 3).
 #ifndef MEMATTN_THINK_MMA_MIN_CTAS
 #define MEMATTN_THINK_MMA_MIN_CTAS 4
@@ -145,100 +131,6 @@ MEMATTN_HOST_DEVICE int smem_bytes(const StageGeom& g, int head_dim) {
   return kHeader + (stages > merge ? stages : merge);
 }
 
-MEMATTN_DEVICE void mma16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
-#if defined(MEMATTN_SIMT_EMULATION)
-  memattn_emu::mma16816<false>(c, a, b0, b1);
-#else
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-MEMATTN_DEVICE __half2 as_h2(std::uint32_t x) { return *reinterpret_cast<const __half2*>(&x); }
-MEMATTN_DEVICE std::uint32_t bits_of(__half2 h) { return *reinterpret_cast<const std::uint32_t*>(&h); }
-// fp16 pairs x a + b, rounded once (HFMA2)
-MEMATTN_DEVICE std::uint32_t hfma2_bits(std::uint32_t x, std::uint32_t a, std::uint32_t b) {
-#if defined(MEMATTN_SIMT_EMULATION)
-  const float2 fx = __half22float2(as_h2(x)), fa = __half22float2(as_h2(a)), fb = __half22float2(as_h2(b));
-  return bits_of(__floats2half2_rn(fmaf(fx.x, fa.x, fb.x), fmaf(fx.y, fa.y, fb.y)));
-#else
-  return bits_of(__hfma2(as_h2(x), as_h2(a), as_h2(b)));
-#endif
-}
-// fp16 pairs x a - b, rounded once
-MEMATTN_DEVICE std::uint32_t hfms2_bits(std::uint32_t x, std::uint32_t a, std::uint32_t b) {
-#if defined(MEMATTN_SIMT_EMULATION)
-  const float2 fx = __half22float2(as_h2(x)), fa = __half22float2(as_h2(a)), fb = __half22float2(as_h2(b));
-  return bits_of(__floats2half2_rn(fmaf(fx.x, fa.x, -fb.x), fmaf(fx.y, fa.y, -fb.y)));
-#else
-  return bits_of(__hfma2(as_h2(x), as_h2(a), __hneg2(as_h2(b))));
-#endif
-}
-MEMATTN_DEVICE std::uint32_t hmul2_bits(std::uint32_t x, std::uint32_t a) { return bits_of(__hmul2(as_h2(x), as_h2(a))); }
-// (hi, lo) fp16 pairs of x s for x = x_hi + x_lo (hi / lo pairs) and fp16 s: hi = rn(x_hi s), lo =
-// the exact rounding error of that product (an FMA's, representable in fp16) + x_lo s; ~2^-22.
-MEMATTN_DEVICE void mul_split2(std::uint32_t x_hi, std::uint32_t x_lo, std::uint32_t s, std::uint32_t* hi, std::uint32_t* lo) {
-  *hi = hmul2_bits(x_hi, s);
-  *lo = hfma2_bits(x_lo, s, hfms2_bits(x_hi, s, *hi));
-}
-// x0, x1 -> fp16 pairs hi = rn(x), lo = rn(x - hi)
-MEMATTN_DEVICE void split2(float x0, float x1, std::uint32_t* hi, std::uint32_t* lo) {
-  const __half2 h = __floats2half2_rn(x0, x1);
-  const float2 f = __half22float2(h);
-  *hi = bits_of(h);
-  *lo = bits_of(__floats2half2_rn(x0 - f.x, x1 - f.y));
-}
-// 2^(kTarget - floor(log2 m)) (and its inverse) for m >= 0: scales m into [2^kTarget, 2^(kTarget+1)),
-// with floor(log2 m) clamped to [kMinLog2, kMaxLog2] (tiny m, zero; NaN and inf stay what they
-// are after scaling) so that both are normal floats.
-template <int kTarget, int kMinLog2 = kTarget - 126>
-MEMATTN_DEVICE void pow2_scale(float m, float* scale, float* inv) {
-  constexpr int kMaxLog2 = kTarget + 126 < 127 ? kTarget + 126 : 127;
-  static_assert(kMinLog2 >= kTarget - 126 && kMinLog2 <= kMaxLog2, "scale and inverse must be normal floats");
-  int e = static_cast<int>((__float_as_uint(m) >> 23) & 0xFFu) - 127;  // m in [2^e, 2^(e + 1))
-  e = e < kMinLog2 ? kMinLog2 : (e > kMaxLog2 ? kMaxLog2 : e);
-  *scale = __uint_as_float(static_cast<std::uint32_t>(kTarget - e + 127) << 23);
-  *inv = __uint_as_float(static_cast<std::uint32_t>(e - kTarget + 127) << 23);
-}
-// A warp's cp.async of `bytes` (a multiple of N) in N-byte pieces: fully unrolled and predicated
-// when at most kMaxBytes, else a plain loop (no unrolled remainder code in the tile loop).
-template <int N, int kMaxBytes = 0>
-MEMATTN_DEVICE void warp_copy(unsigned char* dst, const unsigned char* src, int bytes, int lane) {
-  auto piece = [&](int off) {
-    if (N == 16) detail::cp_async_16(dst + off, src + off);
-    else think_lanes::cp_async_ca<N>(dst + off, src + off);
-  };
-  if (kMaxBytes > 0) {
-#pragma unroll
-    for (int i = 0; i < (kMaxBytes + 32 * N - 1) / (32 * N); ++i)
-      if ((i * 32 + lane) * N < bytes) piece((i * 32 + lane) * N);
-  } else {
-#pragma unroll 1
-    for (int off = lane * N; off < bytes; off += 32 * N) piece(off);
-  }
-}
-
-// A warp's cp.async pipeline over its items (tiles), kS stages deep, no CTA barrier:
-// warp_pipeline_prime issues the first kS - 1 items; warp_pipeline_next, at the top of item i,
-// issues item i + kS - 1 into the stage item i - 1 used (every lane is done with it) and waits
-// until item i's stage is in place for the whole warp.
-template <int kS, class Issue>
-MEMATTN_DEVICE void warp_pipeline_prime(int items, Issue&& issue) {
-#pragma unroll
-  for (int i = 0; i < kS - 1; ++i) {
-    if (i < items) issue(i);
-    detail::cp_async_commit();
-  }
-}
-template <int kS, class Issue>
-MEMATTN_DEVICE void warp_pipeline_next(int item, int items, Issue&& issue) {
-  __syncwarp();
-  if (item + kS - 1 < items) issue(item + kS - 1);
-  detail::cp_async_commit();
-  detail::cp_async_wait<kS - 1>();
-  __syncwarp();
-}
 
 // A warp's walk over its tiles: the 32-row sub-tiles of blocks b0 + warp, b0 + warp + kWarps, ...
 // of its split in order (qgroup / 32 = cpb per block, some empty at the split's edges). Advancing
@@ -266,116 +158,6 @@ struct TileCursor {
 // stage of the next item: 0, 1, .., kStages - 1, 0, ..
 MEMATTN_DEVICE int next_stage(int stage) { return stage + 1 == kStages ? 0 : stage + 1; }
 
-// One tile's online-softmax step of a warp (head gi's keys in the quad, base 2): the running max
-// m moves with a lazy rescale of l and of the accumulators (rescale(alpha), alpha = head gi's
-// factor; a warp vote), and pk gets 2^(lg - m) (0 for a masked key, lg = -inf), summed into l.
-template <int kN, class Rescale>
-MEMATTN_DEVICE void online_softmax_step(const float (&lg)[kN][2], float& m, float& l, Rescale&& rescale, float (&pk)[kN][2]) {
-  float tmax = -INFINITY;
-#pragma unroll
-  for (int n = 0; n < kN; ++n) tmax = fmaxf(tmax, fmaxf(lg[n][0], lg[n][1]));
-  const float m_new = fmaxf(m, quad_max(tmax));
-  if (__any_sync(0xFFFFFFFFu, m_new > m)) {
-    const float alpha = m_new > m ? detail::fast_exp2(m - m_new) : 1.f;  // 0 when m = -inf
-    l *= alpha;
-    rescale(alpha);
-    m = m_new;
-  }
-  const float m_use = m == -INFINITY ? 0.f : m;
-#pragma unroll
-  for (int n = 0; n < kN; ++n)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      pk[n][e] = detail::fast_exp2(lg[n][e] - m_use);
-      l += pk[n][e];
-    }
-}
-// The same with kNT accumulator n-tiles o whose rows are head gi (hi and lo rows).
-template <int kN, int kNT>
-MEMATTN_DEVICE void online_softmax_tile(const float (&lg)[kN][2], float& m, float& l, float (&o)[kNT][4], float (&pk)[kN][2]) {
-  online_softmax_step(lg, m, l, [&](float alpha) {
-#pragma unroll
-    for (int n = 0; n < kNT; ++n) o[n][0] *= alpha, o[n][1] *= alpha, o[n][2] *= alpha, o[n][3] *= alpha;
-  }, pk);
-}
-
-// A warp's state at the end of its split, for merge_warp_states (after a __syncthreads that frees
-// the stages): sm_acc = smem [warp][8 heads][D] floats, then sm_ml [warp][8][2] (m, quad sum of l
-// of head gi); stash_warp_ml writes the latter and returns the warp's sm_acc rows.
-// stash_warp_state: accumulators whose rows are head gi (hi rows + lo rows, times out_scale) at
-// channel(n, column).
-template <int D>
-MEMATTN_DEVICE float* stash_warp_ml(unsigned char* smem, int warp, int lane, float m, float l) {
-  const int gi = row_group(lane);
-  l = quad_sum(l);
-  float* sm_acc = reinterpret_cast<float*>(smem);
-  float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
-  if (quad(lane) == 0) {
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2] = m;
-    sm_ml[(warp * kThinKMaxGroup + gi) * 2 + 1] = l;
-  }
-  return sm_acc + warp * kThinKMaxGroup * D;
-}
-template <int D, int kNT, class Channel>
-MEMATTN_DEVICE void stash_warp_state(unsigned char* smem, int warp, int lane, const float (&o)[kNT][4], float m, float l,
-                                     float out_scale, Channel channel) {
-  const int gi = row_group(lane), t4 = quad(lane);
-  float* const acc = stash_warp_ml<D>(smem, warp, lane, m, l);
-#pragma unroll
-  for (int n = 0; n < kNT; ++n)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) acc[gi * D + channel(n, 2 * t4 + e)] = (o[n][e] + o[n][e + 2]) * out_scale;
-}
-
-// End of a split: merges the kWarps warps' states of the CTA's G heads (stash_warp_state's, after
-// a __syncthreads) in a fixed order, into the split partial at slot slot_id (m in natural log;
-// -inf for an empty split, which the combine ignores) or, when `final` (the only split), into o
-// and lse. NaN is never laundered: a warp whose logits were all NaN keeps m = -inf (the running
-// max drops NaN) but l = NaN, and that makes the head's whole partial NaN (m included, so that the
-// combine keeps it).
-template <int D>
-MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDecodeParams& p, const ThinKSplit& sp,
-                                      long long s, long long slot_id, bool final) {
-  const float* sm_acc = reinterpret_cast<const float*>(smem);
-  const float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
-  const int G = p.q_heads / p.kv_heads;
-  const long long row0 = (s / p.kv_heads) * p.q_heads + (s % p.kv_heads) * G;  // [B][Hq] row of head 0
-  for (int i = static_cast<int>(threadIdx.x); i < G * D; i += kThreads) {
-    const int r = i / D, ch = i % D;
-    float mx = -INFINITY;
-    bool poisoned = false;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float lw = sm_ml[(w * kThinKMaxGroup + r) * 2 + 1];
-      mx = fmaxf(mx, sm_ml[(w * kThinKMaxGroup + r) * 2]);
-      poisoned = poisoned || lw != lw;
-    }
-    float acc = 0.f, lsum = 0.f;
-    if (poisoned) {
-      mx = acc = lsum = __int_as_float(0x7FC00000);
-    } else if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = sm_ml[(w * kThinKMaxGroup + r) * 2];
-        if (mw == -INFINITY) continue;
-        const float wt = detail::fast_exp2(mw - mx);
-        acc = fmaf(wt, sm_acc[(w * kThinKMaxGroup + r) * D + ch], acc);
-        lsum = fmaf(wt, sm_ml[(w * kThinKMaxGroup + r) * 2 + 1], lsum);
-      }
-    }
-    if (final) {
-      const bool some = detail::keys_or_poison(lsum);
-      p.o[(row0 + r) * D + ch] = some ? acc / lsum : 0.f;
-      if (p.lse != nullptr && ch == 0) p.lse[row0 + r] = some ? (mx + log2f(lsum)) * detail::kLn2 : -INFINITY;
-      continue;
-    }
-    sp.acc[(slot_id * G + r) * D + ch] = acc;
-    if (ch == 0) {
-      sp.ml[(slot_id * G + r) * 2] = mx * detail::kLn2;  // -inf: an empty split, ignored by the combine
-      sp.ml[(slot_id * G + r) * 2 + 1] = lsum;
-    }
-  }
-}
 
 }  // namespace think_mma
 
@@ -384,8 +166,8 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
 // think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 24 bytes of loop
-// invariants at D = 128, KC = 4).
+// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 28 bytes of loop
+// invariants at D = 128, KC = 4, KIVI records the most).
 // kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
 // the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
 // 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.

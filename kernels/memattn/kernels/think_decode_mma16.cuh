@@ -41,8 +41,8 @@
 
 #include "memattn/kernels/dense_decode.cuh"
 #include "memattn/kernels/think_decode.cuh"
-#include "memattn/kernels/think_decode_mma.cuh"
 #include "memattn/kernels/think_mma_layout.hpp"
+#include "memattn/kernels/think_mma_warp.cuh"
 #include "memattn/kernels/warp_reduce.cuh"
 
 MEMATTN_NAMESPACE_BEGIN
