@@ -12,16 +12,16 @@
 //
 // Instruction budget (the gate's limit): at 80% of HBM and ~99 bytes per key (K4 / V2, d_keep 80,
 // KIVI group 32) an SMSP has ~860 issue cycles per 32-key tile on an H200 (4.8 TB/s), ~1,240 on
-// an H100 (3.35 TB/s). The sm_90 SASS of that case (KC = 3, a new block every tile) issues ~745
-// warp instructions on a tile's common path: bulk-copy issue and tile bookkeeping ~150, the
-// block's q' set-up ~150, QK ~127, softmax and value bound ~55, P·V ~250 (history and the designs
-// tried: docs/gpu-check-log.md, sessions 6-26). What keeps it there: codes enter the MMAs as fp16
-// subnormals (the masked bits alone, c 2^(k - 24), no offset to remove; quantization spec 6.5
-// removes a 1024 offset with an HFMA2 per pair instead), the key scales once per block into q',
-// the value scale and zero point as one HFMA2 per code pair, P·V transposed (O^T = V^T P^T, spec
-// 6.4: 8 accumulator tiles, 16 MMAs per tile, 4 CTAs in 128 registers). This relies on mma.sync
-// and HFMA2 taking fp16 subnormal operands exactly (the emulator does; test_composed_cuda checks
-// it on the GPU).
+// an H100 (3.35 TB/s). The sm_90 SASS of that case (KC = 3, a new block every tile, G = 4) issues
+// ~710 warp instructions on a tile's common path: bulk-copy issue and tile bookkeeping ~165, the
+// q' set-up ~93 (one per two tiles, paired), QK ~128, softmax and value bound ~55, P·V ~250
+// (history and the designs tried: docs/gpu-check-log.md, sessions 6-26). What keeps it there:
+// codes enter the MMAs as fp16 subnormals (the masked bits alone, c 2^(k - 24), no offset to
+// remove; quantization spec 6.5 removes a 1024 offset with an HFMA2 per pair instead), the key
+// scales once per block into q', the value scale and zero point as one HFMA2 per code pair, P·V
+// transposed (O^T = V^T P^T, spec 6.4: 8 accumulator tiles, 16 MMAs per tile, 4 CTAs in 128
+// registers). This relies on mma.sync and HFMA2 taking fp16 subnormal operands exactly (the
+// emulator does; test_composed_cuda checks it on the GPU).
 //
 // Numerics (quantization spec 6.6, Q-K1: robust relative error 2e-3, |d lse| 1e-3): the logits
 // are exact to ~2^-22 (q' and the bias from fp16 hi + lo operands; q' normal down to ~2^-29 of
@@ -62,8 +62,8 @@ constexpr int kStages = 3;
 // CTAs per SM the kernel is compiled for (__launch_bounds__; 4: <= 128 registers). The H200
 // profile of the earlier layout (ncu, B 16 x 64K) showed 3 CTAs (12 warps, 168 registers), 56%
 // issue utilisation, mostly fixed-latency dependency stalls: more warps hide them. At 4 the
-// instances with KC = 4 at D = 128 spill 0-28 bytes of loop invariants (sm_80 / sm_90; KIVI
-// records the most; the earlier layouts 40-48), the others none; not yet timed on a GPU against 3
+// instances with KC = 4 at D = 128 spill 0-24 bytes of loop invariants (sm_80 / sm_90; the
+// earlier layouts 40-48), the others none; not yet timed on a GPU against 3
 // (bench_think_decode_cuda_ctas3 is the same benchmark built with 3).
 #ifndef MEMATTN_THINK_MMA_MIN_CTAS
 #define MEMATTN_THINK_MMA_MIN_CTAS 4
@@ -166,8 +166,8 @@ MEMATTN_DEVICE int next_stage(int stage) { return stage + 1 == kStages ? 0 : sta
 // think_mma::chunks_of(d_keep) (with_mma_chunks picks it). Writes the split's
 // partial (m in natural log, l, unnormalised acc) at slot split * gridDim.x + s, and the raw
 // logits of its quantised tokens when p.scores is set.
-// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 28 bytes of loop
-// invariants at D = 128, KC = 4, KIVI records the most).
+// think_mma::kMinCtas CTAs per SM (4: <= 128 registers; ptxas spills up to 24 bytes of loop
+// invariants at D = 128, KC = 4).
 // kRec: the KIVI region in KIVI cache records (ThinKDecodeParams::rec_block_bytes; cuda::kivi_decode):
 // the stage holds a tile's V codes channel-major (rec_v_row_bytes) and its V meta group-major, and at
 // 2 bits the key pair stride is 8 (think_mma_layout.hpp), as one word of a channel pairs keys i, i + 8.
@@ -216,6 +216,14 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   const int n_blk = parts.q_chunks / parts.cpb;
   const int my_blocks = n_blk > warp ? (n_blk - warp + kWarps - 1) / kWarps : 0;
   const int items = my_blocks * parts.cpb;  // this warp's tiles: its blocks' sub-tiles in order
+  // Paired tiles (G <= 4 heads and KIVI groups of 32 tokens, so that every tile starts a block):
+  // the QK A fragment's rows 0-3 (lanes gi < 4) hold q' of the warp's even tile, rows 4-7 (lanes
+  // gi >= 4, head gi - 4) that of the odd tile after it, so that one q' set-up serves two tiles
+  // with every lane busy; a lane's logits count in the tiles of its stream only (-inf in the
+  // others), each stream keeps its own softmax state of its head, and the merge joins the two.
+  const bool pairs = G <= kThinKMaxGroup / 2 && parts.cpb == 1;
+  const int stream = pairs ? gi / (kThinKMaxGroup / 2) : 0;
+  const int head = pairs ? gi % (kThinKMaxGroup / 2) : gi;  // the lane's query head (of the KV head's G)
 
   const StageGeom geo = stage_geom(dk, KB, kRec ? rec_v_row_bytes(D, VB) : kVRow, D);
   unsigned char* wstage = smem + warp * kStages * geo.bytes;
@@ -250,7 +258,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   // 2c + j (slots (8 t4 + 2j, + 4) and (8 t4 + 2j + 1, + 4), qk_channel).
   float q_inv;
   {
-    const float* x = q_s + gi * q_stride(D);
+    const float* x = q_s + head * q_stride(D);
     float mx = 0.f;
 #pragma unroll
     for (int c = 0; c < KC; ++c)
@@ -411,7 +419,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   std::uint32_t qk[KC][2][4];  // q' = q~ s_K 2^(15 - k - sh) of the current block: hi / lo A fragments
   float lg_scale = 0.f, lg_bias = 0.f;  // logit = (QK product) lg_scale + lg_bias (q_inv 2^(9 + sh), q~ . z_K q_inv)
   int meta_blk = -1;
-  float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(gi) * p.scores_row_stride : nullptr;
+  bool pair_ready = false;  // pairs: the odd tile's q' was set with the even one's
+  float* const scores = p.scores != nullptr ? p.scores + s * p.scores_seg_stride + static_cast<long long>(head) * p.scores_row_stride : nullptr;
 
   for (int item = 0; item < items; ++item) {
     if (use_bulk) {
@@ -429,10 +438,29 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
     auto vm_index = [ngv](int key, int j) { return kRec ? j * kTileKeys + key : key * ngv + j; };
     stage = next_stage(stage);
     parity ^= stage == 0 ? 1u : 0u;
+    const bool even = (item & 1) == 0;
+    if (even) pair_ready = false;
     if (base >= end) continue;  // warp-uniform
 
-    if (blk != meta_blk) {  // a new block: q' = q~ s_K 2^(15 - k - sh) (fp16 hi / lo), the bias q~ . z_K
+    // a new block: q' = q~ s_K 2^(15 - k - sh) (fp16 hi / lo), the bias q~ . z_K; paired, both tiles'
+    // (stream 1 from the odd tile's stage, which is waited for here), or the odd one's alone when
+    // the even tile was empty
+    if (pairs ? even || !pair_ready : blk != meta_blk) {
       meta_blk = blk;
+      const unsigned char* km = st + geo.k_meta;
+      bool partner = false;  // paired, even: the odd tile exists and has keys
+      if (pairs && even && item + 1 < items) {
+        if (use_bulk) {
+          bulk::wait(bars + stage, parity);  // `stage` is the next item's now
+        } else {
+          detail::cp_async_wait<kStages - 2>();
+          __syncwarp();
+        }
+        const TileInfo tn = tinfo[stage];
+        partner = tn.base < tn.end;
+        if (stream == 1 && partner) km = wstage + stage * geo.bytes + geo.k_meta;  // else this tile's again
+      }
+      if (pairs && even) pair_ready = partner;
       // (s, z) pairs of k-step (c, j)'s B registers r = 0, 1 (slots 8 t4 + 2 j + r, + 4), and the
       // block's largest |s|: q' carries the 2^(24 - k) that the subnormal codes at bit k lack
       // (code_pair), times 2^(-9 - sh) so that |q'| < 2^15 (sh > 0 only for |s| >= 1)
@@ -441,8 +469,8 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
 #pragma unroll
       for (int c = 0; c < KC; ++c) {
         // (s, z) of slots 8 t4 + e, e = 0..7
-        const uint4 m0 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4);
-        const uint4 m1 = *reinterpret_cast<const uint4*>(st + geo.k_meta + qk_lane_slot(c, t4) * 4 + 16);
+        const uint4 m0 = *reinterpret_cast<const uint4*>(km + qk_lane_slot(c, t4) * 4);
+        const uint4 m1 = *reinterpret_cast<const uint4*>(km + qk_lane_slot(c, t4) * 4 + 16);
         const std::uint32_t w[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
 #pragma unroll
         for (int j = 0; j < 2; ++j)
@@ -454,7 +482,9 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
           }
       }
       // fp16 bits of the largest |s| (non-negative fp16 bits order as their values), the same in
-      // every quad: |s| < 2^(f - 14) for the exponent field f; inf takes 16, like 65504
+      // every quad (paired: of both blocks, which keeps both q' under 2^15; q' stays exact to ~2^-22
+      // of the larger one's products): |s| < 2^(f - 14) for the exponent field f; inf takes 16,
+      // like 65504
       const std::uint32_t sb2 = bits_of(smax2);
       const int f = static_cast<int>(__reduce_max_sync(0xFFFFFFFFu, max(sb2 & 0xFFFFu, sb2 >> 16)) >> 10);
       const int sh = f <= 14 ? 0 : (f >= 30 ? 16 : f - 14);
@@ -469,12 +499,24 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
           mul_split2(f4.z, f4.w, hmul2_bits(sk[c][j][1], pow2_pair(15 - code_shift<KB>(2 * j + 1) - sh)), &qk[c][j][2], &qk[c][j][3]);
           mma16816(cb, a, zk[c][j][0], zk[c][j][1]);
         }
-      // every key column holds the bias (hi rows + lo rows of head gi); the products carry 2^(-9 - sh)
-      lg_bias = (cb[0] + cb[2]) * q_inv;
+      // every key column holds the bias (hi rows + lo rows of head gi); the products carry 2^(-9 - sh).
+      // Paired, columns 0-3 hold stream 0's (B from lanes gi < 4), 4-7 stream 1's: a lane whose
+      // columns (2 t4, 2 t4 + 1) are the other stream's takes lane ^ 2's
+      float bias = cb[0] + cb[2];
+      if (pairs) {
+        const float other = __shfl_xor_sync(0xFFFFFFFFu, bias, 2);
+        if (t4 / 2 != stream) bias = other;
+      }
+      lg_bias = bias * q_inv;
       lg_scale = q_inv * __uint_as_float(static_cast<std::uint32_t>(127 + 9 + sh) << 23);
     }
 
     // Logits of the 4 n-tiles (keys qk_key(n, 2 t4 + e)), base 2; -inf outside [base, end).
+    // Paired, the other stream's lanes hold q' of the partner block, or of this one without a
+    // partner (finite products; NaN only from poisoned metadata of this split's keys, which makes
+    // the head's output NaN anyway): their logits are -inf here by the bias.
+    const bool mine = !pairs || (item & 1) == stream;
+    const float bias_here = mine ? lg_bias : -INFINITY;
     float lg[4][2];
 #pragma unroll
     for (int n = 0; n < 4; ++n) {
@@ -491,7 +533,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
         for (int j = 0; j < 2; ++j) mma16816(acc, qk[c][j], pr[2 * j], pr[2 * j + 1]);
       }
 #pragma unroll
-      for (int e = 0; e < 2; ++e) lg[n][e] = fmaf(acc[e] + acc[e + 2], lg_scale, lg_bias);  // hi rows + lo rows
+      for (int e = 0; e < 2; ++e) lg[n][e] = fmaf(acc[e] + acc[e + 2], lg_scale, bias_here);  // hi rows + lo rows
     }
     // Keys outside [base, end) (a split's or a partly filled block's edge; warp-uniform test, most
     // tiles are whole) get -inf, and their V meta rows (s, z) = 0, so that their stale or never
@@ -514,7 +556,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       if (use_bulk) bulk::fence_proxy();
       __syncwarp();
     }
-    if (scores != nullptr && gi < G)
+    if (scores != nullptr && mine && head < G)
 #pragma unroll
       for (int n = 0; n < 4; ++n)
 #pragma unroll
@@ -660,7 +702,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
       for (int e = 0; e < 4; ++e) acc[(2 * t4 + (e & 1)) * D + pv_channel(2 * mt + (e >> 1), gi, kLaneCh)] = o[mt][e] * v_inv;
   }
   __syncthreads();
-  merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false);
+  merge_warp_states<D>(smem, p, sp, s, static_cast<long long>(split) * gridDim.x + s, false, pairs ? 2 : 1);
 }
 
 // f(std::integral_constant<int, KC>{}) for KC = think_mma::chunks_of(d_keep) (1 .. D / 32; d_keep

@@ -184,10 +184,11 @@ MEMATTN_DEVICE void stash_warp_state(unsigned char* smem, int warp, int lane, co
 // -inf for an empty split, which the combine ignores) or, when `final` (the only split), into o
 // and lse. NaN is never laundered: a warp whose logits were all NaN keeps m = -inf (the running
 // max drops NaN) but l = NaN, and that makes the head's whole partial NaN (m included, so that the
-// combine keeps it).
+// combine keeps it). streams = 2: each warp kept two states of head r, in rows r and r + 4
+// (path 3's paired tiles, G <= 4), merged alike.
 template <int D>
 MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDecodeParams& p, const ThinKSplit& sp,
-                                      long long s, long long slot_id, bool final) {
+                                      long long s, long long slot_id, bool final, int streams = 1) {
   const float* sm_acc = reinterpret_cast<const float*>(smem);
   const float* sm_ml = sm_acc + kWarps * kThinKMaxGroup * D;
   const int G = p.q_heads / p.kv_heads;
@@ -196,23 +197,23 @@ MEMATTN_DEVICE void merge_warp_states(const unsigned char* smem, const ThinKDeco
     const int r = i / D, ch = i % D;
     float mx = -INFINITY;
     bool poisoned = false;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float lw = sm_ml[(w * kThinKMaxGroup + r) * 2 + 1];
-      mx = fmaxf(mx, sm_ml[(w * kThinKMaxGroup + r) * 2]);
+    for (int k = 0; k < kWarps * streams; ++k) {
+      const int row = (k / streams) * kThinKMaxGroup + r + (k % streams) * (kThinKMaxGroup / 2);
+      const float lw = sm_ml[row * 2 + 1];
+      mx = fmaxf(mx, sm_ml[row * 2]);
       poisoned = poisoned || lw != lw;
     }
     float acc = 0.f, lsum = 0.f;
     if (poisoned) {
       mx = acc = lsum = __int_as_float(0x7FC00000);
     } else if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = sm_ml[(w * kThinKMaxGroup + r) * 2];
+      for (int k = 0; k < kWarps * streams; ++k) {
+        const int row = (k / streams) * kThinKMaxGroup + r + (k % streams) * (kThinKMaxGroup / 2);
+        const float mw = sm_ml[row * 2];
         if (mw == -INFINITY) continue;
         const float wt = detail::fast_exp2(mw - mx);
-        acc = fmaf(wt, sm_acc[(w * kThinKMaxGroup + r) * D + ch], acc);
-        lsum = fmaf(wt, sm_ml[(w * kThinKMaxGroup + r) * 2 + 1], lsum);
+        acc = fmaf(wt, sm_acc[row * D + ch], acc);
+        lsum = fmaf(wt, sm_ml[row * 2 + 1], lsum);
       }
     }
     if (final) {
