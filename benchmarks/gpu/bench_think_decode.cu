@@ -298,9 +298,10 @@ __global__ void fill_words(std::uint32_t* p, std::size_t n, std::uint64_t seed) 
 // (granularity 8); path 3: tensor-core kernel over the KIVI blocks + lane-group kernel over the
 // tail, d_keep 80; path 4: tensor cores over the tail too. lambda 0: no pruning (KIVI alone through the composed decode, d_keep 128).
 // split_keys > 0 forces the split size (0: the wrapper's choice); cp_async: path 3's stages by
-// cp.async pieces instead of bulk copies (ThinKDecodeParams::mma_cp_async).
+// cp.async pieces instead of bulk copies (ThinKDecodeParams::mma_cp_async); unpaired: path 3
+// without its paired tiles (mma_unpaired).
 double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path, int iters, bool* ok, double* bytes_read,
-                     double* epi_us, float lambda = 0.4f, int split_keys = 0, bool cp_async = false) {
+                     double* epi_us, float lambda = 0.4f, int split_keys = 0, bool cp_async = false, bool unpaired = false) {
   const int Hq = 32, Hkv = 8, D = 128, G = Hq / Hkv, tail = 128, qg = 32, S = B * Hkv;
   const int dk77 = D - static_cast<int>(lambda * D), dk = path >= 2 ? (dk77 + 7) / 8 * 8 : dk77;
   const int nq = L - tail, blocks = nq / qg;
@@ -350,6 +351,7 @@ double time_composed(int B, int L, int bits_k, int bits_v, bool scores, int path
   p.qgroup = qg, p.bits_k = bits_k, p.bits_v = bits_v, p.v_group = qg;
   p.path = path;
   p.mma_cp_async = cp_async ? 1 : 0;
+  p.mma_unpaired = unpaired ? 1 : 0;
   double us = 0;
   *epi_us = 0;
   if (scores) {
@@ -492,16 +494,18 @@ int main(int argc, char** argv) {
                   kernel_names[path - 1], B, L, spec, cus, epi, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
     }
     // the tensor-core path at forced split sizes (the wrapper plans one wave of its CTAs; split
-    // size trades the per-split set-up against waves and combine), and (split_keys 0) with its
-    // stages by cp.async pieces instead of bulk copies (the sm_90 pipeline's A/B)
-    for (int keys : {0, 2048, 4096, 8192}) {
+    // size trades the per-split set-up against waves and combine), and (split_keys 0, -1) with its
+    // stages by cp.async pieces instead of bulk copies (the sm_90 pipeline's A/B) or without its
+    // paired tiles (one q' set-up per tile again)
+    for (int keys : {0, -1, 2048, 4096, 8192}) {
       if (keys >= L) continue;
       double cb = 0, epi = 0;
-      const double cus = time_composed(B, L, 4, 2, false, 3, iters, &ok, &cb, &epi, 0.4f, keys, keys == 0);
+      const double cus = time_composed(B, L, 4, 2, false, 3, iters, &ok, &cb, &epi, 0.4f, keys > 0 ? keys : 0, keys == 0, keys == -1);
       std::printf("{\"bench\": \"composed_decode\", \"kernel\": \"%s\", \"split_keys\": %d, \"B\": %d, \"L\": %d, "
                   "\"spec\": \"think:prune=0.4+kivi:kbits=4,vbits=2\", \"us\": %.2f, \"epilogue_us\": 0, \"ratio_vs_prune0\": %.3f, "
                   "\"bytes\": %.0f, \"GBps\": %.1f, \"pct_copy_bw\": %.1f}\n",
-                  keys == 0 ? "mma_cp_async" : "mma", keys, B, L, cus, cus / base, cb, cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
+                  keys == 0 ? "mma_cp_async" : (keys < 0 ? "mma_unpaired" : "mma"), keys > 0 ? keys : 0, B, L, cus, cus / base, cb,
+                  cb / cus * 1e-3, 100.0 * cb / cus * 1e-3 / copy);
     }
     // after the composed rows: device-check's ncu steps profile the first think_decode_mma_kernel
     // launches, the composed cache's

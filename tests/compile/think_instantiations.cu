@@ -61,6 +61,9 @@ int main() {
   p.mma_cp_async = 2;  // path 3's stage copies: 0 (bulk where it can) or 1 (cp.async)
   if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
   p.mma_cp_async = 0;
+  p.mma_unpaired = -1;  // path 3's paired tiles: 0 (where they apply) or 1 (never)
+  if (memattn::cuda::think_decode(p, nullptr) != memattn::Status::kErrorInvalidArgument) return 1;
+  p.mma_unpaired = 0;
   // Path 3 (tensor-core KIVI region) is a layout question: head_dim 64 / 128, 2- / 4-bit codes,
   // d_keep % 8, v_group % 32, 16-byte aligned code rows; it needs the fp16 parts on the lane path.
   {

@@ -84,12 +84,16 @@ Partial reference(const ComposedCase& c, int s, int g, int t0, int t1, std::vect
   return r;
 }
 
+// ThinKDecodeParams::mma_unpaired of the cases params_of builds (path 3's paired tiles, or not)
+int g_mma_unpaired = 0;
+
 // Every region of an exported case in ThinKDecodeParams (host pointers), full blocks or the block
 // lists; o, lse and the raw logits into the given buffers.
 mk::ThinKDecodeParams params_of(const ComposedCase& c, bool full, std::vector<float>* out, std::vector<float>* lse,
                                 std::vector<float>* scores) {
   const int S = c.B * c.Hkv, G = c.Hq / c.Hkv, dk = c.d_keep, D = c.D;
   mk::ThinKDecodeParams p{};
+  p.mma_unpaired = g_mma_unpaired;
   p.k_old = c.k_old.data();
   p.old_seg_stride = static_cast<long long>(c.cap_old) * dk;
   p.old_row_stride = dk;
@@ -397,6 +401,7 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
   for (int split : {32, 160}) {
     memattn_emu::BulkCopies copies(bulk);
     memattn_emu::ReverseCtas order(reverse);
+    g_mma_unpaired = reverse ? 1 : 0;  // paired and unpaired tiles with either pipeline
     for (bool full : {false, true}) {
       check(ComposedKind::kKivi, 2, 8, 2, 64, 4, 2, 150, 3, full, split);
       check(ComposedKind::kThinkKivi, 2, 8, 2, 64, 2, 4, 150, 3, full, split);
@@ -423,6 +428,7 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     check(ComposedKind::kH2oKivi, 2, 8, 2, 128, 2, 4, 420, 6, false, split, true, 0.4f, false, 128);
     check(ComposedKind::kKivi, 2, 4, 1, 64, 4, 4, 300, 3, true, split, true, 0.4f, false, 64);
   }
+  g_mma_unpaired = 0;
   for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count({128, kc}) == 1);
   for (int kc = 1; kc <= 2; ++kc) CHECK(chunk_counts_seen().count({64, kc}) == 1);
 }

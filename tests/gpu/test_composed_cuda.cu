@@ -110,13 +110,15 @@ int run(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v
   // path 1: the tile kernel; 2: the lane-group kernel (d_keep a multiple of 8: KIVI alone, or
   // ThinK with granularity 8); 3: the tensor-core kernel over the KIVI region + the lane-group
   // kernel; 4: tensor cores over every region; their logits and LSE must agree. Attempts 12-14:
-  // path 3 again with its stages by cp.async pieces (mma_cp_async; sm_90 takes bulk copies).
+  // path 3 again with its stages by cp.async pieces (mma_cp_async; sm_90 takes bulk copies), 15-17
+  // without its paired tiles (mma_unpaired).
   // modes: think_decode_modes.hpp (mode 1's 32-token splits put the regions in different CTAs)
   std::vector<float> ref_lse, ref_scores;
-  for (int attempt = 0; attempt < 15; ++attempt) {
+  for (int attempt = 0; attempt < 18; ++attempt) {
     const int path = attempt < 12 ? 1 + attempt / 3 : 3, mode = attempt % 3;
-    p.mma_cp_async = attempt >= 12 ? 1 : 0;
-    INFO("path " << path << " mode " << mode << " cp.async " << p.mma_cp_async);
+    p.mma_cp_async = attempt >= 12 && attempt < 15 ? 1 : 0;
+    p.mma_unpaired = attempt >= 15 ? 1 : 0;
+    INFO("path " << path << " mode " << mode << " cp.async " << p.mma_cp_async << " unpaired " << p.mma_unpaired);
     // paths 2-4 read rows of whole 16-byte pieces; 3 and 4 (split-KV only) the layouts mma_layout accepts
     const bool readable = path == 1 || (path == 2 ? dk % 8 == 0 : mode != 0 && cuda::think_detail::mma_layout(p));
     if (!readable) {

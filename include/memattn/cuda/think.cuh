@@ -49,7 +49,7 @@
 // kErrorNullPointer, kErrorUnsupportedHeadDim (head_dim > 256), kErrorInvalidArgument (d_keep not
 // in [1, head_dim], row/segment strides too small, KIVI bits not 2/4/8, group not 32/64/128,
 // v_group not dividing head_dim, block/row words too few, kq_first without n_blocks, path not
-// 0-4, rec_block_bytes set), kErrorNotSupported (paths 2-4 on a layout their kernels cannot read; path 3, or 4 with a
+// 0-4, mma_cp_async or mma_unpaired not 0 / 1, rec_block_bytes set), kErrorNotSupported (paths 2-4 on a layout their kernels cannot read; path 3, or 4 with a
 // KIVI region, without the split-KV workspace),
 // kErrorGqaRatio (more than 8 query heads per KV head or not a multiple), kErrorInvalidShape
 // (batch < 1), kErrorNoDevice / kErrorCudaRuntime.

@@ -52,7 +52,9 @@ inline Status think_decode_check(const kernels::ThinKDecodeParams& p) {
         p.vq_seg_stride < 0 || p.vqm_seg_stride < 0)
       return Status::kErrorInvalidArgument;
   }
-  if (p.path < 0 || p.path > 4 || (p.mma_cp_async != 0 && p.mma_cp_async != 1)) return Status::kErrorInvalidArgument;
+  if (p.path < 0 || p.path > 4 || (p.mma_cp_async != 0 && p.mma_cp_async != 1) ||
+      (p.mma_unpaired != 0 && p.mma_unpaired != 1))
+    return Status::kErrorInvalidArgument;
   if (p.rec_block_bytes != 0) return Status::kErrorInvalidArgument;  // KIVI cache records: cuda::kivi_decode
   if (p.scores != nullptr && (p.scores_row_stride < 1 || p.scores_seg_stride < static_cast<long long>(p.q_heads / p.kv_heads) * p.scores_row_stride))
     return Status::kErrorInvalidArgument;

@@ -113,6 +113,9 @@ struct ThinKDecodeParams {
   // path 3's stage copies: 0 = bulk copies on mbarriers where the device has them (sm_90) and
   // every region is 16-byte aligned, else cp.async pieces; 1 = cp.async pieces (benchmark A/B)
   int mma_cp_async;
+  // path 3's paired tiles (one q' set-up per two tiles where G <= 4 and qgroup = 32): 0 = where
+  // they apply, 1 = never (benchmark A/B)
+  int mma_unpaired;
 };
 
 constexpr int kThinKMaxGroup = 8;

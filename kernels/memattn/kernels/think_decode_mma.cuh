@@ -221,7 +221,7 @@ MEMATTN_KERNEL void __launch_bounds__(think_mma::kThreads, think_mma::kMinCtas)
   // gi >= 4, head gi - 4) that of the odd tile after it, so that one q' set-up serves two tiles
   // with every lane busy; a lane's logits count in the tiles of its stream only (-inf in the
   // others), each stream keeps its own softmax state of its head, and the merge joins the two.
-  const bool pairs = G <= kThinKMaxGroup / 2 && parts.cpb == 1;
+  const bool pairs = p.mma_unpaired == 0 && G <= kThinKMaxGroup / 2 && parts.cpb == 1;
   const int stream = pairs ? gi / (kThinKMaxGroup / 2) : 0;
   const int head = pairs ? gi % (kThinKMaxGroup / 2) : gi;  // the lane's query head (of the KV head's G)
 
