@@ -204,6 +204,33 @@ void pad_value_rows(ComposedCase* c) {
   c->v_words = nw;
 }
 
+// Puts an empty block (first token equal to the next block's) before every odd block of every
+// segment, as a caller's block list may have them (the composed cache drops its empty blocks):
+// a warp's tile walk then has empty tiles between full ones (path 3's paired tiles: an empty even
+// tile before an odd one with keys).
+void insert_empty_blocks(ComposedCase* c) {
+  const int S = c->B * c->Hkv, kw = std::max(1, c->k_block_words), mw = 2 * c->d_keep;
+  const int cap = c->cap_blocks + (c->cap_blocks + 1) / 2;
+  std::vector<int> first(static_cast<std::size_t>(S) * cap, 0), nb(static_cast<std::size_t>(S), 0);
+  std::vector<std::uint32_t> kq(static_cast<std::size_t>(S) * cap * kw, 0u);
+  std::vector<std::uint16_t> kqm(static_cast<std::size_t>(S) * cap * mw, 0);
+  for (int s = 0; s < S; ++s) {
+    int n = 0;
+    for (int i = 0; i < c->n_blocks[static_cast<std::size_t>(s)]; ++i) {
+      const std::size_t from = static_cast<std::size_t>(s) * c->cap_blocks + i;
+      const int f = c->kq_first[from];
+      if (i % 2 == 1) first[static_cast<std::size_t>(s) * cap + n++] = f;  // empty: [f, f)
+      const std::size_t to = static_cast<std::size_t>(s) * cap + n++;
+      first[to] = f;
+      std::copy_n(c->kq.begin() + static_cast<std::ptrdiff_t>(from * kw), kw, kq.begin() + static_cast<std::ptrdiff_t>(to * kw));
+      std::copy_n(c->kqm.begin() + static_cast<std::ptrdiff_t>(from * mw), mw, kqm.begin() + static_cast<std::ptrdiff_t>(to * mw));
+    }
+    nb[static_cast<std::size_t>(s)] = n;
+  }
+  c->kq_first = std::move(first), c->n_blocks = std::move(nb), c->kq = std::move(kq), c->kqm = std::move(kqm);
+  c->cap_blocks = cap;
+}
+
 // (head_dim, chunks of kept channels) of the cases check() ran
 std::set<std::pair<int, int>>& chunk_counts_seen() {
   static std::set<std::pair<int, int>> seen;
@@ -211,15 +238,17 @@ std::set<std::pair<int, int>>& chunk_counts_seen() {
 }
 
 void check(ComposedKind kind, int B, int Hq, int Hkv, int D, int bits_k, int bits_v, int prefill, int steps, bool full,
-           int split_keys, bool extreme = false, float prune = 0.4f, bool pad_v = false, int v_group = 0) {
+           int split_keys, bool extreme = false, float prune = 0.4f, bool pad_v = false, int v_group = 0,
+           bool empty_blocks = false) {
   INFO("kind " << static_cast<int>(kind) << " B " << B << " Hq " << Hq << " Hkv " << Hkv << " D " << D << " bits " << bits_k
                << "/" << bits_v << " full " << full << " split " << split_keys << " extreme " << extreme << " prune " << prune
-               << " padded V rows " << pad_v << " v_group " << v_group);
+               << " padded V rows " << pad_v << " v_group " << v_group << " empty blocks " << empty_blocks);
   ComposedCase c;
   REQUIRE(composed_cpu_case(kind, B, Hq, Hkv, D, bits_k, bits_v, prefill, steps, 777u + static_cast<unsigned>(D), &c, 8, prune, v_group));
   REQUIRE(c.v_group == (v_group > 0 ? v_group : 32));
   if (extreme) make_extreme(&c);
   if (pad_v) pad_value_rows(&c);
+  if (empty_blocks) insert_empty_blocks(&c);
   const int S = B * Hkv, G = Hq / Hkv, dk = c.d_keep;
   REQUIRE(dk % 8 == 0);
   REQUIRE(c.v_group % 32 == 0);
@@ -427,6 +456,9 @@ TEST_CASE("emulated tensor-core composed decode (path 3) == fp64 over the KIVI r
     check(ComposedKind::kThinkKivi, 2, 8, 2, 128, 4, 2, 300, 2, false, split, false, 0.4f, false, 64);
     check(ComposedKind::kH2oKivi, 2, 8, 2, 128, 2, 4, 420, 6, false, split, true, 0.4f, false, 128);
     check(ComposedKind::kKivi, 2, 4, 1, 64, 4, 4, 300, 3, true, split, true, 0.4f, false, 64);
+    // empty blocks in the block lists (empty tiles between full ones)
+    check(ComposedKind::kH2oThinkKivi, 2, 4, 1, 128, 4, 2, 420, 6, false, split, false, 0.4f, false, 0, true);
+    check(ComposedKind::kKivi, 1, 8, 2, 64, 2, 2, 300, 2, false, split, false, 0.4f, false, 0, true);
   }
   g_mma_unpaired = 0;
   for (int kc = 1; kc <= 4; ++kc) CHECK(chunk_counts_seen().count({128, kc}) == 1);
